@@ -1,0 +1,39 @@
+// Checks numpy arrays at the boundary without copying them: dtype, dimensions and
+// C-contiguity, with an error that says how to fix the input.
+#pragma once
+
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <stdexcept>
+#include <string>
+
+namespace fastrag::bindings {
+
+namespace py = pybind11;
+
+template <class T>
+const char* dtype_name();
+template <> inline const char* dtype_name<float>() { return "float32"; }
+template <> inline const char* dtype_name<std::uint32_t>() { return "uint32"; }
+template <> inline const char* dtype_name<std::int64_t>() { return "int64"; }
+template <> inline const char* dtype_name<std::uint64_t>() { return "uint64"; }
+
+// Returns a pointer into `a` after checking it is a C-contiguous `ndim`-dimensional T array.
+template <class T>
+const T* checked(const py::array& a, const char* name, int ndim = 1) {
+  if (!py::isinstance<py::array_t<T>>(a) || !a.dtype().is(py::dtype::of<T>()))
+    throw std::invalid_argument(std::string(name) + " must be a " + dtype_name<T>() +
+                                " array, got " + std::string(py::str(a.dtype())) +
+                                " (convert with np.asarray(x, dtype=np." + dtype_name<T>() +
+                                "))");
+  if (a.ndim() != ndim)
+    throw std::invalid_argument(std::string(name) + " must have " + std::to_string(ndim) +
+                                " dimension(s), got " + std::to_string(a.ndim()));
+  if (!(a.flags() & py::array::c_style))
+    throw std::invalid_argument(std::string(name) +
+                                " must be C-contiguous (use np.ascontiguousarray(x))");
+  return static_cast<const T*>(a.data());
+}
+
+}  // namespace fastrag::bindings

@@ -1,0 +1,182 @@
+// Python bindings of the inverted index (fastrag._core.SparseIndex).
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <string>
+
+#include "arrays.hpp"
+#include "fastrag/sparse_index.hpp"
+
+namespace py = pybind11;
+using fastrag::bindings::checked;
+using fastrag::SparseIndex;
+
+namespace {
+
+// Checks a CSR pair (indptr with n+1 entries starting at 0, entries of length indptr[n]).
+std::size_t csr_rows(const py::array& indptr, const py::array& entries, const char* what) {
+  const auto* p = checked<std::int64_t>(indptr, "indptr");
+  checked<std::uint32_t>(entries, what);
+  if (indptr.size() < 1) throw std::invalid_argument("indptr must hold at least one entry (0)");
+  const auto n = static_cast<std::size_t>(indptr.size() - 1);
+  if (p[0] != 0) throw std::invalid_argument("indptr[0] must be 0");
+  if (p[n] != entries.size())
+    throw std::invalid_argument("indptr[-1] (" + std::to_string(p[n]) + ") must equal len(" +
+                                what + ") (" + std::to_string(entries.size()) + ")");
+  return n;
+}
+
+fastrag::SearchAlgorithm parse_algorithm(const std::string& s) {
+  if (s == "auto") return fastrag::SearchAlgorithm::Auto;
+  if (s == "exhaustive") return fastrag::SearchAlgorithm::Exhaustive;
+  if (s == "maxscore") return fastrag::SearchAlgorithm::MaxScore;
+  throw std::invalid_argument("algorithm must be 'auto', 'exhaustive' or 'maxscore', got '" + s +
+                              "'");
+}
+
+}  // namespace
+
+void register_sparse(py::module_& m) {
+  py::class_<SparseIndex>(m, "SparseIndex")
+      .def(py::init([](const std::string& scoring, const std::string& method, float k1, float b,
+                       float delta) {
+             fastrag::BM25Params p;
+             p.method = fastrag::parse_bm25_method(method);
+             p.k1 = k1;
+             p.b = b;
+             p.delta = delta;
+             if (scoring == "bm25") return std::make_unique<SparseIndex>(fastrag::Scoring::BM25, p);
+             if (scoring == "impact")
+               return std::make_unique<SparseIndex>(fastrag::Scoring::Impact, p);
+             throw std::invalid_argument("scoring must be 'bm25' or 'impact', got '" + scoring +
+                                         "'");
+           }),
+           py::kw_only(), py::arg("scoring") = "bm25", py::arg("method") = "lucene",
+           py::arg("k1") = 1.5f, py::arg("b") = 0.75f, py::arg("delta") = 0.5f)
+      .def(
+          "add",
+          [](SparseIndex& self, const py::array& indptr, const py::array& terms,
+             const py::object& values) {
+            const std::size_t n = csr_rows(indptr, terms, "terms");
+            const float* v = nullptr;
+            if (!values.is_none()) {
+              auto va = values.cast<py::array>();
+              v = checked<float>(va, "values");
+              if (va.size() != terms.size())
+                throw std::invalid_argument("values must have one weight per term");
+            }
+            const auto* p = static_cast<const std::int64_t*>(indptr.data());
+            const auto* t = static_cast<const std::uint32_t*>(terms.data());
+            // Safe without the GIL: only raw pointers into the arrays, kept alive by the caller.
+            py::gil_scoped_release release;
+            return self.add(p, n, t, v);
+          },
+          py::arg("indptr"), py::arg("terms"), py::arg("values") = py::none())
+      .def(
+          "remove",
+          [](SparseIndex& self, const py::array& ids) {
+            const auto* p = checked<std::uint32_t>(ids, "ids");
+            return self.remove(p, static_cast<std::size_t>(ids.size()));
+          },
+          py::arg("ids"))
+      .def("compact",
+           [](SparseIndex& self) {
+             std::vector<std::int64_t> remap;
+             {
+               py::gil_scoped_release release;
+               remap = self.compact();
+             }
+             py::array_t<std::int64_t> out(remap.size());
+             std::copy(remap.begin(), remap.end(), out.mutable_data());
+             return out;
+           })
+      .def(
+          "search",
+          [](const SparseIndex& self, const py::array& indptr, const py::array& terms,
+             const py::object& weights, std::size_t k, int threads, const py::object& allow,
+             const std::string& algorithm) {
+            const std::size_t n = csr_rows(indptr, terms, "terms");
+            fastrag::QueryBatch q;
+            q.indptr = static_cast<const std::int64_t*>(indptr.data());
+            q.n_queries = n;
+            q.terms = static_cast<const std::uint32_t*>(terms.data());
+            if (!weights.is_none()) {
+              auto wa = weights.cast<py::array>();
+              q.weights = checked<float>(wa, "weights");
+              if (wa.size() != terms.size())
+                throw std::invalid_argument("weights must have one entry per query term");
+            }
+            fastrag::SearchOptions opt;
+            opt.k = k;
+            opt.threads = threads;
+            opt.algorithm = parse_algorithm(algorithm);
+            if (!allow.is_none()) {
+              auto aa = allow.cast<py::array>();
+              opt.allow = checked<std::uint64_t>(aa, "allow");
+              opt.allow_words = static_cast<std::size_t>(aa.size());
+            }
+            py::array_t<std::int64_t> ids({n, k});
+            py::array_t<float> scores({n, k});
+            std::int64_t* ip = ids.mutable_data();
+            float* sp = scores.mutable_data();
+            {
+              // Safe without the GIL: the inputs are held by the caller, the outputs are ours.
+              py::gil_scoped_release release;
+              self.search(q, opt, ip, sp);
+            }
+            return py::make_tuple(ids, scores);
+          },
+          py::arg("indptr"), py::arg("terms"), py::arg("weights") = py::none(), py::kw_only(),
+          py::arg("k") = 10, py::arg("threads") = 1, py::arg("allow") = py::none(),
+          py::arg("algorithm") = "auto")
+      .def("document_frequencies",
+           [](const SparseIndex& self) {
+             auto df = self.document_frequencies();
+             py::array_t<std::uint32_t> out(df.size());
+             std::copy(df.begin(), df.end(), out.mutable_data());
+             return out;
+           })
+      .def("is_live", &SparseIndex::is_live, py::arg("id"))
+      .def("stats",
+           [](const SparseIndex& self) {
+             auto s = self.stats();
+             py::dict d;
+             d["n_docs"] = s.n_docs;
+             d["n_live"] = s.n_live;
+             d["n_terms"] = s.n_terms;
+             d["n_postings"] = s.n_postings;
+             d["avgdl"] = s.avgdl;
+             d["memory_bytes"] = s.memory_bytes;
+             return d;
+           })
+      .def_property_readonly("scoring",
+                             [](const SparseIndex& self) {
+                               return self.scoring() == fastrag::Scoring::BM25 ? "bm25" : "impact";
+                             })
+      .def_property_readonly(
+          "method", [](const SparseIndex& self) { return bm25_method_name(self.params().method); })
+      .def_property_readonly("k1", [](const SparseIndex& self) { return self.params().k1; })
+      .def_property_readonly("b", [](const SparseIndex& self) { return self.params().b; })
+      .def_property_readonly("delta", [](const SparseIndex& self) { return self.params().delta; })
+      .def(
+          "save",
+          [](const SparseIndex& self, const std::string& path, const py::bytes& extra) {
+            std::string e = extra;
+            py::gil_scoped_release release;
+            self.save(path, e);
+          },
+          py::arg("path"), py::arg("extra") = py::bytes())
+      .def_static(
+          "load",
+          [](const std::string& path, bool mmap) {
+            std::string extra;
+            std::unique_ptr<SparseIndex> ix;
+            {
+              py::gil_scoped_release release;
+              ix = SparseIndex::load(path, mmap, &extra);
+            }
+            return py::make_tuple(py::cast(std::move(ix)), py::bytes(extra));
+          },
+          py::arg("path"), py::kw_only(), py::arg("mmap") = false);
+}

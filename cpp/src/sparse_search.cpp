@@ -1,0 +1,277 @@
+// Exact top-k over the inverted index.
+//
+// Two algorithms give the same results (up to floating-point ties):
+// - exhaustive: term-at-a-time accumulation into a per-thread score array, then top-k over
+//   the touched documents; best for small collections and short lists;
+// - block-max MaxScore (Turtle & Flood 1995; Ding & Suel 2011; Mallia et al. 2019): documents
+//   at a time in id order; terms whose summed upper bounds cannot beat the current k-th score
+//   are "non-essential" and only probed for candidates found in the essential lists; block
+//   maxima bound a candidate before it is scored and let whole runs of documents be skipped.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <mutex>
+#include <stdexcept>
+
+#include "fastrag/parallel.hpp"
+#include "fastrag/sparse_index.hpp"
+#include "fastrag/topk.hpp"
+
+namespace fastrag {
+namespace {
+
+constexpr std::uint32_t kEnd = std::numeric_limits<std::uint32_t>::max();
+
+struct QueryTerm {
+  std::uint32_t term;
+  float weight;
+};
+
+// A posting list being walked; positions are absolute offsets into the posting arrays.
+struct Cursor {
+  const std::uint32_t* docs;
+  const float* impacts;
+  const float* block_max;    // of this term's first block
+  const std::uint32_t* block_last;
+  std::uint64_t begin, pos, end;
+  std::uint64_t block, n_blocks;  // current block (relative)
+  float weight, upper;
+
+  std::uint32_t doc() const { return pos < end ? docs[pos] : kEnd; }
+  float score() const { return weight * impacts[pos]; }
+  void next() {
+    ++pos;
+    if (pos < end && docs[pos - 1] == block_last[block]) ++block;
+  }
+  // Moves the block to the first one whose last doc is >= d (without touching postings).
+  void shallow_seek(std::uint32_t d) {
+    while (block < n_blocks && block_last[block] < d) ++block;
+  }
+  float block_bound() const { return block < n_blocks ? weight * block_max[block] : 0.0f; }
+  std::uint32_t block_end_doc() const { return block < n_blocks ? block_last[block] : kEnd; }
+  // Moves to the first posting with doc >= d.
+  void seek(std::uint32_t d) {
+    if (doc() >= d) return;
+    shallow_seek(d);
+    if (block >= n_blocks) {
+      pos = end;
+      return;
+    }
+    const std::uint64_t bs = begin + block * SparseIndex::kBlockSize;
+    const std::uint64_t be = std::min<std::uint64_t>(end, bs + SparseIndex::kBlockSize);
+    pos = static_cast<std::uint64_t>(
+        std::lower_bound(docs + std::max(pos, bs), docs + be, d) - docs);
+  }
+};
+
+}  // namespace
+
+struct SparseIndex::Scratch {
+  TopK heap;
+  std::vector<QueryTerm> terms;
+  std::vector<Cursor> cursors;
+  std::vector<double> prefix;
+  std::vector<float> acc;
+  std::vector<std::uint32_t> stamp;
+  std::vector<std::uint32_t> touched;
+  std::uint32_t epoch = 0;
+  const std::uint64_t* live = nullptr;
+};
+
+void SparseIndex::search(const QueryBatch& q, const SearchOptions& opt, std::int64_t* out_ids,
+                         float* out_scores) const {
+  if (opt.allow && opt.allow_words < (n_docs_ + 63) / 64)
+    throw std::invalid_argument("the filter bitset has " + std::to_string(opt.allow_words) +
+                                " words; the index needs " + std::to_string((n_docs_ + 63) / 64));
+  for (std::size_t i = 0; i < q.n_queries; ++i)
+    if (q.indptr[i + 1] < q.indptr[i]) throw std::invalid_argument("indptr must be non-decreasing");
+  if (q.weights)
+    for (std::int64_t j = q.indptr[0]; j < q.indptr[q.n_queries]; ++j)
+      if (!(std::isfinite(q.weights[j]) && q.weights[j] >= 0))
+        throw std::invalid_argument("query term weights must be finite and >= 0");
+  ensure_committed();
+  std::shared_lock<std::shared_mutex> lock(mutex_);
+  const std::size_t threads = resolve_threads(opt.threads, q.n_queries);
+  parallel_for(q.n_queries, threads, [&](std::size_t qi, std::size_t) {
+    // Per-thread scratch kept across calls: the caller's thread reuses its score array, so a
+    // single query does not pay for allocating one per call.
+    thread_local Scratch scratch;
+    search_one(q, qi, opt, scratch, out_ids + qi * opt.k, out_scores + qi * opt.k);
+  });
+}
+
+void SparseIndex::search_one(const QueryBatch& q, std::size_t qi, const SearchOptions& opt,
+                             Scratch& s, std::int64_t* ids, float* scores) const {
+  // Gather the query's known terms with positive weight; fold repeats.
+  s.terms.clear();
+  for (std::int64_t j = q.indptr[qi]; j < q.indptr[qi + 1]; ++j) {
+    const float w = q.weights ? q.weights[j] : 1.0f;
+    if (q.terms[j] < n_terms_ && w > 0) s.terms.push_back({q.terms[j], w});
+  }
+  std::sort(s.terms.begin(), s.terms.end(),
+            [](const QueryTerm& a, const QueryTerm& b) { return a.term < b.term; });
+  std::size_t m = 0;
+  double constant = 0;  // BM25L / BM25+: what every document gets for absent terms
+  for (std::size_t i = 0; i < s.terms.size(); ++i) {
+    if (!nonocc_.empty()) constant += double(s.terms[i].weight) * nonocc_[s.terms[i].term];
+    if (m > 0 && s.terms[m - 1].term == s.terms[i].term)
+      s.terms[m - 1].weight += s.terms[i].weight;
+    else
+      s.terms[m++] = s.terms[i];
+  }
+  s.terms.resize(m);
+
+  const float* imp = scoring_ == Scoring::BM25 ? impacts_.data() : values_.data();
+  s.cursors.clear();
+  std::uint64_t total = 0;
+  for (const auto& qt : s.terms) {
+    const std::uint64_t a = offsets_[qt.term], b = offsets_[qt.term + 1];
+    if (a == b) continue;
+    const std::uint64_t b0 = block_offsets_[qt.term];
+    s.cursors.push_back({docs_.data(), imp, block_max_.data() + b0, block_last_.data() + b0, a, a,
+                         b, 0, block_offsets_[qt.term + 1] - b0, qt.weight,
+                         qt.weight * term_max_[qt.term]});
+    total += b - a;
+  }
+  s.heap.reset(opt.k);
+  s.live = live_.data();
+  if (!s.cursors.empty() && opt.k > 0) {
+    SearchAlgorithm algo = opt.algorithm;
+    if (algo == SearchAlgorithm::Auto)
+      // Accumulating is cheaper while the lists are short next to the collection (the score
+      // array stays in cache) or when there is one list to walk anyway.
+      algo = (n_docs_ <= 50000 || total <= 20000) ? SearchAlgorithm::Exhaustive
+                                                 : SearchAlgorithm::MaxScore;
+    if (algo == SearchAlgorithm::Exhaustive)
+      search_exhaustive(s, opt);
+    else
+      search_maxscore(s, opt);
+  }
+  s.heap.drain(ids, scores);
+  if (constant != 0)
+    for (std::size_t i = 0; i < opt.k && ids[i] >= 0; ++i)
+      scores[i] = static_cast<float>(scores[i] + constant);
+}
+
+namespace {
+inline bool allowed(const std::uint64_t* live, const std::uint64_t* allow, std::uint32_t d) {
+  const std::uint64_t bit = std::uint64_t{1} << (d % 64);
+  return (live[d / 64] & bit) && (!allow || (allow[d / 64] & bit));
+}
+}  // namespace
+
+void SparseIndex::search_exhaustive(Scratch& s, const SearchOptions& opt) const {
+  if (s.acc.size() < n_docs_) {
+    s.acc.assign(n_docs_, 0.0f);
+    s.stamp.assign(n_docs_, 0);
+    s.epoch = 0;
+  }
+  if (++s.epoch == 0) {  // stamps wrapped around: clear them
+    std::fill(s.stamp.begin(), s.stamp.end(), 0);
+    s.epoch = 1;
+  }
+  s.touched.clear();
+  float* acc = s.acc.data();
+  std::uint32_t* stamp = s.stamp.data();
+  const std::uint32_t epoch = s.epoch;
+  for (const Cursor& c : s.cursors) {
+    for (std::uint64_t j = c.begin; j < c.end; ++j) {
+      const std::uint32_t d = c.docs[j];
+      const float v = c.weight * c.impacts[j];
+      if (stamp[d] != epoch) {
+        stamp[d] = epoch;
+        acc[d] = v;
+        s.touched.push_back(d);
+      } else {
+        acc[d] += v;
+      }
+    }
+  }
+  const std::uint64_t* live = s.live;
+  for (std::uint32_t d : s.touched) {
+    if (acc[d] < s.heap.threshold()) continue;
+    if (allowed(live, opt.allow, d)) s.heap.push(acc[d], d);
+  }
+}
+
+void SparseIndex::search_maxscore(Scratch& s, const SearchOptions& opt) const {
+  auto& cur = s.cursors;
+  // Ascending upper bounds; prefix[i] = sum of the bounds of cursors 0..i.
+  std::sort(cur.begin(), cur.end(),
+            [](const Cursor& a, const Cursor& b) { return a.upper < b.upper; });
+  const std::size_t n = cur.size();
+  s.prefix.resize(n);
+  double run = 0;
+  for (std::size_t i = 0; i < n; ++i) s.prefix[i] = run += cur[i].upper;
+  const std::uint64_t* live = s.live;
+  TopK& heap = s.heap;
+  std::size_t first_ess = 0;  // cursors [first_ess, n) are essential
+  float theta = heap.threshold();
+
+  while (true) {
+    // Smallest document in the essential lists.
+    std::uint32_t d = kEnd;
+    for (std::size_t i = first_ess; i < n; ++i) d = std::min(d, cur[i].doc());
+    if (d == kEnd) break;
+    const double non_ess = first_ess > 0 ? s.prefix[first_ess - 1] : 0.0;
+
+    if (heap.full()) {
+      // Block-max bound of every document from d up to the nearest block end.
+      double bound = non_ess;
+      std::uint32_t skip_to = kEnd;
+      for (std::size_t i = first_ess; i < n; ++i) {
+        cur[i].shallow_seek(d);
+        bound += cur[i].block_bound();
+        skip_to = std::min(skip_to, cur[i].block_end_doc());
+      }
+      if (bound <= theta) {
+        if (skip_to == kEnd) break;
+        for (std::size_t i = first_ess; i < n; ++i) cur[i].seek(skip_to + 1);
+        continue;
+      }
+    }
+    if (!allowed(live, opt.allow, d)) {
+      for (std::size_t i = first_ess; i < n; ++i)
+        if (cur[i].doc() == d) cur[i].next();
+      continue;
+    }
+    double score = 0;
+    for (std::size_t i = first_ess; i < n; ++i)
+      if (cur[i].doc() == d) {
+        score += cur[i].score();
+        cur[i].next();
+      }
+    if (first_ess > 0 && heap.full()) {
+      // Non-essential lists: first bound by their blocks, then probe the largest ones first
+      // while the remaining upper bounds can still lift the document above theta.
+      double bound = score;
+      for (std::size_t i = 0; i < first_ess; ++i) {
+        cur[i].shallow_seek(d);
+        if (cur[i].block < cur[i].n_blocks &&
+            cur[i].docs[cur[i].begin + cur[i].block * kBlockSize] <= d)
+          bound += cur[i].block_bound();
+      }
+      if (bound <= theta) continue;
+    }
+    bool pruned = false;
+    for (std::size_t i = first_ess; i-- > 0;) {
+      if (heap.full() && score + s.prefix[i] <= theta) {
+        pruned = true;
+        break;
+      }
+      cur[i].seek(d);
+      if (cur[i].doc() == d) score += cur[i].score();
+    }
+    if (pruned) continue;
+    const float fs = static_cast<float>(score);
+    if (!heap.full() || fs > theta) {
+      heap.push(fs, d);
+      if (heap.full()) {
+        theta = heap.threshold();
+        while (first_ess < n && s.prefix[first_ess] <= theta) ++first_ess;
+      }
+    }
+  }
+}
+
+}  // namespace fastrag

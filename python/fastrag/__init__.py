@@ -1,0 +1,29 @@
+"""fastrag: local multi-stage retrieval for RAG with a C++ core."""
+
+from __future__ import annotations
+
+from fastrag._core import IndexFormatError
+from fastrag.index import BM25, DocId, Hit, SearchResults
+from fastrag.text import (
+    AutoAnalyzer,
+    BigramAnalyzer,
+    EmptyDocumentWarning,
+    EnglishAnalyzer,
+    JapaneseAnalyzer,
+    get_analyzer,
+)
+
+__all__ = [
+    "BM25",
+    "AutoAnalyzer",
+    "BigramAnalyzer",
+    "DocId",
+    "EmptyDocumentWarning",
+    "EnglishAnalyzer",
+    "Hit",
+    "IndexFormatError",
+    "JapaneseAnalyzer",
+    "SearchResults",
+    "get_analyzer",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,55 @@
+"""Type stubs of fastrag's private native module."""
+
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+
+class IndexFormatError(ValueError):
+    """A file that is not a fastrag index, of another kind or version, truncated or corrupted."""
+
+class SparseIndex:
+    def __init__(
+        self,
+        *,
+        scoring: Literal["bm25", "impact"] = "bm25",
+        method: str = "lucene",
+        k1: float = 1.5,
+        b: float = 0.75,
+        delta: float = 0.5,
+    ) -> None: ...
+    def add(
+        self,
+        indptr: npt.NDArray[np.int64],
+        terms: npt.NDArray[np.uint32],
+        values: npt.NDArray[np.float32] | None = None,
+    ) -> int: ...
+    def remove(self, ids: npt.NDArray[np.uint32]) -> int: ...
+    def compact(self) -> npt.NDArray[np.int64]: ...
+    def search(
+        self,
+        indptr: npt.NDArray[np.int64],
+        terms: npt.NDArray[np.uint32],
+        weights: npt.NDArray[np.float32] | None = None,
+        *,
+        k: int = 10,
+        threads: int = 1,
+        allow: npt.NDArray[np.uint64] | None = None,
+        algorithm: Literal["auto", "exhaustive", "maxscore"] = "auto",
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]: ...
+    def document_frequencies(self) -> npt.NDArray[np.uint32]: ...
+    def is_live(self, id: int) -> bool: ...
+    def stats(self) -> dict[str, int | float]: ...
+    @property
+    def scoring(self) -> str: ...
+    @property
+    def method(self) -> str: ...
+    @property
+    def k1(self) -> float: ...
+    @property
+    def b(self) -> float: ...
+    @property
+    def delta(self) -> float: ...
+    def save(self, path: str, extra: bytes = b"") -> None: ...
+    @staticmethod
+    def load(path: str, *, mmap: bool = False) -> tuple[SparseIndex, bytes]: ...

@@ -1,0 +1,166 @@
+"""The fastrag command line: index a folder, search it, evaluate methods on BEIR datasets."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from fastrag.index import BM25
+
+ANALYZERS = ["auto", "english", "japanese", "bigram"]
+TEXT_SUFFIXES = {".txt", ".md", ".markdown", ".rst"}
+MAX_FILE_BYTES = 50 * 1024 * 1024
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="fastrag")
+def main() -> None:
+    """fastrag: local retrieval for RAG."""
+
+
+@main.command("eval")
+@click.argument("dataset", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--method", default="bm25", show_default=True, help="Retrieval method.")
+@click.option("--analyzer", type=click.Choice(ANALYZERS), default="auto", show_default=True)
+@click.option(
+    "--bm25-method",
+    default="lucene",
+    show_default=True,
+    type=click.Choice(["lucene", "robertson", "atire", "bm25l", "bm25+"]),
+)
+@click.option("--k1", type=float, default=1.5, show_default=True)
+@click.option("--b", "b", type=float, default=0.75, show_default=True)
+@click.option("--split", default="test", show_default=True, help="qrels/<split>.tsv")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def eval_cmd(
+    dataset: Path,
+    method: str,
+    analyzer: str,
+    bm25_method: str,
+    k1: float,
+    b: float,
+    split: str,
+    as_json: bool,
+) -> None:
+    """Evaluate METHOD on a BEIR-layout DATASET folder (nDCG@10, Recall@100, MRR@10)."""
+    from fastrag.eval import evaluate_method, load_beir
+
+    try:
+        data = load_beir(dataset, split=split)
+    except (FileNotFoundError, ValueError) as e:
+        raise click.ClickException(str(e)) from e
+    options: dict[str, Any] = {}
+    if method == "bm25":
+        options = {"analyzer": analyzer, "method": bm25_method, "k1": k1, "b": b}
+    try:
+        result = evaluate_method(data, method, options=options)
+    except ValueError as e:
+        raise click.ClickException(str(e)) from e
+    if as_json:
+        click.echo(json.dumps(result.to_json(), ensure_ascii=False))
+        return
+    click.echo(f"{result.method} on {result.dataset} ({result.queries} queries)")
+    for name, value in result.metrics.items():
+        click.echo(f"  {name:<12} {value:.4f}")
+
+
+def _read_documents(path: Path) -> tuple[list[str], list[str], list[str]]:
+    """(ids, texts, skipped reasons) from a text file, a .jsonl file or a folder of them."""
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    ids: list[str] = []
+    texts: list[str] = []
+    skipped: list[str] = []
+    for f in files:
+        rel = str(f.relative_to(path)) if path.is_dir() else f.name
+        if any(part.startswith(".") for part in Path(rel).parts):
+            continue
+        if f.suffix.lower() not in TEXT_SUFFIXES | {".jsonl"}:
+            skipped.append(f"{rel}: not a .txt/.md/.rst/.jsonl file")
+            continue
+        if f.stat().st_size > MAX_FILE_BYTES:
+            skipped.append(f"{rel}: larger than {MAX_FILE_BYTES // 2**20} MB")
+            continue
+        raw = f.read_bytes()
+        if b"\x00" in raw[:8192]:
+            skipped.append(f"{rel}: binary content")
+            continue
+        text = raw.decode("utf-8", errors="replace")
+        if f.suffix.lower() == ".jsonl":
+            for n, line in enumerate(text.splitlines(), 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                    ids.append(str(row.get("_id", row.get("id", f"{rel}:{n}"))))
+                    texts.append(f"{row.get('title', '')} {row.get('text', '')}".strip())
+                except (json.JSONDecodeError, AttributeError):
+                    skipped.append(f"{rel}:{n}: not a JSON object")
+        else:
+            ids.append(rel)
+            texts.append(text)
+    return ids, texts, skipped
+
+
+@main.command("index")
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--collection",
+    "-c",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Folder to write the index to.",
+)
+@click.option("--analyzer", type=click.Choice(ANALYZERS), default="auto", show_default=True)
+def index_cmd(path: Path, collection: Path, analyzer: str) -> None:
+    """Index PATH (a .txt/.md/.jsonl file or a folder of them) into a collection folder."""
+    ids, texts, skipped = _read_documents(path)
+    for reason in skipped:
+        click.echo(f"skipped {reason}", err=True)
+    if not texts:
+        raise click.ClickException(f"no documents found in {path}")
+    index = BM25(analyzer=analyzer)
+    index.add(texts, ids=ids)
+    collection.mkdir(parents=True, exist_ok=True)
+    index.save(collection / "bm25.fridx")
+    with (collection / "documents.jsonl.tmp").open("w", encoding="utf-8") as f:
+        for doc_id, text in zip(ids, texts, strict=False):
+            f.write(json.dumps({"id": doc_id, "text": text}, ensure_ascii=False) + "\n")
+    (collection / "documents.jsonl.tmp").replace(collection / "documents.jsonl")
+    click.echo(f"indexed {len(texts)} documents into {collection} ({len(skipped)} skipped)")
+
+
+@main.command("search")
+@click.argument("collection", type=click.Path(path_type=Path))
+@click.argument("query")
+@click.option("--k", "-k", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON lines.")
+def search_cmd(collection: Path, query: str, k: int, as_json: bool) -> None:
+    """Search a COLLECTION folder made by `fastrag index`."""
+    index_file = collection / "bm25.fridx"
+    if not index_file.is_file():
+        raise click.ClickException(f"{collection} is not a fastrag collection (no bm25.fridx)")
+    index = BM25.load(index_file, mmap=True)
+    hits = index.search(query, k=k)[0]
+    texts: dict[str, str] = {}
+    wanted = {str(h.id) for h in hits}
+    with (collection / "documents.jsonl").open(encoding="utf-8") as f:
+        for line in f:
+            row = json.loads(line)
+            if row["id"] in wanted:
+                texts[row["id"]] = row["text"]
+    if not hits:
+        click.echo("no documents match", err=not as_json)
+    for rank, h in enumerate(hits, 1):
+        snippet = " ".join(texts.get(str(h.id), "").split())[:100]
+        if as_json:
+            click.echo(json.dumps({"rank": rank, "id": h.id, "score": h.score}, ensure_ascii=False))
+        else:
+            click.echo(f"{rank:>3}  {h.score:8.3f}  {h.id}  {snippet}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

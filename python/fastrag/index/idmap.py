@@ -1,0 +1,114 @@
+"""The mapping between the user's document ids and the core's dense internal ids."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from fastrag.index.results import DocId
+
+
+def _check_id(doc_id: object) -> DocId:
+    if isinstance(doc_id, bool) or not isinstance(doc_id, (str, int)):
+        raise TypeError(f"document ids must be str or int, got {type(doc_id).__name__}")
+    return doc_id
+
+
+class IdMap:
+    """Internal id i holds user id ``ids[i]``; deleted slots hold ``None`` until compaction."""
+
+    def __init__(self, ids: Sequence[DocId | None] = ()) -> None:
+        self._ids: list[DocId | None] = list(ids)
+        self._pos: dict[DocId, int] = {d: i for i, d in enumerate(self._ids) if d is not None}
+        self._array: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self._pos)
+
+    def __contains__(self, doc_id: object) -> bool:
+        return doc_id in self._pos
+
+    @property
+    def n_internal(self) -> int:
+        return len(self._ids)
+
+    def live_ids(self) -> list[DocId]:
+        return [d for d in self._ids if d is not None]
+
+    def new_ids(self, ids: Iterable[DocId] | None, n: int) -> list[DocId]:
+        """Validates ids for n new documents (default: consecutive integers)."""
+        if ids is None:
+            start = len(self._ids)
+            return list(range(start, start + n))
+        out = [_check_id(d) for d in ids]
+        if len(out) != n:
+            raise ValueError(f"got {len(out)} ids for {n} documents")
+        if len(set(out)) != len(out):
+            seen: set[DocId] = set()
+            dup = next(d for d in out if d in seen or seen.add(d))  # type: ignore[func-returns-value]
+            raise ValueError(f"duplicate document id {dup!r} in one call")
+        return out
+
+    def existing(self, ids: Iterable[DocId]) -> np.ndarray:
+        """Internal ids of those of `ids` already present (for upserts)."""
+        return np.array([self._pos[d] for d in ids if d in self._pos], dtype=np.uint32)
+
+    def append(self, ids: list[DocId]) -> None:
+        base = len(self._ids)
+        for i, d in enumerate(ids):
+            self._pos[d] = base + i
+        self._ids.extend(ids)
+        self._array = None
+
+    def lookup(self, ids: Iterable[DocId], *, missing: str = "raise") -> np.ndarray:
+        """Internal ids of user ids; missing='raise' raises KeyError, 'ignore' drops them."""
+        out: list[int] = []
+        unknown: list[DocId] = []
+        for d in ids:
+            i = self._pos.get(d)
+            if i is None:
+                unknown.append(d)
+            else:
+                out.append(i)
+        if unknown and missing == "raise":
+            shown = ", ".join(repr(u) for u in unknown[:5])
+            more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+            raise KeyError(f"unknown document ids: {shown}{more}")
+        return np.array(out, dtype=np.uint32)
+
+    def remove(self, internal: np.ndarray) -> None:
+        for i in internal.tolist():
+            d = self._ids[i]
+            if d is not None:
+                del self._pos[d]
+                self._ids[i] = None
+        self._array = None
+
+    def renumber(self, remap: np.ndarray) -> None:
+        """Applies the old -> new map returned by a compaction."""
+        keep = np.flatnonzero(remap >= 0)
+        self.__init__([self._ids[i] for i in keep.tolist()])  # type: ignore[misc]
+
+    def to_user(self, internal: np.ndarray) -> np.ndarray:
+        """Maps an int64 array of internal ids (-1 = none) to an object array of user ids."""
+        if self._array is None or len(self._array) != len(self._ids) + 1:
+            arr = np.empty(len(self._ids) + 1, dtype=object)
+            arr[:-1] = self._ids
+            arr[-1] = None  # index -1
+            self._array = arr
+        return self._array[internal]
+
+    def allow_bitset(self, ids: Iterable[DocId]) -> np.ndarray:
+        """A uint64 bitset over internal ids with the bits of the given user ids set."""
+        words = np.zeros((len(self._ids) + 63) // 64, dtype=np.uint64)
+        idx = self.lookup(ids, missing="ignore").astype(np.int64)
+        if idx.size:
+            np.bitwise_or.at(
+                words, idx >> 6, np.left_shift(np.uint64(1), (idx & 63).astype(np.uint64))
+            )
+        return words
+
+    def to_json(self) -> list[Any]:
+        return list(self._ids)

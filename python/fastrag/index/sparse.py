@@ -1,0 +1,239 @@
+"""BM25 over the C++ inverted index, with analyzers, a vocabulary and the user's ids."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fastrag import _core
+from fastrag._core import IndexFormatError
+from fastrag.index.idmap import IdMap
+from fastrag.index.results import DocId, SearchResults
+from fastrag.text import Analyzer, analyze_corpus, get_analyzer
+
+Tokens = Sequence[str]
+Corpus = Sequence[str] | Sequence[Tokens]
+_FORMAT = "fastrag.bm25"
+_FORMAT_VERSION = 1
+
+
+def _is_pretokenized(items: Sequence[Any]) -> bool:
+    first = next((x for x in items), None)
+    return first is not None and not isinstance(first, str) and isinstance(first, (list, tuple))
+
+
+def _csr(token_ids: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    lengths = np.fromiter((len(t) for t in token_ids), dtype=np.int64, count=len(token_ids))
+    indptr = np.zeros(len(token_ids) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=indptr[1:])
+    flat = np.fromiter(
+        (t for doc in token_ids for t in doc), dtype=np.uint32, count=int(indptr[-1])
+    )
+    return indptr, flat
+
+
+class BM25:
+    """A BM25 index: the scoring variants and parameters of bm25s, exact top-k search.
+
+    >>> index = BM25(analyzer="english")
+    >>> index.add(["The cat sat.", "Dogs bark."], ids=["a", "b"])
+    >>> index.search("cat", k=1)[0]
+    [Hit(id='a', score=...)]
+
+    Args:
+        analyzer: "auto" (per-text English/Japanese routing), "english", "japanese",
+            "bigram", an analyzer config dict or an Analyzer. Ignored for pre-tokenized input.
+        method: "lucene" (default), "robertson", "atire", "bm25l" or "bm25+".
+        k1, b, delta: BM25 parameters (delta for bm25l / bm25+ only).
+    """
+
+    def __init__(
+        self,
+        *,
+        analyzer: str | dict[str, Any] | Analyzer = "auto",
+        method: str = "lucene",
+        k1: float = 1.5,
+        b: float = 0.75,
+        delta: float = 0.5,
+    ) -> None:
+        self.analyzer: Analyzer = get_analyzer(analyzer)
+        self._core = _core.SparseIndex(scoring="bm25", method=method, k1=k1, b=b, delta=delta)
+        self._vocab: dict[str, int] = {}
+        self._ids = IdMap()
+
+    # ------------------------------------------------------------------ building
+    @classmethod
+    def from_texts(cls, texts: Corpus, ids: Iterable[DocId] | None = None, **options: Any) -> BM25:
+        """Builds an index over texts (or token lists); options go to the constructor."""
+        index = cls(**options)
+        index.add(texts, ids=ids)
+        return index
+
+    def add(self, docs: Corpus, ids: Iterable[DocId] | None = None) -> None:
+        """Adds documents: strings (analyzed) or lists of tokens.
+
+        Ids default to consecutive integers. An id already in the index is replaced (upsert);
+        the same id twice in one call is an error. Documents that yield no tokens are indexed
+        (they count in N and the average length, as in bm25s) and reported by a warning.
+        """
+        docs = list(docs)
+        new_ids = self._ids.new_ids(ids, len(docs))
+        if not docs:
+            return
+        tokens = self._tokens(docs, corpus=True)
+        vocab = self._vocab
+        token_ids = [[vocab.setdefault(t, len(vocab)) for t in doc] for doc in tokens]
+        indptr, flat = _csr(token_ids)
+        replaced = self._ids.existing(new_ids)
+        if replaced.size:
+            self._core.remove(replaced)
+            self._ids.remove(replaced)
+        first = self._core.add(indptr, flat)
+        assert first == self._ids.n_internal  # internal ids advance in step with the id map
+        self._ids.append(new_ids)
+
+    def delete(self, ids: Iterable[DocId], *, missing: str = "raise") -> int:
+        """Deletes documents by id; unknown ids raise KeyError (missing="ignore" skips them).
+
+        Returns the number deleted. Statistics (N, average length, df) are updated at once;
+        the space is reclaimed by `compact()`.
+        """
+        if missing not in ("raise", "ignore"):
+            raise ValueError("missing must be 'raise' or 'ignore'")
+        internal = self._ids.lookup(ids, missing=missing)
+        n = self._core.remove(internal)
+        self._ids.remove(internal)
+        return int(n)
+
+    def compact(self) -> None:
+        """Drops deleted documents from the postings and renumbers the internal ids."""
+        self._ids.renumber(self._core.compact())
+
+    # ------------------------------------------------------------------ searching
+    def search(
+        self,
+        queries: str | Sequence[str] | Sequence[Tokens],
+        k: int = 10,
+        *,
+        threads: int = 0,
+        filter: Iterable[DocId] | None = None,
+        algorithm: str = "auto",
+    ) -> SearchResults:
+        """Top-k documents for one query or a batch (strings or token lists).
+
+        Args:
+            k: results per query; fewer when fewer documents share a term with the query.
+            threads: worker threads for a batch (0 = all cores).
+            filter: only these document ids may be returned (exact, applied inside top-k).
+            algorithm: "auto", "exhaustive" or "maxscore" (all exact; for testing/tuning).
+        """
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
+        if isinstance(queries, str):
+            queries = [queries]
+        queries = list(queries)
+        indptr, flat = self.encode_queries(queries)
+        allow = None if filter is None else self._ids.allow_bitset(filter)
+        ids, scores = self._core.search(
+            indptr, flat, k=int(k), threads=threads, allow=allow, algorithm=algorithm
+        )
+        return SearchResults(ids=self._ids.to_user(ids), scores=scores)
+
+    def encode_queries(self, queries: Sequence[str] | Sequence[Tokens]) -> tuple[np.ndarray, ...]:
+        """Queries as CSR term ids (indptr, term_ids); unknown terms are dropped."""
+        tokens = self._tokens(queries, corpus=False)
+        vocab = self._vocab
+        token_ids = [[i for i in (vocab.get(t) for t in q) if i is not None] for q in tokens]
+        return _csr(token_ids)
+
+    def _tokens(self, items: Sequence[Any], *, corpus: bool) -> list[list[str]]:
+        if _is_pretokenized(items):
+            for item in items:
+                if isinstance(item, str) or any(not isinstance(t, str) for t in item):
+                    raise TypeError("pre-tokenized input must be lists of str tokens")
+            return [list(item) for item in items]
+        if corpus:
+            return analyze_corpus(self.analyzer, items)
+        return self.analyzer.analyze_many(items)
+
+    # ------------------------------------------------------------------ inspection
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __contains__(self, doc_id: object) -> bool:
+        return doc_id in self._ids
+
+    @property
+    def ids(self) -> list[DocId]:
+        """The live document ids, in insertion order."""
+        return self._ids.live_ids()
+
+    @property
+    def vocabulary(self) -> dict[str, int]:
+        """Term -> term id (a copy)."""
+        return dict(self._vocab)
+
+    @property
+    def method(self) -> str:
+        return self._core.method
+
+    def stats(self) -> dict[str, Any]:
+        """Counts, average length and the bytes held by the core's arrays."""
+        return dict(self._core.stats())
+
+    def document_frequency(self, term: str) -> int:
+        """Live documents that contain an (analyzed) term."""
+        i = self._vocab.get(term)
+        return 0 if i is None else int(self._core.document_frequencies()[i])
+
+    def __repr__(self) -> str:
+        return (
+            f"BM25(method={self.method!r}, k1={self._core.k1:g}, b={self._core.b:g}, "
+            f"docs={len(self)}, terms={len(self._vocab)})"
+        )
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Saves to one file (written to a temporary file, then renamed into place)."""
+        path = Path(path)
+        if path.is_dir():
+            raise IsADirectoryError(f"{path} is a directory; give a file path")
+        terms = [""] * len(self._vocab)
+        for t, i in self._vocab.items():
+            terms[i] = t
+        extra = {
+            "format": _FORMAT,
+            "version": _FORMAT_VERSION,
+            "analyzer": self.analyzer.config(),
+            "ids": self._ids.to_json(),
+            "terms": terms,
+        }
+        self._core.save(str(path), json.dumps(extra, ensure_ascii=False).encode("utf-8"))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], *, mmap: bool = False) -> BM25:
+        """Loads a saved index. With mmap=True the postings stay in the file, paged in on
+        use (a modification first copies them into memory)."""
+        core, extra = _core.SparseIndex.load(str(path), mmap=mmap)
+        try:
+            meta = json.loads(extra.decode("utf-8"))
+            if meta.get("format") != _FORMAT:
+                raise IndexFormatError(f"{path} is not a BM25 index")
+            if meta.get("version", 0) > _FORMAT_VERSION:
+                raise IndexFormatError(f"{path} needs a newer fastrag (format {meta['version']})")
+            ids, terms, analyzer = meta["ids"], meta["terms"], meta["analyzer"]
+        except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
+            raise IndexFormatError(f"{path} has corrupted metadata ({e})") from e
+        if len(ids) != core.stats()["n_docs"] or len(terms) < core.stats()["n_terms"]:
+            raise IndexFormatError(f"{path} has metadata that does not match its postings")
+        index = cls.__new__(cls)
+        index.analyzer = get_analyzer(analyzer)
+        index._core = core
+        index._vocab = {t: i for i, t in enumerate(terms)}
+        index._ids = IdMap(ids)
+        return index

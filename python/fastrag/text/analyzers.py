@@ -1,0 +1,412 @@
+"""Text analyzers: turn raw text into the token lists that the indexes store.
+
+The built-in analyzers are picklable, rebuild from their ``config()`` via
+:func:`get_analyzer`, reject non-``str`` input and replace lone surrogates.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import importlib.util
+import re
+import threading
+import unicodedata
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+from .stopwords import ENGLISH_STOPWORDS
+
+# Sudachi refuses inputs over 49,149 UTF-8 bytes; stay well below that.
+_SUDACHI_MAX_BYTES = 40_000
+# Where to cut an over-long text, best first (after NFKC, so full-width forms are ASCII).
+_CUT_MARKS = ("\n", "。", "!", "?", ". ", "、", ",", " ", "\t")
+_FORMS = {"normalized": "normalized_form", "dictionary": "dictionary_form", "surface": "surface"}
+
+_WORD_RE = re.compile(r"\w+")
+_IDEOGRAPHS = "\u3005\u3006\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002ffff"
+_KANA = "\u3041-\u309f\u30a1-\u30fa\u30fc-\u30ff\u31f0-\u31ff"  # without the middle dot ・
+_CJK = _KANA + _IDEOGRAPHS
+_BIGRAM_RUN_RE = re.compile(f"([{_CJK}]+)|([^\\W{_CJK}]+)")
+_KANA_RE = re.compile(f"[{_KANA}\uff66-\uff9f]")  # plus half-width katakana
+_IDEOGRAPH_RUN_RE = re.compile(f"[{_IDEOGRAPHS}]+")
+_LATIN = "A-Za-z\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u024f\uff21-\uff3a\uff41-\uff5a"
+_LATIN_RUN_RE = re.compile(f"[{_LATIN}]+")
+
+
+class EmptyDocumentWarning(UserWarning):
+    """A non-empty document produced no tokens, so no query can ever match it."""
+
+
+@runtime_checkable
+class Analyzer(Protocol):
+    """What the indexes need from an analyzer."""
+
+    name: str
+
+    def __call__(self, text: str) -> list[str]: ...
+
+    def analyze_many(self, texts: Iterable[str]) -> list[list[str]]: ...
+
+    def config(self) -> dict[str, Any]: ...
+
+
+def _prepare(text: object) -> str:
+    """Check that *text* is a ``str``; replace lone surrogates with U+FFFD."""
+    if not isinstance(text, str):
+        kind = type(text).__name__
+        if isinstance(text, (bytes, bytearray, memoryview)):
+            hint = "; decode it first, e.g. data.decode('utf-8', errors='replace')"
+            raise TypeError(f"expected str, got {kind}{hint}")
+        raise TypeError(f"expected str, got {kind}")
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # surrogate pairs are joined, lone surrogates replaced
+            text = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+    return text
+
+
+def _import(module: str, package: str) -> Any:
+    """Import an optional dependency, naming the package to install when it is missing."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        msg = f"the '{module}' module is needed for this analyzer: pip install {package}"
+        raise ImportError(msg) from exc
+
+
+class BaseAnalyzer:
+    """Shared plumbing: input checks, batching, config, equality, repr and pickling.
+
+    Subclasses set ``name``, list their constructor options (kept as same-named
+    attributes) in ``_options`` and implement ``_analyze(text)`` for non-blank text.
+    Pickling rebuilds from the options, so lazy caches need not be picklable.
+    """
+
+    name: ClassVar[str] = "base"
+    _options: ClassVar[tuple[str, ...]] = ()
+
+    def __call__(self, text: str) -> list[str]:
+        """Return the tokens of *text* (``[]`` for empty or whitespace-only text)."""
+        text = _prepare(text)
+        return [] if not text or text.isspace() else self._analyze(text)
+
+    def _analyze(self, text: str) -> list[str]:
+        raise NotImplementedError
+
+    def analyze_many(self, texts: Iterable[str]) -> list[list[str]]:
+        """Analyze each of *texts* in order."""
+        if isinstance(texts, str):
+            raise TypeError("analyze_many expects an iterable of str, got a single str")
+        return [self(text) for text in texts]
+
+    def config(self) -> dict[str, Any]:
+        """JSON-serialisable settings; ``get_analyzer(config)`` rebuilds this analyzer."""
+        return {"name": self.name, **{key: _plain(getattr(self, key)) for key in self._options}}
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, BaseAnalyzer):
+            return NotImplemented
+        return type(self) is type(other) and self.config() == other.config()
+
+    def __hash__(self) -> int:
+        return hash(repr(self))
+
+    def __repr__(self) -> str:
+        options = ", ".join(f"{k}={v!r}" for k, v in self.config().items() if k != "name")
+        return f"{type(self).__name__}({options})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        options = {key: getattr(self, key) for key in self._options}
+        return functools.partial(type(self), **options), ()
+
+
+def _plain(value: Any) -> Any:
+    """Make an option JSON-friendly: tuples become lists, analyzers their configs."""
+    if isinstance(value, tuple):
+        return list(value)
+    return value.config() if hasattr(value, "config") else value
+
+
+class EnglishAnalyzer(BaseAnalyzer):
+    """NFKC, lowercase, split on word characters, drop stopwords, Snowball-stem.
+
+    ``stopwords`` is ``"english"`` (the built-in list), your own words or ``None``; they
+    are compared with the tokens before stemming. ``stemmer`` is a PyStemmer algorithm
+    (``"english"``, ``"porter"``, ...) or ``None``. Tokens shorter than ``min_length``
+    characters are dropped.
+    """
+
+    name: ClassVar[str] = "english"
+    _options: ClassVar[tuple[str, ...]] = ("lowercase", "stopwords", "stemmer", "min_length")
+
+    def __init__(
+        self,
+        *,
+        lowercase: bool = True,
+        stopwords: str | Iterable[str] | None = "english",
+        stemmer: str | None = "english",
+        min_length: int = 2,
+    ) -> None:
+        self.lowercase = bool(lowercase)
+        self.stopwords: str | list[str] | None  # as configured; the set is `stopword_set`
+        if stopwords is None:
+            self.stopwords, self.stopword_set = None, frozenset()
+        elif isinstance(stopwords, str):
+            if stopwords.lower() != "english":
+                raise ValueError(f"unknown stopword list {stopwords!r}; use 'english' or a list")
+            self.stopwords, self.stopword_set = "english", ENGLISH_STOPWORDS
+        else:
+            words = {self._normalize(_prepare(word)) for word in stopwords}
+            self.stopwords, self.stopword_set = sorted(words), frozenset(words)
+        if stemmer is not None and stemmer not in _import("Stemmer", "PyStemmer").algorithms():
+            raise ValueError(f"unknown stemmer {stemmer!r}; see Stemmer.algorithms()")
+        self.stemmer = stemmer
+        if isinstance(min_length, bool) or not isinstance(min_length, int) or min_length < 1:
+            raise ValueError(f"min_length must be a positive int, got {min_length!r}")
+        self.min_length = min_length
+        self._stemmer: Any = None  # created on first use
+
+    def _normalize(self, text: str) -> str:
+        text = unicodedata.normalize("NFKC", text)
+        return text.lower() if self.lowercase else text
+
+    def _analyze(self, text: str) -> list[str]:
+        min_length, stopwords = self.min_length, self.stopword_set
+        tokens = [
+            token
+            for token in _WORD_RE.findall(self._normalize(text))
+            if len(token) >= min_length and token not in stopwords
+        ]
+        if self.stemmer is None or not tokens:
+            return tokens
+        if self._stemmer is None:
+            self._stemmer = _import("Stemmer", "PyStemmer").Stemmer(self.stemmer)
+        return self._stemmer.stemWords(tokens)
+
+
+class JapaneseAnalyzer(BaseAnalyzer):
+    """Morphological analysis with SudachiPy, dropping particles, auxiliaries and symbols.
+
+    ``mode`` is Sudachi's split mode (``"A"`` shortest units, ``"B"``, ``"C"``); ``form``
+    picks the token form: ``"normalized"`` (行きました -> 行く), ``"dictionary"`` or
+    ``"surface"``. Morphemes whose top-level part of speech is in ``drop_pos`` are
+    dropped. ``dict`` is ``"small"``, ``"core"``, ``"full"`` or a dictionary path. Texts
+    over Sudachi's input limit are cut at line, sentence or space boundaries.
+    """
+
+    name: ClassVar[str] = "japanese"
+    _options: ClassVar[tuple[str, ...]] = ("mode", "form", "drop_pos", "lowercase", "dict")
+
+    def __init__(
+        self,
+        *,
+        mode: str = "A",
+        form: str = "normalized",
+        drop_pos: Iterable[str] = ("助詞", "助動詞", "補助記号", "空白", "記号"),
+        lowercase: bool = True,
+        dict: str = "core",
+    ) -> None:
+        _import("sudachipy", "sudachipy")
+        package = f"sudachidict_{dict}"
+        if dict in ("small", "core", "full") and not importlib.util.find_spec(package):
+            raise ImportError(f"Sudachi dictionary {dict!r} is missing: pip install {package}")
+        if not isinstance(mode, str) or mode.upper() not in ("A", "B", "C"):
+            raise ValueError(f"mode must be 'A', 'B' or 'C', got {mode!r}")
+        if form not in _FORMS:
+            raise ValueError(f"form must be one of {sorted(_FORMS)}, got {form!r}")
+        if isinstance(drop_pos, str):
+            raise TypeError("drop_pos must be an iterable of part-of-speech names, not a str")
+        self.mode, self.form, self.drop_pos = mode.upper(), form, tuple(drop_pos)
+        self.lowercase, self.dict = bool(lowercase), dict
+        self._local = threading.local()  # Sudachi tokenizers must not be shared by threads
+
+    def _runtime(self) -> tuple[Any, ...]:
+        """This thread's (tokenizer, reusable morpheme list, drop matcher, form getter)."""
+        runtime = getattr(self._local, "runtime", None)
+        if runtime is None:
+            dictionary = _sudachi_dictionary(self.dict)
+            tokenizer = dictionary.tokenizer(mode=self.mode)
+            drop = frozenset(self.drop_pos)
+            runtime = self._local.runtime = (
+                tokenizer,
+                tokenizer.tokenize(""),  # passed as `out=` so the list is reused
+                dictionary.pos_matcher(lambda pos: pos[0] in drop),
+                getattr(_import("sudachipy", "sudachipy").Morpheme, _FORMS[self.form]),
+            )
+        return runtime
+
+    def _analyze(self, text: str) -> list[str]:
+        tokens: list[str] = []
+        for piece in _split_long(unicodedata.normalize("NFKC", text)):
+            self._analyze_piece(piece, tokens)
+        return tokens
+
+    def _analyze_piece(self, piece: str, tokens: list[str]) -> None:
+        tokenizer, out, dropped, form = self._runtime()
+        try:
+            morphemes = tokenizer.tokenize(piece, out=out)
+        except _import("sudachipy.errors", "sudachipy").SudachiError as exc:
+            # Sudachi's own input normaliser may still lengthen a piece past its limit.
+            if "too long" not in str(exc) or len(piece) < 2:
+                raise
+            self._analyze_piece(piece[: len(piece) // 2], tokens)
+            self._analyze_piece(piece[len(piece) // 2 :], tokens)
+            return
+        lowercase = self.lowercase
+        for morpheme in morphemes:
+            if not dropped(morpheme):
+                token = form(morpheme)
+                if token and not token.isspace():
+                    tokens.append(token.lower() if lowercase else token)
+
+
+@functools.cache
+def _sudachi_dictionary(name: str) -> Any:
+    """Load a Sudachi dictionary once per process; tokenizers of all threads share it."""
+    return _import("sudachipy", "sudachipy").Dictionary(dict=name)
+
+
+def _split_long(text: str, max_bytes: int | None = None) -> list[str]:
+    """Cut *text* into pieces of at most *max_bytes* UTF-8 bytes, preferably at a mark."""
+    limit = _SUDACHI_MAX_BYTES if max_bytes is None else max_bytes
+    if len(text) * 4 <= limit or len(text.encode("utf-8")) <= limit:
+        return [text]
+    pieces: list[str] = []
+    start, size = 0, len(text)
+    while start < size:
+        end = min(size, start + max(1, limit // 3))
+        while end - start > 1 and len(text[start:end].encode("utf-8")) > limit:
+            end = start + (end - start) * 3 // 4
+        if end < size:
+            floor = start + (end - start) // 2
+            cuts = (text.rfind(mark, floor, end) + len(mark) for mark in _CUT_MARKS)
+            end = next((cut for cut in cuts if cut > floor), end)
+        pieces.append(text[start:end])
+        start = end
+    return pieces
+
+
+class BigramAnalyzer(BaseAnalyzer):
+    """Dependency-free analyzer for CJK text: overlapping character bigrams.
+
+    Runs of kana and ideographs become overlapping bigrams (a one-character run stays
+    as is); runs of other word characters become whole words, so ``"Pythonの本"`` gives
+    ``["python", "の本"]``.
+    """
+
+    name: ClassVar[str] = "bigram"
+    _options: ClassVar[tuple[str, ...]] = ("lowercase",)
+
+    def __init__(self, *, lowercase: bool = True) -> None:
+        self.lowercase = bool(lowercase)
+
+    def _analyze(self, text: str) -> list[str]:
+        text = unicodedata.normalize("NFKC", text)
+        tokens: list[str] = []
+        for cjk, word in _BIGRAM_RUN_RE.findall(text.lower() if self.lowercase else text):
+            if word or len(cjk) == 1:
+                tokens.append(word or cjk)
+            else:
+                tokens.extend(cjk[i : i + 2] for i in range(len(cjk) - 1))
+        return tokens
+
+
+def detect_language(text: str) -> str:
+    """Return ``"ja"`` for Japanese text and ``"en"`` for everything else.
+
+    Text is Japanese if it has any kana (half-width katakana included) or if ideographs
+    make up at least 30% of its letters (Latin letters plus ideographs): ``"東京"`` is
+    Japanese, English with a stray kanji is not, and kana-free Chinese counts as ``"ja"``.
+    """
+    text = _prepare(text)
+    if _KANA_RE.search(text):
+        return "ja"
+    ideographs = sum(map(len, _IDEOGRAPH_RUN_RE.findall(text)))
+    if not ideographs:
+        return "en"
+    latin = sum(map(len, _LATIN_RUN_RE.findall(text)))
+    return "ja" if ideographs >= 0.3 * (ideographs + latin) else "en"
+
+
+class AutoAnalyzer(BaseAnalyzer):
+    """Send each text to an English or a Japanese analyzer, using :func:`detect_language`.
+
+    ``japanese`` defaults to :class:`JapaneseAnalyzer`, or to :class:`BigramAnalyzer`
+    (with a warning) when SudachiPy is missing. Either may be a name or a config.
+    """
+
+    name: ClassVar[str] = "auto"
+    _options: ClassVar[tuple[str, ...]] = ("english", "japanese")
+
+    def __init__(
+        self,
+        *,
+        english: Analyzer | str | Mapping[str, Any] | None = None,
+        japanese: Analyzer | str | Mapping[str, Any] | None = None,
+    ) -> None:
+        self.english = EnglishAnalyzer() if english is None else get_analyzer(english)
+        if japanese is not None:
+            self.japanese = get_analyzer(japanese)
+            return
+        try:
+            self.japanese = JapaneseAnalyzer()
+        except ImportError as exc:
+            msg = f"AutoAnalyzer falls back to BigramAnalyzer for Japanese text ({exc})"
+            warnings.warn(msg, stacklevel=2)
+            self.japanese = BigramAnalyzer()
+
+    def _analyze(self, text: str) -> list[str]:
+        return (self.japanese if detect_language(text) == "ja" else self.english)(text)
+
+
+_ANALYZERS: dict[str, type[BaseAnalyzer]] = {
+    cls.name: cls for cls in (EnglishAnalyzer, JapaneseAnalyzer, BigramAnalyzer, AutoAnalyzer)
+}
+_ALIASES = {"en": "english", "ja": "japanese"}
+
+
+def get_analyzer(spec: str | Mapping[str, Any] | Analyzer) -> Analyzer:
+    """Build an analyzer from a name or a ``config()`` dict; pass analyzers through.
+
+    Names: ``"english"`` (``"en"``), ``"japanese"`` (``"ja"``), ``"bigram"``, ``"auto"``.
+    """
+    if not isinstance(spec, (str, Mapping)):
+        if isinstance(spec, Analyzer):
+            return spec
+        raise TypeError(f"expected an analyzer name, config or instance, got {type(spec).__name__}")
+    options = {"name": spec} if isinstance(spec, str) else dict(spec)
+    name = options.pop("name", None)
+    key = str(name).strip().lower()
+    cls = _ANALYZERS.get(_ALIASES.get(key, key))
+    if cls is None:
+        valid = ", ".join(sorted([*_ANALYZERS, *_ALIASES]))
+        raise ValueError(f"unknown analyzer name {name!r}; valid names: {valid}")
+    try:
+        return cls(**options)
+    except TypeError as exc:
+        raise ValueError(f"invalid options for the {cls.name} analyzer: {exc}") from exc
+
+
+def analyze_corpus(
+    analyzer: Analyzer | str | Mapping[str, Any], texts: Iterable[str]
+) -> list[list[str]]:
+    """Analyze *texts*; warn once (:class:`EmptyDocumentWarning`) about blank results.
+
+    A non-blank document without tokens is still indexed but can never match a query.
+    """
+    analyzer = get_analyzer(analyzer)
+    docs = texts if isinstance(texts, Sequence) and not isinstance(texts, str) else list(texts)
+    tokens = analyzer.analyze_many(docs)
+    empty = [i for i, toks in enumerate(tokens) if not toks and docs[i] and not docs[i].isspace()]
+    if empty:
+        warnings.warn(
+            f"{len(empty)} of {len(docs)} non-empty documents produced no tokens with the "
+            f"{analyzer.name} analyzer (e.g. index {empty[0]}); "
+            "they are indexed but can never match",
+            EmptyDocumentWarning,
+            stacklevel=2,
+        )
+    return tokens
