@@ -14,6 +14,8 @@ PYBIND11_MODULE(_core, m) {
   py::register_exception_translator([](std::exception_ptr p) {
     try {
       if (p) std::rethrow_exception(p);
+    } catch (const fastrag::IOError& e) {
+      PyErr_SetString(PyExc_OSError, e.what());
     } catch (const fastrag::StateError& e) {
       PyErr_SetString(PyExc_RuntimeError, e.what());
     }

@@ -29,7 +29,7 @@ struct Header {
   std::uint32_t kind;
   std::uint64_t file_size;
   std::uint64_t n_sections;
-  std::uint64_t checksum;  // over every byte after the header
+  std::uint64_t checksum;  // over the whole file, with this field read as zero
   std::uint64_t reserved[3];
 };
 static_assert(sizeof(Header) == kHeaderSize, "header must be 64 bytes");
@@ -52,7 +52,7 @@ void write_all(int fd, const void* data, std::size_t n, const std::string& path,
     ssize_t w = ::write(fd, p, n);
     if (w < 0) {
       if (errno == EINTR) continue;
-      throw std::runtime_error("cannot write " + path + ": " + errno_text());
+      throw IOError("cannot write " + path + ": " + errno_text());
     }
     p += w;
     n -= static_cast<std::size_t>(w);
@@ -101,7 +101,7 @@ void write_sections(const std::string& path, FileKind kind, std::uint32_t versio
   const std::string tmp = path + ".tmp-" + std::to_string(::getpid()) + "-" +
                           std::to_string(counter.fetch_add(1));
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) throw std::runtime_error("cannot create " + tmp + ": " + errno_text());
+  if (fd < 0) throw IOError("cannot create " + tmp + ": " + errno_text());
   try {
     // Layout: header, table, then each section at a 64-byte aligned offset.
     std::vector<unsigned char> table(sections.size() * kEntrySize);
@@ -122,9 +122,10 @@ void write_sections(const std::string& path, FileKind kind, std::uint32_t versio
     h.kind = static_cast<std::uint32_t>(kind);
     h.file_size = file_size;
     h.n_sections = sections.size();
-    write_all(fd, &h, sizeof h, tmp, nullptr);  // checksum patched in below
+    write_all(fd, &h, sizeof h, tmp, nullptr);  // rewritten with the checksum below
 
     Checksum sum;
+    sum.update(&h, sizeof h);
     static const unsigned char zeros[kAlign] = {};
     std::uint64_t pos = kHeaderSize;
     write_all(fd, table.data(), table.size(), tmp, &sum);
@@ -139,15 +140,15 @@ void write_sections(const std::string& path, FileKind kind, std::uint32_t versio
     write_all(fd, zeros, file_size - pos, tmp, &sum);
     h.checksum = sum.digest();
     if (::pwrite(fd, &h, sizeof h, 0) != static_cast<ssize_t>(sizeof h))
-      throw std::runtime_error("cannot write " + tmp + ": " + errno_text());
-    if (::fsync(fd) != 0) throw std::runtime_error("cannot sync " + tmp + ": " + errno_text());
+      throw IOError("cannot write " + tmp + ": " + errno_text());
+    if (::fsync(fd) != 0) throw IOError("cannot sync " + tmp + ": " + errno_text());
     if (::close(fd) != 0) {
       fd = -1;
-      throw std::runtime_error("cannot close " + tmp + ": " + errno_text());
+      throw IOError("cannot close " + tmp + ": " + errno_text());
     }
     fd = -1;
     if (::rename(tmp.c_str(), path.c_str()) != 0)
-      throw std::runtime_error("cannot rename " + tmp + " to " + path + ": " + errno_text());
+      throw IOError("cannot rename " + tmp + " to " + path + ": " + errno_text());
   } catch (...) {
     if (fd >= 0) ::close(fd);
     ::unlink(tmp.c_str());
@@ -162,13 +163,17 @@ std::shared_ptr<const FileView> FileView::open(const std::string& path, FileKind
   v->path_ = path;
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
-    if (errno == ENOENT) throw std::invalid_argument("no such index file: " + path);
-    throw std::runtime_error("cannot open " + path + ": " + errno_text());
+    if (errno == ENOENT) throw IOError("no such index file: " + path);
+    throw IOError("cannot open " + path + ": " + errno_text());
   }
   struct stat st {};
   if (::fstat(fd, &st) != 0) {
     ::close(fd);
-    throw std::runtime_error("cannot stat " + path + ": " + errno_text());
+    throw IOError("cannot stat " + path + ": " + errno_text());
+  }
+  if (!S_ISREG(st.st_mode)) {
+    ::close(fd);
+    throw IOError(path + " is not a regular file");
   }
   const std::uint64_t size = static_cast<std::uint64_t>(st.st_size);
   if (size < kHeaderSize) {
@@ -179,7 +184,7 @@ std::shared_ptr<const FileView> FileView::open(const std::string& path, FileKind
   if (use_mmap) {
     void* p = ::mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, 0);
     ::close(fd);
-    if (p == MAP_FAILED) throw std::runtime_error("cannot mmap " + path + ": " + errno_text());
+    if (p == MAP_FAILED) throw IOError("cannot mmap " + path + ": " + errno_text());
     v->base_ = static_cast<const unsigned char*>(p);
     v->mapped_ = true;
   } else {
@@ -191,7 +196,7 @@ std::shared_ptr<const FileView> FileView::open(const std::string& path, FileKind
       if (r < 0 && errno == EINTR) continue;
       if (r <= 0) {
         ::close(fd);
-        throw std::runtime_error("cannot read " + path + ": " + errno_text());
+        throw IOError("cannot read " + path + ": " + errno_text());
       }
       got += static_cast<std::uint64_t>(r);
     }
@@ -219,7 +224,10 @@ std::shared_ptr<const FileView> FileView::open(const std::string& path, FileKind
   if (h.n_sections > (size - kHeaderSize) / kEntrySize)
     throw FormatError(path + " has a corrupted section table");
   if (verify) {
+    Header zeroed = h;
+    zeroed.checksum = 0;
     Checksum sum;
+    sum.update(&zeroed, sizeof zeroed);
     sum.update(v->base_ + kHeaderSize, size - kHeaderSize);
     if (sum.digest() != h.checksum)
       throw FormatError(path + " is corrupted (checksum mismatch); rebuild or restore the index");

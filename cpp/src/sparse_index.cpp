@@ -462,6 +462,24 @@ void SparseIndex::check_invariants(const std::string& path) const {
   if (offsets_[n_terms_] != P) fail("posting count");
   const std::uint64_t nb = block_offsets_[n_terms_];
   if (block_max_.size() != nb || block_last_.size() != nb) fail("block arrays");
+  // Block summaries must describe their postings exactly: search trusts them to skip.
+  const float* imp = bm25 ? impacts_.data() : values_.data();
+  for (std::uint64_t t = 0; t < n_terms_; ++t) {
+    const std::uint64_t a = offsets_[t], b = offsets_[t + 1];
+    float best = 0.0f;
+    for (std::uint64_t blk = block_offsets_[t]; blk < block_offsets_[t + 1]; ++blk) {
+      const std::uint64_t s = a + (blk - block_offsets_[t]) * kBlockSize;
+      const std::uint64_t e = std::min<std::uint64_t>(b, s + kBlockSize);
+      float m = 0.0f;
+      for (std::uint64_t j = s; j < e; ++j) {
+        if (!(imp[j] >= 0.0f && imp[j] <= std::numeric_limits<float>::max())) fail("impacts");
+        m = std::max(m, imp[j]);
+      }
+      if (block_last_[blk] != docs_[e - 1] || block_max_[blk] != m) fail("block summaries");
+      best = std::max(best, m);
+    }
+    if (term_max_[t] != best) fail("term maxima");
+  }
 }
 
 }  // namespace fastrag

@@ -36,6 +36,7 @@ struct Cursor {
   std::uint64_t begin, pos, end;
   std::uint64_t block, n_blocks;  // current block (relative)
   float weight, upper;
+  std::uint32_t rank;  // position in the query's term order: scores are summed in this order
 
   std::uint32_t doc() const { return pos < end ? docs[pos] : kEnd; }
   float score() const { return weight * impacts[pos]; }
@@ -71,6 +72,7 @@ struct SparseIndex::Scratch {
   std::vector<QueryTerm> terms;
   std::vector<Cursor> cursors;
   std::vector<double> prefix;
+  std::vector<float> contrib;  // per query term, the current candidate's score
   std::vector<float> acc;
   std::vector<std::uint32_t> stamp;
   std::vector<std::uint32_t> touched;
@@ -80,9 +82,6 @@ struct SparseIndex::Scratch {
 
 void SparseIndex::search(const QueryBatch& q, const SearchOptions& opt, std::int64_t* out_ids,
                          float* out_scores) const {
-  if (opt.allow && opt.allow_words < (n_docs_ + 63) / 64)
-    throw std::invalid_argument("the filter bitset has " + std::to_string(opt.allow_words) +
-                                " words; the index needs " + std::to_string((n_docs_ + 63) / 64));
   for (std::size_t i = 0; i < q.n_queries; ++i)
     if (q.indptr[i + 1] < q.indptr[i]) throw std::invalid_argument("indptr must be non-decreasing");
   if (q.weights)
@@ -130,7 +129,8 @@ void SparseIndex::search_one(const QueryBatch& q, std::size_t qi, const SearchOp
     const std::uint64_t b0 = block_offsets_[qt.term];
     s.cursors.push_back({docs_.data(), imp, block_max_.data() + b0, block_last_.data() + b0, a, a,
                          b, 0, block_offsets_[qt.term + 1] - b0, qt.weight,
-                         qt.weight * term_max_[qt.term]});
+                         qt.weight * term_max_[qt.term],
+                         static_cast<std::uint32_t>(s.cursors.size())});
     total += b - a;
   }
   s.heap.reset(opt.k);
@@ -154,9 +154,10 @@ void SparseIndex::search_one(const QueryBatch& q, std::size_t qi, const SearchOp
 }
 
 namespace {
-inline bool allowed(const std::uint64_t* live, const std::uint64_t* allow, std::uint32_t d) {
+inline bool allowed(const std::uint64_t* live, const SearchOptions& opt, std::uint32_t d) {
   const std::uint64_t bit = std::uint64_t{1} << (d % 64);
-  return (live[d / 64] & bit) && (!allow || (allow[d / 64] & bit));
+  if (!(live[d / 64] & bit)) return false;
+  return !opt.allow || (d / 64 < opt.allow_words && (opt.allow[d / 64] & bit));
 }
 }  // namespace
 
@@ -166,12 +167,46 @@ void SparseIndex::search_exhaustive(Scratch& s, const SearchOptions& opt) const 
     s.stamp.assign(n_docs_, 0);
     s.epoch = 0;
   }
+  float* acc = s.acc.data();
+  const std::uint64_t* live = s.live;
+  TopK& heap = s.heap;
+  std::uint64_t total = 0;
+  for (const Cursor& c : s.cursors) total += c.end - c.begin;
+
+  if (total * 4 >= n_docs_) {
+    // Dense: the lists cover a good part of the collection, so clearing and scanning the
+    // whole score array costs less than tracking which documents were touched.
+    std::fill(acc, acc + n_docs_, 0.0f);
+    for (const Cursor& c : s.cursors) {
+      const float w = c.weight;
+      for (std::uint64_t j = c.begin; j < c.end; ++j) acc[c.docs[j]] += w * c.impacts[j];
+    }
+    // Scan 16 scores at a time: one vectorised test finds the rare blocks that hold a
+    // candidate. Only positive scores enter; ties are left to the heap's order.
+    float floor = std::numeric_limits<float>::denorm_min();
+    constexpr std::uint32_t kChunk = 16;
+    const auto n = static_cast<std::uint32_t>(n_docs_);
+    for (std::uint32_t d0 = 0; d0 < n; d0 += kChunk) {
+      const std::uint32_t d1 = std::min(n, d0 + kChunk);
+      bool any = false;
+      for (std::uint32_t d = d0; d < d1; ++d) any |= acc[d] >= floor;
+      if (!any) continue;
+      for (std::uint32_t d = d0; d < d1; ++d) {
+        if (acc[d] >= floor && allowed(live, opt, d)) {
+          heap.push(acc[d], d);
+          if (heap.full()) floor = std::max(floor, heap.threshold());
+        }
+      }
+    }
+    return;
+  }
+
+  // Sparse: stamps mark the documents this query touched.
   if (++s.epoch == 0) {  // stamps wrapped around: clear them
     std::fill(s.stamp.begin(), s.stamp.end(), 0);
     s.epoch = 1;
   }
   s.touched.clear();
-  float* acc = s.acc.data();
   std::uint32_t* stamp = s.stamp.data();
   const std::uint32_t epoch = s.epoch;
   for (const Cursor& c : s.cursors) {
@@ -187,63 +222,72 @@ void SparseIndex::search_exhaustive(Scratch& s, const SearchOptions& opt) const 
       }
     }
   }
-  const std::uint64_t* live = s.live;
+  float floor = std::numeric_limits<float>::denorm_min();
   for (std::uint32_t d : s.touched) {
-    if (acc[d] < s.heap.threshold()) continue;
-    if (allowed(live, opt.allow, d)) s.heap.push(acc[d], d);
+    if (acc[d] >= floor && allowed(live, opt, d)) {
+      heap.push(acc[d], d);
+      if (heap.full()) floor = std::max(floor, heap.threshold());
+    }
   }
 }
 
 void SparseIndex::search_maxscore(Scratch& s, const SearchOptions& opt) const {
   auto& cur = s.cursors;
+  const std::size_t n = cur.size();
   // Ascending upper bounds; prefix[i] = sum of the bounds of cursors 0..i.
   std::sort(cur.begin(), cur.end(),
             [](const Cursor& a, const Cursor& b) { return a.upper < b.upper; });
-  const std::size_t n = cur.size();
   s.prefix.resize(n);
   double run = 0;
   for (std::size_t i = 0; i < n; ++i) s.prefix[i] = run += cur[i].upper;
+  s.contrib.assign(n, 0.0f);
+  float* contrib = s.contrib.data();
   const std::uint64_t* live = s.live;
   TopK& heap = s.heap;
+  // Bounds are summed in double, final scores in float in the query's term order; the slack
+  // covers float rounding, so pruning never drops a document that would enter.
+  const double slack = 1.0 + 2.5e-7 * static_cast<double>(n + 1);
+  double theta = -std::numeric_limits<double>::infinity();
+  auto hopeless = [&](double bound) { return bound * slack <= theta; };
   std::size_t first_ess = 0;  // cursors [first_ess, n) are essential
-  float theta = heap.threshold();
 
   while (true) {
     // Smallest document in the essential lists.
     std::uint32_t d = kEnd;
     for (std::size_t i = first_ess; i < n; ++i) d = std::min(d, cur[i].doc());
     if (d == kEnd) break;
-    const double non_ess = first_ess > 0 ? s.prefix[first_ess - 1] : 0.0;
 
     if (heap.full()) {
       // Block-max bound of every document from d up to the nearest block end.
-      double bound = non_ess;
+      double bound = first_ess > 0 ? s.prefix[first_ess - 1] : 0.0;
       std::uint32_t skip_to = kEnd;
       for (std::size_t i = first_ess; i < n; ++i) {
         cur[i].shallow_seek(d);
         bound += cur[i].block_bound();
         skip_to = std::min(skip_to, cur[i].block_end_doc());
       }
-      if (bound <= theta) {
+      if (hopeless(bound)) {
         if (skip_to == kEnd) break;
         for (std::size_t i = first_ess; i < n; ++i) cur[i].seek(skip_to + 1);
         continue;
       }
     }
-    if (!allowed(live, opt.allow, d)) {
+    if (!allowed(live, opt, d)) {
       for (std::size_t i = first_ess; i < n; ++i)
         if (cur[i].doc() == d) cur[i].next();
       continue;
     }
+    std::fill(contrib, contrib + n, 0.0f);
     double score = 0;
     for (std::size_t i = first_ess; i < n; ++i)
       if (cur[i].doc() == d) {
-        score += cur[i].score();
+        contrib[cur[i].rank] = cur[i].score();
+        score += contrib[cur[i].rank];
         cur[i].next();
       }
     if (first_ess > 0 && heap.full()) {
-      // Non-essential lists: first bound by their blocks, then probe the largest ones first
-      // while the remaining upper bounds can still lift the document above theta.
+      // Non-essential lists: first a bound from their blocks (a block that starts after d
+      // cannot hold it), then probes, largest first, while they can still lift d above theta.
       double bound = score;
       for (std::size_t i = 0; i < first_ess; ++i) {
         cur[i].shallow_seek(d);
@@ -251,24 +295,28 @@ void SparseIndex::search_maxscore(Scratch& s, const SearchOptions& opt) const {
             cur[i].docs[cur[i].begin + cur[i].block * kBlockSize] <= d)
           bound += cur[i].block_bound();
       }
-      if (bound <= theta) continue;
+      if (hopeless(bound)) continue;
     }
     bool pruned = false;
     for (std::size_t i = first_ess; i-- > 0;) {
-      if (heap.full() && score + s.prefix[i] <= theta) {
+      if (heap.full() && hopeless(score + s.prefix[i])) {
         pruned = true;
         break;
       }
       cur[i].seek(d);
-      if (cur[i].doc() == d) score += cur[i].score();
+      if (cur[i].doc() == d) {
+        contrib[cur[i].rank] = cur[i].score();
+        score += contrib[cur[i].rank];
+      }
     }
     if (pruned) continue;
-    const float fs = static_cast<float>(score);
-    if (!heap.full() || fs > theta) {
+    float fs = 0.0f;  // the same sum, in the same order, as the exhaustive accumulation
+    for (std::size_t r = 0; r < n; ++r) fs += contrib[r];
+    if (fs > 0.0f) {
       heap.push(fs, d);
       if (heap.full()) {
         theta = heap.threshold();
-        while (first_ess < n && s.prefix[first_ess] <= theta) ++first_ess;
+        while (first_ess < n && hopeless(s.prefix[first_ess])) ++first_ess;
       }
     }
   }

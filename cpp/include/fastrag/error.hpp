@@ -1,6 +1,6 @@
 // Error types of the core. The bindings map them to Python exceptions:
 //   std::invalid_argument -> ValueError, std::out_of_range -> IndexError,
-//   fastrag::FormatError  -> fastrag.IndexFormatError.
+//   fastrag::FormatError  -> fastrag.IndexFormatError, fastrag::IOError -> OSError.
 #pragma once
 
 #include <stdexcept>
@@ -10,6 +10,12 @@ namespace fastrag {
 
 // A file that is not a fastrag index, is of another kind or version, is truncated or corrupted.
 class FormatError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// The operating system refused a file operation (mapped to OSError).
+class IOError : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
 };

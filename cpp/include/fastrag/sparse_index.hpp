@@ -46,7 +46,9 @@ struct SearchOptions {
   std::size_t k = 10;
   int threads = 1;
   SearchAlgorithm algorithm = SearchAlgorithm::Auto;
-  const std::uint64_t* allow = nullptr;  // bitset over internal ids (null = all)
+  // Bitset over internal ids (null = all). Ids past its end are not allowed, so a bitset made
+  // before documents were added stays valid.
+  const std::uint64_t* allow = nullptr;
   std::size_t allow_words = 0;
 };
 
@@ -85,8 +87,9 @@ class SparseIndex {
   // internal id, its new id or -1.
   std::vector<std::int64_t> compact();
 
-  // Writes (n_queries x k) ids (-1 padded) and scores (-inf padded). Only documents holding at
-  // least one query term are returned. Safe to call from many threads at once.
+  // Writes (n_queries x k) ids (-1 padded) and scores (-inf padded). Only documents to which
+  // the query's terms add a positive amount are returned; scores are summed in the query's
+  // term order by every algorithm, so all return the same bits. Safe to call from many threads.
   void search(const QueryBatch& q, const SearchOptions& opt, std::int64_t* out_ids,
               float* out_scores) const;
 

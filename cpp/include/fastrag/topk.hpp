@@ -15,10 +15,13 @@ struct ScoredId {
   std::uint32_t id;
 };
 
-// true when a ranks before b.
-inline bool ranks_before(const ScoredId& a, const ScoredId& b) {
-  return a.score > b.score || (a.score == b.score && a.id < b.id);
-}
+// true when a ranks before b (a function object, so that the heap calls inline).
+struct RanksBefore {
+  bool operator()(const ScoredId& a, const ScoredId& b) const {
+    return a.score > b.score || (a.score == b.score && a.id < b.id);
+  }
+};
+inline constexpr RanksBefore ranks_before{};
 
 class TopK {
  public:

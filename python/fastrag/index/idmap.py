@@ -17,11 +17,17 @@ def _check_id(doc_id: object) -> DocId:
 
 
 class IdMap:
-    """Internal id i holds user id ``ids[i]``; deleted slots hold ``None`` until compaction."""
+    """Internal id i was given to user id ``ids[i]``; it is live while ``pos[ids[i]] == i``.
+
+    A deleted slot keeps its user id until compaction, so that results computed just before
+    a deletion still map to the right id.
+    """
 
     def __init__(self, ids: Sequence[DocId | None] = ()) -> None:
         self._ids: list[DocId | None] = list(ids)
         self._pos: dict[DocId, int] = {d: i for i, d in enumerate(self._ids) if d is not None}
+        ints = [d for d in self._ids if isinstance(d, int)]
+        self._next_int = max(ints) + 1 if ints else 0
         self._array: np.ndarray | None = None
 
     def __len__(self) -> int:
@@ -35,13 +41,13 @@ class IdMap:
         return len(self._ids)
 
     def live_ids(self) -> list[DocId]:
-        return [d for d in self._ids if d is not None]
+        return [d for i, d in enumerate(self._ids) if d is not None and self._pos.get(d) == i]
 
     def new_ids(self, ids: Iterable[DocId] | None, n: int) -> list[DocId]:
-        """Validates ids for n new documents (default: consecutive integers)."""
+        """Validates ids for n new documents. The default is integers above every integer id
+        used so far, so a default id never replaces an existing document."""
         if ids is None:
-            start = len(self._ids)
-            return list(range(start, start + n))
+            return list(range(self._next_int, self._next_int + n))
         out = [_check_id(d) for d in ids]
         if len(out) != n:
             raise ValueError(f"got {len(out)} ids for {n} documents")
@@ -59,7 +65,18 @@ class IdMap:
         base = len(self._ids)
         for i, d in enumerate(ids):
             self._pos[d] = base + i
+            if isinstance(d, int):
+                self._next_int = max(self._next_int, d + 1)
         self._ids.extend(ids)
+        self._array = None
+
+    def truncate(self, n: int, restore: dict[DocId, int]) -> None:
+        """Undoes an append(): back to n slots, with `restore` put back into the live map."""
+        for d in self._ids[n:]:
+            if d is not None:
+                self._pos.pop(d, None)
+        del self._ids[n:]
+        self._pos.update(restore)
         self._array = None
 
     def lookup(self, ids: Iterable[DocId], *, missing: str = "raise") -> np.ndarray:
@@ -81,34 +98,37 @@ class IdMap:
     def remove(self, internal: np.ndarray) -> None:
         for i in internal.tolist():
             d = self._ids[i]
-            if d is not None:
+            if d is not None and self._pos.get(d) == i:
                 del self._pos[d]
-                self._ids[i] = None
-        self._array = None
 
     def renumber(self, remap: np.ndarray) -> None:
         """Applies the old -> new map returned by a compaction."""
-        keep = np.flatnonzero(remap >= 0)
-        self.__init__([self._ids[i] for i in keep.tolist()])  # type: ignore[misc]
+        keep = np.flatnonzero(remap >= 0).tolist()
+        self._ids = [self._ids[i] for i in keep]
+        self._pos = {d: i for i, d in enumerate(self._ids) if d is not None}
+        self._array = None
 
     def to_user(self, internal: np.ndarray) -> np.ndarray:
         """Maps an int64 array of internal ids (-1 = none) to an object array of user ids."""
-        if self._array is None or len(self._array) != len(self._ids) + 1:
+        arr = self._array
+        if arr is None or len(arr) != len(self._ids) + 1:
             arr = np.empty(len(self._ids) + 1, dtype=object)
             arr[:-1] = self._ids
             arr[-1] = None  # index -1
             self._array = arr
-        return self._array[internal]
+        return arr[internal]
 
     def allow_bitset(self, ids: Iterable[DocId]) -> np.ndarray:
         """A uint64 bitset over internal ids with the bits of the given user ids set."""
         words = np.zeros((len(self._ids) + 63) // 64, dtype=np.uint64)
         idx = self.lookup(ids, missing="ignore").astype(np.int64)
         if idx.size:
-            np.bitwise_or.at(
-                words, idx >> 6, np.left_shift(np.uint64(1), (idx & 63).astype(np.uint64))
-            )
+            bits = np.left_shift(np.uint64(1), (idx & 63).astype(np.uint64))
+            np.bitwise_or.at(words, idx >> 6, bits)
         return words
 
     def to_json(self) -> list[Any]:
-        return list(self._ids)
+        """Slots as a JSON list, deleted ones as null."""
+        return [
+            d if d is not None and self._pos.get(d) == i else None for i, d in enumerate(self._ids)
+        ]

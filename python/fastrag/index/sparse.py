@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import numpy as np
 
 from fastrag import _core
 from fastrag._core import IndexFormatError
+from fastrag._sync import ReadWriteLock
 from fastrag.index.idmap import IdMap
 from fastrag.index.results import DocId, SearchResults
 from fastrag.text import Analyzer, analyze_corpus, get_analyzer
@@ -65,6 +67,14 @@ class BM25:
         self._core = _core.SparseIndex(scoring="bm25", method=method, k1=k1, b=b, delta=delta)
         self._vocab: dict[str, int] = {}
         self._ids = IdMap()
+        self._init_locks()
+
+    def _init_locks(self) -> None:
+        # Writers (add, delete, compact, save) run one at a time. Searches run concurrently
+        # with adds and deletes (the core locks itself; the id map is extended before the core
+        # and keeps deleted slots), but not with a compaction, which renumbers documents.
+        self._write_lock = threading.Lock()
+        self._renumber_lock = ReadWriteLock()
 
     # ------------------------------------------------------------------ building
     @classmethod
@@ -74,28 +84,41 @@ class BM25:
         index.add(texts, ids=ids)
         return index
 
-    def add(self, docs: Corpus, ids: Iterable[DocId] | None = None) -> None:
-        """Adds documents: strings (analyzed) or lists of tokens.
+    def add(self, docs: Corpus | str, ids: Iterable[DocId] | DocId | None = None) -> None:
+        """Adds documents: strings (analyzed) or lists of tokens; a single string is one document.
 
-        Ids default to consecutive integers. An id already in the index is replaced (upsert);
-        the same id twice in one call is an error. Documents that yield no tokens are indexed
-        (they count in N and the average length, as in bm25s) and reported by a warning.
+        Ids default to integers above every integer id used so far. An id already in the index
+        is replaced (upsert); the same id twice in one call is an error. Documents that yield no
+        tokens are indexed (they count in N and the average length, as in bm25s) and reported
+        by an EmptyDocumentWarning.
         """
+        if isinstance(docs, str):
+            docs = [docs]
+            if isinstance(ids, (str, int)):
+                ids = [ids]
+        elif isinstance(ids, str):
+            raise TypeError("ids must be a list of ids, one per document, not a single string")
         docs = list(docs)
-        new_ids = self._ids.new_ids(ids, len(docs))
-        if not docs:
-            return
-        tokens = self._tokens(docs, corpus=True)
-        vocab = self._vocab
-        token_ids = [[vocab.setdefault(t, len(vocab)) for t in doc] for doc in tokens]
-        indptr, flat = _csr(token_ids)
-        replaced = self._ids.existing(new_ids)
-        if replaced.size:
-            self._core.remove(replaced)
-            self._ids.remove(replaced)
-        first = self._core.add(indptr, flat)
-        assert first == self._ids.n_internal  # internal ids advance in step with the id map
-        self._ids.append(new_ids)
+        with self._write_lock:
+            new_ids = self._ids.new_ids(ids, len(docs))  # type: ignore[arg-type]
+            if not docs:
+                return
+            tokens = self._tokens(docs, corpus=True)
+            vocab = self._vocab
+            token_ids = [[vocab.setdefault(t, len(vocab)) for t in doc] for doc in tokens]
+            indptr, flat = _csr(token_ids)
+            replaced = self._ids.existing(new_ids)
+            if replaced.size:
+                self._core.remove(replaced)
+                self._ids.remove(replaced)
+            # The id map first: a concurrent search may return the new documents at once.
+            n_before = self._ids.n_internal
+            self._ids.append(new_ids)
+            try:
+                self._core.add(indptr, flat)
+            except BaseException:
+                self._ids.truncate(n_before, {})
+                raise
 
     def delete(self, ids: Iterable[DocId], *, missing: str = "raise") -> int:
         """Deletes documents by id; unknown ids raise KeyError (missing="ignore" skips them).
@@ -105,14 +128,18 @@ class BM25:
         """
         if missing not in ("raise", "ignore"):
             raise ValueError("missing must be 'raise' or 'ignore'")
-        internal = self._ids.lookup(ids, missing=missing)
-        n = self._core.remove(internal)
-        self._ids.remove(internal)
+        if isinstance(ids, (str, int)):
+            ids = [ids]
+        with self._write_lock:
+            internal = self._ids.lookup(ids, missing=missing)
+            n = self._core.remove(internal)
+            self._ids.remove(internal)
         return int(n)
 
     def compact(self) -> None:
         """Drops deleted documents from the postings and renumbers the internal ids."""
-        self._ids.renumber(self._core.compact())
+        with self._write_lock, self._renumber_lock.write():
+            self._ids.renumber(self._core.compact())
 
     # ------------------------------------------------------------------ searching
     def search(
@@ -138,11 +165,12 @@ class BM25:
             queries = [queries]
         queries = list(queries)
         indptr, flat = self.encode_queries(queries)
-        allow = None if filter is None else self._ids.allow_bitset(filter)
-        ids, scores = self._core.search(
-            indptr, flat, k=int(k), threads=threads, allow=allow, algorithm=algorithm
-        )
-        return SearchResults(ids=self._ids.to_user(ids), scores=scores)
+        with self._renumber_lock.read():
+            allow = None if filter is None else self._ids.allow_bitset(filter)
+            ids, scores = self._core.search(
+                indptr, flat, k=int(k), threads=threads, allow=allow, algorithm=algorithm
+            )
+            return SearchResults(ids=self._ids.to_user(ids), scores=scores)
 
     def encode_queries(self, queries: Sequence[str] | Sequence[Tokens]) -> tuple[np.ndarray, ...]:
         """Queries as CSR term ids (indptr, term_ids); unknown terms are dropped."""
@@ -158,7 +186,7 @@ class BM25:
                     raise TypeError("pre-tokenized input must be lists of str tokens")
             return [list(item) for item in items]
         if corpus:
-            return analyze_corpus(self.analyzer, items)
+            return analyze_corpus(self.analyzer, items, stacklevel=4)  # -> the caller of add()
         return self.analyzer.analyze_many(items)
 
     # ------------------------------------------------------------------ inspection
@@ -203,37 +231,55 @@ class BM25:
         path = Path(path)
         if path.is_dir():
             raise IsADirectoryError(f"{path} is a directory; give a file path")
-        terms = [""] * len(self._vocab)
-        for t, i in self._vocab.items():
-            terms[i] = t
-        extra = {
-            "format": _FORMAT,
-            "version": _FORMAT_VERSION,
-            "analyzer": self.analyzer.config(),
-            "ids": self._ids.to_json(),
-            "terms": terms,
-        }
-        self._core.save(str(path), json.dumps(extra, ensure_ascii=False).encode("utf-8"))
+        if not path.parent.is_dir():
+            raise FileNotFoundError(f"folder {path.parent} does not exist")
+        with self._write_lock:
+            terms = [""] * len(self._vocab)
+            for t, i in self._vocab.items():
+                terms[i] = t
+            extra = {
+                "format": _FORMAT,
+                "version": _FORMAT_VERSION,
+                "analyzer": self.analyzer.config(),
+                "ids": self._ids.to_json(),
+                "terms": terms,
+            }
+            blob = json.dumps(extra, ensure_ascii=False).encode("utf-8")
+            self._core.save(str(path), blob)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], *, mmap: bool = False) -> BM25:
         """Loads a saved index. With mmap=True the postings stay in the file, paged in on
         use (a modification first copies them into memory)."""
+        path = Path(path)
+        if path.is_dir():
+            raise IsADirectoryError(f"{path} is a directory; give the index file")
+        if not path.exists():
+            raise FileNotFoundError(f"no such index file: {path}")
         core, extra = _core.SparseIndex.load(str(path), mmap=mmap)
         try:
             meta = json.loads(extra.decode("utf-8"))
-            if meta.get("format") != _FORMAT:
+            if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
                 raise IndexFormatError(f"{path} is not a BM25 index")
             if meta.get("version", 0) > _FORMAT_VERSION:
                 raise IndexFormatError(f"{path} needs a newer fastrag (format {meta['version']})")
             ids, terms, analyzer = meta["ids"], meta["terms"], meta["analyzer"]
         except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
             raise IndexFormatError(f"{path} has corrupted metadata ({e})") from e
-        if len(ids) != core.stats()["n_docs"] or len(terms) < core.stats()["n_terms"]:
+        stats = core.stats()
+        if (
+            not isinstance(ids, list)
+            or not isinstance(terms, list)
+            or len(ids) != stats["n_docs"]
+            or len(terms) < stats["n_terms"]
+            or any(d is not None and not isinstance(d, (str, int)) for d in ids)
+            or len({d for d in ids if d is not None}) != stats["n_live"]
+        ):
             raise IndexFormatError(f"{path} has metadata that does not match its postings")
         index = cls.__new__(cls)
         index.analyzer = get_analyzer(analyzer)
         index._core = core
         index._vocab = {t: i for i, t in enumerate(terms)}
         index._ids = IdMap(ids)
+        index._init_locks()
         return index

@@ -391,7 +391,7 @@ def get_analyzer(spec: str | Mapping[str, Any] | Analyzer) -> Analyzer:
 
 
 def analyze_corpus(
-    analyzer: Analyzer | str | Mapping[str, Any], texts: Iterable[str]
+    analyzer: Analyzer | str | Mapping[str, Any], texts: Iterable[str], *, stacklevel: int = 2
 ) -> list[list[str]]:
     """Analyze *texts*; warn once (:class:`EmptyDocumentWarning`) about blank results.
 
@@ -407,6 +407,6 @@ def analyze_corpus(
             f"{analyzer.name} analyzer (e.g. index {empty[0]}); "
             "they are indexed but can never match",
             EmptyDocumentWarning,
-            stacklevel=2,
+            stacklevel=stacklevel,
         )
     return tokens
