@@ -21,8 +21,12 @@ def write_beir(root: Path) -> Path:
         ("d3", "Buckling", "buckling of thin cylindrical shells under axial load"),
         ("d4", "東京", "東京は日本の首都です。"),
     ]
-    queries = [("q1", "supersonic boundary layer"), ("q2", "cylinder buckling"),
-               ("q3", "日本の首都はどこ"), ("q4", "unjudged query")]
+    queries = [
+        ("q1", "supersonic boundary layer"),
+        ("q2", "cylinder buckling"),
+        ("q3", "日本の首都はどこ"),
+        ("q4", "unjudged query"),
+    ]
     root.mkdir(parents=True, exist_ok=True)
     (root / "qrels").mkdir(exist_ok=True)
     with (root / "corpus.jsonl").open("w", encoding="utf-8") as f:
@@ -114,7 +118,9 @@ def test_cli_index_and_search(tmp_path: Path) -> None:
 @pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data is not present (dev/CI only)")
 def test_cranfield_quality() -> None:
     """BM25 on cranfield stays at the measured level (bm25s: 0.373 / 0.738)."""
-    result = evaluate_method(load_beir(SHARED / "cranfield"), "bm25", options={"analyzer": "english"})
+    result = evaluate_method(
+        load_beir(SHARED / "cranfield"), "bm25", options={"analyzer": "english"}
+    )
     assert result.queries == 225
     assert result.metrics["ndcg@10"] == pytest.approx(0.381, abs=0.005)
     assert result.metrics["recall@100"] == pytest.approx(0.753, abs=0.005)
