@@ -138,10 +138,12 @@ void SparseIndex::search_one(const QueryBatch& q, std::size_t qi, const SearchOp
   if (!s.cursors.empty() && opt.k > 0) {
     SearchAlgorithm algo = opt.algorithm;
     if (algo == SearchAlgorithm::Auto)
-      // Accumulating is cheaper while the lists are short next to the collection (the score
-      // array stays in cache) or when there is one list to walk anyway.
-      algo = (n_docs_ <= 50000 || total <= 20000) ? SearchAlgorithm::Exhaustive
-                                                 : SearchAlgorithm::MaxScore;
+      // Accumulating is cheaper on small collections (the score array stays in cache), for
+      // short lists, and for deep k, where the threshold rises too slowly to prune much
+      // (measured in benchmarks/test_micro_sparse.py and bench_bm25.py).
+      algo = (n_docs_ <= 50000 || total <= std::max<std::uint64_t>(20000, 1000 * opt.k))
+                 ? SearchAlgorithm::Exhaustive
+                 : SearchAlgorithm::MaxScore;
     if (algo == SearchAlgorithm::Exhaustive)
       search_exhaustive(s, opt);
     else

@@ -1,0 +1,76 @@
+"""BM25 quality on the shared BEIR collections: fastrag's analyzers beside bm25s's own tokenizer.
+
+    python benchmarks/quality_bm25.py [--data ../shared/data] [--quick]
+
+Every run is scored by ranx (nDCG@10, Recall@100, MRR@10); document = title + " " + text;
+BM25 lucene, k1 1.5, b 0.75 for both engines. The last line is a SUMMARY.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import bm25s
+import Stemmer
+
+import fastrag
+from fastrag.eval import evaluate, load_beir
+
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def fastrag_run(texts, ids, queries, qids, analyzer, depth=100):
+    index = fastrag.BM25(analyzer=analyzer)
+    index.add(texts, ids=ids)
+    res = index.search(queries, k=depth)
+    return {q: {str(h.id): h.score for h in res[i]} for i, q in enumerate(qids)}
+
+
+def bm25s_run(texts, ids, queries, qids, depth=100):
+    """bm25s with its default tokenizer (English stopwords + PyStemmer, as its README shows)."""
+    stemmer = Stemmer.Stemmer("english")
+    corpus = bm25s.tokenize(texts, stopwords="en", stemmer=stemmer, show_progress=False)
+    retriever = bm25s.BM25(method="lucene", k1=1.5, b=0.75)
+    retriever.index(corpus, show_progress=False)
+    q = bm25s.tokenize(queries, stopwords="en", stemmer=stemmer, show_progress=False)
+    docs, scores = retriever.retrieve(q, k=min(depth, len(texts)), show_progress=False)
+    run = {}
+    for i, qid in enumerate(qids):
+        run[qid] = {ids[d]: float(s) for d, s in zip(docs[i], scores[i], strict=True) if s > 0}
+    return run
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("--quick", action="store_true", help="first 200 queries per dataset")
+    args = ap.parse_args()
+    summary = {}
+    plan = {"cranfield": ["english", "auto"], "jsquad-valid": ["japanese", "bigram", "auto"]}
+    print(f"{'dataset':<14} {'system':<28} {'nDCG@10':>8} {'R@100':>7} {'MRR@10':>7}")
+    for name, analyzers in plan.items():
+        folder = args.data / name
+        if not folder.is_dir():
+            print(f"{name}: not found under {args.data}, skipped")
+            continue
+        data = load_beir(folder)
+        ids, texts = data.documents()
+        qids, queries = data.judged_queries()
+        if args.quick:
+            qids, queries = qids[:200], queries[:200]
+        qrels = {q: data.qrels[q] for q in qids}
+        runs = {f"fastrag {a}": fastrag_run(texts, ids, queries, qids, a) for a in analyzers}
+        runs["bm25s default tokenizer"] = bm25s_run(texts, ids, queries, qids)
+        for system, run in runs.items():
+            m = evaluate(run, qrels)
+            print(f"{name:<14} {system:<28} {m['ndcg@10']:8.3f} {m['recall@100']:7.3f}"
+                  f" {m['mrr@10']:7.3f}")
+            engine = system.split()[-1] if system.startswith("fastrag") else "bm25s"
+            key = f"ndcg10_{name.split('-')[0]}_{engine}"
+            summary[key] = round(m["ndcg@10"], 4)
+    print("SUMMARY " + " ".join(f"{k}={v}" for k, v in summary.items()))
+
+
+if __name__ == "__main__":
+    main()
