@@ -13,6 +13,10 @@
 #include <mutex>
 #include <stdexcept>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #include "fastrag/parallel.hpp"
 #include "fastrag/sparse_index.hpp"
 #include "fastrag/topk.hpp"
@@ -72,7 +76,7 @@ struct SparseIndex::Scratch {
   std::vector<QueryTerm> terms;
   std::vector<Cursor> cursors;
   std::vector<double> prefix;
-  std::vector<float> contrib;  // per query term, the current candidate's score
+  std::vector<std::uint32_t> by_rank;  // cursor index of each query term
   std::vector<float> acc;
   std::vector<std::uint32_t> stamp;
   std::vector<std::uint32_t> touched;
@@ -90,7 +94,13 @@ void SparseIndex::search(const QueryBatch& q, const SearchOptions& opt, std::int
         throw std::invalid_argument("query term weights must be finite and >= 0");
   ensure_committed();
   std::shared_lock<std::shared_mutex> lock(mutex_);
-  const std::size_t threads = resolve_threads(opt.threads, q.n_queries);
+  // Threads start per call: only worth it when the batch has enough postings to walk
+  // (about 64k postings, some tens of microseconds, per extra thread).
+  std::uint64_t work = 0;
+  for (std::int64_t j = q.indptr[0]; j < q.indptr[q.n_queries]; ++j)
+    if (q.terms[j] < n_terms_) work += offsets_[q.terms[j] + 1] - offsets_[q.terms[j]];
+  const std::size_t threads =
+      std::min(resolve_threads(opt.threads, q.n_queries), std::size_t(work / 65536 + 1));
   parallel_for(q.n_queries, threads, [&](std::size_t qi, std::size_t) {
     // Per-thread scratch kept across calls: the caller's thread reuses its score array, so a
     // single query does not pay for allocating one per call.
@@ -156,6 +166,22 @@ void SparseIndex::search_one(const QueryBatch& q, std::size_t qi, const SearchOp
 }
 
 namespace {
+// Whether any of 16 scores is >= floor: four SSE compares on x86-64 (SSE2 is part of the
+// base instruction set), a plain loop elsewhere.
+inline bool any_at_least(const float* x, float floor) {
+#if defined(__SSE2__)
+  const __m128 f = _mm_set1_ps(floor);
+  const __m128 m = _mm_or_ps(
+      _mm_or_ps(_mm_cmpge_ps(_mm_loadu_ps(x), f), _mm_cmpge_ps(_mm_loadu_ps(x + 4), f)),
+      _mm_or_ps(_mm_cmpge_ps(_mm_loadu_ps(x + 8), f), _mm_cmpge_ps(_mm_loadu_ps(x + 12), f)));
+  return _mm_movemask_ps(m) != 0;
+#else
+  bool any = false;
+  for (int i = 0; i < 16; ++i) any |= x[i] >= floor;
+  return any;
+#endif
+}
+
 inline bool allowed(const std::uint64_t* live, const SearchOptions& opt, std::uint32_t d) {
   const std::uint64_t bit = std::uint64_t{1} << (d % 64);
   if (!(live[d / 64] & bit)) return false;
@@ -190,9 +216,7 @@ void SparseIndex::search_exhaustive(Scratch& s, const SearchOptions& opt) const 
     const auto n = static_cast<std::uint32_t>(n_docs_);
     for (std::uint32_t d0 = 0; d0 < n; d0 += kChunk) {
       const std::uint32_t d1 = std::min(n, d0 + kChunk);
-      bool any = false;
-      for (std::uint32_t d = d0; d < d1; ++d) any |= acc[d] >= floor;
-      if (!any) continue;
+      if (d1 - d0 == kChunk && !any_at_least(acc + d0, floor)) continue;
       for (std::uint32_t d = d0; d < d1; ++d) {
         if (acc[d] >= floor && allowed(live, opt, d)) {
           heap.push(acc[d], d);
@@ -242,8 +266,9 @@ void SparseIndex::search_maxscore(Scratch& s, const SearchOptions& opt) const {
   s.prefix.resize(n);
   double run = 0;
   for (std::size_t i = 0; i < n; ++i) s.prefix[i] = run += cur[i].upper;
-  s.contrib.assign(n, 0.0f);
-  float* contrib = s.contrib.data();
+  s.by_rank.resize(n);
+  for (std::size_t i = 0; i < n; ++i) s.by_rank[cur[i].rank] = static_cast<std::uint32_t>(i);
+  const std::uint32_t* by_rank = s.by_rank.data();
   const std::uint64_t* live = s.live;
   TopK& heap = s.heap;
   // Bounds are summed in double, final scores in float in the query's term order; the slack
@@ -279,14 +304,10 @@ void SparseIndex::search_maxscore(Scratch& s, const SearchOptions& opt) const {
         if (cur[i].doc() == d) cur[i].next();
       continue;
     }
-    std::fill(contrib, contrib + n, 0.0f);
     double score = 0;
     for (std::size_t i = first_ess; i < n; ++i)
-      if (cur[i].doc() == d) {
-        contrib[cur[i].rank] = cur[i].score();
-        score += contrib[cur[i].rank];
-        cur[i].next();
-      }
+      if (cur[i].doc() == d) score += cur[i].score();
+    bool survives = true;
     if (first_ess > 0 && heap.full()) {
       // Non-essential lists: first a bound from their blocks (a block that starts after d
       // cannot hold it), then probes, largest first, while they can still lift d above theta.
@@ -297,30 +318,34 @@ void SparseIndex::search_maxscore(Scratch& s, const SearchOptions& opt) const {
             cur[i].docs[cur[i].begin + cur[i].block * kBlockSize] <= d)
           bound += cur[i].block_bound();
       }
-      if (hopeless(bound)) continue;
+      survives = !hopeless(bound);
     }
-    bool pruned = false;
-    for (std::size_t i = first_ess; i-- > 0;) {
+    for (std::size_t i = first_ess; survives && i-- > 0;) {
       if (heap.full() && hopeless(score + s.prefix[i])) {
-        pruned = true;
+        survives = false;
         break;
       }
       cur[i].seek(d);
-      if (cur[i].doc() == d) {
-        contrib[cur[i].rank] = cur[i].score();
-        score += contrib[cur[i].rank];
+      if (cur[i].doc() == d) score += cur[i].score();
+    }
+    if (survives) {
+      // Every list now stands at d or past it: the final score is summed in the query's
+      // term order, exactly as the exhaustive accumulation does.
+      float fs = 0.0f;
+      for (std::size_t r = 0; r < n; ++r) {
+        const Cursor& c = cur[by_rank[r]];
+        if (c.doc() == d) fs += c.score();
+      }
+      if (fs > 0.0f) {
+        heap.push(fs, d);
+        if (heap.full()) {
+          theta = heap.threshold();
+          while (first_ess < n && hopeless(s.prefix[first_ess])) ++first_ess;
+        }
       }
     }
-    if (pruned) continue;
-    float fs = 0.0f;  // the same sum, in the same order, as the exhaustive accumulation
-    for (std::size_t r = 0; r < n; ++r) fs += contrib[r];
-    if (fs > 0.0f) {
-      heap.push(fs, d);
-      if (heap.full()) {
-        theta = heap.threshold();
-        while (first_ess < n && hopeless(s.prefix[first_ess])) ++first_ess;
-      }
-    }
+    for (std::size_t i = first_ess; i < n; ++i)
+      if (cur[i].doc() == d) cur[i].next();
   }
 }
 

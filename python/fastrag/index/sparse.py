@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+from itertools import chain, repeat
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from fastrag.text import Analyzer, analyze_corpus, get_analyzer
 Tokens = Sequence[str]
 Corpus = Sequence[str] | Sequence[Tokens]
 _FORMAT = "fastrag.bm25"
+_UNKNOWN_TERM = 0xFFFFFFFF  # a term id the core never holds
 _FORMAT_VERSION = 1
 
 
@@ -173,18 +175,27 @@ class BM25:
             return SearchResults(ids=self._ids.to_user(ids), scores=scores)
 
     def encode_queries(self, queries: Sequence[str] | Sequence[Tokens]) -> tuple[np.ndarray, ...]:
-        """Queries as CSR term ids (indptr, term_ids); unknown terms are dropped."""
+        """Queries as CSR term ids (indptr, term_ids); unknown terms get an id past the
+        vocabulary, which the core skips."""
         tokens = self._tokens(queries, corpus=False)
-        vocab = self._vocab
-        token_ids = [[i for i in (vocab.get(t) for t in q) if i is not None] for q in tokens]
-        return _csr(token_ids)
+        lengths = np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens))
+        indptr = np.zeros(len(tokens) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=indptr[1:])
+        n = int(indptr[-1])
+        flat = np.fromiter(
+            map(self._vocab.get, chain.from_iterable(tokens), repeat(_UNKNOWN_TERM, n)),
+            dtype=np.uint32,
+            count=n,
+        )
+        return indptr, flat
 
-    def _tokens(self, items: Sequence[Any], *, corpus: bool) -> list[list[str]]:
+    def _tokens(self, items: Sequence[Any], *, corpus: bool) -> Sequence[Sequence[str]]:
         if _is_pretokenized(items):
-            for item in items:
-                if isinstance(item, str) or any(not isinstance(t, str) for t in item):
-                    raise TypeError("pre-tokenized input must be lists of str tokens")
-            return [list(item) for item in items]
+            if any(isinstance(item, str) for item in items):
+                raise TypeError("mix of texts and token lists: give one kind per call")
+            if corpus and not all(isinstance(t, str) for item in items for t in item):
+                raise TypeError("pre-tokenized documents must be lists of str tokens")
+            return items
         if corpus:
             return analyze_corpus(self.analyzer, items, stacklevel=4)  # -> the caller of add()
         return self.analyzer.analyze_many(items)
