@@ -14,8 +14,9 @@ namespace fastrag {
 // Number of worker threads to use for `requested` (0 or negative = all hardware threads)
 // and `n_items` units of work. Never more threads than items.
 inline std::size_t resolve_threads(int requested, std::size_t n_items) {
-  std::size_t t = requested > 0 ? static_cast<std::size_t>(requested)
-                                : std::max(1u, std::thread::hardware_concurrency());
+  // hardware_concurrency() reads /sys on every call (tens of microseconds): ask once.
+  static const unsigned hardware = std::max(1u, std::thread::hardware_concurrency());
+  std::size_t t = requested > 0 ? static_cast<std::size_t>(requested) : hardware;
   return std::max<std::size_t>(1, std::min(t, n_items));
 }
 
