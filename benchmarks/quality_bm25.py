@@ -64,8 +64,10 @@ def main() -> None:
         runs["bm25s default tokenizer"] = bm25s_run(texts, ids, queries, qids)
         for system, run in runs.items():
             m = evaluate(run, qrels)
-            print(f"{name:<14} {system:<28} {m['ndcg@10']:8.3f} {m['recall@100']:7.3f}"
-                  f" {m['mrr@10']:7.3f}")
+            print(
+                f"{name:<14} {system:<28} {m['ndcg@10']:8.3f} {m['recall@100']:7.3f}"
+                f" {m['mrr@10']:7.3f}"
+            )
             engine = system.split()[-1] if system.startswith("fastrag") else "bm25s"
             key = f"ndcg10_{name.split('-')[0]}_{engine}"
             summary[key] = round(m["ndcg@10"], 4)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import os
 import threading
-from itertools import chain, repeat
 from collections.abc import Iterable, Sequence
+from itertools import chain, repeat
 from pathlib import Path
 from typing import Any
 
