@@ -1,16 +1,35 @@
-"""Evaluation: BEIR-layout datasets, ranx metrics and a method runner."""
+"""Evaluation: BEIR-layout datasets, ranx metrics, a method runner, noise and reports."""
 
 from fastrag.eval.datasets import Dataset, load_beir
 from fastrag.eval.metrics import DEFAULT_METRICS, evaluate
-from fastrag.eval.runner import METHODS, EvalResult, evaluate_method, register_method
+from fastrag.eval.noise import KINDS, NoisyDataset, inject
+from fastrag.eval.runner import (
+    MATRYOSHKA_METHODS,
+    METHODS,
+    EvalResult,
+    NoiseEvalResult,
+    evaluate_method,
+    evaluate_noise,
+    outranking,
+    register_method,
+    run_method,
+)
 
 __all__ = [
     "DEFAULT_METRICS",
+    "KINDS",
+    "MATRYOSHKA_METHODS",
     "METHODS",
     "Dataset",
     "EvalResult",
+    "NoiseEvalResult",
+    "NoisyDataset",
     "evaluate",
     "evaluate_method",
+    "evaluate_noise",
+    "inject",
     "load_beir",
+    "outranking",
     "register_method",
+    "run_method",
 ]

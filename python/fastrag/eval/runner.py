@@ -1,4 +1,4 @@
-"""Runs a retrieval method over a dataset's judged queries and scores it."""
+"""Runs a retrieval method over a dataset's judged queries and scores it, clean or noisy."""
 
 from __future__ import annotations
 
@@ -9,16 +9,28 @@ from typing import Any
 
 from fastrag.eval.datasets import Dataset
 from fastrag.eval.metrics import DEFAULT_METRICS, evaluate
+from fastrag.eval.noise import KINDS, NoisyDataset, inject
 from fastrag.index import BM25, SearchResults
 
 # A method takes (dataset, depth, options) and returns {query_id: {doc_id: score}}.
 MethodFn = Callable[[Dataset, int, dict[str, Any]], dict[str, dict[str, float]]]
 METHODS: dict[str, MethodFn] = {}
+# Methods that take a Matryoshka `dim` option (reports plot nDCG against it).
+MATRYOSHKA_METHODS: set[str] = set()
+Run = dict[str, dict[str, float]]
 
 
-def register_method(name: str) -> Callable[[MethodFn], MethodFn]:
+def register_method(name: str, *, matryoshka: bool = False) -> Callable[[MethodFn], MethodFn]:
+    """Registers a method under `name`; `matryoshka=True` says it takes a `dim` option.
+
+    A method may report timings by setting ``options["_timings"]`` to a dict with
+    ``index_seconds`` and ``search_seconds`` (the search of all judged queries).
+    """
+
     def wrap(fn: MethodFn) -> MethodFn:
         METHODS[name] = fn
+        if matryoshka:
+            MATRYOSHKA_METHODS.add(name)
         return fn
 
     return wrap
@@ -60,6 +72,21 @@ class EvalResult:
         return out
 
 
+def run_method(
+    dataset: Dataset,
+    method: str = "bm25",
+    *,
+    depth: int = 100,
+    options: dict[str, Any] | None = None,
+) -> tuple[Run, dict[str, float]]:
+    """Runs `method` (a name in METHODS) on the judged queries: (run, timings)."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; available: {', '.join(sorted(METHODS))}")
+    opts = dict(options or {})
+    run = METHODS[method](dataset, depth, opts)
+    return run, opts.pop("_timings", {})
+
+
 def evaluate_method(
     dataset: Dataset,
     method: str = "bm25",
@@ -69,11 +96,115 @@ def evaluate_method(
     options: dict[str, Any] | None = None,
 ) -> EvalResult:
     """Runs `method` (a name in METHODS) with `options` and scores it against the qrels."""
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; available: {', '.join(sorted(METHODS))}")
-    options = dict(options or {})
-    opts = dict(options)
-    run = METHODS[method](dataset, depth, opts)
-    timings = opts.pop("_timings", {})
+    return _score(
+        dataset,
+        method,
+        *run_method(dataset, method, depth=depth, options=options),
+        metrics=metrics,
+        options=options,
+    )
+
+
+def _score(
+    dataset: Dataset,
+    method: str,
+    run: Run,
+    timings: dict[str, float],
+    *,
+    metrics: tuple[str, ...],
+    options: dict[str, Any] | None,
+) -> EvalResult:
     scores = evaluate(run, dataset.qrels, metrics)
-    return EvalResult(method, dataset.name, len(run), scores, options, timings)
+    return EvalResult(method, dataset.name, len(run), scores, dict(options or {}), timings)
+
+
+# ---------------------------------------------------------------------------- noise
+
+
+def outranking(run: Run, noisy: NoisyDataset) -> dict[str, float]:
+    """How often an added (noise) document ranks above every relevant document.
+
+    Over the judged queries that have noise documents made for one of their relevant
+    documents (``noisy.targets``): a query counts when some added document is retrieved
+    above the best-ranked relevant one (or when no relevant one is retrieved at all).
+    Returns ``{"queries": n, "count": c, "fraction": c / n}``.
+    """
+    added = noisy.added_docs
+    count = 0
+    for qid in noisy.targets:
+        relevant = noisy.dataset.qrels.get(qid, {})
+        ranking = sorted(run.get(qid, {}).items(), key=lambda kv: -kv[1])
+        for doc_id, _ in ranking:
+            if relevant.get(doc_id, 0) > 0:
+                break
+            if doc_id in added:
+                count += 1
+                break
+    n = len(noisy.targets)
+    return {"queries": n, "count": count, "fraction": count / n if n else 0.0}
+
+
+@dataclass
+class NoiseEvalResult:
+    """A method on a dataset, clean and under one noise kind and rate."""
+
+    clean: EvalResult
+    noisy: EvalResult
+    kind: str
+    target: str
+    rate: float
+    seed: int
+    changes: dict[str, int]
+    outranked: dict[str, float] | None = None
+
+    def deltas(self) -> dict[str, float]:
+        """noisy - clean for each metric."""
+        return {m: self.noisy.metrics[m] - v for m, v in self.clean.metrics.items()}
+
+    def to_json(self) -> dict[str, Any]:
+        """The clean result's keys plus noise, rate, seed, noisy metrics and deltas."""
+        out = self.clean.to_json()
+        noisy = self.noisy.to_json()
+        out.update(
+            noise=self.kind,
+            target=self.target,
+            rate=self.rate,
+            seed=self.seed,
+            changes=self.changes,
+            noisy={k: v for k, v in noisy.items() if k not in ("method", "options")},
+        )
+        out.update({f"delta_{m}": d for m, d in self.deltas().items()})
+        if self.outranked is not None:
+            out["outranked"] = self.outranked
+        return out
+
+
+def evaluate_noise(
+    dataset: Dataset,
+    method: str = "bm25",
+    *,
+    kind: str,
+    rate: float,
+    seed: int = 0,
+    target: str | None = None,
+    depth: int = 100,
+    metrics: tuple[str, ...] = DEFAULT_METRICS,
+    options: dict[str, Any] | None = None,
+    clean: EvalResult | None = None,
+    noisy: NoisyDataset | None = None,
+) -> NoiseEvalResult:
+    """Evaluates `method` clean and with `kind` noise injected at `rate` (see `inject`).
+
+    Pass `clean` (an earlier result of the same method and options) to skip the clean run
+    and `noisy` (an earlier `inject` result) to reuse an injection.
+    """
+    if noisy is None:
+        noisy = inject(dataset, kind, rate, seed, target=target)
+    if clean is None:
+        clean = evaluate_method(dataset, method, depth=depth, metrics=metrics, options=options)
+    run, timings = run_method(noisy.dataset, method, depth=depth, options=options)
+    result = _score(noisy.dataset, method, run, timings, metrics=metrics, options=options)
+    outranked = outranking(run, noisy) if KINDS[noisy.kind].adds_documents else None
+    return NoiseEvalResult(
+        clean, result, noisy.kind, noisy.target, noisy.rate, noisy.seed, noisy.summary(), outranked
+    )
