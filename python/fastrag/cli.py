@@ -149,6 +149,101 @@ def _echo_noise(result: Any, as_json: bool) -> None:
         )
 
 
+@main.command("report")
+@click.argument("dataset", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--methods",
+    "-m",
+    "methods",
+    multiple=True,
+    default=("bm25:auto",),
+    show_default=True,
+    help="Configurations, comma-separated or repeated: METHOD[:VALUE][:KEY=VALUE...], "
+    "e.g. bm25:english, bm25:japanese:k1=1.2, dense:dim=256. A bare VALUE is the main "
+    "option (bm25: analyzer, one of auto/english/japanese/bigram; dense: model).",
+)
+@click.option(
+    "--noise",
+    default="all",
+    show_default=True,
+    help="'all' or comma-separated KIND[:TARGET] (kinds: " + ", ".join(NOISE_KINDS) + "; "
+    "orthographic:queries puts typos into the queries; all includes it).",
+)
+@click.option("--rates", default="0.1,0.3", show_default=True, help="Comma-separated rates.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Noise seed.")
+@click.option(
+    "--dims",
+    default="64,128,256",
+    show_default=True,
+    help="Matryoshka dimensions for methods with a dim option.",
+)
+@click.option("--depth", type=click.IntRange(min=10), default=100, show_default=True)
+@click.option("--split", default="test", show_default=True, help="qrels/<split>.tsv")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Folder for report.md, results.json and the PNG plots.",
+)
+def report_cmd(
+    dataset: Path,
+    methods: tuple[str, ...],
+    noise: str,
+    rates: str,
+    seed: int,
+    dims: str,
+    depth: int,
+    split: str,
+    out: Path,
+) -> None:
+    """Compare configurations on DATASET, clean and under noise; write Markdown and plots.
+
+    Writes OUT/report.md (tables: clean metrics and search latency, nDCG@10 and
+    Recall@100 per noise kind and rate, added documents outranking relevant ones),
+    OUT/results.json and PNGs: metric against noise rate per configuration, nDCG@10
+    against latency, and nDCG@10 against Matryoshka dimension when a configuration's
+    method takes a dim option.
+    """
+    from fastrag.eval import load_beir
+    from fastrag.eval.report import (
+        parse_method_spec,
+        parse_noise_spec,
+        run_report,
+        write_report,
+    )
+
+    specs = [s for item in methods for s in item.split(",") if s.strip()]
+    try:
+        configs = [parse_method_spec(s) for s in specs]
+        noises = parse_noise_spec(noise)
+        rate_values = [float(r) for r in rates.split(",") if r.strip()]
+        dim_values = [int(d) for d in dims.split(",") if d.strip()]
+        if not rate_values or any(not 0 < r <= 1 for r in rate_values):
+            raise ValueError(f"--rates must be numbers in (0, 1], got {rates!r}")
+        data = load_beir(dataset, split=split)
+        report = run_report(
+            data,
+            configs,
+            noises=noises,
+            rates=rate_values,
+            seed=seed,
+            depth=depth,
+            dims=dim_values,
+            progress=lambda message: click.echo(message, err=True),
+        )
+    except (FileNotFoundError, ValueError) as e:
+        raise click.ClickException(str(e)) from e
+    report.command = (
+        f"fastrag report {dataset} --methods {','.join(specs)} --noise {noise} "
+        f"--rates {rates} --seed {seed} --out {out}"
+    )
+    try:
+        written = write_report(report, out)
+    except ImportError as e:
+        raise click.ClickException(str(e)) from e
+    click.echo(f"wrote {', '.join(str(p) for p in written)}")
+
+
 def _read_documents(path: Path) -> tuple[list[str], list[str], list[str]]:
     """(ids, texts, skipped reasons) from a text file, a .jsonl file or a folder of them."""
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
