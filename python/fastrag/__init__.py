@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastrag._core import IndexFormatError
-from fastrag.index import BM25, DocId, Hit, SearchResults
+from fastrag.index import BM25, DenseIndex, DocId, Hit, SearchResults
 from fastrag.text import (
     AutoAnalyzer,
     BigramAnalyzer,
@@ -17,6 +17,7 @@ __all__ = [
     "BM25",
     "AutoAnalyzer",
     "BigramAnalyzer",
+    "DenseIndex",
     "DocId",
     "EmptyDocumentWarning",
     "EnglishAnalyzer",

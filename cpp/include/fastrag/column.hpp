@@ -8,7 +8,7 @@
 
 namespace fastrag {
 
-template <class T>
+template <class T, class Alloc = std::allocator<T>>
 class Column {
  public:
   Column() = default;
@@ -25,7 +25,7 @@ class Column {
     fix();
     return *this;
   }
-  explicit Column(std::vector<T> v) : own_(std::move(v)) { refresh(); }
+  explicit Column(std::vector<T, Alloc> v) : own_(std::move(v)) { refresh(); }
 
   static Column view(const T* data, std::size_t n, std::shared_ptr<const void> keep) {
     Column c;
@@ -45,19 +45,21 @@ class Column {
   std::size_t owned_bytes() const { return keep_ ? 0 : own_.capacity() * sizeof(T); }
 
   // Mutable access: copies a view into owned memory first.
-  std::vector<T>& mut() {
+  std::vector<T, Alloc>& mut() {
     if (keep_) {
       own_.assign(ptr_, ptr_ + n_);
       keep_.reset();
     }
     return own_;
   }
+  // Writable pointer; the column must own its elements already (see mut()).
+  T* owned_data() { return own_.data(); }
   // Call after changing the vector returned by mut().
   void refresh() {
     ptr_ = own_.data();
     n_ = own_.size();
   }
-  void assign(std::vector<T> v) {
+  void assign(std::vector<T, Alloc> v) {
     keep_.reset();
     own_ = std::move(v);
     refresh();
@@ -67,7 +69,7 @@ class Column {
   void fix() {
     if (!keep_) refresh();
   }
-  std::vector<T> own_;
+  std::vector<T, Alloc> own_;
   const T* ptr_ = nullptr;
   std::size_t n_ = 0;
   std::shared_ptr<const void> keep_;

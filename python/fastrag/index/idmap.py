@@ -29,6 +29,8 @@ class IdMap:
         ints = [d for d in self._ids if isinstance(d, int)]
         self._next_int = max(ints) + 1 if ints else 0
         self._array: np.ndarray | None = None
+        # Deleted slots, oldest first, for indexes that can reuse them.
+        self._free = [i for i, d in enumerate(self._ids) if d is None or self._pos.get(d) != i]
 
     def __len__(self) -> int:
         return len(self._pos)
@@ -77,6 +79,7 @@ class IdMap:
                 self._pos.pop(d, None)
         del self._ids[n:]
         self._pos.update(restore)
+        self._free = [i for i in self._free if i < n]
         self._array = None
 
     def lookup(self, ids: Iterable[DocId], *, missing: str = "raise") -> np.ndarray:
@@ -100,12 +103,28 @@ class IdMap:
             d = self._ids[i]
             if d is not None and self._pos.get(d) == i:
                 del self._pos[d]
+                self._free.append(i)
+
+    def dead_slots(self, n: int) -> list[int]:
+        """Up to n deleted slots that a new id may take over."""
+        return self._free[:n]
+
+    def assign_slots(self, slots: list[int], ids: list[DocId]) -> None:
+        """Gives deleted slots (from dead_slots) to new ids."""
+        del self._free[: len(slots)]
+        for i, d in zip(slots, ids, strict=True):
+            self._ids[i] = d
+            self._pos[d] = i
+            if isinstance(d, int):
+                self._next_int = max(self._next_int, d + 1)
+        self._array = None
 
     def renumber(self, remap: np.ndarray) -> None:
         """Applies the old -> new map returned by a compaction."""
         keep = np.flatnonzero(remap >= 0).tolist()
         self._ids = [self._ids[i] for i in keep]
         self._pos = {d: i for i, d in enumerate(self._ids) if d is not None}
+        self._free = []
         self._array = None
 
     def to_user(self, internal: np.ndarray) -> np.ndarray:

@@ -2,28 +2,22 @@
 
 from __future__ import annotations
 
-import json
 import os
-import threading
 from collections.abc import Iterable, Sequence
 from itertools import chain, repeat
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from fastrag import _core
 from fastrag._core import IndexFormatError
-from fastrag._sync import ReadWriteLock
-from fastrag.index.idmap import IdMap
+from fastrag.index.base import IdIndex
 from fastrag.index.results import DocId, SearchResults
 from fastrag.text import Analyzer, analyze_corpus, get_analyzer
 
 Tokens = Sequence[str]
 Corpus = Sequence[str] | Sequence[Tokens]
-_FORMAT = "fastrag.bm25"
 _UNKNOWN_TERM = 0xFFFFFFFF  # a term id the core never holds
-_FORMAT_VERSION = 1
 
 
 def _is_pretokenized(items: Sequence[Any]) -> bool:
@@ -41,7 +35,7 @@ def _csr(token_ids: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
     return indptr, flat
 
 
-class BM25:
+class BM25(IdIndex):
     """A BM25 index: the scoring variants and parameters of bm25s, exact top-k search.
 
     >>> index = BM25(analyzer="english")
@@ -56,6 +50,8 @@ class BM25:
         k1, b, delta: BM25 parameters (delta for bm25l / bm25+ only).
     """
 
+    _FORMAT = "fastrag.bm25"
+
     def __init__(
         self,
         *,
@@ -68,15 +64,7 @@ class BM25:
         self.analyzer: Analyzer = get_analyzer(analyzer)
         self._core = _core.SparseIndex(scoring="bm25", method=method, k1=k1, b=b, delta=delta)
         self._vocab: dict[str, int] = {}
-        self._ids = IdMap()
-        self._init_locks()
-
-    def _init_locks(self) -> None:
-        # Writers (add, delete, compact, save) run one at a time. Searches run concurrently
-        # with adds and deletes (the core locks itself; the id map is extended before the core
-        # and keeps deleted slots), but not with a compaction, which renumbers documents.
-        self._write_lock = threading.Lock()
-        self._renumber_lock = ReadWriteLock()
+        self._init_ids()
 
     # ------------------------------------------------------------------ building
     @classmethod
@@ -122,27 +110,6 @@ class BM25:
                 self._ids.truncate(n_before, {})
                 raise
 
-    def delete(self, ids: Iterable[DocId], *, missing: str = "raise") -> int:
-        """Deletes documents by id; unknown ids raise KeyError (missing="ignore" skips them).
-
-        Returns the number deleted. Statistics (N, average length, df) are updated at once;
-        the space is reclaimed by `compact()`.
-        """
-        if missing not in ("raise", "ignore"):
-            raise ValueError("missing must be 'raise' or 'ignore'")
-        if isinstance(ids, (str, int)):
-            ids = [ids]
-        with self._write_lock:
-            internal = self._ids.lookup(ids, missing=missing)
-            n = self._core.remove(internal)
-            self._ids.remove(internal)
-        return int(n)
-
-    def compact(self) -> None:
-        """Drops deleted documents from the postings and renumbers the internal ids."""
-        with self._write_lock, self._renumber_lock.write():
-            self._ids.renumber(self._core.compact())
-
     # ------------------------------------------------------------------ searching
     def search(
         self,
@@ -161,8 +128,7 @@ class BM25:
             filter: only these document ids may be returned (exact, applied inside top-k).
             algorithm: "auto", "exhaustive" or "maxscore" (all exact; for testing/tuning).
         """
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise ValueError(f"k must be a positive integer, got {k!r}")
+        k = self._check_k(k)
         if isinstance(queries, str):
             queries = [queries]
         queries = list(queries)
@@ -201,17 +167,6 @@ class BM25:
         return self.analyzer.analyze_many(items)
 
     # ------------------------------------------------------------------ inspection
-    def __len__(self) -> int:
-        return len(self._ids)
-
-    def __contains__(self, doc_id: object) -> bool:
-        return doc_id in self._ids
-
-    @property
-    def ids(self) -> list[DocId]:
-        """The live document ids, in insertion order."""
-        return self._ids.live_ids()
-
     @property
     def vocabulary(self) -> dict[str, int]:
         """Term -> term id (a copy)."""
@@ -239,58 +194,26 @@ class BM25:
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike[str]) -> None:
         """Saves to one file (written to a temporary file, then renamed into place)."""
-        path = Path(path)
-        if path.is_dir():
-            raise IsADirectoryError(f"{path} is a directory; give a file path")
-        if not path.parent.is_dir():
-            raise FileNotFoundError(f"folder {path.parent} does not exist")
-        with self._write_lock:
-            terms = [""] * len(self._vocab)
-            for t, i in self._vocab.items():
-                terms[i] = t
-            extra = {
-                "format": _FORMAT,
-                "version": _FORMAT_VERSION,
-                "analyzer": self.analyzer.config(),
-                "ids": self._ids.to_json(),
-                "terms": terms,
-            }
-            blob = json.dumps(extra, ensure_ascii=False).encode("utf-8")
-            self._core.save(str(path), blob)
+        terms = [""] * len(self._vocab)
+        for t, i in list(self._vocab.items()):
+            terms[i] = t
+        self._save(path, {"analyzer": self.analyzer.config(), "terms": terms})
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], *, mmap: bool = False) -> BM25:
         """Loads a saved index. With mmap=True the postings stay in the file, paged in on
         use (a modification first copies them into memory)."""
-        path = Path(path)
-        if path.is_dir():
-            raise IsADirectoryError(f"{path} is a directory; give the index file")
-        if not path.exists():
-            raise FileNotFoundError(f"no such index file: {path}")
-        core, extra = _core.SparseIndex.load(str(path), mmap=mmap)
+        core, meta, ids = cls._load_core(_core.SparseIndex, path, mmap, "n_docs")
+        terms, analyzer = meta.get("terms"), meta.get("analyzer")
+        if not isinstance(terms, list) or len(terms) < core.stats()["n_terms"]:
+            raise IndexFormatError(f"{path} has a vocabulary that does not match its postings")
         try:
-            meta = json.loads(extra.decode("utf-8"))
-            if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
-                raise IndexFormatError(f"{path} is not a BM25 index")
-            if meta.get("version", 0) > _FORMAT_VERSION:
-                raise IndexFormatError(f"{path} needs a newer fastrag (format {meta['version']})")
-            ids, terms, analyzer = meta["ids"], meta["terms"], meta["analyzer"]
-        except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
-            raise IndexFormatError(f"{path} has corrupted metadata ({e})") from e
-        stats = core.stats()
-        if (
-            not isinstance(ids, list)
-            or not isinstance(terms, list)
-            or len(ids) != stats["n_docs"]
-            or len(terms) < stats["n_terms"]
-            or any(d is not None and not isinstance(d, (str, int)) for d in ids)
-            or len({d for d in ids if d is not None}) != stats["n_live"]
-        ):
-            raise IndexFormatError(f"{path} has metadata that does not match its postings")
+            analyzer = get_analyzer(analyzer)  # type: ignore[arg-type]
+        except (TypeError, ValueError) as e:
+            raise IndexFormatError(f"{path} has an invalid analyzer config ({e})") from e
         index = cls.__new__(cls)
-        index.analyzer = get_analyzer(analyzer)
+        index.analyzer = analyzer
         index._core = core
         index._vocab = {t: i for i, t in enumerate(terms)}
-        index._ids = IdMap(ids)
-        index._init_locks()
+        index._init_ids(ids)
         return index

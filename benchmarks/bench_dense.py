@@ -1,0 +1,253 @@
+"""Dense search: fastrag's HNSW against hnswlib and faiss (IndexHNSWFlat) in the same run.
+
+    python benchmarks/bench_dense.py [--quick] [--n 200000] [--skip real synthetic]
+
+Same vectors, same M and ef_construction for every engine; builds on 2 threads; queries on one
+thread in one batch call. Recall@10 is measured against exact search (numpy matmul). For each
+engine and ef the script prints recall@10 and queries/s, then the QPS at the smallest ef that
+reaches recall 0.95. Real vectors: all-MiniLM-L6-v2 embeddings of the cranfield and
+jsquad-valid corpora (benchmarks/embeddings.py, computed with sentence-transformers), their
+queries as queries. Synthetic: a seeded Gaussian mixture, 1,000 centres, isotropic noise.
+The last line is a SUMMARY.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from dataclasses import dataclass, field
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np
+
+from fastrag import _core
+
+EFS = (10, 16, 24, 32, 48, 64, 96, 128, 192)
+M, EF_CONSTRUCTION, K = 16, 200, 10
+
+
+@dataclass
+class Engine:
+    name: str
+    build_s: float
+    memory: int
+    curve: list[tuple[int, float, float]] = field(default_factory=list)  # (ef, recall, qps)
+
+    def qps_at(self, target: float) -> tuple[float, float, int] | None:
+        """(qps, recall, ef) at the smallest ef whose recall reaches target."""
+        for ef, rec, qps in self.curve:
+            if rec >= target:
+                return qps, rec, ef
+        return None
+
+
+def recall(found: np.ndarray, truth: np.ndarray) -> float:
+    hits = sum(len(set(f.tolist()) & set(t.tolist())) for f, t in zip(found, truth, strict=True))
+    return hits / truth.size
+
+
+def timed(repeat: int, fn, *args, **kwargs) -> tuple[float, object]:
+    """Best wall time of `repeat` calls of fn(*args, **kwargs), and the last result."""
+    best, out = float("inf"), None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        out = fn(*args, **kwargs)
+        best = min(best, time.perf_counter() - t0)
+    return best, out
+
+
+def exact_truth(data: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    out = np.empty((len(queries), K), dtype=np.int64)
+    for s in range(0, len(queries), 1024):
+        sims = queries[s : s + 1024] @ data.T
+        top = np.argpartition(-sims, K, axis=1)[:, :K]
+        order = np.argsort(-np.take_along_axis(sims, top, axis=1), axis=1)
+        out[s : s + 1024] = np.take_along_axis(top, order, axis=1)
+    return out
+
+
+def run_fastrag(name, data, queries, truth, repeat, **kw) -> Engine:
+    search_kw = kw.pop("search", {})
+    ix = _core.HnswIndex(data.shape[1], metric="ip", M=M, ef_construction=EF_CONSTRUCTION, **kw)
+    t0 = time.perf_counter()
+    ix.add(data, threads=2)
+    eng = Engine(name, time.perf_counter() - t0, ix.stats()["memory_bytes"])
+    for ef in EFS:
+        opts = {k: (v(ef) if callable(v) else v) for k, v in search_kw.items()}
+        dt, (ids, _) = timed(repeat, ix.search, queries, k=K, ef=ef, threads=1, **opts)
+        eng.curve.append((ef, recall(ids, truth), len(queries) / dt))
+    return eng
+
+
+def run_hnswlib(data, queries, truth, repeat) -> Engine | None:
+    try:
+        import hnswlib
+    except ImportError:
+        print("hnswlib not installed: skipped")
+        return None
+    ix = hnswlib.Index(space="ip", dim=data.shape[1])
+    t0 = time.perf_counter()
+    ix.init_index(max_elements=len(data), M=M, ef_construction=EF_CONSTRUCTION, random_seed=100)
+    ix.add_items(data, num_threads=2)
+    build = time.perf_counter() - t0
+    # Memory: the level-0 block (links + vector + label per element) plus upper links.
+    size = ix.element_count * (4 + 4 * 2 * M + 4 * data.shape[1] + 8)
+    eng = Engine("hnswlib", build, size)
+    for ef in EFS:
+        ix.set_ef(max(ef, K))
+        dt, (ids, _) = timed(repeat, ix.knn_query, queries, k=K, num_threads=1)
+        eng.curve.append((ef, recall(ids.astype(np.int64), truth), len(queries) / dt))
+    return eng
+
+
+def run_faiss(data, queries, truth, repeat) -> Engine | None:
+    try:
+        import faiss
+    except ImportError:
+        print("faiss not installed: skipped")
+        return None
+    faiss.omp_set_num_threads(2)
+    ix = faiss.IndexHNSWFlat(data.shape[1], M, faiss.METRIC_INNER_PRODUCT)
+    ix.hnsw.efConstruction = EF_CONSTRUCTION
+    t0 = time.perf_counter()
+    ix.add(data)
+    build = time.perf_counter() - t0
+    faiss.omp_set_num_threads(1)
+    size = len(data) * (4 * data.shape[1] + 4 * 2 * M)
+    eng = Engine("faiss HNSWFlat", build, size)
+    for ef in EFS:
+        ix.hnsw.efSearch = max(ef, K)
+        dt, (_, ids) = timed(repeat, ix.search, queries, K)
+        eng.curve.append((ef, recall(ids, truth), len(queries) / dt))
+    return eng
+
+
+def report(title: str, engines: list[Engine]) -> None:
+    print(f"\n### {title}\n")
+    print(
+        "| engine | build s (2 threads) | memory MB | " + " | ".join(f"ef {e}" for e in EFS) + " |"
+    )
+    print("|---|---:|---:|" + "---:|" * len(EFS))
+    for e in engines:
+        cells = " | ".join(f"{r:.3f} @ {q:,.0f}" for _, r, q in e.curve)
+        print(f"| {e.name} | {e.build_s:.2f} | {e.memory / 2**20:.1f} | {cells} |")
+    print("\n(cells: recall@10 @ queries/s, one thread)")
+    for e in engines:
+        at = e.qps_at(0.95)
+        msg = f"{at[0]:,.0f} q/s at recall {at[1]:.3f} (ef {at[2]})" if at else "never reached"
+        print(f"- {e.name}: recall >= 0.95: {msg}")
+
+
+def ratio(engines: dict[str, Engine], name: str, peer: str = "hnswlib") -> float | None:
+    a, b = engines.get(name), engines.get(peer)
+    if not a or not b or not a.qps_at(0.95) or not b.qps_at(0.95):
+        return None
+    return a.qps_at(0.95)[0] / b.qps_at(0.95)[0]
+
+
+def bench(title, data, queries, repeat, summary, tag) -> None:
+    truth = exact_truth(data, queries)
+    engines = [
+        run_fastrag("fastrag float32", data, queries, truth, repeat),
+        run_fastrag(
+            "fastrag int8 + float32 rescoring",
+            data,
+            queries,
+            truth,
+            repeat,
+            storage="int8",
+            keep_float=True,
+            search={"rescore": lambda ef: max(ef, K)},
+        ),
+        run_fastrag("fastrag int8 only", data, queries, truth, repeat, storage="int8"),
+        run_fastrag("fastrag float16", data, queries, truth, repeat, storage="float16"),
+    ]
+    engines += [e for e in (run_hnswlib(data, queries, truth, repeat),) if e]
+    engines += [e for e in (run_faiss(data, queries, truth, repeat),) if e]
+    report(title, engines)
+    by = {e.name: e for e in engines}
+    for key, name in [
+        ("qps_ratio_vs_hnswlib_at_r95", "fastrag float32"),
+        ("qps_ratio_vs_hnswlib_at_r95_int8", "fastrag int8 + float32 rescoring"),
+        ("qps_ratio_vs_hnswlib_at_r95_int8_only", "fastrag int8 only"),
+    ]:
+        r = ratio(by, name)
+        if r is not None:
+            summary[f"{key}_{tag}"] = round(r, 3)
+    if "hnswlib" in by:
+        summary[f"build_time_ratio_vs_hnswlib_{tag}"] = round(
+            by["hnswlib"].build_s / by["fastrag float32"].build_s, 3
+        )
+
+
+def funnel(data, queries, repeat) -> None:
+    """Matryoshka funnel on the real vectors: walk with the first d dims, rescore with 384."""
+    truth = exact_truth(data, queries)
+    ix = _core.HnswIndex(data.shape[1], metric="ip", M=M, ef_construction=EF_CONSTRUCTION)
+    ix.add(data, threads=2)
+    print("\n### Matryoshka funnel (real vectors; ef 64; rescoring the 64 best with all dims)\n")
+    print("| dims walked | recall@10 | queries/s | exact prefix scan + rescore: recall@10 | q/s |")
+    print("|---:|---:|---:|---:|---:|")
+    for d in (64, 128, 256, 384):
+        dims = 0 if d == data.shape[1] else d
+        dt, (ids, _) = timed(
+            repeat, ix.search, queries, k=K, ef=64, threads=1, dims=dims, rescore=64
+        )
+        dt2, (ids2, _) = timed(
+            1, ix.search, queries, k=K, exact=True, threads=1, dims=dims, rescore=100
+        )
+        print(
+            f"| {d} | {recall(ids, truth):.3f} | {len(queries) / dt:,.0f} | "
+            f"{recall(ids2, truth):.3f} | {len(queries) / dt2:,.0f} |"
+        )
+
+
+def synthetic(n: int, dim: int, n_queries: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(1000, dim)).astype(np.float32)
+    data = centres[rng.integers(0, 1000, n)] + 0.6 * rng.normal(size=(n, dim)).astype(np.float32)
+    q = centres[rng.integers(0, 1000, n_queries)]
+    q = q + 0.6 * rng.normal(size=(n_queries, dim)).astype(np.float32)
+    data /= np.linalg.norm(data, axis=1, keepdims=True)
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    return data.astype(np.float32), q.astype(np.float32)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="a run of under a minute")
+    ap.add_argument("--n", type=int, default=200_000, help="synthetic vectors")
+    ap.add_argument("--queries", type=int, default=1000, help="synthetic queries")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--skip", nargs="*", default=[], choices=["real", "synthetic"])
+    args = ap.parse_args()
+    n = 20_000 if args.quick else args.n
+    repeat = 1 if args.quick else 3
+    summary: dict[str, object] = {}
+    print(f"fastrag kernels: {_core.HnswIndex(16).stats()['kernels']}")
+    if "real" not in args.skip:
+        from embeddings import DATA, embeddings
+
+        if (DATA / "cranfield").is_dir():
+            parts = [embeddings(c) for c in ("cranfield", "jsquad-valid")]
+            data = np.concatenate([p["doc_vectors"] for p in parts])
+            queries = np.concatenate([p["query_vectors"] for p in parts])
+            if args.quick:
+                queries = queries[:1000]
+            print(f"real: {len(data):,} MiniLM vectors, {len(queries):,} queries")
+            bench("real: MiniLM, cranfield + jsquad-valid", data, queries, repeat, summary, "real")
+            funnel(data, queries, repeat)
+        else:
+            print(f"real vectors skipped: {DATA} not found")
+    if "synthetic" not in args.skip:
+        data, queries = synthetic(n, 384, 300 if args.quick else args.queries, args.seed)
+        print(f"\nsynthetic: {n:,} x 384 Gaussian mixture, {len(queries):,} queries")
+        bench(f"synthetic {n:,} x 384", data, queries, repeat, summary, "synthetic")
+    print("SUMMARY " + " ".join(f"{k}={v}" for k, v in summary.items()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,197 @@
+// Python bindings of the HNSW index (fastrag._core.HnswIndex).
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <string>
+
+#include "arrays.hpp"
+#include "fastrag/hnsw.hpp"
+
+namespace py = pybind11;
+using fastrag::HnswIndex;
+using fastrag::bindings::checked;
+
+namespace {
+
+fastrag::Metric parse_metric(const std::string& s) {
+  if (s == "ip") return fastrag::Metric::IP;
+  if (s == "cosine") return fastrag::Metric::Cosine;
+  if (s == "l2") return fastrag::Metric::L2;
+  throw std::invalid_argument("metric must be 'ip', 'cosine' or 'l2', got '" + s + "'");
+}
+fastrag::Storage parse_storage(const std::string& s) {
+  if (s == "float32") return fastrag::Storage::F32;
+  if (s == "int8") return fastrag::Storage::I8;
+  if (s == "float16") return fastrag::Storage::F16;
+  throw std::invalid_argument("storage must be 'float32', 'int8' or 'float16', got '" + s + "'");
+}
+const char* metric_name(fastrag::Metric m) {
+  return m == fastrag::Metric::IP ? "ip" : m == fastrag::Metric::Cosine ? "cosine" : "l2";
+}
+const char* storage_name(fastrag::Storage s) {
+  return s == fastrag::Storage::F32 ? "float32" : s == fastrag::Storage::I8 ? "int8" : "float16";
+}
+
+// Checks a (n, dim) float32 matrix and returns n.
+std::size_t rows_of(const HnswIndex& ix, const py::array& a, const char* name) {
+  checked<float>(a, name, 2);
+  if (static_cast<std::uint32_t>(a.shape(1)) != ix.params().dim || a.shape(1) < 0)
+    throw std::invalid_argument(std::string(name) + ": expected " +
+                                std::to_string(ix.params().dim) + " dimensions, got " +
+                                std::to_string(a.shape(1)));
+  return static_cast<std::size_t>(a.shape(0));
+}
+
+}  // namespace
+
+void register_dense(py::module_& m) {
+  py::class_<HnswIndex>(m, "HnswIndex")
+      .def(py::init([](std::uint32_t dim, const std::string& metric, const std::string& storage,
+                       bool keep_float, std::uint32_t M, std::uint32_t ef_construction,
+                       std::uint64_t seed) {
+             fastrag::HnswParams p;
+             p.dim = dim;
+             p.metric = parse_metric(metric);
+             p.storage = parse_storage(storage);
+             p.keep_float = keep_float;
+             p.M = M;
+             p.ef_construction = ef_construction;
+             p.seed = seed;
+             return std::make_unique<HnswIndex>(p);
+           }),
+           py::arg("dim"), py::kw_only(), py::arg("metric") = "cosine",
+           py::arg("storage") = "float32", py::arg("keep_float") = false, py::arg("M") = 16,
+           py::arg("ef_construction") = 200, py::arg("seed") = 100)
+      .def(
+          "add",
+          [](HnswIndex& self, const py::array& rows, int threads) {
+            const std::size_t n = rows_of(self, rows, "vectors");
+            const auto* p = static_cast<const float*>(rows.data());
+            // Safe without the GIL: raw pointers into arrays the caller keeps alive.
+            py::gil_scoped_release release;
+            return self.add(p, n, threads);
+          },
+          py::arg("vectors"), py::kw_only(), py::arg("threads") = 0)
+      .def(
+          "replace",
+          [](HnswIndex& self, const py::array& ids, const py::array& rows, int threads) {
+            const auto* ip = checked<std::uint32_t>(ids, "ids");
+            const std::size_t n = rows_of(self, rows, "vectors");
+            if (static_cast<std::size_t>(ids.size()) != n)
+              throw std::invalid_argument("ids and vectors must have the same length");
+            const auto* p = static_cast<const float*>(rows.data());
+            py::gil_scoped_release release;
+            self.replace(ip, p, n, threads);
+          },
+          py::arg("ids"), py::arg("vectors"), py::kw_only(), py::arg("threads") = 0)
+      .def(
+          "remove",
+          [](HnswIndex& self, const py::array& ids) {
+            const auto* p = checked<std::uint32_t>(ids, "ids");
+            return self.remove(p, static_cast<std::size_t>(ids.size()));
+          },
+          py::arg("ids"))
+      .def(
+          "compact",
+          [](HnswIndex& self, int threads) {
+            std::vector<std::int64_t> remap;
+            {
+              py::gil_scoped_release release;
+              remap = self.compact(threads);
+            }
+            py::array_t<std::int64_t> out(remap.size());
+            std::copy(remap.begin(), remap.end(), out.mutable_data());
+            return out;
+          },
+          py::kw_only(), py::arg("threads") = 0)
+      .def(
+          "search",
+          [](const HnswIndex& self, const py::array& queries, std::size_t k, std::size_t ef,
+             int threads, bool exact, std::uint32_t dims, std::size_t rescore,
+             const py::object& allow, std::size_t exact_below) {
+            const std::size_t n = rows_of(self, queries, "queries");
+            fastrag::DenseSearchOptions o;
+            o.k = k;
+            o.ef = ef;
+            o.threads = threads;
+            o.exact = exact;
+            o.dims = dims;
+            o.rescore = rescore;
+            o.exact_below = exact_below;
+            if (!allow.is_none()) {
+              auto aa = allow.cast<py::array>();
+              o.allow = checked<std::uint64_t>(aa, "allow");
+              o.allow_words = static_cast<std::size_t>(aa.size());
+            }
+            py::array_t<std::int64_t> ids({n, k});
+            py::array_t<float> scores({n, k});
+            std::int64_t* ip = ids.mutable_data();
+            float* sp = scores.mutable_data();
+            const auto* q = static_cast<const float*>(queries.data());
+            {
+              // Safe without the GIL: inputs held by the caller, outputs owned here.
+              py::gil_scoped_release release;
+              self.search(q, n, o, ip, sp);
+            }
+            return py::make_tuple(ids, scores);
+          },
+          py::arg("queries"), py::kw_only(), py::arg("k") = 10, py::arg("ef") = 64,
+          py::arg("threads") = 1, py::arg("exact") = false, py::arg("dims") = 0,
+          py::arg("rescore") = 0, py::arg("allow") = py::none(), py::arg("exact_below") = 0)
+      .def("get_vector",
+           [](const HnswIndex& self, std::uint32_t id) {
+             py::array_t<float> out(self.params().dim);
+             self.get_row(id, out.mutable_data());
+             return out;
+           })
+      .def(
+          "links",
+          [](const HnswIndex& self, std::uint32_t id, int level) {
+            // The neighbours of a node at a level (for tests of the graph's shape).
+            if (id >= self.size()) throw std::out_of_range("id is not in the index");
+            if (level < 0 || level > self.level(id)) return py::array_t<std::uint32_t>(0);
+            const std::uint32_t* l = self.links(id, level);
+            py::array_t<std::uint32_t> out(l[0]);
+            std::copy(l + 1, l + 1 + l[0], out.mutable_data());
+            return out;
+          },
+          py::arg("id"), py::arg("level") = 0)
+      .def("is_live", &HnswIndex::is_live, py::arg("id"))
+      .def("stats",
+           [](const HnswIndex& self) {
+             py::dict d;
+             d["n_vectors"] = self.size();
+             d["n_live"] = self.live();
+             d["memory_bytes"] = self.memory_bytes();
+             d["kernels"] = self.kernels();
+             return d;
+           })
+      .def_property_readonly("dim", [](const HnswIndex& s) { return s.params().dim; })
+      .def_property_readonly("metric", [](const HnswIndex& s) { return metric_name(s.params().metric); })
+      .def_property_readonly("storage",
+                             [](const HnswIndex& s) { return storage_name(s.params().storage); })
+      .def_property_readonly("keep_float", [](const HnswIndex& s) { return s.params().keep_float; })
+      .def_property_readonly("M", [](const HnswIndex& s) { return s.params().M; })
+      .def_property_readonly("ef_construction",
+                             [](const HnswIndex& s) { return s.params().ef_construction; })
+      .def(
+          "save",
+          [](const HnswIndex& self, const std::string& path, const py::bytes& extra) {
+            std::string e = extra;
+            py::gil_scoped_release release;
+            self.save(path, e);
+          },
+          py::arg("path"), py::arg("extra") = py::bytes())
+      .def_static(
+          "load",
+          [](const std::string& path, bool mmap) {
+            std::string extra;
+            std::unique_ptr<HnswIndex> ix;
+            {
+              py::gil_scoped_release release;
+              ix = HnswIndex::load(path, mmap, &extra);
+            }
+            return py::make_tuple(py::cast(std::move(ix)), py::bytes(extra));
+          },
+          py::arg("path"), py::kw_only(), py::arg("mmap") = false);
+}

@@ -1,0 +1,21 @@
+// HNSW kernels built for one instruction set; see hnsw_kernels.inl. Compiled with the flags
+// that CMakeLists.txt sets for this file only.
+#include <algorithm>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+#if defined(__AVX2__) || defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+#include "hnsw_internal.hpp"
+
+namespace fastrag {
+namespace isa_generic {
+#include "hnsw_kernels.inl"
+}  // namespace isa_generic
+
+const HnswIndex::Ops* hnsw_ops_generic() { return isa_generic::make_ops("generic"); }
+
+}  // namespace fastrag

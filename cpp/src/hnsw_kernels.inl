@@ -1,0 +1,333 @@
+// HNSW search kernels, compiled once per instruction set: hnsw_isa_generic.cpp (no flags),
+// hnsw_isa_avx2.cpp (-mavx2 -mfma -mf16c) and hnsw_isa_avx512.cpp (-mavx512f -mavx512bw ...),
+// each inside its own namespace. hnsw.cpp picks one at run time from the CPU's features, so
+// the wheel never needs -march=native. Rows are padded to a multiple of 16 values.
+//
+// Included inside `namespace fastrag { namespace <isa> {`, after <immintrin.h>.
+
+using Cand = HnswIndex::Cand;
+
+// ---------------------------------------------------------------------------- distances
+#if defined(__AVX512F__)
+inline float dot_f32(const float* a, const float* b, std::size_t n) {
+  // Four accumulators hide the FMA latency; n is a multiple of 16.
+  __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+  __m512 s2 = _mm512_setzero_ps(), s3 = _mm512_setzero_ps();
+  std::size_t i = 0;
+  for (; i + 64 <= n; i += 64) {
+    s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
+    s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16), s1);
+    s2 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 32), _mm512_loadu_ps(b + i + 32), s2);
+    s3 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 48), _mm512_loadu_ps(b + i + 48), s3);
+  }
+  for (; i < n; i += 16) s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
+  return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
+}
+inline float l2_f32(const float* a, const float* b, std::size_t n) {
+  __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+  std::size_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    __m512 d0 = _mm512_sub_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i));
+    __m512 d1 = _mm512_sub_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16));
+    s0 = _mm512_fmadd_ps(d0, d0, s0);
+    s1 = _mm512_fmadd_ps(d1, d1, s1);
+  }
+  if (i < n) {
+    __m512 d0 = _mm512_sub_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i));
+    s0 = _mm512_fmadd_ps(d0, d0, s0);
+  }
+  return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
+}
+inline float dot_i8(const std::int8_t* c, const float* q, std::size_t n) {
+  __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+  std::size_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + i));
+    __m512 x0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_castsi256_si128(b)));
+    __m512 x1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_extracti128_si256(b, 1)));
+    s0 = _mm512_fmadd_ps(x0, _mm512_loadu_ps(q + i), s0);
+    s1 = _mm512_fmadd_ps(x1, _mm512_loadu_ps(q + i + 16), s1);
+  }
+  if (i < n) {
+    __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(c + i));
+    s0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(b)), _mm512_loadu_ps(q + i), s0);
+  }
+  return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
+}
+inline float dot_f16(const std::uint16_t* h, const float* q, std::size_t n) {
+  __m512 s0 = _mm512_setzero_ps();
+  for (std::size_t i = 0; i < n; i += 16) {
+    __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(h + i));
+    s0 = _mm512_fmadd_ps(_mm512_cvtph_ps(b), _mm512_loadu_ps(q + i), s0);
+  }
+  return _mm512_reduce_add_ps(s0);
+}
+inline float l2_f16(const std::uint16_t* h, const float* q, std::size_t n) {
+  __m512 s0 = _mm512_setzero_ps();
+  for (std::size_t i = 0; i < n; i += 16) {
+    __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(h + i));
+    __m512 d = _mm512_sub_ps(_mm512_cvtph_ps(b), _mm512_loadu_ps(q + i));
+    s0 = _mm512_fmadd_ps(d, d, s0);
+  }
+  return _mm512_reduce_add_ps(s0);
+}
+#elif defined(__AVX2__) && defined(__FMA__)
+inline float hsum256(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+  return _mm_cvtss_f32(s);
+}
+inline float dot_f32(const float* a, const float* b, std::size_t n) {
+  __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+  for (std::size_t i = 0; i < n; i += 16) {
+    s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+    s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+  }
+  return hsum256(_mm256_add_ps(s0, s1));
+}
+inline float l2_f32(const float* a, const float* b, std::size_t n) {
+  __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+  for (std::size_t i = 0; i < n; i += 16) {
+    __m256 d0 = _mm256_sub_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i));
+    __m256 d1 = _mm256_sub_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8));
+    s0 = _mm256_fmadd_ps(d0, d0, s0);
+    s1 = _mm256_fmadd_ps(d1, d1, s1);
+  }
+  return hsum256(_mm256_add_ps(s0, s1));
+}
+inline float dot_i8(const std::int8_t* c, const float* q, std::size_t n) {
+  __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+  for (std::size_t i = 0; i < n; i += 16) {
+    __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(c + i));
+    __m256 x0 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b));
+    __m256 x1 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(b, 8)));
+    s0 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(q + i), s0);
+    s1 = _mm256_fmadd_ps(x1, _mm256_loadu_ps(q + i + 8), s1);
+  }
+  return hsum256(_mm256_add_ps(s0, s1));
+}
+inline float dot_f16(const std::uint16_t* h, const float* q, std::size_t n) {
+  __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+  for (std::size_t i = 0; i < n; i += 16) {
+    __m128i b0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(h + i));
+    __m128i b1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(h + i + 8));
+    s0 = _mm256_fmadd_ps(_mm256_cvtph_ps(b0), _mm256_loadu_ps(q + i), s0);
+    s1 = _mm256_fmadd_ps(_mm256_cvtph_ps(b1), _mm256_loadu_ps(q + i + 8), s1);
+  }
+  return hsum256(_mm256_add_ps(s0, s1));
+}
+inline float l2_f16(const std::uint16_t* h, const float* q, std::size_t n) {
+  __m256 s0 = _mm256_setzero_ps();
+  for (std::size_t i = 0; i < n; i += 8) {
+    __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(h + i));
+    __m256 d = _mm256_sub_ps(_mm256_cvtph_ps(b), _mm256_loadu_ps(q + i));
+    s0 = _mm256_fmadd_ps(d, d, s0);
+  }
+  return hsum256(s0);
+}
+#else
+// Plain loops with 16 partial sums (the compiler vectorises them with the base ISA).
+inline float dot_f32(const float* a, const float* b, std::size_t n) {
+  float s[16] = {};
+  for (std::size_t i = 0; i < n; i += 16)
+    for (int j = 0; j < 16; ++j) s[j] += a[i + j] * b[i + j];
+  float t = 0;
+  for (float x : s) t += x;
+  return t;
+}
+inline float l2_f32(const float* a, const float* b, std::size_t n) {
+  float s[16] = {};
+  for (std::size_t i = 0; i < n; i += 16)
+    for (int j = 0; j < 16; ++j) {
+      const float d = a[i + j] - b[i + j];
+      s[j] += d * d;
+    }
+  float t = 0;
+  for (float x : s) t += x;
+  return t;
+}
+inline float dot_i8(const std::int8_t* c, const float* q, std::size_t n) {
+  float s[16] = {};
+  for (std::size_t i = 0; i < n; i += 16)
+    for (int j = 0; j < 16; ++j) s[j] += static_cast<float>(c[i + j]) * q[i + j];
+  float t = 0;
+  for (float x : s) t += x;
+  return t;
+}
+inline float dot_f16(const std::uint16_t* h, const float* q, std::size_t n) {
+  float t = 0;
+  for (std::size_t i = 0; i < n; ++i) t += half_to_float(h[i]) * q[i];
+  return t;
+}
+inline float l2_f16(const std::uint16_t* h, const float* q, std::size_t n) {
+  float t = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    const float d = half_to_float(h[i]) - q[i];
+    t += d * d;
+  }
+  return t;
+}
+#endif
+
+// Distance of a prepared query to a stored row: -dot for ip / cosine, squared L2 for l2.
+inline float distance(const HnswIndex& ix, const QueryPrep& q, std::uint32_t id) {
+  const HnswParams& p = ix.params();
+  const bool l2 = p.metric == Metric::L2;
+  if (q.f32) return l2 ? l2_f32(ix.f32_row(id), q.v.data(), q.n) : -dot_f32(ix.f32_row(id), q.v.data(), q.n);
+  switch (p.storage) {
+    case Storage::F32:
+      return l2 ? l2_f32(ix.f32_row(id), q.v.data(), q.n) : -dot_f32(ix.f32_row(id), q.v.data(), q.n);
+    case Storage::I8: {
+      const float dot = dot_i8(ix.i8_row(id), q.v.data(), q.n) + q.c;
+      return l2 ? ix.i8_norm(id) - 2.0f * dot + q.qnorm : -dot;
+    }
+    case Storage::F16:
+      return l2 ? l2_f16(ix.f16_row(id), q.v.data(), q.n) : -dot_f16(ix.f16_row(id), q.v.data(), q.n);
+  }
+  return 0.0f;
+}
+
+// Asks for a whole row ahead of its distance computation (rows are 64-byte multiples).
+inline void prefetch_row(const HnswIndex& ix, std::uint32_t id) {
+  const HnswParams& p = ix.params();
+  const std::size_t width = p.storage == Storage::F32 ? 4 : p.storage == Storage::I8 ? 1 : 2;
+  const char* r = p.storage == Storage::F32   ? reinterpret_cast<const char*>(ix.f32_row(id))
+                  : p.storage == Storage::I8 ? reinterpret_cast<const char*>(ix.i8_row(id))
+                                             : reinterpret_cast<const char*>(ix.f16_row(id));
+  const std::size_t bytes = std::size_t(ix.padded_dim()) * width;
+  for (std::size_t off = 0; off < bytes; off += 64) __builtin_prefetch(r + off);
+}
+
+// ---------------------------------------------------------------------------- graph walks
+inline std::uint32_t greedy(const HnswIndex& ix, const QueryPrep& q, std::uint32_t entry,
+                            int level, bool building) {
+  std::uint32_t cur = entry;
+  float best = distance(ix, q, cur);
+  for (bool moved = true; moved;) {
+    moved = false;
+    const std::uint32_t* l = ix.links(cur, level);
+    const std::uint32_t cnt = l[0];
+    for (std::uint32_t j = 1; j <= cnt; ++j) {
+      if (building && !ix.ready(l[j])) continue;
+      const float d = distance(ix, q, l[j]);
+      if (d < best) {
+        best = d;
+        cur = l[j];
+        moved = true;
+      }
+    }
+  }
+  return cur;
+}
+
+// Heap orders as function objects, so that the heap operations inline them.
+struct Closer {  // min-heap on distance
+  bool operator()(const Cand& a, const Cand& b) const { return a.dist > b.dist; }
+};
+struct Farther {  // max-heap on distance
+  bool operator()(const Cand& a, const Cand& b) const { return a.dist < b.dist; }
+};
+constexpr Closer closer{};
+constexpr Farther farther{};
+
+inline void search_layer(const HnswIndex& ix, const QueryPrep& q, std::uint32_t entry, int level,
+                         std::size_t ef, const DenseSearchOptions* opt, bool locked,
+                         HnswIndex::Scratch& s, std::vector<Cand>& out) {
+  s.new_epoch(ix.capacity());
+  std::uint32_t* visited = s.visited.data();
+  const std::uint32_t epoch = s.epoch;
+  auto& cands = s.cands;
+  auto& top = s.top;
+  cands.clear();
+  top.clear();
+  const float d0 = distance(ix, q, entry);
+  visited[entry] = epoch;
+  cands.push_back({d0, entry});
+  if (!opt || ix.allowed(entry, *opt)) top.push_back({d0, entry});
+  float bound = top.empty() ? std::numeric_limits<float>::infinity() : d0;
+  auto& nb = s.neighbours;
+  while (!cands.empty()) {
+    const Cand c = cands.front();
+    if (c.dist > bound && top.size() >= ef) break;
+    std::pop_heap(cands.begin(), cands.end(), closer);
+    cands.pop_back();
+    // Unvisited neighbours first, so their rows can be prefetched before the distances.
+    nb.clear();
+    if (locked) ix.lock_links(c.id);
+    const std::uint32_t* l = ix.links(c.id, level);
+    const std::uint32_t cnt = l[0];
+    for (std::uint32_t j = 1; j <= cnt; ++j) {
+      const std::uint32_t v = l[j];
+      if (visited[v] == epoch || (locked && !ix.ready(v))) continue;
+      visited[v] = epoch;
+      nb.push_back(v);
+    }
+    if (locked) ix.unlock_links(c.id);
+    if (!nb.empty()) prefetch_row(ix, nb[0]);
+    for (std::size_t j = 0; j < nb.size(); ++j) {
+      if (j + 1 < nb.size()) prefetch_row(ix, nb[j + 1]);
+      const std::uint32_t v = nb[j];
+      const float d = distance(ix, q, v);
+      if (top.size() < ef || d < bound) {
+        // A candidate may be expanded soon: ask for its links (the head of its record).
+        __builtin_prefetch(ix.record(v));
+        __builtin_prefetch(ix.record(v) + 16);
+        cands.push_back({d, v});
+        std::push_heap(cands.begin(), cands.end(), closer);
+        if (!opt || ix.allowed(v, *opt)) {
+          top.push_back({d, v});
+          std::push_heap(top.begin(), top.end(), farther);
+          if (top.size() > ef) {
+            std::pop_heap(top.begin(), top.end(), farther);
+            top.pop_back();
+          }
+          bound = top.front().dist;
+        }
+      }
+    }
+  }
+  out.assign(top.begin(), top.end());
+  std::sort(out.begin(), out.end(), [](const Cand& a, const Cand& b) {
+    return a.dist < b.dist || (a.dist == b.dist && a.id < b.id);
+  });
+}
+
+inline void scan(const HnswIndex& ix, const QueryPrep& q, const DenseSearchOptions& opt,
+                 std::size_t n, std::size_t keep, HnswIndex::Scratch& s, std::vector<Cand>& out) {
+  auto& top = s.top;  // max-heap of the best `keep`
+  top.clear();
+  if (keep == 0) {
+    out.clear();
+    return;
+  }
+  for (std::uint32_t id = 0; id < n; ++id) {
+    if (!ix.allowed(id, opt)) continue;
+    if (id + 4 < n) prefetch_row(ix, id + 4);
+    const float d = distance(ix, q, id);
+    if (top.size() < keep) {
+      top.push_back({d, id});
+      std::push_heap(top.begin(), top.end(), farther);
+    } else if (d < top.front().dist) {
+      std::pop_heap(top.begin(), top.end(), farther);
+      top.back() = {d, id};
+      std::push_heap(top.begin(), top.end(), farther);
+    }
+  }
+  out.assign(top.begin(), top.end());
+  std::sort(out.begin(), out.end(), [](const Cand& a, const Cand& b) {
+    return a.dist < b.dist || (a.dist == b.dist && a.id < b.id);
+  });
+}
+
+inline float dist_entry(const HnswIndex& ix, const QueryPrep& q, std::uint32_t id) {
+  return distance(ix, q, id);
+}
+inline float dot_entry(const float* a, const float* b, std::size_t n) { return dot_f32(a, b, n); }
+inline float l2_entry(const float* a, const float* b, std::size_t n) { return l2_f32(a, b, n); }
+
+inline const HnswIndex::Ops* make_ops(const char* name) {
+  static const HnswIndex::Ops ops{name,         &dist_entry, &greedy, &search_layer,
+                                  &scan,        &dot_entry,  &l2_entry};
+  return &ops;
+}

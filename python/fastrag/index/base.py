@@ -1,0 +1,112 @@
+"""What every index shares: the user's ids, the locks, deletion and the file conventions."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fastrag._core import IndexFormatError
+from fastrag._sync import ReadWriteLock
+from fastrag.index.idmap import IdMap
+from fastrag.index.results import DocId
+
+
+class IdIndex:
+    """Base of the indexes: a native core (``_core``) plus the map of user ids.
+
+    Writers (add, delete, compact, save) run one at a time. Searches run concurrently with
+    adds and deletes (the core locks itself; the id map grows before the core and keeps
+    deleted slots), but not with a compaction, which renumbers documents.
+    """
+
+    _FORMAT = ""  # the "format" tag in the file's metadata
+    _FORMAT_VERSION = 1
+    _core: Any
+
+    def _init_ids(self, ids: IdMap | None = None) -> None:
+        self._ids = ids if ids is not None else IdMap()
+        self._write_lock = threading.Lock()
+        self._renumber_lock = ReadWriteLock()
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __contains__(self, doc_id: object) -> bool:
+        return doc_id in self._ids
+
+    @property
+    def ids(self) -> list[DocId]:
+        """The live document ids, in insertion order."""
+        return self._ids.live_ids()
+
+    def delete(self, ids: Iterable[DocId] | DocId, *, missing: str = "raise") -> int:
+        """Deletes documents by id; unknown ids raise KeyError and nothing is deleted
+        (missing="ignore" skips them). Returns the number deleted; `compact()` reclaims space."""
+        if missing not in ("raise", "ignore"):
+            raise ValueError("missing must be 'raise' or 'ignore'")
+        if isinstance(ids, (str, int)):
+            ids = [ids]
+        with self._write_lock:
+            internal = self._ids.lookup(ids, missing=missing)
+            n = self._core.remove(internal)
+            self._ids.remove(internal)
+        return int(n)
+
+    def compact(self, **options: Any) -> None:
+        """Drops deleted documents and renumbers the internal ids."""
+        with self._write_lock, self._renumber_lock.write():
+            self._ids.renumber(self._core.compact(**options))
+
+    def _check_k(self, k: object) -> int:
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
+        return int(k)
+
+    # ------------------------------------------------------------------ files
+    def _save(self, path: str | os.PathLike[str], meta: dict[str, Any]) -> None:
+        path = Path(path)
+        if path.is_dir():
+            raise IsADirectoryError(f"{path} is a directory; give a file path")
+        if not path.parent.is_dir():
+            raise FileNotFoundError(f"folder {path.parent} does not exist")
+        with self._write_lock:
+            extra = {"format": self._FORMAT, "version": self._FORMAT_VERSION, **meta}
+            extra["ids"] = self._ids.to_json()
+            blob = json.dumps(extra, ensure_ascii=False).encode("utf-8")
+            self._core.save(str(path), blob)
+
+    @classmethod
+    def _load_core(
+        cls, core_class: Any, path: str | os.PathLike[str], mmap: bool, n_items: str
+    ) -> tuple[Any, dict[str, Any], IdMap]:
+        """Opens a file: (core, metadata, id map), with every check of the metadata."""
+        path = Path(path)
+        if path.is_dir():
+            raise IsADirectoryError(f"{path} is a directory; give the index file")
+        if not path.exists():
+            raise FileNotFoundError(f"no such index file: {path}")
+        core, blob = core_class.load(str(path), mmap=mmap)
+        try:
+            meta = json.loads(blob.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise IndexFormatError(f"{path} has corrupted metadata ({e})") from e
+        if not isinstance(meta, dict) or meta.get("format") != cls._FORMAT:
+            raise IndexFormatError(f"{path} is not a {cls.__name__} index")
+        if not isinstance(meta.get("version"), int) or meta["version"] > cls._FORMAT_VERSION:
+            raise IndexFormatError(f"{path} needs a newer fastrag (format {meta.get('version')})")
+        ids = meta.get("ids")
+        stats = core.stats()
+        if (
+            not isinstance(ids, list)
+            or len(ids) != stats[n_items]
+            or any(d is not None and not isinstance(d, (str, int)) for d in ids)
+            or len({d for d in ids if d is not None}) != stats["n_live"]
+        ):
+            raise IndexFormatError(f"{path} has metadata that does not match its index")
+        return core, meta, IdMap(ids)
