@@ -5,8 +5,10 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <memory>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 namespace fastrag::bindings {
 
@@ -34,6 +36,40 @@ const T* checked(const py::array& a, const char* name, int ndim = 1) {
     throw std::invalid_argument(std::string(name) +
                                 " must be C-contiguous (use np.ascontiguousarray(x))");
   return static_cast<const T*>(a.data());
+}
+
+// A new 1-D numpy array holding a copy of v.
+template <class T>
+py::array_t<T> to_numpy(const std::vector<T>& v) {
+  py::array_t<T> out(v.size());
+  std::copy(v.begin(), v.end(), out.mutable_data());
+  return out;
+}
+
+// save(path, extra) and the static load(path, mmap=) -> (index, extra) of an index class
+// whose C++ type has save(path, extra) and load(path, mmap, &extra).
+template <class Index>
+void def_files(py::class_<Index>& cls) {
+  cls.def(
+         "save",
+         [](const Index& self, const std::string& path, const py::bytes& extra) {
+           std::string e = extra;
+           py::gil_scoped_release release;  // only C++ objects from here on
+           self.save(path, e);
+         },
+         py::arg("path"), py::arg("extra") = py::bytes())
+      .def_static(
+          "load",
+          [](const std::string& path, bool mmap) {
+            std::string extra;
+            std::unique_ptr<Index> ix;
+            {
+              py::gil_scoped_release release;
+              ix = Index::load(path, mmap, &extra);
+            }
+            return py::make_tuple(py::cast(std::move(ix)), py::bytes(extra));
+          },
+          py::arg("path"), py::kw_only(), py::arg("mmap") = false);
 }
 
 }  // namespace fastrag::bindings

@@ -10,6 +10,7 @@
 namespace py = pybind11;
 using fastrag::HnswIndex;
 using fastrag::bindings::checked;
+using fastrag::bindings::to_numpy;
 
 namespace {
 
@@ -45,8 +46,8 @@ std::size_t rows_of(const HnswIndex& ix, const py::array& a, const char* name) {
 }  // namespace
 
 void register_dense(py::module_& m) {
-  py::class_<HnswIndex>(m, "HnswIndex")
-      .def(py::init([](std::uint32_t dim, const std::string& metric, const std::string& storage,
+  py::class_<HnswIndex> cls(m, "HnswIndex");
+  cls      .def(py::init([](std::uint32_t dim, const std::string& metric, const std::string& storage,
                        bool keep_float, std::uint32_t M, std::uint32_t ef_construction,
                        std::uint64_t seed) {
              fastrag::HnswParams p;
@@ -99,9 +100,7 @@ void register_dense(py::module_& m) {
               py::gil_scoped_release release;
               remap = self.compact(threads);
             }
-            py::array_t<std::int64_t> out(remap.size());
-            std::copy(remap.begin(), remap.end(), out.mutable_data());
-            return out;
+            return to_numpy(remap);
           },
           py::kw_only(), py::arg("threads") = 0)
       .def(
@@ -173,25 +172,6 @@ void register_dense(py::module_& m) {
       .def_property_readonly("keep_float", [](const HnswIndex& s) { return s.params().keep_float; })
       .def_property_readonly("M", [](const HnswIndex& s) { return s.params().M; })
       .def_property_readonly("ef_construction",
-                             [](const HnswIndex& s) { return s.params().ef_construction; })
-      .def(
-          "save",
-          [](const HnswIndex& self, const std::string& path, const py::bytes& extra) {
-            std::string e = extra;
-            py::gil_scoped_release release;
-            self.save(path, e);
-          },
-          py::arg("path"), py::arg("extra") = py::bytes())
-      .def_static(
-          "load",
-          [](const std::string& path, bool mmap) {
-            std::string extra;
-            std::unique_ptr<HnswIndex> ix;
-            {
-              py::gil_scoped_release release;
-              ix = HnswIndex::load(path, mmap, &extra);
-            }
-            return py::make_tuple(py::cast(std::move(ix)), py::bytes(extra));
-          },
-          py::arg("path"), py::kw_only(), py::arg("mmap") = false);
+                             [](const HnswIndex& s) { return s.params().ef_construction; });
+  fastrag::bindings::def_files(cls);
 }

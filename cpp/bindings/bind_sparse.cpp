@@ -10,6 +10,7 @@
 
 namespace py = pybind11;
 using fastrag::bindings::checked;
+using fastrag::bindings::to_numpy;
 using fastrag::SparseIndex;
 
 namespace {
@@ -38,8 +39,8 @@ fastrag::SearchAlgorithm parse_algorithm(const std::string& s) {
 }  // namespace
 
 void register_sparse(py::module_& m) {
-  py::class_<SparseIndex>(m, "SparseIndex")
-      .def(py::init([](const std::string& scoring, const std::string& method, float k1, float b,
+  py::class_<SparseIndex> cls(m, "SparseIndex");
+  cls      .def(py::init([](const std::string& scoring, const std::string& method, float k1, float b,
                        float delta) {
              fastrag::BM25Params p;
              p.method = fastrag::parse_bm25_method(method);
@@ -87,9 +88,7 @@ void register_sparse(py::module_& m) {
                py::gil_scoped_release release;
                remap = self.compact();
              }
-             py::array_t<std::int64_t> out(remap.size());
-             std::copy(remap.begin(), remap.end(), out.mutable_data());
-             return out;
+             return to_numpy(remap);
            })
       .def(
           "search",
@@ -132,10 +131,7 @@ void register_sparse(py::module_& m) {
           py::arg("algorithm") = "auto")
       .def("document_frequencies",
            [](const SparseIndex& self) {
-             auto df = self.document_frequencies();
-             py::array_t<std::uint32_t> out(df.size());
-             std::copy(df.begin(), df.end(), out.mutable_data());
-             return out;
+             return to_numpy(self.document_frequencies());
            })
       .def("is_live", &SparseIndex::is_live, py::arg("id"))
       .def("stats",
@@ -158,25 +154,6 @@ void register_sparse(py::module_& m) {
           "method", [](const SparseIndex& self) { return bm25_method_name(self.params().method); })
       .def_property_readonly("k1", [](const SparseIndex& self) { return self.params().k1; })
       .def_property_readonly("b", [](const SparseIndex& self) { return self.params().b; })
-      .def_property_readonly("delta", [](const SparseIndex& self) { return self.params().delta; })
-      .def(
-          "save",
-          [](const SparseIndex& self, const std::string& path, const py::bytes& extra) {
-            std::string e = extra;
-            py::gil_scoped_release release;
-            self.save(path, e);
-          },
-          py::arg("path"), py::arg("extra") = py::bytes())
-      .def_static(
-          "load",
-          [](const std::string& path, bool mmap) {
-            std::string extra;
-            std::unique_ptr<SparseIndex> ix;
-            {
-              py::gil_scoped_release release;
-              ix = SparseIndex::load(path, mmap, &extra);
-            }
-            return py::make_tuple(py::cast(std::move(ix)), py::bytes(extra));
-          },
-          py::arg("path"), py::kw_only(), py::arg("mmap") = false);
+      .def_property_readonly("delta", [](const SparseIndex& self) { return self.params().delta; });
+  fastrag::bindings::def_files(cls);
 }

@@ -43,11 +43,13 @@ const HnswIndex::Ops* pick_ops() {
   __builtin_cpu_init();
   const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                       __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+  const bool vnni = avx512 && __builtin_cpu_supports("avx512vnni");
   const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
                     __builtin_cpu_supports("f16c");
   if (want == "generic") return hnsw_ops_generic();
   if (want == "avx2" && avx2) return hnsw_ops_avx2();
-  if (avx512 && (want.empty() || want == "avx512")) return hnsw_ops_avx512();
+  if (vnni && (want.empty() || want == "avx512vnni")) return hnsw_ops_avx512vnni();
+  if (avx512 && (want.empty() || want == "avx512" || want == "avx512vnni")) return hnsw_ops_avx512();
   if (avx2) return hnsw_ops_avx2();
 #endif
   return hnsw_ops_generic();
@@ -269,11 +271,21 @@ void HnswIndex::prepare(const float* row, std::uint32_t dims, QueryPrep& q) cons
   q.qnorm = static_cast<float>(norm);
   if (p_.storage == Storage::I8) {
     double c = 0;
+    float peak = 0;
     for (std::uint32_t d = 0; d < q.n; ++d) {
       c += (double(qlow_[d]) + 128.0 * qstep_[d]) * row[d];
       q.v[d] = row[d] * qstep_[d];
+      peak = std::max(peak, std::fabs(q.v[d]));
     }
     q.c = static_cast<float>(c);
+    q.t.assign(pdim_, 0);
+    q.qs = peak > 0 ? peak / 127.0f : 1.0f;
+    std::int32_t sum = 0;
+    for (std::uint32_t d = 0; d < q.n; ++d) {
+      q.t[d] = static_cast<std::int8_t>(std::nearbyint(q.v[d] / q.qs));
+      sum += q.t[d];
+    }
+    q.tsum128 = 128 * sum;
   }
 }
 

@@ -16,6 +16,11 @@ struct QueryPrep {
   float qnorm = 0;       // l2: squared norm of the query
   std::uint32_t n = 0;   // dimensions compared (the full padded dim or a Matryoshka prefix)
   bool f32 = false;      // compare with the kept float32 rows instead of the stored codes
+  // int8 rows on CPUs with VNNI: the scaled query quantised too, so that the dot product
+  // runs on bytes: dot ~ qs * (sum(code_u8 * t) - 128 * sum(t)) + c.
+  std::vector<std::int8_t> t;
+  float qs = 0;
+  std::int32_t tsum128 = 0;
 };
 
 struct HnswIndex::Scratch {
@@ -61,10 +66,11 @@ struct HnswIndex::Ops {
   float (*l2)(const float*, const float*, std::size_t n);
 };
 
-// Defined in hnsw_isa_*.cpp; avx2 / avx512 return null when not compiled in.
+// Defined in hnsw_isa_*.cpp.
 const HnswIndex::Ops* hnsw_ops_generic();
 const HnswIndex::Ops* hnsw_ops_avx2();
 const HnswIndex::Ops* hnsw_ops_avx512();
+const HnswIndex::Ops* hnsw_ops_avx512vnni();
 
 // Half-precision conversion without F16C (used by the generic kernels and by storage).
 float half_to_float(std::uint16_t h);
