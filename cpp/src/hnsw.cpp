@@ -46,10 +46,12 @@ const HnswIndex::Ops* pick_ops() {
   const bool vnni = avx512 && __builtin_cpu_supports("avx512vnni");
   const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
                     __builtin_cpu_supports("f16c");
+  // A named set when asked for and supported, else the best one the CPU has.
   if (want == "generic") return hnsw_ops_generic();
   if (want == "avx2" && avx2) return hnsw_ops_avx2();
-  if (vnni && (want.empty() || want == "avx512vnni")) return hnsw_ops_avx512vnni();
-  if (avx512 && (want.empty() || want == "avx512" || want == "avx512vnni")) return hnsw_ops_avx512();
+  if (want == "avx512" && avx512) return hnsw_ops_avx512();
+  if (vnni) return hnsw_ops_avx512vnni();
+  if (avx512) return hnsw_ops_avx512();
   if (avx2) return hnsw_ops_avx2();
 #endif
   return hnsw_ops_generic();
@@ -264,6 +266,7 @@ void HnswIndex::get_row(std::uint32_t id, float* out) const {
 void HnswIndex::prepare(const float* row, std::uint32_t dims, QueryPrep& q) const {
   q.n = dims ? dims : pdim_;
   q.f32 = false;
+  q.bytes = p_.storage == Storage::I8;
   q.v.assign(row, row + pdim_);
   q.c = 0;
   double norm = 0;
@@ -435,7 +438,7 @@ void HnswIndex::select(const std::vector<Cand>& cands, std::size_t m, std::uint3
   }
 }
 
-void HnswIndex::connect(std::uint32_t node, std::uint32_t id, int level, Scratch& s) {
+bool HnswIndex::connect(std::uint32_t node, std::uint32_t id, int level, Scratch& s, bool force) {
   const std::uint32_t maxd = max_degree(level);
   lock_links(node);
   std::uint32_t* l = links_mut(node, level);
@@ -443,13 +446,13 @@ void HnswIndex::connect(std::uint32_t node, std::uint32_t id, int level, Scratch
   for (std::uint32_t j = 1; j <= cnt; ++j)
     if (l[j] == id) {  // already linked (a replaced row)
       unlock_links(node);
-      return;
+      return true;
     }
   if (cnt < maxd) {
     l[1 + cnt] = id;
     l[0] = cnt + 1;
     unlock_links(node);
-    return;
+    return true;
   }
   // Full: choose again among the old links and the new one, seen from `node`.
   std::vector<float> row(pdim_);
@@ -458,15 +461,23 @@ void HnswIndex::connect(std::uint32_t node, std::uint32_t id, int level, Scratch
   std::vector<Cand> cands;
   cands.reserve(cnt + 1);
   for (std::uint32_t j = 1; j <= cnt; ++j) cands.push_back({ops_->dist(*this, s.q2, l[j]), l[j]});
-  cands.push_back({ops_->dist(*this, s.q2, id), id});
+  const Cand fresh{ops_->dist(*this, s.q2, id), id};
+  cands.push_back(fresh);
   std::sort(cands.begin(), cands.end(), [](const Cand& a, const Cand& b) {
     return a.dist < b.dist || (a.dist == b.dist && a.id < b.id);
   });
   std::vector<Cand> kept;
   select(cands, maxd, node, s, kept);
+  bool linked = std::any_of(kept.begin(), kept.end(), [id](const Cand& c) { return c.id == id; });
+  if (!linked && force) {  // the new node must be reachable: it takes the farthest slot
+    if (kept.size() >= maxd) kept.pop_back();
+    kept.push_back(fresh);
+    linked = true;
+  }
   for (std::size_t j = 0; j < kept.size(); ++j) l[1 + j] = kept[j].id;
   l[0] = static_cast<std::uint32_t>(kept.size());
   unlock_links(node);
+  return linked;
 }
 
 void HnswIndex::insert(std::uint32_t id, Scratch& s) {
@@ -509,7 +520,12 @@ void HnswIndex::insert(std::uint32_t id, Scratch& s) {
     for (std::size_t j = 0; j < merged.size(); ++j) l[1 + j] = merged[j].id;
     l[0] = static_cast<std::uint32_t>(merged.size());
     unlock_links(id);
-    for (const Cand& c : chosen) connect(c.id, id, lc, s);
+    bool linked = false;
+    for (const Cand& c : chosen) linked |= connect(c.id, id, lc, s, false);
+    // Every neighbour's heuristic may have dropped the new node (common for inner product,
+    // where short vectors are rarely anyone's nearest): then the nearest keeps it anyway, or
+    // no search could ever reach it.
+    if (!linked && !chosen.empty()) connect(chosen[0].id, id, lc, s, true);
     if (!s.result.empty()) cur = s.result[0].id == id && s.result.size() > 1 ? s.result[1].id
                                                                              : s.result[0].id;
   }
@@ -638,16 +654,26 @@ void HnswIndex::search_one(const float* q, const DenseSearchOptions& opt, Scratc
       s.q.f32 = true;
     }
     if (opt.exact) {
+      s.q.bytes = false;  // exact: the float query against the stored rows
       ops_->scan(*this, s.q, opt, n_, keep, s, res);
     } else {
       std::uint32_t cur = static_cast<std::uint32_t>(ep);
       for (int lc = max_level_.load(); lc > 0; --lc) cur = ops_->greedy(*this, s.q, cur, lc, false);
       ops_->search_layer(*this, s.q, cur, 0, std::max(opt.ef, keep), &opt, false, s, res);
     }
+    if (p_.storage == Storage::I8 && opt.rescore == 0 && !opt.exact) {
+      // The walk may have compared bytes with bytes (VNNI): score the results with the
+      // float query, as exact search does.
+      s.q.bytes = false;
+      for (Cand& c : res) c.dist = ops_->dist(*this, s.q, c.id);
+      std::sort(res.begin(), res.end(), [](const Cand& a, const Cand& b) {
+        return a.dist < b.dist || (a.dist == b.dist && a.id < b.id);
+      });
+    }
     if (opt.rescore > 0 && !res.empty()) {
       // Exact rescoring of the best candidates: float32 rows where kept, else the stored
       // rows at full dimension.
-      const std::size_t r = std::min(res.size(), opt.rescore);
+      const std::size_t r = std::min(res.size(), std::max(opt.rescore, opt.k));
       res.resize(r);
       const bool l2 = p_.metric == Metric::L2;
       if (has_f32()) {
@@ -656,6 +682,7 @@ void HnswIndex::search_one(const float* q, const DenseSearchOptions& opt, Scratc
                       : -ops_->dot(f32_row(c.id), row.data(), pdim_);
       } else {
         prepare(row.data(), 0, s.q2);
+        s.q2.bytes = false;
         for (Cand& c : res) c.dist = ops_->dist(*this, s.q2, c.id);
       }
       std::sort(res.begin(), res.end(), [](const Cand& a, const Cand& b) {

@@ -18,6 +18,7 @@ struct QueryPrep {
   bool f32 = false;      // compare with the kept float32 rows instead of the stored codes
   // int8 rows on CPUs with VNNI: the scaled query quantised too, so that the dot product
   // runs on bytes: dot ~ qs * (sum(code_u8 * t) - 128 * sum(t)) + c.
+  bool bytes = false;  // use the byte form (graph walks); false: the float query (exact)
   std::vector<std::int8_t> t;
   float qs = 0;
   std::int32_t tsum128 = 0;

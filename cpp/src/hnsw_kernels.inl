@@ -189,6 +189,20 @@ inline float l2_f16(const std::uint16_t* h, const float* q, std::size_t n) {
 }
 #endif
 
+// Squared norm of the first n dequantised values of an int8 row (the stored norm covers the
+// whole row; a Matryoshka prefix under l2 needs its own).
+inline float i8_prefix_norm(const HnswIndex& ix, std::uint32_t id, std::uint32_t n) {
+  const std::int8_t* c = ix.i8_row(id);
+  const float* lo = ix.i8_low();
+  const float* st = ix.i8_step();
+  float s = 0;
+  for (std::uint32_t d = 0; d < n; ++d) {
+    const float v = lo[d] + (float(c[d]) + 128.0f) * st[d];
+    s += v * v;
+  }
+  return s;
+}
+
 // Distance of a prepared query to a stored row: -dot for ip / cosine, squared L2 for l2.
 inline float distance(const HnswIndex& ix, const QueryPrep& q, std::uint32_t id) {
   const HnswParams& p = ix.params();
@@ -199,11 +213,15 @@ inline float distance(const HnswIndex& ix, const QueryPrep& q, std::uint32_t id)
       return l2 ? l2_f32(ix.f32_row(id), q.v.data(), q.n) : -dot_f32(ix.f32_row(id), q.v.data(), q.n);
     case Storage::I8: {
 #if defined(__AVX512VNNI__)
-      const float dot = q.qs * float(dot_u8s8(ix.i8_row(id), q.t.data(), q.n) - q.tsum128) + q.c;
+      const float dot =
+          q.bytes ? q.qs * float(dot_u8s8(ix.i8_row(id), q.t.data(), q.n) - q.tsum128) + q.c
+                  : dot_i8(ix.i8_row(id), q.v.data(), q.n) + q.c;
 #else
       const float dot = dot_i8(ix.i8_row(id), q.v.data(), q.n) + q.c;
 #endif
-      return l2 ? ix.i8_norm(id) - 2.0f * dot + q.qnorm : -dot;
+      if (!l2) return -dot;
+      return (q.n == ix.padded_dim() ? ix.i8_norm(id) : i8_prefix_norm(ix, id, q.n)) -
+             2.0f * dot + q.qnorm;
     }
     case Storage::F16:
       return l2 ? l2_f16(ix.f16_row(id), q.v.data(), q.n) : -dot_f16(ix.f16_row(id), q.v.data(), q.n);

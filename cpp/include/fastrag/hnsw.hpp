@@ -157,7 +157,7 @@ class HnswIndex {
   void prepare(const float* row, std::uint32_t dims, QueryPrep& q) const;
   void select(const std::vector<Cand>& cands, std::size_t m, std::uint32_t self, Scratch& s,
               std::vector<Cand>& out) const;
-  void connect(std::uint32_t node, std::uint32_t id, int level, Scratch& s);
+  bool connect(std::uint32_t node, std::uint32_t id, int level, Scratch& s, bool force);
   std::vector<float> normalised_copy(const float* rows, std::size_t n) const;
 
   HnswParams p_;

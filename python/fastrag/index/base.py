@@ -42,7 +42,8 @@ class IdIndex:
 
     @property
     def ids(self) -> list[DocId]:
-        """The live document ids, in insertion order."""
+        """The live document ids in slot order: insertion order, except that an id added to a
+        DenseIndex may take the slot (and place) of a deleted one."""
         return self._ids.live_ids()
 
     def delete(self, ids: Iterable[DocId] | DocId, *, missing: str = "raise") -> int:

@@ -131,8 +131,9 @@ class IdMap:
         """Maps an int64 array of internal ids (-1 = none) to an object array of user ids."""
         arr = self._array
         if arr is None or len(arr) != len(self._ids) + 1:
-            arr = np.empty(len(self._ids) + 1, dtype=object)
-            arr[:-1] = self._ids
+            ids = self._ids[:]  # one atomic copy: another thread may append meanwhile
+            arr = np.empty(len(ids) + 1, dtype=object)
+            arr[:-1] = ids
             arr[-1] = None  # index -1
             self._array = arr
         return arr[internal]
