@@ -96,11 +96,13 @@ std::uint16_t float_to_half(float f) {
     man |= 0x800000u;
     const int shift = 14 - exp;
     std::uint32_t h = man >> shift;
-    if ((man >> (shift - 1)) & 1u) ++h;  // round half up
+    const std::uint32_t rest = man & ((1u << shift) - 1), half = 1u << (shift - 1);
+    if (rest > half || (rest == half && (h & 1u))) ++h;  // round half to even
     return static_cast<std::uint16_t>(sign | h);
   }
   std::uint32_t h = sign | (static_cast<std::uint32_t>(exp) << 10) | (man >> 13);
-  if (man & 0x1000u) ++h;  // round half up (may carry into the exponent, as it should)
+  const std::uint32_t rest = man & 0x1fffu;  // round half to even, as F16C does
+  if (rest > 0x1000u || (rest == 0x1000u && (h & 1u))) ++h;  // a carry bumps the exponent
   return static_cast<std::uint16_t>(h);
 }
 
@@ -315,6 +317,7 @@ void HnswIndex::reserve_locked(std::size_t n) {
   grow(level_, cap);
   grow(deleted_, words_for(cap));
   ready_.resize(cap, 1);
+  indeg_.resize(cap, 0);
   upper_.mut();
   upper_.refresh();
   upper_off_.mut();
@@ -375,7 +378,7 @@ std::uint32_t HnswIndex::add(const float* rows, std::size_t n, int threads) {
   std::shared_lock<std::shared_mutex> lock(mutex_);
   parallel_for(n, resolve_threads(threads, n), [&](std::size_t i, std::size_t) {
     thread_local Scratch scratch;
-    insert(first + static_cast<std::uint32_t>(i), scratch);
+    insert(first + static_cast<std::uint32_t>(i), scratch, false);
   });
   return first;
 }
@@ -404,7 +407,7 @@ void HnswIndex::replace(const std::uint32_t* ids, const float* rows, std::size_t
   std::shared_lock<std::shared_mutex> lock(mutex_);
   parallel_for(n, resolve_threads(threads, n), [&](std::size_t i, std::size_t) {
     thread_local Scratch scratch;
-    insert(ids[i], scratch);
+    insert(ids[i], scratch, true);
   });
 }
 
@@ -438,6 +441,44 @@ void HnswIndex::select(const std::vector<Cand>& cands, std::size_t m, std::uint3
   }
 }
 
+void HnswIndex::count_in_links() {
+  indeg_.assign(std::max(capacity_, n_), 0);
+  for (std::uint32_t id = 0; id < n_; ++id) {
+    const std::uint32_t* l = links(id, 0);
+    for (std::uint32_t j = 1; j <= l[0]; ++j) ++indeg_[l[j]];
+  }
+}
+
+void HnswIndex::write_links(std::uint32_t node, int level, std::vector<Cand>& kept,
+                            const std::vector<std::uint32_t>& old) {
+  auto in = [&](const std::vector<Cand>& v, std::uint32_t x) {
+    return std::any_of(v.begin(), v.end(), [x](const Cand& c) { return c.id == x; });
+  };
+  std::uint32_t* l = links_mut(node, level);
+  if (level == 0) {
+    // A dropped node whose only in-link is this one takes the place of the farthest kept
+    // node that other nodes also link to (and that this list did not just gain).
+    for (std::uint32_t d : old) {
+      if (in(kept, d) || __atomic_load_n(&indeg_[d], __ATOMIC_RELAXED) > 1) continue;
+      for (std::size_t j = kept.size(); j-- > 0;) {
+        const std::uint32_t k = kept[j].id;
+        const bool existing = std::find(old.begin(), old.end(), k) != old.end();
+        if (existing && __atomic_load_n(&indeg_[k], __ATOMIC_RELAXED) > 1) {
+          kept[j].id = d;
+          break;
+        }
+      }
+    }
+    for (std::uint32_t d : old)
+      if (!in(kept, d)) __atomic_fetch_sub(&indeg_[d], 1u, __ATOMIC_RELAXED);
+    for (const Cand& c : kept)
+      if (std::find(old.begin(), old.end(), c.id) == old.end())
+        __atomic_fetch_add(&indeg_[c.id], 1u, __ATOMIC_RELAXED);
+  }
+  for (std::size_t j = 0; j < kept.size(); ++j) l[1 + j] = kept[j].id;
+  l[0] = static_cast<std::uint32_t>(kept.size());
+}
+
 bool HnswIndex::connect(std::uint32_t node, std::uint32_t id, int level, Scratch& s, bool force) {
   const std::uint32_t maxd = max_degree(level);
   lock_links(node);
@@ -451,6 +492,7 @@ bool HnswIndex::connect(std::uint32_t node, std::uint32_t id, int level, Scratch
   if (cnt < maxd) {
     l[1 + cnt] = id;
     l[0] = cnt + 1;
+    if (level == 0) __atomic_fetch_add(&indeg_[id], 1u, __ATOMIC_RELAXED);
     unlock_links(node);
     return true;
   }
@@ -474,19 +516,21 @@ bool HnswIndex::connect(std::uint32_t node, std::uint32_t id, int level, Scratch
     kept.push_back(fresh);
     linked = true;
   }
-  for (std::size_t j = 0; j < kept.size(); ++j) l[1 + j] = kept[j].id;
-  l[0] = static_cast<std::uint32_t>(kept.size());
+  const std::vector<std::uint32_t> old(l + 1, l + 1 + cnt);
+  write_links(node, level, kept, old);
+  linked = std::any_of(kept.begin(), kept.end(), [id](const Cand& c) { return c.id == id; });
   unlock_links(node);
   return linked;
 }
 
-void HnswIndex::insert(std::uint32_t id, Scratch& s) {
+void HnswIndex::insert(std::uint32_t id, Scratch& s, bool relink) {
   const int level = level_[id];
   std::vector<float> row(pdim_);
   float_row(id, row.data());
   prepare(row.data(), 0, s.q);
   const std::int64_t ep = entry_.load();
-  if (ep < 0 || static_cast<std::uint32_t>(ep) == id) {
+  // The first node has nothing to link to; a replaced entry point is relinked from itself.
+  if (ep < 0 || (static_cast<std::uint32_t>(ep) == id && (!relink || n_ == 1))) {
     __atomic_store_n(ready_.data() + id, std::uint8_t{1}, __ATOMIC_RELEASE);
     return;
   }
@@ -517,8 +561,8 @@ void HnswIndex::insert(std::uint32_t id, Scratch& s) {
       select(merged, max_degree(lc), id, s, kept);
       merged.swap(kept);
     }
-    for (std::size_t j = 0; j < merged.size(); ++j) l[1 + j] = merged[j].id;
-    l[0] = static_cast<std::uint32_t>(merged.size());
+    const std::vector<std::uint32_t> old(l + 1, l + 1 + l[0]);
+    write_links(id, lc, merged, old);
     unlock_links(id);
     bool linked = false;
     for (const Cand& c : chosen) linked |= connect(c.id, id, lc, s, false);
@@ -595,6 +639,7 @@ std::vector<std::int64_t> HnswIndex::compact(int threads) {
   upper_ = std::move(fresh.upper_);
   deleted_ = std::move(fresh.deleted_);
   ready_ = std::move(fresh.ready_);
+  indeg_ = std::move(fresh.indeg_);
   n_ = fresh.n_;
   n_live_ = fresh.n_live_;
   capacity_ = fresh.capacity_;
@@ -785,6 +830,7 @@ std::unique_ptr<HnswIndex> HnswIndex::load(const std::string& path, bool use_mma
   col(kUpper, ix->upper_);
   col(kDeleted, ix->deleted_);
   ix->check_invariants(path);
+  ix->count_in_links();
   if (extra) {
     std::uint64_t k = 0;
     const char* e = static_cast<const char*>(file->section(kExtra, 1, &k));
@@ -805,6 +851,14 @@ void HnswIndex::check_invariants(const std::string& path) const {
   if (p_.storage == Storage::I8 && n_ > 0 && !trained_) fail("untrained int8 rows");
   for (float s : qstep_)
     if (!(s > 0) || !std::isfinite(s)) fail("int8 steps");
+  for (float v : qlow_)
+    if (!std::isfinite(v)) fail("int8 ranges");
+  for (float v : f32_)
+    if (!std::isfinite(v)) fail("float32 rows");
+  if (p_.storage == Storage::F32)
+    for (std::size_t id = 0; id < n_; ++id)
+      for (std::uint32_t d = 0; d < pdim_; ++d)
+        if (!std::isfinite(f32_row(static_cast<std::uint32_t>(id))[d])) fail("float32 rows");
   if (level_.size() != n_ ||
       upper_off_.size() != n_ + 1 || deleted_.size() != words_for(n_))
     fail("graph arrays");

@@ -146,7 +146,7 @@ class HnswIndex {
   void reserve_locked(std::size_t n);
   void store_row(std::uint32_t id, const float* row);
   void train_i8(const float* rows, std::size_t n);
-  void insert(std::uint32_t id, Scratch& s);
+  void insert(std::uint32_t id, Scratch& s, bool relink);
   void relink(std::uint32_t id, Scratch& s);
   std::uint32_t prepare_batch_locked(std::size_t n, const float* rows);
   void search_one(const float* q, const DenseSearchOptions& opt, Scratch& s, std::int64_t* ids,
@@ -159,6 +159,11 @@ class HnswIndex {
               std::vector<Cand>& out) const;
   bool connect(std::uint32_t node, std::uint32_t id, int level, Scratch& s, bool force);
   std::vector<float> normalised_copy(const float* rows, std::size_t n) const;
+  // Writes `kept` as the level-`level` list of `node` (lock held), whose old list is `old`;
+  // at level 0 it keeps dropped nodes that would lose their last in-link and updates indeg_.
+  void write_links(std::uint32_t node, int level, std::vector<Cand>& kept,
+                   const std::vector<std::uint32_t>& old);
+  void count_in_links();
 
   HnswParams p_;
   std::uint32_t pdim_;
@@ -188,6 +193,9 @@ class HnswIndex {
   Column<std::uint32_t> upper_;
   Column<std::uint64_t> deleted_;  // bitset over capacity
   std::vector<std::uint8_t> ready_;  // capacity flags; every loaded node is ready
+  // Level-0 in-degree of each node (atomic updates): pruning never takes a node's last
+  // in-link, so that every node stays reachable.
+  std::vector<std::uint32_t> indeg_;
 
   mutable std::shared_mutex mutex_;                      // growth vs. everything else
   mutable std::mutex entry_mutex_;                       // entry point and max level

@@ -204,6 +204,8 @@ class DenseIndex(IdIndex):
             allow = None
             exact_below = 0
             if filter is not None:
+                if isinstance(filter, (str, int)):
+                    filter = [filter]
                 allow = self._ids.allow_bitset(filter)
                 exact_below = max(1000, len(self._ids) // 50)
             ids, scores = self._core.search(

@@ -28,12 +28,18 @@ class IdMap:
         self._pos: dict[DocId, int] = {d: i for i, d in enumerate(self._ids) if d is not None}
         ints = [d for d in self._ids if isinstance(d, int)]
         self._next_int = max(ints) + 1 if ints else 0
-        self._array: np.ndarray | None = None
+        # (version, object array of the slots + None): rebuilt after any change of the slots.
+        self._version = 0
+        self._array: tuple[int, np.ndarray] | None = None
         # Deleted slots, oldest first, for indexes that can reuse them.
         self._free = [i for i, d in enumerate(self._ids) if d is None or self._pos.get(d) != i]
 
     def __len__(self) -> int:
         return len(self._pos)
+
+    def _changed(self) -> None:
+        self._version += 1
+        self._array = None
 
     def __contains__(self, doc_id: object) -> bool:
         return doc_id in self._pos
@@ -70,7 +76,7 @@ class IdMap:
             if isinstance(d, int):
                 self._next_int = max(self._next_int, d + 1)
         self._ids.extend(ids)
-        self._array = None
+        self._changed()
 
     def truncate(self, n: int, restore: dict[DocId, int]) -> None:
         """Undoes an append(): back to n slots, with `restore` put back into the live map."""
@@ -80,7 +86,7 @@ class IdMap:
         del self._ids[n:]
         self._pos.update(restore)
         self._free = [i for i in self._free if i < n]
-        self._array = None
+        self._changed()
 
     def lookup(self, ids: Iterable[DocId], *, missing: str = "raise") -> np.ndarray:
         """Internal ids of user ids; missing='raise' raises KeyError, 'ignore' drops them."""
@@ -117,7 +123,7 @@ class IdMap:
             self._pos[d] = i
             if isinstance(d, int):
                 self._next_int = max(self._next_int, d + 1)
-        self._array = None
+        self._changed()
 
     def renumber(self, remap: np.ndarray) -> None:
         """Applies the old -> new map returned by a compaction."""
@@ -125,18 +131,21 @@ class IdMap:
         self._ids = [self._ids[i] for i in keep]
         self._pos = {d: i for i, d in enumerate(self._ids) if d is not None}
         self._free = []
-        self._array = None
+        self._changed()
 
     def to_user(self, internal: np.ndarray) -> np.ndarray:
         """Maps an int64 array of internal ids (-1 = none) to an object array of user ids."""
-        arr = self._array
-        if arr is None or len(arr) != len(self._ids) + 1:
-            ids = self._ids[:]  # one atomic copy: another thread may append meanwhile
+        cached = self._array
+        if cached is None or cached[0] != self._version:
+            version = self._version
+            ids = self._ids[:]  # one atomic copy: another thread may change slots meanwhile
             arr = np.empty(len(ids) + 1, dtype=object)
             arr[:-1] = ids
             arr[-1] = None  # index -1
-            self._array = arr
-        return arr[internal]
+            # Tagged with the version it was copied at: a copy that raced with a change is
+            # used for this call only and never served from the cache.
+            self._array = cached = (version, arr)
+        return cached[1][internal]
 
     def allow_bitset(self, ids: Iterable[DocId]) -> np.ndarray:
         """A uint64 bitset over internal ids with the bits of the given user ids set."""

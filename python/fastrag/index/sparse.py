@@ -133,6 +133,8 @@ class BM25(IdIndex):
             queries = [queries]
         queries = list(queries)
         indptr, flat = self.encode_queries(queries)
+        if isinstance(filter, (str, int)):
+            filter = [filter]
         with self._renumber_lock.read():
             allow = None if filter is None else self._ids.allow_bitset(filter)
             ids, scores = self._core.search(
