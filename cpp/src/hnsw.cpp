@@ -265,10 +265,10 @@ void HnswIndex::get_row(std::uint32_t id, float* out) const {
   std::copy(row.begin(), row.begin() + p_.dim, out);
 }
 
-void HnswIndex::prepare(const float* row, std::uint32_t dims, QueryPrep& q) const {
+void HnswIndex::prepare(const float* row, std::uint32_t dims, QueryPrep& q, bool bytes) const {
   q.n = dims ? dims : pdim_;
   q.f32 = false;
-  q.bytes = p_.storage == Storage::I8;
+  q.bytes = bytes && p_.storage == Storage::I8;
   q.v.assign(row, row + pdim_);
   q.c = 0;
   double norm = 0;
@@ -283,6 +283,7 @@ void HnswIndex::prepare(const float* row, std::uint32_t dims, QueryPrep& q) cons
       peak = std::max(peak, std::fabs(q.v[d]));
     }
     q.c = static_cast<float>(c);
+    if (!q.bytes) return;
     q.t.assign(pdim_, 0);
     q.qs = peak > 0 ? peak / 127.0f : 1.0f;
     std::int32_t sum = 0;
@@ -418,7 +419,7 @@ void HnswIndex::select(const std::vector<Cand>& cands, std::size_t m, std::uint3
   out.clear();
   std::vector<float>& row = s.row;
   row.resize(pdim_);
-  const bool rows = p_.storage == Storage::F32;  // compare stored rows directly
+  const bool rows = has_f32();  // compare float32 rows directly
   const bool l2 = p_.metric == Metric::L2;
   for (const Cand& c : cands) {
     if (out.size() >= m) break;
@@ -426,7 +427,7 @@ void HnswIndex::select(const std::vector<Cand>& cands, std::size_t m, std::uint3
     bool good = true;
     if (!out.empty() && !rows) {
       float_row(c.id, row.data());
-      prepare(row.data(), 0, s.q3);
+      prepare(row.data(), 0, s.q3, false);
     }
     for (const Cand& k : out) {
       const float d = !rows ? ops_->dist(*this, s.q3, k.id)
@@ -499,7 +500,7 @@ bool HnswIndex::connect(std::uint32_t node, std::uint32_t id, int level, Scratch
   // Full: choose again among the old links and the new one, seen from `node`.
   std::vector<float> row(pdim_);
   float_row(node, row.data());
-  prepare(row.data(), 0, s.q2);
+  prepare(row.data(), 0, s.q2, false);
   std::vector<Cand> cands;
   cands.reserve(cnt + 1);
   for (std::uint32_t j = 1; j <= cnt; ++j) cands.push_back({ops_->dist(*this, s.q2, l[j]), l[j]});
@@ -726,8 +727,7 @@ void HnswIndex::search_one(const float* q, const DenseSearchOptions& opt, Scratc
           c.dist = l2 ? ops_->l2(f32_row(c.id), row.data(), pdim_)
                       : -ops_->dot(f32_row(c.id), row.data(), pdim_);
       } else {
-        prepare(row.data(), 0, s.q2);
-        s.q2.bytes = false;
+        prepare(row.data(), 0, s.q2, false);
         for (Cand& c : res) c.dist = ops_->dist(*this, s.q2, c.id);
       }
       std::sort(res.begin(), res.end(), [](const Cand& a, const Cand& b) {

@@ -154,7 +154,8 @@ class HnswIndex {
   int draw_level();
   void check_invariants(const std::string& path) const;
   void float_row(std::uint32_t id, float* out) const;  // pdim values, dequantised if needed
-  void prepare(const float* row, std::uint32_t dims, QueryPrep& q) const;
+  // `bytes`: also the byte form of an int8 query (for graph walks on VNNI).
+  void prepare(const float* row, std::uint32_t dims, QueryPrep& q, bool bytes = true) const;
   void select(const std::vector<Cand>& cands, std::size_t m, std::uint32_t self, Scratch& s,
               std::vector<Cand>& out) const;
   bool connect(std::uint32_t node, std::uint32_t id, int level, Scratch& s, bool force);
