@@ -105,7 +105,10 @@ def test_cli_index_and_search(tmp_path: Path) -> None:
     out = runner.invoke(main, ["index", str(docs), "--collection", str(col)])
     assert out.exit_code == 0, out.output
     assert "indexed 3 documents" in out.output
-    assert "binary.txt: binary content" in out.output and "image.png" in out.output
+    assert "binary.txt: binary content" in out.output
+    assert "skipped 1 files of other types" in out.output and "image.png" not in out.output
+    verbose = runner.invoke(main, ["index", str(docs), "--collection", str(col), "--verbose"])
+    assert verbose.exit_code == 0 and "image.png: not a .txt" in verbose.output
     out = runner.invoke(main, ["search", str(col), "maxscore postings", "--json"])
     assert out.exit_code == 0, out.output
     assert json.loads(out.output.splitlines()[0])["id"] == "a.txt"

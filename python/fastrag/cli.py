@@ -291,11 +291,17 @@ def _read_documents(path: Path) -> tuple[list[str], list[str], list[str]]:
     help="Folder to write the index to.",
 )
 @click.option("--analyzer", type=click.Choice(ANALYZERS), default="auto", show_default=True)
-def index_cmd(path: Path, collection: Path, analyzer: str) -> None:
+@click.option("--verbose", "-v", is_flag=True, help="List every skipped file.")
+def index_cmd(path: Path, collection: Path, analyzer: str, verbose: bool) -> None:
     """Index PATH (a .txt/.md/.jsonl file or a folder of them) into a collection folder."""
     ids, texts, skipped = _read_documents(path)
-    for reason in skipped:
+    # Problems with files we were meant to read are always shown; files of other types are
+    # summarised unless --verbose.
+    others = [r for r in skipped if r.endswith("not a .txt/.md/.rst/.jsonl file")]
+    for reason in skipped if verbose else [r for r in skipped if r not in others]:
         click.echo(f"skipped {reason}", err=True)
+    if others and not verbose:
+        click.echo(f"skipped {len(others)} files of other types (--verbose lists them)", err=True)
     if not texts:
         raise click.ClickException(f"no documents found in {path}")
     index = BM25(analyzer=analyzer)
