@@ -37,3 +37,15 @@ def reseal(data: bytearray) -> bytes:
     data[32:40] = bytes(8)  # the checksum covers the header with this field zeroed
     data[32:40] = file_checksum(bytes(data)).to_bytes(8, "little")
     return bytes(data)
+
+
+def section_table(data: bytes) -> dict[int, tuple[int, int, int, int]]:
+    """Section id -> (table entry offset, element size, data offset, bytes)."""
+    n = int.from_bytes(data[24:32], "little")
+    out = {}
+    for i in range(n):
+        e = 64 + 24 * i
+        sid, size = (int.from_bytes(data[e + o : e + o + 4], "little") for o in (0, 4))
+        off, nbytes = (int.from_bytes(data[e + o : e + o + 8], "little") for o in (8, 16))
+        out[sid] = (e, size, off, nbytes)
+    return out

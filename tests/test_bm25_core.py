@@ -19,7 +19,7 @@ import pytest
 
 import fastrag
 from fastrag import _core
-from filecheck import reseal
+from filecheck import reseal, section_table
 
 SparseIndex = _core.SparseIndex
 ALGORITHMS = ("exhaustive", "maxscore", "auto")
@@ -675,18 +675,6 @@ def test_foreign_files(tmp_path, small_file):
                 SparseIndex.load(write(tmp_path / f"{name}.bin", blob), mmap=mmap)
     with pytest.raises(fastrag.IndexFormatError, match="another kind"):
         SparseIndex.load(write(tmp_path / "k.bin", foreign["other_kind"]))
-
-
-def section_table(data: bytes) -> dict[int, tuple[int, int, int, int]]:
-    """Section id -> (table entry offset, element size, data offset, bytes)."""
-    n = int.from_bytes(data[24:32], "little")
-    out = {}
-    for i in range(n):
-        e = 64 + 24 * i
-        sid, size = (int.from_bytes(data[e + o : e + o + 4], "little") for o in (0, 4))
-        off, nbytes = (int.from_bytes(data[e + o : e + o + 8], "little") for o in (8, 16))
-        out[sid] = (e, size, off, nbytes)
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ import pytest
 
 import fastrag
 from fastrag import _core
-from filecheck import M64, reseal
+from filecheck import M64, reseal, section_table
 
 HnswIndex = _core.HnswIndex
 METRICS = ("cosine", "ip", "l2")
@@ -871,18 +871,6 @@ def test_missing_file_and_directory(tmp_path):
             HnswIndex.load(str(tmp_path), mmap=mmap)
 
 
-def section_table(data: bytes) -> dict[int, tuple[int, int, int, int]]:
-    """Section id -> (table entry offset, element size, data offset, bytes)."""
-    n = int.from_bytes(data[24:32], "little")
-    out = {}
-    for i in range(n):
-        e = 64 + 24 * i
-        sid, size = (int.from_bytes(data[e + o : e + o + 4], "little") for o in (0, 4))
-        off, nbytes = (int.from_bytes(data[e + o : e + o + 8], "little") for o in (8, 16))
-        out[sid] = (e, size, off, nbytes)
-    return out
-
-
 def test_checksum_reimplementation_matches(small_file):
     data = small_file[0]
     assert reseal(bytearray(data)) == data
@@ -956,7 +944,7 @@ import sys
 import numpy as np
 import fastrag
 from fastrag import _core
-from test_dense_core import reseal, section_table
+from filecheck import reseal, section_table
 
 data = open(sys.argv[1], "rb").read()
 rng = np.random.default_rng(int(sys.argv[2]))
