@@ -160,7 +160,7 @@ def bench(title, data, queries, repeat, summary, tag) -> None:
             repeat,
             storage="int8",
             keep_float=True,
-            search={"rescore": lambda ef: max(ef, K)},
+            search={"rescore": lambda ef: min(max(ef, K), 2 * K)},  # DenseIndex's default
         ),
         run_fastrag("fastrag int8 only", data, queries, truth, repeat, storage="int8"),
         run_fastrag("fastrag float16", data, queries, truth, repeat, storage="float16"),

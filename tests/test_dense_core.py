@@ -1361,3 +1361,15 @@ def test_unknown_kernel_name_falls_back_to_the_default():
     best = with_kernels(None, lambda: HnswIndex(8).stats()["kernels"])
     for name in ("no-such-kernels", "AVX512", ""):
         assert with_kernels(name, lambda: HnswIndex(8).stats()["kernels"]) == best, name
+
+
+def test_arrays_with_an_equal_but_distinct_dtype_object_are_accepted():
+    """An unpickled float32 array carries its own dtype object; the check compares dtypes by
+    value, and still refuses a non-native byte order."""
+    import pickle
+
+    x = pickle.loads(pickle.dumps(np.ones((3, 16), dtype=np.float32)))
+    ix = HnswIndex(16, metric="ip")
+    assert ix.add(x) == 0
+    with pytest.raises(ValueError, match="float32"):
+        ix.add(np.ones((3, 16), dtype=">f4"))

@@ -24,7 +24,9 @@ template <> inline const char* dtype_name<std::uint64_t>() { return "uint64"; }
 // Returns a pointer into `a` after checking it is a C-contiguous `ndim`-dimensional T array.
 template <class T>
 const T* checked(const py::array& a, const char* name, int ndim = 1) {
-  if (!py::isinstance<py::array_t<T>>(a) || !a.dtype().is(py::dtype::of<T>()))
+  // equal(), not is(): an unpickled array carries an equal dtype object that is not the
+  // cached one. equal() also refuses a non-native byte order.
+  if (!a.dtype().equal(py::dtype::of<T>()))
     throw std::invalid_argument(std::string(name) + " must be a " + dtype_name<T>() +
                                 " array, got " + std::string(py::str(a.dtype())) +
                                 " (convert with np.asarray(x, dtype=np." + dtype_name<T>() +

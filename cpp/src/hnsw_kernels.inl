@@ -305,9 +305,10 @@ inline void search_layer(const HnswIndex& ix, const QueryPrep& q, std::uint32_t 
       nb.push_back(v);
     }
     if (locked) ix.unlock_links(c.id);
-    if (!nb.empty()) prefetch_row(ix, nb[0]);
+    // Ask for every unvisited neighbour's row at once: their fetches overlap instead of
+    // arriving one after the other.
+    for (std::uint32_t v : nb) prefetch_row(ix, v);
     for (std::size_t j = 0; j < nb.size(); ++j) {
-      if (j + 1 < nb.size()) prefetch_row(ix, nb[j + 1]);
       const std::uint32_t v = nb[j];
       const float d = distance(ix, q, v);
       if (top.size() < ef || d < bound) {

@@ -191,7 +191,7 @@ class DenseIndex(IdIndex):
             dims: Matryoshka funnel: walk the graph with the first `dims` dimensions (a
                 multiple of 16), then rescore the best candidates with all of them.
             rescore: how many candidates to rescore exactly (default: the beam when `dims`
-                is set or when float32 vectors are kept next to int8 / float16 ones).
+                is set, 2k when float32 vectors are kept next to int8 / float16 ones).
         """
         k = self._check_k(k)
         q = as_matrix(queries, self.dim, "queries")
@@ -199,7 +199,10 @@ class DenseIndex(IdIndex):
         if ef < 1:
             raise ValueError("ef must be >= 1")
         if rescore is None:
-            rescore = max(ef, k) if dims or self._core.keep_float else 0
+            # The funnel's prefix scores are rough: rescore the whole beam. Codes next to float
+            # rows are close: 2k candidates reach the recall of rescoring the beam (measured on
+            # 100k x 384: 0.988 at ef 24 with 15, 20 or 24 rescored).
+            rescore = max(ef, k) if dims else min(max(ef, k), 2 * k) if self._core.keep_float else 0
         with self._renumber_lock.read():
             allow = None
             exact_below = 0
