@@ -293,6 +293,13 @@ inline void search_layer(const HnswIndex& ix, const QueryPrep& q, std::uint32_t 
     if (c.dist > bound && top.size() >= ef) break;
     std::pop_heap(cands.begin(), cands.end(), closer);
     cands.pop_back();
+    if (!cands.empty() && !locked) {
+      // Look ahead: the next candidate is likely expanded next, so its unvisited neighbours'
+      // rows are asked for now and arrive while this one's distances are computed.
+      const std::uint32_t* ln = ix.links(cands.front().id, level);
+      for (std::uint32_t j = 1; j <= ln[0]; ++j)
+        if (visited[ln[j]] != epoch) prefetch_row(ix, ln[j]);
+    }
     // Unvisited neighbours first, so their rows can be prefetched before the distances.
     nb.clear();
     if (locked) ix.lock_links(c.id);
