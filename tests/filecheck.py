@@ -49,3 +49,17 @@ def section_table(data: bytes) -> dict[int, tuple[int, int, int, int]]:
         off, nbytes = (int.from_bytes(data[e + o : e + o + 8], "little") for o in (8, 16))
         out[sid] = (e, size, off, nbytes)
     return out
+
+
+def damage(data: bytes, table: dict, rng: np.random.Generator, case: int) -> bytearray:
+    """A copy of `data` with one random element of one section damaged: replaced by random
+    bytes for odd `case`, one bit flipped for even ones."""
+    sid = int(rng.choice([s for s, (_, _, _, n) in table.items() if n > 0]))
+    _, size, off, nbytes = table[sid]
+    pos = off + size * int(rng.integers(nbytes // size))
+    bad = bytearray(data)
+    if case % 2:
+        bad[pos : pos + size] = rng.bytes(size)
+    else:
+        bad[pos + int(rng.integers(size))] ^= 1 << int(rng.integers(8))
+    return bad

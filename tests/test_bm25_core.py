@@ -19,7 +19,7 @@ import pytest
 
 import fastrag
 from fastrag import _core
-from filecheck import reseal, section_table
+from filecheck import damage, reseal, section_table
 
 SparseIndex = _core.SparseIndex
 ALGORITHMS = ("exhaustive", "maxscore", "auto")
@@ -753,14 +753,7 @@ def test_random_damage_with_valid_checksum_never_crashes(tmp_path, multi_block_f
     table = section_table(data)
     rng = np.random.default_rng(2024)
     for case in range(150):
-        sid = int(rng.choice([s for s, (_, _, _, n) in table.items() if n > 0]))
-        _, size, off, nbytes = table[sid]
-        pos = off + size * int(rng.integers(nbytes // size))
-        bad = bytearray(data)
-        if case % 2:
-            bad[pos : pos + size] = rng.bytes(size)
-        else:
-            bad[pos + int(rng.integers(size))] ^= 1 << int(rng.integers(8))
+        bad = damage(data, table, rng, case)
         try:
             index, _ = SparseIndex.load(
                 write(tmp_path / "bad.fridx", reseal(bad)), mmap=case % 3 == 0

@@ -22,6 +22,7 @@ import pytest
 import fastrag
 from fastrag import _core
 from filecheck import M64, reseal, section_table
+from vectors import reference_scores
 
 HnswIndex = _core.HnswIndex
 METRICS = ("cosine", "ip", "l2")
@@ -49,19 +50,6 @@ def mixture(
         x = x * scale
     x = x.astype(np.float32)
     return np.ascontiguousarray(x[:n]), np.ascontiguousarray(x[n:])
-
-
-def reference_scores(vectors: np.ndarray, queries: np.ndarray, metric: str) -> np.ndarray:
-    """(n_queries, n) higher-is-better scores in float64: the similarity for cosine / ip, the
-    negated squared distance for l2."""
-    x = np.asarray(vectors, dtype=np.float64)
-    q = np.asarray(queries, dtype=np.float64)
-    if metric == "cosine":
-        x = x / np.linalg.norm(x, axis=1, keepdims=True)
-        q = q / np.linalg.norm(q, axis=1, keepdims=True)
-    if metric == "l2":
-        return -((q * q).sum(1)[:, None] - 2 * q @ x.T + (x * x).sum(1)[None, :])
-    return q @ x.T
 
 
 def topk(scores: np.ndarray, k: int, eligible: np.ndarray | None = None) -> np.ndarray:
@@ -944,7 +932,7 @@ import sys
 import numpy as np
 import fastrag
 from fastrag import _core
-from filecheck import reseal, section_table
+from filecheck import damage, reseal, section_table
 
 data = open(sys.argv[1], "rb").read()
 rng = np.random.default_rng(int(sys.argv[2]))
@@ -952,14 +940,7 @@ q = rng.normal(size=(5, 16)).astype(np.float32)
 table = section_table(data)
 loaded = 0
 for case in range(int(sys.argv[3])):
-    sid = int(rng.choice([s for s, (_, _, _, n) in table.items() if n > 0]))
-    _, size, off, nbytes = table[sid]
-    pos = off + size * int(rng.integers(nbytes // size))
-    bad = bytearray(data)
-    if case % 2:
-        bad[pos : pos + size] = rng.bytes(size)
-    else:
-        bad[pos + int(rng.integers(size))] ^= 1 << int(rng.integers(8))
+    bad = damage(data, table, rng, case)
     with open(sys.argv[1] + ".bad", "wb") as f:
         f.write(reseal(bad))
     try:

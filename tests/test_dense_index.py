@@ -14,6 +14,7 @@ import pytest
 
 import fastrag
 from fastrag import BM25, DenseIndex, Hit, SearchResults, _core
+from vectors import reference_scores
 
 DIM = 32
 
@@ -25,17 +26,6 @@ def mixture(seed: int, n: int, n_queries: int, dim: int = DIM) -> tuple[np.ndarr
     labels = rng.integers(0, 50, n + n_queries)
     x = ((c[labels] + rng.normal(size=(n + n_queries, dim))) / 6).astype(np.float32)
     return np.ascontiguousarray(x[:n]), np.ascontiguousarray(x[n:])
-
-
-def reference_scores(vectors, queries, metric: str) -> np.ndarray:
-    x = np.asarray(vectors, dtype=np.float64)
-    q = np.asarray(queries, dtype=np.float64)
-    if metric == "cosine":
-        x = x / np.linalg.norm(x, axis=1, keepdims=True)
-        q = q / np.linalg.norm(q, axis=1, keepdims=True)
-    if metric == "l2":
-        return -((q * q).sum(1)[:, None] - 2 * q @ x.T + (x * x).sum(1)[None, :])
-    return q @ x.T
 
 
 def user_topk(scores: np.ndarray, ids: list, k: int, allowed=None) -> list[list]:
