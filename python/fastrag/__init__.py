@@ -3,6 +3,14 @@
 from __future__ import annotations
 
 from fastrag._core import IndexFormatError
+from fastrag.encoders import (
+    CrossEncoder,
+    Encoder,
+    RemoteEncoder,
+    SpladeEncoder,
+    TextEncoder,
+    TruncationWarning,
+)
 from fastrag.index import BM25, DenseIndex, DocId, Hit, SearchResults
 from fastrag.text import (
     AutoAnalyzer,
@@ -17,14 +25,20 @@ __all__ = [
     "BM25",
     "AutoAnalyzer",
     "BigramAnalyzer",
+    "CrossEncoder",
     "DenseIndex",
     "DocId",
     "EmptyDocumentWarning",
+    "Encoder",
     "EnglishAnalyzer",
     "Hit",
     "IndexFormatError",
     "JapaneseAnalyzer",
+    "RemoteEncoder",
     "SearchResults",
+    "SpladeEncoder",
+    "TextEncoder",
+    "TruncationWarning",
     "get_analyzer",
 ]
 __version__ = "0.1.0"

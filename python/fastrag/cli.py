@@ -46,6 +46,17 @@ NOISE_KINDS = [
 @click.option("--b", "b", type=float, default=0.75, show_default=True)
 @click.option("--split", default="test", show_default=True, help="qrels/<split>.tsv")
 @click.option(
+    "--model",
+    default="default",
+    show_default=True,
+    help="Encoder for dense: a registry name, Hugging Face id or folder (default: "
+    "all-MiniLM-L6-v2, offline).",
+)
+@click.option("--dim", type=click.IntRange(min=1), default=None, help="Matryoshka dimension.")
+@click.option(
+    "--quantize", type=click.Choice(["int8"]), default=None, help="Run the encoder in int8."
+)
+@click.option(
     "--noise",
     type=click.Choice(NOISE_KINDS),
     default=None,
@@ -74,6 +85,9 @@ def eval_cmd(
     k1: float,
     b: float,
     split: str,
+    model: str,
+    dim: int | None,
+    quantize: str | None,
     noise: str | None,
     rate: float,
     seed: int,
@@ -87,6 +101,7 @@ def eval_cmd(
     and for the kinds that add documents, how often an added document outranks every
     relevant document of a query it was made for.
     """
+    from fastrag.encoders import ExportError
     from fastrag.eval import evaluate_method, evaluate_noise, load_beir
 
     try:
@@ -96,6 +111,8 @@ def eval_cmd(
     options: dict[str, Any] = {}
     if method == "bm25":
         options = {"analyzer": analyzer, "method": bm25_method, "k1": k1, "b": b}
+    elif method == "dense":
+        options = {"model": model, "dim": dim, "quantize": quantize}
     try:
         if noise is None:
             result = evaluate_method(data, method, options=options)
@@ -109,7 +126,7 @@ def eval_cmd(
                 target=noise_target,
                 options=options,
             )
-    except ValueError as e:
+    except (ValueError, OSError, ImportError, ExportError) as e:
         raise click.ClickException(str(e)) from e
     if noise is not None:
         _echo_noise(noisy, as_json)
@@ -279,6 +296,50 @@ def _read_documents(path: Path) -> tuple[list[str], list[str], list[str]]:
             ids.append(rel)
             texts.append(text)
     return ids, texts, skipped
+
+
+@main.command("export")
+@click.argument("model")
+@click.option(
+    "--task", type=click.Choice(["embed", "splade", "rerank"]), default="embed", show_default=True
+)
+@click.option("--attentions", is_flag=True, help="Also export [CLS] attentions (BM42).")
+@click.option("--int8", "int8", is_flag=True, help="Also make the dynamic int8 model.")
+@click.option("--revision", default=None, help="Hugging Face revision (branch, tag, commit).")
+@click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where exports live (default $FASTRAG_CACHE/models or ~/.cache/fastrag/models).",
+)
+def export_cmd(
+    model: str,
+    task: str,
+    attentions: bool,
+    int8: bool,
+    revision: str | None,
+    cache_dir: Path | None,
+) -> None:
+    """Export MODEL (a registry name, Hugging Face id or folder) to ONNX once; print its folder.
+
+    Later runs find the export in the cache and need neither torch nor a network.
+    """
+    from fastrag.encoders import ExportError, OnnxModel, resolve_model
+
+    try:
+        folder = resolve_model(
+            model, task=task, attentions=attentions, revision=revision, cache_dir=cache_dir
+        )
+        loaded = OnnxModel(folder, quantize="int8" if int8 else None)
+    except (ValueError, OSError, ImportError, ExportError) as e:
+        raise click.ClickException(str(e)) from e
+    m = loaded.manifest
+    click.echo(
+        f"{m['name']} ({m['architecture']}, {task}, window {m['max_length']}, "
+        f"pooling {m.get('pooling')}, fingerprint {m['fingerprint']})",
+        err=True,
+    )
+    click.echo(str(folder))
 
 
 @main.command("index")

