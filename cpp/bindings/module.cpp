@@ -7,6 +7,7 @@ namespace py = pybind11;
 
 void register_sparse(py::module_& m);
 void register_dense(py::module_& m);
+void register_maxsim(py::module_& m);
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "fastrag's native core (private: use the fastrag package)";
@@ -23,4 +24,5 @@ PYBIND11_MODULE(_core, m) {
   });
   register_sparse(m);
   register_dense(m);
+  register_maxsim(m);
 }

@@ -53,3 +53,16 @@ class SparseIndex:
     def save(self, path: str, extra: bytes = b"") -> None: ...
     @staticmethod
     def load(path: str, *, mmap: bool = False) -> tuple[SparseIndex, bytes]: ...
+
+def maxsim(
+    query: npt.NDArray[np.float32],
+    tokens: npt.NDArray[np.float32] | npt.NDArray[np.float16],
+    offsets: npt.NDArray[np.uint64],
+    candidates: npt.NDArray[np.uint32],
+    *,
+    threads: int = 0,
+) -> npt.NDArray[np.float32]:
+    """Late-interaction (ColBERT MaxSim) scores of `query` (m, dim) against the candidate
+    documents of a packed token store: for each candidate, the sum over query tokens of the
+    largest dot product with that document's tokens ``tokens[offsets[c]:offsets[c + 1]]``.
+    A document with no tokens scores 0. threads <= 0: all hardware threads."""

@@ -1,0 +1,72 @@
+// Python binding of late-interaction scoring (fastrag._core.maxsim).
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <string>
+
+#include "arrays.hpp"
+#include "fastrag/maxsim.hpp"
+
+namespace py = pybind11;
+using fastrag::bindings::checked;
+
+namespace {
+
+// Checks the token store: a C-contiguous 2-D float32 or float16 array (no copy is made).
+fastrag::TokenType token_type(const py::array& t) {
+  fastrag::TokenType type;
+  if (t.dtype().equal(py::dtype::of<float>()))
+    type = fastrag::TokenType::F32;
+  else if (t.dtype().equal(py::dtype("float16")))
+    type = fastrag::TokenType::F16;
+  else
+    throw std::invalid_argument(
+        "tokens must be a float32 or float16 array, got " + std::string(py::str(t.dtype())) +
+        " (convert with np.asarray(x, dtype=np.float16) or dtype=np.float32)");
+  if (t.ndim() != 2)
+    throw std::invalid_argument("tokens must have 2 dimensions (total_tokens, dim), got " +
+                                std::to_string(t.ndim()));
+  if (!(t.flags() & py::array::c_style))
+    throw std::invalid_argument("tokens must be C-contiguous (use np.ascontiguousarray(x))");
+  return type;
+}
+
+}  // namespace
+
+void register_maxsim(py::module_& m) {
+  m.def(
+      "maxsim",
+      [](const py::array& query, const py::array& tokens, const py::array& offsets,
+         const py::array& candidates, int threads) {
+        fastrag::TokenStoreView store;
+        store.type = token_type(tokens);
+        store.data = tokens.data();
+        store.n_tokens = static_cast<std::size_t>(tokens.shape(0));
+        store.dim = static_cast<std::size_t>(tokens.shape(1));
+        const float* q = checked<float>(query, "query", 2);
+        if (static_cast<std::size_t>(query.shape(1)) != store.dim)
+          throw std::invalid_argument("query: expected " + std::to_string(store.dim) +
+                                      " dimensions (tokens.shape[1]), got " +
+                                      std::to_string(query.shape(1)));
+        store.offsets = checked<std::uint64_t>(offsets, "offsets");
+        if (offsets.size() == 0)
+          throw std::invalid_argument(
+              "offsets must have n_docs + 1 entries (at least [0]), got an empty array");
+        store.n_docs = static_cast<std::size_t>(offsets.size()) - 1;
+        const std::uint32_t* cand = checked<std::uint32_t>(candidates, "candidates");
+        const std::size_t n_cand = static_cast<std::size_t>(candidates.size());
+        const std::size_t n_query = static_cast<std::size_t>(query.shape(0));
+        py::array_t<float> out(n_cand);
+        float* o = out.mutable_data();
+        {
+          // Safe without the GIL: raw pointers into arrays the caller keeps alive and into
+          // `out`, owned here; the core checks offsets, candidates and the query first.
+          py::gil_scoped_release release;
+          fastrag::maxsim(q, n_query, store, cand, n_cand, threads, o);
+        }
+        return out;
+      },
+      py::arg("query"), py::arg("tokens"), py::arg("offsets"), py::arg("candidates"),
+      py::kw_only(), py::arg("threads") = 0,
+      "MaxSim of a query (m, dim) against candidate documents of a packed token store.");
+}
