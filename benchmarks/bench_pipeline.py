@@ -1,0 +1,615 @@
+"""End-to-end query latency of retrieval pipelines: fastrag's Collection against a peer built
+from bm25s + hnswlib + sentence-transformers, one query at a time, in one process.
+
+    python benchmarks/bench_pipeline.py                       # full run (~5.5 min on 2 vCPUs)
+    python benchmarks/bench_pipeline.py --n-chunks 5000 --limit-queries 40   # a quick look
+    # options: --skip-100k, --n-chunks N, --limit-queries N, --rounds R, --seed S, --data DIR
+
+Pipelines (k = 10 documents, each returned with its text):
+
+1. bm25: BM25 top-10.
+2. dense: HNSW top-10 (M 16, ef_construction 200, ef 64; approximate search).
+3. hybrid: BM25 top-100 + dense top-100, RRF (k = 60, weights 1 and 1), top-10.
+4. hybrid+rescore: 3., then the best 50 fused candidates rescored by the cosine of the query
+   with their stored vectors.
+
+fastrag: `Pipeline(...).search(col, query, k=10, timings=t)` on a `Collection` built with
+`add(texts, ids, vectors=...)` (one chunk per document); the single-leg pipelines use
+`Retriever(method, depth=10)`, the hybrid ones `Retriever(method, weight=1.0)` (depth 100).
+Peer: bm25s (numba backend when importable; `bm25s.tokenize` with its English stopwords and
+PyStemmer), hnswlib (inner product on normalised vectors), sentence-transformers
+all-MiniLM-L6-v2 for the query (`encode([q], normalize_embeddings=True)`), RRF in Python,
+texts from a dict, rescoring with a numpy dot product over the stored vectors.
+
+Each pipeline is timed per call: "enc" is the wall time of a call, text in, results with texts
+out; "noenc" is that wall time minus the query-encoding part (fastrag: `timings["encode"]`;
+peer: its `encode` call), so both sides exclude exactly the encoder. The bm25 pipeline encodes
+nothing: its two figures differ only by noise. Threads: OMP/OpenBLAS/MKL 1,
+torch.set_num_threads(1), TextEncoder(threads=1); single-query index searches. Builds use
+both sides' defaults (fastrag's HNSW add and hnswlib's add_items on every core).
+
+Timing: each side is warmed up on 10 queries per pipeline, then the queries run `--rounds`
+times; within a round fastrag and the peer alternate query by query (who goes first alternates
+too), so slow drifts of a shared machine hit both. The garbage collector is paused during
+a round. p50 / p99 are over every timed call; q/s is 1 / mean latency; the ratio is peer p50
+/ fastrag p50 (> 1: fastrag is faster).
+
+Datasets: cranfield (document = title + " " + text, empty documents dropped, the 225 judged
+queries) with all-MiniLM-L6-v2 document vectors from benchmarks/embeddings.py for both sides;
+and a generated collection of `--n-chunks` documents (Zipf-distributed words over a vocabulary
+of ~30,000: 42 English function words and made-up words; 60 to 120 words each), with seeded
+Gaussian-mixture 384-d vectors, and 200 queries of 3 to 6 words sampled from random documents.
+On the generated collection the query encoder's vectors are unrelated to the synthetic document
+vectors: its dense and hybrid figures are latencies only.
+
+Agreement (cranfield): mean top-10 overlap and share of identical top-10 sets per pipeline,
+from the first timed round. The BM25 legs tokenize differently (bm25s's "en" stopword list is
+shorter than fastrag's: "what", "must", "when", "can" stay), so the script also feeds a fastrag
+BM25 index bm25s's own tokens and compares that with the peer's BM25 leg: the scorers agree.
+The last line is `SUMMARY {json}`.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import argparse  # noqa: E402
+import contextlib  # noqa: E402
+import gc  # noqa: E402
+import importlib.metadata  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import warnings  # noqa: E402
+from collections.abc import Callable, Sequence  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import bm25s  # noqa: E402
+import hnswlib  # noqa: E402
+import numpy as np  # noqa: E402
+import Stemmer  # noqa: E402
+import torch  # noqa: E402
+
+import fastrag  # noqa: E402
+from fastrag.collection import Collection  # noqa: E402
+from fastrag.eval import load_beir  # noqa: E402
+from fastrag.search.pipeline import DenseRescore, Pipeline, Retriever  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from embeddings import embeddings, minilm  # noqa: E402
+
+K = 10
+DEPTH = 100
+RRF_K = 60
+RESCORE_DEPTH = 50
+M, EF_CONSTRUCTION, EF = 16, 200, 64
+BM25_PARAMS = {"method": "lucene", "k1": 1.5, "b": 0.75}
+WARMUP = 10
+BATCH = 10_000
+PIPELINES = ("bm25", "dense", "hybrid", "hybrid+rescore")
+MODES = ("enc", "noenc")
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+# Call: query text -> (wall seconds, encode seconds, search seconds, result doc ids); "search"
+# is fastrag's timings["search"] (the peer: wall - encode)
+Call = Callable[[str], tuple[float, float, float, list[str]]]
+
+
+# ----------------------------------------------------------------------------- fastrag side
+def fastrag_pipelines() -> dict[str, Pipeline]:
+    hybrid = [
+        Retriever("bm25", depth=DEPTH, weight=1.0),
+        Retriever("dense", depth=DEPTH, weight=1.0),
+    ]
+    rrf = {"fusion": "rrf", "fusion_options": {"k": RRF_K}}
+    return {
+        "bm25": Pipeline([Retriever("bm25", depth=K)]),
+        "dense": Pipeline([Retriever("dense", depth=K)]),
+        "hybrid": Pipeline(hybrid, **rrf),
+        "hybrid+rescore": Pipeline(hybrid, rerankers=[(DenseRescore(), RESCORE_DEPTH)], **rrf),
+    }
+
+
+def fastrag_build(
+    folder: Path,
+    encoder: fastrag.TextEncoder,
+    ids: list[str],
+    texts: list[str],
+    vectors: np.ndarray,
+) -> tuple[Collection, float]:
+    """A committed collection of one chunk per document, and the seconds it took."""
+    t0 = time.perf_counter()
+    col = Collection.create(folder, encoder=encoder, chunk_chars=100_000)
+    for s in range(0, len(texts), BATCH):
+        col.add(texts[s : s + BATCH], ids=ids[s : s + BATCH], vectors=vectors[s : s + BATCH])
+    col.commit()
+    return col, time.perf_counter() - t0
+
+
+def fastrag_call(col: Collection, pipeline: Pipeline) -> Call:
+    def call(query: str) -> tuple[float, float, float, list[str]]:
+        t: dict[str, float] = {}
+        t0 = time.perf_counter()
+        results = pipeline.search(col, query, k=K, timings=t)
+        wall = time.perf_counter() - t0
+        return wall, t.get("encode", 0.0), t.get("search", wall), [r.id for r in results]
+
+    return call
+
+
+# ----------------------------------------------------------------------------- peer side
+@dataclass
+class Peer:
+    """bm25s + hnswlib + sentence-transformers, glued together in plain Python."""
+
+    ids: list[str]
+    docs: dict[str, str]
+    vectors: np.ndarray
+    bm25: bm25s.BM25
+    hnsw: Any
+    stemmer: Any
+    model: Any
+    build: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def create(
+        cls, ids: list[str], texts: list[str], vectors: np.ndarray, model: Any, backend: str
+    ) -> Peer:
+        stemmer = Stemmer.Stemmer("english")
+        t0 = time.perf_counter()
+        tokens = bm25s.tokenize(texts, stopwords="en", stemmer=stemmer, show_progress=False)
+        bm = bm25s.BM25(backend=backend, **BM25_PARAMS)
+        bm.index(tokens, show_progress=False)
+        t1 = time.perf_counter()
+        hnsw = hnswlib.Index(space="ip", dim=vectors.shape[1])
+        hnsw.init_index(
+            max_elements=len(vectors), M=M, ef_construction=EF_CONSTRUCTION, random_seed=100
+        )
+        hnsw.add_items(vectors, np.arange(len(vectors)), num_threads=-1)
+        hnsw.set_ef(EF)
+        t2 = time.perf_counter()
+        docs = dict(zip(ids, texts, strict=True))
+        t3 = time.perf_counter()
+        build = {"bm25": t1 - t0, "hnsw": t2 - t1, "total": t3 - t0}
+        return cls(list(ids), docs, vectors, bm, hnsw, stemmer, model, build)
+
+    def encode(self, query: str) -> np.ndarray:
+        return self.model.encode([query], normalize_embeddings=True, convert_to_numpy=True)[0]
+
+    def bm25_leg(self, query: str, k: int) -> list[tuple[int, float]]:
+        tokens = bm25s.tokenize(
+            [query], stopwords="en", stemmer=self.stemmer, show_progress=False, return_ids=False
+        )
+        if not tokens[0]:  # only stopwords: bm25s refuses an empty query
+            return []
+        res = self.bm25.retrieve(tokens, k=k, show_progress=False, n_threads=1)
+        return [
+            (int(d), float(s))
+            for d, s in zip(res.documents[0], res.scores[0], strict=True)
+            if s > 0  # bm25s fills the list with documents of score 0
+        ]
+
+    def dense_leg(self, qvec: np.ndarray, k: int) -> list[tuple[int, float]]:
+        labels, dists = self.hnsw.knn_query(qvec, k=k)
+        return [(int(d), 1.0 - float(s)) for d, s in zip(labels[0], dists[0], strict=True)]
+
+    @staticmethod
+    def rrf(legs: Sequence[list[tuple[int, float]]]) -> list[tuple[int, float]]:
+        fused: dict[int, float] = {}
+        for leg in legs:
+            for rank, (d, _) in enumerate(leg, 1):
+                fused[d] = fused.get(d, 0.0) + 1.0 / (RRF_K + rank)
+        return sorted(fused.items(), key=lambda ds: -ds[1])  # stable: ties keep first sight
+
+    def rescore(self, qvec: np.ndarray, ranked: list[tuple[int, float]]) -> list[tuple[int, float]]:
+        head = ranked[:RESCORE_DEPTH]
+        rows = np.fromiter((d for d, _ in head), dtype=np.int64, count=len(head))
+        scores = self.vectors[rows] @ qvec
+        order = np.argsort(-scores, kind="stable")
+        return [(int(rows[i]), float(scores[i])) for i in order] + ranked[RESCORE_DEPTH:]
+
+    def results(self, ranked: list[tuple[int, float]]) -> list[tuple[str, float, str]]:
+        out = []
+        for d, s in ranked[:K]:
+            doc_id = self.ids[d]
+            out.append((doc_id, s, self.docs[doc_id]))
+        return out
+
+    def call(self, pipeline: str) -> Call:
+        def call(query: str) -> tuple[float, float, float, list[str]]:
+            t0 = time.perf_counter()
+            qvec = None if pipeline == "bm25" else self.encode(query)
+            t1 = time.perf_counter()
+            if pipeline == "bm25":
+                ranked = self.bm25_leg(query, K)
+            elif pipeline == "dense":
+                ranked = self.dense_leg(qvec, K)
+            else:
+                ranked = self.rrf([self.bm25_leg(query, DEPTH), self.dense_leg(qvec, DEPTH)])
+                if pipeline == "hybrid+rescore":
+                    ranked = self.rescore(qvec, ranked)
+            results = self.results(ranked)
+            wall = time.perf_counter() - t0
+            return wall, t1 - t0, wall - (t1 - t0), [r[0] for r in results]
+
+        return call
+
+
+# ----------------------------------------------------------------------------- timing
+@dataclass
+class Timing:
+    """Per-call seconds of one pipeline on one side, and the result ids of the first round."""
+
+    enc: list[float] = field(default_factory=list)
+    noenc: list[float] = field(default_factory=list)
+    search: list[float] = field(default_factory=list)
+    ids: list[list[str]] = field(default_factory=list)
+
+    def stats(self, mode: str) -> dict[str, float]:
+        ms = np.asarray(getattr(self, mode)) * 1e3
+        return {
+            "p50": float(np.percentile(ms, 50)),
+            "p99": float(np.percentile(ms, 99)),
+            "qps": float(1e3 / ms.mean()),
+        }
+
+
+def measure(calls: dict[str, Call], queries: list[str], rounds: int) -> dict[str, Timing]:
+    """Warm-up, then `rounds` passes over the queries, the sides alternating per query."""
+    for fn in calls.values():
+        for q in queries[:WARMUP]:
+            fn(q)
+    names = list(calls)
+    out = {name: Timing() for name in names}
+    gc.collect()
+    gc.disable()
+    try:
+        for r in range(rounds):
+            for i, q in enumerate(queries):
+                shift = (i + r) % len(names)
+                for name in names[shift:] + names[:shift]:
+                    wall, enc, search, ids = calls[name](q)
+                    t = out[name]
+                    t.enc.append(wall)
+                    t.noenc.append(wall - enc)
+                    t.search.append(search)
+                    if r == 0:
+                        t.ids.append(ids)
+            gc.collect()
+    finally:
+        gc.enable()
+    return out
+
+
+def same_token_bm25(peer: Peer, texts: list[str], queries: list[str]) -> tuple[float, float]:
+    """Top-10 overlap of the peer's BM25 leg with a fastrag BM25 index fed bm25s's tokens.
+
+    The pipelines' BM25 legs differ by their analyzers (fastrag's English stopword list is
+    longer than bm25s's); on the same tokens the two scorers should agree up to ties.
+    """
+    tokenize = {"stopwords": "en", "stemmer": peer.stemmer, "show_progress": False}
+    docs = bm25s.tokenize(texts, return_ids=False, **tokenize)
+    index = fastrag.BM25(**BM25_PARAMS)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", fastrag.EmptyDocumentWarning)
+        index.add([list(d) for d in docs], ids=list(range(len(docs))))
+    ours, theirs = [], []
+    for q in queries:
+        (tokens,) = bm25s.tokenize([q], return_ids=False, **tokenize)
+        hits = index.search([list(tokens)], k=K, threads=1)[0] if tokens else []
+        ours.append([str(h.id) for h in hits])
+        theirs.append([str(d) for d, _ in peer.bm25_leg(q, K)])
+    return overlap(ours, theirs)
+
+
+def overlap(a: list[list[str]], b: list[list[str]]) -> tuple[float, float]:
+    """Mean |A & B| / 10 over queries, and the share of queries with the same top-10 set."""
+    inter = [len(set(x) & set(y)) / K for x, y in zip(a, b, strict=True)]
+    same = [set(x) == set(y) for x, y in zip(a, b, strict=True)]
+    return round(float(np.mean(inter)), 4), round(float(np.mean(same)), 4)
+
+
+# ----------------------------------------------------------------------------- datasets
+_FUNCTION = (
+    "the of and to in a is that for it as was with be by on not he this are or his from at "
+    "which but have an they you were her she there been one all we their has would when"
+)
+_ONSETS = "b c d f g h j k l m n p r s t v w z br cr dr fr gr pr tr st sp sl pl cl bl gl sh ch th"
+FUNCTION_WORDS = _FUNCTION.split()
+ONSETS = _ONSETS.split()
+VOWELS = ["a", "e", "i", "o", "u", "ai", "ea", "ou", "io"]
+CODAS = ["", "", "n", "r", "s", "l", "t", "m", "nd", "st", "rk"]
+
+
+def synthetic_vocabulary(rng: np.random.Generator, size: int) -> list[str]:
+    """Function words first (the most frequent), then made-up words of 1 to 3 syllables."""
+    words = dict.fromkeys(FUNCTION_WORDS)
+    while len(words) < size:
+        n = int(rng.integers(1, 4))
+        syl = "".join(
+            ONSETS[rng.integers(len(ONSETS))] + VOWELS[rng.integers(len(VOWELS))] for _ in range(n)
+        )
+        words.setdefault(syl + CODAS[rng.integers(len(CODAS))], None)
+    return list(words)
+
+
+def synthetic(
+    n: int, n_queries: int, seed: int, dim: int = 384
+) -> tuple[list[str], list[str], np.ndarray, list[str]]:
+    """(ids, texts, unit vectors (n, dim) float32, queries) of a seeded generated collection."""
+    rng = np.random.default_rng(seed)
+    vocab = synthetic_vocabulary(rng, 30_000)
+    ranks = np.arange(1, len(vocab) + 1, dtype=np.float64)
+    p = 1.0 / (ranks + 2.7) ** 1.07  # Zipf-Mandelbrot, close to English word frequencies
+    cdf = np.cumsum(p / p.sum())
+    lengths = rng.integers(60, 121, n)
+    bounds = np.concatenate([[0], np.cumsum(lengths)])
+    words = np.minimum(np.searchsorted(cdf, rng.random(int(bounds[-1]))), len(vocab) - 1)
+    texts = []
+    for i in range(n):
+        w = [vocab[j] for j in words[bounds[i] : bounds[i + 1]].tolist()]
+        w[0] = w[0].capitalize()
+        texts.append(" ".join(w) + ".")
+    ids = [f"doc{i}" for i in range(n)]
+    centres = rng.standard_normal((1000, dim), dtype=np.float32)
+    vectors = np.empty((n, dim), dtype=np.float32)
+    for s in range(0, n, 20_000):
+        m = min(n, s + 20_000) - s
+        noise = rng.standard_normal((m, dim), dtype=np.float32)
+        block = centres[rng.integers(0, 1000, m)] + 0.6 * noise
+        vectors[s : s + m] = block / np.linalg.norm(block, axis=1, keepdims=True)
+    stop = set(FUNCTION_WORDS)
+    queries = []
+    for _ in range(n_queries):
+        d = int(rng.integers(n))
+        doc = np.unique(words[bounds[d] : bounds[d + 1]])
+        content = [vocab[j] for j in doc.tolist() if vocab[j] not in stop]
+        size = min(len(content), int(rng.integers(3, 7)))
+        pick = rng.choice(len(content), size=size, replace=False)
+        queries.append(" ".join(content[j] for j in pick))
+    return ids, texts, vectors, queries
+
+
+def cranfield(data: Path) -> tuple[list[str], list[str], np.ndarray, list[str]]:
+    """(ids, texts, MiniLM document vectors, judged queries), empty documents dropped."""
+    ds = load_beir(data / "cranfield")
+    ids, texts = ds.documents()
+    _, queries = ds.judged_queries()
+    emb = embeddings("cranfield", data)
+    if list(emb["doc_ids"]) != ids:
+        raise SystemExit("cached cranfield embeddings do not match the corpus: delete the cache")
+    keep = [i for i, t in enumerate(texts) if t.strip()]
+    vectors = np.ascontiguousarray(np.asarray(emb["doc_vectors"], dtype=np.float32)[keep])
+    return [ids[i] for i in keep], [texts[i] for i in keep], vectors, queries
+
+
+# ----------------------------------------------------------------------------- one dataset
+@dataclass
+class Report:
+    name: str
+    label: str
+    description: str
+    times: dict[str, dict[str, Timing]] = field(default_factory=dict)  # pipeline -> side -> ..
+    lines: list[str] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    def note(self, line: str) -> None:
+        print(f"  {line}", flush=True)
+        self.lines.append(line)
+
+    def tables(self) -> str:
+        out = [f"### {self.name}", "", self.description, ""]
+        for mode in MODES:
+            title = "query encoding included" if mode == "enc" else "query encoding excluded"
+            out += [
+                f"{title} (ms per query; q/s = 1 / mean latency)",
+                "",
+                "| pipeline | fastrag p50 | p99 | q/s | peer p50 | p99 | q/s | peer/fastrag p50 |",
+                "|---|---:|---:|---:|---:|---:|---:|---:|",
+            ]
+            for pipe in PIPELINES:
+                f = self.times[pipe]["fastrag"].stats(mode)
+                p = self.times[pipe]["peer"].stats(mode)
+                out.append(
+                    f"| {pipe} | {f['p50']:.3f} | {f['p99']:.3f} | {f['qps']:,.0f} | "
+                    f"{p['p50']:.3f} | {p['p99']:.3f} | {p['qps']:,.0f} | "
+                    f"{p['p50'] / f['p50']:.2f} |"
+                )
+            out.append("")
+        out += [f"- {line}" for line in self.lines]
+        return "\n".join(out)
+
+    def summarize(self) -> None:
+        for pipe in PIPELINES:
+            key = pipe.replace("+", "_")
+            for mode in MODES:
+                f = self.times[pipe]["fastrag"].stats(mode)
+                p = self.times[pipe]["peer"].stats(mode)
+                suffix = f"{key}_{self.label}_{mode}"
+                self.summary[f"p50_ratio_vs_peer_{suffix}"] = round(p["p50"] / f["p50"], 3)
+                for side, st in (("fastrag", f), ("peer", p)):
+                    self.summary[f"{side}_p50_ms_{suffix}"] = round(st["p50"], 4)
+                    self.summary[f"{side}_p99_ms_{suffix}"] = round(st["p99"], 4)
+
+
+def bench(
+    name: str,
+    label: str,
+    data: tuple[list[str], list[str], np.ndarray, list[str]],
+    encoder: fastrag.TextEncoder,
+    model: Any,
+    backend: str,
+    args: argparse.Namespace,
+    agreement: bool,
+) -> Report:
+    ids, texts, vectors, queries = data
+    if args.limit_queries:
+        queries = queries[: args.limit_queries]
+    words = np.mean([len(t.split()) for t in texts])
+    report = Report(
+        name,
+        label,
+        f"{len(texts):,} documents (one chunk each, {words:.0f} words on average), "
+        f"{len(queries):,} queries x {args.rounds} rounds, top-{K}.",
+    )
+    print(f"[{name}] {len(texts):,} documents, {len(queries):,} queries", flush=True)
+    with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
+        gc.collect()
+        col, f_build = fastrag_build(Path(tmp) / "col", encoder, ids, texts, vectors)
+        gc.collect()
+        peer = Peer.create(ids, texts, vectors, model, backend)
+        report.note(
+            f"build: fastrag Collection.add(vectors=) in batches of {BATCH:,} + commit "
+            f"{f_build:.1f} s; peer {peer.build['total']:.1f} s (bm25s tokenize + index "
+            f"{peer.build['bm25']:.1f} s, hnswlib add_items {peer.build['hnsw']:.1f} s); "
+            "fastrag's figure includes SQLite and writing the index files"
+        )
+        report.summary[f"build_s_fastrag_{label}"] = round(f_build, 2)
+        report.summary[f"build_s_peer_{label}"] = round(peer.build["total"], 2)
+        pipes = fastrag_pipelines()
+        for pipe in PIPELINES:
+            print(f"[{name}] timing {pipe}", flush=True)
+            report.times[pipe] = measure(
+                {"fastrag": fastrag_call(col, pipes[pipe]), "peer": peer.call(pipe)},
+                queries,
+                args.rounds,
+            )
+        searches = ", ".join(
+            f"{pipe} {report.times[pipe]['fastrag'].stats('search')['p50']:.3f}"
+            for pipe in PIPELINES
+        )
+        report.note(
+            f"fastrag timings['search'] p50 (ms): {searches}; the noenc columns (wall - encode) "
+            "also hold input checks and making the Result objects"
+        )
+        # fastrag's default single-leg pipelines retrieve 100 chunks for k = 10 (grouping)
+        extra = {}
+        for method in ("bm25", "dense"):
+            default = Pipeline([Retriever(method)])
+            t = measure({"x": fastrag_call(col, default)}, queries, 1)["x"]
+            extra[method] = t.stats("enc")["p50"]
+        report.note(
+            "for reference, fastrag's default single-leg pipelines (depth 100, as "
+            f"col.search(q, method=...)), p50 with encoding: bm25 {extra['bm25']:.3f} ms, "
+            f"dense {extra['dense']:.3f} ms"
+        )
+        for pipe in PIPELINES:
+            f, p = report.times[pipe]["fastrag"].ids, report.times[pipe]["peer"].ids
+            mean, same = overlap(f, p)
+            key = pipe.replace("+", "_")
+            if agreement:
+                report.note(
+                    f"agreement {pipe}: mean top-{K} overlap {mean:.3f}, identical top-{K} "
+                    f"sets {same:.3f} of queries"
+                )
+            report.summary[f"overlap10_{key}_{label}"] = mean
+            report.summary[f"identical10_{key}_{label}"] = same
+        if agreement:
+            mean, same = same_token_bm25(peer, texts, queries)
+            report.note(
+                f"agreement bm25 on the same tokens (fastrag BM25 index fed bm25s.tokenize "
+                f"output): mean top-{K} overlap {mean:.3f}, identical top-{K} sets {same:.3f}"
+            )
+            report.summary[f"overlap10_bm25_same_tokens_{label}"] = mean
+            report.summary[f"identical10_bm25_same_tokens_{label}"] = same
+        col.close()
+    report.summarize()
+    return report
+
+
+# ----------------------------------------------------------------------------- main
+def _version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "?"
+
+
+def machine(backend: str) -> str:
+    cpu = "?"
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return (
+        f"{os.cpu_count()} CPUs ({cpu}); Python {platform.python_version()}, fastrag "
+        f"{fastrag.__version__}, onnxruntime {_version('onnxruntime')}, bm25s {bm25s.__version__} "
+        f"({backend} backend), hnswlib {_version('hnswlib')}, sentence-transformers "
+        f"{_version('sentence-transformers')}, torch {torch.__version__}, numpy {np.__version__}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="BEIR collections folder")
+    parser.add_argument("--n-chunks", type=int, default=100_000, help="generated collection size")
+    parser.add_argument("--skip-100k", action="store_true", help="cranfield only")
+    parser.add_argument("--limit-queries", type=int, default=0, help="at most N queries per set")
+    parser.add_argument("--rounds", type=int, default=2, help="timed passes over the queries")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    torch.set_num_threads(1)
+    with contextlib.suppress(RuntimeError):  # already set in this process
+        torch.set_num_interop_threads(1)
+    try:
+        import numba  # noqa: F401
+
+        backend = "numba"
+    except ImportError:
+        backend = "numpy"
+    print(f"machine: {machine(backend)}", flush=True)
+    print(
+        "threads: OMP/OpenBLAS/MKL 1, torch.set_num_threads(1), TextEncoder(threads=1); "
+        "bm25s retrieve n_threads=1; builds on every core",
+        flush=True,
+    )
+    encoder = fastrag.TextEncoder(threads=1)
+    model = minilm()
+
+    reports = [
+        bench("cranfield", "cranfield", cranfield(args.data), encoder, model, backend, args, True)
+    ]
+    if not args.skip_100k:
+        n = args.n_chunks
+        label = f"{n // 1000}k" if n % 1000 == 0 else str(n)
+        t0 = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            data = synthetic(n, 200, args.seed)
+        print(f"[generated] {n:,} documents made in {time.perf_counter() - t0:.1f} s", flush=True)
+        reports.append(
+            bench(
+                f"generated {n:,} (seed {args.seed}; dense and hybrid: latency only)",
+                label,
+                data,
+                encoder,
+                model,
+                backend,
+                args,
+                False,
+            )
+        )
+
+    print()
+    for r in reports:
+        print(r.tables())
+        print()
+    summary: dict[str, Any] = {}
+    for r in reports:
+        summary.update(r.summary)
+    print("SUMMARY " + json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
