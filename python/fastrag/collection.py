@@ -167,6 +167,7 @@ class Collection:
         self._lock = threading.RLock()
         self._dirty = False
         self._encoder: Encoder | None = None
+        self._chunk_map: dict[int, ChunkHit] | None = None  # chunk -> document span, lazily
         self.bm25: BM25 | None = None
         self.dense: DenseIndex | None = None
 
@@ -357,15 +358,15 @@ class Collection:
             yield Document(doc_id, text, json.loads(meta))
 
     def chunks_of(self, chunk_ids: Iterable[int]) -> dict[int, ChunkHit]:
-        ids = [int(c) for c in chunk_ids]
-        out: dict[int, ChunkHit] = {}
-        for start in range(0, len(ids), 900):  # SQLite's parameter limit
-            part = ids[start : start + 900]
-            marks = ",".join("?" * len(part))
-            q = f"SELECT chunk, doc, start, end FROM chunks WHERE chunk IN ({marks})"
-            for c, d, s, e in self._db.execute(q, part):
-                out[c] = ChunkHit(c, d, s, e)
-        return out
+        """{chunk id: ChunkHit} of the chunks that exist (from an in-memory map, read once)."""
+        with self._lock:
+            if self._chunk_map is None:
+                self._chunk_map = {
+                    c: ChunkHit(c, d, s, e)
+                    for c, d, s, e in self._db.execute("SELECT chunk, doc, start, end FROM chunks")
+                }
+            found = self._chunk_map
+        return {c: found[c] for c in chunk_ids if c in found}
 
     def texts_of(self, doc_ids: Iterable[str]) -> dict[str, Document]:
         ids = list(dict.fromkeys(str(d) for d in doc_ids))
@@ -479,6 +480,9 @@ class Collection:
                     [(c, len(t), t.tobytes()) for c, t in zip(chunk_ids, token_rows, strict=True)],
                 )
             _set_meta(self._db, "next_chunk", n)
+            if self._chunk_map is not None:
+                for c, d, _, s, e, _ in rows:
+                    self._chunk_map[c] = ChunkHit(c, d, s, e)
             if chunk_ids:
                 assert self.bm25 is not None
                 self.bm25.add(chunk_texts, ids=chunk_ids)
@@ -517,6 +521,9 @@ class Collection:
         self.bm25.delete(old, missing="ignore")
         if self.dense is not None:
             self.dense.delete(old, missing="ignore")
+        if self._chunk_map is not None:
+            for c in old:
+                self._chunk_map.pop(c, None)
         self._db.executemany("DELETE FROM tokens WHERE chunk = ?", [(c,) for c in old])
         self._db.executemany("DELETE FROM chunks WHERE chunk = ?", [(c,) for c in old])
 
@@ -548,6 +555,7 @@ class Collection:
         with self._lock:
             if self._db.in_transaction:
                 self._db.rollback()
+            self._chunk_map = None
             if self._dirty:
                 fresh = Collection.open(self.path, encoder=self._encoder)
                 self.bm25, self.dense = fresh.bm25, fresh.dense

@@ -247,57 +247,65 @@ class Pipeline:
         stages: dict[int, dict[str, StageScore]] = {}
         rankings = []
         for r, _ in legs:
-            ranking = self._retrieve(col, r, query, qvec, allow)
+            ranking = self._retrieve(col, r, query, qvec, allow, k)
             for rank, (c, s) in enumerate(ranking, 1):
-                stages.setdefault(c, {})[r.name] = StageScore(s, rank)
+                if explain:
+                    stages.setdefault(c, {})[r.name] = StageScore(s, rank)
             rankings.append(ranking)
         if len(rankings) == 1:
             fused = rankings[0]
         else:
             fused = fuse(self.fusion, rankings, weights=[w for _, w in legs],
                          **dict(self.fusion_options))
-            for rank, (c, s) in enumerate(fused, 1):
-                stages[c]["fusion"] = StageScore(float(s), rank)
+            if explain:
+                for rank, (c, s) in enumerate(fused, 1):
+                    stages[c]["fusion"] = StageScore(float(s), rank)
         chunks = col.chunks_of(c for c, _ in fused)
-        docs = col.texts_of(h.doc for h in chunks.values())
         order = [(c, float(s)) for c, s in fused if c in chunks]
+        # texts are read only for what a stage or the answer needs, not for every candidate
+        docs: dict[str, Any] = {}
         for reranker, depth in rerankers:
             head, tail = order[:depth], order[depth:]
             if not head:
                 break
             ids = [c for c, _ in head]
+            docs.update(col.texts_of(chunks[c].doc for c in ids if chunks[c].doc not in docs))
             passages = [docs[chunks[c].doc].text[chunks[c].start : chunks[c].end] for c in ids]
             scores = reranker.rescore(col, query, qvec, ids, passages)
             head = sorted(zip(ids, (float(s) for s in scores), strict=True),
                           key=lambda cs: -cs[1])
-            for rank, (c, s) in enumerate(head, 1):
-                stages[c][reranker.name] = StageScore(s, rank)
+            if explain:
+                for rank, (c, s) in enumerate(head, 1):
+                    stages[c][reranker.name] = StageScore(s, rank)
             # candidates below the reranked depth follow, keeping their order
             floor = min(s for _, s in head)
             order = head + [(c, floor - 1.0 - i) for i, (c, _) in enumerate(tail)]
         t2 = time.perf_counter()
-        results = self._documents(order, chunks, docs, stages, k, explain)
+        results = self._documents(col, order, chunks, docs, stages, k, explain)
         if timings is not None:
             timings.update(encode=t1 - t0, search=t2 - t1)
         return results
 
     def _retrieve(self, col: Collection, r: Retriever, query: str,
-                  qvec: np.ndarray | None, allow: list[int] | None) -> list[tuple[int, float]]:
+                  qvec: np.ndarray | None, allow: list[int] | None,
+                  k: int) -> list[tuple[int, float]]:
+        depth = max(r.depth, k)  # never fewer chunks than the documents asked for
         if r.method == "bm25":
             assert col.bm25 is not None
             if len(col.bm25) == 0:
                 return []
-            res = col.bm25.search(query, k=r.depth, filter=allow)
+            res = col.bm25.search(query, k=depth, filter=allow)
         else:
             assert col.dense is not None and qvec is not None
             if len(col.dense) == 0:
                 return []
-            res = col.dense.search(qvec, k=r.depth, filter=allow, dims=r.dims, ef=r.ef)
+            res = col.dense.search(qvec, k=depth, filter=allow, dims=r.dims, ef=r.ef)
         return [(int(h.id), h.score) for h in res[0]]
 
-    def _documents(self, order: list[tuple[int, float]], chunks: Mapping[int, Any],
-                   docs: Mapping[str, Any], stages: dict[int, dict[str, StageScore]],
-                   k: int, explain: bool) -> list[Result]:
+    def _documents(self, col: Collection, order: list[tuple[int, float]],
+                   chunks: Mapping[int, Any], docs: dict[str, Any],
+                   stages: dict[int, dict[str, StageScore]], k: int,
+                   explain: bool) -> list[Result]:
         best: dict[str, tuple[int, float]] = {}
         total: dict[str, float] = {}
         for c, s in order:
@@ -308,6 +316,7 @@ class Pipeline:
         scored = [(d, total[d] if self.aggregate == "sum" else cs[1], cs[0])
                   for d, cs in best.items()]
         scored.sort(key=lambda x: -x[1])  # stable: ties keep the stage order
+        docs.update(col.texts_of(d for d, _, _ in scored[:k] if d not in docs))
         out = []
         for d, s, c in scored[:k]:
             doc = docs[d]
@@ -343,10 +352,11 @@ def dense_weight(col: Collection, query: str) -> float:
 
 def default_pipeline(col: Collection, method: str) -> Pipeline:
     """The pipelines behind the method names: "bm25", "dense", "hybrid"."""
+    # one leg: no fusion to feed, so only a few chunks beyond k (documents may repeat)
     if method == "bm25":
-        return Pipeline([Retriever("bm25")])
+        return Pipeline([Retriever("bm25", depth=20)])
     if method == "dense":
-        return Pipeline([Retriever("dense")])
+        return Pipeline([Retriever("dense", depth=20)])
     if method == "hybrid":
         if col.dense is None:
             return Pipeline([Retriever("bm25")])
