@@ -6,17 +6,17 @@ import hashlib
 import json
 import re
 import socket
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import numpy as np
 import pytest
 
 from fastrag.encoders.remote import RemoteEncoder, RemoteEncoderError
+from http_fake import ScriptedServer
 
 FULL_DIM = 64
 
@@ -32,7 +32,7 @@ def expected(texts: list[str], dim: int = FULL_DIM, prompt: str = "") -> np.ndar
     return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
 
 
-class FakeServer:
+class FakeServer(ScriptedServer):
     """An /v1/embeddings endpoint; `script` holds actions taken by the next requests in turn.
 
     Actions: ("status", code, body_bytes, headers), ("nan",), ("wrong_count",), ("non_json",),
@@ -40,51 +40,21 @@ class FakeServer:
     """
 
     def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.requests: list[dict[str, Any]] = []
-        self.script: list[tuple[Any, ...]] = []
+        super().__init__()
         self.reverse = False  # answer items in reverse order (clients must use "index")
-        self.delays: list[float] = []  # per-request sleeps, taken in turn (for concurrency)
-        self.inflight = 0
-        self.max_inflight = 0
-        self.httpd: ThreadingHTTPServer | None = None
-        self.url = ""
 
-    def bodies(self) -> list[dict[str, Any]]:
-        return [r["body"] for r in self.requests]
+    @property
+    def url(self) -> str:
+        return self.root + "/v1"
 
-    def answer(self, handler: BaseHTTPRequestHandler) -> None:
-        length = int(handler.headers.get("Content-Length", 0))
-        body = json.loads(handler.rfile.read(length))
-        with self.lock:
-            self.requests.append(
-                {"path": handler.path, "headers": dict(handler.headers), "body": body}
-            )
-            action = self.script.pop(0) if self.script else ("ok",)
-            delay = self.delays.pop(0) if self.delays else 0.0
-            self.inflight += 1
-            self.max_inflight = max(self.max_inflight, self.inflight)
-        try:
-            if delay:
-                time.sleep(delay)
-            self._respond(handler, body, action)
-        finally:
-            with self.lock:
-                self.inflight -= 1
-
-    def _respond(
+    def respond(
         self, handler: BaseHTTPRequestHandler, body: dict[str, Any], action: tuple[Any, ...]
     ) -> None:
         if handler.path != "/v1/embeddings":
-            return self._send(handler, 404, b'{"error": {"message": "no such route"}}')
+            return self.send(handler, 404, b'{"error": {"message": "no such route"}}')
+        if self.scripted(handler, action):
+            return None
         kind = action[0]
-        if kind == "status":
-            _, code, payload, headers = action
-            return self._send(handler, code, payload, headers)
-        if kind == "non_json":
-            return self._send(handler, 200, b"<html>Bad Gateway</html>")
-        if kind == "sleep":
-            time.sleep(action[1])
         texts = body["input"]
         dim = body.get("dimensions") if kind != "ignore_dims" else None
         data = [
@@ -99,23 +69,7 @@ class FakeServer:
             data.reverse()
         answer = {"object": "list", "data": data, "model": body["model"],
                   "usage": {"prompt_tokens": 1, "total_tokens": 1}}
-        return self._send(handler, 200, json.dumps(answer).encode())
-
-    @staticmethod
-    def _send(
-        handler: BaseHTTPRequestHandler, code: int, payload: bytes,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        try:
-            handler.send_response(code)
-            handler.send_header("Content-Type", "application/json")
-            handler.send_header("Content-Length", str(len(payload)))
-            for key, value in (headers or {}).items():
-                handler.send_header(key, value)
-            handler.end_headers()
-            handler.wfile.write(payload)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the client timed out and left
+        return self.send(handler, 200, json.dumps(answer).encode())
 
 
 @pytest.fixture(autouse=True)
@@ -125,35 +79,8 @@ def no_env_key(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def server() -> Iterator[FakeServer]:
-    fake = FakeServer()
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def do_POST(self) -> None:
-            fake.answer(self)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    class Server(ThreadingHTTPServer):
-        daemon_threads = True
-
-        def handle_error(self, request: Any, client_address: Any) -> None:
-            pass
-
-    httpd = Server(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                              daemon=True)
-    thread.start()
-    fake.httpd = httpd
-    fake.url = f"http://127.0.0.1:{httpd.server_address[1]}/v1"
-    try:
+    with FakeServer() as fake:
         yield fake
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=5)
 
 
 def make(server: FakeServer, **options: Any) -> RemoteEncoder:

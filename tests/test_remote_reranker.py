@@ -11,16 +11,16 @@ from __future__ import annotations
 import json
 import re
 import socket
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import numpy as np
 import pytest
 
 from fastrag.rerank import RemoteReranker, RerankError
+from http_fake import ScriptedServer
 
 STYLE_PATHS = {"cohere": "/v2", "jina": "/v1", "tei": "/tei"}
 KEYS_COHERE = {"model", "query", "documents", "top_n", "return_documents"}
@@ -49,7 +49,7 @@ def passages(n: int, seed: int = 0) -> list[str]:
 QUERY = "bm25 ranking of a dense vector index"
 
 
-class FakeServer:
+class FakeServer(ScriptedServer):
     """A rerank endpoint; `script` holds actions taken by the next requests in turn.
 
     Actions: ("status", code, body_bytes, headers), ("nan",), ("non_json",), ("missing",),
@@ -57,64 +57,26 @@ class FakeServer:
     ("raw", json_value). Requests with no action left are answered normally.
     """
 
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.requests: list[dict[str, Any]] = []
-        self.script: list[tuple[Any, ...]] = []
-        self.delays: list[float] = []  # per-request sleeps, taken in turn (for concurrency)
-        self.inflight = 0
-        self.max_inflight = 0
-        self.root = ""
-
     def url(self, style: str) -> str:
         return self.root + STYLE_PATHS[style]
 
-    def bodies(self) -> list[dict[str, Any]]:
-        return [r["body"] for r in self.requests]
-
-    def answer(self, handler: BaseHTTPRequestHandler) -> None:
-        length = int(handler.headers.get("Content-Length", 0))
-        body = json.loads(handler.rfile.read(length))
-        with self.lock:
-            self.requests.append(
-                {"path": handler.path, "headers": dict(handler.headers), "body": body}
-            )
-            action = self.script.pop(0) if self.script else ("ok",)
-            delay = self.delays.pop(0) if self.delays else 0.0
-            self.inflight += 1
-            self.max_inflight = max(self.max_inflight, self.inflight)
-        try:
-            if delay:
-                time.sleep(delay)
-            self._respond(handler, body, action)
-        finally:
-            with self.lock:
-                self.inflight -= 1
-
-    def _respond(
+    def respond(
         self, handler: BaseHTTPRequestHandler, body: dict[str, Any], action: tuple[Any, ...]
     ) -> None:
         styles = {path + "/rerank": style for style, path in STYLE_PATHS.items()}
         style = styles.get(handler.path)
         if style is None:
-            return self._send(handler, 404, b'{"message": "no such route"}')
+            return self.send(handler, 404, b'{"message": "no such route"}')
+        if self.scripted(handler, action):
+            return None
         kind = action[0]
-        if kind == "status":
-            _, code, payload, headers = action
-            return self._send(handler, code, payload, headers)
-        if kind == "non_json":
-            return self._send(handler, 200, b"<html>Bad Gateway</html>")
-        if kind == "raw":
-            return self._send(handler, 200, json.dumps(action[1]).encode())
-        if kind == "sleep":
-            time.sleep(action[1])
 
         tei = style == "tei"
         texts = body.get("texts" if tei else "documents")
         allowed = KEYS_TEI if tei else KEYS_COHERE
         if (set(body) - allowed or not isinstance(body.get("query"), str)
                 or not isinstance(texts, list) or not texts):
-            return self._send(handler, 422, json.dumps({"error": f"bad body {body}"}).encode())
+            return self.send(handler, 422, json.dumps({"error": f"bad body {body}"}).encode())
         key = "score" if tei else "relevance_score"
         results: list[dict[str, Any]] = [
             {"index": i, key: overlap(body["query"], t)} for i, t in enumerate(texts)
@@ -135,23 +97,7 @@ class FakeServer:
             results[0][key] = "0.5"
         answer: Any = results if tei else {"id": "x", "results": results,
                                             "meta": {"billed_units": {"search_units": 1}}}
-        return self._send(handler, 200, json.dumps(answer).encode())
-
-    @staticmethod
-    def _send(
-        handler: BaseHTTPRequestHandler, code: int, payload: bytes,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        try:
-            handler.send_response(code)
-            handler.send_header("Content-Type", "application/json")
-            handler.send_header("Content-Length", str(len(payload)))
-            for key, value in (headers or {}).items():
-                handler.send_header(key, value)
-            handler.end_headers()
-            handler.wfile.write(payload)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the client timed out and left
+        return self.send(handler, 200, json.dumps(answer).encode())
 
 
 @pytest.fixture(autouse=True)
@@ -161,34 +107,8 @@ def no_env_key(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def server() -> Iterator[FakeServer]:
-    fake = FakeServer()
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def do_POST(self) -> None:
-            fake.answer(self)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    class Server(ThreadingHTTPServer):
-        daemon_threads = True
-
-        def handle_error(self, request: Any, client_address: Any) -> None:
-            pass
-
-    httpd = Server(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                              daemon=True)
-    thread.start()
-    fake.root = f"http://127.0.0.1:{httpd.server_address[1]}"
-    try:
+    with FakeServer() as fake:
         yield fake
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=5)
 
 
 def make(server: FakeServer, style: str = "cohere", **options: Any) -> RemoteReranker:

@@ -54,9 +54,40 @@ class TokenVectors:
 
 
 class _Local:
-    """Shared set-up of the onnxruntime-backed encoders."""
+    """Shared set-up of the onnxruntime-backed encoders.
+
+    Args:
+        model: a registry name, Hugging Face id, Hugging Face model folder or exported folder
+            (see `TextEncoder`).
+        quantize: None (fp32) or "int8".
+        threads: onnxruntime threads (0: one per core).
+        providers: onnxruntime execution providers (default: CUDA when present, then CPU).
+        max_length: a shorter window than the model's.
+        revision, cache_dir: Hugging Face revision; where exports are cached.
+    """
 
     task = "embed"
+    default_model: str | None = None
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str] | None = None,
+        *,
+        quantize: str | None = None,
+        threads: int = 0,
+        providers: Sequence[str] | None = None,
+        max_length: int | None = None,
+        revision: str | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+    ) -> None:
+        if model is None:
+            if self.default_model is None:
+                raise TypeError(f"{type(self).__name__} needs a model")
+            model = self.default_model
+        self._open(
+            model, quantize=quantize, threads=threads, providers=providers,
+            max_length=max_length, revision=revision, cache_dir=cache_dir,
+        )
 
     def _open(
         self,
@@ -220,23 +251,11 @@ class SpladeEncoder(_Local):
     """
 
     task = "splade"
+    default_model = "splade-tiny"
 
-    def __init__(
-        self,
-        model: str | os.PathLike[str] = "splade-tiny",
-        *,
-        quantize: str | None = None,
-        threads: int = 0,
-        providers: Sequence[str] | None = None,
-        max_length: int | None = None,
-        revision: str | None = None,
-        cache_dir: str | os.PathLike[str] | None = None,
-    ) -> None:
-        self._open(
-            model, quantize=quantize, threads=threads, providers=providers,
-            max_length=max_length, revision=revision, cache_dir=cache_dir,
-        )
-        self.vocab_size = int(self.manifest["vocab_size"])
+    @property
+    def vocab_size(self) -> int:
+        return int(self.manifest["vocab_size"])
 
     def encode_dense(self, texts: Sequence[str] | str, *, batch_size: int = 32) -> np.ndarray:
         """(n, vocab) float32 weights (mostly zeros)."""
@@ -279,22 +298,6 @@ class CrossEncoder(_Local):
     """
 
     task = "rerank"
-
-    def __init__(
-        self,
-        model: str | os.PathLike[str],
-        *,
-        quantize: str | None = None,
-        threads: int = 0,
-        providers: Sequence[str] | None = None,
-        max_length: int | None = None,
-        revision: str | None = None,
-        cache_dir: str | os.PathLike[str] | None = None,
-    ) -> None:
-        self._open(
-            model, quantize=quantize, threads=threads, providers=providers,
-            max_length=max_length, revision=revision, cache_dir=cache_dir,
-        )
 
     def score(
         self, query: str, passages: Sequence[str], *, batch_size: int = 32

@@ -15,39 +15,30 @@ status fails at once with the server's message.
 
 from __future__ import annotations
 
-import email.utils
 import hashlib
-import http.client
 import json
 import logging
 import os
-import random
-import ssl
 import threading
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Mapping, Sequence
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
+from .._http import MAX_BACKOFF_S as MAX_BACKOFF_S  # re-exported: the retry policy
+from .._http import RETRY_STATUSES as RETRY_STATUSES
+from .._http import HttpClientError, JsonClient, positive_int
 from .base import Encoder, Kind, normalize
 
 __all__ = ["RemoteEncoder", "RemoteEncoderError"]
 
 logger = logging.getLogger(__name__)
 
-#: HTTP statuses that are worth another try (rate limit, transient server trouble)
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-#: the longest pause between two attempts computed from `backoff` (Retry-After may ask more)
-MAX_BACKOFF_S = 30.0
 #: the text embedded to learn the model's dimension when it was not given
 PROBE_TEXT = "dimension probe"
 
 
-class RemoteEncoderError(RuntimeError):
+class RemoteEncoderError(HttpClientError):
     """The embeddings server could not be reached, refused the request or answered nonsense.
 
     Attributes:
@@ -55,64 +46,8 @@ class RemoteEncoderError(RuntimeError):
         attempts: how many requests were sent for the failing batch, or None.
     """
 
-    def __init__(
-        self, message: str, *, status: int | None = None, attempts: int | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.attempts = attempts
 
-
-class _Cancelled(Exception):
-    """Another batch of the same call failed; this one stops retrying."""
-
-
-def _positive_int(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return int(value)
-
-
-def _server_message(body: bytes, fallback: str) -> str:
-    """The human part of an error body: OpenAI's {"error": {"message": ...}} and kin."""
-    text = body.decode("utf-8", errors="replace").strip()
-    try:
-        data = json.loads(text)
-    except ValueError:
-        data = None
-    if isinstance(data, dict):
-        error = data.get("error", data.get("detail", data.get("message")))
-        if isinstance(error, dict) and error.get("message"):
-            return str(error["message"])
-        if isinstance(error, str) and error:
-            return error
-        if error is not None:
-            return json.dumps(error)[:500]
-    if text:
-        return text[:500] + ("..." if len(text) > 500 else "")
-    return fallback
-
-
-def _retry_after(headers: Mapping[str, str] | None) -> float | None:
-    """Seconds asked for by a Retry-After header (delta-seconds or an HTTP date), or None."""
-    value = headers.get("Retry-After") if headers is not None else None
-    if value is None:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when is None:
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
-class RemoteEncoder(Encoder):
+class RemoteEncoder(JsonClient, Encoder):
     """Embeddings from an OpenAI-compatible HTTP API (``POST {base_url}/embeddings``).
 
     Args:
@@ -148,6 +83,11 @@ class RemoteEncoder(Encoder):
             the texts were invalid (checked before any request).
     """
 
+    _error = RemoteEncoderError
+    _label = "embeddings"
+    _user_agent = "fastrag-remote-encoder"
+    _logger = logger
+
     def __init__(
         self,
         model: str,
@@ -173,29 +113,22 @@ class RemoteEncoder(Encoder):
                                     ("document_prompt", document_prompt)):
             if not isinstance(prompt, str):
                 raise TypeError(f"{prompt_name} must be str, got {type(prompt).__name__}")
-        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-            raise ValueError(f"max_retries must be an int >= 0, got {max_retries!r}")
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
-            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
-        if isinstance(backoff, bool) or not isinstance(backoff, (int, float)) or not backoff >= 0:
-            raise ValueError(f"backoff must be a number of seconds >= 0, got {backoff!r}")
+        self._init_http(
+            api_key=api_key if api_key is not None else os.environ.get("OPENAI_API_KEY"),
+            max_retries=max_retries, timeout=timeout, backoff=backoff,
+        )
 
         self.model = model
         self.name = model
         self.base_url = base_url.rstrip("/")
         self.url = f"{self.base_url}/embeddings"
-        self._api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
-        self._dim = None if dim is None else _positive_int(dim, "dim")
+        self._dim = None if dim is None else positive_int(dim, "dim")
         self.dimensions_supported = bool(dimensions_supported)
         self.query_prompt = query_prompt
         self.document_prompt = document_prompt
         self.normalized = bool(normalize)
-        self.batch_size = _positive_int(batch_size, "batch_size")
-        self.concurrency = _positive_int(concurrency, "concurrency")
-        self.max_retries = max_retries
-        self.timeout = float(timeout)
-        self.backoff = float(backoff)
-        self._connected = False  # set once any request got an HTTP answer
+        self.batch_size = positive_int(batch_size, "batch_size")
+        self.concurrency = positive_int(concurrency, "concurrency")
         self._dim_lock = threading.Lock()
 
     # -- the Encoder interface -------------------------------------------------------------
@@ -250,32 +183,12 @@ class RemoteEncoder(Encoder):
         inputs = [prompt + text for text in texts]
         step = batch_size
         jobs = [(d, start) for d in dims for start in range(0, len(inputs), step)]
-        parts: dict[tuple[int | None, int], np.ndarray] = {}
-        stop = threading.Event()
-        if len(jobs) <= 1 or self.concurrency == 1:
-            for d, start in jobs:
-                parts[d, start] = self._request_rows(inputs[start:start + step], d, start, stop)
-        else:
-            pool = ThreadPoolExecutor(
-                max_workers=min(self.concurrency, len(jobs)), thread_name_prefix="fastrag-remote"
-            )
-            futures: dict[Future[np.ndarray], tuple[int | None, int]] = {}
-            try:
-                for d, start in jobs:
-                    batch = inputs[start:start + step]
-                    futures[pool.submit(self._request_rows, batch, d, start, stop)] = (d, start)
-                done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-                failed = [f for f in done if f.exception() is not None]
-                if failed:
-                    stop.set()  # running batches give up instead of retrying
-                    # the first real error, not a _Cancelled of a sibling
-                    real = [f for f in failed if not isinstance(f.exception(), _Cancelled)]
-                    (real or failed)[0].result()
-                for future, key in futures.items():
-                    parts[key] = future.result()
-            finally:
-                stop.set()
-                pool.shutdown(wait=True, cancel_futures=True)
+
+        def request(job: tuple[int | None, int], stop: threading.Event) -> np.ndarray:
+            d, start = job
+            return self._request_rows(inputs[start:start + step], d, start, stop)
+
+        parts = self._run_batches(jobs, request, "fastrag-remote")
 
         out: dict[int | None, np.ndarray] = {}
         for d in dims:
@@ -368,85 +281,3 @@ class RemoteEncoder(Encoder):
                 f"values ({int(bad.sum())} such text(s) in this batch)"
             )
         return rows
-
-    def _headers(self) -> dict[str, str]:
-        headers = {
-            "Content-Type": "application/json",
-            "Accept": "application/json",
-            "User-Agent": "fastrag-remote-encoder",
-        }
-        if self._api_key:
-            headers["Authorization"] = f"Bearer {self._api_key}"
-        return headers
-
-    def _post(self, payload: dict[str, Any], stop: threading.Event) -> Any:
-        """The decoded JSON answer to one POST, retrying transient failures."""
-        body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
-        attempts = self.max_retries + 1
-        last = ""
-        last_status: int | None = None
-        for attempt in range(1, attempts + 1):
-            if stop.is_set():
-                raise _Cancelled
-            request = urllib.request.Request(
-                self.url, data=body, headers=self._headers(), method="POST"
-            )
-            retry_after: float | None = None
-            try:
-                with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                    raw = response.read()
-            except urllib.error.HTTPError as e:
-                self._connected = True
-                try:
-                    error_body = e.read()
-                except (OSError, http.client.HTTPException):
-                    error_body = b""
-                message = _server_message(error_body, e.reason or "")
-                if e.code not in RETRY_STATUSES:
-                    raise RemoteEncoderError(
-                        f"{self.url} answered HTTP {e.code} for model {self.model!r}: {message}",
-                        status=e.code, attempts=attempt,
-                    ) from None
-                last, last_status = f"HTTP {e.code}: {message}", e.code
-                retry_after = _retry_after(e.headers)
-            except urllib.error.URLError as e:
-                reason = e.reason
-                if isinstance(reason, ssl.SSLCertVerificationError):
-                    raise RemoteEncoderError(
-                        f"TLS certificate of {self.url} not accepted: {reason}", attempts=attempt
-                    ) from e
-                if isinstance(reason, ConnectionRefusedError) and not self._connected:
-                    raise RemoteEncoderError(
-                        f"could not connect to {self.url}: connection refused; is the server "
-                        "running and base_url right?", attempts=attempt,
-                    ) from e
-                last, last_status = f"{type(reason).__name__}: {reason}", None
-            except (OSError, http.client.HTTPException) as e:  # timeouts, resets while reading
-                last, last_status = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__, None
-            else:
-                self._connected = True
-                try:
-                    return json.loads(raw)
-                except ValueError:
-                    text = raw.decode("utf-8", errors="replace")
-                    raise RemoteEncoderError(
-                        f"{self.url} answered with something that is not JSON: {text[:200]!r}"
-                    ) from None
-            if attempt == attempts:
-                break
-            if retry_after is not None:
-                delay = retry_after
-            else:
-                delay = min(MAX_BACKOFF_S, self.backoff * 2 ** (attempt - 1))
-                delay *= random.uniform(0.5, 1.5)
-            logger.warning(
-                "embeddings request to %s failed (%s); retry %d of %d in %.2f s",
-                self.url, last, attempt, self.max_retries, delay,
-            )
-            if stop.wait(delay):
-                raise _Cancelled
-        raise RemoteEncoderError(
-            f"embeddings request to {self.url} failed after {attempts} attempt(s); "
-            f"last error: {last}",
-            status=last_status, attempts=attempts,
-        )

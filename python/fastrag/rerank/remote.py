@@ -31,30 +31,18 @@ status fails at once with the server's message.
 from __future__ import annotations
 
 import hashlib
-import http.client
 import json
 import logging
 import math
 import os
-import random
-import ssl
 import threading
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from typing import Any, Literal
 
 import numpy as np
 
+from fastrag._http import HttpClientError, JsonClient, positive_int
 from fastrag.encoders.base import check_texts
-from fastrag.encoders.remote import (
-    MAX_BACKOFF_S,
-    RETRY_STATUSES,
-    _positive_int,
-    _retry_after,
-    _server_message,
-)
 
 __all__ = ["STYLES", "RemoteReranker", "RerankError", "Style"]
 
@@ -65,7 +53,7 @@ Style = Literal["cohere", "jina", "tei"]
 STYLES: tuple[str, ...] = ("cohere", "jina", "tei")
 
 
-class RerankError(RuntimeError):
+class RerankError(HttpClientError):
     """The rerank server could not be reached, refused the request or answered nonsense.
 
     Attributes:
@@ -73,19 +61,8 @@ class RerankError(RuntimeError):
         attempts: how many requests were sent for the failing batch, or None.
     """
 
-    def __init__(
-        self, message: str, *, status: int | None = None, attempts: int | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.attempts = attempts
 
-
-class _Cancelled(Exception):
-    """Another batch of the same call failed; this one stops retrying."""
-
-
-class RemoteReranker:
+class RemoteReranker(JsonClient):
     """Relevance scores for (query, passage) pairs from a hosted rerank API.
 
     Anything that answers one of the `STYLES` plugs in: Cohere Rerank (3 Nimble, 3.5, ...),
@@ -125,6 +102,11 @@ class RemoteReranker:
             any request).
     """
 
+    _error = RerankError
+    _label = "rerank"
+    _user_agent = "fastrag-remote-reranker"
+    _logger = logger
+
     def __init__(
         self,
         model: str | None,
@@ -147,25 +129,18 @@ class RemoteReranker:
             raise ValueError(f"style must be one of {', '.join(STYLES)}; got {style!r}")
         if api_key is not None and not isinstance(api_key, str):
             raise TypeError(f"api_key must be str or None, got {type(api_key).__name__}")
-        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-            raise ValueError(f"max_retries must be an int >= 0, got {max_retries!r}")
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
-            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
-        if isinstance(backoff, bool) or not isinstance(backoff, (int, float)) or not backoff >= 0:
-            raise ValueError(f"backoff must be a number of seconds >= 0, got {backoff!r}")
+        self._init_http(
+            api_key=api_key if api_key is not None else os.environ.get(api_key_env),
+            max_retries=max_retries, timeout=timeout, backoff=backoff,
+        )
 
         self.model = model
         self.base_url = base_url.rstrip("/")
         self.name = model if model is not None else self.base_url
         self.url = f"{self.base_url}/rerank"
         self.style: Style = style  # type: ignore[assignment]
-        self._api_key = api_key if api_key is not None else os.environ.get(api_key_env)
-        self.batch_size = _positive_int(batch_size, "batch_size")
-        self.concurrency = _positive_int(concurrency, "concurrency")
-        self.max_retries = max_retries
-        self.timeout = float(timeout)
-        self.backoff = float(backoff)
-        self._connected = False  # set once any request got an HTTP answer
+        self.batch_size = positive_int(batch_size, "batch_size")
+        self.concurrency = positive_int(concurrency, "concurrency")
 
     @property
     def fingerprint(self) -> str:
@@ -197,33 +172,11 @@ class RemoteReranker:
         logger.debug(
             "reranking %d passage(s) at %s in %d request(s)", len(checked), self.url, len(starts)
         )
-        stop = threading.Event()
-        parts: dict[int, np.ndarray] = {}
-        if len(starts) == 1 or self.concurrency == 1:
-            for start in starts:
-                parts[start] = self._request_scores(q, checked[start:start + step], start, stop)
-        else:
-            pool = ThreadPoolExecutor(
-                max_workers=min(self.concurrency, len(starts)),
-                thread_name_prefix="fastrag-rerank",
-            )
-            futures: dict[Future[np.ndarray], int] = {}
-            try:
-                for start in starts:
-                    batch = checked[start:start + step]
-                    futures[pool.submit(self._request_scores, q, batch, start, stop)] = start
-                done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-                failed = [f for f in done if f.exception() is not None]
-                if failed:
-                    stop.set()  # running batches give up instead of retrying
-                    # the first real error, not a _Cancelled of a sibling
-                    real = [f for f in failed if not isinstance(f.exception(), _Cancelled)]
-                    (real or failed)[0].result()
-                for future, start in futures.items():
-                    parts[start] = future.result()
-            finally:
-                stop.set()
-                pool.shutdown(wait=True, cancel_futures=True)
+
+        def request(start: int, stop: threading.Event) -> np.ndarray:
+            return self._request_scores(q, checked[start:start + step], start, stop)
+
+        parts = self._run_batches(starts, request, "fastrag-rerank")
         return np.concatenate([parts[start] for start in starts])
 
     def _payload(self, query: str, batch: list[str]) -> dict[str, Any]:
@@ -295,91 +248,6 @@ class RemoteReranker:
                 f"passage(s) {shown} (does the server cap top_n? lower batch_size)"
             )
         return scores.astype(np.float32)
-
-    # -- HTTP ------------------------------------------------------------------------------
-
-    def _headers(self) -> dict[str, str]:
-        headers = {
-            "Content-Type": "application/json",
-            "Accept": "application/json",
-            "User-Agent": "fastrag-remote-reranker",
-        }
-        if self._api_key:
-            headers["Authorization"] = f"Bearer {self._api_key}"
-        return headers
-
-    def _post(self, payload: dict[str, Any], stop: threading.Event) -> Any:
-        """The decoded JSON answer to one POST, retrying transient failures."""
-        body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
-        attempts = self.max_retries + 1
-        last = ""
-        last_status: int | None = None
-        for attempt in range(1, attempts + 1):
-            if stop.is_set():
-                raise _Cancelled
-            request = urllib.request.Request(
-                self.url, data=body, headers=self._headers(), method="POST"
-            )
-            retry_after: float | None = None
-            try:
-                with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                    raw = response.read()
-            except urllib.error.HTTPError as e:
-                self._connected = True
-                try:
-                    error_body = e.read()
-                except (OSError, http.client.HTTPException):
-                    error_body = b""
-                message = _server_message(error_body, e.reason or "")
-                if e.code not in RETRY_STATUSES:
-                    raise RerankError(
-                        f"{self.url} answered HTTP {e.code} for model {self.name!r}: {message}",
-                        status=e.code, attempts=attempt,
-                    ) from None
-                last, last_status = f"HTTP {e.code}: {message}", e.code
-                retry_after = _retry_after(e.headers)
-            except urllib.error.URLError as e:
-                reason = e.reason
-                if isinstance(reason, ssl.SSLCertVerificationError):
-                    raise RerankError(
-                        f"TLS certificate of {self.url} not accepted: {reason}", attempts=attempt
-                    ) from e
-                if isinstance(reason, ConnectionRefusedError) and not self._connected:
-                    raise RerankError(
-                        f"could not connect to {self.url}: connection refused; is the server "
-                        "running and base_url right?", attempts=attempt,
-                    ) from e
-                last, last_status = f"{type(reason).__name__}: {reason}", None
-            except (OSError, http.client.HTTPException) as e:  # timeouts, resets while reading
-                last, last_status = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__, None
-            else:
-                self._connected = True
-                try:
-                    return json.loads(raw)
-                except ValueError:
-                    text = raw.decode("utf-8", errors="replace")
-                    raise RerankError(
-                        f"{self.url} answered with something that is not JSON: {text[:200]!r}",
-                        attempts=attempt,
-                    ) from None
-            if attempt == attempts:
-                break
-            if retry_after is not None:
-                delay = retry_after
-            else:
-                delay = min(MAX_BACKOFF_S, self.backoff * 2 ** (attempt - 1))
-                delay *= random.uniform(0.5, 1.5)
-            logger.warning(
-                "rerank request to %s failed (%s); retry %d of %d in %.2f s",
-                self.url, last, attempt, self.max_retries, delay,
-            )
-            if stop.wait(delay):
-                raise _Cancelled
-        raise RerankError(
-            f"rerank request to {self.url} failed after {attempts} attempt(s); "
-            f"last error: {last}",
-            status=last_status, attempts=attempts,
-        )
 
 
 def _snippet(value: Any, limit: int = 200) -> str:
