@@ -8,7 +8,6 @@ import re
 import socket
 import time
 from collections import Counter
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
@@ -16,7 +15,7 @@ import numpy as np
 import pytest
 
 from fastrag.encoders.remote import RemoteEncoder, RemoteEncoderError
-from http_fake import ScriptedServer
+from http_fake import ScriptedServer, fixture
 
 FULL_DIM = 64
 
@@ -77,10 +76,7 @@ def no_env_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
 
 
-@pytest.fixture
-def server() -> Iterator[FakeServer]:
-    with FakeServer() as fake:
-        yield fake
+server = fixture(FakeServer)
 
 
 def make(server: FakeServer, **options: Any) -> RemoteEncoder:

@@ -12,7 +12,6 @@ import json
 import re
 import socket
 import time
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
@@ -20,7 +19,7 @@ import numpy as np
 import pytest
 
 from fastrag.rerank import RemoteReranker, RerankError
-from http_fake import ScriptedServer
+from http_fake import ScriptedServer, fixture
 
 STYLE_PATHS = {"cohere": "/v2", "jina": "/v1", "tei": "/tei"}
 KEYS_COHERE = {"model", "query", "documents", "top_n", "return_documents"}
@@ -105,10 +104,7 @@ def no_env_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("RERANK_API_KEY", raising=False)
 
 
-@pytest.fixture
-def server() -> Iterator[FakeServer]:
-    with FakeServer() as fake:
-        yield fake
+server = fixture(FakeServer)
 
 
 def make(server: FakeServer, style: str = "cohere", **options: Any) -> RemoteReranker:

@@ -101,9 +101,7 @@ class RemoteEncoder(JsonClient, Encoder):
         normalize: bool = True,
         batch_size: int = 64,
         concurrency: int = 4,
-        max_retries: int = 5,
-        timeout: float = 60.0,
-        backoff: float = 0.5,
+        max_retries: int = 5, timeout: float = 60.0, backoff: float = 0.5,
     ) -> None:
         if not isinstance(model, str) or not model.strip():
             raise ValueError(f"model must be a non-empty str, got {model!r}")

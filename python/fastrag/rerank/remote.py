@@ -84,13 +84,12 @@ class RemoteReranker(JsonClient):
         style: ``"cohere"``, ``"jina"`` or ``"tei"``: the request body and answer shape.
         batch_size: the most passages in one request; longer lists are split. TEI refuses
             more than its ``--max-client-batch-size`` (32 unless set), so pass 32 there.
-        concurrency: how many requests may be in flight at once.
-        max_retries: extra attempts for a request that failed transiently (so at most
-            ``max_retries + 1`` requests per batch).
-        timeout: seconds to wait for the server (connect, and each read) per request.
-        backoff: base pause in seconds before a retry; attempt k waits about
-            ``backoff * 2**(k-1)`` (times a random factor in [0.5, 1.5), at most 30 s),
-            unless the server sent ``Retry-After``, which is honoured as given.
+        concurrency, max_retries, timeout, backoff: the request pool and retry policy, as
+            for `fastrag.encoders.RemoteEncoder`: up to `concurrency` requests in flight, at
+            most ``max_retries + 1`` requests per batch, `timeout` seconds to wait for the
+            server (connect, and each read) per request; attempt k waits about
+            ``backoff * 2**(k-1)`` (times a random factor in [0.5, 1.5), at most 30 s) before
+            the next, unless the server sent ``Retry-After``, which is honoured as given.
 
     Raises (from `score`):
         RerankError: the server could not be reached (connection refused before any request
@@ -117,9 +116,7 @@ class RemoteReranker(JsonClient):
         style: str = "cohere",
         batch_size: int = 64,
         concurrency: int = 4,
-        max_retries: int = 5,
-        timeout: float = 60.0,
-        backoff: float = 0.5,
+        max_retries: int = 5, timeout: float = 60.0, backoff: float = 0.5,
     ) -> None:
         if model is not None and (not isinstance(model, str) or not model.strip()):
             raise ValueError(f"model must be a non-empty str or None, got {model!r}")
