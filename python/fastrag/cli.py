@@ -51,7 +51,7 @@ NOISE_KINDS = [
     "--model",
     default="default",
     show_default=True,
-    help="Encoder for dense: a registry name, Hugging Face id or folder (default: "
+    help="Encoder for dense and hybrid: a registry name, Hugging Face id or folder (default: "
     "all-MiniLM-L6-v2, offline).",
 )
 @click.option("--dim", type=click.IntRange(min=1), default=None, help="Matryoshka dimension.")
@@ -115,6 +115,8 @@ def eval_cmd(
         options = {"analyzer": analyzer, "method": bm25_method, "k1": k1, "b": b}
     elif method == "dense":
         options = {"model": model, "dim": dim, "quantize": quantize}
+    elif method == "hybrid":
+        options = {"model": model, "analyzer": analyzer}
     try:
         if noise is None:
             result = evaluate_method(data, method, options=options)
