@@ -8,6 +8,7 @@ namespace py = pybind11;
 void register_sparse(py::module_& m);
 void register_dense(py::module_& m);
 void register_maxsim(py::module_& m);
+void register_pooling(py::module_& m);
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "fastrag's native core (private: use the fastrag package)";
@@ -25,4 +26,5 @@ PYBIND11_MODULE(_core, m) {
   register_sparse(m);
   register_dense(m);
   register_maxsim(m);
+  register_pooling(m);
 }

@@ -66,3 +66,39 @@ def maxsim(
     documents of a packed token store: for each candidate, the sum over query tokens of the
     largest dot product with that document's tokens ``tokens[offsets[c]:offsets[c + 1]]``.
     A document with no tokens scores 0. threads <= 0: all hardware threads."""
+
+def span_mean_pool(
+    tokens: npt.NDArray[np.float32] | npt.NDArray[np.float16],
+    spans: npt.NDArray[np.int64],
+    *,
+    threads: int = 0,
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]:
+    """Means of one document's token vectors (n_tokens, dim) over [start, end) spans
+    (n_spans, 2) -> (pooled (n_spans, dim), valid (n_spans,)). Ends past the document are
+    clipped; spans empty after clipping get a zero row and valid False; a negative start or
+    end < start raises ValueError. threads <= 0: all hardware threads."""
+
+def span_mean_pool_batch(
+    tokens: npt.NDArray[np.float32] | npt.NDArray[np.float16],
+    offsets: npt.NDArray[np.uint64],
+    spans: npt.NDArray[np.int64],
+    span_offsets: npt.NDArray[np.uint64],
+    *,
+    threads: int = 0,
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]:
+    """span_mean_pool over a packed token store: document k owns the token rows
+    ``tokens[offsets[k]:offsets[k + 1]]`` and the spans
+    ``spans[span_offsets[k]:span_offsets[k + 1]]`` (token indices relative to the document)."""
+
+def span_mean_pool_list(
+    documents: list[npt.NDArray[np.float32]] | list[npt.NDArray[np.float16]],
+    spans: npt.NDArray[np.int64],
+    span_offsets: npt.NDArray[np.uint64],
+    *,
+    threads: int = 0,
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]:
+    """span_mean_pool over separate (n_tokens_k, dim) arrays of one dtype, without packing them:
+    document k's spans are ``spans[span_offsets[k]:span_offsets[k + 1]]``."""
+
+def pooling_kernels() -> str:
+    """Kernels span_mean_pool uses now: "avx2" or "generic" (FASTRAG_KERNELS=generic)."""
