@@ -1,0 +1,411 @@
+"""Learned sparse (impact) search: fastrag's ImpactIndex against scipy.sparse on the same impacts.
+
+Two collections:
+
+* cranfield (1,400 documents, 225 judged queries), encoded by SPLADE-tiny: document and query
+  vectors with every term the model weighs (the `cognition` package provides the weights);
+* a generated SPLADE-like corpus (seeded): 1,000,000 documents over a 30,000-term vocabulary,
+  about 100 distinct terms per document drawn from a Zipf-Mandelbrot distribution
+  (p(rank r) ~ 1 / (r + 10)), lognormal weights; queries of 20 distinct terms drawn from the
+  same distribution (so they hit long lists), lognormal weights.
+
+Exact search, single thread, top-10: `ImpactIndex.search` (one call per batch of queries, and
+one call per query) against scipy: ``X @ q`` with X the CSR document matrix and q the dense
+query, then argpartition + sort of the 10 best (the "CSR matvec"). A stronger scipy variant is
+shown too: gather the query's columns of a CSC copy of X, then a matvec on those
+(``X_csc[:, terms] @ weights``). Both engines must agree: the same top-10 up to ties at the
+10th score, every score within 1e-4 relative.
+
+Approximate mode (static pruning) on the generated corpus: recall@10 against the exact top-10,
+and QPS, when queries keep only their `query_terms` heaviest terms and/or documents keep only
+their `doc_terms` heaviest terms.
+
+    python benchmarks/bench_sparse.py                 # full run
+    python benchmarks/bench_sparse.py --docs 100000   # smaller generated corpus
+    # options: --data DIR, --queries N (generated), --repeat R, --skip cranfield synthetic
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import argparse  # noqa: E402
+import gc  # noqa: E402
+import platform  # noqa: E402
+import resource  # noqa: E402
+import time  # noqa: E402
+import warnings  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+import scipy  # noqa: E402
+import scipy.sparse as sp  # noqa: E402
+
+from fastrag.index import ImpactIndex  # noqa: E402
+
+K = 10
+RTOL = 1e-4
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+# ----------------------------------------------------------------------------- timing
+def time_cases(
+    cases: dict[str, Callable[[], object]], repeat: int, min_sample_s: float = 0.2
+) -> dict[str, list[float]]:
+    """Seconds per call of each case: one warm-up call, then `repeat` rounds in a rotating
+    order; a sample repeats the call until it lasts `min_sample_s`. GC paused while timing."""
+    calls = {}
+    for name, fn in cases.items():
+        t0 = time.perf_counter()
+        fn()
+        calls[name] = max(1, int(min_sample_s / max(time.perf_counter() - t0, 1e-9)))
+    names = list(cases)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(repeat):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            fn, n = cases[name], calls[name]
+            gc.collect()
+            gc.disable()
+            try:
+                t0 = time.perf_counter()
+                for _ in range(n):
+                    fn()
+                times[name].append((time.perf_counter() - t0) / n)
+            finally:
+                gc.enable()
+    return times
+
+
+def paired_ratio(times: dict[str, list[float]], ours: str, peer: str) -> float:
+    """Median over rounds of peer time / our time (> 1: fastrag faster)."""
+    r = [p / o for p, o in zip(times[peer], times[ours], strict=True)]
+    return round(float(np.median(r)), 2)
+
+
+def rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+
+
+# ----------------------------------------------------------------------------- engines
+class ScipyExact:
+    """Exhaustive top-k with scipy: the CSR matvec, or a CSC column gather."""
+
+    def __init__(self, matrix: sp.csr_matrix, queries: sp.csr_matrix, csc: bool = False):
+        self.matrix = matrix
+        self.csc = matrix.tocsc() if csc else None
+        self.queries = queries
+        self.dense = queries.toarray().astype(np.float32) if not csc else None
+
+    def top(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        if self.csc is not None:
+            row = self.queries[i]
+            scores = self.csc[:, row.indices] @ row.data.astype(np.float32)
+        else:
+            scores = self.matrix @ self.dense[i]
+        top = np.argpartition(-scores, K - 1)[:K]
+        top = top[np.argsort(-scores[top], kind="stable")]
+        return top, scores[top]
+
+    def run(self) -> tuple[np.ndarray, np.ndarray]:
+        n = self.queries.shape[0]
+        ids = np.empty((n, K), dtype=np.int64)
+        scores = np.empty((n, K), dtype=np.float32)
+        for i in range(n):
+            ids[i], scores[i] = self.top(i)
+        return ids, scores
+
+
+def fastrag_batch(index: ImpactIndex, queries: Any, **kw: Any) -> tuple[np.ndarray, np.ndarray]:
+    res = index.search(queries, k=K, threads=kw.pop("threads", 1), **kw)
+    return _internal(res.ids), res.scores
+
+
+def fastrag_each(index: ImpactIndex, queries: list[Any]) -> tuple[np.ndarray, np.ndarray]:
+    ids = np.empty((len(queries), K), dtype=object)
+    scores = np.empty((len(queries), K), dtype=np.float32)
+    for i, q in enumerate(queries):
+        res = index.search(q, k=K, threads=1)
+        ids[i], scores[i] = res.ids[0], res.scores[0]
+    return _internal(ids), scores
+
+
+def _internal(ids: np.ndarray) -> np.ndarray:
+    """User ids (ints here, None for padding) as int64 with -1 padding."""
+    return np.array([[-1 if d is None else d for d in row] for row in ids], dtype=np.int64)
+
+
+# ----------------------------------------------------------------------------- agreement
+def agree(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> list[int]:
+    """Queries whose top-10 differ beyond ties at the 10th score or whose scores differ by
+    more than RTOL. Non-positive scores (scipy's filler) and padding count as no document."""
+    bad = []
+    for q in range(len(a[0])):
+        da = {int(d): float(s) for d, s in zip(a[0][q], a[1][q], strict=True) if s > 0}
+        db = {int(d): float(s) for d, s in zip(b[0][q], b[1][q], strict=True) if s > 0}
+        sa, sb = sorted(da.values()), sorted(db.values())
+        ok = len(sa) == len(sb) and np.allclose(sa, sb, rtol=RTOL, atol=1e-6)
+        if ok and da:
+            floor = min(sa)
+            ok = all(abs(da[d] - db[d]) <= RTOL * abs(da[d]) + 1e-6 for d in da.keys() & db.keys())
+            ok = ok and all(
+                abs(da.get(d, db.get(d, 0.0)) - floor) <= RTOL * floor + 1e-6
+                for d in da.keys() ^ db.keys()
+            )
+        if not ok:
+            bad.append(q)
+    return bad
+
+
+def recall(approx_ids: np.ndarray, exact_ids: np.ndarray) -> float:
+    hits = total = 0
+    for a, e in zip(approx_ids, exact_ids, strict=True):
+        want = {int(d) for d in e if d >= 0}
+        hits += len(want & {int(d) for d in a if d >= 0})
+        total += len(want)
+    return hits / max(total, 1)
+
+
+def compare_exact(
+    name: str,
+    index: ImpactIndex,
+    pairs: list[Any],
+    qmatrix: sp.csr_matrix,
+    matrix: sp.csr_matrix,
+    repeat: int,
+    summary: dict[str, Any],
+    key: str,
+    with_csc: bool,
+) -> dict[str, float]:
+    n = len(pairs)
+    matvec = ScipyExact(matrix, qmatrix)
+    def each() -> None:
+        for q in pairs:
+            index.search(q, k=K, threads=1)
+
+    cases: dict[str, Callable[[], object]] = {
+        "fastrag batch": lambda: index.search(pairs, k=K, threads=1),
+        "fastrag one query per call": each,
+        "scipy CSR matvec": matvec.run,
+    }
+    gather = None
+    if with_csc:
+        t0 = time.perf_counter()
+        gather = ScipyExact(matrix, qmatrix, csc=True)
+        print(f"  (CSC copy for the column gather: {time.perf_counter() - t0:.1f} s)")
+        cases["scipy CSC column gather"] = gather.run
+    ours = fastrag_batch(index, pairs)
+    for label, fn in (("scipy CSR matvec", matvec.run), ("fastrag one query per call",
+                      lambda: fastrag_each(index, pairs))):
+        bad = agree(ours, fn())
+        print(f"  agreement with {label}: {n - len(bad)}/{n} queries"
+              + (f" (differ: {bad[:10]})" if bad else ""))
+        if bad:
+            raise SystemExit(f"{name}: results disagree with {label}")
+    if gather is not None:
+        bad = agree(ours, gather.run())
+        print(f"  agreement with scipy CSC column gather: {n - len(bad)}/{n} queries")
+        if bad:
+            raise SystemExit(f"{name}: results disagree with the CSC gather")
+    times = time_cases(cases, repeat)
+    print(f"  {'engine (single thread, top-10)':<34} {'QPS median':>11} {'best':>9}")
+    qps = {}
+    for case, ts in times.items():
+        qps[case] = n / float(np.median(ts))
+        print(f"  {case:<34} {qps[case]:11,.1f} {n / min(ts):9,.1f}")
+    summary[f"qps_{key}_fastrag"] = round(qps["fastrag batch"], 1)
+    summary[f"qps_{key}_scipy"] = round(qps["scipy CSR matvec"], 1)
+    ratio = paired_ratio(times, "fastrag batch", "scipy CSR matvec")
+    each = paired_ratio(times, "fastrag one query per call", "scipy CSR matvec")
+    print(f"  fastrag / scipy CSR matvec: {ratio}x (batch call), {each}x (one query per call)")
+    summary[f"{key}_ratio_vs_scipy"] = ratio
+    summary[f"{key}_ratio_vs_scipy_one_per_call"] = each
+    if with_csc:
+        r = paired_ratio(times, "fastrag batch", "scipy CSC column gather")
+        print(f"  fastrag / scipy CSC column gather: {r}x")
+        summary[f"{key}_ratio_vs_scipy_csc_gather"] = r
+    return qps
+
+
+# ----------------------------------------------------------------------------- cranfield
+def run_cranfield(data: Path, repeat: int, summary: dict[str, Any]) -> None:
+    from fastrag.encoders import SpladeEncoder, TruncationWarning
+    from fastrag.eval import load_beir
+
+    folder = data / "cranfield"
+    if not folder.is_dir():
+        print(f"cranfield: not found under {data}, skipped")
+        return
+    ds = load_beir(folder)
+    _, texts = ds.documents()
+    _, queries = ds.judged_queries()
+    encoder = SpladeEncoder("splade-tiny")
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TruncationWarning)  # 23 documents pass 512 tokens
+        docs = encoder.encode([t if t.strip() else "." for t in texts], batch_size=16)
+    qpairs = encoder.encode(queries, batch_size=16)
+    print(f"\n## cranfield, SPLADE-tiny vectors ({len(docs)} documents, {len(qpairs)} queries; "
+          f"encoded in {time.perf_counter() - t0:.1f} s)")
+    vocab = encoder.vocab_size
+    index = ImpactIndex(vocab)
+    index.add(docs)
+    matrix = _csr(docs, vocab)
+    qmatrix = _csr(qpairs, vocab)
+    st = index.stats()
+    print(f"  {st['n_postings']:,} postings, {st['avgdl']:.1f} terms per document, "
+          f"{np.diff(qmatrix.indptr).mean():.1f} per query")
+    compare_exact("cranfield", index, qpairs, qmatrix, matrix, repeat, summary, "cranfield",
+                  with_csc=True)
+
+
+def _csr(pairs: list[tuple[np.ndarray, np.ndarray]], vocab: int) -> sp.csr_matrix:
+    lengths = [len(t) for t, _ in pairs]
+    indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    m = sp.csr_matrix(
+        (np.concatenate([w for _, w in pairs]).astype(np.float32),
+         np.concatenate([t for t, _ in pairs]).astype(np.int32), indptr),
+        shape=(len(pairs), vocab),
+    )
+    m.sum_duplicates()
+    return m
+
+
+# ----------------------------------------------------------------------------- generated
+def zipf_cdf(vocab: int, offset: float = 10.0, s: float = 1.0) -> np.ndarray:
+    p = (np.arange(vocab) + 1.0 + offset) ** -s
+    return np.cumsum(p / p.sum())
+
+
+def generate(n_docs: int, vocab: int, seed: int, draws: int = 110,
+             chunk: int = 100_000) -> sp.csr_matrix:
+    """n_docs rows of distinct terms: `draws` Zipf draws per document, repeats removed
+    (about 100 distinct terms on average), lognormal weights; term ids ascending per row."""
+    rng = np.random.default_rng(seed)
+    cdf = zipf_cdf(vocab)
+    term_parts, lengths = [], []
+    for start in range(0, n_docs, chunk):
+        m = min(chunk, n_docs - start)
+        u = rng.random((m, draws), dtype=np.float32).astype(np.float64)
+        t = np.minimum(np.searchsorted(cdf, u), vocab - 1).astype(np.int32)
+        t.sort(axis=1)
+        keep = np.ones_like(t, dtype=bool)
+        keep[:, 1:] = t[:, 1:] != t[:, :-1]
+        lengths.append(keep.sum(axis=1))
+        term_parts.append(t[keep])
+    terms = np.concatenate(term_parts)
+    del term_parts
+    indptr = np.zeros(n_docs + 1, dtype=np.int64)
+    np.cumsum(np.concatenate(lengths), out=indptr[1:])
+    weights = rng.lognormal(-0.5, 0.8, len(terms)).astype(np.float32)
+    return sp.csr_matrix((weights, terms, indptr), shape=(n_docs, vocab))
+
+
+def generate_queries(n: int, vocab: int, seed: int, terms: int = 20) -> sp.csr_matrix:
+    rng = np.random.default_rng(seed + 1)
+    cdf = zipf_cdf(vocab)
+    rows = []
+    for _ in range(n):
+        drawn = np.minimum(np.searchsorted(cdf, rng.random(20 * terms)), vocab - 1)
+        _, first = np.unique(drawn, return_index=True)
+        rows.append(np.sort(drawn[np.sort(first)][:terms]))
+    indptr = np.arange(n + 1, dtype=np.int64) * terms
+    weights = rng.lognormal(-0.5, 0.8, n * terms).astype(np.float32)
+    return sp.csr_matrix((weights, np.concatenate(rows), indptr), shape=(n, vocab))
+
+
+def run_synthetic(n_docs: int, n_queries: int, seed: int, repeat: int,
+                  summary: dict[str, Any]) -> None:
+    vocab = 30_000
+    t0 = time.perf_counter()
+    matrix = generate(n_docs, vocab, seed)
+    qmatrix = generate_queries(n_queries, vocab, seed)
+    t1 = time.perf_counter()
+    print(f"\n## generated SPLADE-like corpus: {n_docs:,} documents, vocabulary {vocab:,}, "
+          f"{matrix.nnz / n_docs:.1f} terms per document, {n_queries} queries of "
+          f"{np.diff(qmatrix.indptr).mean():.0f} terms (generated in {t1 - t0:.1f} s)")
+    df = np.bincount(matrix.indices, minlength=vocab)
+    qdf = df[qmatrix.indices]
+    print(f"  postings per query (sum of its terms' df): mean {qdf.sum() / n_queries:,.0f} "
+          f"of {matrix.nnz:,} entries; the most frequent term is in {df.max() / n_docs:.0%} "
+          "of documents")
+    index = ImpactIndex(vocab)
+    t0 = time.perf_counter()
+    index.add(matrix)
+    st = index.stats()  # the lazy merge runs here at the latest
+    build = time.perf_counter() - t0
+    print(f"  ImpactIndex build: {build:.1f} s ({n_docs / build:,.0f} docs/s), "
+          f"{st['memory_bytes'] / 1e9:.2f} GB in the core, peak RSS so far {rss_gb():.1f} GB")
+    summary["synthetic_docs"] = n_docs
+    summary["synthetic_build_s"] = round(build, 1)
+    pairs = [(qmatrix[i].indices, qmatrix[i].data) for i in range(n_queries)]
+    qps = compare_exact("generated", index, pairs, qmatrix, matrix, repeat, summary, "synthetic",
+                        with_csc=True)
+    summary["qps_ratio_vs_scipy_exact"] = summary["synthetic_ratio_vs_scipy"]
+    two = time_cases({"2": lambda ix=index: ix.search(pairs, k=K, threads=2)}, repeat)["2"]
+    print(f"  fastrag batch, 2 threads: {n_queries / float(np.median(two)):,.1f} QPS")
+    gc.collect()
+
+    # ------------------------------------------------------------ approximate mode
+    print("\n  approximate mode (static pruning), single thread, top-10; recall@10 against the "
+          "exact top-10")
+    print(f"  {'doc_terms':>9} {'query_terms':>11} {'recall@10':>9} {'QPS':>9} {'x exact':>8}")
+    exact = fastrag_batch(index, pairs)
+    base = qps["fastrag batch"]
+    rows: list[tuple[Any, Any, float, float]] = []
+
+    def measure(ix: ImpactIndex, dt: Any, qt: int | None) -> None:
+        got = fastrag_batch(ix, pairs, query_terms=qt)
+        ts = time_cases(
+            {"x": lambda: ix.search(pairs, k=K, threads=1, query_terms=qt)}, repeat
+        )["x"]
+        q = n_queries / float(np.median(ts))
+        r = recall(got[0], exact[0])
+        rows.append((dt, qt, r, q))
+        print(f"  {dt or 'all':>9} {qt or 'all':>11} {r:9.3f} {q:9,.1f} {q / base:8.2f}")
+
+    for qt in (15, 10, 5):
+        measure(index, None, qt)
+    del index
+    gc.collect()
+    for dt in (50, 25):
+        t0 = time.perf_counter()
+        pruned = ImpactIndex(vocab, doc_terms=dt)
+        pruned.add(matrix)
+        pruned.stats()
+        print(f"  (doc_terms={dt}: built in {time.perf_counter() - t0:.1f} s, "
+              f"{pruned.stats()['n_postings']:,} postings)")
+        for qt in (None, 10):
+            measure(pruned, dt, qt)
+        del pruned
+        gc.collect()
+    for dt, qt, r, q in rows:
+        summary[f"approx_d{dt or 'all'}_q{qt or 'all'}"] = f"{r:.3f}@{q:.0f}qps"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("--docs", type=int, default=1_000_000)
+    ap.add_argument("--queries", type=int, default=50)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--skip", nargs="*", default=[], choices=["cranfield", "synthetic"])
+    args = ap.parse_args()
+    print(f"# bench_sparse: Python {platform.python_version()}, numpy {np.__version__}, "
+          f"scipy {scipy.__version__}, {os.cpu_count()} CPUs, {platform.machine()}")
+    summary: dict[str, Any] = {}
+    if "cranfield" not in args.skip:
+        run_cranfield(args.data, args.repeat, summary)
+    if "synthetic" not in args.skip:
+        run_synthetic(args.docs, args.queries, args.seed, args.repeat, summary)
+    summary["peak_rss_gb"] = round(rss_gb(), 2)
+    print("\nSUMMARY " + " ".join(f"{k}={v}" for k, v in summary.items()))
+
+
+if __name__ == "__main__":
+    main()
