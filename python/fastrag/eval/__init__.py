@@ -1,5 +1,6 @@
 """Evaluation: BEIR-layout datasets, ranx metrics, a method runner, noise and reports."""
 
+from fastrag.eval import late as _late  # noqa: F401  (registers late)
 from fastrag.eval import learned as _learned  # noqa: F401  (registers splade and bm42)
 from fastrag.eval.datasets import Dataset, load_beir
 from fastrag.eval.metrics import DEFAULT_METRICS, evaluate
