@@ -59,6 +59,14 @@ NOISE_KINDS = [
     "--quantize", type=click.Choice(["int8"]), default=None, help="Run the encoder in int8."
 )
 @click.option(
+    "--chunker",
+    type=click.Choice(["sentence", "paragraph", "window"]),
+    default="sentence",
+    show_default=True,
+    help="Chunks for --method late.",
+)
+@click.option("--naive", is_flag=True, help="--method late: encode each chunk on its own.")
+@click.option(
     "--noise",
     type=click.Choice(NOISE_KINDS),
     default=None,
@@ -90,6 +98,8 @@ def eval_cmd(
     model: str,
     dim: int | None,
     quantize: str | None,
+    chunker: str,
+    naive: bool,
     noise: str | None,
     rate: float,
     seed: int,
@@ -117,6 +127,10 @@ def eval_cmd(
         options = {"model": model, "dim": dim, "quantize": quantize}
     elif method == "hybrid":
         options = {"model": model, "analyzer": analyzer}
+    elif method == "late":
+        options = {"model": model, "chunker": chunker, "naive": naive, "quantize": quantize}
+    elif method in ("splade", "bm42") and model != "default":
+        options = {"model": model}
     try:
         if noise is None:
             result = evaluate_method(data, method, options=options)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastrag.encoders.base import Encoder, TruncationWarning, matryoshka, normalize
 from fastrag.encoders.export import ExportError, export_model
+from fastrag.encoders.late import LateChunker, SkippedChunkWarning
 from fastrag.encoders.models import CrossEncoder, SpladeEncoder, TextEncoder, TokenVectors, pool
 from fastrag.encoders.onnx import ModelFormatError, OnnxModel
 from fastrag.encoders.registry import MODELS, ModelSpec, find_spec, known_models
@@ -15,11 +16,13 @@ __all__ = [
     "CrossEncoder",
     "Encoder",
     "ExportError",
+    "LateChunker",
     "ModelFormatError",
     "ModelSpec",
     "OnnxModel",
     "RemoteEncoder",
     "RemoteEncoderError",
+    "SkippedChunkWarning",
     "SpladeEncoder",
     "TextEncoder",
     "TokenVectors",
