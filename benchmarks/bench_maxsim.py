@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import time
 from collections.abc import Callable
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -35,24 +34,9 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import numpy as np
 
+from _common import best_times, torch
 from fastrag import _core
 from fastrag.search.maxsim import TokenStore
-
-try:
-    import torch
-except ImportError:  # torch is optional
-    torch = None
-
-
-def sample(fn: Callable[[], object], min_s: float = 0.1) -> float:
-    """Seconds per call of fn, repeating it for at least min_s."""
-    n, t0 = 0, time.perf_counter()
-    while True:
-        fn()
-        n += 1
-        elapsed = time.perf_counter() - t0
-        if elapsed >= min_s:
-            return elapsed / n
 
 
 def main() -> None:
@@ -125,11 +109,8 @@ def main() -> None:
         if err > 1e-4:
             raise SystemExit(f"{name} disagrees with fastrag: max relative error {err:.3g}")
 
-    best = dict.fromkeys(engines, float("inf"))
+    best = best_times(engines, args.rounds)
     names = list(engines)
-    for r in range(args.rounds):
-        for name in names[r % len(names) :] + names[: r % len(names)]:  # rotating order
-            best[name] = min(best[name], sample(engines[name]))
 
     flops = 2.0 * m * d * float(lengths.sum())
     print(

@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -41,24 +40,9 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import numpy as np
 
+from _common import best_times, torch
 from fastrag import _core
 from fastrag.text.pooling import mean_pool_batch
-
-try:
-    import torch
-except ImportError:  # torch is optional
-    torch = None
-
-
-def sample(fn: Callable[[], object], min_s: float = 0.1) -> float:
-    """Seconds per call of fn, repeating it for at least min_s."""
-    n, t0 = 0, time.perf_counter()
-    while True:
-        fn()
-        n += 1
-        elapsed = time.perf_counter() - t0
-        if elapsed >= min_s:
-            return elapsed / n
 
 
 def l3_cache() -> str:
@@ -193,11 +177,8 @@ def main() -> None:
         raise SystemExit(f"fastrag float16 disagrees with its float64 reference: {err16:.3g}")
 
     timed = {**engines, **extra}
-    best = dict.fromkeys(timed, float("inf"))
+    best = best_times(timed, args.rounds)
     names = list(timed)
-    for r in range(args.rounds):
-        for name in names[r % len(names) :] + names[: r % len(names)]:  # rotating order
-            best[name] = min(best[name], sample(timed[name]))
 
     gbps = {name: nbytes / best[name] / 1e9 for name in engines}
     gbps["fastrag mean_pool_batch, float16 copy"] = (

@@ -14,7 +14,19 @@ import numpy as np
 from fastrag._core import IndexFormatError
 from fastrag._sync import ReadWriteLock
 from fastrag.index.idmap import IdMap
-from fastrag.index.results import DocId
+from fastrag.index.results import DocId, SearchResults
+
+
+def as_batch(docs: Any, ids: Any) -> tuple[Any, Any]:
+    """(docs, ids) with a single string document made a batch of one (and its single id a list
+    of one); a single string id for a batch is a TypeError."""
+    if isinstance(docs, str):
+        docs = [docs]
+        if isinstance(ids, (str, int)):
+            ids = [ids]
+    elif isinstance(ids, str):
+        raise TypeError("ids must be a list of ids, one per document, not a single string")
+    return docs, ids
 
 
 class IdIndex:
@@ -63,6 +75,35 @@ class IdIndex:
         """Drops deleted documents and renumbers the internal ids."""
         with self._write_lock, self._renumber_lock.write():
             self._ids.renumber(self._core.compact(**options))
+
+    def _upsert(self, new_ids: list[DocId], *documents: Any) -> None:
+        """Removes the ids already present, then appends new_ids and their documents
+        (``_core.add(*documents)``); on a failure the id map is rolled back. Call it with the
+        write lock held."""
+        replaced = self._ids.existing(new_ids)
+        if replaced.size:
+            self._core.remove(replaced)
+            self._ids.remove(replaced)
+        # The id map first: a concurrent search may return the new documents at once.
+        n_before = self._ids.n_internal
+        self._ids.append(new_ids)
+        try:
+            self._core.add(*documents)
+        except BaseException:
+            self._ids.truncate(n_before, {})
+            raise
+
+    def _search_core(
+        self, filter: Iterable[DocId] | DocId | None, *queries: Any, **options: Any
+    ) -> SearchResults:
+        """``_core.search(*queries, allow=..., **options)`` with the filter's ids as the allow
+        bitset, under the renumber lock; results with the user's ids."""
+        if isinstance(filter, (str, int)):
+            filter = [filter]
+        with self._renumber_lock.read():
+            allow = None if filter is None else self._ids.allow_bitset(filter)
+            ids, scores = self._core.search(*queries, allow=allow, **options)
+            return SearchResults(ids=self._ids.to_user(ids), scores=scores)
 
     def _check_k(self, k: object) -> int:
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:

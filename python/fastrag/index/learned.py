@@ -19,14 +19,14 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from fastrag import _core
 from fastrag._core import IndexFormatError
-from fastrag.index.base import IdIndex
+from fastrag.index.base import IdIndex, as_batch
 from fastrag.index.results import DocId, SearchResults
 
 if TYPE_CHECKING:
@@ -322,20 +322,7 @@ class ImpactIndex(IdIndex):
             new_ids = self._ids.new_ids(ids, len(csr[0]) - 1)
             if not new_ids:
                 return
-            csr = self._prepare(csr)
-            indptr, terms, weights = csr
-            replaced = self._ids.existing(new_ids)
-            if replaced.size:
-                self._core.remove(replaced)
-                self._ids.remove(replaced)
-            # The id map first: a concurrent search may return the new documents at once.
-            n_before = self._ids.n_internal
-            self._ids.append(new_ids)
-            try:
-                self._core.add(indptr, terms, weights)
-            except BaseException:
-                self._ids.truncate(n_before, {})
-                raise
+            self._upsert(new_ids, *self._prepare(csr))
 
     def _prepare(self, csr: Csr) -> Csr:
         """Document vectors as stored: pruned, quantized, without zero weights."""
@@ -392,11 +379,18 @@ class ImpactIndex(IdIndex):
             query_terms: static pruning: use only the `query_terms` heaviest terms of each
                 query (after summing repeats). Approximate; None = all terms (exact).
         """
-        k = self._check_k(k)
-        csr, _ = to_csr(queries, self._vocab_limit, "queries")
-        return self._search_csr(
-            csr, k, threads=threads, filter=filter, algorithm=algorithm, query_terms=query_terms
+        return self._search_encoded(
+            k,
+            lambda: to_csr(queries, self._vocab_limit, "queries")[0],
+            threads=threads, filter=filter, algorithm=algorithm, query_terms=query_terms,
         )
+
+    def _search_encoded(
+        self, k: object, encode: Callable[[], Csr], **options: Any
+    ) -> SearchResults:
+        """Checks k, then searches the CSR queries that encode() gives (`_search_csr`)."""
+        k = self._check_k(k)
+        return self._search_csr(encode(), k, **options)
 
     def _search_csr(
         self,
@@ -411,16 +405,9 @@ class ImpactIndex(IdIndex):
         query_terms = _check_count(query_terms, "query_terms")
         if query_terms is not None:
             csr = prune_rows(sum_duplicates(csr), query_terms)
-        indptr, terms, weights = csr
-        if isinstance(filter, (str, int)):
-            filter = [filter]
-        with self._renumber_lock.read():
-            allow = None if filter is None else self._ids.allow_bitset(filter)
-            ids, scores = self._core.search(
-                indptr, terms, weights, k=int(k), threads=threads, allow=allow,
-                algorithm=algorithm,
-            )
-            return SearchResults(ids=self._ids.to_user(ids), scores=scores)
+        return self._search_core(
+            filter, *csr, k=int(k), threads=threads, algorithm=algorithm
+        )
 
     # ------------------------------------------------------------------ statistics
     def document_frequencies(self) -> np.ndarray:
@@ -482,6 +469,13 @@ class ImpactIndex(IdIndex):
         """Loads a saved index; with mmap=True the postings stay in the file, paged in on
         use (a modification first copies them into memory)."""
         return cls._open(path, mmap)[0]
+
+    def _restore_encoder(self, meta: dict[str, Any], fingerprint: str, batch_size: int) -> None:
+        """A loaded text index's saved batch size (batch_size if missing or invalid) and model
+        fingerprint, with no encoder attached yet."""
+        bs = meta.get("batch_size", batch_size)
+        self.batch_size = bs if isinstance(bs, int) and bs > 0 else batch_size
+        self._fingerprint, self._encoder = fingerprint, None
 
 
 def _check_count(n: object, name: str) -> int | None:
@@ -662,12 +656,7 @@ class SpladeIndex(ImpactIndex):
         if is_sparse_input(docs):
             super().add(docs, ids)
             return
-        if isinstance(docs, str):
-            docs = [docs]
-            if isinstance(ids, (str, int)):
-                ids = [ids]
-        elif isinstance(ids, str):
-            raise TypeError("ids must be a list of ids, one per document, not a single string")
+        docs, ids = as_batch(docs, ids)
         texts = _text_list(docs, "documents")
         self._ids.new_ids(ids, len(texts))  # check the ids before the (slow) encoding
         vectors = self.encode_documents(texts)
@@ -693,10 +682,10 @@ class SpladeIndex(ImpactIndex):
                 queries, k, threads=threads, filter=filter, algorithm=algorithm,
                 query_terms=query_terms,
             )
-        k = self._check_k(k)
-        csr = _pairs_csr(self.encode_queries(queries, query_mode))
-        return self._search_csr(
-            csr, k, threads=threads, filter=filter, algorithm=algorithm, query_terms=query_terms
+        return self._search_encoded(
+            k,
+            lambda: _pairs_csr(self.encode_queries(queries, query_mode)),
+            threads=threads, filter=filter, algorithm=algorithm, query_terms=query_terms,
         )
 
     def __repr__(self) -> str:
@@ -730,9 +719,7 @@ class SpladeIndex(ImpactIndex):
         if not isinstance(fp, str) or mode not in SPLADE_QUERY_MODES:
             raise IndexFormatError(f"{path} has invalid SPLADE settings")
         index.query_mode = mode
-        bs = meta.get("batch_size", 32)
-        index.batch_size = bs if isinstance(bs, int) and bs > 0 else 32
-        index._fingerprint, index._encoder = fp, None
+        index._restore_encoder(meta, fp, 32)
         if encoder is not None:
             index._attach(encoder)
         return index
@@ -913,12 +900,7 @@ class BM42Index(ImpactIndex):
     def add(self, docs: Sequence[str] | str, ids: Iterable[DocId] | DocId | None = None) -> None:
         """Adds texts; ids as in `BM25.add` (upsert, defaults). Blank texts are indexed as
         empty documents (they never match)."""
-        if isinstance(docs, str):
-            docs = [docs]
-            if isinstance(ids, (str, int)):
-                ids = [ids]
-        elif isinstance(ids, str):
-            raise TypeError("ids must be a list of ids, one per document, not a single string")
+        docs, ids = as_batch(docs, ids)
         texts = _text_list(docs, "documents")
         self._ids.new_ids(ids, len(texts))
         if self._encoder is None:
@@ -966,10 +948,10 @@ class BM42Index(ImpactIndex):
         query_terms: int | None = None,
     ) -> SearchResults:
         """Top-k documents for query texts; options as in `ImpactIndex.search`."""
-        k = self._check_k(k)
-        csr = _pairs_csr(self.encode_queries(queries))
-        return self._search_csr(
-            csr, k, threads=threads, filter=filter, algorithm=algorithm, query_terms=query_terms
+        return self._search_encoded(
+            k,
+            lambda: _pairs_csr(self.encode_queries(queries)),
+            threads=threads, filter=filter, algorithm=algorithm, query_terms=query_terms,
         )
 
     def __repr__(self) -> str:
@@ -1015,10 +997,8 @@ class BM42Index(ImpactIndex):
             index._set_words(meta.get("stopwords"), meta.get("stemmer"), meta.get("alpha"))
         except (TypeError, ValueError) as e:
             raise IndexFormatError(f"{path} has invalid BM42 settings ({e})") from e
-        bs = meta.get("batch_size", 16)
-        index.batch_size = bs if isinstance(bs, int) and bs > 0 else 16
         index._vocab = {w: i for i, w in enumerate(words)}
-        index._fingerprint, index._encoder = fp, None
+        index._restore_encoder(meta, fp, 16)
         if encoder is not None:
             index._attach(_bm42_encoder(encoder))
         return index

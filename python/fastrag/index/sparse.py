@@ -11,7 +11,7 @@ import numpy as np
 
 from fastrag import _core
 from fastrag._core import IndexFormatError
-from fastrag.index.base import IdIndex
+from fastrag.index.base import IdIndex, as_batch
 from fastrag.index.results import DocId, SearchResults
 from fastrag.text import Analyzer, analyze_corpus, get_analyzer
 
@@ -82,12 +82,7 @@ class BM25(IdIndex):
         tokens are indexed (they count in N and the average length, as in bm25s) and reported
         by an EmptyDocumentWarning.
         """
-        if isinstance(docs, str):
-            docs = [docs]
-            if isinstance(ids, (str, int)):
-                ids = [ids]
-        elif isinstance(ids, str):
-            raise TypeError("ids must be a list of ids, one per document, not a single string")
+        docs, ids = as_batch(docs, ids)
         docs = list(docs)
         with self._write_lock:
             new_ids = self._ids.new_ids(ids, len(docs))  # type: ignore[arg-type]
@@ -96,19 +91,7 @@ class BM25(IdIndex):
             tokens = self._tokens(docs, corpus=True)
             vocab = self._vocab
             token_ids = [[vocab.setdefault(t, len(vocab)) for t in doc] for doc in tokens]
-            indptr, flat = _csr(token_ids)
-            replaced = self._ids.existing(new_ids)
-            if replaced.size:
-                self._core.remove(replaced)
-                self._ids.remove(replaced)
-            # The id map first: a concurrent search may return the new documents at once.
-            n_before = self._ids.n_internal
-            self._ids.append(new_ids)
-            try:
-                self._core.add(indptr, flat)
-            except BaseException:
-                self._ids.truncate(n_before, {})
-                raise
+            self._upsert(new_ids, *_csr(token_ids))
 
     # ------------------------------------------------------------------ searching
     def search(
@@ -133,14 +116,9 @@ class BM25(IdIndex):
             queries = [queries]
         queries = list(queries)
         indptr, flat = self.encode_queries(queries)
-        if isinstance(filter, (str, int)):
-            filter = [filter]
-        with self._renumber_lock.read():
-            allow = None if filter is None else self._ids.allow_bitset(filter)
-            ids, scores = self._core.search(
-                indptr, flat, k=int(k), threads=threads, allow=allow, algorithm=algorithm
-            )
-            return SearchResults(ids=self._ids.to_user(ids), scores=scores)
+        return self._search_core(
+            filter, indptr, flat, k=int(k), threads=threads, algorithm=algorithm
+        )
 
     def encode_queries(self, queries: Sequence[str] | Sequence[Tokens]) -> tuple[np.ndarray, ...]:
         """Queries as CSR term ids (indptr, term_ids); unknown terms get an id past the
