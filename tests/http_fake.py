@@ -97,10 +97,12 @@ class ScriptedServer(ThreadingHTTPServer):
         try:
             if delay:
                 time.sleep(delay)
-            self.respond(handler, body, action)
         finally:
+            # counted out before answering: once the client has its answer it may send the
+            # next request before this thread would get back to a counter decremented later
             with self.lock:
                 self.inflight -= 1
+        self.respond(handler, body, action)
 
     def respond(
         self, handler: BaseHTTPRequestHandler, body: Any, action: tuple[Any, ...]
