@@ -168,6 +168,7 @@ class Collection:
         self._dirty = False
         self._encoder: Encoder | None = None
         self._chunk_map: dict[int, ChunkHit] | None = None  # chunk -> document span, lazily
+        self._language_shares: dict[str, float] | None = None  # languages(), lazily
         self.bm25: BM25 | None = None
         self.dense: DenseIndex | None = None
 
@@ -338,8 +339,14 @@ class Collection:
         return {**_info(self.path, self._db, self.settings), "uncommitted_changes": self._dirty}
 
     def languages(self) -> dict[str, float]:
-        """Share of chunks per language family ({"en": 0.9, "ja": 0.1})."""
-        return _languages(self._db)
+        """Share of chunks per language family ({"en": 0.9, "ja": 0.1}).
+
+        Read by every adaptive hybrid query: counted once, then again only after a change.
+        """
+        with self._lock:
+            if self._language_shares is None:
+                self._language_shares = _languages(self._db)
+            return dict(self._language_shares)
 
     # ------------------------------------------------------------------ documents
     def get(self, doc_id: str) -> Document:
@@ -480,6 +487,7 @@ class Collection:
                     [(c, len(t), t.tobytes()) for c, t in zip(chunk_ids, token_rows, strict=True)],
                 )
             _set_meta(self._db, "next_chunk", n)
+            self._language_shares = None
             if self._chunk_map is not None:
                 for c, d, _, s, e, _ in rows:
                     self._chunk_map[c] = ChunkHit(c, d, s, e)
@@ -521,6 +529,7 @@ class Collection:
         self.bm25.delete(old, missing="ignore")
         if self.dense is not None:
             self.dense.delete(old, missing="ignore")
+        self._language_shares = None
         if self._chunk_map is not None:
             for c in old:
                 self._chunk_map.pop(c, None)
@@ -556,6 +565,7 @@ class Collection:
             if self._db.in_transaction:
                 self._db.rollback()
             self._chunk_map = None
+            self._language_shares = None
             if self._dirty:
                 fresh = Collection.open(self.path, encoder=self._encoder)
                 self.bm25, self.dense = fresh.bm25, fresh.dense

@@ -190,17 +190,20 @@ class Pipeline:
         if self.aggregate not in ("max", "sum"):
             raise ValueError("aggregate must be 'max' or 'sum'")
 
+    def _encoder_weight(self, col: Collection, query: str) -> float:
+        """The adaptive weight of encoder-based stages for this query (1 when not adaptive,
+        or when the encoder is the only signal: a dense-only pipeline always runs)."""
+        if not self.adaptive or all(r.method == "dense" for r in self.retrievers):
+            return 1.0
+        return dense_weight(col, query)
+
     def weights(self, col: Collection, query: str) -> list[float]:
         """Fusion weights for this query (see `adaptive`)."""
-        out = []
-        for r in self.retrievers:
-            if r.weight is not None:
-                out.append(float(r.weight))
-            elif r.method == "dense" and self.adaptive and len(self.retrievers) > 1:
-                out.append(dense_weight(col, query))
-            else:
-                out.append(1.0)
-        return out
+        adaptive = self._encoder_weight(col, query)
+        return [
+            float(r.weight) if r.weight is not None else adaptive if r.method == "dense" else 1.0
+            for r in self.retrievers
+        ]
 
     def search(
         self,
@@ -229,11 +232,10 @@ class Pipeline:
             raise ValueError("every retriever has weight 0")
         # stages that read the collection's encoder are skipped, like a dense leg, when
         # adaptive weighting finds that the encoder does not know the language
+        skip_encoder = self._encoder_weight(col, query) == 0.0
         rerankers = [
             (rr, depth) for rr, depth in self.rerankers
-            if not (self.adaptive and isinstance(rr, (DenseRescore, MaxSimRerank))
-                    and any(r.method != "dense" for r in self.retrievers)
-                    and dense_weight(col, query) == 0.0)
+            if not (skip_encoder and isinstance(rr, (DenseRescore, MaxSimRerank)))
         ]
         need_vec = any(r.method == "dense" for r, _ in legs) or any(
             isinstance(rr, DenseRescore) for rr, _ in rerankers
