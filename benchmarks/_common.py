@@ -1,4 +1,4 @@
-"""Helpers shared by the one-thread micro-benchmarks (bench_maxsim.py, bench_pooling.py).
+"""Helpers shared by the benchmark scripts (timing loops, the optional torch import).
 
 The scripts pin OMP/OpenBLAS/MKL to one thread themselves, before numpy is first imported; this
 module is imported after that. ``torch`` is the torch module, or None where it is not installed.
@@ -6,6 +6,7 @@ module is imported after that. ``torch`` is the torch module, or None where it i
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Callable, Mapping
 
@@ -14,7 +15,7 @@ try:
 except ImportError:  # torch is optional
     torch = None
 
-__all__ = ["best_times", "sample", "torch"]
+__all__ = ["best_times", "sample", "time_cases", "torch"]
 
 
 def sample(fn: Callable[[], object], min_s: float = 0.1) -> float:
@@ -36,3 +37,34 @@ def best_times(engines: Mapping[str, Callable[[], object]], rounds: int) -> dict
         for name in names[r % len(names) :] + names[: r % len(names)]:  # rotating order
             best[name] = min(best[name], sample(engines[name]))
     return best
+
+
+def time_cases(
+    cases: dict[str, Callable[[], object]], repeat: int, min_sample_s: float = 0.2
+) -> dict[str, list[float]]:
+    """Seconds per call of each case: warm-up, then `repeat` interleaved samples each.
+
+    The order of the cases rotates between rounds, so that slow drifts of the machine
+    spread over all of them. The garbage collector is paused while a sample runs.
+    """
+    calls = {}
+    for name, fn in cases.items():
+        t0 = time.perf_counter()
+        fn()  # warm-up: JIT compilation, caches, lazy initialisation
+        first = time.perf_counter() - t0
+        calls[name] = max(1, int(min_sample_s / max(first, 1e-9)))
+    names = list(cases)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(repeat):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            fn, n = cases[name], calls[name]
+            gc.collect()
+            gc.disable()
+            try:
+                t0 = time.perf_counter()
+                for _ in range(n):
+                    fn()
+                times[name].append((time.perf_counter() - t0) / n)
+            finally:
+                gc.enable()
+    return times

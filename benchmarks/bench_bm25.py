@@ -24,7 +24,6 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import argparse  # noqa: E402
-import gc  # noqa: E402
 import importlib.metadata  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
@@ -42,6 +41,7 @@ import numpy as np  # noqa: E402
 import Stemmer  # noqa: E402
 
 import fastrag  # noqa: E402
+from _common import time_cases  # noqa: E402
 from fastrag import _core  # noqa: E402
 
 K = 10
@@ -51,37 +51,6 @@ DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 # ----------------------------------------------------------------------------- timing
-def time_cases(
-    cases: dict[str, Callable[[], object]], repeat: int, min_sample_s: float
-) -> dict[str, list[float]]:
-    """Seconds per call of each case: warm-up, then `repeat` interleaved samples each.
-
-    The order of the cases rotates between rounds, so that slow drifts of the machine
-    spread over all of them. The garbage collector is paused while a sample runs.
-    """
-    calls = {}
-    for name, fn in cases.items():
-        t0 = time.perf_counter()
-        fn()  # warm-up: JIT compilation, caches, lazy initialisation
-        first = time.perf_counter() - t0
-        calls[name] = max(1, int(min_sample_s / max(first, 1e-9)))
-    names = list(cases)
-    times: dict[str, list[float]] = {name: [] for name in names}
-    for r in range(repeat):
-        for name in names[r % len(names) :] + names[: r % len(names)]:
-            fn, n = cases[name], calls[name]
-            gc.collect()
-            gc.disable()
-            try:
-                t0 = time.perf_counter()
-                for _ in range(n):
-                    fn()
-                times[name].append((time.perf_counter() - t0) / n)
-            finally:
-                gc.enable()
-    return times
-
-
 @dataclass
 class Row:
     """One figure of a table: a rate (median and best sample) or a single value."""

@@ -46,6 +46,7 @@ import numpy as np  # noqa: E402
 import scipy  # noqa: E402
 import scipy.sparse as sp  # noqa: E402
 
+from _common import time_cases  # noqa: E402
 from fastrag.index import ImpactIndex  # noqa: E402
 
 K = 10
@@ -54,33 +55,6 @@ DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 # ----------------------------------------------------------------------------- timing
-def time_cases(
-    cases: dict[str, Callable[[], object]], repeat: int, min_sample_s: float = 0.2
-) -> dict[str, list[float]]:
-    """Seconds per call of each case: one warm-up call, then `repeat` rounds in a rotating
-    order; a sample repeats the call until it lasts `min_sample_s`. GC paused while timing."""
-    calls = {}
-    for name, fn in cases.items():
-        t0 = time.perf_counter()
-        fn()
-        calls[name] = max(1, int(min_sample_s / max(time.perf_counter() - t0, 1e-9)))
-    names = list(cases)
-    times: dict[str, list[float]] = {n: [] for n in names}
-    for r in range(repeat):
-        for name in names[r % len(names) :] + names[: r % len(names)]:
-            fn, n = cases[name], calls[name]
-            gc.collect()
-            gc.disable()
-            try:
-                t0 = time.perf_counter()
-                for _ in range(n):
-                    fn()
-                times[name].append((time.perf_counter() - t0) / n)
-            finally:
-                gc.enable()
-    return times
-
-
 def paired_ratio(times: dict[str, list[float]], ours: str, peer: str) -> float:
     """Median over rounds of peer time / our time (> 1: fastrag faster)."""
     r = [p / o for p, o in zip(times[peer], times[ours], strict=True)]
