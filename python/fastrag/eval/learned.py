@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from fastrag.eval.datasets import Dataset
-from fastrag.eval.runner import Run, register_method, results_to_run
+from fastrag.eval.runner import Run, index_and_search, register_method
 
 
 def _int_or_none(value: Any) -> int | None:
@@ -34,17 +33,10 @@ def run_splade(dataset: Dataset, depth: int, options: dict[str, Any]) -> Run:
         quantize=options.get("quantize"),
         batch_size=int(options.get("batch_size", 32)),
     )
-    doc_ids, texts = dataset.documents()
-    t0 = time.perf_counter()
-    index.add(texts, ids=doc_ids)
-    t1 = time.perf_counter()
-    query_ids, queries = dataset.judged_queries()
-    results = index.search(
-        queries, k=depth, threads=threads, query_terms=_int_or_none(options.get("query_terms"))
+    return index_and_search(
+        index, dataset, depth, options,
+        threads=threads, query_terms=_int_or_none(options.get("query_terms")),
     )
-    t2 = time.perf_counter()
-    options["_timings"] = {"index_seconds": t1 - t0, "search_seconds": t2 - t1}
-    return results_to_run(query_ids, results)
 
 
 @register_method("bm42")
@@ -68,12 +60,4 @@ def run_bm42(dataset: Dataset, depth: int, options: dict[str, Any]) -> Run:
         alpha=None if alpha in (None, "", "none", "None") else float(alpha),
         batch_size=int(options.get("batch_size", 16)),
     )
-    doc_ids, texts = dataset.documents()
-    t0 = time.perf_counter()
-    index.add(texts, ids=doc_ids)
-    t1 = time.perf_counter()
-    query_ids, queries = dataset.judged_queries()
-    results = index.search(queries, k=depth, threads=threads)
-    t2 = time.perf_counter()
-    options["_timings"] = {"index_seconds": t1 - t0, "search_seconds": t2 - t1}
-    return results_to_run(query_ids, results)
+    return index_and_search(index, dataset, depth, options, threads=threads)

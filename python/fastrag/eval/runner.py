@@ -40,20 +40,27 @@ def results_to_run(query_ids: list[str], results: SearchResults) -> dict[str, di
     return {q: {str(h.id): h.score for h in results[i]} for i, q in enumerate(query_ids)}
 
 
-@register_method("bm25")
-def run_bm25(dataset: Dataset, depth: int, options: dict[str, Any]) -> dict[str, dict[str, float]]:
-    """BM25 with options analyzer (default "auto"), method, k1, b, delta, threads."""
-    threads = options.pop("threads", 0)
+def index_and_search(
+    index: Any, dataset: Dataset, depth: int, options: dict[str, Any], **search: Any
+) -> Run:
+    """Adds the dataset's documents to `index`, searches its judged queries (keyword options
+    `search`), records index / search seconds in ``options["_timings"]``; returns the run."""
     doc_ids, texts = dataset.documents()
-    index = BM25(**options)
     t0 = time.perf_counter()
     index.add(texts, ids=doc_ids)
     t1 = time.perf_counter()
     query_ids, queries = dataset.judged_queries()
-    results = index.search(queries, k=depth, threads=threads)
+    results = index.search(queries, k=depth, **search)
     t2 = time.perf_counter()
     options["_timings"] = {"index_seconds": t1 - t0, "search_seconds": t2 - t1}
     return results_to_run(query_ids, results)
+
+
+@register_method("bm25")
+def run_bm25(dataset: Dataset, depth: int, options: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """BM25 with options analyzer (default "auto"), method, k1, b, delta, threads."""
+    threads = options.pop("threads", 0)
+    return index_and_search(BM25(**options), dataset, depth, options, threads=threads)
 
 
 @register_method("dense", matryoshka=True)
