@@ -164,6 +164,21 @@ def _combine(legs: Sequence[_Leg]) -> list[tuple[Any, float]]:
 # --------------------------------------------------------------------------------------------
 
 
+def _normalised(
+    legs: Sequence[tuple[float, list[Any], list[float]]],
+    normalise: Callable[[np.ndarray], tuple[np.ndarray, float]],
+    weight_scale: float = 1.0,
+) -> list[_Leg]:
+    """Each non-empty leg's scores through `normalise` (-> normalised scores, the value a
+    document missing from the leg gets), as (weight, {id: score}, missing) for `_combine`."""
+    out: list[_Leg] = []
+    for w, ids, scores in legs:
+        if ids:
+            norm, missing = normalise(np.asarray(scores, dtype=np.float64))
+            out.append((w * weight_scale, dict(zip(ids, norm.tolist(), strict=True)), missing))
+    return out
+
+
 def rrf(
     rankings: Sequence[Sequence[tuple[Id, float]]],
     *,
@@ -228,15 +243,12 @@ def minmax(
     """
     legs = _prepare(rankings, weights, depth, finite=True)
     total = sum(w for w, ids, _ in legs if ids)
-    out: list[_Leg] = []
-    for w, ids, scores in legs:
-        if not ids:
-            continue
-        s = np.asarray(scores, dtype=np.float64)
+
+    def scale(s: np.ndarray) -> tuple[np.ndarray, float]:
         lo, hi = float(s.min()), float(s.max())
-        norm = np.ones_like(s) if hi == lo else (s - lo) / (hi - lo)
-        out.append((w / total, dict(zip(ids, norm.tolist(), strict=True)), 0.0))
-    return _combine(out)
+        return (np.ones_like(s) if hi == lo else (s - lo) / (hi - lo)), 0.0
+
+    return _combine(_normalised(legs, scale, weight_scale=1.0 / total if total else 1.0))
 
 
 def zscore(
@@ -259,15 +271,13 @@ def zscore(
     Args and return value as for :func:`rrf` (no ``k``).
     """
     legs = _prepare(rankings, weights, depth, finite=True)
-    out: list[_Leg] = []
-    for w, ids, scores in legs:
-        if not ids:
-            continue
-        s = np.asarray(scores, dtype=np.float64)
+
+    def standardise(s: np.ndarray) -> tuple[np.ndarray, float]:
         std = float(s.std())
         z = np.zeros_like(s) if std == 0.0 else (s - s.mean()) / std
-        out.append((w, dict(zip(ids, z.tolist(), strict=True)), float(z.min())))
-    return _combine(out)
+        return z, float(z.min())
+
+    return _combine(_normalised(legs, standardise))
 
 
 def dbsf(
@@ -290,19 +300,15 @@ def dbsf(
     Args and return value as for :func:`rrf` (no ``k``).
     """
     legs = _prepare(rankings, weights, depth, finite=True)
-    out: list[_Leg] = []
-    for w, ids, scores in legs:
-        if not ids:
-            continue
-        s = np.asarray(scores, dtype=np.float64)
+
+    def spread(s: np.ndarray) -> tuple[np.ndarray, float]:
         std = float(s.std(ddof=1)) if len(s) > 1 else 0.0
         if std == 0.0:
-            norm = np.full_like(s, 0.5)
-        else:
-            lo = float(s.mean()) - 3.0 * std
-            norm = np.clip((s - lo) / (6.0 * std), 0.0, 1.0)
-        out.append((w, dict(zip(ids, norm.tolist(), strict=True)), 0.0))
-    return _combine(out)
+            return np.full_like(s, 0.5), 0.0
+        lo = float(s.mean()) - 3.0 * std
+        return np.clip((s - lo) / (6.0 * std), 0.0, 1.0), 0.0
+
+    return _combine(_normalised(legs, spread))
 
 
 #: The fusion methods by name.
