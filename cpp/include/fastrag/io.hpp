@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "fastrag/memory.hpp"
+
 namespace fastrag {
 
 enum class FileKind : std::uint32_t { SparseIndex = 1, DenseIndex = 2 };
@@ -68,7 +70,9 @@ class FileView {
   const unsigned char* base_ = nullptr;
   std::uint64_t size_ = 0;
   bool mapped_ = false;
-  std::vector<std::uint64_t> buffer_;  // owns the bytes when not mapped (8-byte aligned)
+  // Owns the bytes when not mapped: 2 MiB aligned and advised for huge pages when large, as
+  // graph walks read a loaded index at random just as they read a built one.
+  std::vector<std::uint64_t, HugePageAllocator<std::uint64_t>> buffer_;
   std::vector<Entry> entries_;
 };
 
