@@ -229,15 +229,25 @@ inline float distance(const HnswIndex& ix, const QueryPrep& q, std::uint32_t id)
   return 0.0f;
 }
 
+// Asks for `bytes` from p on (64-byte lines) ahead of their use. The empty volatile asm keeps
+// the loop: GCC 12 deletes a loop whose body is only __builtin_prefetch, which had silently
+// taken the row prefetches out of search_layer and scan.
+inline void prefetch_bytes(const void* p, std::size_t bytes) {
+  const char* c = static_cast<const char*>(p);
+  for (std::size_t off = 0; off < bytes; off += 64) {
+    __builtin_prefetch(c + off);
+    __asm__ __volatile__("");
+  }
+}
+
 // Asks for a whole row ahead of its distance computation (rows are 64-byte multiples).
 inline void prefetch_row(const HnswIndex& ix, std::uint32_t id) {
   const HnswParams& p = ix.params();
   const std::size_t width = p.storage == Storage::F32 ? 4 : p.storage == Storage::I8 ? 1 : 2;
-  const char* r = p.storage == Storage::F32   ? reinterpret_cast<const char*>(ix.f32_row(id))
-                  : p.storage == Storage::I8 ? reinterpret_cast<const char*>(ix.i8_row(id))
-                                             : reinterpret_cast<const char*>(ix.f16_row(id));
-  const std::size_t bytes = std::size_t(ix.padded_dim()) * width;
-  for (std::size_t off = 0; off < bytes; off += 64) __builtin_prefetch(r + off);
+  const void* r = p.storage == Storage::F32   ? static_cast<const void*>(ix.f32_row(id))
+                  : p.storage == Storage::I8 ? static_cast<const void*>(ix.i8_row(id))
+                                             : static_cast<const void*>(ix.f16_row(id));
+  prefetch_bytes(r, std::size_t(ix.padded_dim()) * width);
 }
 
 // ---------------------------------------------------------------------------- graph walks
@@ -249,6 +259,7 @@ inline std::uint32_t greedy(const HnswIndex& ix, const QueryPrep& q, std::uint32
     moved = false;
     const std::uint32_t* l = ix.links(cur, level);
     const std::uint32_t cnt = l[0];
+    for (std::uint32_t j = 1; j <= cnt; ++j) prefetch_row(ix, l[j]);
     for (std::uint32_t j = 1; j <= cnt; ++j) {
       if (building && !ix.ready(l[j])) continue;
       const float d = distance(ix, q, l[j]);
@@ -275,15 +286,14 @@ constexpr Farther farther{};
 inline void search_layer(const HnswIndex& ix, const QueryPrep& q, std::uint32_t entry, int level,
                          std::size_t ef, const DenseSearchOptions* opt, bool locked,
                          HnswIndex::Scratch& s, std::vector<Cand>& out) {
-  s.new_epoch(ix.capacity());
-  std::uint32_t* visited = s.visited.data();
-  const std::uint32_t epoch = s.epoch;
+  VisitedSet& visited = s.visited;
+  visited.reset(ef * ix.max_degree(level));
   auto& cands = s.cands;
   auto& top = s.top;
   cands.clear();
   top.clear();
   const float d0 = distance(ix, q, entry);
-  visited[entry] = epoch;
+  visited.insert(entry);
   cands.push_back({d0, entry});
   if (!opt || ix.allowed(entry, *opt)) top.push_back({d0, entry});
   float bound = top.empty() ? std::numeric_limits<float>::infinity() : d0;
@@ -293,13 +303,6 @@ inline void search_layer(const HnswIndex& ix, const QueryPrep& q, std::uint32_t 
     if (c.dist > bound && top.size() >= ef) break;
     std::pop_heap(cands.begin(), cands.end(), closer);
     cands.pop_back();
-    if (!cands.empty() && !locked) {
-      // Look ahead: the next candidate is likely expanded next, so its unvisited neighbours'
-      // rows are asked for now and arrive while this one's distances are computed.
-      const std::uint32_t* ln = ix.links(cands.front().id, level);
-      for (std::uint32_t j = 1; j <= ln[0]; ++j)
-        if (visited[ln[j]] != epoch) prefetch_row(ix, ln[j]);
-    }
     // Unvisited neighbours first, so their rows can be prefetched before the distances.
     nb.clear();
     if (locked) ix.lock_links(c.id);
@@ -307,8 +310,7 @@ inline void search_layer(const HnswIndex& ix, const QueryPrep& q, std::uint32_t 
     const std::uint32_t cnt = l[0];
     for (std::uint32_t j = 1; j <= cnt; ++j) {
       const std::uint32_t v = l[j];
-      if (visited[v] == epoch || (locked && !ix.ready(v))) continue;
-      visited[v] = epoch;
+      if ((locked && !ix.ready(v)) || !visited.insert(v)) continue;
       nb.push_back(v);
     }
     if (locked) ix.unlock_links(c.id);
