@@ -478,6 +478,22 @@ def test_filter_half_of_the_documents(clustered, built, metric):
     assert recall(ids, exact_ids) >= 0.95
 
 
+def test_sparse_filter_walks_outgrow_their_visited_set(clustered, built):
+    # With 3% of the documents allowed, a walk expands far more nodes than ef before its
+    # results fill up, so its visited set (first sized for ef x 2M ids) grows mid-walk. An id
+    # lost in the growth would be scored twice and could come back twice.
+    _, q, refs = clustered
+    index = built("ip")
+    allowed = np.random.default_rng(10).random(N) < 0.03
+    ids, scores = index.search(q, k=10, ef=64, allow=bitset(N, np.flatnonzero(allowed)))
+    assert (ids >= 0).all() and allowed[ids].all()
+    for row_ids, row_scores, row_ref in zip(ids, scores, refs["ip"]):
+        assert len(set(row_ids.tolist())) == 10
+        np.testing.assert_allclose(row_scores, row_ref[row_ids], rtol=1e-5, atol=1e-5)
+    truth = topk(refs["ip"], 10, np.broadcast_to(allowed, refs["ip"].shape))
+    assert recall(ids, truth) >= 0.9
+
+
 @pytest.mark.parametrize("metric", METRICS)
 def test_tiny_filter_is_answered_exactly(clustered, built, metric):
     _, q, refs = clustered
