@@ -34,7 +34,9 @@ class VisitedSet {
   void reset(std::size_t expect) {
     std::size_t want = 1024;
     while (want < 2 * expect) want *= 2;
-    if (slots_.size() < want) slots_.assign(want, 0);
+    // A table left large by a wide walk (a build's ef_construction) would cost a large memset
+    // on every narrow one: resize it then.
+    if (slots_.size() < want || slots_.size() > 4 * want) slots_.assign(want, 0);
     else std::memset(slots_.data(), 0, slots_.size() * sizeof(std::uint32_t));
     bits_ = static_cast<unsigned>(__builtin_ctzll(slots_.size()));
     count_ = 0;

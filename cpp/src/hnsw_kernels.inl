@@ -240,21 +240,53 @@ inline void prefetch_bytes(const void* p, std::size_t bytes) {
   }
 }
 
-// Asks for a whole row ahead of its distance computation (rows are 64-byte multiples).
+// Asks for the head of a row ahead of its distance computation: at most 512 bytes (the whole
+// of an int8 row of up to 512 dims); the distance loop's sequential reads of the rest bring the
+// hardware prefetcher in. Asking for a whole float32 row (1.5 KB at 384 dims) measured slower,
+// in cache (prefetch instructions cost issue slots) and out of it (a queue of misses).
 inline void prefetch_row(const HnswIndex& ix, std::uint32_t id) {
   const HnswParams& p = ix.params();
   const std::size_t width = p.storage == Storage::F32 ? 4 : p.storage == Storage::I8 ? 1 : 2;
   const void* r = p.storage == Storage::F32   ? static_cast<const void*>(ix.f32_row(id))
                   : p.storage == Storage::I8 ? static_cast<const void*>(ix.i8_row(id))
                                              : static_cast<const void*>(ix.f16_row(id));
-  prefetch_bytes(r, std::size_t(ix.padded_dim()) * width);
+  prefetch_bytes(r, std::min<std::size_t>(std::size_t(ix.padded_dim()) * width, 512));
 }
 
 // ---------------------------------------------------------------------------- graph walks
-inline std::uint32_t greedy(const HnswIndex& ix, const QueryPrep& q, std::uint32_t entry,
-                            int level, bool building) {
+// Calls fn with the distance to the prepared query as a function object of the id, made for
+// the storage, metric and query form at hand, so that the walks below inline it.
+template <class Fn>
+inline void with_distance(const HnswIndex& ix, const QueryPrep& q, Fn&& fn) {
+  const HnswParams& p = ix.params();
+  const bool l2 = p.metric == Metric::L2;
+  const float* v = q.v.data();
+  const std::size_t n = q.n;
+  if (q.f32 || p.storage == Storage::F32) {
+    if (l2) fn([&ix, v, n](std::uint32_t id) { return l2_f32(ix.f32_row(id), v, n); });
+    else fn([&ix, v, n](std::uint32_t id) { return -dot_f32(ix.f32_row(id), v, n); });
+  } else if (p.storage == Storage::F16) {
+    if (l2) fn([&ix, v, n](std::uint32_t id) { return l2_f16(ix.f16_row(id), v, n); });
+    else fn([&ix, v, n](std::uint32_t id) { return -dot_f16(ix.f16_row(id), v, n); });
+#if defined(__AVX512VNNI__)
+  } else if (!l2 && q.bytes) {
+    const std::int8_t* t = q.t.data();
+    const float qs = q.qs, c = q.c;
+    const std::int32_t t128 = q.tsum128;
+    fn([&ix, t, n, qs, c, t128](std::uint32_t id) {
+      return -(qs * float(dot_u8s8(ix.i8_row(id), t, n) - t128) + c);
+    });
+#endif
+  } else {
+    fn([&ix, &q](std::uint32_t id) { return distance(ix, q, id); });
+  }
+}
+
+template <class Dist>
+inline std::uint32_t greedy_with(const HnswIndex& ix, const Dist& dist, std::uint32_t entry,
+                                 int level, bool building) {
   std::uint32_t cur = entry;
-  float best = distance(ix, q, cur);
+  float best = dist(cur);
   for (bool moved = true; moved;) {
     moved = false;
     const std::uint32_t* l = ix.links(cur, level);
@@ -262,7 +294,7 @@ inline std::uint32_t greedy(const HnswIndex& ix, const QueryPrep& q, std::uint32
     for (std::uint32_t j = 1; j <= cnt; ++j) prefetch_row(ix, l[j]);
     for (std::uint32_t j = 1; j <= cnt; ++j) {
       if (building && !ix.ready(l[j])) continue;
-      const float d = distance(ix, q, l[j]);
+      const float d = dist(l[j]);
       if (d < best) {
         best = d;
         cur = l[j];
@@ -271,6 +303,13 @@ inline std::uint32_t greedy(const HnswIndex& ix, const QueryPrep& q, std::uint32
     }
   }
   return cur;
+}
+
+inline std::uint32_t greedy(const HnswIndex& ix, const QueryPrep& q, std::uint32_t entry,
+                            int level, bool building) {
+  std::uint32_t out = entry;
+  with_distance(ix, q, [&](const auto& dist) { out = greedy_with(ix, dist, entry, level, building); });
+  return out;
 }
 
 // Heap orders as function objects, so that the heap operations inline them.
@@ -283,16 +322,17 @@ struct Farther {  // max-heap on distance
 constexpr Closer closer{};
 constexpr Farther farther{};
 
-inline void search_layer(const HnswIndex& ix, const QueryPrep& q, std::uint32_t entry, int level,
-                         std::size_t ef, const DenseSearchOptions* opt, bool locked,
-                         HnswIndex::Scratch& s, std::vector<Cand>& out) {
+template <class Dist>
+inline void search_layer_with(const HnswIndex& ix, const Dist& dist, std::uint32_t entry,
+                              int level, std::size_t ef, const DenseSearchOptions* opt,
+                              bool locked, HnswIndex::Scratch& s, std::vector<Cand>& out) {
   VisitedSet& visited = s.visited;
   visited.reset(ef * ix.max_degree(level));
   auto& cands = s.cands;
   auto& top = s.top;
   cands.clear();
   top.clear();
-  const float d0 = distance(ix, q, entry);
+  const float d0 = dist(entry);
   visited.insert(entry);
   cands.push_back({d0, entry});
   if (!opt || ix.allowed(entry, *opt)) top.push_back({d0, entry});
@@ -319,11 +359,10 @@ inline void search_layer(const HnswIndex& ix, const QueryPrep& q, std::uint32_t 
     for (std::uint32_t v : nb) prefetch_row(ix, v);
     for (std::size_t j = 0; j < nb.size(); ++j) {
       const std::uint32_t v = nb[j];
-      const float d = distance(ix, q, v);
+      const float d = dist(v);
       if (top.size() < ef || d < bound) {
         // A candidate may be expanded soon: ask for its links (the head of its record).
-        __builtin_prefetch(ix.record(v));
-        __builtin_prefetch(ix.record(v) + 16);
+        prefetch_bytes(ix.record(v), 4 * (1 + ix.max_degree(0)));
         cands.push_back({d, v});
         std::push_heap(cands.begin(), cands.end(), closer);
         if (!opt || ix.allowed(v, *opt)) {
@@ -344,8 +383,18 @@ inline void search_layer(const HnswIndex& ix, const QueryPrep& q, std::uint32_t 
   });
 }
 
-inline void scan(const HnswIndex& ix, const QueryPrep& q, const DenseSearchOptions& opt,
-                 std::size_t n, std::size_t keep, HnswIndex::Scratch& s, std::vector<Cand>& out) {
+inline void search_layer(const HnswIndex& ix, const QueryPrep& q, std::uint32_t entry, int level,
+                         std::size_t ef, const DenseSearchOptions* opt, bool locked,
+                         HnswIndex::Scratch& s, std::vector<Cand>& out) {
+  with_distance(ix, q, [&](const auto& dist) {
+    search_layer_with(ix, dist, entry, level, ef, opt, locked, s, out);
+  });
+}
+
+template <class Dist>
+inline void scan_with(const HnswIndex& ix, const Dist& dist, const DenseSearchOptions& opt,
+                      std::size_t n, std::size_t keep, HnswIndex::Scratch& s,
+                      std::vector<Cand>& out) {
   auto& top = s.top;  // max-heap of the best `keep`
   top.clear();
   if (keep == 0) {
@@ -355,7 +404,7 @@ inline void scan(const HnswIndex& ix, const QueryPrep& q, const DenseSearchOptio
   for (std::uint32_t id = 0; id < n; ++id) {
     if (!ix.allowed(id, opt)) continue;
     if (id + 4 < n) prefetch_row(ix, id + 4);
-    const float d = distance(ix, q, id);
+    const float d = dist(id);
     if (top.size() < keep) {
       top.push_back({d, id});
       std::push_heap(top.begin(), top.end(), farther);
@@ -369,6 +418,11 @@ inline void scan(const HnswIndex& ix, const QueryPrep& q, const DenseSearchOptio
   std::sort(out.begin(), out.end(), [](const Cand& a, const Cand& b) {
     return a.dist < b.dist || (a.dist == b.dist && a.id < b.id);
   });
+}
+
+inline void scan(const HnswIndex& ix, const QueryPrep& q, const DenseSearchOptions& opt,
+                 std::size_t n, std::size_t keep, HnswIndex::Scratch& s, std::vector<Cand>& out) {
+  with_distance(ix, q, [&](const auto& dist) { scan_with(ix, dist, opt, n, keep, s, out); });
 }
 
 inline float dist_entry(const HnswIndex& ix, const QueryPrep& q, std::uint32_t id) {
