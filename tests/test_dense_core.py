@@ -487,7 +487,7 @@ def test_sparse_filter_walks_outgrow_their_visited_set(clustered, built):
     allowed = np.random.default_rng(10).random(N) < 0.03
     ids, scores = index.search(q, k=10, ef=64, allow=bitset(N, np.flatnonzero(allowed)))
     assert (ids >= 0).all() and allowed[ids].all()
-    for row_ids, row_scores, row_ref in zip(ids, scores, refs["ip"]):
+    for row_ids, row_scores, row_ref in zip(ids, scores, refs["ip"], strict=True):
         assert len(set(row_ids.tolist())) == 10
         np.testing.assert_allclose(row_scores, row_ref[row_ids], rtol=1e-5, atol=1e-5)
     truth = topk(refs["ip"], 10, np.broadcast_to(allowed, refs["ip"].shape))

@@ -47,7 +47,7 @@ def exact_top10(docs: np.ndarray, queries: np.ndarray) -> np.ndarray:
 
 
 def recall(found: np.ndarray, truth: np.ndarray) -> float:
-    return float(np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth)]))
+    return float(np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth, strict=True)]))
 
 
 @pytest.mark.parametrize(
