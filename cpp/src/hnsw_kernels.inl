@@ -324,7 +324,9 @@ inline std::uint32_t greedy_with(const HnswIndex& ix, const Dist& dist, std::uin
 inline std::uint32_t greedy(const HnswIndex& ix, const QueryPrep& q, std::uint32_t entry,
                             int level, bool building) {
   std::uint32_t out = entry;
-  with_distance(ix, q, [&](const auto& dist) { out = greedy_with(ix, dist, entry, level, building); });
+  with_distance(ix, q, [&](const auto& dist) {
+    out = greedy_with(ix, dist, entry, level, building);
+  });
   return out;
 }
 
