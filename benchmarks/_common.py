@@ -1,4 +1,5 @@
-"""Helpers shared by the benchmark scripts (timing loops, the optional torch import).
+"""Helpers shared by the benchmark scripts (timing loops, the machine's description, the
+optional torch import).
 
 The scripts pin OMP/OpenBLAS/MKL to one thread themselves, before numpy is first imported; this
 module is imported after that. ``torch`` is the torch module, or None where it is not installed.
@@ -7,6 +8,8 @@ module is imported after that. ``torch`` is the torch module, or None where it i
 from __future__ import annotations
 
 import gc
+import importlib.metadata
+import platform
 import time
 from collections.abc import Callable, Mapping
 
@@ -15,7 +18,27 @@ try:
 except ImportError:  # torch is optional
     torch = None
 
-__all__ = ["best_times", "sample", "time_cases", "torch"]
+__all__ = ["best_times", "cpu_model", "sample", "time_cases", "torch", "version"]
+
+
+def version(dist: str) -> str:
+    """The installed version of a distribution, or "not installed"."""
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo, else what the platform module knows."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
 
 
 def sample(fn: Callable[[], object], min_s: float = 0.1) -> float:

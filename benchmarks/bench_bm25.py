@@ -24,7 +24,6 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import argparse  # noqa: E402
-import importlib.metadata  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import random  # noqa: E402
@@ -41,7 +40,7 @@ import numpy as np  # noqa: E402
 import Stemmer  # noqa: E402
 
 import fastrag  # noqa: E402
-from _common import time_cases  # noqa: E402
+from _common import cpu_model, time_cases, version  # noqa: E402
 from fastrag import _core  # noqa: E402
 
 K = 10
@@ -596,20 +595,8 @@ def bench_synthetic(args: argparse.Namespace) -> Report:
 
 
 # ----------------------------------------------------------------------------- main
-def _version(dist: str) -> str:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return "missing"
-
-
 def machine() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    cpu = cpu_model()
     import numba
 
     try:
@@ -630,8 +617,8 @@ def machine() -> str:
     return (
         f"{os.cpu_count()} CPUs ({cpu}); Python {platform.python_version()}, "
         f"fastrag {fastrag.__version__} ({build}), bm25s {bm25s.__version__}, "
-        f"numba {numba.__version__}, numpy {np.__version__}, PyStemmer {_version('PyStemmer')}, "
-        f"SudachiPy {_version('sudachipy')}, sudachidict-core {_version('sudachidict-core')}"
+        f"numba {numba.__version__}, numpy {np.__version__}, PyStemmer {version('PyStemmer')}, "
+        f"SudachiPy {version('sudachipy')}, sudachidict-core {version('sudachidict-core')}"
     )
 
 

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import importlib.metadata
 import importlib.util
 import json
 import os
@@ -50,6 +49,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import numpy as np
 
 import fastrag
+from _common import cpu_model, version
 from fastrag.encoders import TextEncoder, TruncationWarning
 from fastrag.eval import load_beir
 
@@ -62,27 +62,13 @@ SETTLE_S = 0.5
 Encode = Callable[[list[str]], np.ndarray]
 
 
-def _version(name: str) -> str:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
-
-
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     return (
         f"{os.cpu_count()} CPUs ({cpu}); Python {platform.python_version()}, "
-        f"fastrag {getattr(fastrag, '__version__', '?')}, onnxruntime {_version('onnxruntime')}, "
-        f"torch {_version('torch')}, sentence-transformers {_version('sentence-transformers')}, "
-        f"tokenizers {_version('tokenizers')}, numpy {np.__version__}"
+        f"fastrag {getattr(fastrag, '__version__', '?')}, onnxruntime {version('onnxruntime')}, "
+        f"torch {version('torch')}, sentence-transformers {version('sentence-transformers')}, "
+        f"tokenizers {version('tokenizers')}, numpy {np.__version__}"
     )
 
 

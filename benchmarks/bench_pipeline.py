@@ -61,7 +61,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
 import gc  # noqa: E402
-import importlib.metadata  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import sys  # noqa: E402
@@ -85,6 +84,7 @@ from fastrag.eval import load_beir  # noqa: E402
 from fastrag.search.pipeline import DenseRescore, Pipeline, Retriever  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import cpu_model, version  # noqa: E402
 from embeddings import embeddings, minilm  # noqa: E402
 
 K = 10
@@ -527,25 +527,13 @@ def bench(
 
 
 # ----------------------------------------------------------------------------- main
-def _version(dist: str) -> str:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return "?"
-
-
 def machine(backend: str) -> str:
-    cpu = "?"
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    cpu = cpu_model()
     return (
         f"{os.cpu_count()} CPUs ({cpu}); Python {platform.python_version()}, fastrag "
-        f"{fastrag.__version__}, onnxruntime {_version('onnxruntime')}, bm25s {bm25s.__version__} "
-        f"({backend} backend), hnswlib {_version('hnswlib')}, sentence-transformers "
-        f"{_version('sentence-transformers')}, torch {torch.__version__}, numpy {np.__version__}"
+        f"{fastrag.__version__}, onnxruntime {version('onnxruntime')}, bm25s {bm25s.__version__} "
+        f"({backend} backend), hnswlib {version('hnswlib')}, sentence-transformers "
+        f"{version('sentence-transformers')}, torch {torch.__version__}, numpy {np.__version__}"
     )
 
 
