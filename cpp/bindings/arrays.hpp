@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "fastrag/maxsim.hpp"  // TokenType
+
 namespace fastrag::bindings {
 
 namespace py = pybind11;
@@ -72,6 +74,26 @@ void def_files(py::class_<Index>& cls) {
             return py::make_tuple(py::cast(std::move(ix)), py::bytes(extra));
           },
           py::arg("path"), py::kw_only(), py::arg("mmap") = false);
+}
+
+// Checks token vectors (MaxSim's token store, pooling's inputs): a C-contiguous 2-D float32
+// or float16 array, used without a copy. Returns its element type.
+inline TokenType token_type(const py::array& t, const std::string& name) {
+  TokenType type;
+  if (t.dtype().equal(py::dtype::of<float>()))
+    type = TokenType::F32;
+  else if (t.dtype().equal(py::dtype("float16")))
+    type = TokenType::F16;
+  else
+    throw std::invalid_argument(
+        name + " must be a float32 or float16 array, got " + std::string(py::str(t.dtype())) +
+        " (convert with np.asarray(x, dtype=np.float32) or dtype=np.float16)");
+  if (t.ndim() != 2)
+    throw std::invalid_argument(name + " must have 2 dimensions (n_tokens, dim), got " +
+                                std::to_string(t.ndim()));
+  if (!(t.flags() & py::array::c_style))
+    throw std::invalid_argument(name + " must be C-contiguous (use np.ascontiguousarray(x))");
+  return type;
 }
 
 }  // namespace fastrag::bindings

@@ -9,29 +9,7 @@
 
 namespace py = pybind11;
 using fastrag::bindings::checked;
-
-namespace {
-
-// Checks the token store: a C-contiguous 2-D float32 or float16 array (no copy is made).
-fastrag::TokenType token_type(const py::array& t) {
-  fastrag::TokenType type;
-  if (t.dtype().equal(py::dtype::of<float>()))
-    type = fastrag::TokenType::F32;
-  else if (t.dtype().equal(py::dtype("float16")))
-    type = fastrag::TokenType::F16;
-  else
-    throw std::invalid_argument(
-        "tokens must be a float32 or float16 array, got " + std::string(py::str(t.dtype())) +
-        " (convert with np.asarray(x, dtype=np.float16) or dtype=np.float32)");
-  if (t.ndim() != 2)
-    throw std::invalid_argument("tokens must have 2 dimensions (total_tokens, dim), got " +
-                                std::to_string(t.ndim()));
-  if (!(t.flags() & py::array::c_style))
-    throw std::invalid_argument("tokens must be C-contiguous (use np.ascontiguousarray(x))");
-  return type;
-}
-
-}  // namespace
+using fastrag::bindings::token_type;
 
 void register_maxsim(py::module_& m) {
   m.def(
@@ -39,7 +17,7 @@ void register_maxsim(py::module_& m) {
       [](const py::array& query, const py::array& tokens, const py::array& offsets,
          const py::array& candidates, int threads) {
         fastrag::TokenStoreView store;
-        store.type = token_type(tokens);
+        store.type = token_type(tokens, "tokens");
         store.data = tokens.data();
         store.n_tokens = static_cast<std::size_t>(tokens.shape(0));
         store.dim = static_cast<std::size_t>(tokens.shape(1));

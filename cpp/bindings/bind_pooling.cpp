@@ -11,27 +11,9 @@
 
 namespace py = pybind11;
 using fastrag::bindings::checked;
+using fastrag::bindings::token_type;
 
 namespace {
-
-// Checks token vectors: a C-contiguous 2-D float32 or float16 array (no copy is made).
-fastrag::TokenType token_type(const py::array& t, const std::string& name) {
-  fastrag::TokenType type;
-  if (t.dtype().equal(py::dtype::of<float>()))
-    type = fastrag::TokenType::F32;
-  else if (t.dtype().equal(py::dtype("float16")))
-    type = fastrag::TokenType::F16;
-  else
-    throw std::invalid_argument(
-        name + " must be a float32 or float16 array, got " + std::string(py::str(t.dtype())) +
-        " (convert with np.asarray(x, dtype=np.float32) or dtype=np.float16)");
-  if (t.ndim() != 2)
-    throw std::invalid_argument(name + " must have 2 dimensions (n_tokens, dim), got " +
-                                std::to_string(t.ndim()));
-  if (!(t.flags() & py::array::c_style))
-    throw std::invalid_argument(name + " must be C-contiguous (use np.ascontiguousarray(x))");
-  return type;
-}
 
 const std::int64_t* checked_spans(const py::array& spans) {
   const std::int64_t* p = checked<std::int64_t>(spans, "spans", 2);
