@@ -477,25 +477,12 @@ class LateChunker:
             if self._eos is not None and (not len(ids) or ids[-1] != self._eos):
                 ids, types = np.append(ids, self._eos), np.append(types, 0)
             rows_ids.append((ids, types))
-        lengths = np.array([len(ids) for ids, _ in rows_ids], dtype=np.int64)
-        order = np.argsort(lengths, kind="stable")
-        with_types = "token_type_ids" in model.input_names
-        for b in range(0, len(order), self.batch_size):
-            batch = order[b : b + self.batch_size]
-            width = int(lengths[batch].max())
-            ids = np.full((len(batch), width), model.pad_id, dtype=np.int64)
-            mask = np.zeros((len(batch), width), dtype=np.int64)
-            types = np.zeros((len(batch), width), dtype=np.int64)
+        for batch, lengths, _, outputs in model.run_ids(
+            rows_ids, batch_size=self.batch_size, outputs=["last_hidden_state"]
+        ):
+            hidden = outputs["last_hidden_state"]
             for j, r in enumerate(batch):
-                n = int(lengths[r])
-                ids[j, :n], types[j, :n] = rows_ids[r]
-                mask[j, :n] = 1
-            feeds = {"input_ids": ids, "attention_mask": mask}
-            if with_types:
-                feeds["token_type_ids"] = types
-            (hidden,) = model.session.run(["last_hidden_state"], feeds)
-            for j, r in enumerate(batch):
-                yield int(r), hidden[j, : int(lengths[r])]
+                yield int(r), hidden[j, : int(lengths[j])]
 
 
 __all__ = [

@@ -193,30 +193,50 @@ class OnnxModel:
         last-token pooling reads position length - 1 of each row.
         """
         encodings, token_ids = self.tokenize(texts)
-        lengths = np.fromiter((len(t) for t in token_ids), dtype=np.int64, count=len(texts))
+        rows = [(ids, enc.type_ids) for ids, enc in zip(token_ids, encodings, strict=True)]
+        for batch, lengths, mask, result in self.run_ids(
+            rows, batch_size=batch_size, outputs=outputs
+        ):
+            yield Batch(
+                rows=batch,
+                lengths=lengths,
+                mask=mask,
+                outputs=result,
+                encodings=[encodings[r] for r in batch],
+            )
+
+    def run_ids(
+        self,
+        rows: Sequence[tuple[Sequence[int], Sequence[int] | None]],
+        *,
+        batch_size: int = 32,
+        outputs: Sequence[str] | None = None,
+    ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]]:
+        """Forward passes over rows of token ids (with their token type ids, or None), shortest
+        first, each batch right-padded to its longest row.
+
+        Yields (row indices, their lengths, the attention mask, outputs by name) per batch.
+        """
+        lengths = np.fromiter((len(ids) for ids, _ in rows), dtype=np.int64, count=len(rows))
         order = np.argsort(lengths, kind="stable")
         names = list(outputs or self.output_names)
         with_types = "token_type_ids" in self.input_names
         for start in range(0, len(order), batch_size):
-            rows = order[start : start + batch_size]
-            width = int(lengths[rows].max())
-            ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
-            mask = np.zeros((len(rows), width), dtype=np.int64)
-            types = np.zeros((len(rows), width), dtype=np.int64)
-            for j, r in enumerate(rows):
+            batch = order[start : start + batch_size]
+            width = int(lengths[batch].max())
+            ids = np.full((len(batch), width), self.pad_id, dtype=np.int64)
+            mask = np.zeros((len(batch), width), dtype=np.int64)
+            types = np.zeros((len(batch), width), dtype=np.int64)
+            for j, r in enumerate(batch):
                 n = int(lengths[r])
-                ids[j, :n] = token_ids[r]
+                row_ids, row_types = rows[r]
+                ids[j, :n] = row_ids
                 mask[j, :n] = 1
-                if with_types:
-                    types[j, :n] = encodings[r].type_ids[:n]
+                if with_types and row_types is not None:
+                    row_types = row_types[:n]  # an appended EOS has no type id of its own
+                    types[j, : len(row_types)] = row_types
             feeds = {"input_ids": ids, "attention_mask": mask}
             if with_types:
                 feeds["token_type_ids"] = types
             result = self.session.run(names, feeds)
-            yield Batch(
-                rows=rows,
-                lengths=lengths[rows],
-                mask=mask,
-                outputs=dict(zip(names, result, strict=True)),
-                encodings=[encodings[r] for r in rows],
-            )
+            yield batch, lengths[batch], mask, dict(zip(names, result, strict=True))
