@@ -381,8 +381,9 @@ inline void search_layer_with(const HnswIndex& ix, const Dist& dist, std::uint32
       if (j + kTailAhead < nb.size()) prefetch_tail(ix, nb[j + kTailAhead]);
       const float d = dist(v);
       if (top.size() < ef || d < bound) {
-        // A candidate may be expanded soon: ask for its links (the head of its record).
-        prefetch_bytes(ix.record(v), 4 * (1 + ix.max_degree(0)));
+        // A candidate may be expanded soon: ask for its level-0 links (the head of its
+        // record). Upper levels (builds only) are small and kept apart.
+        if (level == 0) prefetch_bytes(ix.record(v), 4 * (1 + ix.max_degree(0)));
         cands.push_back({d, v});
         std::push_heap(cands.begin(), cands.end(), closer);
         if (!opt || ix.allowed(v, *opt)) {

@@ -135,7 +135,6 @@ class HnswIndex {
     if (deleted_[id / 64] & bit) return false;
     return !opt.allow || (id / 64 < opt.allow_words && (opt.allow[id / 64] & bit));
   }
-  std::size_t capacity() const { return capacity_; }
   // Striped spin locks guarding the neighbour lists of a node while the graph is built.
   void lock_links(std::uint32_t id) const;
   void unlock_links(std::uint32_t id) const;
