@@ -5,8 +5,10 @@ corpus of integer term ids, it measures top-10 agreement, single-thread and 2-th
 throughput (pre-tokenized and with query tokenization), indexing speed and index memory.
 Both engines always get the same token lists, produced once by fastrag's analyzer.
 
-    python benchmarks/bench_bm25.py --quick      # < 1 minute
+    python benchmarks/bench_bm25.py --quick      # a few minutes: 100,000 synthetic documents
     python benchmarks/bench_bm25.py              # full run (1,000,000 synthetic documents)
+    python benchmarks/bench_bm25.py --smoke      # seconds: tiny generated data, no bm25s
+    # options: --json PATH, --data DIR, --docs N, --peer-docs N, --repeat R, --seed S, --skip ...
 
 Timings: every case is warmed up once (numba JIT excluded), then the cases are run in turn,
 in a rotating order, `--repeat` times; a sample repeats a call until it lasts at least
@@ -25,9 +27,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import platform  # noqa: E402
 import random  # noqa: E402
-import subprocess  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
 from collections.abc import Callable, Sequence  # noqa: E402
@@ -35,18 +35,18 @@ from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
-import bm25s  # noqa: E402
 import numpy as np  # noqa: E402
 import Stemmer  # noqa: E402
 
 import fastrag  # noqa: E402
-from _common import cpu_model, time_cases, version  # noqa: E402
+from _common import Results, optional, parse, parser, time_cases  # noqa: E402
 from fastrag import _core  # noqa: E402
+
+bm25s: Any = None  # the peer, imported in main() unless --smoke
 
 K = 10
 BM25_PARAMS = {"method": "lucene", "k1": 1.5, "b": 0.75}
 RTOL = 1e-4
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 # ----------------------------------------------------------------------------- timing
@@ -160,13 +160,13 @@ def agreement(ids_a, scores_a, ids_b, scores_b, rtol: float = RTOL) -> tuple[flo
 
 
 # ----------------------------------------------------------------------------- bm25s helpers
-def bm25s_index(corpus: Any, backend: str = "numpy") -> bm25s.BM25:
+def bm25s_index(corpus: Any, backend: str = "numpy") -> Any:
     retriever = bm25s.BM25(backend=backend, **BM25_PARAMS)
     retriever.index(corpus, show_progress=False)
     return retriever
 
 
-def bm25s_numba_twin(retriever: bm25s.BM25) -> bm25s.BM25:
+def bm25s_numba_twin(retriever: Any) -> Any:
     """A numba-backend retriever sharing the arrays of a built one (no second build)."""
     twin = bm25s.BM25(backend="numba", **BM25_PARAMS)
     for attr in ("scores", "vocab_dict", "unique_token_ids_set", "nonoccurrence_array"):
@@ -174,7 +174,7 @@ def bm25s_numba_twin(retriever: bm25s.BM25) -> bm25s.BM25:
     return twin
 
 
-def bm25s_query_ids(retriever: bm25s.BM25, token_lists: Sequence[Sequence[str]]) -> list | None:
+def bm25s_query_ids(retriever: Any, token_lists: Sequence[Sequence[str]]) -> list | None:
     """Queries as bm25s term ids, or None when some query has no indexed term.
 
     bm25s 0.3.16 maps such a query to its empty token, whose id lies past the end of the
@@ -185,7 +185,7 @@ def bm25s_query_ids(retriever: bm25s.BM25, token_lists: Sequence[Sequence[str]])
     return ids if all(ids) else None
 
 
-def bm25s_retrieve(retriever: bm25s.BM25, queries: list, threads: int = 1):
+def bm25s_retrieve(retriever: Any, queries: list, threads: int = 1):
     """Top-k with bm25s's fastest single-thread path for its backend.
 
     numpy: n_threads=0 is the plain sequential map (n_threads=1 adds a thread pool);
@@ -202,7 +202,7 @@ def bm25s_retrieve(retriever: bm25s.BM25, queries: list, threads: int = 1):
     )
 
 
-def bm25s_bytes(retriever: bm25s.BM25) -> int:
+def bm25s_bytes(retriever: Any) -> int:
     s = retriever.scores
     return int(s["data"].nbytes + s["indices"].nbytes + s["indptr"].nbytes)
 
@@ -248,6 +248,7 @@ def bench_text(
         f"(fastrag's, for both engines).",
     )
     reps, min_s = args.repeat, args.min_sample_s
+    peers = bm25s is not None
 
     # 1. Tokenize once; both engines index the same token lists.
     t0 = time.perf_counter()
@@ -264,24 +265,27 @@ def bench_text(
 
     index = fastrag_build(analyzer, doc_tokens, doc_ids)
     core = index._core
-    bm_np = bm25s_index(doc_tokens, "numpy")
-    bm_nb = bm25s_numba_twin(bm_np)
     q_indptr, q_terms = index.encode_queries(query_tokens)
-    # bm25s query forms: token strings always; term ids when every query has a known term.
-    bm_queries: dict[str, list] = {"tokens": [list(q) for q in query_tokens]}
-    bm_qids = bm25s_query_ids(bm_np, query_tokens)
-    if bm_qids is None:
-        report.note(
-            "bm25s gets token strings only: some query has no indexed term, which its "
-            "term-id path cannot take (see bm25s_query_ids)"
-        )
-    else:
-        bm_queries["term ids"] = bm_qids
+    bm_queries: dict[str, list] = {}
+    if peers:
+        bm_np = bm25s_index(doc_tokens, "numpy")
+        bm_nb = bm25s_numba_twin(bm_np)
+        # bm25s query forms: token strings always; term ids when every query has a known term.
+        bm_queries["tokens"] = [list(q) for q in query_tokens]
+        bm_qids = bm25s_query_ids(bm_np, query_tokens)
+        if bm_qids is None:
+            report.note(
+                "bm25s gets token strings only: some query has no indexed term, which its "
+                "term-id path cannot take (see bm25s_query_ids)"
+            )
+        else:
+            bm_queries["term ids"] = bm_qids
 
     # Agreement, on the exact calls that are timed.
     f_ids, f_scores = core.search(q_indptr, q_terms, k=K, threads=1)
-    report.summary["top10_agreement"] = 1.0
-    for label, retriever in (("bm25s numpy", bm_np), ("bm25s numba", bm_nb)):
+    if peers:
+        report.summary["top10_agreement"] = 1.0
+    for label, retriever in (("bm25s numpy", bm_np), ("bm25s numba", bm_nb)) if peers else ():
         for form, queries in bm_queries.items():
             res = bm25s_retrieve(retriever, queries)
             frac, bad = agreement(f_ids, f_scores, res.documents, res.scores)
@@ -324,25 +328,27 @@ def bench_text(
     qps = report.add_rates(
         "top-10 QPS, 1 thread, pre-tokenized", "q/s", n_q, time_cases(cases, reps, min_s)
     )
-    best_form = min(bm_queries, key=lambda f: float(np.median(qps[f"bm25s numba, {f}"])))
-    cases2 = {
+    cases2: dict[str, Callable[[], object]] = {
         "fastrag core, term ids, threads=2": lambda: core.search(q_indptr, q_terms, k=K, threads=2),
-        f"bm25s numba, {best_form}, n_threads=2": lambda: bm25s_retrieve(
-            bm_nb, bm_queries[best_form], 2
-        ),
     }
+    if peers:
+        best_form = min(bm_queries, key=lambda f: float(np.median(qps[f"bm25s numba, {f}"])))
+        cases2[f"bm25s numba, {best_form}, n_threads=2"] = lambda: bm25s_retrieve(
+            bm_nb, bm_queries[best_form], 2
+        )
     qps2 = report.add_rates(
         "top-10 QPS, 2 threads, pre-tokenized", "q/s", n_q, time_cases(cases2, reps, min_s)
     )
-    cases_tok = {
+    cases_tok: dict[str, Callable[[], object]] = {
         "fastrag ix.search(strings)": lambda: index.search(query_texts, k=K, threads=1),
-        "bm25s numpy, analyzer + retrieve(tokens)": lambda: bm25s_retrieve(
-            bm_np, analyzer.analyze_many(query_texts)
-        ),
-        "bm25s numba, analyzer + retrieve(tokens)": lambda: bm25s_retrieve(
-            bm_nb, analyzer.analyze_many(query_texts)
-        ),
     }
+    if peers:
+        cases_tok["bm25s numpy, analyzer + retrieve(tokens)"] = lambda: bm25s_retrieve(
+            bm_np, analyzer.analyze_many(query_texts)
+        )
+        cases_tok["bm25s numba, analyzer + retrieve(tokens)"] = lambda: bm25s_retrieve(
+            bm_nb, analyzer.analyze_many(query_texts)
+        )
     qps_tok = report.add_rates(
         "top-10 QPS, 1 thread, with query tokenization",
         "q/s",
@@ -353,21 +359,27 @@ def bench_text(
     # 3. Indexing.
     print(f"[{name}] indexing timings", flush=True)
     n_d = len(texts)
-    cases_ix = {
+    cases_ix: dict[str, Callable[[], object]] = {
         "fastrag BM25.add(token lists)": lambda: fastrag_build(analyzer, doc_tokens, doc_ids),
-        "bm25s numpy backend, index(token lists)": lambda: bm25s_index(doc_tokens, "numpy"),
-        "bm25s numba backend, index(token lists)": lambda: bm25s_index(doc_tokens, "numba"),
     }
+    if peers:
+        cases_ix["bm25s numpy backend, index(token lists)"] = lambda: bm25s_index(
+            doc_tokens, "numpy"
+        )
+        cases_ix["bm25s numba backend, index(token lists)"] = lambda: bm25s_index(
+            doc_tokens, "numba"
+        )
     ix_rate = report.add_rates(
         "indexing, pre-tokenized", "docs/s", n_d, time_cases(cases_ix, reps, min_s)
     )
-    cases_ix_tok = {
+    cases_ix_tok: dict[str, Callable[[], object]] = {
         "fastrag BM25.add(strings)": lambda: fastrag_build(analyzer, texts, doc_ids),
-        "bm25s numpy backend, analyzer + index": lambda: bm25s_index(
-            analyzer.analyze_many(texts), "numpy"
-        ),
     }
-    if bm25s_own_tokenizer:
+    if peers:
+        cases_ix_tok["bm25s numpy backend, analyzer + index"] = lambda: bm25s_index(
+            analyzer.analyze_many(texts), "numpy"
+        )
+    if peers and bm25s_own_tokenizer:
         cases_ix_tok["bm25s numpy backend, bm25s.tokenize(en stopwords, PyStemmer) + index"] = (
             lambda: bm25s_index(
                 bm25s.tokenize(
@@ -384,8 +396,13 @@ def bench_text(
     )
 
     # 4. Memory.
-    f_bytes, b_bytes = int(index.stats()["memory_bytes"]), bm25s_bytes(bm_np)
+    f_bytes = int(index.stats()["memory_bytes"])
     report.add_value("index memory", "fastrag stats()['memory_bytes']", f_bytes, "bytes")
+    report.summary["qps_fastrag"] = round(n_q / float(np.median(qps["fastrag core, term ids"])), 1)
+    report.summary["memory_bytes_fastrag"] = f_bytes
+    if not peers:
+        return report
+    b_bytes = bm25s_bytes(bm_np)
     report.add_value("index memory", "bm25s data + indices + indptr", b_bytes, "bytes")
 
     # Ratios against bm25s's faster query form (token strings or term ids) of each backend.
@@ -458,7 +475,8 @@ def bench_synthetic(args: argparse.Namespace) -> Report:
     n_docs, reps, min_s = args.docs, args.repeat, args.min_sample_s
     print(f"[synthetic] generating {n_docs:,} documents", flush=True)
     t0 = time.perf_counter()
-    indptr, terms, q_indptr, q_terms, n_terms = make_synthetic(n_docs, 1000, args.seed)
+    n_queries = 100 if args.mode == "smoke" else 1000
+    indptr, terms, q_indptr, q_terms, n_terms = make_synthetic(n_docs, n_queries, args.seed)
     n_q = len(q_indptr) - 1
     report = Report(
         "synthetic",
@@ -483,6 +501,25 @@ def bench_synthetic(args: argparse.Namespace) -> Report:
     core = fastrag_core_build()
     st = core.stats()
     report.note(f"fastrag: {st['n_postings']:,} postings, {st['n_terms']:,} terms")
+    if bm25s is None:
+        results = {
+            a: core.search(q_indptr, q_terms, k=K, threads=1, algorithm=a)
+            for a in ("exhaustive", "maxscore")
+        }
+        ms_frac, _ = agreement(*results["maxscore"], *results["exhaustive"], rtol=1e-6)
+        report.summary["maxscore_agreement_vs_exhaustive"] = round(ms_frac, 4)
+        cases0: dict[str, Callable[[], object]] = {
+            f"fastrag core, algorithm={a}": (
+                lambda a=a: core.search(q_indptr, q_terms, k=K, threads=1, algorithm=a)
+            )
+            for a in ("auto", "exhaustive", "maxscore")
+        }
+        qps0 = report.add_rates("top-10 QPS, 1 thread", "q/s", n_q, time_cases(cases0, reps, min_s))
+        report.summary["qps_fastrag"] = round(
+            n_q / float(np.median(qps0["fastrag core, algorithm=auto"])), 1
+        )
+        report.summary["docs"] = n_docs
+        return report
 
     # bm25s from the same ids: per-document Python lists (built outside the timing).
     peer_docs = min(n_docs, args.peer_docs) if args.peer_docs else n_docs
@@ -595,83 +632,57 @@ def bench_synthetic(args: argparse.Namespace) -> Report:
 
 
 # ----------------------------------------------------------------------------- main
-def machine() -> str:
-    cpu = cpu_model()
-    import numba
-
-    try:
-        repo = Path(__file__).resolve().parents[1]
-        git = ["git", "-C", str(repo)]
-        head = subprocess.run(
-            [*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            [*git, "status", "--porcelain", "cpp", "python"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        build = f"commit {head}" + (" + uncommitted changes in cpp/ or python/" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        build = "unknown commit"
-    return (
-        f"{os.cpu_count()} CPUs ({cpu}); Python {platform.python_version()}, "
-        f"fastrag {fastrag.__version__} ({build}), bm25s {bm25s.__version__}, "
-        f"numba {numba.__version__}, numpy {np.__version__}, PyStemmer {version('PyStemmer')}, "
-        f"SudachiPy {version('sudachipy')}, sudachidict-core {version('sudachidict-core')}"
-    )
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="a run of under a minute")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="BEIR collections folder")
-    parser.add_argument(
+    global bm25s
+    ap = parser(__doc__, data=True)
+    ap.add_argument(
         "--docs",
         type=int,
         default=None,
-        help="synthetic corpus size (default 1,000,000; 100,000 with --quick)",
+        help="synthetic corpus size (default 1,000,000; 100,000 with --quick; 2,000 with --smoke)",
     )
-    parser.add_argument(
+    ap.add_argument(
         "--peer-docs",
         type=int,
         default=0,
         help="index only this many synthetic documents in bm25s (0 = all)",
     )
-    parser.add_argument("--repeat", type=int, default=None, help="timed samples per case")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
+    ap.add_argument("--repeat", type=int, default=None, help="timed samples per case")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
         "--skip",
         nargs="*",
         default=[],
         choices=["cranfield", "jsquad", "synthetic"],
         help="datasets to skip",
     )
-    args = parser.parse_args()
+    args = parse(ap)
     if args.docs is None:
-        args.docs = 100_000 if args.quick else 1_000_000
+        args.docs = {"smoke": 2_000, "quick": 100_000}.get(args.mode, 1_000_000)
     if args.repeat is None:
-        args.repeat = 3 if args.quick else 7
-    args.min_sample_s = 0.02 if args.quick else 0.1
+        args.repeat = {"smoke": 1, "quick": 3}.get(args.mode, 7)
+    args.min_sample_s = {"smoke": 0.005, "quick": 0.02}.get(args.mode, 0.1)
     random.seed(args.seed)
     np.random.seed(args.seed)
+    res = Results(__file__, args, peers=("bm25s", "numba", "PyStemmer", "sudachipy"))
+    if args.smoke:
+        res.skip("bm25s (smoke mode: no peers)")
+    else:
+        bm25s = optional("bm25s", res, "the bm25s peer")
 
-    print(f"machine: {machine()}", flush=True)
     reports: dict[str, Report] = {}
-    if "cranfield" not in args.skip:
-        r = bench_text(
-            "cranfield",
-            args.data / "cranfield",
-            fastrag.EnglishAnalyzer(),
-            args,
-            bm25s_own_tokenizer=True,
-        )
+    plan = [
+        ("cranfield", "cranfield", fastrag.EnglishAnalyzer, True),
+        ("jsquad", "jsquad-valid", fastrag.JapaneseAnalyzer, False),
+    ]
+    for key, folder, analyzer, own in plan:
+        if key in args.skip:
+            continue
+        r = bench_text(folder, args.data / folder, analyzer(), args, bm25s_own_tokenizer=own)
         if r:
-            reports["cranfield"] = r
-    if "jsquad" not in args.skip:
-        r = bench_text("jsquad-valid", args.data / "jsquad-valid", fastrag.JapaneseAnalyzer(), args)
-        if r:
-            reports["jsquad"] = r
+            reports[key] = r
+        else:
+            res.skip(f"{folder}: {args.data / folder} not found")
     if "synthetic" not in args.skip:
         reports["synthetic"] = bench_synthetic(args)
 
@@ -679,11 +690,18 @@ def main() -> None:
     for r in reports.values():
         print(r.table())
         print()
-    summary = {}
     for key, r in reports.items():
         for name, value in r.summary.items():
-            summary[f"{name}_{key}"] = value
-    print("SUMMARY " + " ".join(f"{k}={v}" for k, v in summary.items()))
+            res.summary[f"{name}_{key}"] = value
+        res.details[key] = {
+            "rows": [
+                {"figure": row.figure, "engine": row.engine, "median": row.median,
+                 "best": row.best, "unit": row.unit}
+                for row in r.rows
+            ],
+            "notes": r.lines,
+        }
+    res.finish()
 
 
 if __name__ == "__main__":

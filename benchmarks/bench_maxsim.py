@@ -1,7 +1,8 @@
 """Late-interaction reranking (ColBERT MaxSim): fastrag against numpy and torch in the same run.
 
-    python benchmarks/bench_maxsim.py [--candidates 100] [--tokens 180] [--dim 384]
-                                      [--query-tokens 32] [--rounds 7] [--seed 0]
+    python benchmarks/bench_maxsim.py [--quick | --smoke] [--json PATH] [--candidates 100]
+                                      [--tokens 180] [--dim 384] [--query-tokens 32]
+                                      [--rounds 7] [--seed 0]
 
 One query of 32 token vectors reranks 100 candidate documents of 180 token vectors of 384
 dimensions, on one thread (OMP/OpenBLAS/MKL and torch pinned to 1). The documents are stored
@@ -18,13 +19,12 @@ once as float16 (what a ColBERT index keeps); every engine scores the same value
 The baselines get their float32 padded tensors built ahead of time, outside the timer (the
 conversion from float16 and the padding are free for them). Every engine's scores must agree with
 fastrag's within 1e-4 relative. Timing: the engines run in turn for several rounds, each sample
-repeats a call for at least 0.1 s; the best sample counts. The last line is a SUMMARY.
+repeats a call for at least 0.1 s; the best sample counts. --quick: 3 rounds; --smoke: 10
+candidates of 20 tokens x 64 dims, numpy only. The last line is a SUMMARY.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 from collections.abc import Callable
 
@@ -34,13 +34,13 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import numpy as np
 
-from _common import best_times, torch
+from _common import Results, best_times, optional, parse, parser
 from fastrag import _core
 from fastrag.search.maxsim import TokenStore
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = parser(__doc__)
     ap.add_argument("--candidates", type=int, default=100)
     ap.add_argument("--tokens", type=int, default=180, help="tokens per document (the most)")
     ap.add_argument("--min-tokens", type=int, default=None, help="fewest tokens (default: all)")
@@ -48,7 +48,14 @@ def main() -> None:
     ap.add_argument("--query-tokens", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args()
+    args = parse(ap)
+    res = Results(__file__, args, peers=("torch",))
+    if args.smoke:
+        args.candidates, args.tokens, args.dim, args.query_tokens, args.rounds = 10, 20, 64, 8, 1
+    elif args.quick:
+        args.rounds = 3
+    min_s = 0.01 if args.smoke else 0.1
+    torch = None if args.smoke else optional("torch", res, "the torch peer")
 
     rng = np.random.default_rng(args.seed)
     n, t_max, d, m = args.candidates, args.tokens, args.dim, args.query_tokens
@@ -109,7 +116,7 @@ def main() -> None:
         if err > 1e-4:
             raise SystemExit(f"{name} disagrees with fastrag: max relative error {err:.3g}")
 
-    best = best_times(engines, args.rounds)
+    best = best_times(engines, args.rounds, min_s)
     names = list(engines)
 
     flops = 2.0 * m * d * float(lengths.sum())
@@ -126,7 +133,7 @@ def main() -> None:
         )
     numpy_best = min(best["numpy einsum (padded)"], best["numpy matmul loop"])
     torch_name = next((k for k in names if k.startswith("torch")), None)
-    summary = {
+    res.summary.update({
         "candidates": n,
         "tokens": t_max,
         "dim": d,
@@ -136,8 +143,9 @@ def main() -> None:
         "torch_candidates_per_s": round(n / best[torch_name], 1) if torch_name else None,
         "maxsim_ratio_vs_numpy": round(numpy_best / fast, 2),
         "maxsim_ratio_vs_torch": round(best[torch_name] / fast, 2) if torch_name else None,
-    }
-    print("SUMMARY " + json.dumps(summary))
+    })
+    res.details["seconds_best"] = best
+    res.finish()
 
 
 if __name__ == "__main__":

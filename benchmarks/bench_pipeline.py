@@ -1,9 +1,11 @@
 """End-to-end query latency of retrieval pipelines: fastrag's Collection against a peer built
 from bm25s + hnswlib + sentence-transformers, one query at a time, in one process.
 
-    python benchmarks/bench_pipeline.py                       # full run (~5.5 min on 2 vCPUs)
-    python benchmarks/bench_pipeline.py --n-chunks 5000 --limit-queries 40   # a quick look
-    # options: --skip-100k, --n-chunks N, --limit-queries N, --rounds R, --seed S, --data DIR
+    python benchmarks/bench_pipeline.py            # full run (~5.5 min on 2 vCPUs)
+    python benchmarks/bench_pipeline.py --quick    # 10,000 generated chunks, 50 queries, 1 round
+    python benchmarks/bench_pipeline.py --smoke    # tiny generated data, fastrag only
+    # options: --json PATH, --skip-100k, --n-chunks N, --limit-queries N, --rounds R, --seed S,
+    #          --data DIR
 
 Pipelines (k = 10 documents, each returned with its text):
 
@@ -46,7 +48,8 @@ Agreement (cranfield): mean top-10 overlap and share of identical top-10 sets pe
 from the first timed round. The BM25 legs tokenize differently (bm25s's "en" stopword list is
 shorter than fastrag's: "what", "must", "when", "can" stay), so the script also feeds a fastrag
 BM25 index bm25s's own tokens and compares that with the peer's BM25 leg: the scorers agree.
-The last line is `SUMMARY {json}`.
+In --smoke mode there is no peer: cranfield's stand-in is a tiny generated collection whose
+document vectors come from fastrag's own encoder. The last line is a SUMMARY.
 """
 
 from __future__ import annotations
@@ -61,8 +64,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
 import gc  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -72,11 +73,8 @@ from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
-import bm25s  # noqa: E402
-import hnswlib  # noqa: E402
 import numpy as np  # noqa: E402
 import Stemmer  # noqa: E402
-import torch  # noqa: E402
 
 import fastrag  # noqa: E402
 from fastrag.collection import Collection  # noqa: E402
@@ -84,8 +82,13 @@ from fastrag.eval import load_beir  # noqa: E402
 from fastrag.search.pipeline import DenseRescore, Pipeline, Retriever  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import cpu_model, version  # noqa: E402
+from _common import Results, optional, parse, parser  # noqa: E402
 from embeddings import embeddings, minilm  # noqa: E402
+
+# the peer's packages, imported in main() unless --smoke
+bm25s: Any = None
+hnswlib: Any = None
+torch: Any = None
 
 K = 10
 DEPTH = 100
@@ -97,7 +100,6 @@ WARMUP = 10
 BATCH = 10_000
 PIPELINES = ("bm25", "dense", "hybrid", "hybrid+rescore")
 MODES = ("enc", "noenc")
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 # Call: query text -> (wall seconds, encode seconds, search seconds, result doc ids); "search"
 # is fastrag's timings["search"] (the peer: wall - encode)
@@ -154,7 +156,7 @@ class Peer:
     ids: list[str]
     docs: dict[str, str]
     vectors: np.ndarray
-    bm25: bm25s.BM25
+    bm25: Any
     hnsw: Any
     stemmer: Any
     model: Any
@@ -379,17 +381,25 @@ def synthetic(
     return ids, texts, vectors, queries
 
 
-def cranfield(data: Path) -> tuple[list[str], list[str], np.ndarray, list[str]]:
-    """(ids, texts, MiniLM document vectors, judged queries), empty documents dropped."""
+def cranfield(
+    data: Path, encoder: fastrag.TextEncoder | None = None
+) -> tuple[list[str], list[str], np.ndarray, list[str]]:
+    """(ids, texts, MiniLM document vectors, judged queries), empty documents dropped.
+
+    The vectors come from the peer (sentence-transformers, cached), or from `encoder` if given.
+    """
     ds = load_beir(data / "cranfield")
     ids, texts = ds.documents()
     _, queries = ds.judged_queries()
-    emb = embeddings("cranfield", data)
-    if list(emb["doc_ids"]) != ids:
-        raise SystemExit("cached cranfield embeddings do not match the corpus: delete the cache")
     keep = [i for i, t in enumerate(texts) if t.strip()]
+    ids, texts = [ids[i] for i in keep], [texts[i] for i in keep]
+    if encoder is not None:
+        return ids, texts, encoder.encode_documents(texts), queries
+    emb = embeddings("cranfield", data)
+    if [emb["doc_ids"][i] for i in keep] != ids:
+        raise SystemExit("cached cranfield embeddings do not match the corpus: delete the cache")
     vectors = np.ascontiguousarray(np.asarray(emb["doc_vectors"], dtype=np.float32)[keep])
-    return [ids[i] for i in keep], [texts[i] for i in keep], vectors, queries
+    return ids, texts, vectors, queries
 
 
 # ----------------------------------------------------------------------------- one dataset
@@ -418,6 +428,12 @@ class Report:
             ]
             for pipe in PIPELINES:
                 f = self.times[pipe]["fastrag"].stats(mode)
+                if "peer" not in self.times[pipe]:
+                    out.append(
+                        f"| {pipe} | {f['p50']:.3f} | {f['p99']:.3f} | {f['qps']:,.0f} | "
+                        "- | - | - | - |"
+                    )
+                    continue
                 p = self.times[pipe]["peer"].stats(mode)
                 out.append(
                     f"| {pipe} | {f['p50']:.3f} | {f['p99']:.3f} | {f['qps']:,.0f} | "
@@ -432,13 +448,29 @@ class Report:
         for pipe in PIPELINES:
             key = pipe.replace("+", "_")
             for mode in MODES:
-                f = self.times[pipe]["fastrag"].stats(mode)
-                p = self.times[pipe]["peer"].stats(mode)
+                sides = {side: t.stats(mode) for side, t in self.times[pipe].items()}
                 suffix = f"{key}_{self.label}_{mode}"
-                self.summary[f"p50_ratio_vs_peer_{suffix}"] = round(p["p50"] / f["p50"], 3)
-                for side, st in (("fastrag", f), ("peer", p)):
+                if "peer" in sides:
+                    self.summary[f"p50_{key}_{mode}_ratio_vs_peer_{self.label}"] = round(
+                        sides["peer"]["p50"] / sides["fastrag"]["p50"], 3
+                    )
+                for side, st in sides.items():
                     self.summary[f"{side}_p50_ms_{suffix}"] = round(st["p50"], 4)
                     self.summary[f"{side}_p99_ms_{suffix}"] = round(st["p99"], 4)
+
+    def distributions(self) -> dict[str, Any]:
+        """Latency percentiles 0..100 (ms) per pipeline, side and mode: the plots' data."""
+        pct = np.arange(0, 101)
+        return {
+            pipe: {
+                side: {
+                    mode: np.round(np.percentile(np.asarray(getattr(t, mode)) * 1e3, pct), 4)
+                    for mode in MODES
+                }
+                for side, t in sides.items()
+            }
+            for pipe, sides in self.times.items()
+        }
 
 
 def bench(
@@ -466,23 +498,24 @@ def bench(
         gc.collect()
         col, f_build = fastrag_build(Path(tmp) / "col", encoder, ids, texts, vectors)
         gc.collect()
-        peer = Peer.create(ids, texts, vectors, model, backend)
-        report.note(
-            f"build: fastrag Collection.add(vectors=) in batches of {BATCH:,} + commit "
-            f"{f_build:.1f} s; peer {peer.build['total']:.1f} s (bm25s tokenize + index "
-            f"{peer.build['bm25']:.1f} s, hnswlib add_items {peer.build['hnsw']:.1f} s); "
-            "fastrag's figure includes SQLite and writing the index files"
-        )
         report.summary[f"build_s_fastrag_{label}"] = round(f_build, 2)
-        report.summary[f"build_s_peer_{label}"] = round(peer.build["total"], 2)
+        peer = None
+        if model is not None:
+            peer = Peer.create(ids, texts, vectors, model, backend)
+            report.note(
+                f"build: fastrag Collection.add(vectors=) in batches of {BATCH:,} + commit "
+                f"{f_build:.1f} s; peer {peer.build['total']:.1f} s (bm25s tokenize + index "
+                f"{peer.build['bm25']:.1f} s, hnswlib add_items {peer.build['hnsw']:.1f} s); "
+                "fastrag's figure includes SQLite and writing the index files"
+            )
+            report.summary[f"build_s_peer_{label}"] = round(peer.build["total"], 2)
         pipes = fastrag_pipelines()
         for pipe in PIPELINES:
             print(f"[{name}] timing {pipe}", flush=True)
-            report.times[pipe] = measure(
-                {"fastrag": fastrag_call(col, pipes[pipe]), "peer": peer.call(pipe)},
-                queries,
-                args.rounds,
-            )
+            calls = {"fastrag": fastrag_call(col, pipes[pipe])}
+            if peer is not None:
+                calls["peer"] = peer.call(pipe)
+            report.times[pipe] = measure(calls, queries, args.rounds)
         searches = ", ".join(
             f"{pipe} {report.times[pipe]['fastrag'].stats('search')['p50']:.3f}"
             for pipe in PIPELINES
@@ -502,7 +535,7 @@ def bench(
             f"col.search(q, method=...)), p50 with encoding: bm25 {extra['bm25']:.3f} ms, "
             f"dense {extra['dense']:.3f} ms"
         )
-        for pipe in PIPELINES:
+        for pipe in PIPELINES if peer is not None else ():
             f, p = report.times[pipe]["fastrag"].ids, report.times[pipe]["peer"].ids
             mean, same = overlap(f, p)
             key = pipe.replace("+", "_")
@@ -513,7 +546,7 @@ def bench(
                 )
             report.summary[f"overlap10_{key}_{label}"] = mean
             report.summary[f"identical10_{key}_{label}"] = same
-        if agreement:
+        if agreement and peer is not None:
             mean, same = same_token_bm25(peer, texts, queries)
             report.note(
                 f"agreement bm25 on the same tokens (fastrag BM25 index fed bm25s.tokenize "
@@ -527,50 +560,61 @@ def bench(
 
 
 # ----------------------------------------------------------------------------- main
-def machine(backend: str) -> str:
-    cpu = cpu_model()
-    return (
-        f"{os.cpu_count()} CPUs ({cpu}); Python {platform.python_version()}, fastrag "
-        f"{fastrag.__version__}, onnxruntime {version('onnxruntime')}, bm25s {bm25s.__version__} "
-        f"({backend} backend), hnswlib {version('hnswlib')}, sentence-transformers "
-        f"{version('sentence-transformers')}, torch {torch.__version__}, numpy {np.__version__}"
-    )
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="BEIR collections folder")
-    parser.add_argument("--n-chunks", type=int, default=100_000, help="generated collection size")
-    parser.add_argument("--skip-100k", action="store_true", help="cranfield only")
-    parser.add_argument("--limit-queries", type=int, default=0, help="at most N queries per set")
-    parser.add_argument("--rounds", type=int, default=2, help="timed passes over the queries")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-
-    torch.set_num_threads(1)
-    with contextlib.suppress(RuntimeError):  # already set in this process
-        torch.set_num_interop_threads(1)
-    try:
-        import numba  # noqa: F401
-
-        backend = "numba"
-    except ImportError:
-        backend = "numpy"
-    print(f"machine: {machine(backend)}", flush=True)
+    global bm25s, hnswlib, torch
+    parser_ = parser(__doc__, data=True)
+    parser_.add_argument("--n-chunks", type=int, default=None,
+                         help="generated collection size (100,000; --quick 10,000)")
+    parser_.add_argument("--skip-100k", action="store_true", help="cranfield only")
+    parser_.add_argument("--limit-queries", type=int, default=None,
+                         help="at most N queries per set")
+    parser_.add_argument("--rounds", type=int, default=None, help="timed passes over the queries")
+    parser_.add_argument("--seed", type=int, default=0)
+    args = parse(parser_)
+    n_chunks, limit, rounds = {"smoke": (300, 8, 1), "quick": (10_000, 50, 1)}.get(
+        args.mode, (100_000, 0, 2)
+    )
+    args.n_chunks = args.n_chunks or n_chunks
+    args.limit_queries = args.limit_queries if args.limit_queries is not None else limit
+    args.rounds = args.rounds or rounds
+    res = Results(
+        __file__, args,
+        peers=("bm25s", "numba", "hnswlib", "sentence-transformers", "torch", "PyStemmer"),
+    )
+    backend = "numpy"
+    if args.smoke:
+        res.skip("the peer (bm25s + hnswlib + sentence-transformers): smoke mode")
+    else:
+        bm25s = optional("bm25s", res, "the peer pipelines")
+        hnswlib = optional("hnswlib", res, "the peer pipelines")
+        torch = optional("torch", res, "the peer pipelines")
+        st = optional("sentence_transformers", res, "the peer pipelines")
+        if None in (bm25s, hnswlib, torch, st):
+            res.skip("the peer: a package is missing")
+        else:
+            torch.set_num_threads(1)
+            with contextlib.suppress(RuntimeError):  # already set in this process
+                torch.set_num_interop_threads(1)
+            if optional("numba", res, "bm25s's numba backend (numpy used)") is not None:
+                backend = "numba"
     print(
         "threads: OMP/OpenBLAS/MKL 1, torch.set_num_threads(1), TextEncoder(threads=1); "
-        "bm25s retrieve n_threads=1; builds on every core",
+        f"bm25s ({backend} backend) retrieve n_threads=1; builds on every core",
         flush=True,
     )
     encoder = fastrag.TextEncoder(threads=1)
-    model = minilm()
+    peer_ok = None not in (bm25s, hnswlib, torch)
+    model = minilm() if peer_ok else None
 
-    reports = [
-        bench("cranfield", "cranfield", cranfield(args.data), encoder, model, backend, args, True)
-    ]
+    reports = []
+    if (args.data / "cranfield").is_dir():
+        data = cranfield(args.data, None if peer_ok else encoder)
+        reports.append(bench("cranfield", "cranfield", data, encoder, model, backend, args, True))
+    else:
+        res.skip(f"cranfield: {args.data / 'cranfield'} not found")
     if not args.skip_100k:
         n = args.n_chunks
-        label = f"{n // 1000}k" if n % 1000 == 0 else str(n)
+        label = f"{n // 1000}k" if n % 1000 == 0 else f"n{n}"
         t0 = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -593,10 +637,11 @@ def main() -> None:
     for r in reports:
         print(r.tables())
         print()
-    summary: dict[str, Any] = {}
     for r in reports:
-        summary.update(r.summary)
-    print("SUMMARY " + json.dumps(summary))
+        res.summary.update(r.summary)
+        res.details.setdefault("latency_ms_percentiles", {})[r.label] = r.distributions()
+        res.details.setdefault("notes", {})[r.label] = r.lines
+    res.finish()
 
 
 if __name__ == "__main__":

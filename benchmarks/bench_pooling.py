@@ -1,7 +1,8 @@
 """Span mean pooling (late chunking): fastrag against numpy and torch, next to memcpy bandwidth.
 
-    python benchmarks/bench_pooling.py [--docs 32] [--tokens 2048] [--dim 768]
-                                       [--span 200] [--rounds 5] [--seed 0]
+    python benchmarks/bench_pooling.py [--quick | --smoke] [--json PATH] [--docs 32]
+                                       [--tokens 2048] [--dim 768] [--span 200] [--rounds 5]
+                                       [--seed 0]
 
 A late-chunking batch: 32 documents of 2048 token vectors of 768 dimensions (float32, as an
 encoder returns them), each cut into consecutive spans of 150-250 tokens (about 10 a document)
@@ -23,13 +24,12 @@ copied, each read once and written once). Every engine's means must agree with a
 reference within 1e-4 of the largest mean magnitude (the float32 cumsum loses the most). Timing:
 the engines run in turn for several rounds, each sample repeats a call for at least 0.1 s; the
 best sample counts. The last line is a SUMMARY; ratios are fastrag's ``mean_pool_batch`` GB/s
-over the faster numpy variant and over memcpy.
+over the faster numpy variant and over memcpy. --quick: 8 documents, 3 rounds; --smoke: 2
+documents of 256 tokens x 64 dims, no torch.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -40,7 +40,7 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import numpy as np
 
-from _common import best_times, torch
+from _common import Results, best_times, optional, parse, parser
 from fastrag import _core
 from fastrag.text.pooling import mean_pool_batch
 
@@ -74,14 +74,21 @@ def reference(docs: list[np.ndarray], spans: list[np.ndarray]) -> np.ndarray:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = parser(__doc__)
     ap.add_argument("--docs", type=int, default=32)
     ap.add_argument("--tokens", type=int, default=2048, help="tokens per document")
     ap.add_argument("--dim", type=int, default=768)
     ap.add_argument("--span", type=int, default=200, help="mean span length in tokens")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args()
+    args = parse(ap)
+    res = Results(__file__, args, peers=("torch",))
+    if args.smoke:
+        args.docs, args.tokens, args.dim, args.span, args.rounds = 2, 256, 64, 40, 1
+    elif args.quick:
+        args.docs, args.rounds = 8, 3
+    min_s = 0.01 if args.smoke else 0.1
+    torch = None if args.smoke else optional("torch", res, "the torch peers")
 
     rng = np.random.default_rng(args.seed)
     n_docs, n_tok, d = args.docs, args.tokens, args.dim
@@ -177,7 +184,7 @@ def main() -> None:
         raise SystemExit(f"fastrag float16 disagrees with its float64 reference: {err16:.3g}")
 
     timed = {**engines, **extra}
-    best = best_times(timed, args.rounds)
+    best = best_times(timed, args.rounds, min_s)
     names = list(timed)
 
     gbps = {name: nbytes / best[name] / 1e9 for name in engines}
@@ -202,12 +209,11 @@ def main() -> None:
     numpy_gbps = max(gbps["numpy loop (mean per span)"], gbps["numpy cumsum (per document)"])
     torch_names = [k for k in engines if k.startswith("torch")]
     torch_gbps = max(gbps[k] for k in torch_names) if torch_names else None
-    summary = {
+    res.summary.update({
         "docs": n_docs,
         "tokens": n_tok,
         "dim": d,
         "spans": n_spans,
-        "kernels": _core.pooling_kernels(),
         "fastrag_gbps": round(fast, 2),
         "fastrag_float16_gbps": round(gbps["fastrag mean_pool_batch, float16 copy"], 2),
         "numpy_gbps": round(numpy_gbps, 2),
@@ -216,8 +222,10 @@ def main() -> None:
         "gbps_ratio_vs_numpy": round(fast / numpy_gbps, 2),
         "gbps_ratio_vs_torch": round(fast / torch_gbps, 2) if torch_gbps else None,
         "gbps_ratio_vs_memcpy": round(fast / memcpy, 2),
-    }
-    print("SUMMARY " + json.dumps(summary))
+    })
+    res.details["gbps"] = gbps
+    res.details["l3_cache"] = l3_cache()
+    res.finish()
 
 
 if __name__ == "__main__":
