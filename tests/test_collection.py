@@ -442,10 +442,10 @@ elif mode == "before_sqlite_commit":
     change()
     col.commit()
 elif mode == "after_sqlite_commit":
-    def remove_stale(self, gen):
+    def remove_stale(self):
         hang()
+    change()  # (the first write clears leftovers through _remove_stale too)
     fc.Collection._remove_stale = remove_stale
-    change()
     col.commit()
 else:
     raise SystemExit("unknown mode " + mode)
@@ -499,9 +499,12 @@ def check_state(path: Path, state: dict[str, tuple[str, dict[str, Any]]], gen: i
             assert sorted(bm25_ids(col, word)) == want, word
         assert sorted(dense_ids(col, "beta zebras")) == sorted(state)
         assert sorted(r.id for r in col.search("alpha", k=10)) == sorted(state)
-        assert index_files(path) == {f"bm25.{gen}.fridx", f"dense.{gen}.frdx"}
-        # and the collection keeps working
+        # a reader never deletes: what the killed writer left stays until the next write
+        assert {f"bm25.{gen}.fridx", f"dense.{gen}.frdx"} <= index_files(path)
+        # and the collection keeps working; its first write clears the leftovers
         col.add(["Gamma text about lions."], ids=["g"])
+        assert index_files(path) == {f"bm25.{gen}.fridx", f"dense.{gen}.frdx"}
+        assert not [p for p in path.iterdir() if ".tmp-" in p.name]
         col.commit()
         assert index_files(path) == {f"bm25.{gen + 1}.fridx", f"dense.{gen + 1}.frdx"}
     finally:

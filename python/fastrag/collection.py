@@ -9,7 +9,13 @@ Layout of the folder:
 Crash safety: `commit` writes the index files of a new generation first (each atomically),
 then commits the SQLite transaction that holds the document changes and names the new
 generation, and only then deletes the older files. A process killed at any point leaves
-either the old or the new state, complete; `open` removes files of uncommitted generations.
+either the old or the new state, complete. Only a writer deletes files, and only while it
+holds SQLite's write lock, against the generation it reads under that lock: readers never
+delete (a reader that finds its generation's files gone re-reads the generation).
+
+Integrity: every row of ``documents``, ``chunks`` and ``tokens`` carries a CRC-32 of its
+content, checked whenever the row is read; a damaged database raises
+`fastrag.IndexFormatError`, never a silently wrong passage, metadata or filter result.
 """
 
 from __future__ import annotations
@@ -20,7 +26,9 @@ import math
 import os
 import re
 import sqlite3
+import struct
 import threading
+import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,17 +36,21 @@ from typing import Any
 
 import numpy as np
 
+from fastrag._core import IndexFormatError
 from fastrag.encoders.base import Encoder, check_texts
 from fastrag.index import BM25, DenseIndex
+from fastrag.index.dense import as_matrix
 from fastrag.text.chunking import split_passages
 
 log = logging.getLogger(__name__)
 
 DB = "collection.sqlite"
 FORMAT = "fastrag.collection"
-VERSION = 1
+VERSION = 2  # 2: a CRC-32 per row (version 1 collections are upgraded when opened)
 # index files of a generation, and the temporary files the core writes them through
 _FILE = re.compile(r"^(bm25|dense)\.(\d+)\.(fridx|frdx)(\.tmp-\d+-\d+)?$")
+# a database being created: written under this name, then renamed into place
+_CREATING = re.compile(r"^collection\.sqlite\.creating-\d+(-wal|-shm|-journal)?$")
 _FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 _OPS = {"$eq": "=", "$ne": "!=", "$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
 
@@ -47,7 +59,8 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS documents (
     id TEXT PRIMARY KEY,
     text TEXT NOT NULL,
-    metadata TEXT NOT NULL DEFAULT '{}'
+    metadata TEXT NOT NULL DEFAULT '{}',
+    crc INTEGER
 );
 CREATE TABLE IF NOT EXISTS chunks (
     chunk INTEGER PRIMARY KEY,
@@ -55,15 +68,38 @@ CREATE TABLE IF NOT EXISTS chunks (
     ord INTEGER NOT NULL,
     start INTEGER NOT NULL,
     end INTEGER NOT NULL,
-    lang TEXT NOT NULL
+    lang TEXT NOT NULL,
+    crc INTEGER
 );
 CREATE INDEX IF NOT EXISTS chunks_by_doc ON chunks(doc);
 CREATE TABLE IF NOT EXISTS tokens (
     chunk INTEGER PRIMARY KEY REFERENCES chunks(chunk) ON DELETE CASCADE,
     n INTEGER NOT NULL,
-    data BLOB NOT NULL
+    data BLOB NOT NULL,
+    crc INTEGER
 );
 """
+
+
+# ---------------------------------------------------------------------- row checksums
+def _doc_crc(doc_id: str, text: str, metadata: str) -> int:
+    return zlib.crc32("\x00".join((doc_id, text, metadata)).encode("utf-8", "surrogatepass"))
+
+
+def _chunk_crc(chunk: int, doc: str, ord_: int, start: int, end: int, lang: str) -> int:
+    head = struct.pack("<qqqq", chunk, ord_, start, end)
+    return zlib.crc32(head + f"{doc}\x00{lang}".encode("utf-8", "surrogatepass"))
+
+
+def _tokens_crc(chunk: int, n: int, data: bytes) -> int:
+    return zlib.crc32(struct.pack("<qq", chunk, n) + bytes(data))
+
+
+def _damaged(what: str) -> IndexFormatError:
+    return IndexFormatError(
+        f"{DB}: {what} fails its checksum: the database is damaged; restore it from a backup "
+        "or rebuild the collection"
+    )
 
 
 class CollectionError(ValueError):
@@ -169,6 +205,7 @@ class Collection:
         self._encoder: Encoder | None = None
         self._chunk_map: dict[int, ChunkHit] | None = None  # chunk -> document span, lazily
         self._language_shares: dict[str, float] | None = None  # languages(), lazily
+        self._documents_verified = False  # every document row checked (see allowed_chunks)
         self.bm25: BM25 | None = None
         self.dense: DenseIndex | None = None
 
@@ -201,14 +238,12 @@ class Collection:
                 About n_tokens x dim x 2 bytes per chunk.
         """
         folder = Path(path)
-        if (folder / DB).exists():
+        if (folder / DB).exists() and not _unfinished_create(folder / DB):
             raise CollectionError(f"{folder} already holds a collection; use Collection.open")
         split_passages("x" * 16, max_chars=chunk_chars)  # validates chunk_chars
         enc = _make_encoder(encoder)
         if token_vectors and not hasattr(enc, "token_vectors"):
             raise ValueError("token_vectors=True needs a local fastrag.TextEncoder")
-        folder.mkdir(parents=True, exist_ok=True)
-        db = _connect(folder / DB)
         settings = {
             "format": FORMAT,
             "version": VERSION,
@@ -223,11 +258,8 @@ class Collection:
                 "languages": list(languages or _languages_of(enc)),
             },
         }
-        with db:
-            db.executescript(_SCHEMA)
-            _set_meta(db, "settings", settings)
-            _set_meta(db, "generation", 0)
-            _set_meta(db, "next_chunk", 0)
+        folder.mkdir(parents=True, exist_ok=True)
+        db = _create_db(folder, settings)
         col = cls(folder, db, settings)
         col._encoder = enc
         col.bm25 = BM25(analyzer=analyzer)
@@ -250,59 +282,93 @@ class Collection:
         folder = Path(path)
         db, settings = _open_db(folder)
         col = cls(folder, db, settings)
-        gen = int(_get_meta(db, "generation"))
-        col._remove_stale(gen)
         enc_info = settings.get("encoder")
-        if enc_info is not None:
-            enc = _make_encoder(encoder if encoder is not None else enc_info.get("model"))
-            if enc is None:
-                raise CollectionError(
-                    f"{folder} was built with encoder {enc_info['fingerprint']}; "
-                    "pass encoder= (the same model) to open it"
-                )
-            if enc.fingerprint != enc_info["fingerprint"]:
-                raise CollectionError(
-                    f"{folder} was built with encoder {enc_info['fingerprint']}, not "
-                    f"{enc.fingerprint}: vectors of another encoder are not comparable; "
-                    "open it with the same model, or build a new collection"
-                )
-            col._encoder = enc
-        if gen == 0:
-            col.bm25 = BM25(analyzer=settings["analyzer"])
-            col.dense = None if col._encoder is None else DenseIndex(
-                encoder=col._encoder, storage=settings["storage"]
-            )
-        else:
-            col.bm25 = BM25.load(folder / f"bm25.{gen}.fridx", mmap=mmap)
-            if col._encoder is not None:
-                col.dense = DenseIndex.load(
-                    folder / f"dense.{gen}.frdx", mmap=mmap, encoder=col._encoder
-                )
+        try:
+            if enc_info is not None:
+                enc = _make_encoder(encoder if encoder is not None else enc_info.get("model"))
+                if enc is None:
+                    raise CollectionError(
+                        f"{folder} was built with encoder {enc_info['fingerprint']}; "
+                        "pass encoder= (the same model) to open it"
+                    )
+                if enc.fingerprint != enc_info["fingerprint"]:
+                    raise CollectionError(
+                        f"{folder} was built with encoder {enc_info['fingerprint']}, not "
+                        f"{enc.fingerprint}: vectors of another encoder are not comparable; "
+                        "open it with the same model, or build a new collection"
+                    )
+                col._encoder = enc
+            col._load_indexes(mmap)
+        except BaseException:
+            db.close()
+            raise
         return col
 
-    def _remove_stale(self, gen: int) -> None:
-        """Removes index files of older generations; files of newer generations and temporary
-        files only when no writer holds the database (they may be a commit in progress)."""
-        idle = False
-        if not self._db.in_transaction:
+    def _load_indexes(self, mmap: bool) -> None:
+        """Loads the index files of the committed generation. A writer in another process may
+        commit a newer one and delete these files meanwhile: then the generation is read
+        again (readers never delete anything)."""
+        for _ in range(20):
+            gen = int(_get_meta(self._db, "generation"))
+            try:
+                if gen == 0:
+                    bm25 = BM25(analyzer=self.settings["analyzer"])
+                    dense = None if self._encoder is None else DenseIndex(
+                        encoder=self._encoder, storage=self.settings["storage"]
+                    )
+                else:
+                    bm25 = BM25.load(self.path / f"bm25.{gen}.fridx", mmap=mmap)
+                    dense = None if self._encoder is None else DenseIndex.load(
+                        self.path / f"dense.{gen}.frdx", mmap=mmap, encoder=self._encoder
+                    )
+            except FileNotFoundError:
+                if int(_get_meta(self._db, "generation")) != gen:
+                    continue  # a newer generation was committed while we read
+                raise IndexFormatError(
+                    f"{self.path}: the index files of generation {gen} are missing; "
+                    "rebuild the collection"
+                ) from None
+            chunks = int(self._db.execute("SELECT count(*) FROM chunks").fetchone()[0])
+            if int(_get_meta(self._db, "generation")) != gen:
+                continue  # the documents moved on while the files were read
+            if len(bm25) != chunks or (dense is not None and len(dense) != chunks):
+                raise IndexFormatError(
+                    f"{self.path}: the database holds {chunks} chunks but the index files of "
+                    f"generation {gen} hold {len(bm25)}: the collection is damaged; rebuild it"
+                )
+            self.bm25, self.dense = bm25, dense
+            return
+        raise CollectionError(f"{self.path}: the collection changed too often while opening")
+
+    def _remove_stale(self) -> None:
+        """Deletes index files of other generations than the committed one: older ones, and
+        newer or temporary ones that a killed writer left. Only a writer calls this, holding
+        the write lock (or taking it, if free), and it reads the generation under the lock;
+        without the lock it deletes only older generations, which nothing can need again."""
+        locked = self._db.in_transaction
+        own = False
+        if not locked:
             self._db.execute("PRAGMA busy_timeout = 0")
             try:
                 self._db.execute("BEGIN IMMEDIATE")
-                idle = True
-            except sqlite3.OperationalError:  # a writer is active
+                locked = own = True
+            except sqlite3.OperationalError:  # another writer is active
                 pass
             finally:
                 self._db.execute("PRAGMA busy_timeout = 5000")
         try:
+            gen = int(_get_meta(self._db, "generation"))
             for p in self.path.iterdir():
                 m = _FILE.match(p.name)
                 if not m:
                     continue
                 file_gen, temporary = int(m.group(2)), m.group(4) is not None
-                if (file_gen < gen and not temporary) or (idle and (file_gen > gen or temporary)):
+                if (file_gen < gen and not temporary) or (
+                    locked and (file_gen > gen or temporary)
+                ):
                     p.unlink(missing_ok=True)
         finally:
-            if idle:
+            if own:
                 self._db.rollback()
 
     def __enter__(self) -> Collection:
@@ -330,13 +396,35 @@ class Collection:
         return int(self._db.execute("SELECT count(*) FROM documents").fetchone()[0])
 
     def __contains__(self, doc_id: object) -> bool:
-        return self._db.execute(
-            "SELECT 1 FROM documents WHERE id = ?", (str(doc_id),)
+        return isinstance(doc_id, str) and self._db.execute(
+            "SELECT 1 FROM documents WHERE id = ?", (doc_id,)
         ).fetchone() is not None
 
     def info(self) -> dict[str, Any]:
         """Counts, settings, languages and files (see `read_info`)."""
         return {**_info(self.path, self._db, self.settings), "uncommitted_changes": self._dirty}
+
+    def verify(self) -> dict[str, int]:
+        """Checks the whole database: SQLite's structure (``PRAGMA quick_check``) and the
+        checksum of every row; raises `fastrag.IndexFormatError` on damage, else returns the
+        counts of rows checked."""
+        try:
+            problems = [r[0] for r in self._db.execute("PRAGMA quick_check")]
+        except sqlite3.DatabaseError as e:
+            raise IndexFormatError(f"{self.path / DB} is damaged ({e})") from e
+        if problems != ["ok"]:
+            raise IndexFormatError(f"{self.path / DB} is damaged: {'; '.join(problems[:3])}")
+        docs = sum(1 for _ in self.documents())
+        with self._lock:
+            self._chunk_map = None  # read (and check) every chunk row again
+            self.chunks_of(())
+            chunks = len(self._chunk_map or {})
+        tokens = 0
+        for c, n, data, crc in self._db.execute("SELECT chunk, n, data, crc FROM tokens"):
+            if crc != _tokens_crc(c, n, data):
+                raise _damaged(f"the token vectors of chunk {c}")
+            tokens += 1
+        return {"documents": docs, "chunks": chunks, "token_rows": tokens}
 
     def languages(self) -> dict[str, float]:
         """Share of chunks per language family ({"en": 0.9, "ja": 0.1}).
@@ -351,27 +439,29 @@ class Collection:
     # ------------------------------------------------------------------ documents
     def get(self, doc_id: str) -> Document:
         """A stored document (KeyError for an unknown id)."""
-        row = self._db.execute(
-            "SELECT id, text, metadata FROM documents WHERE id = ?", (str(doc_id),)
-        ).fetchone()
-        if row is None:
+        found = self.texts_of([_check_id(doc_id, "doc_id")])
+        if not found:
             raise KeyError(f"no document with id {doc_id!r}")
-        return Document(row[0], row[1], json.loads(row[2]))
+        return found[doc_id]
 
     def documents(self) -> Iterator[Document]:
-        for doc_id, text, meta in self._db.execute(
-            "SELECT id, text, metadata FROM documents ORDER BY rowid"
+        for row in self._db.execute(
+            "SELECT id, text, metadata, crc FROM documents ORDER BY rowid"
         ):
-            yield Document(doc_id, text, json.loads(meta))
+            yield _document(*row)
 
     def chunks_of(self, chunk_ids: Iterable[int]) -> dict[int, ChunkHit]:
         """{chunk id: ChunkHit} of the chunks that exist (from an in-memory map, read once)."""
         with self._lock:
             if self._chunk_map is None:
-                self._chunk_map = {
-                    c: ChunkHit(c, d, s, e)
-                    for c, d, s, e in self._db.execute("SELECT chunk, doc, start, end FROM chunks")
-                }
+                found = {}
+                for c, d, o, s, e, lang, crc in self._db.execute(
+                    "SELECT chunk, doc, ord, start, end, lang, crc FROM chunks"
+                ):
+                    if crc != _chunk_crc(c, d, o, s, e, lang):
+                        raise _damaged(f"chunk {c}")
+                    found[c] = ChunkHit(c, d, s, e)
+                self._chunk_map = found
             found = self._chunk_map
         return {c: found[c] for c in chunk_ids if c in found}
 
@@ -381,9 +471,9 @@ class Collection:
         for start in range(0, len(ids), 900):
             part = ids[start : start + 900]
             marks = ",".join("?" * len(part))
-            q = f"SELECT id, text, metadata FROM documents WHERE id IN ({marks})"
-            for d, t, m in self._db.execute(q, part):
-                out[d] = Document(d, t, json.loads(m))
+            q = f"SELECT id, text, metadata, crc FROM documents WHERE id IN ({marks})"
+            for row in self._db.execute(q, part):
+                out[row[0]] = _document(*row)
         return out
 
     def add(
@@ -398,8 +488,9 @@ class Collection:
         """Adds (or replaces: upsert by id) documents; returns their ids.
 
         Documents are split into chunks of at most ``chunk_chars`` characters; each chunk is
-        indexed by BM25 and (with an encoder) embedded. Nothing changes when any text is
-        empty or invalid, a metadata value is not JSON, or the encoder fails.
+        indexed by BM25 and (with an encoder) embedded. An add is all or nothing: when any
+        text is empty or invalid, an id is not a str, a metadata value is not JSON, or the
+        encoder fails or returns NaN, the collection is left exactly as it was.
 
         `vectors` (n, dim) brings precomputed embeddings of the collection's encoder, one per
         document; every document must then fit in one chunk.
@@ -417,7 +508,7 @@ class Collection:
             while any(i in self for i in ids):
                 base += len(texts)
                 ids = [str(base + i) for i in range(len(texts))]
-        ids = [str(i) for i in ids]  # type: ignore[union-attr]
+        ids = [_check_id(d, f"ids[{i}]") for i, d in enumerate(ids)]  # type: ignore[union-attr]
         if len(ids) != len(texts):
             raise ValueError(f"{len(texts)} texts but {len(ids)} ids")
         if len(set(ids)) != len(ids):
@@ -446,12 +537,9 @@ class Collection:
                     f"vectors are one per document, but {long[:3]} do not fit in one chunk of "
                     f"{self.settings['chunk_chars']} characters"
                 )
-            from fastrag.index.dense import as_matrix
-
             vectors = as_matrix(vectors, self.dense.dim)
             if len(vectors) != len(texts):
                 raise ValueError(f"{len(texts)} texts but {len(vectors)} vectors")
-            self.dense._core_check(vectors)  # NaN / inf / zero rows, before anything changes
         token_rows: list[np.ndarray] = []
         if self.settings.get("token_vectors") and chunk_texts:
             token_rows, pooled = _token_pass(self._encoder, chunk_texts, batch_size)
@@ -461,41 +549,67 @@ class Collection:
             vectors = self._encoder.encode_documents(  # type: ignore[union-attr]
                 chunk_texts, batch_size=batch_size
             )
+        if self.dense is not None and chunk_texts:
+            vectors = as_matrix(vectors, self.dense.dim, name="encoder output")
+            if len(vectors) != len(chunk_texts):
+                raise ValueError(f"the encoder returned {len(vectors)} vectors for "
+                                 f"{len(chunk_texts)} chunks")
+            self.dense._core_check(vectors)  # NaN / inf / zero rows, before anything changes
         with self._lock:
             self._begin()
-            self._drop_chunks(ids)
-            first = int(_get_meta(self._db, "next_chunk"))
-            rows, chunk_ids, n = [], [], first
-            for doc_id, text, sp in zip(ids, texts, spans, strict=True):
-                for j, (s, e) in enumerate(sp):
-                    lang = "ja" if _JAPANESE.search(text, s, e) else "en"
-                    rows.append((n, doc_id, j, s, e, lang))
-                    chunk_ids.append(n)
-                    n += 1
-            self._db.executemany(
-                "INSERT INTO documents(id, text, metadata) VALUES (?, ?, ?) "
-                "ON CONFLICT(id) DO UPDATE SET text = excluded.text, metadata = excluded.metadata",
-                list(zip(ids, texts, meta_json, strict=True)),
-            )
-            self._db.executemany(
-                "INSERT INTO chunks(chunk, doc, ord, start, end, lang) VALUES (?, ?, ?, ?, ?, ?)",
-                rows,
-            )
-            if token_rows:
+            self._db.execute("SAVEPOINT fastrag_add")
+            added: list[Any] = []
+            try:
+                old = self._chunks_of_docs(ids)
+                self._delete_rows(old)
+                first = int(_get_meta(self._db, "next_chunk"))
+                rows, chunk_ids, n = [], [], first
+                for doc_id, text, sp in zip(ids, texts, spans, strict=True):
+                    for j, (s, e) in enumerate(sp):
+                        lang = "ja" if _JAPANESE.search(text, s, e) else "en"
+                        crc = _chunk_crc(n, doc_id, j, s, e, lang)
+                        rows.append((n, doc_id, j, s, e, lang, crc))
+                        chunk_ids.append(n)
+                        n += 1
                 self._db.executemany(
-                    "INSERT INTO tokens(chunk, n, data) VALUES (?, ?, ?)",
-                    [(c, len(t), t.tobytes()) for c, t in zip(chunk_ids, token_rows, strict=True)],
+                    "INSERT INTO documents(id, text, metadata, crc) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT(id) DO UPDATE SET text = excluded.text, "
+                    "metadata = excluded.metadata, crc = excluded.crc",
+                    [(d, t, m, _doc_crc(d, t, m))
+                     for d, t, m in zip(ids, texts, meta_json, strict=True)],
                 )
-            _set_meta(self._db, "next_chunk", n)
-            self._language_shares = None
+                self._db.executemany(
+                    "INSERT INTO chunks(chunk, doc, ord, start, end, lang, crc) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+                if token_rows:
+                    self._db.executemany(
+                        "INSERT INTO tokens(chunk, n, data, crc) VALUES (?, ?, ?, ?)",
+                        [(c, len(t), t.tobytes(), _tokens_crc(c, len(t), t.tobytes()))
+                         for c, t in zip(chunk_ids, token_rows, strict=True)],
+                    )
+                _set_meta(self._db, "next_chunk", n)
+                # the new chunks go into the indexes next to the old ones, which leave only
+                # once every index took the new ones: a failure can be undone exactly
+                if chunk_ids:
+                    assert self.bm25 is not None
+                    added.append(self.bm25)
+                    self.bm25.add(chunk_texts, ids=chunk_ids)
+                    if self.dense is not None:
+                        added.append(self.dense)
+                        self.dense.add(vectors, ids=chunk_ids)
+            except BaseException:
+                for index in added:
+                    index.delete(chunk_ids, missing="ignore")
+                self._db.execute("ROLLBACK TO fastrag_add")
+                self._db.execute("RELEASE fastrag_add")
+                raise
+            self._db.execute("RELEASE fastrag_add")
+            self._drop_from_indexes(old)
             if self._chunk_map is not None:
-                for c, d, _, s, e, _ in rows:
+                for c, d, _, s, e, _, _ in rows:
                     self._chunk_map[c] = ChunkHit(c, d, s, e)
-            if chunk_ids:
-                assert self.bm25 is not None
-                self.bm25.add(chunk_texts, ids=chunk_ids)
-                if self.dense is not None:
-                    self.dense.add(vectors, ids=chunk_ids)
             self._dirty = True
         return ids
 
@@ -505,40 +619,50 @@ class Collection:
             raise ValueError(f"missing must be 'raise' or 'ignore', got {missing!r}")
         if isinstance(ids, str):
             ids = [ids]
-        ids = [str(i) for i in ids]
+        ids = list(dict.fromkeys(_check_id(d, f"ids[{i}]") for i, d in enumerate(ids)))
         unknown = [i for i in ids if i not in self]
         if unknown and missing == "raise":
             raise KeyError(f"unknown document ids: {unknown[:5]}")
         known = [i for i in ids if i not in unknown]
         with self._lock:
             self._begin()
-            self._drop_chunks(known)
+            old = self._chunks_of_docs(known)
+            self._delete_rows(old)
             self._db.executemany("DELETE FROM documents WHERE id = ?", [(i,) for i in known])
+            self._drop_from_indexes(old)
             self._dirty = self._dirty or bool(known)
         return len(known)
 
-    def _drop_chunks(self, doc_ids: list[str]) -> None:
+    def _chunks_of_docs(self, doc_ids: list[str]) -> list[int]:
         old: list[int] = []
         for start in range(0, len(doc_ids), 900):
             part = doc_ids[start : start + 900]
             q = f"SELECT chunk FROM chunks WHERE doc IN ({','.join('?' * len(part))})"
             old += [r[0] for r in self._db.execute(q, part)]
-        if not old:
+        return old
+
+    def _delete_rows(self, chunks: list[int]) -> None:
+        self._db.executemany("DELETE FROM tokens WHERE chunk = ?", [(c,) for c in chunks])
+        self._db.executemany("DELETE FROM chunks WHERE chunk = ?", [(c,) for c in chunks])
+
+    def _drop_from_indexes(self, chunks: list[int]) -> None:
+        self._language_shares = None
+        if not chunks:
             return
         assert self.bm25 is not None
-        self.bm25.delete(old, missing="ignore")
+        self.bm25.delete(chunks, missing="ignore")
         if self.dense is not None:
-            self.dense.delete(old, missing="ignore")
-        self._language_shares = None
+            self.dense.delete(chunks, missing="ignore")
         if self._chunk_map is not None:
-            for c in old:
+            for c in chunks:
                 self._chunk_map.pop(c, None)
-        self._db.executemany("DELETE FROM tokens WHERE chunk = ?", [(c,) for c in old])
-        self._db.executemany("DELETE FROM chunks WHERE chunk = ?", [(c,) for c in old])
 
     def _begin(self) -> None:
+        """Takes SQLite's write lock for this collection's changes (until commit/rollback);
+        the first write also clears files that a killed writer left behind."""
         if not self._db.in_transaction:
             self._db.execute("BEGIN IMMEDIATE")
+            self._remove_stale()
 
     # ------------------------------------------------------------------ persistence
     def commit(self) -> None:
@@ -557,7 +681,7 @@ class Collection:
             _set_meta(self._db, "generation", gen)
             self._db.commit()
             self._dirty = False
-            self._remove_stale(gen)
+            self._remove_stale()
 
     def rollback(self) -> None:
         """Drops uncommitted changes: back to the last committed state."""
@@ -579,6 +703,13 @@ class Collection:
         A field that no document has raises ValueError (most likely a typo).
         """
         cond, params, fields = compile_filter(spec)
+        with self._lock:
+            # the filter runs inside SQLite over every document's metadata: check them all
+            # once (a flipped bit would otherwise change the result silently)
+            if not self._documents_verified:
+                for row in self._db.execute("SELECT id, text, metadata, crc FROM documents"):
+                    _document(*row)
+                self._documents_verified = True
         for name in fields:
             hit = self._db.execute(
                 "SELECT 1 FROM documents WHERE json_type(metadata, ?) IS NOT NULL LIMIT 1",
@@ -645,27 +776,146 @@ def read_info(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def _open_db(folder: Path) -> tuple[sqlite3.Connection, dict[str, Any]]:
-    """The database and settings of a collection folder, checked."""
+    """The database and settings of a collection folder, checked (and upgraded from
+    version 1, which had no row checksums)."""
     if not (folder / DB).is_file():
         raise CollectionError(f"{folder} is not a fastrag collection (no {DB})")
     db = None
     try:
         db = _connect(folder / DB)
         settings = _get_meta(db, "settings")
+        if not isinstance(settings, dict) or settings.get("format") != FORMAT:
+            raise CollectionError(f"{folder / DB} is not a fastrag collection")
+        if int(settings.get("version", 0)) > VERSION:
+            raise CollectionError(
+                f"{folder} needs a newer fastrag (format {settings['version']})"
+            )
+        if int(settings.get("version", 0)) < 2:
+            settings = _upgrade_v1(db)
     except (sqlite3.DatabaseError, json.JSONDecodeError) as e:
         if db is not None:
             db.close()
         raise CollectionError(f"{folder / DB} is not a readable collection ({e})") from e
-    if not isinstance(settings, dict) or settings.get("format") != FORMAT:
-        db.close()
-        raise CollectionError(f"{folder / DB} is not a fastrag collection")
-    if int(settings.get("version", 0)) > VERSION:
-        db.close()
-        raise CollectionError(f"{folder} needs a newer fastrag (format {settings['version']})")
+    except BaseException:
+        if db is not None:
+            db.close()
+        raise
     return db, settings
 
 
+def _upgrade_v1(db: sqlite3.Connection) -> dict[str, Any]:
+    """Adds the row checksums of format 2 to a format 1 database (once, under the write
+    lock; a concurrent opener waits, then finds it done)."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        settings = _get_meta(db, "settings")
+        if int(settings.get("version", 0)) < 2:
+            for table in ("documents", "chunks", "tokens"):
+                db.execute(f"ALTER TABLE {table} ADD COLUMN crc INTEGER")
+            db.executemany("UPDATE documents SET crc = ? WHERE id = ?", [
+                (_doc_crc(d, t, m), d)
+                for d, t, m in db.execute("SELECT id, text, metadata FROM documents").fetchall()
+            ])
+            db.executemany("UPDATE chunks SET crc = ? WHERE chunk = ?", [
+                (_chunk_crc(*row), row[0]) for row in
+                db.execute("SELECT chunk, doc, ord, start, end, lang FROM chunks").fetchall()
+            ])
+            db.executemany("UPDATE tokens SET crc = ? WHERE chunk = ?", [
+                (_tokens_crc(c, n, data), c)
+                for c, n, data in db.execute("SELECT chunk, n, data FROM tokens").fetchall()
+            ])
+            settings = {**settings, "version": VERSION}
+            _set_meta(db, "settings", settings)
+        db.commit()
+    except BaseException:
+        db.rollback()
+        raise
+    return settings
+
+
+def _create_db(folder: Path, settings: dict[str, Any]) -> sqlite3.Connection:
+    """The database of a new collection, made whole under a temporary name and renamed into
+    place: a process killed while creating leaves no half-made collection."""
+    for p in folder.iterdir():
+        if _CREATING.match(p.name):
+            p.unlink(missing_ok=True)
+    for suffix in ("-wal", "-shm", "-journal", ""):  # an unfinished create of version 1
+        (folder / (DB + suffix)).unlink(missing_ok=True)
+    tmp = folder / f"{DB}.creating-{os.getpid()}"
+    db = sqlite3.connect(tmp, isolation_level=None)
+    try:
+        db.execute("PRAGMA journal_mode=DELETE")
+        db.executescript(_SCHEMA)  # a temporary file: no transaction needed for atomicity
+        db.execute("BEGIN")
+        _set_meta(db, "settings", settings)
+        _set_meta(db, "generation", 0)
+        _set_meta(db, "next_chunk", 0)
+        db.commit()
+    finally:
+        db.close()
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, folder / DB)
+    _fsync_dir(folder)
+    return _connect(folder / DB)
+
+
+def _unfinished_create(path: Path) -> bool:
+    """True for a database that a killed `create` of fastrag 0.1 left: no settings yet."""
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
+            if "meta" not in tables:
+                return True
+            return db.execute("SELECT 1 FROM meta WHERE key = 'settings'").fetchone() is None
+        finally:
+            db.close()
+    except sqlite3.DatabaseError:
+        return False
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 _JAPANESE = re.compile(r"[\u3040-\u30ff\u4e00-\u9fff]")
+
+
+def _check_id(doc_id: Any, where: str) -> str:
+    """A document id: a non-empty str that is valid Unicode (so it can be stored)."""
+    if not isinstance(doc_id, str):
+        raise TypeError(
+            f"{where}: document ids are str, got {type(doc_id).__name__} {doc_id!r} "
+            "(convert them yourself, e.g. str(i), so that 1 and '1' cannot collide)"
+        )
+    if not doc_id:
+        raise ValueError(f"{where}: a document id cannot be empty")
+    try:
+        doc_id.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError(
+            f"{where}: id {doc_id!r} is not valid Unicode ({e.reason} at {e.start})"
+        ) from e
+    return doc_id
+
+
+def _document(doc_id: str, text: str, metadata: str, crc: int | None) -> Document:
+    if crc != _doc_crc(doc_id, text, metadata):
+        raise _damaged(f"document {doc_id!r}")
+    try:
+        return Document(doc_id, text, json.loads(metadata))
+    except json.JSONDecodeError as e:  # unreachable unless the checksum matched by chance
+        raise _damaged(f"document {doc_id!r}") from e
 
 
 def _languages_of(enc: Encoder) -> list[str]:
@@ -731,9 +981,11 @@ def token_vectors_of(col: Collection, chunk_ids: Sequence[int]) -> list[np.ndarr
     for start in range(0, len(ids), 900):
         part = ids[start : start + 900]
         marks = ",".join("?" * len(part))
-        for c, n, data in col._db.execute(
-            f"SELECT chunk, n, data FROM tokens WHERE chunk IN ({marks})", part
+        for c, n, data, crc in col._db.execute(
+            f"SELECT chunk, n, data, crc FROM tokens WHERE chunk IN ({marks})", part
         ):
+            if crc != _tokens_crc(c, n, data) or len(data) != n * dim * 2:
+                raise _damaged(f"the token vectors of chunk {c}")
             found[c] = np.frombuffer(data, dtype=np.float16).reshape(n, dim)
     return [found.get(c, np.zeros((0, dim), dtype=np.float16)) for c in ids]
 

@@ -7,6 +7,7 @@ every stage's score and rank, so a caller can see why it is where it is (``expla
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from collections.abc import Mapping, Sequence
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from fastrag._core import IndexFormatError
 from fastrag.search.fusion import FUSIONS, fuse
 
 if TYPE_CHECKING:
@@ -83,8 +85,13 @@ class Retriever:
             raise ValueError(
                 f"retriever must be one of {', '.join(RETRIEVERS)}, got {self.method!r}"
             )
-        if self.depth < 1:
-            raise ValueError("depth must be >= 1")
+        if isinstance(self.depth, bool) or not isinstance(self.depth, int) or self.depth < 1:
+            raise ValueError(f"depth must be an int >= 1, got {self.depth!r}")
+        if self.weight is not None and not (
+            isinstance(self.weight, (int, float)) and math.isfinite(self.weight)
+            and self.weight >= 0
+        ):
+            raise ValueError(f"weight must be a finite number >= 0 (or None), got {self.weight!r}")
 
     @property
     def name(self) -> str:
@@ -189,6 +196,12 @@ class Pipeline:
             raise ValueError(f"fusion must be one of {', '.join(sorted(FUSIONS))}")
         if self.aggregate not in ("max", "sum"):
             raise ValueError("aggregate must be 'max' or 'sum'")
+        for i, stage in enumerate(self.rerankers):
+            if not (isinstance(stage, tuple) and len(stage) == 2):
+                raise ValueError(f"rerankers[{i}] must be a (reranker, depth) pair")
+            depth = stage[1]
+            if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+                raise ValueError(f"rerankers[{i}]: depth must be an int >= 1, got {depth!r}")
 
     def _encoder_weight(self, col: Collection, query: str) -> float:
         """The adaptive weight of encoder-based stages for this query (1 when not adaptive,
@@ -291,17 +304,17 @@ class Pipeline:
     def _retrieve(self, col: Collection, r: Retriever, query: str,
                   qvec: np.ndarray | None, allow: list[int] | None,
                   k: int) -> list[tuple[int, float]]:
-        depth = max(r.depth, k)  # never fewer chunks than the documents asked for
+        index = col.bm25 if r.method == "bm25" else col.dense
+        assert index is not None
+        # never fewer chunks than the documents asked for, never more than the index holds
+        depth = min(max(r.depth, k), len(index))
+        if depth == 0:
+            return []
         if r.method == "bm25":
-            assert col.bm25 is not None
-            if len(col.bm25) == 0:
-                return []
-            res = col.bm25.search(query, k=depth, filter=allow)
+            res = index.search(query, k=depth, filter=allow)
         else:
-            assert col.dense is not None and qvec is not None
-            if len(col.dense) == 0:
-                return []
-            res = col.dense.search(qvec, k=depth, filter=allow, dims=r.dims, ef=r.ef)
+            assert qvec is not None
+            res = index.search(qvec, k=depth, filter=allow, dims=r.dims, ef=r.ef)
         return [(int(h.id), h.score) for h in res[0]]
 
     def _documents(self, col: Collection, order: list[tuple[int, float]],
@@ -321,7 +334,12 @@ class Pipeline:
         docs.update(col.texts_of(d for d, _, _ in scored[:k] if d not in docs))
         out = []
         for d, s, c in scored[:k]:
-            doc = docs[d]
+            doc = docs.get(d)
+            if doc is None:
+                raise IndexFormatError(
+                    f"{col.path}: chunk {c} belongs to document {d!r}, which is missing: the "
+                    "collection is damaged; rebuild it"
+                )
             out.append(Result(
                 id=d, score=s, text=doc.text, metadata=doc.metadata,
                 span=(chunks[c].start, chunks[c].end),
