@@ -1,0 +1,249 @@
+"""Fuzz targets for fastrag's file loaders and text analyzers, shared by the atheris driver
+(`fuzz_one.py`, `run.py`) and the deterministic replay in `tests/test_fuzz.py`.
+
+A loader target writes the bytes to a fresh temporary file and loads it. The only acceptable
+outcomes are a successful load, after which the index must answer searches (and take an
+add, a delete and a compaction) without an error, or `fastrag.IndexFormatError` / ValueError.
+When the raw bytes are refused and start with the magic bytes, the target also loads them
+re-sealed (`fileformat.reseal`: file size and checksum set to match), so that mutations reach
+the structural checks behind the checksum. Anything else raises `Finding` (a crash of the
+process is a finding too, seen by the driver).
+
+An analyzer target decodes the bytes to text in one of several ways (lone surrogates
+included) and analyzes it: it must not raise, and must give non-empty, whitespace-free,
+UTF-8-encodable str tokens, the same on a second call.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import sys
+import tempfile
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fileformat import reseal
+
+import fastrag
+from fastrag.index import BM42Index, ImpactIndex, SpladeIndex
+
+warnings.simplefilter("ignore")  # EmptyDocumentWarning etc. are not findings
+
+
+class Finding(Exception):
+    """An outcome the target does not accept: an unexpected exception or a wrong result."""
+
+
+_TMP: Path | None = None
+_COUNTER = itertools.count()
+
+
+def _tmpdir() -> Path:
+    global _TMP
+    if _TMP is None:
+        # run.py points FASTRAG_FUZZ_TMP into its own temporary folder, removed at its end
+        # (libFuzzer leaves the process with exit(), past any cleanup here)
+        parent = os.environ.get("FASTRAG_FUZZ_TMP")
+        _TMP = Path(tempfile.mkdtemp(prefix="fastrag-fuzz-", dir=parent))
+    return _TMP
+
+
+def cleanup() -> None:
+    """Removes the temporary folder of this process."""
+    global _TMP
+    if _TMP is not None:
+        for p in _TMP.iterdir():
+            p.unlink(missing_ok=True)
+        _TMP.rmdir()
+        _TMP = None
+
+
+# ---------------------------------------------------------------------------- loaders
+def _exercise_bm25(index: fastrag.BM25) -> None:
+    terms = list(index.vocabulary)[:4]
+    ids = index.ids
+    len(index)
+    for algorithm in ("auto", "exhaustive", "maxscore"):
+        index.search([terms, terms[:1], ["zz-unknown"]], k=3, algorithm=algorithm, threads=1)
+    index.search("alpha beta", k=2, threads=1)
+    if ids:
+        index.search([terms], k=2, filter=ids[:1], threads=1)
+        index.delete(ids[:1])
+    index.add([["fuzz", *terms[:1]]], ids=["fuzz-new"])
+    index.compact()
+    index.search([terms], k=2, threads=1)
+
+
+def _exercise_impact(index: ImpactIndex) -> None:
+    # ImpactIndex's own methods: a loaded BM42 index has no encoder to take texts
+    n_terms = int(index.stats()["n_terms"])
+    limit = index.vocab_size or max(n_terms, 1)
+    query = {t: 1.0 for t in range(min(n_terms, limit, 5))} or {0: 1.0}
+    ids = index.ids
+    len(index)
+    index.idf(np.arange(n_terms + 2))
+    for algorithm in ("auto", "exhaustive", "maxscore"):
+        ImpactIndex.search(index, [query, {0: 2.0}], k=3, algorithm=algorithm, threads=1)
+    ImpactIndex.search(index, query, k=2, threads=1, query_terms=2)
+    if ids:
+        ImpactIndex.search(index, query, k=2, filter=ids[:1], threads=1)
+        index.delete(ids[:1])
+    ImpactIndex.add(index, [{0: 0.5}], ids=["fuzz-new"])
+    index.compact()
+    ImpactIndex.search(index, query, k=2, threads=1)
+
+
+def _exercise_dense(index: fastrag.DenseIndex) -> None:
+    rng = np.random.default_rng(0)
+    q = rng.standard_normal((2, index.dim)).astype(np.float32)
+    ids = index.ids
+    len(index)
+    index.search(q, k=3, threads=1)
+    index.search(q, k=3, exact=True, threads=1)
+    if ids:
+        index.get_vector(ids[0])
+        index.search(q, k=2, filter=ids[:1], threads=1)
+        index.delete(ids[:1])
+    index.add(rng.standard_normal((1, index.dim)).astype(np.float32), ids=["fuzz-new"], threads=1)
+    index.compact(threads=1)
+    index.search(q, k=3, threads=1)
+
+
+LOADERS: dict[str, tuple[Callable[..., object], Callable[[object], None], str]] = {
+    "bm25": (fastrag.BM25.load, _exercise_bm25, ".fridx"),
+    "impact": (ImpactIndex.load, _exercise_impact, ".fridx"),
+    "splade": (SpladeIndex.load, _exercise_impact, ".fridx"),
+    "bm42": (BM42Index.load, _exercise_impact, ".fridx"),
+    "dense": (fastrag.DenseIndex.load, _exercise_dense, ".frdx"),
+}
+
+
+def load_file(kind: str, data: bytes, mmap: bool) -> bool:
+    """Loads `data` as a `kind` file; True when loaded (and exercised), False when refused."""
+    load, exercise, suffix = LOADERS[kind]
+    path = _tmpdir() / f"in{next(_COUNTER)}{suffix}"
+    path.write_bytes(data)
+    try:
+        try:
+            index = load(path, mmap=mmap)
+        except ValueError:  # IndexFormatError is a ValueError
+            return False
+        except Exception as e:
+            raise Finding(f"{kind} load (mmap={mmap}) raised {type(e).__name__}: {e}") from e
+        try:
+            exercise(index)
+        except Exception as e:
+            raise Finding(
+                f"{kind} index loaded (mmap={mmap}) but failed: {type(e).__name__}: {e}"
+            ) from e
+        finally:
+            del index
+        return True
+    finally:
+        # a fresh name for every input: a mapped file is never rewritten in place
+        os.unlink(path)
+        for p in _tmpdir().glob(f"{path.name}.tmp-*"):
+            p.unlink()
+
+
+def load_target(kind: str, mmap: bool) -> Callable[[bytes], None]:
+    """The fuzz target of one loader."""
+
+    def target(data: bytes) -> None:
+        if not load_file(kind, data, mmap):
+            sealed = reseal(data)
+            if sealed != data:
+                load_file(kind, sealed, mmap)
+
+    target.__name__ = f"load_{kind}{'_mmap' if mmap else ''}"
+    return target
+
+
+# ---------------------------------------------------------------------------- analyzers
+def decode(data: bytes) -> str:
+    """Text from bytes; the first byte picks the decoding (lone surrogates possible)."""
+    if not data:
+        return ""
+    mode, rest = data[0] % 5, data[1:]
+    if mode == 0:
+        return rest.decode("utf-8", errors="replace")
+    if mode == 1:
+        return rest.decode("utf-8", errors="surrogateescape")  # U+DC80..U+DCFF
+    if mode == 2:
+        return rest[: len(rest) // 2 * 2].decode("utf-16-le", errors="surrogatepass")
+    if mode == 3:
+        return rest.decode("latin-1")
+    # code points from 3 bytes each, any value below 0x110000 (surrogates, controls)
+    return "".join(
+        chr(int.from_bytes(rest[i : i + 3], "little") % 0x110000)
+        for i in range(0, len(rest) - 2, 3)
+    )
+
+
+_ANALYZERS: dict[str, object] = {}
+
+
+def _analyzer(name: str):
+    if name not in _ANALYZERS:
+        _ANALYZERS[name] = fastrag.get_analyzer(name)
+    return _ANALYZERS[name]
+
+
+def _check_tokens(name: str, text: str, tokens: object) -> None:
+    if not isinstance(tokens, list):
+        raise Finding(f"{name} analyzer returned {type(tokens).__name__}, not a list")
+    for t in tokens:
+        if not isinstance(t, str) or not t or t.isspace():
+            raise Finding(f"{name} analyzer gave a bad token {t!r} for {text!r}")
+        try:
+            t.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise Finding(f"{name} analyzer gave a token {t!r} that is not UTF-8") from e
+
+
+def analyzer_target(name: str) -> Callable[[bytes], None]:
+    """The fuzz target of one analyzer ("english", "japanese", "bigram", "auto")."""
+
+    def target(data: bytes) -> None:
+        text = decode(data)
+        analyzer = _analyzer(name)
+        try:
+            tokens = analyzer(text)
+            again = analyzer.analyze_many([text, text[: len(text) // 2]])
+            if name == "auto":
+                fastrag.text.detect_language(text)
+        except Exception as e:
+            raise Finding(f"{name} analyzer raised {type(e).__name__}: {e} on {text!r}") from e
+        _check_tokens(name, text, tokens)
+        _check_tokens(name, text, again[1])
+        if again[0] != tokens:
+            raise Finding(f"{name} analyzer is not deterministic on {text!r}")
+
+    target.__name__ = f"analyze_{name}"
+    return target
+
+
+# ---------------------------------------------------------------------------- registry
+def _targets() -> dict[str, Callable[[bytes], None]]:
+    out: dict[str, Callable[[bytes], None]] = {}
+    for kind in LOADERS:
+        out[kind] = load_target(kind, mmap=False)
+        out[f"{kind}_mmap"] = load_target(kind, mmap=True)
+    for name in ("english", "japanese", "bigram", "auto"):
+        out[f"analyzer_{name}"] = analyzer_target(name)
+    return out
+
+
+TARGETS = _targets()
+SEEDS = Path(__file__).resolve().parent / "seeds"
+
+
+def seed_dir(kind: str) -> Path:
+    """Seeds of a target: the mmap variant of a loader shares the loader's seeds."""
+    base = kind.removesuffix("_mmap")
+    return SEEDS / ("analyzer" if base.startswith("analyzer_") else base)
