@@ -390,3 +390,28 @@ def test_a_huge_k_returns_every_document(tmp_path: Path) -> None:
                                        "1000000000000"])
     assert result.exit_code == 0, result.output
     assert "comet" in result.output and time.monotonic() - t0 < 60
+
+
+def test_a_structurally_damaged_database_is_a_format_error(tmp_path: Path) -> None:
+    path = tmp_path / "c"
+    col = new(path, encoder=None)
+    col.add([f"Filler document {i} about gliders and wings." * 20 for i in range(200)],
+            ids=[f"f{i}" for i in range(200)])
+    col.commit()
+    col.close()
+    db_file = path / "collection.sqlite"
+    raw = bytearray(db_file.read_bytes())
+    page = 4096
+    for at in range(2 * page, len(raw), page):  # wreck the b-tree page headers
+        raw[at : at + 8] = b"\xff" * 8
+    db_file.write_bytes(bytes(raw))
+    try:
+        col = Collection.open(path)
+    except IndexFormatError:
+        return  # found at open: fine
+    with pytest.raises(IndexFormatError):
+        col.verify()
+    with pytest.raises(IndexFormatError):
+        for _ in col.documents():
+            pass
+    col.close()

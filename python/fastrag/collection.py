@@ -30,6 +30,7 @@ import struct
 import threading
 import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,19 @@ def _chunk_crc(chunk: int, doc: str, ord_: int, start: int, end: int, lang: str)
 
 def _tokens_crc(chunk: int, n: int, data: bytes) -> int:
     return zlib.crc32(struct.pack("<qq", chunk, n) + bytes(data))
+
+
+@contextmanager
+def _sqlite_damage(path: Path) -> Iterator[None]:
+    """Turns SQLite's "database disk image is malformed" (and kin) into IndexFormatError;
+    busy, locked and constraint errors pass unchanged."""
+    try:
+        yield
+    except sqlite3.DatabaseError as e:
+        if type(e) is not sqlite3.DatabaseError:
+            raise
+        raise IndexFormatError(f"{path / DB} is damaged ({e}); restore it from a backup or "
+                               "rebuild the collection") from e
 
 
 def _damaged(what: str) -> IndexFormatError:
@@ -321,9 +335,12 @@ class Collection:
                     dense = None if self._encoder is None else DenseIndex.load(
                         self.path / f"dense.{gen}.frdx", mmap=mmap, encoder=self._encoder
                     )
-            except FileNotFoundError:
+            except OSError:
                 if int(_get_meta(self._db, "generation")) != gen:
-                    continue  # a newer generation was committed while we read
+                    continue  # a newer generation was committed (and this one deleted)
+                names = [f"bm25.{gen}.fridx"] + ([f"dense.{gen}.frdx"] if self._encoder else [])
+                if all((self.path / n).exists() for n in names):
+                    raise
                 raise IndexFormatError(
                     f"{self.path}: the index files of generation {gen} are missing; "
                     "rebuild the collection"
@@ -408,22 +425,22 @@ class Collection:
         """Checks the whole database: SQLite's structure (``PRAGMA quick_check``) and the
         checksum of every row; raises `fastrag.IndexFormatError` on damage, else returns the
         counts of rows checked."""
-        try:
+        with _sqlite_damage(self.path):
             problems = [r[0] for r in self._db.execute("PRAGMA quick_check")]
-        except sqlite3.DatabaseError as e:
-            raise IndexFormatError(f"{self.path / DB} is damaged ({e})") from e
-        if problems != ["ok"]:
-            raise IndexFormatError(f"{self.path / DB} is damaged: {'; '.join(problems[:3])}")
-        docs = sum(1 for _ in self.documents())
-        with self._lock:
-            self._chunk_map = None  # read (and check) every chunk row again
-            self.chunks_of(())
-            chunks = len(self._chunk_map or {})
-        tokens = 0
-        for c, n, data, crc in self._db.execute("SELECT chunk, n, data, crc FROM tokens"):
-            if crc != _tokens_crc(c, n, data):
-                raise _damaged(f"the token vectors of chunk {c}")
-            tokens += 1
+            if problems != ["ok"]:
+                raise IndexFormatError(
+                    f"{self.path / DB} is damaged: {'; '.join(problems[:3])}"
+                )
+            docs = sum(1 for _ in self.documents())
+            with self._lock:
+                self._chunk_map = None  # read (and check) every chunk row again
+                self.chunks_of(())
+                chunks = len(self._chunk_map or {})
+            tokens = 0
+            for c, n, data, crc in self._db.execute("SELECT chunk, n, data, crc FROM tokens"):
+                if crc != _tokens_crc(c, n, data):
+                    raise _damaged(f"the token vectors of chunk {c}")
+                tokens += 1
         return {"documents": docs, "chunks": chunks, "token_rows": tokens}
 
     def languages(self) -> dict[str, float]:
@@ -439,16 +456,18 @@ class Collection:
     # ------------------------------------------------------------------ documents
     def get(self, doc_id: str) -> Document:
         """A stored document (KeyError for an unknown id)."""
-        found = self.texts_of([_check_id(doc_id, "doc_id")])
+        with _sqlite_damage(self.path):
+            found = self.texts_of([_check_id(doc_id, "doc_id")])
         if not found:
             raise KeyError(f"no document with id {doc_id!r}")
         return found[doc_id]
 
     def documents(self) -> Iterator[Document]:
-        for row in self._db.execute(
-            "SELECT id, text, metadata, crc FROM documents ORDER BY rowid"
-        ):
-            yield _document(*row)
+        with _sqlite_damage(self.path):
+            for row in self._db.execute(
+                "SELECT id, text, metadata, crc FROM documents ORDER BY rowid"
+            ):
+                yield _document(*row)
 
     def chunks_of(self, chunk_ids: Iterable[int]) -> dict[int, ChunkHit]:
         """{chunk id: ChunkHit} of the chunks that exist (from an in-memory map, read once)."""
@@ -741,7 +760,8 @@ class Collection:
         from fastrag.search.pipeline import Pipeline, default_pipeline
 
         pipeline = method if isinstance(method, Pipeline) else default_pipeline(self, method)
-        return pipeline.search(self, query, k=k, filter=filter, explain=explain)
+        with _sqlite_damage(self.path):
+            return pipeline.search(self, query, k=k, filter=filter, explain=explain)
 
 
 def _languages(db: sqlite3.Connection) -> dict[str, float]:
@@ -795,6 +815,8 @@ def _open_db(folder: Path) -> tuple[sqlite3.Connection, dict[str, Any]]:
     except (sqlite3.DatabaseError, json.JSONDecodeError) as e:
         if db is not None:
             db.close()
+        if type(e) is sqlite3.DatabaseError:  # "database disk image is malformed", ...
+            raise IndexFormatError(f"{folder / DB} is damaged ({e})") from e
         raise CollectionError(f"{folder / DB} is not a readable collection ({e})") from e
     except BaseException:
         if db is not None:
