@@ -96,14 +96,20 @@ def _tokens_crc(chunk: int, n: int, data: bytes) -> int:
     return zlib.crc32(struct.pack("<qq", chunk, n) + bytes(data))
 
 
+def _corrupt(e: BaseException) -> bool:
+    """SQLite's SQLITE_CORRUPT: "database disk image is malformed" (not a foreign file, a busy
+    lock or a constraint)."""
+    code = getattr(e, "sqlite_errorcode", None)  # Python 3.11+
+    return code == 11 if code is not None else "malformed" in str(e)
+
+
 @contextmanager
 def _sqlite_damage(path: Path) -> Iterator[None]:
-    """Turns SQLite's "database disk image is malformed" (and kin) into IndexFormatError;
-    busy, locked and constraint errors pass unchanged."""
+    """Turns SQLite's "database disk image is malformed" into IndexFormatError."""
     try:
         yield
     except sqlite3.DatabaseError as e:
-        if type(e) is not sqlite3.DatabaseError:
+        if not _corrupt(e):
             raise
         raise IndexFormatError(f"{path / DB} is damaged ({e}); restore it from a backup or "
                                "rebuild the collection") from e
@@ -815,7 +821,7 @@ def _open_db(folder: Path) -> tuple[sqlite3.Connection, dict[str, Any]]:
     except (sqlite3.DatabaseError, json.JSONDecodeError) as e:
         if db is not None:
             db.close()
-        if type(e) is sqlite3.DatabaseError:  # "database disk image is malformed", ...
+        if _corrupt(e):
             raise IndexFormatError(f"{folder / DB} is damaged ({e})") from e
         raise CollectionError(f"{folder / DB} is not a readable collection ({e})") from e
     except BaseException:
