@@ -470,3 +470,35 @@ class CollectionMachine(_TempDirMachine):
 
 TestCollection = CollectionMachine.TestCase
 TestCollection.settings = settings(SETTINGS, max_examples=80, stateful_step_count=20)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: a Collection opened before another connection commits keeps its index and "
+    "chunk map of the old generation but reads document rows live: after a delete its search "
+    "raises IndexFormatError ('the collection is damaged'), after an upsert it returns the "
+    "new text with the old chunk's span (a passage without the query word)",
+)
+def test_open_collection_searches_across_another_connections_commit(tmp_path) -> None:
+    writer = fastrag.Collection.create(tmp_path / "col", encoder=None, analyzer="english")
+    writer.add(["river stone", "river cloud"], ids=["a", "b"])
+    writer.commit()
+    reader = fastrag.Collection.open(tmp_path / "col")
+    try:
+        assert {r.id for r in reader.search("river", k=5, method="bm25")} == {"a", "b"}
+        writer.delete(["a"])
+        writer.commit()
+        failures = []
+        try:
+            hits = reader.search("river", k=5, method="bm25")
+            failures += [h for h in hits if "river" not in h.passage]
+        except fastrag.IndexFormatError as e:
+            failures.append(str(e))
+        writer.add(["forest lamp"], ids=["a"])
+        writer.commit()
+        hits = reader.search("river", k=5, method="bm25")
+        failures += [h for h in hits if "river" not in h.passage]
+        assert not failures, failures
+    finally:
+        reader.close()
+        writer.close()
