@@ -1,23 +1,23 @@
 """BM25 quality on the shared BEIR collections: fastrag's analyzers beside bm25s's own tokenizer.
 
-    python benchmarks/quality_bm25.py [--data ../shared/data] [--quick]
+    python benchmarks/quality_bm25.py [--data ../shared/data] [--quick | --smoke] [--json PATH]
 
-Every run is scored by ranx (nDCG@10, Recall@100, MRR@10); document = title + " " + text;
+--quick: the first 200 judged queries per dataset; --smoke: tiny generated collections, no
+bm25s. Every run is scored by ranx (nDCG@10, Recall@100, MRR@10); document = title + " " + text;
 BM25 lucene, k1 1.5, b 0.75 for both engines. The last line is a SUMMARY.
 """
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
+from typing import Any
 
-import bm25s
 import Stemmer
 
 import fastrag
+from _common import Results, optional, parse, parser
 from fastrag.eval import evaluate, load_beir
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+bm25s: Any = None  # the peer, imported in main() unless --smoke
 
 
 def fastrag_run(texts, ids, queries, qids, analyzer, depth=100):
@@ -42,17 +42,20 @@ def bm25s_run(texts, ids, queries, qids, depth=100):
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    ap.add_argument("--quick", action="store_true", help="first 200 queries per dataset")
-    args = ap.parse_args()
-    summary = {}
+    global bm25s
+    args = parse(parser(__doc__, data=True))
+    res = Results(__file__, args, peers=("bm25s", "PyStemmer", "sudachipy", "ranx"))
+    if args.smoke:
+        res.skip("bm25s (smoke mode: no peers)")
+    else:
+        bm25s = optional("bm25s", res, "the bm25s rows")
+    summary = res.summary
     plan = {"cranfield": ["english", "auto"], "jsquad-valid": ["japanese", "bigram", "auto"]}
     print(f"{'dataset':<14} {'system':<28} {'nDCG@10':>8} {'R@100':>7} {'MRR@10':>7}")
     for name, analyzers in plan.items():
         folder = args.data / name
         if not folder.is_dir():
-            print(f"{name}: not found under {args.data}, skipped")
+            res.skip(f"{name}: not found under {args.data}")
             continue
         data = load_beir(folder)
         ids, texts = data.documents()
@@ -61,7 +64,8 @@ def main() -> None:
             qids, queries = qids[:200], queries[:200]
         qrels = {q: data.qrels[q] for q in qids}
         runs = {f"fastrag {a}": fastrag_run(texts, ids, queries, qids, a) for a in analyzers}
-        runs["bm25s default tokenizer"] = bm25s_run(texts, ids, queries, qids)
+        if bm25s is not None:
+            runs["bm25s default tokenizer"] = bm25s_run(texts, ids, queries, qids)
         for system, run in runs.items():
             m = evaluate(run, qrels)
             print(
@@ -71,7 +75,8 @@ def main() -> None:
             engine = system.split()[-1] if system.startswith("fastrag") else "bm25s"
             key = f"ndcg10_{name.split('-')[0]}_{engine}"
             summary[key] = round(m["ndcg@10"], 4)
-    print("SUMMARY " + " ".join(f"{k}={v}" for k, v in summary.items()))
+            res.details.setdefault(name, {})[system] = m
+    res.finish()
 
 
 if __name__ == "__main__":

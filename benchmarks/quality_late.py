@@ -1,6 +1,10 @@
 """Late chunking quality with all-MiniLM-L6-v2: naive chunking, late chunking, no chunking.
 
-    python benchmarks/quality_late.py [--data ../shared/data] [--quick] [--skip jsquad]
+    python benchmarks/quality_late.py [--data ../shared/data] [--quick | --smoke] [--json PATH]
+                                      [--skip jsquad]
+
+--quick: cranfield's first 200 documents and 50 queries, 5 jsquad articles; --smoke: tiny
+generated collections.
 
 Every run is scored by ranx through `fastrag.eval.metrics.evaluate`; chunk vectors are searched
 exactly in a `DenseIndex` and a document (or paragraph) scores its best chunk
@@ -28,7 +32,6 @@ The last line is a SUMMARY.
 
 from __future__ import annotations
 
-import argparse
 import bisect
 import time
 import warnings
@@ -38,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
+from _common import Results, parse, parser
 from fastrag.encoders import TextEncoder, TruncationWarning
 from fastrag.encoders.late import LateChunker
 from fastrag.eval import evaluate, load_beir
@@ -45,7 +49,6 @@ from fastrag.eval.late import best_chunk_run
 from fastrag.index import DenseIndex
 from fastrag.text.chunking import Chunk, merge_short, paragraphs, sentences, untruncated
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 DEPTH = 100
 Run = dict[str, dict[str, float]]
 ChunkVectors = list[list[tuple[Chunk, np.ndarray]]]
@@ -316,29 +319,29 @@ def jsquad(enc: TextEncoder, folder: Path, quick: bool, summary: dict[str, float
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    ap.add_argument("--quick", action="store_true",
-                    help="cranfield: 200 documents, 50 queries; jsquad: 5 articles")
+    ap = parser(__doc__, data=True)
     ap.add_argument("--skip", nargs="*", default=[], choices=["cranfield", "jsquad"])
-    args = ap.parse_args()
+    args = parse(ap)
+    res = Results(__file__, args, peers=("ranx",))
     warnings.simplefilter("ignore", TruncationWarning)  # naive chunks past 256 tokens: counted
     enc = TextEncoder("default")
-    summary: dict[str, float] = {}
+    summary = res.summary
+    quick = args.mode != "full"
     t0 = time.perf_counter()
     if "cranfield" not in args.skip:
         folder = args.data / "cranfield"
-        if not folder.is_dir():
-            raise SystemExit(f"cranfield not found under {args.data}")
-        cranfield(enc, folder, args.quick, summary)
+        if folder.is_dir():
+            cranfield(enc, folder, quick, summary)
+        else:
+            res.skip(f"cranfield: not found under {args.data}")
     if "jsquad" not in args.skip:
         folder = args.data / "jsquad-valid"
         if folder.is_dir():
-            jsquad(enc, folder, args.quick, summary)
+            jsquad(enc, folder, quick, summary)
         else:
-            print(f"jsquad-valid not found under {args.data}: skipped")
+            res.skip(f"jsquad-valid: not found under {args.data}")
     print(f"\n(total {time.perf_counter() - t0:.0f} s)")
-    print("SUMMARY " + " ".join(f"{k}={v}" for k, v in summary.items()))
+    res.finish()
 
 
 if __name__ == "__main__":

@@ -1,7 +1,11 @@
 """Search-pipeline quality on the shared BEIR collections: legs, fusions and rerank stages.
 
-    python benchmarks/quality_pipeline.py [--data ../shared/data] [--limit-queries N]
-        [--datasets cranfield,jsquad-valid] [--cache-dir DIR] [--seed 0]
+    python benchmarks/quality_pipeline.py [--data ../shared/data] [--quick | --smoke]
+        [--json PATH] [--limit-queries N] [--datasets cranfield,jsquad-valid] [--cache-dir DIR]
+        [--seed 0]
+
+--quick: 50 judged queries per dataset over a corpus of their relevant documents plus the first
+300 others; --smoke: tiny generated collections, no cross-encoder row (it needs torch).
 
 One `fastrag.Collection` per dataset (built once in a temporary folder: the offline default
 encoder all-MiniLM-L6-v2, token vectors stored, chunks of at most 1000 characters; document =
@@ -13,13 +17,11 @@ included) on this machine, one query at a time, after one warm-up query.
 The cross-encoder row uses a tiny RANDOMLY initialised BERT (no offline cross-encoder weights
 exist here), reading pairs cut to 128 tokens: it checks the plumbing, its quality and its
 speed mean nothing for a real reranker. Truncation warnings during the searches are silenced.
-The last line is a SUMMARY with a JSON object.
+The last line is a SUMMARY.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import tempfile
 import time
@@ -28,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import fastrag
+from _common import Results, parse, parser
 from fastrag.eval import evaluate, load_beir
 from fastrag.search import (
     CrossEncoderRerank,
@@ -37,7 +40,6 @@ from fastrag.search import (
     Retriever,
 )
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 DATASETS = ("cranfield", "jsquad-valid")
 DEPTH = 100  # documents per query
 RERANK_DEPTH = 50
@@ -143,8 +145,7 @@ def build(folder: Path, ids: list[str], texts: list[str], encoder: Any) -> fastr
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    ap = parser(__doc__, data=True)
     ap.add_argument("--datasets", default=",".join(DATASETS),
                     help="comma-separated dataset folders under --data")
     ap.add_argument("--limit-queries", type=int, default=None,
@@ -152,27 +153,32 @@ def main() -> None:
     ap.add_argument("--cache-dir", type=Path, default=None,
                     help="fastrag's export cache for the encoder (default: fastrag's own)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the tiny cross-encoder")
-    args = ap.parse_args()
-
-    summary: dict[str, Any] = {}
+    args = parse(ap)
+    res = Results(__file__, args, peers=("ranx", "torch", "transformers"))
+    if args.limit_queries is None and args.mode == "quick":
+        args.limit_queries = 50
+    summary = res.summary
     with tempfile.TemporaryDirectory(prefix="fastrag-quality-pipeline-") as tmp_name:
         tmp = Path(tmp_name)
         encoder = fastrag.TextEncoder(cache_dir=args.cache_dir)
         # the random model changes with every run: export it into the temporary folder,
         # never into the shared cache
-        try:
-            ce_folder = tiny_cross_encoder(tmp / "tiny-cross-encoder", args.seed)
-            cross_encoder = fastrag.CrossEncoder(
-                ce_folder, cache_dir=tmp / "exports", max_length=TINY_WINDOW
-            )
-        except ImportError as e:  # the tiny model needs torch and transformers
-            print(f"cross-encoder row skipped: {e}\n")
-            cross_encoder = None
+        cross_encoder = None
+        if args.smoke:
+            res.skip("cross-encoder row (smoke mode: it needs torch for the export)")
+        else:
+            try:
+                ce_folder = tiny_cross_encoder(tmp / "tiny-cross-encoder", args.seed)
+                cross_encoder = fastrag.CrossEncoder(
+                    ce_folder, cache_dir=tmp / "exports", max_length=TINY_WINDOW
+                )
+            except ImportError as e:  # the tiny model needs torch and transformers
+                res.skip(f"cross-encoder row: {e}")
         plan = pipelines(cross_encoder)
         for name in [d.strip() for d in args.datasets.split(",") if d.strip()]:
             folder = args.data / name
             if not folder.is_dir():
-                print(f"{name}: not found under {args.data}, skipped\n")
+                res.skip(f"{name}: not found under {args.data}")
                 continue
             data = load_beir(folder)
             ids, texts = data.documents()
@@ -180,6 +186,10 @@ def main() -> None:
             if args.limit_queries is not None:
                 qids, queries = qids[: args.limit_queries], queries[: args.limit_queries]
             qrels = {q: data.qrels[q] for q in qids}
+            if args.mode == "quick":  # the judged documents of these queries + 300 others
+                judged = {d for q in qids for d in qrels[q]}
+                keep = [i for i, d in enumerate(ids) if d in judged or i < 300]
+                ids, texts = [ids[i] for i in keep], [texts[i] for i in keep]
             t0 = time.perf_counter()
             col = build(tmp / f"col-{name}", ids, texts, encoder)
             build_s = time.perf_counter() - t0
@@ -200,13 +210,14 @@ def main() -> None:
                 summary[f"ndcg10_{key}_{key_ds}"] = round(m["ndcg@10"], 4)
                 summary[f"recall100_{key}_{key_ds}"] = round(m["recall@100"], 4)
                 summary[f"ms_{key}_{key_ds}"] = round(ms, 2)
+                res.details.setdefault(name, {})[key] = {**m, "ms_per_query": ms}
             best_leg = max(ndcg["bm25"], ndcg["dense"])
             gap = ndcg["hybrid"] - best_leg
             summary[f"hybrid_minus_best_leg_ndcg10_{key_ds}"] = round(gap, 4)
             summary[f"queries_{key_ds}"] = len(qids)
             print(f"\nhybrid (default) minus best single leg, nDCG@10: {gap:+.4f}\n")
             col.close()
-    print("SUMMARY " + json.dumps(summary, sort_keys=False))
+    res.finish()
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 """Learned sparse retrieval quality on cranfield: SPLADE-tiny and BM42 beside BM25.
 
-    python benchmarks/quality_sparse.py [--data ../shared/data] [--quick]
+    python benchmarks/quality_sparse.py [--data ../shared/data] [--quick | --smoke] [--json PATH]
+
+--quick: the first 300 documents and 50 judged queries; --smoke: a tiny generated collection.
 
 Every run is scored by ranx through `fastrag.eval.metrics.evaluate` (nDCG@10, Recall@100,
 MRR@10; depth 100); document = title + " " + text, the judged test queries.
@@ -21,16 +23,14 @@ The last line is a SUMMARY.
 
 from __future__ import annotations
 
-import argparse
 import time
 import warnings
-from pathlib import Path
 
+from _common import Results, parse, parser
 from fastrag.encoders import SpladeEncoder, TextEncoder, TruncationWarning
 from fastrag.eval import evaluate, load_beir
 from fastrag.index import BM25, BM42Index, SearchResults, SpladeIndex
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 DEPTH = 100
 
 
@@ -38,31 +38,8 @@ def to_run(qids: list[str], results: SearchResults) -> dict[str, dict[str, float
     return {q: {str(h.id): h.score for h in results[i]} for i, q in enumerate(qids)}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    ap.add_argument("--quick", action="store_true", help="first 300 documents, 50 queries")
-    args = ap.parse_args()
-    folder = args.data / "cranfield"
-    if not folder.is_dir():
-        raise SystemExit(f"cranfield not found under {args.data}")
-    data = load_beir(folder)
-    ids, texts = data.documents()
-    qids, queries = data.judged_queries()
-    if args.quick:
-        ids, texts, qids, queries = ids[:300], texts[:300], qids[:50], queries[:50]
-    qrels = {q: data.qrels[q] for q in qids}
-    runs: dict[str, dict[str, dict[str, float]]] = {}
-    seconds: dict[str, float] = {}
-    warnings.simplefilter("ignore", TruncationWarning)  # counted below instead
-
-    t0 = time.perf_counter()
-    bm25 = BM25(analyzer="english")
-    bm25.add(texts, ids=ids)
-    runs["BM25 (english)"] = to_run(qids, bm25.search(queries, k=DEPTH))
-    seconds["BM25 (english)"] = time.perf_counter() - t0
-
-    splade = SpladeEncoder("splade-tiny")
+def splade_rows(splade, texts, ids, queries, qids, runs, seconds) -> None:
+    """The SPLADE-tiny runs (model, idf and ones queries; uint8; top 64 terms)."""
     long_docs = sum(bool(splade.model.tokenizer.encode(t).overflowing) for t in texts)
     t0 = time.perf_counter()
     index = SpladeIndex(splade)
@@ -82,7 +59,41 @@ def main() -> None:
         runs[name] = to_run(qids, variant.search(queries, k=DEPTH))
         seconds[name] = encode_s + time.perf_counter() - t0
     stats = index.stats()
+    print(f"SPLADE-tiny: {stats['avgdl']:.0f} terms per document ({long_docs} documents cut at "
+          f"{splade.model.max_length} tokens), documents encoded in {encode_s:.0f} s")
 
+
+def main() -> None:
+    args = parse(parser(__doc__, data=True))
+    res = Results(__file__, args, peers=("ranx",))
+    folder = args.data / "cranfield"
+    if not folder.is_dir():
+        res.skip(f"cranfield: not found under {args.data}")
+        res.finish()
+        return
+    data = load_beir(folder)
+    ids, texts = data.documents()
+    qids, queries = data.judged_queries()
+    if args.quick:
+        ids, texts, qids, queries = ids[:300], texts[:300], qids[:50], queries[:50]
+    qrels = {q: data.qrels[q] for q in qids}
+    runs: dict[str, dict[str, dict[str, float]]] = {}
+    seconds: dict[str, float] = {}
+    warnings.simplefilter("ignore", TruncationWarning)  # counted below instead
+
+    t0 = time.perf_counter()
+    bm25 = BM25(analyzer="english")
+    bm25.add(texts, ids=ids)
+    runs["BM25 (english)"] = to_run(qids, bm25.search(queries, k=DEPTH))
+    seconds["BM25 (english)"] = time.perf_counter() - t0
+
+    try:
+        splade = SpladeEncoder("splade-tiny")
+    except (ImportError, OSError, RuntimeError) as e:  # the cognition package is optional
+        res.skip(f"SPLADE-tiny rows: {type(e).__name__}: {e}")
+        splade = None
+    if splade is not None:
+        splade_rows(splade, texts, ids, queries, qids, runs, seconds)
     minilm = TextEncoder("default", attentions=True)
     for label, alpha in (("", None), (", log(1+w)^0.5", 0.5)):
         t0 = time.perf_counter()
@@ -92,12 +103,10 @@ def main() -> None:
         runs[name] = to_run(qids, bm42.search(queries, k=DEPTH))
         seconds[name] = time.perf_counter() - t0
 
-    print(f"cranfield: {len(ids)} documents, {len(qids)} judged queries; SPLADE-tiny: "
-          f"{stats['avgdl']:.0f} terms per document ({long_docs} documents cut at "
-          f"{splade.model.max_length} tokens), documents encoded in {encode_s:.0f} s; "
+    print(f"cranfield: {len(ids)} documents, {len(qids)} judged queries; "
           f"BM42 vocabulary {len(bm42.vocabulary):,} words")
     print(f"{'system':<42} {'nDCG@10':>8} {'R@100':>7} {'MRR@10':>7} {'seconds':>8}")
-    summary = {}
+    summary = res.summary
     keys = {
         "BM25 (english)": "bm25",
         "SPLADE-tiny, model queries": "splade",
@@ -114,9 +123,10 @@ def main() -> None:
               f"{seconds[name]:8.1f}")
         summary[f"ndcg10_{keys[name]}"] = round(m["ndcg@10"], 4)
         summary[f"recall100_{keys[name]}"] = round(m["recall@100"], 4)
+        res.details[name] = m
     print("(seconds: index + search of all queries; SPLADE rows include the one shared "
           "document encoding)")
-    print("SUMMARY " + " ".join(f"{k}={v}" for k, v in summary.items()))
+    res.finish()
 
 
 if __name__ == "__main__":
