@@ -36,7 +36,7 @@ import numpy as np
 
 from _common import Results, best_times, optional, parse, parser
 from fastrag import _core
-from fastrag.search.maxsim import TokenStore
+from fastrag.index.tokens import TokenStore
 
 
 def main() -> None:

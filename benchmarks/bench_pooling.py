@@ -42,7 +42,7 @@ import numpy as np
 
 from _common import Results, best_times, optional, parse, parser
 from fastrag import _core
-from fastrag.text.pooling import mean_pool_batch
+from fastrag.encoders.pooling import mean_pool_batch
 
 
 def l3_cache() -> str:

@@ -1,4 +1,4 @@
-"""Late-interaction (ColBERT MaxSim) scoring: fastrag._core.maxsim and fastrag.search.maxsim.
+"""Late-interaction (ColBERT MaxSim) scoring: fastrag._core.maxsim and fastrag.index.tokens.
 
 Oracle: a float64 numpy reference (matmul, max over document tokens, sum over query tokens).
 float32 stores agree within 1e-5 and float16 stores within 1e-2 of the float32 data (and
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from fastrag import _core
-from fastrag.search.maxsim import TokenStore, maxsim_scores
+from fastrag.index.tokens import TokenStore, maxsim_scores
 
 KERNELS = ("generic", "avx2", "avx512")
 

@@ -1,4 +1,4 @@
-"""Span mean pooling (late chunking): fastrag._core.span_mean_pool* and fastrag.text.pooling.
+"""Span mean pooling (late chunking): fastrag._core.span_mean_pool* and fastrag.encoders.pooling.
 
 Oracle: a float64 numpy mean over the clipped span rows (of the float16 values themselves for
 float16 input: float16 -> float64 is exact). A float32 sum of n terms in any order errs by at
@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from fastrag import _core
-from fastrag.search.maxsim import TokenStore
-from fastrag.text.pooling import PooledSpans, mean_pool_batch, mean_pool_spans
+from fastrag.encoders.pooling import PooledSpans, mean_pool_batch, mean_pool_spans
+from fastrag.index.tokens import TokenStore
 
 U = 2.0**-24
 HAS_AVX2 = _core.pooling_kernels() == "avx2"

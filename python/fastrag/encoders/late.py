@@ -25,6 +25,7 @@ import numpy as np
 from fastrag.encoders.base import check_texts
 from fastrag.encoders.models import TextEncoder
 from fastrag.encoders.onnx import caller_level
+from fastrag.encoders.pooling import mean_pool_spans
 from fastrag.text.chunking import (
     Chunk,
     check_spans,
@@ -47,7 +48,7 @@ class SkippedChunkWarning(UserWarning):
 def _numpy_mean_pool(
     tokens: np.ndarray, spans: np.ndarray, *, threads: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The reference of `fastrag.text.pooling.mean_pool_spans`, in numpy.
+    """The reference of `fastrag.encoders.pooling.mean_pool_spans`, in numpy.
 
     tokens (n, dim) float32 / float16, spans (m, 2) int [start, end) -> (pooled (m, dim)
     float32, valid (m,) bool). Ends past the document are clipped to n; a span empty after
@@ -71,18 +72,6 @@ def _numpy_mean_pool(
     return pooled, valid
 
 
-def _pooling_kernel() -> Callable[..., tuple[np.ndarray, np.ndarray]]:
-    """fastrag.text.pooling.mean_pool_spans (C++: threads, GIL released) when this build has
-    it, else the numpy reference."""
-    try:
-        from fastrag import _core
-        from fastrag.text.pooling import mean_pool_spans as kernel
-    except ImportError:  # pragma: no cover - depends on the build
-        return _numpy_mean_pool
-    return kernel if hasattr(_core, "span_mean_pool") else _numpy_mean_pool
-
-
-mean_pool_spans = _pooling_kernel()
 
 
 def make_chunker(

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from fastrag._core import IndexFormatError
+from fastrag.index.tokens import TokenStore
 from fastrag.search.fusion import FUSIONS, fuse
 
 if TYPE_CHECKING:
@@ -142,7 +143,6 @@ class MaxSimRerank:
                 chunks: list[int], passages: list[str]) -> np.ndarray:
         from fastrag.collection import token_vectors_of
         from fastrag.encoders.base import normalize
-        from fastrag.search.maxsim import TokenStore
 
         encoder = col.encoder
         if encoder is None or not hasattr(encoder, "token_vectors"):

@@ -22,15 +22,13 @@ a truncated input is never pooled; to do the same, pass ``tokens[: max_length - 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 
 from fastrag import _core
-
-if TYPE_CHECKING:
-    from fastrag.search.maxsim import TokenStore
+from fastrag.index.tokens import TokenStore
 
 __all__ = ["PooledSpans", "mean_pool_batch", "mean_pool_spans"]
 
@@ -114,7 +112,7 @@ def mean_pool_batch(
     """Mean token vectors of the spans of many documents, in one call.
 
     Args:
-        documents: A :class:`fastrag.search.maxsim.TokenStore`, or a sequence of
+        documents: A :class:`fastrag.index.tokens.TokenStore`, or a sequence of
             (n_tokens_k, dim) float32 or float16 C-contiguous arrays, all of one dtype and
             dim (pooled where they are, not packed or copied). A padded encoder output
             ``(batch, seq, dim)`` is a sequence of documents; pass ``[out[k, :n_k] for k ...]``
@@ -134,7 +132,6 @@ def mean_pool_batch(
         ValueError: as :func:`mean_pool_spans`, naming the document; also a different number
             of span lists and documents, or documents of different dtypes or dims.
     """
-    from fastrag.search.maxsim import TokenStore  # here: fastrag.search imports fastrag.text
 
     n_docs = len(documents)
     if len(spans) != n_docs:
