@@ -415,3 +415,40 @@ def test_a_structurally_damaged_database_is_a_format_error(tmp_path: Path) -> No
         for _ in col.documents():
             pass
     col.close()
+
+
+# ---------------------------------------------------------------------- two connections
+
+
+def test_two_writers_do_not_lose_each_others_commits(tmp_path: Path) -> None:
+    path = tmp_path / "c"
+    new(path).close()
+    a, b = reopen(path), reopen(path)  # two processes, both opened at generation 1
+    a.add(["Zebras have stripes."], ids=["zebra"])
+    a.commit()
+    b.add(["Gliders have long wings."], ids=["glider"])  # b catches up before writing
+    b.commit()
+    assert [r.id for r in b.search("zebras", method="bm25")] == ["zebra"]
+    a.close()
+    b.close()
+    col = reopen(path)
+    assert len(col) == 5 and col.info()["generation"] == 3
+    assert len(col.bm25 or ()) == len(col.dense or ()) == 5
+    assert [r.id for r in col.search("gliders wings", k=1, method="dense")] == ["glider"]
+    col.close()
+
+
+def test_a_reader_follows_commits_of_another_connection(tmp_path: Path) -> None:
+    path = tmp_path / "c"
+    writer = new(path)
+    reader = reopen(path)
+    assert [r.id for r in reader.search("oven", method="bm25")] == ["bread"]
+    writer.delete(["bread"])
+    writer.add(["Apples were replaced by pears."], ids=["apple"])
+    writer.commit()
+    assert reader.search("oven", method="bm25") == []
+    hits = reader.search("pears", method="hybrid")
+    assert hits[0].id == "apple" and "pears" in hits[0].passage
+    assert all(r.id != "bread" for r in reader.search("the", k=10, method="dense"))
+    reader.close()
+    writer.close()

@@ -472,13 +472,6 @@ TestCollection = CollectionMachine.TestCase
 TestCollection.settings = settings(SETTINGS, max_examples=80, stateful_step_count=20)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a Collection opened before another connection commits keeps its index and "
-    "chunk map of the old generation but reads document rows live: after a delete its search "
-    "raises IndexFormatError ('the collection is damaged'), after an upsert it returns the "
-    "new text with the old chunk's span (a passage without the query word)",
-)
 def test_open_collection_searches_across_another_connections_commit(tmp_path) -> None:
     writer = fastrag.Collection.create(tmp_path / "col", encoder=None, analyzer="english")
     writer.add(["river stone", "river cloud"], ids=["a", "b"])

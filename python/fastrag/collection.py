@@ -226,6 +226,9 @@ class Collection:
         self._chunk_map: dict[int, ChunkHit] | None = None  # chunk -> document span, lazily
         self._language_shares: dict[str, float] | None = None  # languages(), lazily
         self._documents_verified = False  # every document row checked (see allowed_chunks)
+        self._generation = 0  # of the index files in memory
+        self._data_version = -1  # SQLite's PRAGMA data_version when last found current
+        self._mmap = False
         self.bm25: BM25 | None = None
         self.dense: DenseIndex | None = None
 
@@ -318,13 +321,14 @@ class Collection:
                         "open it with the same model, or build a new collection"
                     )
                 col._encoder = enc
-            col._load_indexes(mmap)
+            col._mmap = mmap
+            col._load_indexes()
         except BaseException:
             db.close()
             raise
         return col
 
-    def _load_indexes(self, mmap: bool) -> None:
+    def _load_indexes(self) -> None:
         """Loads the index files of the committed generation. A writer in another process may
         commit a newer one and delete these files meanwhile: then the generation is read
         again (readers never delete anything)."""
@@ -337,9 +341,9 @@ class Collection:
                         encoder=self._encoder, storage=self.settings["storage"]
                     )
                 else:
-                    bm25 = BM25.load(self.path / f"bm25.{gen}.fridx", mmap=mmap)
+                    bm25 = BM25.load(self.path / f"bm25.{gen}.fridx", mmap=self._mmap)
                     dense = None if self._encoder is None else DenseIndex.load(
-                        self.path / f"dense.{gen}.frdx", mmap=mmap, encoder=self._encoder
+                        self.path / f"dense.{gen}.frdx", mmap=self._mmap, encoder=self._encoder
                     )
             except OSError:
                 if int(_get_meta(self._db, "generation")) != gen:
@@ -359,9 +363,36 @@ class Collection:
                     f"{self.path}: the database holds {chunks} chunks but the index files of "
                     f"generation {gen} hold {len(bm25)}: the collection is damaged; rebuild it"
                 )
-            self.bm25, self.dense = bm25, dense
+            self.bm25, self.dense, self._generation = bm25, dense, gen
+            self._forget_rows()
             return
         raise CollectionError(f"{self.path}: the collection changed too often while opening")
+
+    def _forget_rows(self) -> None:
+        """Drops what was cached from the database's rows (they changed)."""
+        self._chunk_map = None
+        self._language_shares = None
+        self._documents_verified = False
+
+    def _current(self) -> int | None:
+        """Catches up with commits of other connections (processes, or other Collection
+        objects): when the committed generation moved on, its index files are loaded. Returns
+        SQLite's data_version to compare after reading (None inside our own write
+        transaction, where nobody else can commit)."""
+        with self._lock:
+            if self._db.in_transaction:
+                return None
+            version = int(self._db.execute("PRAGMA data_version").fetchone()[0])
+            if version != self._data_version:
+                if int(_get_meta(self._db, "generation")) != self._generation:
+                    self._load_indexes()
+                self._data_version = version
+            return version
+
+    def _unchanged_since(self, version: int | None) -> bool:
+        return version is None or version == int(
+            self._db.execute("PRAGMA data_version").fetchone()[0]
+        )
 
     def _remove_stale(self) -> None:
         """Deletes index files of other generations than the committed one: older ones, and
@@ -687,7 +718,13 @@ class Collection:
         the first write also clears files that a killed writer left behind."""
         if not self._db.in_transaction:
             self._db.execute("BEGIN IMMEDIATE")
-            self._remove_stale()
+            try:
+                if int(_get_meta(self._db, "generation")) != self._generation:
+                    self._load_indexes()  # another connection committed: write on top of it
+                self._remove_stale()
+            except BaseException:
+                self._db.rollback()
+                raise
 
     # ------------------------------------------------------------------ persistence
     def commit(self) -> None:
@@ -706,6 +743,7 @@ class Collection:
             _set_meta(self._db, "generation", gen)
             self._db.commit()
             self._dirty = False
+            self._generation = gen
             self._remove_stale()
 
     def rollback(self) -> None:
@@ -713,12 +751,9 @@ class Collection:
         with self._lock:
             if self._db.in_transaction:
                 self._db.rollback()
-            self._chunk_map = None
-            self._language_shares = None
+            self._forget_rows()
             if self._dirty:
-                fresh = Collection.open(self.path, encoder=self._encoder)
-                self.bm25, self.dense = fresh.bm25, fresh.dense
-                fresh._db.close()
+                self._load_indexes()
                 self._dirty = False
 
     # ------------------------------------------------------------------ filters
@@ -766,8 +801,32 @@ class Collection:
         from fastrag.search.pipeline import Pipeline, default_pipeline
 
         pipeline = method if isinstance(method, Pipeline) else default_pipeline(self, method)
-        with _sqlite_damage(self.path):
+        def run() -> list[Any]:
             return pipeline.search(self, query, k=k, filter=filter, explain=explain)
+
+        with _sqlite_damage(self.path):
+            # rows and index files must be of one generation: when another connection
+            # commits while we read, search again on the new one
+            for _ in range(5):
+                version = self._current()
+                try:
+                    results = run()
+                except IndexFormatError:
+                    if self._unchanged_since(version):
+                        raise
+                    continue
+                if self._unchanged_since(version):
+                    return results
+            with self._lock:  # a writer commits without pause: read in one transaction
+                if self._db.in_transaction:
+                    return run()
+                self._db.execute("BEGIN")
+                try:
+                    if int(_get_meta(self._db, "generation")) != self._generation:
+                        self._load_indexes()
+                    return run()
+                finally:
+                    self._db.rollback()
 
 
 def _languages(db: sqlite3.Connection) -> dict[str, float]:
