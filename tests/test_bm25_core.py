@@ -529,7 +529,11 @@ def test_save_load_round_trip(tmp_path, small_corpus, method, mmap):
     index.save(str(path), extra)
     loaded, got_extra = SparseIndex.load(str(path), mmap=mmap)
     assert got_extra == extra
-    assert loaded.stats() == index.stats()
+    # the same contents; allocations differ (a built index has spare capacity)
+    spare = ("allocated_bytes", "capacity")
+    assert {k: v for k, v in loaded.stats().items() if k not in spare} == {
+        k: v for k, v in index.stats().items() if k not in spare
+    }
     np.testing.assert_array_equal(loaded.document_frequencies(), index.document_frequencies())
     assert (loaded.scoring, loaded.method) == ("bm25", method)
     assert (loaded.k1, loaded.b, loaded.delta) == (index.k1, index.b, index.delta)

@@ -358,7 +358,11 @@ def test_save_load_round_trip(tmp_path, mmap):
     assert loaded.analyzer == index.analyzer
     assert loaded.analyzer.config() == index.analyzer.config()
     assert loaded.method == "bm25+" and loaded.vocabulary == index.vocabulary
-    assert loaded.stats() == index.stats()
+    # the same contents; allocations differ (a built index has spare capacity)
+    spare = ("allocated_bytes", "capacity")
+    assert {k: v for k, v in loaded.stats().items() if k not in spare} == {
+        k: v for k, v in index.stats().items() if k not in spare
+    }
     queries = ["cat", "fish fly", "a dog", "birds in winter", ""]
     a, b = index.search(queries, k=4), loaded.search(queries, k=4)
     np.testing.assert_array_equal(a.ids, b.ids)

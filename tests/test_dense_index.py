@@ -419,7 +419,11 @@ def test_save_load_round_trip(tmp_path, data, storage, mmap):
     loaded = DenseIndex.load(path, mmap=mmap)
     assert loaded.ids == index.ids and len(loaded) == len(index)
     assert (loaded.dim, loaded.metric, loaded.storage, loaded.ef_search) == (DIM, "l2", storage, 40)
-    assert loaded.stats() == index.stats()
+    # the same contents; allocations differ (a built index has spare capacity)
+    spare = ("allocated_bytes", "capacity")
+    assert {k: v for k, v in loaded.stats().items() if k not in spare} == {
+        k: v for k, v in index.stats().items() if k not in spare
+    }
     for options in ({}, {"exact": True}, {"filter": ids[:500]}, {"dims": 16}):
         same_results(loaded.search(q, k=10, **options), index.search(q, k=10, **options))
     np.testing.assert_array_equal(loaded.get_vector("s1"), index.get_vector("s1"))

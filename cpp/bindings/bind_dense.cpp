@@ -6,10 +6,15 @@
 
 #include "arrays.hpp"
 #include "fastrag/hnsw.hpp"
+#include "sizes.hpp"
 
 namespace py = pybind11;
 using fastrag::HnswIndex;
+using fastrag::bindings::at_least;
 using fastrag::bindings::checked;
+using fastrag::bindings::Count;
+using fastrag::bindings::in_range;
+using fastrag::bindings::thread_count;
 using fastrag::bindings::to_numpy;
 
 namespace {
@@ -47,44 +52,45 @@ std::size_t rows_of(const HnswIndex& ix, const py::array& a, const char* name) {
 
 void register_dense(py::module_& m) {
   py::class_<HnswIndex> cls(m, "HnswIndex");
-  cls      .def(py::init([](std::uint32_t dim, const std::string& metric, const std::string& storage,
-                       bool keep_float, std::uint32_t M, std::uint32_t ef_construction,
-                       std::uint64_t seed) {
+  cls      .def(py::init([](Count dim, const std::string& metric, const std::string& storage,
+                       bool keep_float, Count M, Count ef_construction, std::uint64_t seed) {
              fastrag::HnswParams p;
-             p.dim = dim;
+             p.dim = static_cast<std::uint32_t>(in_range(dim, "dim", 1, 65536));
              p.metric = parse_metric(metric);
              p.storage = parse_storage(storage);
              p.keep_float = keep_float;
-             p.M = M;
-             p.ef_construction = ef_construction;
+             p.M = static_cast<std::uint32_t>(in_range(M, "M", 2, 256));
+             p.ef_construction = static_cast<std::uint32_t>(
+                 in_range(ef_construction, "ef_construction", 1, 0xffffffffLL));
              p.seed = seed;
              return std::make_unique<HnswIndex>(p);
            }),
            py::arg("dim"), py::kw_only(), py::arg("metric") = "cosine",
-           py::arg("storage") = "float32", py::arg("keep_float") = false, py::arg("M") = 16,
-           py::arg("ef_construction") = 200, py::arg("seed") = 100)
+           py::arg("storage") = "float32", py::arg("keep_float") = false,
+           py::arg("M") = Count{16}, py::arg("ef_construction") = Count{200},
+           py::arg("seed") = 100)
       .def(
           "add",
-          [](HnswIndex& self, const py::array& rows, int threads) {
+          [](HnswIndex& self, const py::array& rows, Count threads) {
             const std::size_t n = rows_of(self, rows, "vectors");
             const auto* p = static_cast<const float*>(rows.data());
             // Safe without the GIL: raw pointers into arrays the caller keeps alive.
             py::gil_scoped_release release;
-            return self.add(p, n, threads);
+            return self.add(p, n, thread_count(threads));
           },
-          py::arg("vectors"), py::kw_only(), py::arg("threads") = 0)
+          py::arg("vectors"), py::kw_only(), py::arg("threads") = Count{0})
       .def(
           "replace",
-          [](HnswIndex& self, const py::array& ids, const py::array& rows, int threads) {
+          [](HnswIndex& self, const py::array& ids, const py::array& rows, Count threads) {
             const auto* ip = checked<std::uint32_t>(ids, "ids");
             const std::size_t n = rows_of(self, rows, "vectors");
             if (static_cast<std::size_t>(ids.size()) != n)
               throw std::invalid_argument("ids and vectors must have the same length");
             const auto* p = static_cast<const float*>(rows.data());
             py::gil_scoped_release release;
-            self.replace(ip, p, n, threads);
+            self.replace(ip, p, n, thread_count(threads));
           },
-          py::arg("ids"), py::arg("vectors"), py::kw_only(), py::arg("threads") = 0)
+          py::arg("ids"), py::arg("vectors"), py::kw_only(), py::arg("threads") = Count{0})
       .def(
           "remove",
           [](HnswIndex& self, const py::array& ids) {
@@ -94,29 +100,33 @@ void register_dense(py::module_& m) {
           py::arg("ids"))
       .def(
           "compact",
-          [](HnswIndex& self, int threads) {
+          [](HnswIndex& self, Count threads) {
             std::vector<std::int64_t> remap;
             {
               py::gil_scoped_release release;
-              remap = self.compact(threads);
+              remap = self.compact(thread_count(threads));
             }
             return to_numpy(remap);
           },
-          py::kw_only(), py::arg("threads") = 0)
+          py::kw_only(), py::arg("threads") = Count{0})
       .def(
           "search",
-          [](const HnswIndex& self, const py::array& queries, std::size_t k, std::size_t ef,
-             int threads, bool exact, std::uint32_t dims, std::size_t rescore,
-             const py::object& allow, std::size_t exact_below) {
+          [](const HnswIndex& self, const py::array& queries, Count k_arg, Count ef,
+             Count threads, bool exact, Count dims, Count rescore, const py::object& allow,
+             Count exact_below) {
             const std::size_t n = rows_of(self, queries, "queries");
+            const std::size_t k = fastrag::bindings::result_width(k_arg, n, self.size());
+            // A beam or rescoring depth past 2**32 ids is the whole index (the core clamps it
+            // to the index's size).
+            constexpr std::uint64_t kAll = std::uint64_t{1} << 32;
             fastrag::DenseSearchOptions o;
             o.k = k;
-            o.ef = ef;
-            o.threads = threads;
+            o.ef = at_least(ef, "ef", 1, kAll);
+            o.threads = thread_count(threads);
             o.exact = exact;
-            o.dims = dims;
-            o.rescore = rescore;
-            o.exact_below = exact_below;
+            o.dims = static_cast<std::uint32_t>(at_least(dims, "dims", 0, 0xffffffffULL));
+            o.rescore = at_least(rescore, "rescore", 0, kAll);
+            o.exact_below = at_least(exact_below, "exact_below", 0, kAll);
             if (!allow.is_none()) {
               auto aa = allow.cast<py::array>();
               o.allow = checked<std::uint64_t>(aa, "allow");
@@ -134,9 +144,10 @@ void register_dense(py::module_& m) {
             }
             return py::make_tuple(ids, scores);
           },
-          py::arg("queries"), py::kw_only(), py::arg("k") = 10, py::arg("ef") = 64,
-          py::arg("threads") = 1, py::arg("exact") = false, py::arg("dims") = 0,
-          py::arg("rescore") = 0, py::arg("allow") = py::none(), py::arg("exact_below") = 0)
+          py::arg("queries"), py::kw_only(), py::arg("k") = Count{10}, py::arg("ef") = Count{64},
+          py::arg("threads") = Count{1}, py::arg("exact") = false, py::arg("dims") = Count{0},
+          py::arg("rescore") = Count{0}, py::arg("allow") = py::none(),
+          py::arg("exact_below") = Count{0})
       .def("get_vector",
            [](const HnswIndex& self, std::uint32_t id) {
              py::array_t<float> out(self.params().dim);
@@ -162,6 +173,8 @@ void register_dense(py::module_& m) {
              d["n_vectors"] = self.size();
              d["n_live"] = self.live();
              d["memory_bytes"] = self.memory_bytes();
+             d["allocated_bytes"] = self.allocated_bytes();
+             d["capacity"] = self.capacity();
              d["kernels"] = self.kernels();
              return d;
            })

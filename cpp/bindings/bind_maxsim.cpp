@@ -5,17 +5,20 @@
 #include <string>
 
 #include "arrays.hpp"
+#include "sizes.hpp"
 #include "fastrag/maxsim.hpp"
 
 namespace py = pybind11;
 using fastrag::bindings::checked;
+using fastrag::bindings::Count;
+using fastrag::bindings::thread_count;
 using fastrag::bindings::token_type;
 
 void register_maxsim(py::module_& m) {
   m.def(
       "maxsim",
       [](const py::array& query, const py::array& tokens, const py::array& offsets,
-         const py::array& candidates, int threads) {
+         const py::array& candidates, Count threads_arg) {
         fastrag::TokenStoreView store;
         store.type = token_type(tokens, "tokens");
         store.data = tokens.data();
@@ -40,11 +43,11 @@ void register_maxsim(py::module_& m) {
           // Safe without the GIL: raw pointers into arrays the caller keeps alive and into
           // `out`, owned here; the core checks offsets, candidates and the query first.
           py::gil_scoped_release release;
-          fastrag::maxsim(q, n_query, store, cand, n_cand, threads, o);
+          fastrag::maxsim(q, n_query, store, cand, n_cand, thread_count(threads_arg), o);
         }
         return out;
       },
       py::arg("query"), py::arg("tokens"), py::arg("offsets"), py::arg("candidates"),
-      py::kw_only(), py::arg("threads") = 0,
+      py::kw_only(), py::arg("threads") = Count{0},
       "MaxSim of a query (m, dim) against candidate documents of a packed token store.");
 }

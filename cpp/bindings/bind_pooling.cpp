@@ -7,10 +7,13 @@
 #include <vector>
 
 #include "arrays.hpp"
+#include "sizes.hpp"
 #include "fastrag/pooling.hpp"
 
 namespace py = pybind11;
 using fastrag::bindings::checked;
+using fastrag::bindings::Count;
+using fastrag::bindings::thread_count;
 using fastrag::bindings::token_type;
 
 namespace {
@@ -56,7 +59,7 @@ py::tuple pool(std::size_t n_spans, std::size_t dim, Call&& call) {
 void register_pooling(py::module_& m) {
   m.def(
       "span_mean_pool",
-      [](const py::array& tokens, const py::array& spans, int threads) {
+      [](const py::array& tokens, const py::array& spans, Count threads_arg) {
         const fastrag::TokenType type = token_type(tokens, "tokens");
         const fastrag::TokenRows doc{tokens.data(), static_cast<std::size_t>(tokens.shape(0))};
         const std::size_t dim = static_cast<std::size_t>(tokens.shape(1));
@@ -64,17 +67,18 @@ void register_pooling(py::module_& m) {
         const std::size_t n_spans = static_cast<std::size_t>(spans.shape(0));
         const std::uint64_t span_offsets[2] = {0, n_spans};
         return pool(n_spans, dim, [&](float* o, bool* v) {
-          fastrag::span_mean_pool(&doc, 1, type, dim, s, span_offsets, n_spans, threads, o, v);
+          fastrag::span_mean_pool(&doc, 1, type, dim, s, span_offsets, n_spans,
+                                  thread_count(threads_arg), o, v);
         });
       },
-      py::arg("tokens"), py::arg("spans"), py::kw_only(), py::arg("threads") = 0,
+      py::arg("tokens"), py::arg("spans"), py::kw_only(), py::arg("threads") = Count{0},
       "Means of one document's token vectors (n_tokens, dim) over [start, end) spans "
       "(n_spans, 2) int64 -> (pooled, valid).");
 
   m.def(
       "span_mean_pool_batch",
       [](const py::array& tokens, const py::array& offsets, const py::array& spans,
-         const py::array& span_offsets, int threads) {
+         const py::array& span_offsets, Count threads_arg) {
         fastrag::TokenStoreView store;
         store.type = token_type(tokens, "tokens");
         store.data = tokens.data();
@@ -90,18 +94,18 @@ void register_pooling(py::module_& m) {
         const std::uint64_t* so =
             checked_span_offsets(span_offsets, store.n_docs, "as many documents as offsets");
         return pool(n_spans, store.dim, [&](float* o, bool* v) {
-          fastrag::span_mean_pool(store, s, so, n_spans, threads, o, v);
+          fastrag::span_mean_pool(store, s, so, n_spans, thread_count(threads_arg), o, v);
         });
       },
       py::arg("tokens"), py::arg("offsets"), py::arg("spans"), py::arg("span_offsets"),
-      py::kw_only(), py::arg("threads") = 0,
+      py::kw_only(), py::arg("threads") = Count{0},
       "Span means over a packed token store (document k owns tokens[offsets[k]:offsets[k+1]]; "
       "its spans are spans[span_offsets[k]:span_offsets[k+1]]) -> (pooled, valid).");
 
   m.def(
       "span_mean_pool_list",
       [](const py::sequence& documents, const py::array& spans, const py::array& span_offsets,
-         int threads) {
+         Count threads_arg) {
         const std::size_t n_docs = documents.size();
         if (n_docs == 0)
           throw std::invalid_argument("documents is empty: there is nothing to pool");
@@ -140,11 +144,12 @@ void register_pooling(py::module_& m) {
         const std::uint64_t* so =
             checked_span_offsets(span_offsets, n_docs, "one more than len(documents)");
         return pool(n_spans, dim, [&](float* o, bool* v) {
-          fastrag::span_mean_pool(docs.data(), n_docs, type, dim, s, so, n_spans, threads, o, v);
+          fastrag::span_mean_pool(docs.data(), n_docs, type, dim, s, so, n_spans,
+                                  thread_count(threads_arg), o, v);
         });
       },
       py::arg("documents"), py::arg("spans"), py::arg("span_offsets"), py::kw_only(),
-      py::arg("threads") = 0,
+      py::arg("threads") = Count{0},
       "Span means over a list of (n_tokens_k, dim) arrays, without packing them (the spans of "
       "document k are spans[span_offsets[k]:span_offsets[k+1]]) -> (pooled, valid).");
 

@@ -7,9 +7,11 @@
 
 #include "arrays.hpp"
 #include "fastrag/sparse_index.hpp"
+#include "sizes.hpp"
 
 namespace py = pybind11;
 using fastrag::bindings::checked;
+using fastrag::bindings::Count;
 using fastrag::bindings::to_numpy;
 using fastrag::SparseIndex;
 
@@ -93,9 +95,11 @@ void register_sparse(py::module_& m) {
       .def(
           "search",
           [](const SparseIndex& self, const py::array& indptr, const py::array& terms,
-             const py::object& weights, std::size_t k, int threads, const py::object& allow,
+             const py::object& weights, Count k_arg, Count threads, const py::object& allow,
              const std::string& algorithm) {
             const std::size_t n = csr_rows(indptr, terms, "terms");
+            const std::size_t k =
+                fastrag::bindings::result_width(k_arg, n, self.size());
             fastrag::QueryBatch q;
             q.indptr = static_cast<const std::int64_t*>(indptr.data());
             q.n_queries = n;
@@ -108,7 +112,7 @@ void register_sparse(py::module_& m) {
             }
             fastrag::SearchOptions opt;
             opt.k = k;
-            opt.threads = threads;
+            opt.threads = fastrag::bindings::thread_count(threads);
             opt.algorithm = parse_algorithm(algorithm);
             if (!allow.is_none()) {
               auto aa = allow.cast<py::array>();
@@ -127,7 +131,7 @@ void register_sparse(py::module_& m) {
             return py::make_tuple(ids, scores);
           },
           py::arg("indptr"), py::arg("terms"), py::arg("weights") = py::none(), py::kw_only(),
-          py::arg("k") = 10, py::arg("threads") = 1, py::arg("allow") = py::none(),
+          py::arg("k") = Count{10}, py::arg("threads") = Count{1}, py::arg("allow") = py::none(),
           py::arg("algorithm") = "auto")
       .def("document_frequencies",
            [](const SparseIndex& self) {
@@ -144,6 +148,7 @@ void register_sparse(py::module_& m) {
              d["n_postings"] = s.n_postings;
              d["avgdl"] = s.avgdl;
              d["memory_bytes"] = s.memory_bytes;
+             d["allocated_bytes"] = s.allocated_bytes;
              return d;
            })
       .def_property_readonly("scoring",

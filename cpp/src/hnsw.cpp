@@ -166,6 +166,19 @@ std::size_t HnswIndex::memory_bytes() const {
          upper_.size() * 4 + deleted_.size() * 8;
 }
 
+std::size_t HnswIndex::allocated_bytes() const {
+  std::shared_lock<std::shared_mutex> lock(mutex_);
+  // Allocations with their spare capacity (views of a loaded or mapped file: their size).
+  return block0_.bytes() + f32_.bytes() + qlow_.bytes() + qstep_.bytes() + qnorm_.bytes() +
+         level_.bytes() + upper_off_.bytes() + upper_.bytes() + deleted_.bytes() +
+         ready_.capacity() + indeg_.capacity() * sizeof(std::uint32_t);
+}
+
+std::size_t HnswIndex::capacity() const {
+  std::shared_lock<std::shared_mutex> lock(mutex_);
+  return capacity_;
+}
+
 int HnswIndex::draw_level() {
   // splitmix64: a seeded, portable generator, so a build is reproducible for a seed.
   std::uint64_t z = (rng_state_ += 0x9e3779b97f4a7c15ULL);
@@ -193,6 +206,21 @@ void HnswIndex::check_rows(const float* rows, std::size_t n) const {
       throw std::invalid_argument("vector " + std::to_string(i / p_.dim) +
                                   " has a NaN or infinite value at dimension " +
                                   std::to_string(i % p_.dim));
+}
+
+void HnswIndex::check_half(const float* rows, std::size_t n) const {
+  // float16 holds magnitudes up to 65504; a larger value would be stored as inf, and a row
+  // with an infinite value has no finite distance to anything. Cosine rows are normalised
+  // first (every value in [-1, 1]), so only ip and l2 rows can overflow.
+  if (p_.storage != Storage::F16 || p_.metric == Metric::Cosine) return;
+  constexpr float kMaxHalf = 65504.0f;
+  for (std::size_t i = 0; i < n * p_.dim; ++i)
+    if (std::fabs(rows[i]) > kMaxHalf)
+      throw std::invalid_argument(
+          "vector " + std::to_string(i / p_.dim) + " has the value " + std::to_string(rows[i]) +
+          " at dimension " + std::to_string(i % p_.dim) +
+          ": float16 storage holds magnitudes up to 65504 (scale the vectors, or use "
+          "storage='float32' or 'int8')");
 }
 
 std::vector<float> HnswIndex::normalised_copy(const float* rows, std::size_t n) const {
@@ -305,16 +333,29 @@ void HnswIndex::prepare(const float* row, std::uint32_t dims, QueryPrep& q, bool
 }
 
 // ---------------------------------------------------------------------------- building
+void HnswIndex::own_columns_locked() {
+  // A loaded index views its file: the first write copies every column, each at its size.
+  // All of them, empty ones and ones this storage never writes included: a column left a view
+  // would make every later call look like the first (and grow the arrays each time).
+  auto own = [](auto& col) {
+    if (!col.is_view()) return;
+    col.mut();
+    col.refresh();
+  };
+  own(block0_);
+  own(f32_);
+  own(qlow_);
+  own(qstep_);
+  own(qnorm_);
+  own(level_);
+  own(upper_off_);
+  own(upper_);
+  own(deleted_);
+}
+
 void HnswIndex::reserve_locked(std::size_t n) {
-  if (n <= capacity_) {
-    // Make sure every column is owned (a loaded file is copied on the first write).
-    if (block0_.is_view() || level_.is_view() || deleted_.is_view() || f32_.is_view() ||
-        qnorm_.is_view() || upper_.is_view() || upper_off_.is_view()) {
-      // fall through to the copy below with the same capacity
-    } else {
-      return;
-    }
-  }
+  own_columns_locked();
+  if (n <= capacity_) return;
   const std::size_t cap = std::max<std::size_t>({n, capacity_ + capacity_ / 2, 64});
   auto grow = [&](auto& col, std::size_t count) {
     auto& v = col.mut();
@@ -328,14 +369,6 @@ void HnswIndex::reserve_locked(std::size_t n) {
   grow(deleted_, words_for(cap));
   ready_.resize(cap, 1);
   indeg_.resize(cap, 0);
-  upper_.mut();
-  upper_.refresh();
-  upper_off_.mut();
-  upper_off_.refresh();
-  qlow_.mut();
-  qlow_.refresh();
-  qstep_.mut();
-  qstep_.refresh();
   capacity_ = cap;
 }
 
@@ -371,6 +404,7 @@ std::uint32_t HnswIndex::prepare_batch_locked(std::size_t n, const float* rows) 
 
 std::uint32_t HnswIndex::add(const float* rows, std::size_t n, int threads) {
   check_rows(rows, n);
+  check_half(rows, n);
   std::vector<float> normalised;
   if (p_.metric == Metric::Cosine) {
     normalised = normalised_copy(rows, n);
@@ -395,6 +429,7 @@ std::uint32_t HnswIndex::add(const float* rows, std::size_t n, int threads) {
 
 void HnswIndex::replace(const std::uint32_t* ids, const float* rows, std::size_t n, int threads) {
   check_rows(rows, n);
+  check_half(rows, n);
   std::vector<float> normalised;
   if (p_.metric == Metric::Cosine) {
     normalised = normalised_copy(rows, n);
@@ -674,6 +709,10 @@ void HnswIndex::search(const float* queries, std::size_t n, const DenseSearchOpt
   }
   std::shared_lock<std::shared_mutex> lock(mutex_);
   DenseSearchOptions o = opt;
+  // No walk or scan can keep more ids than the index holds: a beam or rescoring depth past
+  // that is the same search, and sizing scratch space by it could ask for any amount.
+  o.ef = std::min(o.ef, std::max<std::size_t>(n_, 1));
+  o.rescore = std::min(o.rescore, n_);
   if (o.allow && !o.exact) {
     // A filter that leaves few documents: scanning them beats walking a graph whose
     // neighbourhoods are mostly excluded.
@@ -698,7 +737,8 @@ void HnswIndex::search_one(const float* q, const DenseSearchOptions& opt, Scratc
   row.assign(pdim_, 0.0f);
   std::copy(q, q + p_.dim, row.begin());
   const std::uint32_t dims = opt.dims && opt.dims < pdim_ ? opt.dims : 0;
-  const std::size_t keep = std::max(opt.k, opt.rescore);
+  // k stays the output's width (padded); only n_ ids can be found.
+  const std::size_t keep = std::min(std::max(opt.k, opt.rescore), n_);
   std::vector<Cand>& res = s.pool;
   res.clear();
   const std::int64_t ep = entry_.load();

@@ -1,6 +1,7 @@
 // Pieces of the HNSW index shared by hnsw.cpp and the per-instruction-set kernel files.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <vector>
@@ -33,6 +34,7 @@ class VisitedSet {
   // Empties the set, sized for about `expect` ids (it grows past that when needed).
   void reset(std::size_t expect) {
     std::size_t want = 1024;
+    expect = std::min<std::size_t>(expect, std::size_t{1} << 32);  // ids are 32-bit
     while (want < 2 * expect) want *= 2;
     // A table left large by a wide walk (a build's ef_construction) would cost a large memset
     // on every narrow one: resize it then.

@@ -345,7 +345,10 @@ inline void search_layer_with(const HnswIndex& ix, const Dist& dist, std::uint32
                               int level, std::size_t ef, const DenseSearchOptions* opt,
                               bool locked, HnswIndex::Scratch& s, std::vector<Cand>& out) {
   VisitedSet& visited = s.visited;
-  visited.reset(ef * ix.max_degree(level));
+  // A walk visits at most every node: size the table for that at most (ef may be anything).
+  visited.reset(std::min<std::size_t>(std::min<std::size_t>(ef, ix.count_locked()) *
+                                          ix.max_degree(level),
+                                      ix.count_locked()));
   auto& cands = s.cands;
   auto& top = s.top;
   cands.clear();

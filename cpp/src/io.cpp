@@ -46,6 +46,7 @@ std::string errno_text() { return std::strerror(errno); }
 
 // Writes all bytes or throws; updates the checksum when given.
 void write_all(int fd, const void* data, std::size_t n, const std::string& path, Checksum* sum) {
+  if (n == 0) return;
   const char* p = static_cast<const char*>(data);
   if (sum) sum->update(data, n);
   while (n > 0) {
@@ -66,6 +67,9 @@ void Checksum::mix_block(const unsigned char* p) {
 }
 
 void Checksum::update(const void* data, std::size_t n) {
+  // An empty section may have no storage at all (data == nullptr), and memcpy from a null
+  // pointer is undefined even for 0 bytes.
+  if (n == 0) return;
   const unsigned char* p = static_cast<const unsigned char*>(data);
   total_ += n;
   if (tail_len_ > 0) {

@@ -140,6 +140,11 @@ bool SparseIndex::is_live(std::uint32_t id) const {
   return id < n_docs_ && ((live_[id / 64] >> (id % 64)) & 1);
 }
 
+std::size_t SparseIndex::size() const {
+  std::shared_lock<std::shared_mutex> lock(mutex_);
+  return n_docs_;
+}
+
 void SparseIndex::ensure_committed() const {
   if (!dirty_.load()) return;
   // Deferred work of add()/remove(): done once, by the first reader that needs it.
@@ -355,6 +360,11 @@ IndexStats SparseIndex::stats() const {
                    docs_.size() * 4 + values_.size() * 4 + impacts_.size() * 4 +
                    block_offsets_.size() * 8 + block_max_.size() * 4 + block_last_.size() * 4 +
                    term_max_.size() * 4 + nonocc_.size() * 4 + df_.size() * 4;
+  // The same with spare capacity.
+  s.allocated_bytes = doc_len_.bytes() + live_.bytes() + offsets_.bytes() + docs_.bytes() +
+                      values_.bytes() + impacts_.bytes() + block_offsets_.bytes() +
+                      block_max_.bytes() + block_last_.bytes() + term_max_.bytes() +
+                      nonocc_.bytes() + df_.bytes();
   return s;
 }
 

@@ -155,7 +155,7 @@ void SparseIndex::search_one(const QueryBatch& q, std::size_t qi, const SearchOp
       // Learned impacts (SPLADE-like, 1M documents, 20-term queries) leave MaxScore almost
       // nothing to skip: accumulating ran 308 q/s against 13, so impact scoring accumulates.
       algo = (scoring_ == Scoring::Impact || n_docs_ <= 400000 ||
-              total <= std::max<std::uint64_t>(20000, 1000 * opt.k))
+              total <= 20000 || (total + 999) / 1000 <= opt.k)  // total <= 1000 k
                  ? SearchAlgorithm::Exhaustive
                  : SearchAlgorithm::MaxScore;
     if (algo == SearchAlgorithm::Exhaustive)

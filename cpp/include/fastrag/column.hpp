@@ -43,8 +43,12 @@ class Column {
   const T* end() const { return ptr_ + n_; }
   bool is_view() const { return keep_ != nullptr; }
   std::size_t owned_bytes() const { return keep_ ? 0 : own_.capacity() * sizeof(T); }
+  // Bytes this column holds: its allocation (spare capacity included) when owned, the viewed
+  // bytes when a view.
+  std::size_t bytes() const { return keep_ ? n_ * sizeof(T) : own_.capacity() * sizeof(T); }
 
-  // Mutable access: copies a view into owned memory first.
+  // Mutable access: copies a view into owned memory first (a view of nothing too, so that a
+  // column is never left a view once a writer has asked for it).
   std::vector<T, Alloc>& mut() {
     if (keep_) {
       own_.assign(ptr_, ptr_ + n_);

@@ -86,7 +86,9 @@ class HnswIndex {
   std::size_t size() const;  // ids in use, deleted ones included
   std::size_t live() const;
   bool is_live(std::uint32_t id) const;
-  std::size_t memory_bytes() const;
+  std::size_t memory_bytes() const;     // bytes of the arrays' contents
+  std::size_t allocated_bytes() const;  // bytes held, spare capacity included
+  std::size_t capacity() const;         // rows allocated
   // The float32 row of an id (the normalised one for cosine); throws when not kept.
   void get_row(std::uint32_t id, float* out) const;
 
@@ -102,6 +104,8 @@ class HnswIndex {
   struct Scratch;
   struct Ops;  // the kernels of one instruction set
   int level(std::uint32_t id) const { return level_[id]; }
+  // Ids in use, read without the lock (the kernels run with it held).
+  std::size_t count_locked() const { return n_; }
   // Whether a node's insertion has finished (all its lists written).
   bool ready(std::uint32_t id) const {
     return __atomic_load_n(ready_.data() + id, __ATOMIC_ACQUIRE) != 0;
@@ -142,7 +146,9 @@ class HnswIndex {
 
  private:
   void check_rows(const float* rows, std::size_t n) const;
-  void reserve_locked(std::size_t n);
+  void check_half(const float* rows, std::size_t n) const;  // float16: magnitudes <= 65504
+  void own_columns_locked();  // copies the columns that view a loaded file (first write)
+  void reserve_locked(std::size_t n);  // owns every column, then room for n rows
   void store_row(std::uint32_t id, const float* row);
   void train_i8(const float* rows, std::size_t n);
   void insert(std::uint32_t id, Scratch& s, bool relink);

@@ -12,12 +12,14 @@
 namespace fastrag {
 
 // Number of worker threads to use for `requested` (0 or negative = all hardware threads)
-// and `n_items` units of work. Never more threads than items.
+// and `n_items` units of work. Never more threads than items, nor more than 4 per hardware
+// thread (at least 64): a huge request must not start a thread per item.
 inline std::size_t resolve_threads(int requested, std::size_t n_items) {
   // hardware_concurrency() reads /sys on every call (tens of microseconds): ask once.
   static const unsigned hardware = std::max(1u, std::thread::hardware_concurrency());
+  static const std::size_t most = std::max<std::size_t>(64, 4 * std::size_t{hardware});
   std::size_t t = requested > 0 ? static_cast<std::size_t>(requested) : hardware;
-  return std::max<std::size_t>(1, std::min(t, n_items));
+  return std::max<std::size_t>(1, std::min({t, n_items, most}));
 }
 
 // Calls fn(i, thread_id) for every i in [0, n). thread_id is in [0, threads) and indexes

@@ -58,7 +58,8 @@ struct IndexStats {
   std::uint64_t n_terms = 0;
   std::uint64_t n_postings = 0;
   double avgdl = 0;
-  std::uint64_t memory_bytes = 0;
+  std::uint64_t memory_bytes = 0;     // the arrays' contents
+  std::uint64_t allocated_bytes = 0;  // what they hold, spare capacity included
 };
 
 class SparseIndex {
@@ -96,6 +97,7 @@ class SparseIndex {
   // Live document frequency of each term (n_terms entries).
   std::vector<std::uint32_t> document_frequencies() const;
   bool is_live(std::uint32_t id) const;
+  std::size_t size() const;  // internal ids in use, deleted ones included
   IndexStats stats() const;
 
   // Saves to `path` with `extra` (opaque bytes for the caller: vocabulary, user ids...).

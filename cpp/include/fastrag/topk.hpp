@@ -30,7 +30,9 @@ class TopK {
   void reset(std::size_t k) {
     k_ = k;
     heap_.clear();
-    heap_.reserve(k);
+    // k may be far past what a search can find (the output is padded): the heap grows on
+    // demand past the first few thousand.
+    heap_.reserve(std::min<std::size_t>(k, 4096));
   }
 
   std::size_t size() const { return heap_.size(); }
