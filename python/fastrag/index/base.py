@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,41 @@ def as_batch(docs: Any, ids: Any) -> tuple[Any, Any]:
     elif isinstance(ids, str):
         raise TypeError("ids must be a list of ids, one per document, not a single string")
     return docs, ids
+
+
+def check_int(value: object, name: str, minimum: int = 1) -> int:
+    """An int argument (numpy integers too; not bool or float) that is >= minimum, else
+    ValueError. Sizes past what an index can use are clamped or refused by the core."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def check_threads(threads: object) -> int:
+    """Worker threads: 0 for all cores, else a positive int (more than the machine can run are
+    clamped by the core)."""
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 0:
+        raise ValueError(f"threads must be an integer >= 0 (0 = all cores), got {threads!r}")
+    return int(threads)
+
+
+def filter_ids(filter: object) -> Iterable[DocId] | None:
+    """The ids of an index-level filter: None, one id or an iterable of ids. A mapping is
+    refused: iterating it would filter by its keys, which is never what a metadata filter
+    means."""
+    if filter is None:
+        return None
+    if isinstance(filter, Mapping):
+        raise TypeError(
+            "filter takes a list of ids; for metadata filters use Collection.search(filter={...})"
+        )
+    if isinstance(filter, (str, int)):
+        return [filter]
+    if not isinstance(filter, Iterable):
+        raise TypeError(f"filter takes a list of ids, got {type(filter).__name__}")
+    return filter  # type: ignore[return-value]
 
 
 class IdIndex:
@@ -98,20 +133,27 @@ class IdIndex:
     ) -> SearchResults:
         """``_core.search(*queries, allow=..., **options)`` with the filter's ids as the allow
         bitset, under the renumber lock; results with the user's ids."""
-        if isinstance(filter, (str, int)):
-            filter = [filter]
+        filter = filter_ids(filter)
+        if "threads" in options:
+            options["threads"] = check_threads(options["threads"])
         with self._renumber_lock.read():
             allow = None if filter is None else self._ids.allow_bitset(filter)
             ids, scores = self._core.search(*queries, allow=allow, **options)
             return SearchResults(ids=self._ids.to_user(ids), scores=scores)
 
     def _check_k(self, k: object) -> int:
+        """k >= 1. A k past the index's size gives padded rows (id None, score -inf); one whose
+        padding alone would be huge is refused by the core with the size to pass instead."""
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise ValueError(f"k must be a positive integer, got {k!r}")
         return int(k)
 
     # ------------------------------------------------------------------ files
     def _save(self, path: str | os.PathLike[str], meta: dict[str, Any]) -> None:
+        """Writes the index to ``<path>.tmp-<pid>-<n>`` and renames it over `path`. An error
+        while writing removes the temporary file and leaves an existing `path` as it was; a
+        process killed mid-save (SIGKILL, power loss) leaves the temporary file behind, which
+        nothing here removes (a Collection clears them from its folder)."""
         path = Path(path)
         if path.is_dir():
             raise IsADirectoryError(f"{path} is a directory; give a file path")

@@ -10,11 +10,12 @@ import numpy as np
 
 from fastrag import _core
 from fastrag.encoders.base import Encoder
-from fastrag.index.base import IdIndex
+from fastrag.index.base import IdIndex, check_int, check_threads, filter_ids
 from fastrag.index.results import DocId, SearchResults
 
 METRICS = ("cosine", "ip", "l2")
 STORAGES = ("float32", "int8", "float16")
+F16_MAX = 65504.0  # the largest finite float16
 
 
 def _is_text(items: Any) -> bool:
@@ -102,18 +103,17 @@ class DenseIndex(IdIndex):
             raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
         if storage not in STORAGES:
             raise ValueError(f"storage must be one of {', '.join(STORAGES)}, got {storage!r}")
-        if ef_search < 1:
-            raise ValueError("ef_search must be >= 1")
+        # Ranges (dim <= 65536, M in 2..256, ef_construction < 2**32) are the core's to check.
         self._core = _core.HnswIndex(
-            int(dim),
+            check_int(dim, "dim"),
             metric=metric,
             storage=storage,
             keep_float=bool(rescore) and storage != "float32",
-            M=M,
-            ef_construction=ef_construction,
+            M=check_int(M, "M", 2),
+            ef_construction=check_int(ef_construction, "ef_construction"),
             seed=seed,
         )
-        self.ef_search = int(ef_search)
+        self.ef_search = check_int(ef_search, "ef_search")
         self._init_ids()
         self._encoder: Encoder | None = None
         self._fingerprint: str | None = None
@@ -187,9 +187,10 @@ class DenseIndex(IdIndex):
 
         An id already present is replaced (upsert: the vector is overwritten and relinked).
         New ids reuse the slots of deleted vectors first, so deletions do not grow the index.
-        NaN / inf values, wrong dimensions and (for cosine) zero vectors raise ValueError
-        and add nothing.
+        NaN / inf values, wrong dimensions, (for cosine) zero vectors and (float16 storage
+        with ip / l2) values beyond float16's 65504 raise ValueError and add nothing.
         """
+        threads = check_threads(threads)
         rows = as_matrix(self._vectors_of(vectors, "document"), self.dim)
         with self._write_lock:
             new_ids = self._ids.new_ids(ids, len(rows))
@@ -223,12 +224,22 @@ class DenseIndex(IdIndex):
         if not np.isfinite(rows).all():
             bad = int(np.flatnonzero(~np.isfinite(rows).all(axis=1))[0])
             raise ValueError(f"vector {bad} has a NaN or infinite value")
-        if self.metric == "cosine" and not (np.abs(rows).sum(axis=1) > 0).all():
-            raise ValueError("a vector is all zeros: it has no direction for the cosine metric")
+        if self.metric == "cosine":
+            if not (np.abs(rows).sum(axis=1) > 0).all():
+                raise ValueError("a vector is all zeros: it has no direction for the cosine metric")
+        elif self.storage == "float16" and rows.size and float(np.abs(rows).max()) > F16_MAX:
+            # Cosine rows are normalised first; ip / l2 rows are stored as given, and a value
+            # past float16's range would become inf (a row no search can score).
+            bad = int(np.flatnonzero((np.abs(rows) > F16_MAX).any(axis=1))[0])
+            raise ValueError(
+                f"vector {bad} has a value of magnitude {float(np.abs(rows[bad]).max()):g}: "
+                f"float16 storage holds magnitudes up to {F16_MAX:g} (scale the vectors, or use "
+                "storage='float32' or 'int8')"
+            )
 
     def compact(self, *, threads: int = 0) -> None:  # type: ignore[override]
         """Rebuilds the graph from the live vectors only (deleted slots are dropped)."""
-        super().compact(threads=threads)
+        super().compact(threads=check_threads(threads))
 
     def get_vector(self, doc_id: DocId) -> np.ndarray:
         """The stored vector of an id (normalised for cosine; dequantised for int8 storage
@@ -253,7 +264,9 @@ class DenseIndex(IdIndex):
         of each query text when an encoder is attached.
 
         Args:
-            ef: search beam (default `ef_search`; at least k is used).
+            k: results per query; past the index's size the rows are padded (None / -inf).
+            ef: search beam (default `ef_search`; at least k is used, at most the index's
+                size: a wider beam is the same search).
             threads: worker threads for a batch (0 = all cores).
             filter: only these ids may be returned; the filter is applied during the graph
                 walk, and a filter that leaves few documents is answered by exact search.
@@ -264,10 +277,13 @@ class DenseIndex(IdIndex):
                 is set, 2k when float32 vectors are kept next to int8 / float16 ones).
         """
         k = self._check_k(k)
+        ef = self.ef_search if ef is None else check_int(ef, "ef")
+        threads = check_threads(threads)
+        dims = None if dims is None else check_int(dims, "dims", 0)
+        if rescore is not None:
+            rescore = check_int(rescore, "rescore", 0)
+        filter = filter_ids(filter)
         q = as_matrix(self._vectors_of(queries, "query"), self.dim, "queries")
-        ef = self.ef_search if ef is None else int(ef)
-        if ef < 1:
-            raise ValueError("ef must be >= 1")
         if rescore is None:
             # The funnel's prefix scores are rough: rescore the whole beam. Codes next to float
             # rows are close: 2k candidates reach the recall of rescoring the beam (measured on
@@ -277,8 +293,6 @@ class DenseIndex(IdIndex):
             allow = None
             exact_below = 0
             if filter is not None:
-                if isinstance(filter, (str, int)):
-                    filter = [filter]
                 allow = self._ids.allow_bitset(filter)
                 exact_below = max(1000, len(self._ids) // 50)
             ids, scores = self._core.search(
@@ -287,8 +301,8 @@ class DenseIndex(IdIndex):
                 ef=ef,
                 threads=threads,
                 exact=exact,
-                dims=int(dims or 0),
-                rescore=int(rescore),
+                dims=dims or 0,
+                rescore=rescore,
                 allow=allow,
                 exact_below=exact_below,
             )
@@ -296,7 +310,9 @@ class DenseIndex(IdIndex):
 
     # ------------------------------------------------------------------ inspection
     def stats(self) -> dict[str, Any]:
-        """Counts, bytes held by the core and the distance kernels in use."""
+        """Counts (n_vectors, n_live), the rows allocated (capacity), the bytes of the core's
+        arrays (memory_bytes) and with their spare capacity (allocated_bytes), and the distance
+        kernels in use."""
         return dict(self._core.stats())
 
     def __repr__(self) -> str:
@@ -307,7 +323,8 @@ class DenseIndex(IdIndex):
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Saves to one file (written to a temporary file, then renamed into place)."""
+        """Saves to one file (written to a temporary file, then renamed into place; an error
+        leaves no temporary file and an existing file unchanged)."""
         self._save(path, {"ef_search": self.ef_search, "encoder": self._fingerprint})
 
     @classmethod

@@ -13,6 +13,16 @@ from fastrag.index.results import DocId
 def _check_id(doc_id: object) -> DocId:
     if isinstance(doc_id, bool) or not isinstance(doc_id, (str, int)):
         raise TypeError(f"document ids must be str or int, got {type(doc_id).__name__}")
+    if isinstance(doc_id, str):
+        try:
+            doc_id.encode("utf-8")
+        except UnicodeEncodeError as e:
+            # A lone surrogate (e.g. from os.fsdecode of a non-UTF-8 name): no file can hold it,
+            # so such an id would make every later save() fail.
+            raise ValueError(
+                f"document id {doc_id!r} is not valid Unicode (a lone surrogate at position "
+                f"{e.start}); ids must be encodable as UTF-8"
+            ) from None
     return doc_id
 
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from fastrag import _core
 from fastrag._core import IndexFormatError
-from fastrag.index.base import IdIndex, as_batch
+from fastrag.index.base import IdIndex, as_batch, check_int
 from fastrag.index.results import DocId, SearchResults
 
 if TYPE_CHECKING:
@@ -568,7 +568,7 @@ class SpladeIndex(ImpactIndex):
             encoder.vocab_size, quantize=quantize, max_weight=max_weight, doc_terms=top_k
         )
         self.query_mode = _check_mode(query_mode)
-        self.batch_size = int(batch_size)
+        self.batch_size = check_int(batch_size, "batch_size")
         self._encoder: SpladeEncoder | None = encoder
         self._fingerprint: str | None = encoder.fingerprint
 
@@ -785,7 +785,7 @@ class BM42Index(ImpactIndex):
     ) -> None:
         super().__init__(None, quantize=quantize, max_weight=max_weight)
         self._set_words(stopwords, stemmer, alpha)
-        self.batch_size = int(batch_size)
+        self.batch_size = check_int(batch_size, "batch_size")
         self._vocab: dict[str, int] = {}
         self._encoder: TextEncoder | None = None
         self._fingerprint: str | None = None

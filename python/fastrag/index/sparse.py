@@ -35,6 +35,21 @@ def _csr(token_ids: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
     return indptr, flat
 
 
+def _check_utf8(docs: Sequence[Tokens]) -> None:
+    """Refuses tokens with a lone surrogate: the vocabulary is saved as UTF-8, so one such term
+    would make every later save() fail (analyzers never produce them)."""
+    for i, doc in enumerate(docs):
+        for t in doc:
+            if not t.isascii():
+                try:
+                    t.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise ValueError(
+                        f"document {i} has the token {t!r}, which is not valid Unicode (a lone "
+                        "surrogate); tokens must be encodable as UTF-8"
+                    ) from None
+
+
 class BM25(IdIndex):
     """A BM25 index: the scoring variants and parameters of bm25s, exact top-k search.
 
@@ -139,8 +154,10 @@ class BM25(IdIndex):
         if _is_pretokenized(items):
             if any(isinstance(item, str) for item in items):
                 raise TypeError("mix of texts and token lists: give one kind per call")
-            if corpus and not all(isinstance(t, str) for item in items for t in item):
-                raise TypeError("pre-tokenized documents must be lists of str tokens")
+            if corpus:
+                if not all(isinstance(t, str) for item in items for t in item):
+                    raise TypeError("pre-tokenized documents must be lists of str tokens")
+                _check_utf8(items)
             return items
         if corpus:
             return analyze_corpus(self.analyzer, items, stacklevel=4)  # -> the caller of add()
