@@ -93,10 +93,10 @@ def writer(folder: Path, rng: random.Random) -> None:
                     texts.append(f"{word} {d} {filler}")
                 col.add(texts, ids=ids)
                 visible.update((d, digest(t)) for d, t in zip(ids, texts, strict=True))
-        append_record(log, {"kind": "pending", "state": visible})
+        append_record(log, {"kind": "pending", "by": "writer", "state": visible})
         col.commit()
         state = visible
-        append_record(log, {"kind": "committed", "state": state})
+        append_record(log, {"kind": "committed", "by": "writer", "state": state})
 
 
 # ---------------------------------------------------------------------------- reader
@@ -137,21 +137,22 @@ def read_records(path: Path) -> tuple[dict | None, dict | None]:
     return committed, pending
 
 
-def check(folder: Path, rng: random.Random) -> tuple[str, str]:
-    """('ok' | 'loss' | 'failed_open' | 'search_failure', detail) of the collection now."""
+def check(folder: Path, rng: random.Random) -> tuple[str, str, dict | None]:
+    """('ok' | 'loss' | 'failed_open' | 'search_failure', detail, the state found) of the
+    collection now."""
     import fastrag
 
     committed, pending = read_records(folder / "records.jsonl")
     try:
         col = fastrag.Collection.open(folder / "col")
     except Exception as e:
-        return "failed_open", f"{type(e).__name__}: {e}"
+        return "failed_open", f"{type(e).__name__}: {e}", None
     try:
         try:
             docs = {d.id: d.text for d in col.documents()}
             n = len(col)
         except Exception as e:
-            return "failed_open", f"reading documents: {type(e).__name__}: {e}"
+            return "failed_open", f"reading documents: {type(e).__name__}: {e}", None
         state = {d: digest(t) for d, t in docs.items()}
         if state != committed and state != pending:
             missing = sorted(d for d in committed if d not in state)
@@ -161,18 +162,18 @@ def check(folder: Path, rng: random.Random) -> tuple[str, str]:
                 f"{len(state)} docs vs {len(committed)} committed "
                 f"(pending: {None if pending is None else len(pending)}): missing {missing[:5]}, "
                 f"other text {changed[:5]}, never committed {extra[:5]}"
-            )
+            ), state
         if n != len(state):
-            return "loss", f"len() says {n}, documents() gives {len(state)}"
+            return "loss", f"len() says {n}, documents() gives {len(state)}", state
         for d in rng.sample(sorted(docs), min(3, len(docs))):
             word = unique_word(docs[d])
             try:
                 hits = [h.id for h in col.search(word, k=3, method="bm25")]
             except Exception as e:
-                return "search_failure", f"search {word!r}: {type(e).__name__}: {e}"
+                return "search_failure", f"search {word!r}: {type(e).__name__}: {e}", state
             if hits != [d]:
-                return "search_failure", f"search {word!r} gave {hits}, expected [{d!r}]"
-        return "ok", f"{len(state)} docs"
+                return "search_failure", f"search {word!r} gave {hits}, expected [{d!r}]", state
+        return "ok", f"{len(state)} docs", state
     finally:
         col.close()
 
@@ -227,34 +228,36 @@ def run_trials(args: argparse.Namespace) -> int:
         counts["reader_errors"] += len(errors)
         if errors:
             examples.setdefault("reader_errors", []).extend(errors[:2])
-        outcome, detail = check(args.dir, rng)
+        outcome, detail, state = check(args.dir, rng)
         key = {"loss": "losses", "failed_open": "failed_opens",
                "search_failure": "search_failures"}.get(outcome)
         if key:
             counts[key] += 1
             examples.setdefault(key, []).append(f"trial {trial}: {detail}")
         records = args.dir / "records.jsonl"
-        commits = records.read_text().count('"committed"') if records.exists() else 0
+        if records.exists():
+            commits += records.read_text().count('"by": "writer", "kind": "committed"')
         if args.verbose:
             print(f"trial {trial}: {outcome} {detail} readers_errors={len(errors)}", flush=True)
         if key and args.keep:
-            dest = args.keep / f"trial{trial}"
-            shutil.copytree(args.dir, dest, dirs_exist_ok=True)
-        if outcome in ("loss", "failed_open"):
-            # go on from what is there: the writer's next run starts from the open state
-            # (a collection that does not open is rebuilt so that later trials still count)
+            shutil.copytree(args.dir, args.keep / f"trial{trial}", dirs_exist_ok=True)
+        if outcome == "failed_open":
+            # go on from what is there, so that later trials still count: the state of a
+            # second open, or a new collection when it does not open at all
             try:
-                fastrag.Collection.open(args.dir / "col").close()
+                col = fastrag.Collection.open(args.dir / "col")
+                state = {d.id: digest(d.text) for d in col.documents()}
+                col.close()
             except Exception:
                 shutil.rmtree(args.dir / "col")
                 fastrag.Collection.create(args.dir / "col", encoder=None,
                                           analyzer="english").close()
-                (args.dir / "records.jsonl").unlink(missing_ok=True)
-            else:
-                col = fastrag.Collection.open(args.dir / "col")
-                state = {d.id: digest(d.text) for d in col.documents()}
-                col.close()
-                append_record(args.dir / "records.jsonl", {"kind": "committed", "state": state})
+                state = {}
+        # the state found is the baseline of the next trial (the commit in progress when the
+        # writer was killed may have landed); a torn last line of the writer is dropped
+        records.write_text(
+            json.dumps({"kind": "committed", "by": "parent", "state": state}) + "\n"
+        )
     for key, lines in examples.items():
         print(f"{key}: {len(lines)} example(s)")
         for line in list(dict.fromkeys(lines))[:5]:
