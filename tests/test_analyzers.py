@@ -287,3 +287,22 @@ def test_analyze_corpus_quiet_and_by_name() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert analyze_corpus("english", (t for t in ["dogs", ""])) == [["dog"], []]
+
+
+def test_one_language_detector_for_analyzers_collections_and_queries(tmp_path) -> None:
+    """English with a stray kanji is English everywhere (collections and hybrid routing used
+    to call any kana or kanji Japanese, while the analyzer wanted 30% of the letters)."""
+    from fake_encoder import FakeEncoder
+    from fastrag.collection import Collection
+    from fastrag.search.pipeline import dense_weight
+    from fastrag.text.language import detect_language
+
+    stray = "The boundary layer 層 thickens downstream of the leading edge."
+    assert detect_language(stray) == "en"
+    assert detect_language("境界層の厚さ") == "ja"
+    assert detect_language("xx東京xx", 2, 4) == "ja"
+    col = Collection.create(tmp_path / "c", encoder=FakeEncoder())
+    col.add([stray], ids=["s"])
+    assert col.languages() == {"en": 1.0}
+    assert dense_weight(col, "boundary 層 layer thickness") == 1.0
+    col.close()

@@ -42,6 +42,7 @@ from fastrag.encoders.base import Encoder, check_texts
 from fastrag.index import BM25, DenseIndex
 from fastrag.index.dense import as_matrix
 from fastrag.text.chunking import split_passages
+from fastrag.text.language import detect_language
 
 log = logging.getLogger(__name__)
 
@@ -622,7 +623,7 @@ class Collection:
                 rows, chunk_ids, n = [], [], first
                 for doc_id, text, sp in zip(ids, texts, spans, strict=True):
                     for j, (s, e) in enumerate(sp):
-                        lang = "ja" if _JAPANESE.search(text, s, e) else "en"
+                        lang = detect_language(text, s, e)
                         crc = _chunk_crc(n, doc_id, j, s, e, lang)
                         rows.append((n, doc_id, j, s, e, lang, crc))
                         chunk_ids.append(n)
@@ -974,8 +975,6 @@ def _fsync_dir(folder: Path) -> None:
     finally:
         os.close(fd)
 
-
-_JAPANESE = re.compile(r"[\u3040-\u30ff\u4e00-\u9fff]")
 
 
 def _check_id(doc_id: Any, where: str) -> str:

@@ -8,7 +8,6 @@ every stage's score and rank, so a caller can see why it is where it is (``expla
 from __future__ import annotations
 
 import math
-import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -19,12 +18,12 @@ import numpy as np
 from fastrag._core import IndexFormatError
 from fastrag.index.tokens import TokenStore
 from fastrag.search.fusion import FUSIONS, fuse
+from fastrag.text.language import detect_language
 
 if TYPE_CHECKING:
     from fastrag.collection import Collection
 
 RETRIEVERS = ("bm25", "dense")
-_JAPANESE = re.compile(r"[\u3040-\u30ff\u4e00-\u9fff]")
 
 
 @dataclass
@@ -348,10 +347,6 @@ class Pipeline:
         return out
 
 
-def query_language(query: str) -> str:
-    return "ja" if _JAPANESE.search(query) else "en"
-
-
 def dense_weight(col: Collection, query: str) -> float:
     """1 when the encoder covers the query's language and most of the collection's, else 0.
 
@@ -363,7 +358,7 @@ def dense_weight(col: Collection, query: str) -> float:
     langs = set(info.get("languages") or ["en"])
     if "multi" in langs:
         return 1.0
-    if query_language(query) not in langs:
+    if detect_language(query) not in langs:
         return 0.0
     shares = col.languages()
     covered = sum(v for lang, v in shares.items() if lang in langs) if shares else 1.0

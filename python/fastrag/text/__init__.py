@@ -11,9 +11,9 @@ from .analyzers import (
     EnglishAnalyzer,
     JapaneseAnalyzer,
     analyze_corpus,
-    detect_language,
     get_analyzer,
 )
+from .language import detect_language
 from .stopwords import ENGLISH_STOPWORDS
 
 __all__ = [

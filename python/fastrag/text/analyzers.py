@@ -16,6 +16,7 @@ import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
+from .language import CJK, detect_language
 from .stopwords import ENGLISH_STOPWORDS
 
 # Sudachi refuses inputs over 49,149 UTF-8 bytes; stay well below that.
@@ -25,14 +26,7 @@ _CUT_MARKS = ("\n", "。", "!", "?", ". ", "、", ",", " ", "\t")
 _FORMS = {"normalized": "normalized_form", "dictionary": "dictionary_form", "surface": "surface"}
 
 _WORD_RE = re.compile(r"\w+")
-_IDEOGRAPHS = "\u3005\u3006\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002ffff"
-_KANA = "\u3041-\u309f\u30a1-\u30fa\u30fc-\u30ff\u31f0-\u31ff"  # without the middle dot ・
-_CJK = _KANA + _IDEOGRAPHS
-_BIGRAM_RUN_RE = re.compile(f"([{_CJK}]+)|([^\\W{_CJK}]+)")
-_KANA_RE = re.compile(f"[{_KANA}\uff66-\uff9f]")  # plus half-width katakana
-_IDEOGRAPH_RUN_RE = re.compile(f"[{_IDEOGRAPHS}]+")
-_LATIN = "A-Za-z\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u024f\uff21-\uff3a\uff41-\uff5a"
-_LATIN_RUN_RE = re.compile(f"[{_LATIN}]+")
+_BIGRAM_RUN_RE = re.compile(f"([{CJK}]+)|([^\\W{CJK}]+)")
 
 
 class EmptyDocumentWarning(UserWarning):
@@ -312,23 +306,6 @@ class BigramAnalyzer(BaseAnalyzer):
             else:
                 tokens.extend(cjk[i : i + 2] for i in range(len(cjk) - 1))
         return tokens
-
-
-def detect_language(text: str) -> str:
-    """Return ``"ja"`` for Japanese text and ``"en"`` for everything else.
-
-    Text is Japanese if it has any kana (half-width katakana included) or if ideographs
-    make up at least 30% of its letters (Latin letters plus ideographs): ``"東京"`` is
-    Japanese, English with a stray kanji is not, and kana-free Chinese counts as ``"ja"``.
-    """
-    text = _prepare(text)
-    if _KANA_RE.search(text):
-        return "ja"
-    ideographs = sum(map(len, _IDEOGRAPH_RUN_RE.findall(text)))
-    if not ideographs:
-        return "en"
-    latin = sum(map(len, _LATIN_RUN_RE.findall(text)))
-    return "ja" if ideographs >= 0.3 * (ideographs + latin) else "en"
 
 
 class AutoAnalyzer(BaseAnalyzer):
