@@ -451,7 +451,7 @@ _JA_PARAS = [
 ]
 
 
-def tiny_beir(root: Path, n_docs: int = 40, n_queries: int = 8, seed: int = 0) -> Path:
+def tiny_beir(root: Path, n_docs: int = 16, n_queries: int = 6, seed: int = 0) -> Path:
     """A tiny generated folder of BEIR collections (an English "cranfield" and a Japanese
     "jsquad-valid" with ``<title>#<k>`` paragraph ids) for smoke runs; returns the folder."""
     import random
