@@ -1,0 +1,270 @@
+// Python binding of the query executor (fastrag._core.execute): legs given as dicts of the core
+// index objects and numpy arrays, checked without copies, run with the GIL released.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <limits>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "arrays.hpp"
+#include "fastrag/executor.hpp"
+
+namespace py = pybind11;
+using fastrag::HnswIndex;
+using fastrag::SparseIndex;
+using fastrag::bindings::checked;
+
+namespace {
+
+// An int argument (numpy integers too; not bool or float), saturated to int64, >= lo.
+std::int64_t int_arg(py::handle h, const std::string& name, std::int64_t lo) {
+  if (!h || PyBool_Check(h.ptr()) || PyFloat_Check(h.ptr()) || !PyIndex_Check(h.ptr()))
+    throw std::invalid_argument(name + " must be an integer >= " + std::to_string(lo) +
+                                ", got " + std::string(py::repr(h)));
+  auto index = py::reinterpret_steal<py::object>(PyNumber_Index(h.ptr()));
+  if (!index) throw py::error_already_set();
+  int overflow = 0;
+  long long v = PyLong_AsLongLongAndOverflow(index.ptr(), &overflow);
+  if (v == -1 && PyErr_Occurred()) throw py::error_already_set();
+  if (overflow) v = overflow > 0 ? std::numeric_limits<long long>::max()
+                                 : std::numeric_limits<long long>::min();
+  if (v < lo)
+    throw std::invalid_argument(name + " must be >= " + std::to_string(lo) + ", got " +
+                                std::string(py::repr(h)));
+  return static_cast<std::int64_t>(v);
+}
+
+double float_arg(py::handle h, const std::string& name) {
+  if (!h || PyBool_Check(h.ptr()) || !(PyFloat_Check(h.ptr()) || PyIndex_Check(h.ptr())))
+    throw std::invalid_argument(name + " must be a number, got " + std::string(py::repr(h)));
+  const double v = PyFloat_AsDouble(h.ptr());
+  if (v == -1.0 && PyErr_Occurred()) throw py::error_already_set();
+  return v;
+}
+
+py::array array_arg(py::handle h, const std::string& name) {
+  if (!py::isinstance<py::array>(h))
+    throw std::invalid_argument(name + " must be a numpy array, got " +
+                                std::string(py::str(py::type::handle_of(h).attr("__name__"))));
+  return py::reinterpret_borrow<py::array>(h);
+}
+
+fastrag::SearchAlgorithm parse_algorithm(const std::string& s) {
+  if (s == "auto") return fastrag::SearchAlgorithm::Auto;
+  if (s == "exhaustive") return fastrag::SearchAlgorithm::Exhaustive;
+  if (s == "maxscore") return fastrag::SearchAlgorithm::MaxScore;
+  throw std::invalid_argument("algorithm must be 'auto', 'exhaustive' or 'maxscore', got '" + s +
+                              "'");
+}
+
+constexpr std::int64_t kAll = std::int64_t{1} << 32;  // past any index's size
+
+const std::set<std::string> kCommon = {"index", "depth", "weight", "allow", "slot_chunk"};
+const std::set<std::string> kSparse = {"indptr", "terms", "weights", "algorithm"};
+const std::set<std::string> kDense = {"queries", "ef", "dims", "exact", "rescore", "exact_below"};
+
+// Reads one leg dict into `leg`; the arrays and the index go to `keep`. Returns the number of
+// queries it holds (-1: none given, allowed for a leg of weight 0).
+std::int64_t parse_leg(const py::handle& item, std::size_t l, fastrag::Leg& leg,
+                       std::vector<py::object>& keep) {
+  const std::string name = "legs[" + std::to_string(l) + "]";
+  if (!py::isinstance<py::dict>(item))
+    throw std::invalid_argument(name + " must be a dict (index=, depth=, weight=, ...)");
+  const auto d = py::reinterpret_borrow<py::dict>(item);
+  if (!d.contains("index"))
+    throw std::invalid_argument(name + ": 'index' is missing (a _core.SparseIndex or HnswIndex)");
+  py::object index = d["index"];
+  keep.push_back(index);
+  const bool sparse = py::isinstance<SparseIndex>(index);
+  if (!sparse && !py::isinstance<HnswIndex>(index))
+    throw std::invalid_argument(name + "['index'] must be a fastrag._core.SparseIndex or "
+                                "HnswIndex (the wrapper's ._core)");
+  for (auto kv : d) {
+    const auto key = py::cast<std::string>(py::str(kv.first));
+    if (!kCommon.count(key) && !(sparse ? kSparse : kDense).count(key))
+      throw std::invalid_argument(name + ": unknown key '" + key + "' for a " +
+                                  (sparse ? "sparse" : "dense") + " leg");
+  }
+  auto get = [&](const char* key) -> py::object {
+    return d.contains(key) ? py::object(d[key]) : py::object(py::none());
+  };
+  if (!get("depth").is_none())
+    leg.depth = static_cast<std::size_t>(std::min(int_arg(get("depth"), name + "['depth']", 1), kAll));
+  if (!get("weight").is_none()) leg.weight = float_arg(get("weight"), name + "['weight']");
+  if (!get("allow").is_none()) {
+    auto a = array_arg(get("allow"), name + "['allow']");
+    leg.allow = checked<std::uint64_t>(a, (name + "['allow']").c_str());
+    leg.allow_words = static_cast<std::size_t>(a.size());
+    keep.push_back(a);
+  }
+  if (!get("slot_chunk").is_none()) {
+    auto a = array_arg(get("slot_chunk"), name + "['slot_chunk']");
+    leg.slot_chunk = checked<std::uint32_t>(a, (name + "['slot_chunk']").c_str());
+    leg.slot_chunk_size = static_cast<std::size_t>(a.size());
+    keep.push_back(a);
+  }
+  std::int64_t n = -1;
+  if (sparse) {
+    leg.sparse = index.cast<const SparseIndex*>();
+    if (!get("algorithm").is_none())
+      leg.algorithm = parse_algorithm(py::cast<std::string>(get("algorithm")));
+    if (!get("indptr").is_none() || !get("terms").is_none()) {
+      auto indptr = array_arg(get("indptr"), name + "['indptr']");
+      auto terms = array_arg(get("terms"), name + "['terms']");
+      const auto* p = checked<std::int64_t>(indptr, (name + "['indptr']").c_str());
+      leg.sparse_queries.terms = checked<std::uint32_t>(terms, (name + "['terms']").c_str());
+      if (indptr.size() < 1)
+        throw std::invalid_argument(name + "['indptr'] must hold n_queries + 1 entries");
+      n = indptr.size() - 1;
+      if (p[n] != terms.size())
+        throw std::invalid_argument(name + ": indptr[-1] (" + std::to_string(p[n]) +
+                                    ") must equal len(terms) (" + std::to_string(terms.size()) +
+                                    ")");
+      leg.sparse_queries.indptr = p;
+      leg.sparse_queries.n_queries = static_cast<std::size_t>(n);
+      keep.push_back(indptr);
+      keep.push_back(terms);
+      if (!get("weights").is_none()) {
+        auto w = array_arg(get("weights"), name + "['weights']");
+        leg.sparse_queries.weights = checked<float>(w, (name + "['weights']").c_str());
+        if (w.size() != terms.size())
+          throw std::invalid_argument(name + ": weights must have one entry per query term");
+        keep.push_back(w);
+      }
+    } else if (leg.weight > 0) {
+      throw std::invalid_argument(name + ": a sparse leg needs 'indptr' and 'terms' (the "
+                                  "queries as CSR term ids)");
+    }
+  } else {
+    leg.dense = index.cast<const HnswIndex*>();
+    const std::uint32_t dim = leg.dense->params().dim;
+    if (!get("queries").is_none()) {
+      auto q = array_arg(get("queries"), name + "['queries']");
+      leg.dense_queries = checked<float>(q, (name + "['queries']").c_str(), 2);
+      if (q.shape(1) != static_cast<py::ssize_t>(dim))
+        throw std::invalid_argument(name + "['queries']: expected " + std::to_string(dim) +
+                                    " dimensions, got " + std::to_string(q.shape(1)));
+      n = q.shape(0);
+      keep.push_back(q);
+    } else if (leg.weight > 0) {
+      throw std::invalid_argument(name + ": a dense leg needs 'queries' (n_queries, dim)");
+    }
+    if (!get("ef").is_none())
+      leg.ef = static_cast<std::size_t>(std::min(int_arg(get("ef"), name + "['ef']", 1), kAll));
+    if (!get("dims").is_none())
+      leg.dims = static_cast<std::uint32_t>(
+          std::min<std::int64_t>(int_arg(get("dims"), name + "['dims']", 0), 0xFFFFFFFFLL));
+    if (!get("exact").is_none()) leg.exact = py::cast<bool>(get("exact"));
+    if (get("rescore").is_none())
+      leg.rescore_auto = true;  // DenseIndex.search's default for the depth searched
+    else
+      leg.rescore = static_cast<std::size_t>(
+          std::min(int_arg(get("rescore"), name + "['rescore']", 0), kAll));
+    if (get("exact_below").is_none())  // DenseIndex.search's default
+      leg.exact_below = leg.allow ? std::max<std::size_t>(1000, leg.dense->live() / 50) : 0;
+    else
+      leg.exact_below = static_cast<std::size_t>(
+          std::min(int_arg(get("exact_below"), name + "['exact_below']", 0), kAll));
+  }
+  return n;
+}
+
+py::dict execute(const py::list& legs_arg, const py::object& chunk_doc_arg, const py::object& k_arg,
+                 const std::string& fusion, double rrf_k, const std::string& aggregate,
+                 bool explain, const py::object& threads_arg) {
+  std::vector<py::object> keep;  // every object whose memory the core reads
+  std::vector<fastrag::Leg> legs(legs_arg.size());
+  std::int64_t n = -1;
+  for (std::size_t l = 0; l < legs.size(); ++l) {
+    const std::int64_t nl = parse_leg(legs_arg[l], l, legs[l], keep);
+    if (nl < 0) continue;
+    if (n >= 0 && nl != n)
+      throw std::invalid_argument("legs[" + std::to_string(l) + "] holds " + std::to_string(nl) +
+                                  " queries, legs before it " + std::to_string(n) +
+                                  "; every leg must hold the same batch");
+    n = nl;
+  }
+  if (legs.empty()) throw std::invalid_argument("give at least one leg");
+  const std::size_t nq = n < 0 ? 0 : static_cast<std::size_t>(n);
+  fastrag::ExecuteOptions opt;
+  opt.fusion = fastrag::parse_fusion(fusion);
+  opt.aggregate = fastrag::parse_aggregate(aggregate);
+  opt.rrf_k = rrf_k;
+  const std::int64_t threads = int_arg(threads_arg, "threads", 0);
+  opt.threads = static_cast<int>(std::min<std::int64_t>(threads, 1 << 16));
+  auto chunk_doc = array_arg(chunk_doc_arg, "chunk_doc");
+  opt.chunk_doc = checked<std::uint32_t>(chunk_doc, "chunk_doc");
+  opt.n_chunks = static_cast<std::size_t>(chunk_doc.size());
+  keep.push_back(chunk_doc);
+  // At most n_chunks documents can come back: a k past that is padding, fine while small,
+  // refused when the padding alone would be large (over 2**24 cells).
+  const std::int64_t k_req = int_arg(k_arg, "k", 1);
+  constexpr std::uint64_t kMaxPadded = std::uint64_t{1} << 24;
+  if (static_cast<std::uint64_t>(k_req) > opt.n_chunks &&
+      static_cast<std::uint64_t>(k_req) > kMaxPadded / std::max<std::size_t>(nq, 1))
+    throw std::invalid_argument(
+        "k=" + std::to_string(k_req) + " is larger than the number of chunks (" +
+        std::to_string(opt.n_chunks) + ") and the padded (n_queries, k) results would be too " +
+        "large; pass k <= " + std::to_string(std::max<std::size_t>(opt.n_chunks, 1)));
+  opt.k = static_cast<std::size_t>(k_req);
+  fastrag::validate(legs, nq, opt);
+
+  const std::size_t k = opt.k, L = legs.size();
+  py::array_t<std::int64_t> ids({nq, k});
+  py::array_t<float> scores({nq, k});
+  py::array_t<std::int64_t> chunks({nq, k});
+  py::array_t<std::int64_t> depths({nq, L});
+  fastrag::ExecuteOutput out;
+  out.docs = ids.mutable_data();
+  out.scores = scores.mutable_data();
+  out.chunks = chunks.mutable_data();
+  out.depths = depths.mutable_data();
+  py::object xs = py::none(), xr = py::none();
+  if (explain) {
+    py::array_t<float> s({nq, k, L + 1});
+    py::array_t<std::int32_t> r({nq, k, L + 1});
+    out.explain_scores = s.mutable_data();
+    out.explain_ranks = r.mutable_data();
+    xs = s;
+    xr = r;
+  }
+  {
+    // Safe without the GIL: from here on only raw pointers into objects held by `keep` (the
+    // index objects and every input array, so that a caller mutating its dicts meanwhile frees
+    // nothing) and into the outputs created above; the indexes lock themselves.
+    py::gil_scoped_release release;
+    fastrag::execute(legs, nq, opt, out);
+  }
+  py::dict result;
+  result["ids"] = ids;
+  result["scores"] = scores;
+  result["chunks"] = chunks;
+  result["depths"] = depths;
+  result["explain_scores"] = xs;
+  result["explain_ranks"] = xr;
+  return result;
+}
+
+}  // namespace
+
+void register_executor(py::module_& m) {
+  m.def("execute", &execute, py::arg("legs"), py::arg("chunk_doc"), py::kw_only(),
+        py::arg("k") = 10, py::arg("fusion") = "rrf", py::arg("rrf_k") = 60.0,
+        py::arg("aggregate") = "max", py::arg("explain") = false, py::arg("threads") = 1,
+        R"doc(Runs a batch of queries end to end: every leg at its depth with its allow-list,
+fusion over chunk ids, chunk -> document aggregation, deepening until k documents or every
+leg is exhausted, top-k. The GIL is released; queries run across `threads` (0 = all cores).
+
+legs: dicts with index (a _core.SparseIndex or _core.HnswIndex), depth, weight, allow (uint64
+bitset or None), slot_chunk (uint32 per internal id -> chunk id, 0xFFFFFFFF = none); sparse:
+indptr (int64), terms (uint32), weights (float32 or None), algorithm; dense: queries
+(float32 (n, dim)), ef, dims, exact, rescore (None: DenseIndex.search's rule), exact_below
+(None: DenseIndex.search's rule). chunk_doc: uint32 per chunk id -> document ordinal
+(0xFFFFFFFF = deleted). Returns a dict of ids (n, k) int64 document ordinals (-1 padded),
+scores (n, k) float32 (-inf padded), chunks (n, k) int64 best chunk, depths (n, n_legs) int64,
+explain_scores (n, k, n_legs + 1) float32 and explain_ranks int32 (None unless explain).)doc");
+}
