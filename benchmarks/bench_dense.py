@@ -1,4 +1,4 @@
-"""Dense search: fastrag's HNSW against hnswlib and faiss (IndexHNSWFlat) in the same run.
+"""Dense search: fastrag's HNSW against hnswlib, faiss (IndexHNSWFlat) and usearch, same run.
 
     python benchmarks/bench_dense.py [--quick | --smoke] [--json PATH] [--data DIR]
                                      [--n 200000] [--skip real synthetic]
@@ -9,9 +9,9 @@ engine and ef the script prints recall@10 and queries/s, then the QPS at the sma
 reaches recall 0.95. Real vectors: all-MiniLM-L6-v2 embeddings of the cranfield and
 jsquad-valid corpora (benchmarks/embeddings.py, computed with sentence-transformers), their
 queries as queries. Synthetic: a seeded Gaussian mixture, 1,000 centres, isotropic noise.
---quick: 20,000 synthetic vectors, 300 queries, one timing per ef; --smoke: 2,000 synthetic
-vectors, no peers, no real vectors. Peers that are not installed are reported as skipped.
-The last line is a SUMMARY.
+--quick: 20,000 synthetic vectors, 300 queries, the real vectors' first 1,000 queries;
+--smoke: 2,000 synthetic vectors, no peers, no real vectors. Peers that are not installed
+are reported as skipped. The last line is a SUMMARY.
 """
 
 from __future__ import annotations
@@ -124,6 +124,26 @@ def run_faiss(data, queries, truth, repeat, res: Results) -> Engine | None:
     return eng
 
 
+def run_usearch(data, queries, truth, repeat, res: Results) -> Engine | None:
+    """usearch (f32, the same M / ef_construction; ef = expansion_search), when installed."""
+    usearch_index = optional("usearch.index", res, "the usearch peer")
+    if usearch_index is None:
+        return None
+    ix = usearch_index.Index(
+        ndim=data.shape[1], metric="ip", dtype="f32", connectivity=M,
+        expansion_add=EF_CONSTRUCTION, expansion_search=64,
+    )
+    t0 = time.perf_counter()
+    ix.add(np.arange(len(data)), data, threads=2)
+    build = time.perf_counter() - t0
+    eng = Engine("usearch f32", build, int(ix.memory_usage))
+    for ef in EFS:
+        ix.expansion_search = max(ef, K)
+        dt, m = timed(repeat, ix.search, queries, K, threads=1)
+        eng.curve.append((ef, recall(m.keys.astype(np.int64), truth), len(queries) / dt))
+    return eng
+
+
 def report(title: str, engines: list[Engine]) -> None:
     print(f"\n### {title}\n")
     print(
@@ -167,6 +187,7 @@ def bench(title, data, queries, repeat, res: Results, tag, peers: bool = True) -
     if peers:
         engines += [e for e in (run_hnswlib(data, queries, truth, repeat, res),) if e]
         engines += [e for e in (run_faiss(data, queries, truth, repeat, res),) if e]
+        engines += [e for e in (run_usearch(data, queries, truth, repeat, res),) if e]
     report(title, engines)
     res.details.setdefault("ann", {})[tag] = {
         "title": title,
@@ -200,6 +221,10 @@ def bench(title, data, queries, repeat, res: Results, tag, peers: bool = True) -
         r = ratio(by, name)
         if r is not None:
             summary[f"{key}_{tag}"] = round(r, 3)
+    for peer, key in (("faiss HNSWFlat", "faiss"), ("usearch f32", "usearch")):
+        r = ratio(by, "fastrag float32", peer)
+        if r is not None:
+            summary[f"qps_ratio_vs_{key}_at_r95_{tag}"] = round(r, 3)
     if "hnswlib" in by:
         summary[f"build_time_ratio_vs_hnswlib_{tag}"] = round(
             by["hnswlib"].build_s / by["fastrag float32"].build_s, 3
@@ -247,10 +272,12 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip", nargs="*", default=[], choices=["real", "synthetic"])
     args = parse(ap)
-    res = Results(__file__, args, peers=("hnswlib", "faiss-cpu", "sentence-transformers"))
+    res = Results(
+        __file__, args, peers=("hnswlib", "faiss-cpu", "usearch", "sentence-transformers")
+    )
     n = {"smoke": 2_000, "quick": 20_000}.get(args.mode, args.n)
     n_queries = {"smoke": 50, "quick": 300}.get(args.mode, args.queries)
-    repeat = 3 if args.mode == "full" else 1
+    repeat = 1 if args.smoke else 3
     if args.smoke:
         EFS = (10, 64)
     peers = not args.smoke

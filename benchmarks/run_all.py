@@ -30,6 +30,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -76,22 +77,35 @@ def run_one(script: Path, mode: str, out: Path, args: argparse.Namespace) -> dic
     print(f"[run_all] {name}: {' '.join(cmd[1:])}", flush=True)
     t0 = time.perf_counter()
     with open(log, "w", encoding="utf-8") as f:
+        # stdout is copied to the log line by line (a long run can be followed with tail -f)
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=f, text=True, cwd=REPO,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        timer = threading.Timer(args.timeout, proc.kill)
+        timer.start()
+        chunks = []
         try:
-            proc = subprocess.run(
-                cmd, stdout=subprocess.PIPE, stderr=f, text=True, timeout=args.timeout,
-                cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
-            stdout, rc = proc.stdout, proc.returncode
-        except subprocess.TimeoutExpired as e:
-            stdout = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
-            rc = -9
-            stdout += f"\n[run_all] timed out after {args.timeout} s\n"
-        f.write("\n----- stdout -----\n" + stdout)
+            for line in proc.stdout:
+                chunks.append(line)
+                f.write(line)
+                f.flush()
+            rc = proc.wait()
+        finally:
+            timed_out = not timer.is_alive() and proc.returncode not in (0, None)
+            timer.cancel()
+        stdout = "".join(chunks)
+        if timed_out:
+            f.write(f"\n[run_all] killed after the {args.timeout:.0f} s timeout\n")
     elapsed = time.perf_counter() - t0
     summary, error = parse_summary(stdout)
     entry: dict[str, Any] = {
         "script": name,
-        "command": " ".join(["python", f"benchmarks/{script.name}", *cmd[2:]]),
+        "command": " ".join(
+            ["python", f"benchmarks/{script.name}", *(c for c in cmd[4:] if c != str(args.data))]
+            + (["--data", "DIR"] if "--data" in cmd else [])
+        ),
+        "json": str(raw.relative_to(out)),
         "returncode": rc,
         "wall_s": round(elapsed, 1),
         "summary": summary,
@@ -298,8 +312,14 @@ def _summary_table(summary: dict[str, Any]) -> list[str]:
         return ["(no SUMMARY numbers)"]
     out = ["| key | value |", "|---|---:|"]
     for k, v in summary.items():
-        out.append(f"| `{k}` | {v:,.4g} |" if isinstance(v, float) else f"| `{k}` | {v} |")
+        out.append(f"| `{k}` | {_num(v)} |")
     return out
+
+
+def _num(v: float | int) -> str:
+    if isinstance(v, int) or abs(v) >= 1000:
+        return f"{v:,.0f}"
+    return f"{v:.4g}"
 
 
 def _status(r: dict[str, Any]) -> str:
