@@ -79,7 +79,7 @@ import Stemmer  # noqa: E402
 import fastrag  # noqa: E402
 from fastrag.collection import Collection  # noqa: E402
 from fastrag.eval import load_beir  # noqa: E402
-from fastrag.search.pipeline import DenseRescore, Pipeline, Retriever  # noqa: E402
+from fastrag.search import DenseRescore, Pipeline, Retriever  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import Results, optional, parse, parser  # noqa: E402

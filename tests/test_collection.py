@@ -395,7 +395,7 @@ import os, sys, time
 from pathlib import Path
 sys.path.insert(0, {tests!r})
 from fake_encoder import FakeEncoder
-import fastrag.collection as fc
+import fastrag as fc
 from fastrag.collection import Collection
 
 path, marker, mode = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
@@ -536,7 +536,7 @@ def test_kill_after_the_commit_point_keeps_the_new_state(tmp_path: Path) -> None
 def test_open_during_a_commit_does_not_delete_the_writers_files(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import fastrag.collection as fc
+    import fastrag as fc
 
     path = tmp_path / "c"
     col = new(path)

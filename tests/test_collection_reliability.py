@@ -15,13 +15,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-import fastrag.collection as fc
+import fastrag as fc
 from fake_encoder import FakeEncoder
 from fastrag import IndexFormatError
 from fastrag.cli import main
-from fastrag.collection import Collection, CollectionError
-from fastrag.search import Pipeline, Retriever
-from fastrag.search.pipeline import DenseRescore
+from fastrag.collection import Collection, CollectionError, store
+from fastrag.search import DenseRescore, Pipeline, Retriever
 
 TESTS = Path(__file__).resolve().parent
 DOCS = {
@@ -69,7 +68,7 @@ def test_a_reader_racing_a_commit_keeps_the_writers_files(
     path = tmp_path / "c"
     writer = new(path)
     writer.add(["Zebras have stripes."], ids=["zebra"])
-    get_meta = fc._get_meta
+    get_meta = store.get_meta
     raced = []
 
     def racing_get_meta(db: sqlite3.Connection, key: str, default: Any = None) -> Any:
@@ -79,7 +78,7 @@ def test_a_reader_racing_a_commit_keeps_the_writers_files(
             writer.commit()  # another process commits between the reader's steps
         return value
 
-    monkeypatch.setattr(fc, "_get_meta", racing_get_meta)
+    monkeypatch.setattr(store, "get_meta", racing_get_meta)
     reader = reopen(path)
     monkeypatch.undo()
     assert raced == [1]
@@ -279,11 +278,11 @@ def test_a_version_1_collection_is_upgraded_with_checksums(tmp_path: Path) -> No
     with db:
         for table in ("documents", "chunks", "tokens"):
             db.execute(f"ALTER TABLE {table} DROP COLUMN crc")
-        settings = fc._get_meta(db, "settings")
-        fc._set_meta(db, "settings", {**settings, "version": 1})
+        settings = store.get_meta(db, "settings")
+        store.set_meta(db, "settings", {**settings, "version": 1})
     db.close()
     col = reopen(path)
-    assert col.settings["version"] == fc.VERSION
+    assert col.settings["version"] == store.VERSION
     assert state(col) == before
     assert col.verify() == {"documents": 3, "chunks": 3, "token_rows": 0}
     col.close()
@@ -318,7 +317,7 @@ def test_an_interrupted_create_leaves_a_folder_that_can_be_created_again(
     def crash(*args: Any) -> None:
         raise KeyboardInterrupt  # as a kill would stop it: midway through the database
 
-    monkeypatch.setattr(fc, "_set_meta", crash)
+    monkeypatch.setattr(store, "set_meta", crash)
     with pytest.raises(KeyboardInterrupt):
         Collection.create(path, encoder=None)
     monkeypatch.undo()
@@ -346,11 +345,11 @@ def test_a_killed_create_leaves_no_collection(tmp_path: Path) -> None:
     path = tmp_path / "c"
     script = textwrap.dedent(f"""
         import os
-        import fastrag.collection as fc
+        from fastrag.collection import Collection, store
         def die(*args):
             os.kill(os.getpid(), 9)
-        fc._set_meta = die
-        fc.Collection.create({str(path)!r}, encoder=None)
+        store.set_meta = die
+        Collection.create({str(path)!r}, encoder=None)
     """)
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120)
     assert proc.returncode == -9

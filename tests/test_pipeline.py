@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from fake_encoder import FakeEncoder
-from fastrag.collection import Collection, vectors_of
+from fastrag.collection import Collection
 from fastrag.search import (
     CrossEncoderRerank,
     DenseRescore,
@@ -249,7 +249,7 @@ def test_dense_rescore_reorders_the_head(english: Collection, depth: int) -> Non
             assert r.score == pytest.approx(cos[r.id], abs=1e-6)
         else:
             assert "dense-rescore" not in r.stages
-    assert np.allclose(vectors_of(col, [chunks[d][0] for d in head]) @ qvec, vecs @ qvec)
+    assert np.allclose(col.vectors_of([chunks[d][0] for d in head]) @ qvec, vecs @ qvec)
     assert [r.score for r in got] == sorted((r.score for r in got), reverse=True)
 
 

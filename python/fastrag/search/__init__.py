@@ -2,24 +2,29 @@
 
 from __future__ import annotations
 
+from fastrag.search.corpus import ChunkHit, Corpus, Document
 from fastrag.search.fusion import FUSIONS, dbsf, fuse, minmax, rrf, zscore
-from fastrag.search.pipeline import (
-    CrossEncoderRerank,
-    DenseRescore,
-    MaxSimRerank,
-    Pipeline,
-    Reranker,
-    Result,
+from fastrag.search.pipeline import Pipeline, Result, StageScore, default_pipeline, dense_weight
+from fastrag.search.retrievers import (
+    RETRIEVERS,
+    BaseRetriever,
+    BM25Retriever,
+    DenseRetriever,
     Retriever,
-    StageScore,
-    default_pipeline,
-    dense_weight,
 )
+from fastrag.search.stages import CrossEncoderRerank, DenseRescore, MaxSimRerank, Reranker
 
 __all__ = [
     "FUSIONS",
+    "RETRIEVERS",
+    "BM25Retriever",
+    "BaseRetriever",
+    "ChunkHit",
+    "Corpus",
     "CrossEncoderRerank",
     "DenseRescore",
+    "DenseRetriever",
+    "Document",
     "MaxSimRerank",
     "Pipeline",
     "Reranker",

@@ -1,29 +1,29 @@
-"""Multi-stage search over a collection: retrievers -> fusion -> rerank stages -> documents.
+"""Multi-stage search over a corpus: retrievers -> fusion -> rerank stages -> documents.
 
 Every stage works on chunks; the last step groups chunks into documents (a document's score
 is its best chunk's, or the sum) and returns the best chunk's span with it. Each result keeps
 every stage's score and rank, so a caller can see why it is where it is (``explain``).
+A pipeline reads its corpus only through the `Corpus` protocol.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from fastrag._core import IndexFormatError
-from fastrag.index.tokens import TokenStore
+from fastrag.encoders.base import check_texts
+from fastrag.search.corpus import ChunkHit, Corpus, Document
 from fastrag.search.fusion import FUSIONS, fuse
+from fastrag.search.retrievers import BaseRetriever, Retriever
+from fastrag.search.stages import Reranker
 from fastrag.text.language import detect_language
 
-if TYPE_CHECKING:
-    from fastrag.collection import Collection
-
-RETRIEVERS = ("bm25", "dense")
+__all__ = ["Pipeline", "Result", "StageScore", "default_pipeline", "dense_weight"]
 
 
 @dataclass
@@ -62,109 +62,6 @@ class Result:
 
 
 @dataclass
-class Retriever:
-    """A first-stage retriever over chunks.
-
-    Args:
-        method: "bm25" or "dense".
-        depth: chunks it returns.
-        weight: its weight in fusion; None lets the pipeline decide (see `Pipeline`).
-        dims: dense only: Matryoshka funnel (walk the graph with the first `dims`
-            dimensions, rescore with all).
-        ef: dense only: search beam.
-    """
-
-    method: str
-    depth: int = 100
-    weight: float | None = None
-    dims: int | None = None
-    ef: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.method not in RETRIEVERS:
-            raise ValueError(
-                f"retriever must be one of {', '.join(RETRIEVERS)}, got {self.method!r}"
-            )
-        if isinstance(self.depth, bool) or not isinstance(self.depth, int) or self.depth < 1:
-            raise ValueError(f"depth must be an int >= 1, got {self.depth!r}")
-        if self.weight is not None and not (
-            isinstance(self.weight, (int, float)) and math.isfinite(self.weight)
-            and self.weight >= 0
-        ):
-            raise ValueError(f"weight must be a finite number >= 0 (or None), got {self.weight!r}")
-
-    @property
-    def name(self) -> str:
-        return self.method if self.dims is None else f"{self.method}@{self.dims}"
-
-
-class Reranker(Protocol):
-    """Rescores candidate chunks: higher is better."""
-
-    name: str
-
-    def rescore(self, col: Collection, query: str, qvec: np.ndarray | None,
-                chunks: list[int], passages: list[str]) -> np.ndarray: ...
-
-
-@dataclass
-class DenseRescore:
-    """Full-dimension cosine of the query with each candidate's stored vector.
-
-    Brings the dense signal to candidates only BM25 found, and undoes a funnel's rough
-    prefix scores.
-    """
-
-    name: str = "dense-rescore"
-
-    def rescore(self, col: Collection, query: str, qvec: np.ndarray | None,
-                chunks: list[int], passages: list[str]) -> np.ndarray:
-        from fastrag.collection import vectors_of
-
-        if qvec is None:
-            raise ValueError("dense rescoring needs a collection with an encoder")
-        return vectors_of(col, chunks) @ qvec
-
-
-@dataclass
-class MaxSimRerank:
-    """Late interaction (ColBERT-style MaxSim, as PyLate does) over the token vectors the
-    collection stored (``Collection.create(..., token_vectors=True)``), scored in C++.
-
-    The query's token vectors come from the collection's encoder (query prompt included),
-    each normalised; a candidate scores the sum over query tokens of its best token match.
-    """
-
-    name: str = "maxsim"
-    threads: int = 1
-
-    def rescore(self, col: Collection, query: str, qvec: np.ndarray | None,
-                chunks: list[int], passages: list[str]) -> np.ndarray:
-        from fastrag.collection import token_vectors_of
-        from fastrag.encoders.base import normalize
-
-        encoder = col.encoder
-        if encoder is None or not hasattr(encoder, "token_vectors"):
-            raise ValueError("MaxSim reranking needs a collection with a local TextEncoder")
-        q = encoder.token_vectors([query], kind="query")[0].vectors
-        store = TokenStore.from_documents(token_vectors_of(col, chunks), dim=q.shape[1])
-        return store.scores(normalize(np.array(q, dtype=np.float32)), threads=self.threads)
-
-
-@dataclass
-class CrossEncoderRerank:
-    """A cross-encoder (`fastrag.CrossEncoder`) or a remote rerank API
-    (`fastrag.rerank.RemoteReranker`): anything with ``score(query, passages)``."""
-
-    model: Any
-    name: str = "rerank"
-
-    def rescore(self, col: Collection, query: str, qvec: np.ndarray | None,
-                chunks: list[int], passages: list[str]) -> np.ndarray:
-        return np.asarray(self.model.score(query, passages), dtype=np.float32)
-
-
-@dataclass
 class Pipeline:
     """Retrievers -> fusion -> rerank stages -> documents.
 
@@ -181,7 +78,7 @@ class Pipeline:
             its best leg; `DenseRescore` and `MaxSimRerank` stages are then skipped too.
     """
 
-    retrievers: Sequence[Retriever]
+    retrievers: Sequence[BaseRetriever]
     fusion: str = "rrf"
     fusion_options: Mapping[str, Any] = field(default_factory=dict)
     rerankers: Sequence[tuple[Reranker, int]] = ()
@@ -202,24 +99,24 @@ class Pipeline:
             if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
                 raise ValueError(f"rerankers[{i}]: depth must be an int >= 1, got {depth!r}")
 
-    def _encoder_weight(self, col: Collection, query: str) -> float:
+    def _encoder_weight(self, corpus: Corpus, query: str) -> float:
         """The adaptive weight of encoder-based stages for this query (1 when not adaptive,
         or when the encoder is the only signal: a dense-only pipeline always runs)."""
-        if not self.adaptive or all(r.method == "dense" for r in self.retrievers):
+        if not self.adaptive or all(r.uses_encoder for r in self.retrievers):
             return 1.0
-        return dense_weight(col, query)
+        return dense_weight(corpus, query)
 
-    def weights(self, col: Collection, query: str) -> list[float]:
+    def weights(self, corpus: Corpus, query: str) -> list[float]:
         """Fusion weights for this query (see `adaptive`)."""
-        adaptive = self._encoder_weight(col, query)
+        adaptive = self._encoder_weight(corpus, query)
         return [
-            float(r.weight) if r.weight is not None else adaptive if r.method == "dense" else 1.0
+            float(r.weight) if r.weight is not None else adaptive if r.uses_encoder else 1.0
             for r in self.retrievers
         ]
 
     def search(
         self,
-        col: Collection,
+        corpus: Corpus,
         query: str,
         *,
         k: int = 10,
@@ -227,97 +124,106 @@ class Pipeline:
         explain: bool = False,
         timings: dict[str, float] | None = None,
     ) -> list[Result]:
-        from fastrag.encoders.base import check_texts
-
+        """The k best documents for `query` (fewer only when fewer match)."""
         (query,) = check_texts([query], name="query")
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ValueError(f"k must be a positive int, got {k!r}")
         t0 = time.perf_counter()
-        allow = None if filter is None else col.allowed_chunks(filter)
+        allow = None if filter is None else corpus.allowed_chunks(filter)
         if allow is not None and not allow:
             return []
         # a leg with weight 0 cannot change the fused order: it is not run at all (and the
         # query is not embedded when no other stage needs the vector)
-        weights = self.weights(col, query)
+        weights = self.weights(corpus, query)
         legs = [(r, w) for r, w in zip(self.retrievers, weights, strict=True) if w > 0]
         if not legs:
             raise ValueError("every retriever has weight 0")
-        # stages that read the collection's encoder are skipped, like a dense leg, when
+        # stages that read the corpus's encoder are skipped, like a dense leg, when
         # adaptive weighting finds that the encoder does not know the language
-        skip_encoder = self._encoder_weight(col, query) == 0.0
+        skip_encoder = self._encoder_weight(corpus, query) == 0.0
         rerankers = [
             (rr, depth) for rr, depth in self.rerankers
-            if not (skip_encoder and isinstance(rr, (DenseRescore, MaxSimRerank)))
+            if not (skip_encoder and getattr(rr, "uses_encoder", False))
         ]
-        need_vec = any(r.method == "dense" for r, _ in legs) or any(
-            isinstance(rr, DenseRescore) for rr, _ in rerankers
-        )
         qvec = None
-        if need_vec:
-            if col.encoder is None or col.dense is None:
+        if any(r.uses_encoder for r, _ in legs) or any(
+            getattr(rr, "needs_vector", False) for rr, _ in rerankers
+        ):
+            if corpus.encoder is None or "dense" not in corpus.legs():
                 raise ValueError("this collection has no encoder: use method='bm25'")
-            qvec = col.encoder.encode_queries([query])[0]
+            qvec = corpus.encoder.encode_queries([query])[0]
         t1 = time.perf_counter()
         stages: dict[int, dict[str, StageScore]] = {}
-        rankings = []
-        for r, _ in legs:
-            ranking = self._retrieve(col, r, query, qvec, allow, k)
-            for rank, (c, s) in enumerate(ranking, 1):
-                if explain:
-                    stages.setdefault(c, {})[r.name] = StageScore(s, rank)
-            rankings.append(ranking)
-        if len(rankings) == 1:
-            fused = rankings[0]
-        else:
-            fused = fuse(self.fusion, rankings, weights=[w for _, w in legs],
-                         **dict(self.fusion_options))
-            if explain:
-                for rank, (c, s) in enumerate(fused, 1):
-                    stages[c]["fusion"] = StageScore(float(s), rank)
-        chunks = col.chunks_of(c for c, _ in fused)
+        fused, chunks = self._retrieve(corpus, legs, query, qvec, allow, k, stages, explain)
         order = [(c, float(s)) for c, s in fused if c in chunks]
         # texts are read only for what a stage or the answer needs, not for every candidate
-        docs: dict[str, Any] = {}
+        docs: dict[str, Document] = {}
         for reranker, depth in rerankers:
             head, tail = order[:depth], order[depth:]
             if not head:
                 break
             ids = [c for c, _ in head]
-            docs.update(col.texts_of(chunks[c].doc for c in ids if chunks[c].doc not in docs))
-            passages = [docs[chunks[c].doc].text[chunks[c].start : chunks[c].end] for c in ids]
-            scores = reranker.rescore(col, query, qvec, ids, passages)
+            docs.update(corpus.texts_of(chunks[c].doc for c in ids if chunks[c].doc not in docs))
+            passages = [self._doc(docs, chunks[c]).text[chunks[c].start : chunks[c].end]
+                        for c in ids]
+            scores = reranker.rescore(corpus, query, qvec, ids, passages)
             head = sorted(zip(ids, (float(s) for s in scores), strict=True),
                           key=lambda cs: -cs[1])
             if explain:
                 for rank, (c, s) in enumerate(head, 1):
-                    stages[c][reranker.name] = StageScore(s, rank)
+                    stages.setdefault(c, {})[reranker.name] = StageScore(s, rank)
             # candidates below the reranked depth follow, keeping their order
             floor = min(s for _, s in head)
             order = head + [(c, floor - 1.0 - i) for i, (c, _) in enumerate(tail)]
         t2 = time.perf_counter()
-        results = self._documents(col, order, chunks, docs, stages, k, explain)
+        results = self._documents(corpus, order, chunks, docs, stages, k, explain)
         if timings is not None:
             timings.update(encode=t1 - t0, search=t2 - t1)
         return results
 
-    def _retrieve(self, col: Collection, r: Retriever, query: str,
-                  qvec: np.ndarray | None, allow: list[int] | None,
-                  k: int) -> list[tuple[int, float]]:
-        index = col.bm25 if r.method == "bm25" else col.dense
-        assert index is not None
-        # never fewer chunks than the documents asked for, never more than the index holds
-        depth = min(max(r.depth, k), len(index))
-        if depth == 0:
-            return []
-        if r.method == "bm25":
-            res = index.search(query, k=depth, filter=allow)
-        else:
-            assert qvec is not None
-            res = index.search(qvec, k=depth, filter=allow, dims=r.dims, ef=r.ef)
-        return [(int(h.id), h.score) for h in res[0]]
+    def _retrieve(
+        self, corpus: Corpus, legs: list[tuple[BaseRetriever, float]], query: str,
+        qvec: np.ndarray | None, allow: list[int] | None, k: int,
+        stages: dict[int, dict[str, StageScore]], explain: bool,
+    ) -> tuple[list[tuple[int, float]], dict[int, ChunkHit]]:
+        """Every leg at its depth (at least k), fused; the depths double while the fused
+        chunks hold fewer than k distinct documents and some leg may have more."""
+        depths = [max(r.depth, k) for r, _ in legs]
+        while True:
+            rankings = [r.retrieve(corpus, query, qvec, allow, d)
+                        for (r, _), d in zip(legs, depths, strict=True)]
+            if len(rankings) == 1:
+                fused = rankings[0]
+            else:
+                fused = fuse(self.fusion, rankings, weights=[w for _, w in legs],
+                             **dict(self.fusion_options))
+            chunks = corpus.chunks_of(c for c, _ in fused)
+            found = {hit.doc for hit in chunks.values()}
+            more = [len(ranking) == d for ranking, d in zip(rankings, depths, strict=True)]
+            if len(found) >= k or not any(more):
+                break
+            depths = [d * 2 if m else d for d, m in zip(depths, more, strict=True)]
+        if explain:
+            for (r, _), ranking in zip(legs, rankings, strict=True):
+                for rank, (c, s) in enumerate(ranking, 1):
+                    stages.setdefault(c, {})[r.name] = StageScore(s, rank)
+            if len(rankings) > 1:
+                for rank, (c, s) in enumerate(fused, 1):
+                    stages[c]["fusion"] = StageScore(float(s), rank)
+        return fused, chunks
 
-    def _documents(self, col: Collection, order: list[tuple[int, float]],
-                   chunks: Mapping[int, Any], docs: dict[str, Any],
+    @staticmethod
+    def _doc(docs: Mapping[str, Document], hit: ChunkHit) -> Document:
+        doc = docs.get(hit.doc)
+        if doc is None:
+            raise IndexFormatError(
+                f"chunk {hit.chunk} belongs to document {hit.doc!r}, which is missing: the "
+                "collection is damaged; rebuild it"
+            )
+        return doc
+
+    def _documents(self, corpus: Corpus, order: list[tuple[int, float]],
+                   chunks: Mapping[int, ChunkHit], docs: dict[str, Document],
                    stages: dict[int, dict[str, StageScore]], k: int,
                    explain: bool) -> list[Result]:
         best: dict[str, tuple[int, float]] = {}
@@ -330,15 +236,10 @@ class Pipeline:
         scored = [(d, total[d] if self.aggregate == "sum" else cs[1], cs[0])
                   for d, cs in best.items()]
         scored.sort(key=lambda x: -x[1])  # stable: ties keep the stage order
-        docs.update(col.texts_of(d for d, _, _ in scored[:k] if d not in docs))
+        docs.update(corpus.texts_of(d for d, _, _ in scored[:k] if d not in docs))
         out = []
         for d, s, c in scored[:k]:
-            doc = docs.get(d)
-            if doc is None:
-                raise IndexFormatError(
-                    f"{col.path}: chunk {c} belongs to document {d!r}, which is missing: the "
-                    "collection is damaged; rebuild it"
-                )
+            doc = self._doc(docs, chunks[c])
             out.append(Result(
                 id=d, score=s, text=doc.text, metadata=doc.metadata,
                 span=(chunks[c].start, chunks[c].end),
@@ -347,25 +248,24 @@ class Pipeline:
         return out
 
 
-def dense_weight(col: Collection, query: str) -> float:
+def dense_weight(corpus: Corpus, query: str) -> float:
     """1 when the encoder covers the query's language and most of the collection's, else 0.
 
     An encoder's languages come from the model registry ("multi" covers all). Measured on
     jsquad-valid: an English encoder on Japanese scores 0.27 nDCG@10 against BM25's 0.94, and
     equal-weight fusion drops to 0.52; giving that leg no weight keeps BM25's 0.94.
     """
-    info = col.settings.get("encoder") or {}
-    langs = set(info.get("languages") or ["en"])
+    langs = corpus.encoder_languages
     if "multi" in langs:
         return 1.0
     if detect_language(query) not in langs:
         return 0.0
-    shares = col.languages()
+    shares = corpus.languages()
     covered = sum(v for lang, v in shares.items() if lang in langs) if shares else 1.0
     return 1.0 if covered >= 0.5 else 0.0
 
 
-def default_pipeline(col: Collection, method: str) -> Pipeline:
+def default_pipeline(corpus: Corpus, method: str) -> Pipeline:
     """The pipelines behind the method names: "bm25", "dense", "hybrid"."""
     # one leg: no fusion to feed, so only a few chunks beyond k (documents may repeat)
     if method == "bm25":
@@ -373,7 +273,7 @@ def default_pipeline(col: Collection, method: str) -> Pipeline:
     if method == "dense":
         return Pipeline([Retriever("dense", depth=20)])
     if method == "hybrid":
-        if col.dense is None:
+        if "dense" not in corpus.legs():
             return Pipeline([Retriever("bm25")])
         return Pipeline([Retriever("bm25"), Retriever("dense")], fusion="rrf",
                         fusion_options={"k": 60})

@@ -1,208 +1,44 @@
 """A collection: documents, their chunks and every index over them, in one folder.
 
-Layout of the folder:
-
-- ``collection.sqlite``: documents (user id, text, metadata JSON), chunks (character spans),
-  and ``meta`` (settings, encoder fingerprint, the committed generation of the index files);
-- ``bm25.<gen>.fridx``, ``dense.<gen>.frdx``: the indexes over chunks, written by `commit`.
+Layout of the folder: ``collection.sqlite`` (see `fastrag.collection.store`) and the index
+files over chunks, ``bm25.<gen>.fridx`` and ``dense.<gen>.frdx``, written by `commit`.
 
 Crash safety: `commit` writes the index files of a new generation first (each atomically),
 then commits the SQLite transaction that holds the document changes and names the new
 generation, and only then deletes the older files. A process killed at any point leaves
 either the old or the new state, complete. Only a writer deletes files, and only while it
 holds SQLite's write lock, against the generation it reads under that lock: readers never
-delete (a reader that finds its generation's files gone re-reads the generation).
-
-Integrity: every row of ``documents``, ``chunks`` and ``tokens`` carries a CRC-32 of its
-content, checked whenever the row is read; a damaged database raises
-`fastrag.IndexFormatError`, never a silently wrong passage, metadata or filter result.
+delete (a reader that finds its generation's files gone re-reads the generation). A search
+catches up with commits of other connections, so its rows and index files are always of one
+generation.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import os
-import re
 import sqlite3
-import struct
 import threading
-import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from fastrag._core import IndexFormatError
-from fastrag.encoders.base import Encoder, check_texts
+from fastrag.collection import store
+from fastrag.collection.filters import compile_filter
+from fastrag.collection.store import CollectionError
+from fastrag.encoders.base import Encoder, check_texts, normalize
 from fastrag.index import BM25, DenseIndex
 from fastrag.index.dense import as_matrix
+from fastrag.search.corpus import ChunkHit, Document
+from fastrag.search.pipeline import Pipeline, default_pipeline
 from fastrag.text.chunking import split_passages
 from fastrag.text.language import detect_language
 
 log = logging.getLogger(__name__)
-
-DB = "collection.sqlite"
-FORMAT = "fastrag.collection"
-VERSION = 2  # 2: a CRC-32 per row (version 1 collections are upgraded when opened)
-# index files of a generation, and the temporary files the core writes them through
-_FILE = re.compile(r"^(bm25|dense)\.(\d+)\.(fridx|frdx)(\.tmp-\d+-\d+)?$")
-# a database being created: written under this name, then renamed into place
-_CREATING = re.compile(r"^collection\.sqlite\.creating-\d+(-wal|-shm|-journal)?$")
-_FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
-_OPS = {"$eq": "=", "$ne": "!=", "$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS documents (
-    id TEXT PRIMARY KEY,
-    text TEXT NOT NULL,
-    metadata TEXT NOT NULL DEFAULT '{}',
-    crc INTEGER
-);
-CREATE TABLE IF NOT EXISTS chunks (
-    chunk INTEGER PRIMARY KEY,
-    doc TEXT NOT NULL REFERENCES documents(id) ON DELETE CASCADE,
-    ord INTEGER NOT NULL,
-    start INTEGER NOT NULL,
-    end INTEGER NOT NULL,
-    lang TEXT NOT NULL,
-    crc INTEGER
-);
-CREATE INDEX IF NOT EXISTS chunks_by_doc ON chunks(doc);
-CREATE TABLE IF NOT EXISTS tokens (
-    chunk INTEGER PRIMARY KEY REFERENCES chunks(chunk) ON DELETE CASCADE,
-    n INTEGER NOT NULL,
-    data BLOB NOT NULL,
-    crc INTEGER
-);
-"""
-
-
-# ---------------------------------------------------------------------- row checksums
-def _doc_crc(doc_id: str, text: str, metadata: str) -> int:
-    return zlib.crc32("\x00".join((doc_id, text, metadata)).encode("utf-8", "surrogatepass"))
-
-
-def _chunk_crc(chunk: int, doc: str, ord_: int, start: int, end: int, lang: str) -> int:
-    head = struct.pack("<qqqq", chunk, ord_, start, end)
-    return zlib.crc32(head + f"{doc}\x00{lang}".encode("utf-8", "surrogatepass"))
-
-
-def _tokens_crc(chunk: int, n: int, data: bytes) -> int:
-    return zlib.crc32(struct.pack("<qq", chunk, n) + bytes(data))
-
-
-def _corrupt(e: BaseException) -> bool:
-    """SQLite's SQLITE_CORRUPT: "database disk image is malformed" (not a foreign file, a busy
-    lock or a constraint)."""
-    code = getattr(e, "sqlite_errorcode", None)  # Python 3.11+
-    return code == 11 if code is not None else "malformed" in str(e)
-
-
-@contextmanager
-def _sqlite_damage(path: Path) -> Iterator[None]:
-    """Turns SQLite's "database disk image is malformed" into IndexFormatError."""
-    try:
-        yield
-    except sqlite3.DatabaseError as e:
-        if not _corrupt(e):
-            raise
-        raise IndexFormatError(f"{path / DB} is damaged ({e}); restore it from a backup or "
-                               "rebuild the collection") from e
-
-
-def _damaged(what: str) -> IndexFormatError:
-    return IndexFormatError(
-        f"{DB}: {what} fails its checksum: the database is damaged; restore it from a backup "
-        "or rebuild the collection"
-    )
-
-
-class CollectionError(ValueError):
-    """A folder that is not a collection, or a collection used in a way it cannot be."""
-
-
-@dataclass
-class Document:
-    """A stored document."""
-
-    id: str
-    text: str
-    metadata: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class ChunkHit:
-    """A chunk of a document in a result list."""
-
-    chunk: int
-    doc: str
-    start: int
-    end: int
-
-
-def _json_value(value: Any, where: str) -> Any:
-    if isinstance(value, bool) or value is None:
-        return value
-    if isinstance(value, (int, str)):
-        return value
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError(f"{where}: {value} is not a JSON number")
-        return value
-    raise ValueError(f"{where}: filter values must be str, number, bool or null, got {value!r}")
-
-
-def compile_filter(spec: Mapping[str, Any]) -> tuple[str, list[Any], list[str]]:
-    """A metadata filter -> (SQL condition on documents.metadata, parameters, field names).
-
-    ``{"lang": "en"}`` (equality), ``{"year": {"$gte": 2000, "$lt": 2010}}`` (ranges: $gt,
-    $gte, $lt, $lte, $ne, $eq), ``{"tag": {"$in": ["a", "b"]}}`` (in-list); several fields
-    are ANDed. Nested fields are written with dots: ``{"source.kind": "pdf"}``.
-    """
-    if not isinstance(spec, Mapping) or not spec:
-        raise ValueError("a filter is a non-empty dict such as {'lang': 'en'}")
-    clauses, params, fields = [], [], []
-    for name, cond in spec.items():
-        if not isinstance(name, str) or not _FIELD.match(name):
-            raise ValueError(f"filter field {name!r}: use letters, digits, _ and dots")
-        path = f"$.{name}"
-        fields.append(name)
-        ops = cond if isinstance(cond, Mapping) else {"$eq": cond}
-        if not ops:
-            raise ValueError(f"filter on {name!r} is empty")
-        for op, value in ops.items():
-            where = f"filter on {name!r}"
-            if op == "$in":
-                if not isinstance(value, (list, tuple)) or not value:
-                    raise ValueError(f"{where}: $in takes a non-empty list")
-                values = [_json_value(v, where) for v in value]
-                clauses.append(
-                    f"json_extract(metadata, ?) IN ({', '.join('?' * len(values))})"
-                )
-                params += [path, *values]
-            elif op in _OPS:
-                v = _json_value(value, where)
-                if v is None:
-                    raise ValueError(f"{where}: compare with null is not supported")
-                # compare like with like: SQLite orders every text above every number
-                kinds = ("'true','false'" if isinstance(v, bool) else
-                         "'integer','real'" if isinstance(v, (int, float)) else "'text'")
-                clauses.append(
-                    f"(json_type(metadata, ?) IN ({kinds}) AND json_extract(metadata, ?) "
-                    f"{_OPS[op]} ?)"
-                )
-                params += [path, path, v]
-            else:
-                raise ValueError(
-                    f"{where}: unknown operator {op!r}; use $in, {', '.join(_OPS)}"
-                )
-    return " AND ".join(clauses), params, fields
 
 
 class Collection:
@@ -262,15 +98,15 @@ class Collection:
                 About n_tokens x dim x 2 bytes per chunk.
         """
         folder = Path(path)
-        if (folder / DB).exists() and not _unfinished_create(folder / DB):
+        if (folder / store.DB).exists() and not store.unfinished_create(folder / store.DB):
             raise CollectionError(f"{folder} already holds a collection; use Collection.open")
         split_passages("x" * 16, max_chars=chunk_chars)  # validates chunk_chars
         enc = _make_encoder(encoder)
         if token_vectors and not hasattr(enc, "token_vectors"):
             raise ValueError("token_vectors=True needs a local fastrag.TextEncoder")
         settings = {
-            "format": FORMAT,
-            "version": VERSION,
+            "format": store.FORMAT,
+            "version": store.VERSION,
             "analyzer": analyzer,
             "chunk_chars": chunk_chars,
             "storage": storage,
@@ -283,7 +119,7 @@ class Collection:
             },
         }
         folder.mkdir(parents=True, exist_ok=True)
-        db = _create_db(folder, settings)
+        db = store.create_db(folder, settings)
         col = cls(folder, db, settings)
         col._encoder = enc
         col.bm25 = BM25(analyzer=analyzer)
@@ -304,7 +140,7 @@ class Collection:
         with (same fingerprint); by default the model named at creation is loaded.
         """
         folder = Path(path)
-        db, settings = _open_db(folder)
+        db, settings = store.open_db(folder)
         col = cls(folder, db, settings)
         enc_info = settings.get("encoder")
         try:
@@ -334,7 +170,7 @@ class Collection:
         commit a newer one and delete these files meanwhile: then the generation is read
         again (readers never delete anything)."""
         for _ in range(20):
-            gen = int(_get_meta(self._db, "generation"))
+            gen = int(store.get_meta(self._db, "generation"))
             try:
                 if gen == 0:
                     bm25 = BM25(analyzer=self.settings["analyzer"])
@@ -347,7 +183,7 @@ class Collection:
                         self.path / f"dense.{gen}.frdx", mmap=self._mmap, encoder=self._encoder
                     )
             except OSError:
-                if int(_get_meta(self._db, "generation")) != gen:
+                if int(store.get_meta(self._db, "generation")) != gen:
                     continue  # a newer generation was committed (and this one deleted)
                 names = [f"bm25.{gen}.fridx"] + ([f"dense.{gen}.frdx"] if self._encoder else [])
                 if all((self.path / n).exists() for n in names):
@@ -357,7 +193,7 @@ class Collection:
                     "rebuild the collection"
                 ) from None
             chunks = int(self._db.execute("SELECT count(*) FROM chunks").fetchone()[0])
-            if int(_get_meta(self._db, "generation")) != gen:
+            if int(store.get_meta(self._db, "generation")) != gen:
                 continue  # the documents moved on while the files were read
             if len(bm25) != chunks or (dense is not None and len(dense) != chunks):
                 raise IndexFormatError(
@@ -385,7 +221,7 @@ class Collection:
                 return None
             version = int(self._db.execute("PRAGMA data_version").fetchone()[0])
             if version != self._data_version:
-                if int(_get_meta(self._db, "generation")) != self._generation:
+                if int(store.get_meta(self._db, "generation")) != self._generation:
                     self._load_indexes()
                 self._data_version = version
             return version
@@ -412,9 +248,9 @@ class Collection:
             finally:
                 self._db.execute("PRAGMA busy_timeout = 5000")
         try:
-            gen = int(_get_meta(self._db, "generation"))
+            gen = int(store.get_meta(self._db, "generation"))
             for p in self.path.iterdir():
-                m = _FILE.match(p.name)
+                m = store.INDEX_FILE.match(p.name)
                 if not m:
                     continue
                 file_gen, temporary = int(m.group(2)), m.group(4) is not None
@@ -457,17 +293,18 @@ class Collection:
 
     def info(self) -> dict[str, Any]:
         """Counts, settings, languages and files (see `read_info`)."""
-        return {**_info(self.path, self._db, self.settings), "uncommitted_changes": self._dirty}
+        found = store.info(self.path, self._db, self.settings)
+        return {**found, "uncommitted_changes": self._dirty}
 
     def verify(self) -> dict[str, int]:
         """Checks the whole database: SQLite's structure (``PRAGMA quick_check``) and the
         checksum of every row; raises `fastrag.IndexFormatError` on damage, else returns the
         counts of rows checked."""
-        with _sqlite_damage(self.path):
+        with store.sqlite_damage(self.path):
             problems = [r[0] for r in self._db.execute("PRAGMA quick_check")]
             if problems != ["ok"]:
                 raise IndexFormatError(
-                    f"{self.path / DB} is damaged: {'; '.join(problems[:3])}"
+                    f"{self.path / store.DB} is damaged: {'; '.join(problems[:3])}"
                 )
             docs = sum(1 for _ in self.documents())
             with self._lock:
@@ -476,8 +313,8 @@ class Collection:
                 chunks = len(self._chunk_map or {})
             tokens = 0
             for c, n, data, crc in self._db.execute("SELECT chunk, n, data, crc FROM tokens"):
-                if crc != _tokens_crc(c, n, data):
-                    raise _damaged(f"the token vectors of chunk {c}")
+                if crc != store.tokens_crc(c, n, data):
+                    raise store.damaged(f"the token vectors of chunk {c}")
                 tokens += 1
         return {"documents": docs, "chunks": chunks, "token_rows": tokens}
 
@@ -488,24 +325,24 @@ class Collection:
         """
         with self._lock:
             if self._language_shares is None:
-                self._language_shares = _languages(self._db)
+                self._language_shares = store.chunk_languages(self._db)
             return dict(self._language_shares)
 
     # ------------------------------------------------------------------ documents
     def get(self, doc_id: str) -> Document:
         """A stored document (KeyError for an unknown id)."""
-        with _sqlite_damage(self.path):
-            found = self.texts_of([_check_id(doc_id, "doc_id")])
+        with store.sqlite_damage(self.path):
+            found = self.texts_of([store.check_id(doc_id, "doc_id")])
         if not found:
             raise KeyError(f"no document with id {doc_id!r}")
         return found[doc_id]
 
     def documents(self) -> Iterator[Document]:
-        with _sqlite_damage(self.path):
+        with store.sqlite_damage(self.path):
             for row in self._db.execute(
                 "SELECT id, text, metadata, crc FROM documents ORDER BY rowid"
             ):
-                yield _document(*row)
+                yield store.document_row(*row)
 
     def chunks_of(self, chunk_ids: Iterable[int]) -> dict[int, ChunkHit]:
         """{chunk id: ChunkHit} of the chunks that exist (from an in-memory map, read once)."""
@@ -515,8 +352,8 @@ class Collection:
                 for c, d, o, s, e, lang, crc in self._db.execute(
                     "SELECT chunk, doc, ord, start, end, lang, crc FROM chunks"
                 ):
-                    if crc != _chunk_crc(c, d, o, s, e, lang):
-                        raise _damaged(f"chunk {c}")
+                    if crc != store.chunk_crc(c, d, o, s, e, lang):
+                        raise store.damaged(f"chunk {c}")
                     found[c] = ChunkHit(c, d, s, e)
                 self._chunk_map = found
             found = self._chunk_map
@@ -530,7 +367,7 @@ class Collection:
             marks = ",".join("?" * len(part))
             q = f"SELECT id, text, metadata, crc FROM documents WHERE id IN ({marks})"
             for row in self._db.execute(q, part):
-                out[row[0]] = _document(*row)
+                out[row[0]] = store.document_row(*row)
         return out
 
     def add(
@@ -565,7 +402,7 @@ class Collection:
             while any(i in self for i in ids):
                 base += len(texts)
                 ids = [str(base + i) for i in range(len(texts))]
-        ids = [_check_id(d, f"ids[{i}]") for i, d in enumerate(ids)]  # type: ignore[union-attr]
+        ids = [store.check_id(d, f"ids[{i}]") for i, d in enumerate(ids)]  # type: ignore[union-attr]
         if len(ids) != len(texts):
             raise ValueError(f"{len(texts)} texts but {len(ids)} ids")
         if len(set(ids)) != len(ids):
@@ -619,12 +456,12 @@ class Collection:
             try:
                 old = self._chunks_of_docs(ids)
                 self._delete_rows(old)
-                first = int(_get_meta(self._db, "next_chunk"))
+                first = int(store.get_meta(self._db, "next_chunk"))
                 rows, chunk_ids, n = [], [], first
                 for doc_id, text, sp in zip(ids, texts, spans, strict=True):
                     for j, (s, e) in enumerate(sp):
                         lang = detect_language(text, s, e)
-                        crc = _chunk_crc(n, doc_id, j, s, e, lang)
+                        crc = store.chunk_crc(n, doc_id, j, s, e, lang)
                         rows.append((n, doc_id, j, s, e, lang, crc))
                         chunk_ids.append(n)
                         n += 1
@@ -632,7 +469,7 @@ class Collection:
                     "INSERT INTO documents(id, text, metadata, crc) VALUES (?, ?, ?, ?) "
                     "ON CONFLICT(id) DO UPDATE SET text = excluded.text, "
                     "metadata = excluded.metadata, crc = excluded.crc",
-                    [(d, t, m, _doc_crc(d, t, m))
+                    [(d, t, m, store.doc_crc(d, t, m))
                      for d, t, m in zip(ids, texts, meta_json, strict=True)],
                 )
                 self._db.executemany(
@@ -643,10 +480,10 @@ class Collection:
                 if token_rows:
                     self._db.executemany(
                         "INSERT INTO tokens(chunk, n, data, crc) VALUES (?, ?, ?, ?)",
-                        [(c, len(t), t.tobytes(), _tokens_crc(c, len(t), t.tobytes()))
+                        [(c, len(t), t.tobytes(), store.tokens_crc(c, len(t), t.tobytes()))
                          for c, t in zip(chunk_ids, token_rows, strict=True)],
                     )
-                _set_meta(self._db, "next_chunk", n)
+                store.set_meta(self._db, "next_chunk", n)
                 # the new chunks go into the indexes next to the old ones, which leave only
                 # once every index took the new ones: a failure can be undone exactly
                 if chunk_ids:
@@ -676,7 +513,7 @@ class Collection:
             raise ValueError(f"missing must be 'raise' or 'ignore', got {missing!r}")
         if isinstance(ids, str):
             ids = [ids]
-        ids = list(dict.fromkeys(_check_id(d, f"ids[{i}]") for i, d in enumerate(ids)))
+        ids = list(dict.fromkeys(store.check_id(d, f"ids[{i}]") for i, d in enumerate(ids)))
         unknown = [i for i in ids if i not in self]
         if unknown and missing == "raise":
             raise KeyError(f"unknown document ids: {unknown[:5]}")
@@ -720,7 +557,7 @@ class Collection:
         if not self._db.in_transaction:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                if int(_get_meta(self._db, "generation")) != self._generation:
+                if int(store.get_meta(self._db, "generation")) != self._generation:
                     self._load_indexes()  # another connection committed: write on top of it
                 self._remove_stale()
             except BaseException:
@@ -736,12 +573,12 @@ class Collection:
                     self._db.commit()
                 return
             self._begin()
-            gen = int(_get_meta(self._db, "generation")) + 1
+            gen = int(store.get_meta(self._db, "generation")) + 1
             assert self.bm25 is not None
             self.bm25.save(self.path / f"bm25.{gen}.fridx")
             if self.dense is not None:
                 self.dense.save(self.path / f"dense.{gen}.frdx")
-            _set_meta(self._db, "generation", gen)
+            store.set_meta(self._db, "generation", gen)
             self._db.commit()
             self._dirty = False
             self._generation = gen
@@ -757,6 +594,50 @@ class Collection:
                 self._load_indexes()
                 self._dirty = False
 
+    # ------------------------------------------------------------------ the Corpus protocol
+    @property
+    def encoder_languages(self) -> frozenset[str]:
+        """Languages the collection's encoder knows ("multi" for all)."""
+        info = self.settings.get("encoder") or {}
+        return frozenset(info.get("languages") or ["en"])
+
+    def legs(self) -> tuple[str, ...]:
+        """Names of the indexes this collection holds ("bm25", "dense")."""
+        return ("bm25",) if self.dense is None else ("bm25", "dense")
+
+    def index(self, leg: str) -> BM25 | DenseIndex:
+        """The index of a leg."""
+        found = {"bm25": self.bm25, "dense": self.dense}.get(leg)
+        if found is None:
+            raise ValueError(
+                f"this collection has no {leg!r} index; it has {', '.join(self.legs())}"
+            )
+        return found
+
+    def vectors_of(self, chunk_ids: Iterable[int]) -> np.ndarray:
+        """Stored (normalised) dense vectors of chunks, (n, dim) float32."""
+        if self.dense is None:
+            raise CollectionError("this collection has no dense index")
+        return np.stack([self.dense.get_vector(int(c)) for c in chunk_ids]).astype(np.float32)
+
+    def token_vectors_of(self, chunk_ids: Iterable[int]) -> list[np.ndarray]:
+        """Stored token vectors (float16 (n, dim)) of chunks, in the order given."""
+        if not self.settings.get("token_vectors"):
+            raise CollectionError("this collection stores no token vectors (token_vectors=True)")
+        dim = int(self.settings["encoder"]["dim"])
+        found: dict[int, np.ndarray] = {}
+        ids = [int(c) for c in chunk_ids]
+        for start in range(0, len(ids), 900):
+            part = ids[start : start + 900]
+            marks = ",".join("?" * len(part))
+            for c, n, data, crc in self._db.execute(
+                f"SELECT chunk, n, data, crc FROM tokens WHERE chunk IN ({marks})", part
+            ):
+                if crc != store.tokens_crc(c, n, data) or len(data) != n * dim * 2:
+                    raise store.damaged(f"the token vectors of chunk {c}")
+                found[c] = np.frombuffer(data, dtype=np.float16).reshape(n, dim)
+        return [found.get(c, np.zeros((0, dim), dtype=np.float16)) for c in ids]
+
     # ------------------------------------------------------------------ filters
     def allowed_chunks(self, spec: Mapping[str, Any]) -> list[int]:
         """Chunk ids of the documents whose metadata match the filter (see compile_filter).
@@ -769,7 +650,7 @@ class Collection:
             # once (a flipped bit would otherwise change the result silently)
             if not self._documents_verified:
                 for row in self._db.execute("SELECT id, text, metadata, crc FROM documents"):
-                    _document(*row)
+                    store.document_row(*row)
                 self._documents_verified = True
         for name in fields:
             hit = self._db.execute(
@@ -799,13 +680,11 @@ class Collection:
         `method` is "hybrid" (the default pipeline), "bm25", "dense", or a
         `fastrag.search.Pipeline`. `filter` restricts to documents whose metadata match.
         """
-        from fastrag.search.pipeline import Pipeline, default_pipeline
-
         pipeline = method if isinstance(method, Pipeline) else default_pipeline(self, method)
         def run() -> list[Any]:
             return pipeline.search(self, query, k=k, filter=filter, explain=explain)
 
-        with _sqlite_damage(self.path):
+        with store.sqlite_damage(self.path):
             # rows and index files must be of one generation: when another connection
             # commits while we read, search again on the new one
             for _ in range(5):
@@ -823,185 +702,11 @@ class Collection:
                     return run()
                 self._db.execute("BEGIN")
                 try:
-                    if int(_get_meta(self._db, "generation")) != self._generation:
+                    if int(store.get_meta(self._db, "generation")) != self._generation:
                         self._load_indexes()
                     return run()
                 finally:
                     self._db.rollback()
-
-
-def _languages(db: sqlite3.Connection) -> dict[str, float]:
-    stats = dict(db.execute("SELECT lang, count(*) FROM chunks GROUP BY lang").fetchall())
-    total = sum(stats.values())
-    return {k: v / total for k, v in stats.items()} if total else {}
-
-
-def _info(path: Path, db: sqlite3.Connection, settings: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "path": str(path),
-        "documents": int(db.execute("SELECT count(*) FROM documents").fetchone()[0]),
-        "chunks": int(db.execute("SELECT count(*) FROM chunks").fetchone()[0]),
-        "generation": int(_get_meta(db, "generation")),
-        "analyzer": settings["analyzer"],
-        "chunk_chars": settings["chunk_chars"],
-        "storage": settings["storage"],
-        "encoder": settings.get("encoder"),
-        "languages": _languages(db),
-        "files": {p.name: p.stat().st_size for p in sorted(path.iterdir()) if p.is_file()},
-    }
-
-
-def read_info(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """A collection's counts, settings and files, read without loading indexes or models."""
-    folder = Path(path)
-    db, settings = _open_db(folder)
-    try:
-        return _info(folder, db, settings)
-    finally:
-        db.close()
-
-
-def _open_db(folder: Path) -> tuple[sqlite3.Connection, dict[str, Any]]:
-    """The database and settings of a collection folder, checked (and upgraded from
-    version 1, which had no row checksums)."""
-    if not (folder / DB).is_file():
-        raise CollectionError(f"{folder} is not a fastrag collection (no {DB})")
-    db = None
-    try:
-        db = _connect(folder / DB)
-        settings = _get_meta(db, "settings")
-        if not isinstance(settings, dict) or settings.get("format") != FORMAT:
-            raise CollectionError(f"{folder / DB} is not a fastrag collection")
-        if int(settings.get("version", 0)) > VERSION:
-            raise CollectionError(
-                f"{folder} needs a newer fastrag (format {settings['version']})"
-            )
-        if int(settings.get("version", 0)) < 2:
-            settings = _upgrade_v1(db)
-    except (sqlite3.DatabaseError, json.JSONDecodeError) as e:
-        if db is not None:
-            db.close()
-        if _corrupt(e):
-            raise IndexFormatError(f"{folder / DB} is damaged ({e})") from e
-        raise CollectionError(f"{folder / DB} is not a readable collection ({e})") from e
-    except BaseException:
-        if db is not None:
-            db.close()
-        raise
-    return db, settings
-
-
-def _upgrade_v1(db: sqlite3.Connection) -> dict[str, Any]:
-    """Adds the row checksums of format 2 to a format 1 database (once, under the write
-    lock; a concurrent opener waits, then finds it done)."""
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        settings = _get_meta(db, "settings")
-        if int(settings.get("version", 0)) < 2:
-            for table in ("documents", "chunks", "tokens"):
-                db.execute(f"ALTER TABLE {table} ADD COLUMN crc INTEGER")
-            db.executemany("UPDATE documents SET crc = ? WHERE id = ?", [
-                (_doc_crc(d, t, m), d)
-                for d, t, m in db.execute("SELECT id, text, metadata FROM documents").fetchall()
-            ])
-            db.executemany("UPDATE chunks SET crc = ? WHERE chunk = ?", [
-                (_chunk_crc(*row), row[0]) for row in
-                db.execute("SELECT chunk, doc, ord, start, end, lang FROM chunks").fetchall()
-            ])
-            db.executemany("UPDATE tokens SET crc = ? WHERE chunk = ?", [
-                (_tokens_crc(c, n, data), c)
-                for c, n, data in db.execute("SELECT chunk, n, data FROM tokens").fetchall()
-            ])
-            settings = {**settings, "version": VERSION}
-            _set_meta(db, "settings", settings)
-        db.commit()
-    except BaseException:
-        db.rollback()
-        raise
-    return settings
-
-
-def _create_db(folder: Path, settings: dict[str, Any]) -> sqlite3.Connection:
-    """The database of a new collection, made whole under a temporary name and renamed into
-    place: a process killed while creating leaves no half-made collection."""
-    for p in folder.iterdir():
-        if _CREATING.match(p.name):
-            p.unlink(missing_ok=True)
-    for suffix in ("-wal", "-shm", "-journal", ""):  # an unfinished create of version 1
-        (folder / (DB + suffix)).unlink(missing_ok=True)
-    tmp = folder / f"{DB}.creating-{os.getpid()}"
-    db = sqlite3.connect(tmp, isolation_level=None)
-    try:
-        db.execute("PRAGMA journal_mode=DELETE")
-        db.executescript(_SCHEMA)  # a temporary file: no transaction needed for atomicity
-        db.execute("BEGIN")
-        _set_meta(db, "settings", settings)
-        _set_meta(db, "generation", 0)
-        _set_meta(db, "next_chunk", 0)
-        db.commit()
-    finally:
-        db.close()
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, folder / DB)
-    _fsync_dir(folder)
-    return _connect(folder / DB)
-
-
-def _unfinished_create(path: Path) -> bool:
-    """True for a database that a killed `create` of fastrag 0.1 left: no settings yet."""
-    try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
-            if "meta" not in tables:
-                return True
-            return db.execute("SELECT 1 FROM meta WHERE key = 'settings'").fetchone() is None
-        finally:
-            db.close()
-    except sqlite3.DatabaseError:
-        return False
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-
-def _check_id(doc_id: Any, where: str) -> str:
-    """A document id: a non-empty str that is valid Unicode (so it can be stored)."""
-    if not isinstance(doc_id, str):
-        raise TypeError(
-            f"{where}: document ids are str, got {type(doc_id).__name__} {doc_id!r} "
-            "(convert them yourself, e.g. str(i), so that 1 and '1' cannot collide)"
-        )
-    if not doc_id:
-        raise ValueError(f"{where}: a document id cannot be empty")
-    try:
-        doc_id.encode("utf-8")
-    except UnicodeEncodeError as e:
-        raise ValueError(
-            f"{where}: id {doc_id!r} is not valid Unicode ({e.reason} at {e.start})"
-        ) from e
-    return doc_id
-
-
-def _document(doc_id: str, text: str, metadata: str, crc: int | None) -> Document:
-    if crc != _doc_crc(doc_id, text, metadata):
-        raise _damaged(f"document {doc_id!r}")
-    try:
-        return Document(doc_id, text, json.loads(metadata))
-    except json.JSONDecodeError as e:  # unreachable unless the checksum matched by chance
-        raise _damaged(f"document {doc_id!r}") from e
 
 
 def _languages_of(enc: Encoder) -> list[str]:
@@ -1019,34 +724,11 @@ def _make_encoder(encoder: Encoder | str | None) -> Encoder | None:
     raise TypeError(f"encoder must be a fastrag Encoder, a model name or None, got {encoder!r}")
 
 
-def _connect(path: Path) -> sqlite3.Connection:
-    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=FULL")
-    db.execute("PRAGMA foreign_keys=ON")
-    return db
-
-
-def _set_meta(db: sqlite3.Connection, key: str, value: Any) -> None:
-    db.execute(
-        "INSERT INTO meta(key, value) VALUES (?, ?) "
-        "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-        (key, json.dumps(value, ensure_ascii=False)),
-    )
-
-
-def _get_meta(db: sqlite3.Connection, key: str, default: Any = None) -> Any:
-    row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-    return default if row is None else json.loads(row[0])
-
-
 def _token_pass(
     encoder: Any, texts: list[str], batch_size: int
 ) -> tuple[list[np.ndarray], np.ndarray | None]:
     """Token vectors (float16, unit length per token) of every text, and, when the encoder
     mean-pools without a document prompt, the pooled document vectors from the same pass."""
-    from fastrag.encoders.base import normalize
-
     out = encoder.token_vectors(texts, kind="document", batch_size=min(batch_size, 16))
     rows = [normalize(np.array(t.vectors, dtype=np.float32)).astype(np.float16) for t in out]
     pooled = None
@@ -1055,29 +737,3 @@ def _token_pass(
         if encoder.normalized:
             pooled = normalize(pooled)
     return rows, pooled
-
-
-def token_vectors_of(col: Collection, chunk_ids: Sequence[int]) -> list[np.ndarray]:
-    """Stored token vectors (float16 (n, dim)) of chunks, in the order given."""
-    if not col.settings.get("token_vectors"):
-        raise CollectionError("this collection stores no token vectors (token_vectors=True)")
-    dim = int(col.settings["encoder"]["dim"])
-    found: dict[int, np.ndarray] = {}
-    ids = [int(c) for c in chunk_ids]
-    for start in range(0, len(ids), 900):
-        part = ids[start : start + 900]
-        marks = ",".join("?" * len(part))
-        for c, n, data, crc in col._db.execute(
-            f"SELECT chunk, n, data, crc FROM tokens WHERE chunk IN ({marks})", part
-        ):
-            if crc != _tokens_crc(c, n, data) or len(data) != n * dim * 2:
-                raise _damaged(f"the token vectors of chunk {c}")
-            found[c] = np.frombuffer(data, dtype=np.float16).reshape(n, dim)
-    return [found.get(c, np.zeros((0, dim), dtype=np.float16)) for c in ids]
-
-
-def vectors_of(col: Collection, chunk_ids: Sequence[int]) -> np.ndarray:
-    """Stored (normalised) dense vectors of chunks, (n, dim) float32."""
-    if col.dense is None:
-        raise CollectionError("this collection has no dense index")
-    return np.stack([col.dense.get_vector(int(c)) for c in chunk_ids]).astype(np.float32)

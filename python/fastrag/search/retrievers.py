@@ -1,0 +1,118 @@
+"""First-stage retrievers: each searches one leg (index) of a corpus and returns chunks.
+
+All share one protocol: a `name` (its stage name in explain), a `depth` (chunks it returns),
+a fusion `weight` (None lets the pipeline decide), `uses_encoder` (the leg needs the query
+vector), and `retrieve(corpus, query, qvec, allow, depth)`. `Retriever("bm25", depth=200)`
+builds one by name; an unknown name fails with the list of names there are.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from fastrag.search.corpus import Corpus
+
+__all__ = ["RETRIEVERS", "BM25Retriever", "BaseRetriever", "DenseRetriever", "Retriever"]
+
+Ranking = list[tuple[int, float]]
+
+
+@dataclass
+class BaseRetriever:
+    """A retriever over one leg of a corpus.
+
+    Args:
+        depth: chunks it returns (a pipeline asks for at least k).
+        weight: its weight in fusion (finite, >= 0); None lets the pipeline decide.
+    """
+
+    depth: int = 100
+    weight: float | None = None
+
+    method: ClassVar[str] = ""  # the leg it searches, and its name in `Retriever(...)`
+    uses_encoder: ClassVar[bool] = False  # needs the query vector of the corpus's encoder
+
+    def __post_init__(self) -> None:
+        if isinstance(self.depth, bool) or not isinstance(self.depth, int) or self.depth < 1:
+            raise ValueError(f"depth must be an int >= 1, got {self.depth!r}")
+        if self.weight is not None and not (
+            isinstance(self.weight, (int, float)) and not isinstance(self.weight, bool)
+            and math.isfinite(self.weight) and self.weight >= 0
+        ):
+            raise ValueError(f"weight must be a finite number >= 0 (or None), got {self.weight!r}")
+
+    @property
+    def name(self) -> str:
+        return self.method
+
+    def retrieve(self, corpus: Corpus, query: str, qvec: np.ndarray | None,
+                 allow: list[int] | None, depth: int) -> Ranking:
+        """The best `depth` chunks (fewer when the leg holds fewer) as (chunk, score)."""
+        index = corpus.index(self.method)
+        depth = min(depth, len(index))
+        if depth == 0:
+            return []
+        res = self._search(index, query, qvec, allow, depth)
+        return [(int(h.id), h.score) for h in res[0]]
+
+    def _search(self, index: Any, query: str, qvec: np.ndarray | None,
+                allow: list[int] | None, depth: int) -> Any:
+        raise NotImplementedError
+
+
+@dataclass
+class BM25Retriever(BaseRetriever):
+    """BM25 over the corpus's analyzer tokens."""
+
+    method: ClassVar[str] = "bm25"
+
+    def _search(self, index: Any, query: str, qvec: np.ndarray | None,
+                allow: list[int] | None, depth: int) -> Any:
+        return index.search(query, k=depth, filter=allow)
+
+
+@dataclass
+class DenseRetriever(BaseRetriever):
+    """Nearest chunk vectors of the query vector.
+
+    Args:
+        dims: Matryoshka funnel: walk the graph with the first `dims` dimensions, rescore
+            with all.
+        ef: search beam of the HNSW walk (None: the index's default).
+    """
+
+    dims: int | None = None
+    ef: int | None = None
+
+    method: ClassVar[str] = "dense"
+    uses_encoder: ClassVar[bool] = True
+
+    @property
+    def name(self) -> str:
+        return self.method if self.dims is None else f"{self.method}@{self.dims}"
+
+    def _search(self, index: Any, query: str, qvec: np.ndarray | None,
+                allow: list[int] | None, depth: int) -> Any:
+        if qvec is None:
+            raise ValueError("the dense leg needs the query vector")
+        return index.search(qvec, k=depth, filter=allow, dims=self.dims, ef=self.ef)
+
+
+RETRIEVERS: dict[str, type[BaseRetriever]] = {
+    cls.method: cls for cls in (BM25Retriever, DenseRetriever)
+}
+
+
+def Retriever(method: str, **options: Any) -> BaseRetriever:
+    """A retriever by leg name: ``Retriever("bm25", depth=200)``,
+    ``Retriever("dense", depth=100, dims=128)``."""
+    cls = RETRIEVERS.get(method) if isinstance(method, str) else None
+    if cls is None:
+        raise ValueError(
+            f"retriever must be one of {', '.join(sorted(RETRIEVERS))}, got {method!r}"
+        )
+    return cls(**options)

@@ -1,0 +1,86 @@
+"""Rerank stages: each rescores the best candidates (chunks) of the stage before it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from fastrag.encoders.base import normalize
+from fastrag.index.tokens import TokenStore
+from fastrag.search.corpus import Corpus
+
+__all__ = ["CrossEncoderRerank", "DenseRescore", "MaxSimRerank", "Reranker"]
+
+
+class Reranker(Protocol):
+    """Rescores candidate chunks: higher is better.
+
+    Optional class attributes: ``uses_encoder`` (the stage reads the corpus's encoder, so it
+    is skipped with the dense leg when the encoder does not know the query's language) and
+    ``needs_vector`` (the stage reads the query vector).
+    """
+
+    name: str
+
+    def rescore(self, corpus: Corpus, query: str, qvec: np.ndarray | None,
+                chunks: list[int], passages: list[str]) -> np.ndarray: ...
+
+
+@dataclass
+class DenseRescore:
+    """Full-dimension cosine of the query with each candidate's stored vector.
+
+    Brings the dense signal to candidates only BM25 found, and undoes a funnel's rough
+    prefix scores.
+    """
+
+    name: str = "dense-rescore"
+    uses_encoder = True
+    needs_vector = True
+
+    def rescore(self, corpus: Corpus, query: str, qvec: np.ndarray | None,
+                chunks: list[int], passages: list[str]) -> np.ndarray:
+        if qvec is None:
+            raise ValueError("dense rescoring needs a collection with an encoder")
+        return corpus.vectors_of(chunks) @ qvec
+
+
+@dataclass
+class MaxSimRerank:
+    """Late interaction (ColBERT-style MaxSim, as PyLate does) over the token vectors the
+    collection stored (``Collection.create(..., token_vectors=True)``), scored in C++.
+
+    The query's token vectors come from the collection's encoder (query prompt included),
+    each normalised; a candidate scores the sum over query tokens of its best token match.
+    """
+
+    name: str = "maxsim"
+    threads: int = 1
+    uses_encoder = True
+    needs_vector = False
+
+    def rescore(self, corpus: Corpus, query: str, qvec: np.ndarray | None,
+                chunks: list[int], passages: list[str]) -> np.ndarray:
+        encoder = corpus.encoder
+        if encoder is None or not hasattr(encoder, "token_vectors"):
+            raise ValueError("MaxSim reranking needs a collection with a local TextEncoder")
+        q = encoder.token_vectors([query], kind="query")[0].vectors
+        store = TokenStore.from_documents(corpus.token_vectors_of(chunks), dim=q.shape[1])
+        return store.scores(normalize(np.array(q, dtype=np.float32)), threads=self.threads)
+
+
+@dataclass
+class CrossEncoderRerank:
+    """A cross-encoder (`fastrag.CrossEncoder`) or a remote rerank API
+    (`fastrag.rerank.RemoteReranker`): anything with ``score(query, passages)``."""
+
+    model: Any
+    name: str = "rerank"
+    uses_encoder = False
+    needs_vector = False
+
+    def rescore(self, corpus: Corpus, query: str, qvec: np.ndarray | None,
+                chunks: list[int], passages: list[str]) -> np.ndarray:
+        return np.asarray(self.model.score(query, passages), dtype=np.float32)
