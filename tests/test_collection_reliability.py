@@ -451,3 +451,20 @@ def test_a_reader_follows_commits_of_another_connection(tmp_path: Path) -> None:
     assert all(r.id != "bread" for r in reader.search("the", k=10, method="dense"))
     reader.close()
     writer.close()
+
+
+# ---------------------------------------------------------------------- k documents
+
+
+@pytest.mark.parametrize("method", ["bm25", "dense", "hybrid"])
+def test_every_method_returns_k_documents_when_k_match(tmp_path: Path, method: str) -> None:
+    """A long document whose chunks fill the first depth must not crowd the others out."""
+    col = Collection.create(tmp_path / "c", encoder=FakeEncoder(), chunk_chars=60)
+    long = "\n\n".join(f"Gliders glide over ridge {i} all day long." for i in range(60))
+    col.add([long] + [f"A glider story number {i} told twice." for i in range(15)],
+            ids=["long"] + [f"s{i}" for i in range(15)])
+    assert len(col.chunks_of(range(200))) > 60
+    hits = col.search("gliders glide ridge", k=10, method=method)
+    assert len({h.id for h in hits}) == len(hits) == 10
+    assert len(col.search("glider", k=100, method=method)) == 16
+    col.close()
