@@ -459,3 +459,23 @@ def test_weight_zero_leg_needs_no_queries(world: World) -> None:
     legs[1].update(weight=0.0, queries=None)
     out = _core.execute(legs, world.chunk_doc, k=5)
     assert out["depths"][0].tolist() == [20, 0]
+
+
+def test_infinite_scores_need_rrf() -> None:
+    """Score-based fusion refuses an infinite leg score (as fusion.py does); RRF ranks it."""
+    dense = fastrag.DenseIndex(16, metric="ip")
+    dense.add(np.full((3, 16), 1e30, np.float32), ids=[0, 1, 2])
+    other = fastrag.DenseIndex(16, metric="ip")
+    other.add(np.eye(3, 16, dtype=np.float32), ids=[2, 1, 0])
+    q = np.full((1, 16), 1e30, np.float32)
+    legs = [
+        {"index": ix._core, "queries": q, "depth": 3, "slot_chunk": World.slot_chunk(ix),
+         "exact": True}
+        for ix in (dense, other)
+    ]
+    chunk_doc = np.arange(3, dtype=np.uint32)
+    for fusion in ("minmax", "zscore", "dbsf"):
+        with pytest.raises(ValueError, match="infinite score"):
+            _core.execute(legs, chunk_doc, k=3, fusion=fusion)
+    out = _core.execute(legs, chunk_doc, k=3, fusion="rrf")
+    assert sorted(out["ids"][0].tolist()) == [0, 1, 2]

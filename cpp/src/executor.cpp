@@ -73,14 +73,19 @@ class IdTable {
  public:
   void reset(std::size_t expected) {
     std::size_t cap = 16;
-    while (cap < 2 * expected) cap *= 2;
+    shift_ = 60;
+    while (cap < 2 * expected) {
+      cap *= 2;
+      --shift_;
+    }
     keys_.assign(cap, kEmpty);
     values_.resize(cap);
     mask_ = cap - 1;
   }
   // The value of `key`, inserting `value` if absent (then *inserted is true).
   std::uint32_t get_or_insert(std::uint32_t key, std::uint32_t value, bool* inserted) {
-    std::size_t h = (key * 0x9E3779B1u) & mask_;
+    // Fibonacci hashing: the top bits of the product, so that strided keys spread too.
+    std::size_t h = static_cast<std::size_t>((key * 0x9E3779B97F4A7C15ull) >> shift_);
     while (true) {
       if (keys_[h] == key) {
         *inserted = false;
@@ -100,6 +105,7 @@ class IdTable {
   static constexpr std::uint32_t kEmpty = 0xFFFFFFFFu;
   std::vector<std::uint32_t> keys_, values_;
   std::size_t mask_ = 0;
+  int shift_ = 60;
 };
 
 struct DocAgg {

@@ -20,7 +20,10 @@
 namespace fastrag {
 
 // "rrf" (weighted with weights), "minmax" (a convex combination of min-max normalised scores:
-// weights rescaled to sum to 1; "convex" is the same method), "zscore", "dbsf".
+// weights rescaled to sum to 1; "convex" is the same method), "zscore", "dbsf". The score-based
+// methods refuse an infinite leg score (std::invalid_argument), as fusion.py does. A chunk whose
+// document is unknown takes part in fusion (ranks, statistics) and is skipped afterwards, as in
+// the pipeline.
 enum class Fusion : std::uint32_t { RRF = 0, MinMax = 1, ZScore = 2, DBSF = 3 };
 // "max": a document scores as its best chunk; "sum": the sum of its chunks' fused scores.
 enum class Aggregate : std::uint32_t { Max = 0, Sum = 1 };
@@ -51,11 +54,16 @@ struct Leg {
   std::size_t exact_below = 0;  // a filtered search with this few allowed ids scans them
 
   // Common.
-  std::size_t depth = 100;  // chunks retrieved at first (>= 1; capped by the index's size)
+  // Chunks retrieved at first (>= 1; capped by the index's size). While fewer than k documents
+  // come out, every leg that is not exhausted (it returned as many hits as asked, and the index
+  // holds more) doubles its depth and runs again; an exhausted leg keeps its results.
+  std::size_t depth = 100;
   double weight = 1.0;      // finite, >= 0; 0 = the leg is not run
   const std::uint64_t* allow = nullptr;  // bitset over the index's internal ids (null = all)
   std::size_t allow_words = 0;
-  // Internal id -> chunk id (kNoChunk or past the end: not mapped, the hit is dropped).
+  // Internal id -> chunk id (kNoChunk or past the end: not mapped, the hit is dropped before
+  // fusion, so ranks count mapped hits only). Two hits of one leg on the same chunk: the first
+  // counts (fusion.py would refuse the duplicate).
   const std::uint32_t* slot_chunk = nullptr;
   std::size_t slot_chunk_size = 0;
 };
@@ -76,7 +84,8 @@ struct ExecuteOutput {
   std::int64_t* docs = nullptr;    // n x k document ordinals, -1 padded
   float* scores = nullptr;         // n x k, -inf padded
   std::int64_t* chunks = nullptr;  // n x k best chunk of each document, -1 padded
-  std::int64_t* depths = nullptr;  // n x L final depth of each leg (0: not run); may be null
+  // n x L: the depth of each leg's last search (0: weight 0, not run); may be null.
+  std::int64_t* depths = nullptr;
   // Explain (both null or both set): n x k x (L + 1). For the best chunk of each document:
   // [l] = leg l's score and 1-based rank (NaN, 0 when the leg did not return the chunk),
   // [L] = its fused score and rank (one positive-weight leg: that leg's score and rank).
