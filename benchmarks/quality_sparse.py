@@ -27,9 +27,9 @@ import time
 import warnings
 
 from _common import Results, parse, parser
-from fastrag.encoders import SpladeEncoder, TextEncoder, TruncationWarning
+from fastrag.encoders import BM42Index, SpladeEncoder, SpladeIndex, TextEncoder, TruncationWarning
 from fastrag.eval import evaluate, load_beir
-from fastrag.index import BM25, BM42Index, SearchResults, SpladeIndex
+from fastrag.index import BM25, SearchResults
 
 DEPTH = 100
 

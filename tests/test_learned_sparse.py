@@ -18,9 +18,10 @@ import scipy.sparse as sp
 
 from fastrag import _core
 from fastrag._core import IndexFormatError
+from fastrag.encoders import BM42Index, SpladeIndex
 from fastrag.eval.datasets import Dataset
 from fastrag.eval.runner import METHODS, run_method
-from fastrag.index import BM25, BM42Index, ImpactIndex, SpladeIndex
+from fastrag.index import BM25, ImpactIndex
 from fastrag.text import EmptyDocumentWarning
 
 VOCAB = 800

@@ -5,14 +5,16 @@ from __future__ import annotations
 from fastrag._core import IndexFormatError
 from fastrag.collection import Collection, CollectionError
 from fastrag.encoders import (
+    BM42Index,
     CrossEncoder,
     Encoder,
     RemoteEncoder,
     SpladeEncoder,
+    SpladeIndex,
     TextEncoder,
     TruncationWarning,
 )
-from fastrag.index import BM25, DenseIndex, DocId, Hit, SearchResults
+from fastrag.index import BM25, DenseIndex, DocId, Hit, ImpactIndex, SearchResults
 from fastrag.text import (
     AutoAnalyzer,
     BigramAnalyzer,
@@ -25,6 +27,7 @@ from fastrag.text import (
 __all__ = [
     "BM25",
     "AutoAnalyzer",
+    "BM42Index",
     "BigramAnalyzer",
     "Collection",
     "CollectionError",
@@ -35,11 +38,13 @@ __all__ = [
     "Encoder",
     "EnglishAnalyzer",
     "Hit",
+    "ImpactIndex",
     "IndexFormatError",
     "JapaneseAnalyzer",
     "RemoteEncoder",
     "SearchResults",
     "SpladeEncoder",
+    "SpladeIndex",
     "TextEncoder",
     "TruncationWarning",
     "get_analyzer",

@@ -30,7 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fileformat import reseal
 
 import fastrag
-from fastrag.index import BM42Index, ImpactIndex, SpladeIndex
+from fastrag.encoders import BM42Index, SpladeIndex
+from fastrag.index import ImpactIndex
 
 warnings.simplefilter("ignore")  # EmptyDocumentWarning etc. are not findings
 

@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 
 import fastrag
-from fastrag.index import BM42Index, ImpactIndex, SpladeIndex
+from fastrag.encoders import BM42Index, SpladeIndex
+from fastrag.index import ImpactIndex
 
 HERE = Path(__file__).resolve().parent
 SEEDS = HERE / "seeds"

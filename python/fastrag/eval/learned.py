@@ -17,8 +17,7 @@ def run_splade(dataset: Dataset, depth: int, options: dict[str, Any]) -> Run:
     """SPLADE with options model (default "splade-tiny"), top_k (terms kept per document,
     default all), query_mode ("model", "idf" or "ones"), quantize (None / "uint8"),
     query_terms (static query pruning), batch_size, threads, cache_dir."""
-    from fastrag.encoders import SpladeEncoder
-    from fastrag.index.learned import SpladeIndex
+    from fastrag.encoders import SpladeEncoder, SpladeIndex
 
     threads = int(options.get("threads", 0))
     encoder = SpladeEncoder(
@@ -44,8 +43,7 @@ def run_bm42(dataset: Dataset, depth: int, options: dict[str, Any]) -> Run:
     """BM42 with options model (default "default": all-MiniLM-L6-v2, exported with
     attentions), alpha (None: summed attention; fastembed uses 0.5), batch_size, threads,
     cache_dir."""
-    from fastrag.encoders import TextEncoder
-    from fastrag.index.learned import BM42Index
+    from fastrag.encoders import BM42Index, TextEncoder
 
     threads = int(options.get("threads", 0))
     encoder = TextEncoder(

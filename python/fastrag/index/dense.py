@@ -4,18 +4,34 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from fastrag import _core
-from fastrag.encoders.base import Encoder
 from fastrag.index.base import IdIndex, check_int, check_threads, filter_ids
 from fastrag.index.results import DocId, SearchResults
 
 METRICS = ("cosine", "ip", "l2")
 STORAGES = ("float32", "int8", "float16")
 F16_MAX = 65504.0  # the largest finite float16
+
+
+@runtime_checkable
+class Encoder(Protocol):
+    """What a dense index needs of a text encoder (`fastrag.TextEncoder`,
+    `fastrag.RemoteEncoder`, any `fastrag.Encoder`): unit-free vectors of `dim` dimensions
+    and a fingerprint that names the vector space."""
+
+    name: str
+    dim: int
+
+    @property
+    def fingerprint(self) -> str: ...
+
+    def encode_documents(self, documents: Any, **options: Any) -> np.ndarray: ...
+
+    def encode_queries(self, queries: Any, **options: Any) -> np.ndarray: ...
 
 
 def _is_text(items: Any) -> bool:
@@ -94,7 +110,10 @@ class DenseIndex(IdIndex):
         encoder: Encoder | None = None,
     ) -> None:
         if encoder is not None and not isinstance(encoder, Encoder):
-            raise TypeError(f"encoder must be a fastrag Encoder, got {type(encoder).__name__}")
+            raise TypeError(
+                f"encoder must be a fastrag Encoder (dim, fingerprint, encode_documents, "
+                f"encode_queries), got {type(encoder).__name__}"
+            )
         if dim is None:
             if encoder is None:
                 raise ValueError("give dim (the vector dimension) or an encoder")
