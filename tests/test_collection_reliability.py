@@ -468,3 +468,26 @@ def test_every_method_returns_k_documents_when_k_match(tmp_path: Path, method: s
     assert len({h.id for h in hits}) == len(hits) == 10
     assert len(col.search("glider", k=100, method=method)) == 16
     col.close()
+
+
+# ---------------------------------------------------------------------- files from Python
+
+
+def test_add_files_reads_what_fastrag_index_reads(tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    (docs / "sub").mkdir(parents=True)
+    (docs / "a.md").write_text("Gliders soar on thermals.")
+    (docs / "sub" / "b.txt").write_text("Kites need wind.")
+    (docs / "c.bin").write_bytes(b"\x00\x01")
+    (docs / "rows.jsonl").write_text('{"_id": "r1", "title": "Sails", "text": "Boats sail."}\n')
+    col = Collection.create(tmp_path / "c", encoder=None)
+    found = col.add_files([docs])
+    assert sorted(found.ids) == ["a.md", "r1", "sub/b.txt"]
+    assert any("c.bin" in s for s in found.skipped)
+    assert [r.id for r in col.search("thermals", method="bm25")] == ["a.md"]
+    assert col.get("r1").text == "Sails Boats sail." and col.get("a.md").metadata == {
+        "source": "a.md"}
+    with pytest.raises(FileNotFoundError):
+        col.add_files(tmp_path / "missing")
+    assert len(col) == 3
+    col.close()

@@ -29,6 +29,7 @@ import numpy as np
 from fastrag._core import IndexFormatError
 from fastrag.collection import store
 from fastrag.collection.filters import compile_filter
+from fastrag.collection.ingest import MAX_FILE_BYTES, Found, read_documents
 from fastrag.collection.store import CollectionError
 from fastrag.encoders.base import Encoder, check_texts, normalize
 from fastrag.index import BM25, DenseIndex
@@ -506,6 +507,29 @@ class Collection:
                     self._chunk_map[c] = ChunkHit(c, d, s, e)
             self._dirty = True
         return ids
+
+    def add_files(
+        self,
+        paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+        *,
+        max_file_bytes: int = MAX_FILE_BYTES,
+        batch_size: int = 32,
+    ) -> Found:
+        """Adds the documents of files and folders as `fastrag index` does (.txt/.md/.rst
+        files, JSON lines, BEIR folders; ids are paths relative to each given folder, or the
+        JSON rows' ids); returns what was read and skipped (`Found`). All or nothing, like
+        `add`; commit to keep them."""
+        items = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+        found, seen = Found(), {}
+        for path in items:
+            part = read_documents(path, max_file_bytes)
+            for doc_id, text, meta in zip(part.ids, part.texts, part.metadata, strict=True):
+                found.add(doc_id, text, meta, f"{path}: {doc_id}", seen)
+            found.skipped += part.skipped
+            found.notes += part.notes
+        if found.texts:
+            self.add(found.texts, ids=found.ids, metadata=found.metadata, batch_size=batch_size)
+        return found
 
     def delete(self, ids: Iterable[str] | str, *, missing: str = "raise") -> int:
         """Deletes documents (and their chunks from every index); returns how many."""
