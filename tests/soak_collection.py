@@ -16,7 +16,8 @@ Counts: losses (a trial whose collection matches neither state: committed docume
 with another text, or documents that were never committed), failed opens, search failures,
 reader errors (any exception in a reader). Ends with one line
 ``SUMMARY trials=N losses=N failed_opens=N reader_errors=N search_failures=N`` and exits 1
-on any loss, failed open or search failure (reader errors are reported, not fatal).
+on any loss, failed open or search failure (reader errors are reported, not fatal), 2 when a
+child process cannot import fastrag.
 
 Every random choice comes from --seed. To soak another copy of the package (e.g. an older
 commit), run with ``python -S`` and PYTHONPATH naming it and the site-packages folder: the
@@ -40,6 +41,7 @@ import traceback
 from pathlib import Path
 
 N_IDS = 40
+SETUP_ERROR = 4  # a child could not import fastrag (e.g. while it is being rebuilt)
 WORDS = ["river", "stone", "cloud", "forest", "lamp", "paper", "signal", "harbor", "copper"]
 
 
@@ -202,9 +204,9 @@ def run_trials(args: argparse.Namespace) -> int:
         with open(writer_log, "w") as log:
             procs = [subprocess.Popen(_child("writer", args, trial), stderr=log)]
         n_readers = args.readers if args.readers else rng.randint(1, 2)
-        procs += [
-            subprocess.Popen(_child("reader", args, trial, i)) for i in range(n_readers)
-        ]
+        for i in range(n_readers):
+            with open(args.dir / f"reader-stderr-{i}.txt", "w") as log:
+                procs.append(subprocess.Popen(_child("reader", args, trial, i), stderr=log))
         # wait until the writer has opened the collection, then let it run a random while
         t0 = time.monotonic()
         while not (args.dir / "writer-ready").exists() and procs[0].poll() is None:
@@ -212,9 +214,14 @@ def run_trials(args: argparse.Namespace) -> int:
                 break
             time.sleep(0.005)
         time.sleep(rng.uniform(0.0, args.max_run))
-        writer_exit = procs[0].poll()
+        exits = [p.poll() for p in procs]
         for p in procs:
             kill(p)
+        if SETUP_ERROR in exits:
+            print("a child process could not import fastrag (is the package being rebuilt?): "
+                  + (args.dir / "writer-stderr.txt").read_text()[-500:], file=sys.stderr)
+            return 2
+        writer_exit = exits[0]
         counts["trials"] += 1
         if writer_exit is not None:  # the writer died by itself (failed to open, or worse)
             counts["failed_opens"] += 1
@@ -225,6 +232,10 @@ def run_trials(args: argparse.Namespace) -> int:
         errors = []
         for f in args.dir.glob("reader-errors-*.txt"):
             errors += f.read_text(encoding="utf-8").splitlines()
+        for i, code in enumerate(exits[1:]):
+            if code is not None:  # a reader died by itself
+                tail = (args.dir / f"reader-stderr-{i}.txt").read_text().strip().splitlines()
+                errors.append(f"reader exited {code}: {(tail or [''])[-1]}")
         counts["reader_errors"] += len(errors)
         if errors:
             examples.setdefault("reader_errors", []).extend(errors[:2])
@@ -288,6 +299,11 @@ def main() -> None:
     args = ap.parse_args()
     if args.role != "parent":
         rng = random.Random(f"{args.seed}-{args.trial}-{args.role}-{args.index}")
+        try:
+            import fastrag  # noqa: F401
+        except Exception:
+            traceback.print_exc()
+            sys.exit(SETUP_ERROR)
         try:
             (writer if args.role == "writer" else reader)(args.dir, rng, *(
                 [] if args.role == "writer" else [args.index]))

@@ -6,7 +6,8 @@ Each target runs in its own process (`fuzz_one.py`) for --seconds, starting from
 seed corpus in a temporary folder; a process that crashes or times out on an input is
 restarted for the time left (at most 5 times). Prints per target the executions and the
 distinct findings (files kept under --keep, else listed and removed), then one line
-``SUMMARY runs=... findings=...``; exits 1 when anything was found, 2 when atheris is missing.
+``SUMMARY runs=... findings=...``; exits 1 when anything was found, 2 when atheris is missing
+or a harness could not start (e.g. the package does not import while it is being rebuilt).
 """
 
 from __future__ import annotations
@@ -37,8 +38,9 @@ def seed_dir(kind: str) -> Path:
     return HERE / "seeds" / ("analyzer" if base.startswith("analyzer_") else base)
 
 
-def fuzz(kind: str, seconds: float, work: Path) -> tuple[int, list[str]]:
-    """Fuzzes one target; (executions, descriptions of the distinct findings)."""
+def fuzz(kind: str, seconds: float, work: Path) -> tuple[int, list[str], list[str]]:
+    """Fuzzes one target; (executions, descriptions of the distinct findings, errors of a
+    harness that could not start, e.g. the package failing to import)."""
     corpus, found, tmp = work / "corpus" / kind, work / "findings" / kind, work / "tmp"
     shutil.copytree(seed_dir(kind), corpus)
     found.mkdir(parents=True)
@@ -47,6 +49,7 @@ def fuzz(kind: str, seconds: float, work: Path) -> tuple[int, list[str]]:
     deadline = time.monotonic() + seconds
     log_runs = 0
     crashes: list[str] = []
+    start_errors: list[str] = []
     for _ in range(MAX_RESTARTS + 1):
         left = int(deadline - time.monotonic())
         if left < 1:
@@ -62,13 +65,16 @@ def fuzz(kind: str, seconds: float, work: Path) -> tuple[int, list[str]]:
         log_runs += int(done[-1]) if done else int(statuses[-1]) if statuses else 0
         if p.returncode == 0:
             break
-        kinds = re.findall(r"==\d+== ERROR: libFuzzer: ([\w-]+)", p.stderr) or ["exit"]
         tail = [ln for ln in p.stderr.splitlines() if ln.strip()][-12:]
+        if "ERROR: libFuzzer" not in p.stderr:  # no input ran into it: it never started
+            start_errors.append(f"exit {p.returncode}: " + " | ".join(tail[-3:])[-600:])
+            break
+        kinds = re.findall(r"==\d+== ERROR: libFuzzer: ([\w-]+)", p.stderr) or ["exit"]
         crashes.append(f"{kinds[0]} (exit {p.returncode}): " + " | ".join(tail)[-800:])
     counted = sum(int(f.read_text() or 0) for f in found.glob("execs-*"))
     findings = [f.read_text().split("\n")[1] for f in sorted(found.glob("finding-*.txt"))]
     findings += crashes
-    return max(counted, log_runs), findings
+    return max(counted, log_runs), findings, start_errors
 
 
 def main() -> None:
@@ -82,23 +88,28 @@ def main() -> None:
     except ImportError:
         print("atheris is not installed: pip install atheris", file=sys.stderr)
         sys.exit(2)
-    total_runs = total_findings = 0
+    total_runs = total_findings = total_errors = 0
     with tempfile.TemporaryDirectory(prefix="fastrag-fuzz-run-") as d:
         work = Path(d)
         for kind in args.kind or KINDS:
-            runs, findings = fuzz(kind, args.seconds, work)
+            runs, findings, errors = fuzz(kind, args.seconds, work)
             total_runs += runs
             total_findings += len(findings)
-            print(f"{kind:20s} runs={runs:<8d} findings={len(findings)}", flush=True)
+            total_errors += len(errors)
+            print(f"{kind:20s} runs={runs:<8d} findings={len(findings)}"
+                  + (f" start_errors={len(errors)}" if errors else ""), flush=True)
             for f in findings:
                 print(f"    - {f[:400]}", flush=True)
+            for f in errors:
+                print(f"    ! could not start: {f[:400]}", flush=True)
         if args.keep and total_findings:
             args.keep.mkdir(parents=True, exist_ok=True)
             for f in (work / "findings").rglob("*"):
                 if f.is_file() and not f.name.startswith("execs-"):
                     shutil.copy(f, args.keep / f.name)
-    print(f"SUMMARY runs={total_runs} findings={total_findings}")
-    sys.exit(1 if total_findings else 0)
+    print(f"SUMMARY runs={total_runs} findings={total_findings}"
+          + (f" start_errors={total_errors}" if total_errors else ""))
+    sys.exit(1 if total_findings else 2 if total_errors else 0)
 
 
 if __name__ == "__main__":
