@@ -18,6 +18,7 @@ from fastrag.search.fusion import fuse
 NONE = 0xFFFFFFFF
 METHODS = ["rrf", "minmax", "convex", "zscore", "dbsf"]
 N_DOCS = 300
+FUSED = 40  # fused chunks asked for in the oracle comparisons
 DIM = 32
 
 
@@ -174,6 +175,7 @@ def reference(
         "fused": [fused_rank[c] for _, _, c in scored],
         "legs": [[leg_rank[i].get(c, (math.nan, 0)) if i in leg_rank else (math.nan, 0)
                   for i in range(2)] for _, _, c in scored],
+        "fused_list": [(c, float(s)) for c, s in fused if world.chunk_doc[c] != NONE],
     }
 
 
@@ -202,7 +204,8 @@ def legs_for(
 def check(world: World, texts: list[str], vecs: np.ndarray, *, k: int, fusion: str,
           aggregate: str, threads: int = 1, **options: Any) -> dict[str, Any]:
     out = _core.execute(legs_for(world, texts, vecs, **options), world.chunk_doc, k=k,
-                        fusion=fusion, aggregate=aggregate, explain=True, threads=threads)
+                        fusion=fusion, aggregate=aggregate, explain=True, threads=threads,
+                        fused=FUSED)
     assert out["ids"].shape == (len(texts), k)
     for q, (text, vec) in enumerate(zip(texts, vecs, strict=True)):
         ref = reference(world, text, vec, k=k, fusion=fusion, aggregate=aggregate, **options)
@@ -225,6 +228,13 @@ def check(world: World, texts: list[str], vecs: np.ndarray, *, k: int, fusion: s
             assert xr[j, 2] == ref["fused"][j][1]
             np.testing.assert_allclose(xs[j, 2], ref["fused"][j][0], rtol=1e-6, atol=1e-7)
         assert (xr[n:] == 0).all() and np.isnan(xs[n:]).all()
+        head = ref["fused_list"][:FUSED]
+        m = len(head)
+        assert out["fused_chunks"][q, :m].tolist() == [c for c, _ in head]
+        assert (out["fused_chunks"][q, m:] == -1).all()
+        np.testing.assert_allclose(out["fused_scores"][q, :m], [s for _, s in head], rtol=1e-6,
+                                   atol=1e-7)
+        assert np.isneginf(out["fused_scores"][q, m:]).all()
     return out
 
 
@@ -428,6 +438,8 @@ def test_bad_legs(world: World, change: Any, message: str) -> None:
         ({"k": -3}, "k must be >= 1"),
         ({"k": True}, "k must be an integer"),
         ({"k": 2**70}, "larger than the number of chunks"),
+        ({"fused": 2**40}, "larger than the number of chunks"),
+        ({"fused": -1}, "fused must be >= 0"),
         ({"fusion": "borda"}, "fusion must be"),
         ({"aggregate": "mean"}, "aggregate must be"),
         ({"rrf_k": 0.0}, "rrf_k must be finite and > 0"),

@@ -175,7 +175,7 @@ std::int64_t parse_leg(const py::handle& item, std::size_t l, fastrag::Leg& leg,
 
 py::dict execute(const py::list& legs_arg, const py::object& chunk_doc_arg, const py::object& k_arg,
                  const std::string& fusion, double rrf_k, const std::string& aggregate,
-                 bool explain, const py::object& threads_arg) {
+                 bool explain, const py::object& threads_arg, const py::object& fused_arg) {
   std::vector<py::object> keep;  // every object whose memory the core reads
   std::vector<fastrag::Leg> legs(legs_arg.size());
   std::int64_t n = -1;
@@ -200,17 +200,22 @@ py::dict execute(const py::list& legs_arg, const py::object& chunk_doc_arg, cons
   opt.chunk_doc = checked<std::uint32_t>(chunk_doc, "chunk_doc");
   opt.n_chunks = static_cast<std::size_t>(chunk_doc.size());
   keep.push_back(chunk_doc);
-  // At most n_chunks documents can come back: a k past that is padding, fine while small,
-  // refused when the padding alone would be large (over 2**24 cells).
-  const std::int64_t k_req = int_arg(k_arg, "k", 1);
-  constexpr std::uint64_t kMaxPadded = std::uint64_t{1} << 24;
-  if (static_cast<std::uint64_t>(k_req) > opt.n_chunks &&
-      static_cast<std::uint64_t>(k_req) > kMaxPadded / std::max<std::size_t>(nq, 1))
-    throw std::invalid_argument(
-        "k=" + std::to_string(k_req) + " is larger than the number of chunks (" +
-        std::to_string(opt.n_chunks) + ") and the padded (n_queries, k) results would be too " +
-        "large; pass k <= " + std::to_string(std::max<std::size_t>(opt.n_chunks, 1)));
-  opt.k = static_cast<std::size_t>(k_req);
+  // At most n_chunks documents (or chunks) can come back: a width past that is padding, fine
+  // while small, refused when the padding alone would be large (over 2**24 cells).
+  auto width = [&](const py::object& arg, const char* name, std::int64_t lo) {
+    const std::int64_t w = int_arg(arg, name, lo);
+    constexpr std::uint64_t kMaxPadded = std::uint64_t{1} << 24;
+    if (static_cast<std::uint64_t>(w) > opt.n_chunks &&
+        static_cast<std::uint64_t>(w) > kMaxPadded / std::max<std::size_t>(nq, 1))
+      throw std::invalid_argument(
+          std::string(name) + "=" + std::to_string(w) + " is larger than the number of chunks (" +
+          std::to_string(opt.n_chunks) + ") and the padded (n_queries, " + name +
+          ") results would be too large; pass " + name + " <= " +
+          std::to_string(std::max<std::size_t>(opt.n_chunks, 1)));
+    return static_cast<std::size_t>(w);
+  };
+  opt.k = width(k_arg, "k", 1);
+  opt.fused_width = width(fused_arg, "fused", 0);
   fastrag::validate(legs, nq, opt);
 
   const std::size_t k = opt.k, L = legs.size();
@@ -232,6 +237,15 @@ py::dict execute(const py::list& legs_arg, const py::object& chunk_doc_arg, cons
     xs = s;
     xr = r;
   }
+  py::object fc = py::none(), fs = py::none();
+  if (opt.fused_width > 0) {
+    py::array_t<std::int64_t> c({nq, opt.fused_width});
+    py::array_t<float> sc({nq, opt.fused_width});
+    out.fused_chunks = c.mutable_data();
+    out.fused_scores = sc.mutable_data();
+    fc = c;
+    fs = sc;
+  }
   {
     // Safe without the GIL: from here on only raw pointers into objects held by `keep` (the
     // index objects and every input array, so that a caller mutating its dicts meanwhile frees
@@ -246,6 +260,8 @@ py::dict execute(const py::list& legs_arg, const py::object& chunk_doc_arg, cons
   result["depths"] = depths;
   result["explain_scores"] = xs;
   result["explain_ranks"] = xr;
+  result["fused_chunks"] = fc;
+  result["fused_scores"] = fs;
   return result;
 }
 
@@ -255,6 +271,7 @@ void register_executor(py::module_& m) {
   m.def("execute", &execute, py::arg("legs"), py::arg("chunk_doc"), py::kw_only(),
         py::arg("k") = 10, py::arg("fusion") = "rrf", py::arg("rrf_k") = 60.0,
         py::arg("aggregate") = "max", py::arg("explain") = false, py::arg("threads") = 1,
+        py::arg("fused") = 0,
         R"doc(Runs a batch of queries end to end: every leg at its depth with its allow-list,
 fusion over chunk ids, chunk -> document aggregation, deepening until k documents or every
 leg is exhausted, top-k. The GIL is released; queries run across `threads` (0 = all cores).
@@ -266,5 +283,7 @@ indptr (int64), terms (uint32), weights (float32 or None), algorithm; dense: que
 (None: DenseIndex.search's rule). chunk_doc: uint32 per chunk id -> document ordinal
 (0xFFFFFFFF = deleted). Returns a dict of ids (n, k) int64 document ordinals (-1 padded),
 scores (n, k) float32 (-inf padded), chunks (n, k) int64 best chunk, depths (n, n_legs) int64,
-explain_scores (n, k, n_legs + 1) float32 and explain_ranks int32 (None unless explain).)doc");
+explain_scores (n, k, n_legs + 1) float32 and explain_ranks int32 (None unless explain),
+fused_chunks (n, fused) int64 and fused_scores float32: the first `fused` fused chunks of known
+documents, for rerank stages (None unless fused > 0).)doc");
 }

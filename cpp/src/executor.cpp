@@ -413,6 +413,24 @@ class Runner {
           xr[j * width + l] = 0;
         }
     }
+    if (opt_.fused_width > 0) {
+      const std::size_t m = opt_.fused_width;
+      std::int64_t* fc = out_.fused_chunks + qi * m;
+      float* fs = out_.fused_scores + qi * m;
+      std::size_t j = 0;
+      for (std::size_t i = 0; i < s.order.size() && j < m; ++i) {
+        const std::uint32_t e = s.order[i];
+        const std::uint32_t c = s.entry_chunk[e];
+        if (c >= opt_.n_chunks || opt_.chunk_doc[c] == kNoDoc) continue;
+        fc[j] = c;
+        fs[j] = static_cast<float>(s.entry_score[e]);
+        ++j;
+      }
+      for (; j < m; ++j) {
+        fc[j] = -1;
+        fs[j] = -std::numeric_limits<float>::infinity();
+      }
+    }
     if (out_.depths)
       for (std::size_t l = 0; l < L_; ++l)
         out_.depths[qi * L_ + l] = static_cast<std::int64_t>(s.depth[l]);
@@ -493,7 +511,8 @@ void validate(const std::vector<Leg>& legs, std::size_t n_queries, const Execute
 void execute(const std::vector<Leg>& legs, std::size_t n_queries, const ExecuteOptions& opt,
              const ExecuteOutput& out) {
   validate(legs, n_queries, opt);
-  if (!out.docs || !out.scores || !out.chunks || !out.explain_scores != !out.explain_ranks)
+  if (!out.docs || !out.scores || !out.chunks || !out.explain_scores != !out.explain_ranks ||
+      (opt.fused_width > 0 && (!out.fused_chunks || !out.fused_scores)))
     throw std::invalid_argument("execute: an output array is missing");
   const Runner runner(legs, opt, out);
   const std::size_t threads = resolve_threads(opt.threads, n_queries);

@@ -74,6 +74,9 @@ struct ExecuteOptions {
   double rrf_k = 60.0;  // finite, > 0
   Aggregate aggregate = Aggregate::Max;
   int threads = 1;  // 0 = all cores
+  // > 0: also write the first fused_width fused chunks of known documents (for rerank stages,
+  // which work on chunks before they are grouped into documents).
+  std::size_t fused_width = 0;
   // Chunk id -> document ordinal (kNoDoc or past the end: the chunk is skipped).
   const std::uint32_t* chunk_doc = nullptr;
   std::size_t n_chunks = 0;
@@ -92,6 +95,10 @@ struct ExecuteOutput {
   // Padding: NaN, 0.
   float* explain_scores = nullptr;
   std::int32_t* explain_ranks = nullptr;
+  // With fused_width m > 0: n x m chunk ids in fused order (-1 padded) and their fused scores
+  // (one positive-weight leg: its own; -inf padded). Chunks of unknown documents are left out.
+  std::int64_t* fused_chunks = nullptr;
+  float* fused_scores = nullptr;
 };
 
 // Checks the legs and options (std::invalid_argument with what to fix) without searching.
