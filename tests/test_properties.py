@@ -472,6 +472,107 @@ TestCollection = CollectionMachine.TestCase
 TestCollection.settings = settings(SETTINGS, max_examples=80, stateful_step_count=20)
 
 
+
+class TwoConnectionsMachine(_TempDirMachine):
+    """Two connections (Collection objects) on one folder take turns writing: each must see
+    the other's commits (rows, len and search of one generation), its own uncommitted
+    changes, and never the other's uncommitted ones. Only one holds uncommitted changes at a
+    time (SQLite's write lock)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.path = self.tmp / "col"
+        fastrag.Collection.create(self.path, encoder=None, analyzer="english").close()
+        self.cols = [fastrag.Collection.open(self.path), fastrag.Collection.open(self.path)]
+        self.committed: dict[str, str] = {}
+        self.pending: dict[str, str | None] = {}
+        self.owner: int | None = None  # the connection with uncommitted changes
+        self.words: dict[str, str] = {}
+        self.counter = 0
+
+    def teardown(self) -> None:
+        for col in self.cols:
+            col.close()
+        super().teardown()
+
+    def seen_by(self, i: int) -> dict[str, str]:
+        out = dict(self.committed)
+        if self.owner == i:
+            for d, t in self.pending.items():
+                if t is None:
+                    out.pop(d, None)
+                else:
+                    out[d] = t
+        return out
+
+    def may_write(self, i: int) -> bool:
+        return self.owner in (None, i)
+
+    @rule(i=st.integers(0, 1), ids=ids_st, data=st.data())
+    def add(self, i, ids, data) -> None:
+        if not self.may_write(i):
+            return
+        texts = []
+        for d in ids:
+            self.counter += 1
+            word = f"uniq{self.counter}x"
+            self.words[word] = d
+            filler = data.draw(st.lists(st.sampled_from(FILLER), max_size=3))
+            texts.append(" ".join([word, *filler]))
+        self.cols[i].add(texts, ids=ids)
+        self.owner = i
+        self.pending.update(zip(ids, texts, strict=True))
+
+    @rule(i=st.integers(0, 1), data=st.data())
+    def delete(self, i, data) -> None:
+        live = sorted(self.seen_by(i))
+        if not self.may_write(i) or not live:
+            return
+        ids = data.draw(st.lists(st.sampled_from(live), min_size=1, max_size=3, unique=True))
+        assert self.cols[i].delete(ids) == len(ids)
+        self.owner = i
+        self.pending.update(dict.fromkeys(ids))
+
+    @rule(i=st.integers(0, 1))
+    def commit(self, i) -> None:
+        if not self.may_write(i):
+            return
+        self.cols[i].commit()
+        self.committed, self.pending, self.owner = self.seen_by(i), {}, None
+
+    @rule(i=st.integers(0, 1))
+    def rollback(self, i) -> None:
+        if not self.may_write(i):
+            return
+        self.cols[i].rollback()
+        self.pending, self.owner = {}, None
+
+    @rule(i=st.integers(0, 1), mmap=st.booleans())
+    def reopen(self, i, mmap) -> None:
+        self.cols[i].close()
+        if self.owner == i:
+            self.pending, self.owner = {}, None
+        self.cols[i] = fastrag.Collection.open(self.path, mmap=mmap)
+
+    @invariant()
+    def each_sees_its_state(self) -> None:
+        for i, col in enumerate(self.cols):
+            seen = self.seen_by(i)
+            assert len(col) == len(seen), i
+            for d in ID_POOL:
+                assert (d in col) == (d in seen), (i, d)
+            for d, text in seen.items():
+                assert col.get(d).text == text, (i, d)
+            for word, d in list(self.words.items())[-6:]:
+                hits = [r.id for r in col.search(word, k=3, method="bm25")]
+                expected = [d] if word in seen.get(d, "").split() else []
+                assert hits == expected, (i, word, hits, expected)
+
+
+TestTwoConnections = TwoConnectionsMachine.TestCase
+TestTwoConnections.settings = settings(SETTINGS, max_examples=50, stateful_step_count=20)
+
+
 def test_open_collection_searches_across_another_connections_commit(tmp_path) -> None:
     writer = fastrag.Collection.create(tmp_path / "col", encoder=None, analyzer="english")
     writer.add(["river stone", "river cloud"], ids=["a", "b"])
