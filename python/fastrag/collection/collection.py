@@ -34,8 +34,8 @@ from fastrag.collection.store import CollectionError
 from fastrag.encoders.base import Encoder, check_texts, normalize
 from fastrag.index import BM25, DenseIndex
 from fastrag.index.dense import as_matrix
-from fastrag.search.corpus import ChunkHit, Document
-from fastrag.search.pipeline import Pipeline, default_pipeline
+from fastrag.search.corpus import ChunkHit, ChunkTable, Document
+from fastrag.search.pipeline import Pipeline, Result, default_pipeline
 from fastrag.text.chunking import split_passages
 from fastrag.text.language import detect_language
 
@@ -61,7 +61,7 @@ class Collection:
         self._lock = threading.RLock()
         self._dirty = False
         self._encoder: Encoder | None = None
-        self._chunk_map: dict[int, ChunkHit] | None = None  # chunk -> document span, lazily
+        self._chunks: ChunkTable | None = None  # chunk -> document and span, read lazily
         self._language_shares: dict[str, float] | None = None  # languages(), lazily
         self._documents_verified = False  # every document row checked (see allowed_chunks)
         self._generation = 0  # of the index files in memory
@@ -208,7 +208,7 @@ class Collection:
 
     def _forget_rows(self) -> None:
         """Drops what was cached from the database's rows (they changed)."""
-        self._chunk_map = None
+        self._chunks = None
         self._language_shares = None
         self._documents_verified = False
 
@@ -309,9 +309,8 @@ class Collection:
                 )
             docs = sum(1 for _ in self.documents())
             with self._lock:
-                self._chunk_map = None  # read (and check) every chunk row again
-                self.chunks_of(())
-                chunks = len(self._chunk_map or {})
+                self._chunks = None  # read (and check) every chunk row again
+                chunks = len(self.chunk_table().hits)
             tokens = 0
             for c, n, data, crc in self._db.execute("SELECT chunk, n, data, crc FROM tokens"):
                 if crc != store.tokens_crc(c, n, data):
@@ -345,19 +344,23 @@ class Collection:
             ):
                 yield store.document_row(*row)
 
-    def chunks_of(self, chunk_ids: Iterable[int]) -> dict[int, ChunkHit]:
-        """{chunk id: ChunkHit} of the chunks that exist (from an in-memory map, read once)."""
+    def chunk_table(self) -> ChunkTable:
+        """Every chunk's document and span, read (and checked) once, then kept up to date."""
         with self._lock:
-            if self._chunk_map is None:
-                found = {}
+            if self._chunks is None:
+                hits = []
                 for c, d, o, s, e, lang, crc in self._db.execute(
                     "SELECT chunk, doc, ord, start, end, lang, crc FROM chunks"
                 ):
                     if crc != store.chunk_crc(c, d, o, s, e, lang):
                         raise store.damaged(f"chunk {c}")
-                    found[c] = ChunkHit(c, d, s, e)
-                self._chunk_map = found
-            found = self._chunk_map
+                    hits.append(ChunkHit(c, d, s, e))
+                self._chunks = ChunkTable(hits)
+            return self._chunks
+
+    def chunks_of(self, chunk_ids: Iterable[int]) -> dict[int, ChunkHit]:
+        """{chunk id: ChunkHit} of the chunks that exist."""
+        found = self.chunk_table().hits
         return {c: found[c] for c in chunk_ids if c in found}
 
     def texts_of(self, doc_ids: Iterable[str]) -> dict[str, Document]:
@@ -502,9 +505,8 @@ class Collection:
                 raise
             self._db.execute("RELEASE fastrag_add")
             self._drop_from_indexes(old)
-            if self._chunk_map is not None:
-                for c, d, _, s, e, _, _ in rows:
-                    self._chunk_map[c] = ChunkHit(c, d, s, e)
+            if self._chunks is not None:
+                self._chunks.put([ChunkHit(c, d, s, e) for c, d, _, s, e, _, _ in rows])
             self._dirty = True
         return ids
 
@@ -571,9 +573,8 @@ class Collection:
         self.bm25.delete(chunks, missing="ignore")
         if self.dense is not None:
             self.dense.delete(chunks, missing="ignore")
-        if self._chunk_map is not None:
-            for c in chunks:
-                self._chunk_map.pop(c, None)
+        if self._chunks is not None:
+            self._chunks.drop(chunks)
 
     def _begin(self) -> None:
         """Takes SQLite's write lock for this collection's changes (until commit/rollback);
@@ -695,18 +696,40 @@ class Collection:
         query: str,
         k: int = 10,
         *,
-        method: str | Any = "hybrid",
+        method: str | Pipeline = "hybrid",
         filter: Mapping[str, Any] | None = None,
         explain: bool = False,
-    ) -> list[Any]:
+        vector: Any = None,
+    ) -> list[Result]:
         """The k best documents for `query`: a list of `fastrag.search.Result`.
 
         `method` is "hybrid" (the default pipeline), "bm25", "dense", or a
         `fastrag.search.Pipeline`. `filter` restricts to documents whose metadata match.
+        `vector`: the query's embedding by the collection's encoder, when you have it.
         """
+        (query,) = check_texts([query], name="query")
+        vectors = None if vector is None else np.asarray(vector, dtype=np.float32)[None, :]
+        return self.search_batch([query], k, method=method, filter=filter, explain=explain,
+                                 vectors=vectors, threads=1)[0]
+
+    def search_batch(
+        self,
+        queries: Sequence[str],
+        k: int = 10,
+        *,
+        method: str | Pipeline = "hybrid",
+        filter: Mapping[str, Any] | None = None,
+        explain: bool = False,
+        vectors: Any = None,
+        threads: int = 0,
+    ) -> list[list[Result]]:
+        """`search` for many queries: one encoder run for the batch, and the rest in one
+        native call across `threads` cores (0 = all) for the built-in methods."""
         pipeline = method if isinstance(method, Pipeline) else default_pipeline(self, method)
-        def run() -> list[Any]:
-            return pipeline.search(self, query, k=k, filter=filter, explain=explain)
+
+        def run() -> list[list[Result]]:
+            return pipeline.search_batch(self, queries, k=k, filter=filter, explain=explain,
+                                         vectors=vectors, threads=threads)
 
         with store.sqlite_damage(self.path):
             # rows and index files must be of one generation: when another connection

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -140,6 +141,18 @@ class IdIndex:
             allow = None if filter is None else self._ids.allow_bitset(filter)
             ids, scores = self._core.search(*queries, allow=allow, **options)
             return SearchResults(ids=self._ids.to_user(ids), scores=scores)
+
+    @contextmanager
+    def native(self, allow: Iterable[DocId] | None = None) -> Iterator[dict[str, Any]]:
+        """For the native query executor (``_core.execute``): the core index, the map of
+        internal ids to int user ids (`IdMap.int_slots`) and the allow bitset of `allow`,
+        held steady (no compaction renumbers them) until the block ends."""
+        with self._renumber_lock.read():
+            yield {
+                "index": self._core,
+                "slot_chunk": self._ids.int_slots(),
+                "allow": None if allow is None else self._ids.allow_bitset(allow),
+            }
 
     def _check_k(self, k: object) -> int:
         """k >= 1. A k past the index's size gives padded rows (id None, score -inf); one whose

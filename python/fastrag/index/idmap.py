@@ -41,6 +41,7 @@ class IdMap:
         # (version, object array of the slots + None): rebuilt after any change of the slots.
         self._version = 0
         self._array: tuple[int, np.ndarray] | None = None
+        self._int_array: tuple[int, np.ndarray] | None = None  # the same, see int_slots()
         # Deleted slots, oldest first, for indexes that can reuse them.
         self._free = [i for i, d in enumerate(self._ids) if d is None or self._pos.get(d) != i]
 
@@ -50,6 +51,7 @@ class IdMap:
     def _changed(self) -> None:
         self._version += 1
         self._array = None
+        self._int_array = None
 
     def __contains__(self, doc_id: object) -> bool:
         return doc_id in self._pos
@@ -156,6 +158,20 @@ class IdMap:
             # used for this call only and never served from the cache.
             self._array = cached = (version, arr)
         return cached[1][internal]
+
+    def int_slots(self) -> np.ndarray:
+        """uint32 per internal id: its user id when that is an int in [0, 2**32 - 1), else
+        0xFFFFFFFF (for callers whose ids are ints, such as a collection's chunk ids)."""
+        cached = self._int_array
+        if cached is None or cached[0] != self._version:
+            version = self._version
+            ids = self._ids[:]
+            arr = np.fromiter(
+                (d if isinstance(d, int) and 0 <= d < 0xFFFFFFFF else 0xFFFFFFFF for d in ids),
+                dtype=np.uint32, count=len(ids),
+            )
+            self._int_array = cached = (version, arr)
+        return cached[1]
 
     def allow_bitset(self, ids: Iterable[DocId]) -> np.ndarray:
         """A uint64 bitset over internal ids with the bits of the given user ids set."""

@@ -14,7 +14,7 @@ import numpy as np
 
 from fastrag.encoders.base import Encoder
 
-__all__ = ["ChunkHit", "Corpus", "Document"]
+__all__ = ["NO_DOC", "ChunkHit", "ChunkTable", "Corpus", "Document"]
 
 
 @dataclass
@@ -34,6 +34,44 @@ class ChunkHit:
     doc: str
     start: int
     end: int
+
+
+NO_DOC = 0xFFFFFFFF  # chunk_doc of a chunk that does not exist (deleted, or never made)
+
+
+class ChunkTable:
+    """Chunk id -> (document, span), as a dict for Python and as arrays for the native
+    executor: ``chunk_doc[c]`` is the ordinal of chunk c's document (`NO_DOC` if none) and
+    ``doc_ids[ordinal]`` its id. Kept up to date by its owner with `put` and `drop`;
+    ordinals are never reused within one table."""
+
+    def __init__(self, hits: Iterable[ChunkHit] = ()) -> None:
+        self.hits: dict[int, ChunkHit] = {}
+        self.doc_ids: list[str] = []
+        self._ordinal: dict[str, int] = {}
+        self.chunk_doc = np.full(0, NO_DOC, dtype=np.uint32)
+        self.put(list(hits))
+
+    def put(self, hits: list[ChunkHit]) -> None:
+        if not hits:
+            return
+        top = max(h.chunk for h in hits)
+        if top >= len(self.chunk_doc):
+            grown = np.full(max(top + 1, 2 * len(self.chunk_doc)), NO_DOC, dtype=np.uint32)
+            grown[: len(self.chunk_doc)] = self.chunk_doc
+            self.chunk_doc = grown
+        for h in hits:
+            ordinal = self._ordinal.get(h.doc)
+            if ordinal is None:
+                ordinal = self._ordinal[h.doc] = len(self.doc_ids)
+                self.doc_ids.append(h.doc)
+            self.hits[h.chunk] = h
+            self.chunk_doc[h.chunk] = ordinal
+
+    def drop(self, chunks: Iterable[int]) -> None:
+        for c in chunks:
+            if self.hits.pop(c, None) is not None:
+                self.chunk_doc[c] = NO_DOC
 
 
 @runtime_checkable
@@ -68,6 +106,10 @@ class Corpus(Protocol):
 
     def chunks_of(self, chunk_ids: Iterable[int]) -> dict[int, ChunkHit]:
         """The chunks that exist among `chunk_ids`."""
+        ...
+
+    def chunk_table(self) -> ChunkTable:
+        """Every chunk's document and span (for the native executor)."""
         ...
 
     def texts_of(self, doc_ids: Iterable[str]) -> dict[str, Document]:

@@ -17,6 +17,7 @@ import numpy as np
 
 from fastrag._core import IndexFormatError
 from fastrag.encoders.base import check_texts
+from fastrag.search import native
 from fastrag.search.corpus import ChunkHit, Corpus, Document
 from fastrag.search.fusion import FUSIONS, fuse
 from fastrag.search.retrievers import BaseRetriever, Retriever
@@ -122,37 +123,131 @@ class Pipeline:
         k: int = 10,
         filter: Mapping[str, Any] | None = None,
         explain: bool = False,
+        vector: np.ndarray | None = None,
         timings: dict[str, float] | None = None,
     ) -> list[Result]:
-        """The k best documents for `query` (fewer only when fewer match)."""
+        """The k best documents for `query` (fewer only when fewer match). `vector` is the
+        query's embedding when the caller has it (the encoder is then not run)."""
         (query,) = check_texts([query], name="query")
+        vectors = None if vector is None else np.asarray(vector, dtype=np.float32)[None, :]
+        return self.search_batch(corpus, [query], k=k, filter=filter, explain=explain,
+                                 vectors=vectors, threads=1, timings=timings)[0]
+
+    def search_batch(
+        self,
+        corpus: Corpus,
+        queries: Sequence[str],
+        *,
+        k: int = 10,
+        filter: Mapping[str, Any] | None = None,
+        explain: bool = False,
+        vectors: np.ndarray | None = None,
+        threads: int = 0,
+        timings: dict[str, float] | None = None,
+    ) -> list[list[Result]]:
+        """`search` for a batch of queries: the encoder runs once on the batch and, without
+        rerank stages, the legs, fusion and aggregation of every query run in one native
+        call across `threads` cores (0 = all). `vectors` (n, dim): the queries' embeddings."""
+        queries = check_texts(list(queries), name="queries")
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ValueError(f"k must be a positive int, got {k!r}")
+        if vectors is not None:
+            vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+            if vectors.ndim != 2 or len(vectors) != len(queries):
+                raise ValueError(f"vectors must be (n_queries, dim) for {len(queries)} queries, "
+                                 f"got shape {vectors.shape}")
         t0 = time.perf_counter()
+        out: list[list[Result]] = [[] for _ in queries]
         allow = None if filter is None else corpus.allowed_chunks(filter)
         if allow is not None and not allow:
-            return []
-        # a leg with weight 0 cannot change the fused order: it is not run at all (and the
-        # query is not embedded when no other stage needs the vector)
-        weights = self.weights(corpus, query)
-        legs = [(r, w) for r, w in zip(self.retrievers, weights, strict=True) if w > 0]
-        if not legs:
-            raise ValueError("every retriever has weight 0")
-        # stages that read the corpus's encoder are skipped, like a dense leg, when
-        # adaptive weighting finds that the encoder does not know the language
-        skip_encoder = self._encoder_weight(corpus, query) == 0.0
-        rerankers = [
-            (rr, depth) for rr, depth in self.rerankers
-            if not (skip_encoder and getattr(rr, "uses_encoder", False))
-        ]
-        qvec = None
-        if any(r.uses_encoder for r, _ in legs) or any(
-            getattr(rr, "needs_vector", False) for rr, _ in rerankers
-        ):
-            if corpus.encoder is None or "dense" not in corpus.legs():
-                raise ValueError("this collection has no encoder: use method='bm25'")
-            qvec = corpus.encoder.encode_queries([query])[0]
-        t1 = time.perf_counter()
+            return out
+        # queries whose legs get the same weights are run together (the adaptive weight of
+        # the dense leg depends on each query's language)
+        groups: dict[tuple[float, ...], list[int]] = {}
+        for i, q in enumerate(queries):
+            groups.setdefault(tuple(self.weights(corpus, q)), []).append(i)
+        encode = search = 0.0
+        for weights, members in groups.items():
+            # a leg with weight 0 cannot change the fused order: it is not run at all (and
+            # the query is not embedded when no other stage needs the vector)
+            legs = [(r, w) for r, w in zip(self.retrievers, weights, strict=True) if w > 0]
+            if not legs:
+                raise ValueError("every retriever has weight 0")
+            # stages that read the corpus's encoder are skipped, like a dense leg, when
+            # adaptive weighting finds that the encoder does not know the language
+            skip_encoder = self._encoder_weight(corpus, queries[members[0]]) == 0.0
+            rerankers = [(rr, depth) for rr, depth in self.rerankers
+                         if not (skip_encoder and getattr(rr, "uses_encoder", False))]
+            texts = [queries[i] for i in members]
+            qvecs = None
+            if any(r.uses_encoder for r, _ in legs) or any(
+                getattr(rr, "needs_vector", False) for rr, _ in rerankers
+            ):
+                if corpus.encoder is None or "dense" not in corpus.legs():
+                    raise ValueError("this collection has no encoder: use method='bm25'")
+                t1 = time.perf_counter()
+                qvecs = (vectors[members] if vectors is not None
+                         else corpus.encoder.encode_queries(texts))
+                encode += time.perf_counter() - t1
+            t1 = time.perf_counter()
+            if not rerankers and native.supported(self.fusion, self.fusion_options, legs):
+                found = self._native(corpus, legs, texts, qvecs, allow, k, explain, threads)
+            else:
+                found = [
+                    self._python(corpus, legs, rerankers, q,
+                                 None if qvecs is None else qvecs[j], allow, k, explain)
+                    for j, q in enumerate(texts)
+                ]
+            search += time.perf_counter() - t1
+            for i, results in zip(members, found, strict=True):
+                out[i] = results
+        if timings is not None:
+            timings.update(encode=encode, search=search, total=time.perf_counter() - t0)
+        return out
+
+    def _native(self, corpus: Corpus, legs: list[tuple[BaseRetriever, float]],
+                queries: list[str], vectors: np.ndarray | None, allow: list[int] | None,
+                k: int, explain: bool, threads: int) -> list[list[Result]]:
+        """Every leg, the fusion and the aggregation in one native call; then the texts of
+        the hits."""
+        got = native.run(corpus, legs, queries, vectors, allow, k=k, fusion=self.fusion,
+                         fusion_options=self.fusion_options, aggregate=self.aggregate,
+                         explain=explain, threads=threads)
+        doc_ids, names = got["doc_ids"], [r.name for r, _ in legs]
+        names.append("fusion" if len(legs) > 1 else names[0])
+        rows = [[(doc_ids[d], float(s), int(c)) for d, s, c in zip(
+                    ids.tolist(), scores.tolist(), chunks.tolist(), strict=True) if d >= 0]
+                for ids, scores, chunks in zip(got["ids"], got["scores"], got["chunks"],
+                                               strict=True)]
+        hits = corpus.chunks_of(c for row in rows for _, _, c in row)
+        docs = corpus.texts_of(d for row in rows for d, _, _ in row)
+        out = []
+        for q, row in enumerate(rows):
+            results = []
+            for j, (d, score, c) in enumerate(row):
+                stages: dict[str, StageScore] = {}
+                if explain:
+                    ranks = got["explain_ranks"][q, j].tolist()
+                    values = got["explain_scores"][q, j].tolist()
+                    stages = {name: StageScore(value, rank) for name, value, rank in
+                              zip(names, values, ranks, strict=True) if rank > 0}
+                hit = hits.get(c) or self._missing_chunk(c, d)
+                doc = self._doc(docs, hit)
+                results.append(Result(id=d, score=score, text=doc.text, metadata=doc.metadata,
+                                      span=(hit.start, hit.end), stages=stages))
+            out.append(results)
+        return out
+
+    @staticmethod
+    def _missing_chunk(chunk: int, doc: str) -> ChunkHit:
+        raise IndexFormatError(f"chunk {chunk} of document {doc!r} is missing: the collection "
+                               "is damaged; rebuild it")
+
+    def _python(self, corpus: Corpus, legs: list[tuple[BaseRetriever, float]],
+                rerankers: list[tuple[Reranker, int]], query: str, qvec: np.ndarray | None,
+                allow: list[int] | None, k: int, explain: bool) -> list[Result]:
+        """One query stage by stage in Python (rerank stages, fusion options the executor
+        does not have)."""
         stages: dict[int, dict[str, StageScore]] = {}
         fused, chunks = self._retrieve(corpus, legs, query, qvec, allow, k, stages, explain)
         order = [(c, float(s)) for c, s in fused if c in chunks]
@@ -175,11 +270,7 @@ class Pipeline:
             # candidates below the reranked depth follow, keeping their order
             floor = min(s for _, s in head)
             order = head + [(c, floor - 1.0 - i) for i, (c, _) in enumerate(tail)]
-        t2 = time.perf_counter()
-        results = self._documents(corpus, order, chunks, docs, stages, k, explain)
-        if timings is not None:
-            timings.update(encode=t1 - t0, search=t2 - t1)
-        return results
+        return self._documents(corpus, order, chunks, docs, stages, k, explain)
 
     def _retrieve(
         self, corpus: Corpus, legs: list[tuple[BaseRetriever, float]], query: str,

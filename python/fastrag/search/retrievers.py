@@ -35,6 +35,7 @@ class BaseRetriever:
 
     method: ClassVar[str] = ""  # the leg it searches, and its name in `Retriever(...)`
     uses_encoder: ClassVar[bool] = False  # needs the query vector of the corpus's encoder
+    native: ClassVar[bool] = False  # the native executor can run it (see `native_leg`)
 
     def __post_init__(self) -> None:
         if isinstance(self.depth, bool) or not isinstance(self.depth, int) or self.depth < 1:
@@ -63,16 +64,27 @@ class BaseRetriever:
                 allow: list[int] | None, depth: int) -> Any:
         raise NotImplementedError
 
+    def native_leg(self, index: Any, queries: list[str],
+                   vectors: np.ndarray | None) -> dict[str, Any]:
+        """The query side of this leg for ``_core.execute`` (a batch of queries)."""
+        raise NotImplementedError
+
 
 @dataclass
 class BM25Retriever(BaseRetriever):
     """BM25 over the corpus's analyzer tokens."""
 
     method: ClassVar[str] = "bm25"
+    native: ClassVar[bool] = True
 
     def _search(self, index: Any, query: str, qvec: np.ndarray | None,
                 allow: list[int] | None, depth: int) -> Any:
         return index.search(query, k=depth, filter=allow)
+
+    def native_leg(self, index: Any, queries: list[str],
+                   vectors: np.ndarray | None) -> dict[str, Any]:
+        indptr, terms = index.encode_queries(queries)
+        return {"indptr": indptr, "terms": terms}
 
 
 @dataclass
@@ -90,6 +102,7 @@ class DenseRetriever(BaseRetriever):
 
     method: ClassVar[str] = "dense"
     uses_encoder: ClassVar[bool] = True
+    native: ClassVar[bool] = True
 
     @property
     def name(self) -> str:
@@ -100,6 +113,13 @@ class DenseRetriever(BaseRetriever):
         if qvec is None:
             raise ValueError("the dense leg needs the query vector")
         return index.search(qvec, k=depth, filter=allow, dims=self.dims, ef=self.ef)
+
+    def native_leg(self, index: Any, queries: list[str],
+                   vectors: np.ndarray | None) -> dict[str, Any]:
+        if vectors is None:
+            raise ValueError("the dense leg needs the query vectors")
+        return {"queries": vectors, "ef": index.ef_search if self.ef is None else self.ef,
+                "dims": self.dims or 0}
 
 
 RETRIEVERS: dict[str, type[BaseRetriever]] = {

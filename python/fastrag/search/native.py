@@ -1,0 +1,69 @@
+"""The native query path: after the query is encoded, every leg, the fusion, the chunk ->
+document aggregation (deepening until k documents) and the top-k run in one C++ call
+(``fastrag._core.execute``) with the GIL released; a batch of queries runs across cores.
+
+Python prepares the legs (query term ids, query vectors, allow bitsets), then turns the
+returned document ordinals into results, reading texts only for the hits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
+from typing import Any
+
+import numpy as np
+
+from fastrag import _core
+from fastrag.search.corpus import Corpus
+from fastrag.search.retrievers import BaseRetriever
+
+__all__ = ["NATIVE_FUSIONS", "run"]
+
+#: Fusions the executor runs (their only option is RRF's k).
+NATIVE_FUSIONS = ("rrf", "minmax", "zscore", "dbsf")
+
+
+def supported(fusion: str, fusion_options: Mapping[str, Any],
+              legs: Sequence[tuple[BaseRetriever, float]]) -> bool:
+    """Whether the executor can run these legs and this fusion exactly as Python would."""
+    return (
+        fusion in NATIVE_FUSIONS
+        and set(fusion_options) <= ({"k"} if fusion == "rrf" else set())
+        and all(r.native for r, _ in legs)
+    )
+
+
+def run(
+    corpus: Corpus,
+    legs: Sequence[tuple[BaseRetriever, float]],
+    queries: list[str],
+    vectors: np.ndarray | None,
+    allow: list[int] | None,
+    *,
+    k: int,
+    fusion: str,
+    fusion_options: Mapping[str, Any],
+    aggregate: str,
+    explain: bool,
+    threads: int,
+) -> dict[str, Any]:
+    """One executor call for a batch of queries (see ``_core.execute``); the result holds the
+    document ordinals of ``corpus.chunk_table()`` and the best chunk of each."""
+    table = corpus.chunk_table()
+    k = min(k, max(1, len(table.hits)))  # no more documents than chunks can come back
+    with ExitStack() as stack:
+        specs = []
+        for r, weight in legs:
+            index = corpus.index(r.method)
+            spec = stack.enter_context(index.native(allow))
+            spec.update(r.native_leg(index, queries, vectors), depth=max(r.depth, k),
+                        weight=float(weight))
+            specs.append(spec)
+        out = _core.execute(
+            specs, table.chunk_doc, k=k, fusion=fusion,
+            rrf_k=float(fusion_options.get("k", 60.0)), aggregate=aggregate,
+            explain=explain, threads=threads,
+        )
+    out["doc_ids"] = table.doc_ids
+    return out
