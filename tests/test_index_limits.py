@@ -25,7 +25,7 @@ def vectors(n: int, seed: int = 0, dim: int = DIM) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
 
 
-def bounded(fn, timeout: float = 300.0):
+def bounded(fn, timeout: float = 120.0):
     """fn() in a daemon thread: a hang fails the test instead of stalling the run."""
     out: dict[str, object] = {}
 
