@@ -176,8 +176,8 @@ class BM25Machine(_TempDirMachine):
             fresh = fastrag.BM25(method=self.method)
             fresh.add(list(live.values()), ids=list(live))
         allow = None
-        if live and data.draw(st.booleans()):
-            allow = data.draw(st.lists(st.sampled_from(sorted(live)), unique=True))
+        if data.draw(st.booleans()):  # live, deleted and never added ids
+            allow = data.draw(st.lists(st.sampled_from(ID_POOL), unique=True))
         full = len(live) + 1
         got = self.index.search(queries, k=k, algorithm=algorithm, filter=allow, threads=1)
         got_all = self.index.search(queries, k=full, algorithm=algorithm, filter=allow)
@@ -261,8 +261,8 @@ class ImpactMachine(_TempDirMachine):
     )
     def search(self, queries, k, algorithm, data) -> None:
         allow = None
-        if self.model and data.draw(st.booleans()):
-            allow = set(data.draw(st.lists(st.sampled_from(sorted(self.model)), unique=True)))
+        if data.draw(st.booleans()):  # live, deleted and never added ids
+            allow = set(data.draw(st.lists(st.sampled_from(ID_POOL), unique=True)))
         got = self.index.search(
             queries, k=k, algorithm=algorithm,
             filter=None if allow is None else sorted(allow), threads=1,
@@ -350,8 +350,8 @@ class DenseMachine(_TempDirMachine):
     def search(self, queries, k, data) -> None:
         q = np.array(queries, dtype=np.float32) / 4
         allow = None
-        if self.model and data.draw(st.booleans()):
-            allow = set(data.draw(st.lists(st.sampled_from(sorted(self.model)), unique=True)))
+        if data.draw(st.booleans()):  # live, deleted and never added ids
+            allow = set(data.draw(st.lists(st.sampled_from(ID_POOL), unique=True)))
         flt = None if allow is None else sorted(allow)
         exact = self.index.search(q, k=k, exact=True, filter=flt, threads=1)
         approx = self.index.search(q, k=k, filter=flt, threads=1)
