@@ -162,3 +162,21 @@ def span_mean_pool_list(
 
 def pooling_kernels() -> str:
     """Kernels span_mean_pool uses now: "avx2" or "generic" (FASTRAG_KERNELS=generic)."""
+
+def execute(
+    legs: list[dict[str, object]],
+    chunk_doc: npt.NDArray[np.uint32],
+    *,
+    k: int = 10,
+    fusion: Literal["rrf", "minmax", "convex", "zscore", "dbsf"] = "rrf",
+    rrf_k: float = 60.0,
+    aggregate: Literal["max", "sum"] = "max",
+    explain: bool = False,
+    threads: int = 1,
+    fused: int = 0,
+) -> dict[str, npt.NDArray[np.generic] | None]:
+    """A batch of queries end to end with the GIL released: every leg (a SparseIndex or
+    HnswIndex with its queries, depth, weight, allow bitset and slot -> chunk map) at its depth,
+    fusion over chunk ids, chunk -> document aggregation deepening until k documents, top-k.
+    Returns ids (document ordinals of chunk_doc, -1 padded), scores, chunks, depths and, with
+    explain, explain_scores / explain_ranks (n, k, n_legs + 1)."""

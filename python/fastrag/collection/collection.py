@@ -27,11 +27,13 @@ from typing import Any
 import numpy as np
 
 from fastrag._core import IndexFormatError
+from fastrag.collection import legs as legs_mod
 from fastrag.collection import store
 from fastrag.collection.filters import compile_filter
 from fastrag.collection.ingest import MAX_FILE_BYTES, Found, read_documents
 from fastrag.collection.store import CollectionError
-from fastrag.encoders.base import Encoder, check_texts, normalize
+from fastrag.encoders.base import Encoder, check_texts
+from fastrag.encoders.models import SpladeEncoder, TextEncoder
 from fastrag.index import BM25, DenseIndex
 from fastrag.index.dense import as_matrix
 from fastrag.search.corpus import ChunkHit, ChunkTable, Document
@@ -67,8 +69,18 @@ class Collection:
         self._generation = 0  # of the index files in memory
         self._data_version = -1  # SQLite's PRAGMA data_version when last found current
         self._mmap = False
-        self.bm25: BM25 | None = None
-        self.dense: DenseIndex | None = None
+        self._splade: Any = None  # the SPLADE model of a sparse="splade" collection
+        self._indexes: dict[str, Any] = {}  # leg -> index over chunk ids
+
+    @property
+    def bm25(self) -> BM25 | None:
+        """The BM25 index over chunks."""
+        return self._indexes.get("bm25")
+
+    @property
+    def dense(self) -> DenseIndex | None:
+        """The dense index over chunks (None without an encoder)."""
+        return self._indexes.get("dense")
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -82,6 +94,9 @@ class Collection:
         storage: str = "float32",
         languages: Sequence[str] | None = None,
         token_vectors: bool = False,
+        sparse: str | None = None,
+        late_chunking: bool = False,
+        splade: SpladeEncoder | str = "splade-tiny",
     ) -> Collection:
         """A new, empty collection in folder `path` (created; it must not hold one already).
 
@@ -97,14 +112,27 @@ class Collection:
             token_vectors: also store every chunk's token vectors (float16, unit length per
                 token) for late-interaction (MaxSim) reranking; needs a `fastrag.TextEncoder`.
                 About n_tokens x dim x 2 bytes per chunk.
+            sparse: a learned sparse leg: "splade" (the `splade` model, run on every chunk)
+                or "bm42" (word weights from the encoder's [CLS] attentions, out of the same
+                pass as the dense vectors; the encoder is exported with attentions).
+            late_chunking: a "late" leg of late-chunking vectors (each document through the
+                encoder whole, each chunk the mean of its tokens), searched with
+                ``Retriever("late")``.
         """
         folder = Path(path)
         if (folder / store.DB).exists() and not store.unfinished_create(folder / store.DB):
             raise CollectionError(f"{folder} already holds a collection; use Collection.open")
         split_passages("x" * 16, max_chars=chunk_chars)  # validates chunk_chars
-        enc = _make_encoder(encoder)
-        if token_vectors and not hasattr(enc, "token_vectors"):
-            raise ValueError("token_vectors=True needs a local fastrag.TextEncoder")
+        if sparse not in (None, *legs_mod.SPARSE):
+            raise ValueError(f"sparse must be None, 'splade' or 'bm42', got {sparse!r}")
+        enc = _make_encoder(encoder, attentions=sparse == "bm42")
+        local = hasattr(enc, "token_vectors")
+        for flag, wanted in [("token_vectors=True", token_vectors), ("sparse='bm42'",
+                             sparse == "bm42"), ("late_chunking=True", late_chunking)]:
+            if wanted and not local:
+                raise ValueError(f"{flag} needs a local fastrag.TextEncoder (encoder=...)")
+        splade_model = splade if isinstance(splade, str) else None
+        splade = _make_splade(splade) if sparse == "splade" else None
         settings = {
             "format": store.FORMAT,
             "version": store.VERSION,
@@ -112,6 +140,11 @@ class Collection:
             "chunk_chars": chunk_chars,
             "storage": storage,
             "token_vectors": bool(token_vectors),
+            "sparse": sparse,
+            "late_chunking": bool(late_chunking),
+            "splade": None if splade is None else {
+                "model": splade_model, "fingerprint": splade.fingerprint,
+            },
             "encoder": None if enc is None else {
                 "model": encoder if isinstance(encoder, str) else None,
                 "fingerprint": enc.fingerprint,
@@ -122,9 +155,9 @@ class Collection:
         folder.mkdir(parents=True, exist_ok=True)
         db = store.create_db(folder, settings)
         col = cls(folder, db, settings)
-        col._encoder = enc
-        col.bm25 = BM25(analyzer=analyzer)
-        col.dense = None if enc is None else DenseIndex(encoder=enc, storage=storage)
+        col._encoder, col._splade = enc, splade
+        col._indexes = {leg: legs_mod.new_index(leg, settings, enc, splade)
+                        for leg in legs_mod.legs_of(settings)}
         return col
 
     @classmethod
@@ -133,12 +166,14 @@ class Collection:
         path: str | os.PathLike[str],
         *,
         encoder: Encoder | str | None = None,
+        splade: SpladeEncoder | str | None = None,
         mmap: bool = False,
     ) -> Collection:
         """Opens the collection in folder `path` at its last committed state.
 
         `encoder` (an object or model name) must make the vectors the collection was built
-        with (same fingerprint); by default the model named at creation is loaded.
+        with (same fingerprint); by default the model named at creation is loaded. `splade`
+        likewise for a collection with a SPLADE leg.
         """
         folder = Path(path)
         db, settings = store.open_db(folder)
@@ -146,7 +181,8 @@ class Collection:
         enc_info = settings.get("encoder")
         try:
             if enc_info is not None:
-                enc = _make_encoder(encoder if encoder is not None else enc_info.get("model"))
+                enc = _make_encoder(encoder if encoder is not None else enc_info.get("model"),
+                                    attentions=settings.get("sparse") == "bm42")
                 if enc is None:
                     raise CollectionError(
                         f"{folder} was built with encoder {enc_info['fingerprint']}; "
@@ -159,6 +195,16 @@ class Collection:
                         "open it with the same model, or build a new collection"
                     )
                 col._encoder = enc
+            splade_info = settings.get("splade")
+            if splade_info is not None:
+                if splade is None and splade_info.get("model") is None:
+                    raise CollectionError(f"{folder} was built with SPLADE model "
+                                          f"{splade_info['fingerprint']}; pass splade=")
+                col._splade = _make_splade(splade if splade is not None else splade_info["model"])
+                if col._splade.fingerprint != splade_info["fingerprint"]:
+                    raise CollectionError(f"{folder} was built with SPLADE model "
+                                          f"{splade_info['fingerprint']}, not "
+                                          f"{col._splade.fingerprint}")
             col._mmap = mmap
             col._load_indexes()
         except BaseException:
@@ -170,24 +216,24 @@ class Collection:
         """Loads the index files of the committed generation. A writer in another process may
         commit a newer one and delete these files meanwhile: then the generation is read
         again (readers never delete anything)."""
+        legs = legs_mod.legs_of(self.settings)
         for _ in range(20):
             gen = int(store.get_meta(self._db, "generation"))
             try:
                 if gen == 0:
-                    bm25 = BM25(analyzer=self.settings["analyzer"])
-                    dense = None if self._encoder is None else DenseIndex(
-                        encoder=self._encoder, storage=self.settings["storage"]
-                    )
+                    indexes = {leg: legs_mod.new_index(leg, self.settings, self._encoder,
+                                                       self._splade) for leg in legs}
                 else:
-                    bm25 = BM25.load(self.path / f"bm25.{gen}.fridx", mmap=self._mmap)
-                    dense = None if self._encoder is None else DenseIndex.load(
-                        self.path / f"dense.{gen}.frdx", mmap=self._mmap, encoder=self._encoder
-                    )
+                    indexes = {
+                        leg: legs_mod.load_index(leg, self.path / legs_mod.file_name(leg, gen),
+                                                 self._encoder, self._splade, self._mmap)
+                        for leg in legs
+                    }
             except OSError:
                 if int(store.get_meta(self._db, "generation")) != gen:
                     continue  # a newer generation was committed (and this one deleted)
-                names = [f"bm25.{gen}.fridx"] + ([f"dense.{gen}.frdx"] if self._encoder else [])
-                if all((self.path / n).exists() for n in names):
+                if gen and all((self.path / legs_mod.file_name(leg, gen)).exists()
+                               for leg in legs):
                     raise
                 raise IndexFormatError(
                     f"{self.path}: the index files of generation {gen} are missing; "
@@ -196,12 +242,14 @@ class Collection:
             chunks = int(self._db.execute("SELECT count(*) FROM chunks").fetchone()[0])
             if int(store.get_meta(self._db, "generation")) != gen:
                 continue  # the documents moved on while the files were read
-            if len(bm25) != chunks or (dense is not None and len(dense) != chunks):
-                raise IndexFormatError(
-                    f"{self.path}: the database holds {chunks} chunks but the index files of "
-                    f"generation {gen} hold {len(bm25)}: the collection is damaged; rebuild it"
-                )
-            self.bm25, self.dense, self._generation = bm25, dense, gen
+            for leg, index in indexes.items():
+                if len(index) != chunks:
+                    raise IndexFormatError(
+                        f"{self.path}: the database holds {chunks} chunks but the {leg} index "
+                        f"of generation {gen} holds {len(index)}: the collection is damaged; "
+                        "rebuild it"
+                    )
+            self._indexes, self._generation = indexes, gen
             self._forget_rows()
             return
         raise CollectionError(f"{self.path}: the collection changed too often while opening")
@@ -438,21 +486,16 @@ class Collection:
             vectors = as_matrix(vectors, self.dense.dim)
             if len(vectors) != len(texts):
                 raise ValueError(f"{len(texts)} texts but {len(vectors)} vectors")
-        token_rows: list[np.ndarray] = []
-        if self.settings.get("token_vectors") and chunk_texts:
-            token_rows, pooled = _token_pass(self._encoder, chunk_texts, batch_size)
-            if vectors is None:
-                vectors = pooled
-        elif vectors is None and self.dense is not None and chunk_texts:
-            vectors = self._encoder.encode_documents(  # type: ignore[union-attr]
-                chunk_texts, batch_size=batch_size
-            )
-        if self.dense is not None and chunk_texts:
-            vectors = as_matrix(vectors, self.dense.dim, name="encoder output")
-            if len(vectors) != len(chunk_texts):
-                raise ValueError(f"the encoder returned {len(vectors)} vectors for "
-                                 f"{len(chunk_texts)} chunks")
-            self.dense._core_check(vectors)  # NaN / inf / zero rows, before anything changes
+        encoded = legs_mod.encode(self.settings, self._encoder, self._indexes.get("splade"),
+                                  texts, spans, vectors, batch_size)
+        for name, rows_ in (("dense", encoded.dense), ("late", encoded.late)):
+            index = self._indexes.get(name)
+            if index is not None and rows_ is not None:
+                if len(rows_) != len(chunk_texts):
+                    raise ValueError(f"the encoder returned {len(rows_)} vectors for "
+                                     f"{len(chunk_texts)} chunks")
+                index._core_check(rows_)  # NaN / inf / zero rows, before anything changes
+        token_rows = encoded.tokens
         with self._lock:
             self._begin()
             self._db.execute("SAVEPOINT fastrag_add")
@@ -491,12 +534,9 @@ class Collection:
                 # the new chunks go into the indexes next to the old ones, which leave only
                 # once every index took the new ones: a failure can be undone exactly
                 if chunk_ids:
-                    assert self.bm25 is not None
-                    added.append(self.bm25)
-                    self.bm25.add(chunk_texts, ids=chunk_ids)
-                    if self.dense is not None:
-                        added.append(self.dense)
-                        self.dense.add(vectors, ids=chunk_ids)
+                    for leg, index in self._indexes.items():
+                        added.append(index)
+                        _add_to_leg(leg, index, chunk_texts, encoded, chunk_ids)
             except BaseException:
                 for index in added:
                     index.delete(chunk_ids, missing="ignore")
@@ -569,10 +609,8 @@ class Collection:
         self._language_shares = None
         if not chunks:
             return
-        assert self.bm25 is not None
-        self.bm25.delete(chunks, missing="ignore")
-        if self.dense is not None:
-            self.dense.delete(chunks, missing="ignore")
+        for index in self._indexes.values():
+            index.delete(chunks, missing="ignore")
         if self._chunks is not None:
             self._chunks.drop(chunks)
 
@@ -599,10 +637,8 @@ class Collection:
                 return
             self._begin()
             gen = int(store.get_meta(self._db, "generation")) + 1
-            assert self.bm25 is not None
-            self.bm25.save(self.path / f"bm25.{gen}.fridx")
-            if self.dense is not None:
-                self.dense.save(self.path / f"dense.{gen}.frdx")
+            for leg, index in self._indexes.items():
+                index.save(self.path / legs_mod.file_name(leg, gen))
             store.set_meta(self._db, "generation", gen)
             self._db.commit()
             self._dirty = False
@@ -627,12 +663,13 @@ class Collection:
         return frozenset(info.get("languages") or ["en"])
 
     def legs(self) -> tuple[str, ...]:
-        """Names of the indexes this collection holds ("bm25", "dense")."""
-        return ("bm25",) if self.dense is None else ("bm25", "dense")
+        """Names of the indexes this collection holds ("bm25", "dense", "splade", "bm42",
+        "late")."""
+        return tuple(self._indexes)
 
-    def index(self, leg: str) -> BM25 | DenseIndex:
+    def index(self, leg: str) -> Any:
         """The index of a leg."""
-        found = {"bm25": self.bm25, "dense": self.dense}.get(leg)
+        found = self._indexes.get(leg)
         if found is None:
             raise ValueError(
                 f"this collection has no {leg!r} index; it has {', '.join(self.legs())}"
@@ -761,26 +798,34 @@ def _languages_of(enc: Encoder) -> list[str]:
     return list(langs) if langs else ["en"]
 
 
-def _make_encoder(encoder: Encoder | str | None) -> Encoder | None:
+def _make_encoder(encoder: Encoder | str | None, *, attentions: bool = False) -> Encoder | None:
     if encoder is None or isinstance(encoder, Encoder):
+        if attentions and encoder is not None and "cls_attention" not in getattr(
+            getattr(encoder, "model", None), "output_names", ()
+        ):
+            raise ValueError("sparse='bm42' needs a TextEncoder with attentions=True")
         return encoder
     if isinstance(encoder, str):
-        from fastrag.encoders import TextEncoder
-
-        return TextEncoder(encoder)
+        return TextEncoder(encoder, attentions=attentions)
     raise TypeError(f"encoder must be a fastrag Encoder, a model name or None, got {encoder!r}")
 
 
-def _token_pass(
-    encoder: Any, texts: list[str], batch_size: int
-) -> tuple[list[np.ndarray], np.ndarray | None]:
-    """Token vectors (float16, unit length per token) of every text, and, when the encoder
-    mean-pools without a document prompt, the pooled document vectors from the same pass."""
-    out = encoder.token_vectors(texts, kind="document", batch_size=min(batch_size, 16))
-    rows = [normalize(np.array(t.vectors, dtype=np.float32)).astype(np.float16) for t in out]
-    pooled = None
-    if getattr(encoder, "pooling", None) == "mean" and not encoder.prompts.get("document"):
-        pooled = np.stack([t.vectors.mean(axis=0) for t in out]).astype(np.float32)
-        if encoder.normalized:
-            pooled = normalize(pooled)
-    return rows, pooled
+def _make_splade(model: SpladeEncoder | str) -> SpladeEncoder:
+    return model if isinstance(model, SpladeEncoder) else SpladeEncoder(model)
+
+
+def _add_to_leg(leg: str, index: Any, chunk_texts: list[str], encoded: legs_mod.Encoded,
+                chunk_ids: list[int]) -> None:
+    """Adds a batch of new chunks to one leg's index."""
+    if leg == "bm25":
+        index.add(chunk_texts, ids=chunk_ids)
+    elif leg == "dense":
+        index.add(encoded.dense, ids=chunk_ids)
+    elif leg == "late":
+        index.add(encoded.late, ids=chunk_ids)
+    elif leg == "splade":
+        index.add(encoded.splade, ids=chunk_ids)
+    elif leg == "bm42":
+        index.add_token_vectors(encoded.bm42, ids=chunk_ids)
+    else:  # pragma: no cover - legs_of names no other
+        raise ValueError(f"unknown leg {leg!r}")

@@ -180,15 +180,25 @@ class BM42Index(ImpactIndex):
         self._ids.new_ids(ids, len(texts))
         if self._encoder is None:
             raise TypeError("this index has no encoder (load it with encoder=...)")
-        words: list[dict[str, float]] = [{} for _ in texts]
+        outputs: list[TokenVectors | None] = [None] * len(texts)
         kept = [i for i, t in enumerate(texts) if t.strip()]
         if kept:
-            outputs = self._encoder.token_vectors(
+            found = self._encoder.token_vectors(
                 [texts[i] for i in kept], kind="document", batch_size=self.batch_size
             )
-            for i, tv in zip(kept, outputs, strict=True):
-                words[i] = self.document_words(tv)
-        warn_empty(texts, [i for i in kept if not words[i]], "words")
+            for i, tv in zip(kept, found, strict=True):
+                outputs[i] = tv
+        self.add_token_vectors(outputs, ids)
+
+    def add_token_vectors(self, tokens: Sequence[TokenVectors | None],
+                          ids: Iterable[DocId] | None = None) -> None:
+        """Adds documents from their encoder outputs (`TextEncoder.token_vectors` with
+        attentions), for a caller that ran the encoder already; None is an empty document."""
+        tokens = list(tokens)
+        self._ids.new_ids(ids, len(tokens))
+        words = [{} if tv is None else self.document_words(tv) for tv in tokens]
+        warn_empty(tokens, [i for i, tv in enumerate(tokens) if tv is not None and not words[i]],
+                   "words")
         with self._write_lock:  # the vocabulary grows with the words of new documents
             vocab = self._vocab
             pairs = []

@@ -8,7 +8,7 @@ matrices, or dense rows.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -239,7 +239,7 @@ def pairs_csr(pairs: list[tuple[np.ndarray, np.ndarray]]) -> Csr:
     return indptr, terms, weights
 
 
-def warn_empty(texts: list[str], empty: list[int], what: str) -> None:
+def warn_empty(texts: Sequence[Any], empty: list[int], what: str) -> None:
     if empty:
         warnings.warn(
             f"{len(empty)} of {len(texts)} documents have no {what} (e.g. index {empty[0]}); "

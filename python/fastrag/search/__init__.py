@@ -4,13 +4,23 @@ from __future__ import annotations
 
 from fastrag.search.corpus import ChunkHit, Corpus, Document
 from fastrag.search.fusion import FUSIONS, dbsf, fuse, minmax, rrf, zscore
-from fastrag.search.pipeline import Pipeline, Result, StageScore, default_pipeline, dense_weight
+from fastrag.search.pipeline import (
+    Pipeline,
+    Result,
+    StageScore,
+    default_pipeline,
+    dense_weight,
+    fused_pipeline,
+)
 from fastrag.search.retrievers import (
     RETRIEVERS,
     BaseRetriever,
     BM25Retriever,
+    BM42Retriever,
     DenseRetriever,
+    LateChunkRetriever,
     Retriever,
+    SpladeRetriever,
 )
 from fastrag.search.stages import CrossEncoderRerank, DenseRescore, MaxSimRerank, Reranker
 
@@ -18,6 +28,7 @@ __all__ = [
     "FUSIONS",
     "RETRIEVERS",
     "BM25Retriever",
+    "BM42Retriever",
     "BaseRetriever",
     "ChunkHit",
     "Corpus",
@@ -25,16 +36,19 @@ __all__ = [
     "DenseRescore",
     "DenseRetriever",
     "Document",
+    "LateChunkRetriever",
     "MaxSimRerank",
     "Pipeline",
     "Reranker",
     "Result",
     "Retriever",
+    "SpladeRetriever",
     "StageScore",
     "dbsf",
     "default_pipeline",
     "dense_weight",
     "fuse",
+    "fused_pipeline",
     "minmax",
     "rrf",
     "zscore",

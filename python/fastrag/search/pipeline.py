@@ -20,11 +20,12 @@ from fastrag.encoders.base import check_texts
 from fastrag.search import native
 from fastrag.search.corpus import ChunkHit, Corpus, Document
 from fastrag.search.fusion import FUSIONS, fuse
-from fastrag.search.retrievers import BaseRetriever, Retriever
+from fastrag.search.retrievers import RETRIEVERS, BaseRetriever, Retriever
 from fastrag.search.stages import Reranker
 from fastrag.text.language import detect_language
 
-__all__ = ["Pipeline", "Result", "StageScore", "default_pipeline", "dense_weight"]
+__all__ = ["Pipeline", "Result", "StageScore", "default_pipeline", "dense_weight",
+           "fused_pipeline"]
 
 
 @dataclass
@@ -183,7 +184,7 @@ class Pipeline:
             if any(r.uses_encoder for r, _ in legs) or any(
                 getattr(rr, "needs_vector", False) for rr, _ in rerankers
             ):
-                if corpus.encoder is None or "dense" not in corpus.legs():
+                if corpus.encoder is None:
                     raise ValueError("this collection has no encoder: use method='bm25'")
                 t1 = time.perf_counter()
                 qvecs = (vectors[members] if vectors is not None
@@ -357,15 +358,31 @@ def dense_weight(corpus: Corpus, query: str) -> float:
 
 
 def default_pipeline(corpus: Corpus, method: str) -> Pipeline:
-    """The pipelines behind the method names: "bm25", "dense", "hybrid"."""
-    # one leg: no fusion to feed, so only a few chunks beyond k (documents may repeat)
-    if method == "bm25":
-        return Pipeline([Retriever("bm25", depth=20)])
-    if method == "dense":
-        return Pipeline([Retriever("dense", depth=20)])
+    """The pipelines behind the method names: "hybrid" (BM25 + dense with RRF, k = 60; BM25
+    alone without an encoder), or one leg by name ("bm25", "dense", "splade", "bm42",
+    "late")."""
     if method == "hybrid":
         if "dense" not in corpus.legs():
             return Pipeline([Retriever("bm25")])
         return Pipeline([Retriever("bm25"), Retriever("dense")], fusion="rrf",
                         fusion_options={"k": 60})
-    raise ValueError(f"unknown method {method!r}; use bm25, dense, hybrid or a Pipeline")
+    if method in RETRIEVERS:
+        # one leg: no fusion to feed, so only a few chunks beyond k (deepened when documents
+        # repeat)
+        return Pipeline([Retriever(method, depth=20)])
+    raise ValueError(
+        f"unknown method {method!r}; use hybrid, {', '.join(RETRIEVERS)} or a Pipeline"
+    )
+
+
+def fused_pipeline(retrievers: Sequence[str], *, depth: int = 100, rrf_k: float = 60.0,
+                   weights: Sequence[float] | None = None) -> Pipeline:
+    """Any legs by name fused with RRF: ``fused_pipeline(["bm25", "splade", "dense"])``."""
+    names = [r.strip() for r in retrievers if r.strip()]
+    if not names:
+        raise ValueError("give at least one retriever")
+    if weights is not None and len(weights) != len(names):
+        raise ValueError(f"{len(names)} retrievers but {len(weights)} weights")
+    legs = [Retriever(n, depth=depth, weight=None if weights is None else float(weights[i]))
+            for i, n in enumerate(names)]
+    return Pipeline(legs, fusion="rrf", fusion_options={"k": rrf_k})

@@ -14,9 +14,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from fastrag.index.csr import pairs_csr
 from fastrag.search.corpus import Corpus
 
-__all__ = ["RETRIEVERS", "BM25Retriever", "BaseRetriever", "DenseRetriever", "Retriever"]
+__all__ = ["RETRIEVERS", "BM25Retriever", "BM42Retriever", "BaseRetriever", "DenseRetriever",
+           "LateChunkRetriever", "Retriever", "SpladeRetriever"]
 
 Ranking = list[tuple[int, float]]
 
@@ -122,8 +124,47 @@ class DenseRetriever(BaseRetriever):
                 "dims": self.dims or 0}
 
 
+@dataclass
+class LateChunkRetriever(DenseRetriever):
+    """Nearest late-chunking vectors (``Collection.create(..., late_chunking=True)``): chunk
+    vectors pooled from their whole document's pass, searched with the query vector."""
+
+    method: ClassVar[str] = "late"
+
+
+@dataclass
+class _LearnedSparse(BaseRetriever):
+    """Dot product of learned term weights (an impact index that encodes its queries)."""
+
+    native: ClassVar[bool] = True
+
+    def _search(self, index: Any, query: str, qvec: np.ndarray | None,
+                allow: list[int] | None, depth: int) -> Any:
+        return index.search(query, k=depth, filter=allow)
+
+    def native_leg(self, index: Any, queries: list[str],
+                   vectors: np.ndarray | None) -> dict[str, Any]:
+        indptr, terms, weights = pairs_csr(index.encode_queries(queries))
+        return {"indptr": indptr, "terms": terms, "weights": weights}
+
+
+@dataclass
+class SpladeRetriever(_LearnedSparse):
+    """SPLADE (``sparse="splade"``): the query encoded by the collection's SPLADE model."""
+
+    method: ClassVar[str] = "splade"
+
+
+@dataclass
+class BM42Retriever(_LearnedSparse):
+    """BM42 (``sparse="bm42"``): the query's words weighted by their idf."""
+
+    method: ClassVar[str] = "bm42"
+
+
 RETRIEVERS: dict[str, type[BaseRetriever]] = {
-    cls.method: cls for cls in (BM25Retriever, DenseRetriever)
+    cls.method: cls for cls in (BM25Retriever, DenseRetriever, SpladeRetriever, BM42Retriever,
+                                LateChunkRetriever)
 }
 
 

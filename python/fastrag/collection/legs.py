@@ -1,0 +1,178 @@
+"""The legs of a collection: which indexes it holds over its chunks, their files, and the
+encoder passes that feed them.
+
+- ``bm25``: always; the analyzer's tokens.
+- ``dense``: with an encoder; one vector per chunk.
+- ``splade`` or ``bm42`` (``sparse=``): learned term weights per chunk. SPLADE runs its own
+  model; BM42 weighs words by the [CLS] attentions of the collection's encoder.
+- ``late`` (``late_chunking=True``): late-chunking vectors: each document runs through the
+  encoder whole (in windows when long) and each chunk's vector is the mean of its tokens.
+- token vectors (``token_vectors=True``, in the database): MaxSim reranking.
+
+One encoder pass per chunk batch feeds the dense vectors, the BM42 attentions and the token
+vectors (the [CLS] attentions and every token's vector come out of the same forward pass);
+SPLADE's model and late chunking's whole-document pass come on top when asked for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fastrag.encoders.base import Encoder, normalize
+from fastrag.encoders.bm42_index import BM42Index
+from fastrag.encoders.late import LateChunker
+from fastrag.encoders.splade_index import SpladeIndex
+from fastrag.index import BM25, DenseIndex
+from fastrag.index.dense import as_matrix
+from fastrag.text.chunking import Chunk
+
+__all__ = [
+    "EXTENSIONS",
+    "SPARSE",
+    "Encoded",
+    "encode",
+    "file_name",
+    "legs_of",
+    "load_index",
+    "new_index",
+]
+
+EXTENSIONS = {"bm25": "fridx", "dense": "frdx", "splade": "fridx", "bm42": "fridx",
+              "late": "frdx"}
+SPARSE = ("splade", "bm42")
+
+
+def legs_of(settings: dict[str, Any]) -> tuple[str, ...]:
+    """The legs a collection's settings ask for, in a fixed order."""
+    legs = ["bm25"]
+    if settings.get("encoder"):
+        legs.append("dense")
+    if settings.get("sparse"):
+        legs.append(settings["sparse"])
+    if settings.get("late_chunking"):
+        legs.append("late")
+    return tuple(legs)
+
+
+def file_name(leg: str, generation: int) -> str:
+    return f"{leg}.{generation}.{EXTENSIONS[leg]}"
+
+
+def new_index(leg: str, settings: dict[str, Any], encoder: Encoder | None,
+              splade: Any) -> Any:
+    """An empty index of a leg."""
+    if leg == "bm25":
+        return BM25(analyzer=settings["analyzer"])
+    if leg in ("dense", "late"):
+        return DenseIndex(encoder=encoder, storage=settings["storage"])
+    if leg == "splade":
+        return SpladeIndex(splade)
+    if leg == "bm42":
+        return BM42Index(encoder, alpha=settings.get("bm42_alpha", 0.5))  # type: ignore[arg-type]
+    raise ValueError(f"unknown leg {leg!r}")
+
+
+def load_index(leg: str, path: Path, encoder: Encoder | None, splade: Any, mmap: bool) -> Any:
+    """A leg's index from its file."""
+    if leg == "bm25":
+        return BM25.load(path, mmap=mmap)
+    if leg in ("dense", "late"):
+        return DenseIndex.load(path, mmap=mmap, encoder=encoder)
+    if leg == "splade":
+        return SpladeIndex.load(path, encoder=splade, mmap=mmap)
+    if leg == "bm42":
+        return BM42Index.load(path, encoder=encoder, mmap=mmap)  # type: ignore[arg-type]
+    raise ValueError(f"unknown leg {leg!r}")
+
+
+@dataclass
+class Encoded:
+    """What the encoder passes made of a batch of chunks, per leg (None: no such leg)."""
+
+    dense: np.ndarray | None = None
+    tokens: list[np.ndarray] = field(default_factory=list)  # float16 rows per chunk
+    bm42: list[Any] | None = None  # TokenVectors per chunk
+    splade: list[tuple[np.ndarray, np.ndarray]] | None = None
+    late: np.ndarray | None = None
+
+
+def encode(
+    settings: dict[str, Any],
+    encoder: Encoder | None,
+    splade: SpladeIndex | None,
+    texts: Sequence[str],
+    spans: Sequence[Sequence[tuple[int, int]]],
+    vectors: np.ndarray | None,
+    batch_size: int,
+) -> Encoded:
+    """Runs the encoder passes the collection's legs need over documents `texts` split at
+    `spans` (character spans per document); `vectors` are the caller's dense vectors (one
+    per chunk), if given; `splade` is the collection's SPLADE index (it encodes with its
+    model and term limit)."""
+    legs = legs_of(settings)
+    chunk_texts = [t[s:e] for t, sp in zip(texts, spans, strict=True) for s, e in sp]
+    out = Encoded()
+    if not chunk_texts:
+        return out
+    token_pass = bool(settings.get("token_vectors")) or "bm42" in legs
+    if token_pass:
+        # one forward pass: token vectors, [CLS] attentions, and the mean-pooled vector
+        tvs = encoder.token_vectors(  # type: ignore[union-attr]
+            chunk_texts, kind="document", batch_size=min(batch_size, 16)
+        )
+        if settings.get("token_vectors"):
+            out.tokens = [normalize(np.array(t.vectors, dtype=np.float32)).astype(np.float16)
+                          for t in tvs]
+        if "bm42" in legs:
+            out.bm42 = tvs
+        if vectors is None and _pools_tokens(encoder):
+            pooled = np.stack([t.vectors.mean(axis=0) for t in tvs]).astype(np.float32)
+            vectors = normalize(pooled) if encoder.normalized else pooled  # type: ignore[union-attr]
+    if "dense" in legs:
+        if vectors is None:
+            vectors = encoder.encode_documents(  # type: ignore[union-attr]
+                chunk_texts, batch_size=batch_size
+            )
+        out.dense = as_matrix(vectors, encoder.dim, name="encoder output")  # type: ignore[union-attr]
+    if splade is not None:
+        out.splade = splade.encode_documents(chunk_texts)
+    if "late" in legs:
+        out.late = _late_vectors(encoder, texts, spans, out.dense)
+    return out
+
+
+def _pools_tokens(encoder: Any) -> bool:
+    """Whether the encoder's document vector is the mean of its token vectors (so the token
+    pass gives it too): mean pooling and no document prompt."""
+    return getattr(encoder, "pooling", None) == "mean" and not encoder.prompts.get("document")
+
+
+def _late_vectors(encoder: Any, texts: Sequence[str],
+                  spans: Sequence[Sequence[tuple[int, int]]],
+                  dense: np.ndarray | None) -> np.ndarray:
+    """Late-chunking vectors of every chunk: each document through the encoder whole (in
+    windows when long), each chunk the mean of its tokens. A chunk with no token in the
+    document's pass (it can happen to a chunk of only spaces or symbols) takes its own
+    dense vector."""
+    late = LateChunker(encoder)
+    docs = late.token_embeddings(list(texts))
+    rows = []
+    n = 0
+    for text, sp, doc in zip(texts, spans, docs, strict=True):
+        chunks = [Chunk(text[s:e], s, e) for s, e in sp]
+        pooled = {(c.start, c.end): v for c, v in late.pool(chunks, doc)}
+        for s, e in sp:
+            vec = pooled.get((s, e))
+            if vec is None:
+                if dense is None:
+                    vec = np.asarray(encoder.encode_documents([text[s:e]])[0], np.float32)
+                else:
+                    vec = dense[n]
+            rows.append(vec)
+            n += 1
+    return np.ascontiguousarray(np.stack(rows), dtype=np.float32)
