@@ -63,6 +63,17 @@ NOISE_KINDS = [
 )
 @click.option("--naive", is_flag=True, help="--method late: encode each chunk on its own.")
 @click.option(
+    "--retrievers",
+    default=None,
+    help="--method hybrid: legs to fuse, e.g. bm25,splade,dense (also bm42, late); "
+    "default bm25,dense.",
+)
+@click.option(
+    "--rerank",
+    default=None,
+    help="--method hybrid: a rerank stage: maxsim, dense, or a cross-encoder model.",
+)
+@click.option(
     "--noise",
     type=click.Choice(NOISE_KINDS),
     default=None,
@@ -96,6 +107,8 @@ def eval_cmd(
     quantize: str | None,
     chunker: str,
     naive: bool,
+    retrievers: str | None,
+    rerank: str | None,
     noise: str | None,
     rate: float,
     seed: int,
@@ -123,6 +136,10 @@ def eval_cmd(
         options = {"model": model, "dim": dim, "quantize": quantize}
     elif method == "hybrid":
         options = {"model": model, "analyzer": analyzer}
+        if retrievers:
+            options["retrievers"] = retrievers
+        if rerank:
+            options["rerank"] = rerank
     elif method == "late":
         options = {"model": model, "chunker": chunker, "naive": naive, "quantize": quantize}
     elif method in ("splade", "bm42") and model != "default":
@@ -338,6 +355,11 @@ def export_cmd(
 @click.option("--analyzer", type=click.Choice(ANALYZERS), default="auto", show_default=True)
 @click.option("--chunk-chars", type=click.IntRange(min=16), default=1000, show_default=True)
 @click.option("--max-file-mb", type=click.FloatRange(min=0), default=50.0, show_default=True)
+@click.option("--sparse", type=click.Choice(["splade", "bm42"]), default=None,
+              help="A learned sparse leg (new collections).")
+@click.option("--late-chunking", is_flag=True, help="A late-chunking leg (new collections).")
+@click.option("--token-vectors", is_flag=True,
+              help="Store token vectors for MaxSim reranking (new collections).")
 @click.option("--verbose", "-v", is_flag=True, help="List every skipped file.")
 def index_cmd(
     path: Path,
@@ -346,6 +368,9 @@ def index_cmd(
     analyzer: str,
     chunk_chars: int,
     max_file_mb: float,
+    sparse: str | None,
+    late_chunking: bool,
+    token_vectors: bool,
     verbose: bool,
 ) -> None:
     """Index PATH (.txt/.md/.jsonl files, a folder of them, or a BEIR folder) into a collection.
@@ -379,7 +404,8 @@ def index_cmd(
         else:
             encoder = None if model.lower() == "none" else model
             col = Collection.create(
-                collection, encoder=encoder, analyzer=analyzer, chunk_chars=chunk_chars
+                collection, encoder=encoder, analyzer=analyzer, chunk_chars=chunk_chars,
+                sparse=sparse, late_chunking=late_chunking, token_vectors=token_vectors,
             )
     except (ValueError, OSError, ImportError, ExportError) as e:
         raise click.ClickException(str(e)) from e
@@ -422,22 +448,28 @@ def index_cmd(
 @click.argument("query")
 @click.option("--k", "-k", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option(
-    "--method", type=click.Choice(["hybrid", "bm25", "dense"]), default="hybrid",
-    show_default=True,
+    "--method", type=click.Choice(["hybrid", "bm25", "dense", "splade", "bm42", "late"]),
+    default="hybrid", show_default=True,
+)
+@click.option(
+    "--retrievers", default=None,
+    help="Legs to fuse with RRF instead of --method, e.g. bm25,splade,dense.",
 )
 @click.option("--filter", "filter_json", default=None,
               help='Metadata filter as JSON, e.g. \'{"lang": "en", "year": {"$gte": 2020}}\'.')
 @click.option("--explain", is_flag=True, help="Show every stage's score and rank.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines.")
 def search_cmd(
-    collection: Path, query: str, k: int, method: str, filter_json: str | None,
-    explain: bool, as_json: bool,
+    collection: Path, query: str, k: int, method: str, retrievers: str | None,
+    filter_json: str | None, explain: bool, as_json: bool,
 ) -> None:
     """Search a COLLECTION folder made by `fastrag index`."""
     from fastrag.collection import Collection
     from fastrag.encoders import ExportError
+    from fastrag.search import fused_pipeline
 
     try:
+        pipeline = method if retrievers is None else fused_pipeline(retrievers.split(","))
         spec = None if filter_json is None else json.loads(filter_json)
         col = Collection.open(collection, mmap=True)
     except json.JSONDecodeError as e:
@@ -445,7 +477,8 @@ def search_cmd(
     except (ValueError, OSError, ImportError, ExportError) as e:
         raise click.ClickException(str(e)) from e
     try:
-        results = col.search(query, k=k, method=method, filter=spec, explain=explain or as_json)
+        results = col.search(query, k=k, method=pipeline, filter=spec,
+                             explain=explain or as_json)
     except (ValueError, TypeError) as e:
         raise click.ClickException(str(e)) from e
     finally:

@@ -103,7 +103,8 @@ def run_dense(dataset: Dataset, depth: int, options: dict[str, Any]) -> dict[str
 def run_hybrid(dataset: Dataset, depth: int, options: dict[str, Any]) -> Run:
     """The collection's multi-stage search, built in a temporary folder.
 
-    Options: model (encoder, default "default"), retrievers ("bm25,dense"), fusion ("rrf"),
+    Options: model (encoder, default "default"), retrievers ("bm25,dense"; also splade, bm42,
+    late: the collection is built with those legs), splade_model, fusion ("rrf"),
     rrf_k (60), weights ("1,1" fixes the legs' weights; default adaptive, see
     `fastrag.search.Pipeline`), rerank ("dense" for full-dimension rescoring, or a
     "maxsim" for late interaction over stored token vectors, or a cross-encoder model name /
@@ -141,7 +142,8 @@ def run_hybrid(dataset: Dataset, depth: int, options: dict[str, Any]) -> Run:
         )
     pipeline = Pipeline(retrievers, fusion=str(options.get("fusion", "rrf")),
                         fusion_options=fusion_options, rerankers=rerankers)
-    needs_encoder = "dense" in legs or rerank in ("dense", "maxsim")
+    needs_encoder = bool({"dense", "bm42", "late"} & set(legs)) or rerank in ("dense", "maxsim")
+    sparse = "splade" if "splade" in legs else "bm42" if "bm42" in legs else None
     with tempfile.TemporaryDirectory(prefix="fastrag-eval-") as tmp:
         t0 = time.perf_counter()
         col = Collection.create(
@@ -150,14 +152,16 @@ def run_hybrid(dataset: Dataset, depth: int, options: dict[str, Any]) -> Run:
             analyzer=str(options.get("analyzer", "auto")),
             chunk_chars=int(options.get("chunk_chars", 1000)),
             token_vectors=rerank == "maxsim",
+            sparse=sparse,
+            late_chunking="late" in legs,
+            splade=str(options.get("splade_model", "splade-tiny")),
         )
         col.add([texts[i] for i in kept], ids=[doc_ids[i] for i in kept])
         t1 = time.perf_counter()
         query_ids, queries = dataset.judged_queries()
-        run = {}
-        for qid, q in zip(query_ids, queries, strict=True):
-            results = pipeline.search(col, q, k=depth)
-            run[qid] = {r.id: r.score for r in results}
+        found = pipeline.search_batch(col, queries, k=depth, threads=0)
+        run = {qid: {r.id: r.score for r in results}
+               for qid, results in zip(query_ids, found, strict=True)}
         t2 = time.perf_counter()
         col.close()
     options["_timings"] = {"index_seconds": t1 - t0, "search_seconds": t2 - t1}
