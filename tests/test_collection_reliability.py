@@ -245,7 +245,7 @@ def test_chunks_missing_from_the_database_are_detected_at_open(tmp_path: Path) -
     path = tmp_path / "c"
     new(path).close()
     damage(path, "DELETE FROM chunks WHERE doc = 'comet'")
-    with pytest.raises(IndexFormatError, match="2 chunks but the index files"):
+    with pytest.raises(IndexFormatError, match="2 chunks but the bm25 index"):
         reopen(path)
 
 
