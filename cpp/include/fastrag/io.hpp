@@ -37,7 +37,10 @@ struct SectionData {
   std::uint64_t bytes;
 };
 
-// Writes header + sections to `path` atomically (temp file, fsync, rename).
+// Writes header + sections to `path` atomically: to `<path>.tmp-<pid>-<n>`, fsync, rename.
+// Any error removes the temporary file and leaves an existing `path` untouched; a process
+// killed during the write (SIGKILL, power loss) leaves the temporary file behind for its
+// owner to remove (a collection clears `*.tmp-*` in its folder).
 void write_sections(const std::string& path, FileKind kind, std::uint32_t version,
                     const std::vector<SectionData>& sections);
 

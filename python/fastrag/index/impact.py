@@ -250,7 +250,8 @@ class ImpactIndex(IdIndex):
         }
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Saves to one file (written to a temporary file, then renamed into place)."""
+        """Saves to one file (written to a temporary file, then renamed into place; an error
+        leaves no temporary file and an existing file unchanged)."""
         self._save(path, self._meta())
 
     @classmethod

@@ -190,7 +190,8 @@ class BM25(IdIndex):
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Saves to one file (written to a temporary file, then renamed into place)."""
+        """Saves to one file (written to a temporary file, then renamed into place; an error
+        leaves no temporary file and an existing file unchanged)."""
         terms = [""] * len(self._vocab)
         for t, i in list(self._vocab.items()):
             terms[i] = t
