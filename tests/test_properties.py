@@ -4,13 +4,15 @@ against a plain Python model of each index, and of a BM25-only collection.
 Each state machine keeps a model (the live documents) next to the real object and checks after
 every step that they agree: the ids, ``len``, ``in``, and search results (exact top-k against a
 brute-force scorer written here, or against a freshly built index over the live documents).
-Hypothesis runs derandomized (the same examples on every run) with bounded example counts.
+Hypothesis runs derandomized (the same examples on every run) with bounded example counts;
+FASTRAG_PROPERTY_SCALE=N multiplies them for a longer hunt (e.g. 20 before a release).
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+import os
 import shutil
 import tempfile
 import warnings
@@ -31,10 +33,11 @@ from hypothesis.stateful import (
 import fastrag
 from fastrag.index import ImpactIndex
 
+SCALE = max(1, int(os.environ.get("FASTRAG_PROPERTY_SCALE", "1")))
 SETTINGS = settings(
     derandomize=True,
     deadline=None,
-    max_examples=250,
+    max_examples=150 * SCALE,
     stateful_step_count=30,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
@@ -469,7 +472,7 @@ class CollectionMachine(_TempDirMachine):
 
 
 TestCollection = CollectionMachine.TestCase
-TestCollection.settings = settings(SETTINGS, max_examples=80, stateful_step_count=20)
+TestCollection.settings = settings(SETTINGS, max_examples=50 * SCALE, stateful_step_count=20)
 
 
 
@@ -570,7 +573,7 @@ class TwoConnectionsMachine(_TempDirMachine):
 
 
 TestTwoConnections = TwoConnectionsMachine.TestCase
-TestTwoConnections.settings = settings(SETTINGS, max_examples=50, stateful_step_count=20)
+TestTwoConnections.settings = settings(SETTINGS, max_examples=30 * SCALE, stateful_step_count=20)
 
 
 def test_open_collection_searches_across_another_connections_commit(tmp_path) -> None:
