@@ -25,7 +25,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np
 
-from _common import Results, optional, parse, parser
+from _common import Results, measure, optional, parse, parser
 from fastrag import _core
 
 EFS = (10, 16, 24, 32, 48, 64, 96, 128, 192)
@@ -53,13 +53,10 @@ def recall(found: np.ndarray, truth: np.ndarray) -> float:
 
 
 def timed(repeat: int, fn, *args, **kwargs) -> tuple[float, object]:
-    """Best wall time of `repeat` calls of fn(*args, **kwargs), and the last result."""
-    best, out = float("inf"), None
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        out = fn(*args, **kwargs)
-        best = min(best, time.perf_counter() - t0)
-    return best, out
+    """Best wall time of `repeat` calls of fn(*args, **kwargs) after one warm-up call, and the
+    warm-up's result."""
+    out = fn(*args, **kwargs)
+    return measure(lambda: fn(*args, **kwargs), warmup=0, repeats=repeat).best, out
 
 
 def exact_truth(data: np.ndarray, queries: np.ndarray) -> np.ndarray:
