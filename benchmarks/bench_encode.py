@@ -2,7 +2,7 @@
 
     python benchmarks/bench_encode.py                  # full run: 1,398 cranfield docs, 3 repeats
                                                        # (about 12 min on a busy 2-vCPU machine)
-    python benchmarks/bench_encode.py --quick          # 300 docs, 100 queries, 2 rounds
+    python benchmarks/bench_encode.py --quick          # 150 docs, 100 queries, 2 rounds
     python benchmarks/bench_encode.py --smoke          # tiny generated data, no torch
     # options: --json PATH, --data DIR, --limit N, --threads T, --repeats R, --seed S,
     #          --cache-dir DIR, --skip-st, --batch-sizes 1,4,16,32,64
@@ -179,7 +179,7 @@ def main() -> None:
     ap.add_argument("--skip-st", action="store_true", help="no sentence-transformers")
     args = parse(ap)
     res = Results(__file__, args, peers=("torch", "sentence-transformers", "transformers"))
-    quick = {"smoke": (12, 1, 4, 8), "quick": (300, 2, 100, 64)}.get(args.mode)
+    quick = {"smoke": (12, 1, 4, 8), "quick": (150, 2, 100, 48)}.get(args.mode)
     if quick:
         args.limit = args.limit or quick[0]
         args.repeats = args.repeats or quick[1]
@@ -188,6 +188,8 @@ def main() -> None:
     args.repeats = args.repeats or 3
     args.sweep_docs = args.sweep_docs or 128
     sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
+    if args.quick and args.batch_sizes == "1,4,16,32,64":
+        sizes = [1, 4, 16, 32]
     if args.smoke:
         global SETTLE_S
         SETTLE_S = 0.0
