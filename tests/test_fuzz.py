@@ -70,7 +70,7 @@ def test_checksum_matches_the_core() -> None:
     assert checksum(b"") != checksum(b"\0")
 
 
-@pytest.mark.parametrize("kind", [k for k in harnesses.TARGETS if not k.startswith("analyzer")])
+@pytest.mark.parametrize("kind", [*harnesses.LOADERS, *(f"{k}_mmap" for k in harnesses.LOADERS)])
 def test_loader_seeds_load(kind: str) -> None:
     mmap = kind.endswith("_mmap")
     base = kind.removesuffix("_mmap")
@@ -80,7 +80,17 @@ def test_loader_seeds_load(kind: str) -> None:
         assert harnesses.load_file(base, data, mmap) != name.startswith("golden_"), name
 
 
-@pytest.mark.parametrize("kind", sorted(harnesses.TARGETS))
+DAMAGED_DB = (
+    "bug: a damaged collection.sqlite escapes as sqlite3.DatabaseError / OperationalError, "
+    "struct.error, TypeError or KeyError instead of IndexFormatError / CollectionError"
+)
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [pytest.param(k, marks=pytest.mark.xfail(strict=True, reason=DAMAGED_DB))
+     if k == "collection" else k for k in sorted(harnesses.TARGETS)],
+)
 def test_seeds_and_mutations(kind: str) -> None:
     target = harnesses.TARGETS[kind]
     seeds = _seeds(kind)
@@ -117,3 +127,70 @@ def test_atheris_driver_smoke() -> None:
     lines = p.stdout.strip().splitlines()
     assert lines and lines[-1].startswith("SUMMARY runs="), p.stdout + p.stderr
     assert p.returncode == 0, p.stdout
+
+
+def test_collection_seed_opens() -> None:
+    (_, data), = _seeds("collection")
+    assert harnesses.open_collection(data)
+
+
+def _seed_collection(folder: Path) -> None:
+    import fastrag
+
+    col = fastrag.Collection.create(folder, encoder=None, analyzer="english")
+    col.add(["river stone", "cloud lamp"], ids=["a", "b"])
+    col.commit()
+    col.close()
+
+
+def _bug(sql: str) -> object:
+    return pytest.param(sql, marks=pytest.mark.xfail(strict=True, reason=DAMAGED_DB))
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "UPDATE meta SET value = '[1]' WHERE key = 'settings'",
+        "UPDATE meta SET value = '\"x\"' WHERE key = 'generation'",
+        _bug("UPDATE documents SET text = CAST(x'77ff' AS TEXT) WHERE id = 'a'"),
+        _bug("UPDATE meta SET value = CAST(x'ff' AS TEXT) WHERE key = 'next_chunk'"),
+        _bug("DELETE FROM meta WHERE key = 'generation'"),
+        _bug("DELETE FROM meta WHERE key = 'next_chunk'"),
+        _bug("UPDATE meta SET value = json_remove(value, '$.analyzer') WHERE key = 'settings'"),
+        _bug("UPDATE chunks SET start = 'x'"),
+    ],
+)
+def test_damaged_collection_database_is_refused(tmp_path, sql: str) -> None:
+    """A collection whose database was damaged (rows changed behind fastrag's back) opens and
+    works, or is refused with CollectionError / IndexFormatError (ValueErrors), never another
+    exception."""
+    import sqlite3
+
+    import fastrag
+
+    _seed_collection(tmp_path / "col")
+    db = sqlite3.connect(tmp_path / "col" / "collection.sqlite")
+    db.execute(sql)
+    db.commit()
+    db.close()
+    try:
+        col = fastrag.Collection.open(tmp_path / "col")
+        try:
+            list(col.documents())
+            col.info()
+            col.search("river", k=2, method="bm25")
+            col.add(["paper"], ids=["z"])
+            col.commit()
+        finally:
+            col.close()
+    except ValueError:
+        pass
+
+
+@pytest.mark.xfail(strict=True, reason=DAMAGED_DB)
+def test_damaged_sqlite_page_is_refused() -> None:
+    # one byte of the schema page of the seed database changed: SQLITE_CORRUPT on open
+    (_, data), = _seeds("collection")
+    data = bytearray(data)
+    data[3540] = 130
+    harnesses.open_collection(bytes(data))

@@ -9,6 +9,10 @@ re-sealed (`fileformat.reseal`: file size and checksum set to match), so that mu
 the structural checks behind the checksum. Anything else raises `Finding` (a crash of the
 process is a finding too, seen by the driver).
 
+The collection target writes the bytes as a collection's ``collection.sqlite`` next to the
+index file of the seed collection, opens it and uses it (list, get, search, verify, add,
+delete, commit): the only acceptable errors are CollectionError and IndexFormatError.
+
 An analyzer target decodes the bytes to text in one of several ways (lone surrogates
 included) and analyzes it: it must not raise, and must give non-empty, whitespace-free,
 UTF-8-encodable str tokens, the same on a second call.
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
 import sys
 import tempfile
 import warnings
@@ -165,6 +170,58 @@ def load_target(kind: str, mmap: bool) -> Callable[[bytes], None]:
     return target
 
 
+# ---------------------------------------------------------------------------- collections
+COLLECTION_FILES = Path(__file__).resolve().parent / "seeds" / "collection_files"
+
+
+def _exercise_collection(col: fastrag.Collection) -> None:
+    ids = [d.id for d in col.documents()]
+    assert len(col) == len(ids), (len(col), len(ids))
+    for d in ids[:3]:
+        assert d in col and col.get(d).id == d, d
+    col.search("river stone", k=3, method="bm25")
+    col.info()
+    col.verify()
+    col.add(["fuzz river text"], ids=["fuzz-new"])
+    col.delete(ids[:1])
+    col.commit()
+    col.search("river", k=3, method="bm25")
+
+
+def open_collection(data: bytes) -> bool:
+    """Opens a collection folder whose collection.sqlite holds `data` (next to the index files
+    of the seed collection); True when it opened (and was exercised), False when refused with
+    CollectionError / IndexFormatError (both ValueErrors), also in a later step."""
+    folder = _tmpdir() / f"col{next(_COUNTER)}"
+    folder.mkdir()
+    try:
+        (folder / "collection.sqlite").write_bytes(data)
+        for f in COLLECTION_FILES.iterdir():
+            shutil.copy(f, folder / f.name)
+        try:
+            col = fastrag.Collection.open(folder)
+        except ValueError:
+            return False
+        except Exception as e:
+            raise Finding(f"collection open raised {type(e).__name__}: {e}") from e
+        try:
+            _exercise_collection(col)
+        except ValueError:  # damage found on reading rows: refused, as on open
+            return False
+        except Exception as e:
+            raise Finding(
+                f"collection opened but failed: {type(e).__name__}: {e}"
+            ) from e
+        finally:
+            try:
+                col.close()
+            except Exception as e:
+                raise Finding(f"collection close raised {type(e).__name__}: {e}") from e
+        return True
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 # ---------------------------------------------------------------------------- analyzers
 def decode(data: bytes) -> str:
     """Text from bytes; the first byte picks the decoding (lone surrogates possible)."""
@@ -235,6 +292,7 @@ def _targets() -> dict[str, Callable[[bytes], None]]:
     for kind in LOADERS:
         out[kind] = load_target(kind, mmap=False)
         out[f"{kind}_mmap"] = load_target(kind, mmap=True)
+    out["collection"] = open_collection
     for name in ("english", "japanese", "bigram", "auto"):
         out[f"analyzer_{name}"] = analyzer_target(name)
     return out

@@ -112,6 +112,21 @@ def _dense_files(tmp: Path) -> dict[str, Path]:
     return out
 
 
+def _collection_files(tmp: Path) -> dict[str, Path]:
+    """A BM25-only collection after two commits: its database is the seed, its index file
+    (bm25.2.fridx) goes to seeds/collection_files, copied next to every fuzzed database."""
+    col = fastrag.Collection.create(tmp / "col", encoder=None, analyzer="english")
+    col.add(["river stone flows", "cloud lamp", "東京の川"], ids=["a", "b", "c"],
+            metadata=[{"lang": "en", "year": 3}, None, {"lang": "ja"}])
+    col.commit()
+    col.delete(["b"])
+    col.add(["paper harbor river"], ids=["d"])
+    col.commit()
+    col.close()
+    return {"small.sqlite": tmp / "col" / "collection.sqlite",
+            "bm25.2.fridx": tmp / "col" / "bm25.2.fridx"}
+
+
 def _analyzer_seeds() -> dict[str, bytes]:
     # the first byte picks the decoding in harnesses.decode: 0 utf-8, 1 surrogateescape,
     # 2 utf-16-le (lone surrogates), 3 latin-1, 4 raw code points
@@ -149,12 +164,14 @@ def main() -> None:
         tmp = Path(d)
         for kind, make in {
             "bm25": _bm25_files, "impact": _impact_files, "splade": _splade_files,
-            "bm42": _bm42_files, "dense": _dense_files,
+            "bm42": _bm42_files, "dense": _dense_files, "collection": _collection_files,
         }.items():
             sub = tmp / kind
             sub.mkdir()
             for name, path in make(sub).items():
-                put(kind, name, path.read_bytes())
+                # a collection's index files are not inputs: they sit next to each input
+                beside = kind == "collection" and name.endswith(".fridx")
+                put("collection_files" if beside else kind, name, path.read_bytes())
     for golden, kind in {
         "sparse_v1.fridx": "bm25", "sparse_v1_bm25plus.fridx": "bm25",
         "sparse_v1_impact.fridx": "impact", "dense_v1.frdx": "dense",
