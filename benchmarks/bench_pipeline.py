@@ -2,10 +2,20 @@
 from bm25s + hnswlib + sentence-transformers, one query at a time, in one process.
 
     python benchmarks/bench_pipeline.py            # full run (~5.5 min on 2 vCPUs)
-    python benchmarks/bench_pipeline.py --quick    # 10,000 generated chunks, 50 queries, 1 round
+    python benchmarks/bench_pipeline.py --quick    # cranfield (50 queries) + the native section
     python benchmarks/bench_pipeline.py --smoke    # tiny generated data, fastrag only
     # options: --json PATH, --skip-100k, --n-chunks N, --limit-queries N, --rounds R, --seed S,
     #          --data DIR
+
+The native section (every mode): a generated collection of about 100,000 chunks (documents of
+1 to 4 paragraphs, one chunk each; Gaussian-mixture vectors given through a lookup encoder),
+200 queries with their vectors given. fastrag: `Collection.search(q, vector=v)` with BM25 and
+dense legs at depth 100, RRF (k 60), max-chunk aggregation, top-10, texts read for the hits;
+peer: bm25s (numba) + hnswlib over the same chunks, RRF and max-chunk aggregation in Python.
+Keys: hybrid_no_encoder_ratio_vs_peer (peer p50 / fastrag p50), python_overhead_us (fastrag
+wall time minus the time inside `_core.execute`, p50), bm25_collection_ratio_vs_index (bare
+BM25 index p50 / `Collection.search(method="bm25")` p50), batch_speedup_2_threads (1,000
+hybrid queries through `search_batch`, 1 thread / 2 threads, best of 3).
 
 Pipelines (k = 10 documents, each returned with its text):
 
@@ -345,7 +355,7 @@ def synthetic_vocabulary(rng: np.random.Generator, size: int) -> list[str]:
 
 
 def synthetic(
-    n: int, n_queries: int, seed: int, dim: int = 384
+    n: int, n_queries: int, seed: int, dim: int = 384, words: tuple[int, int] = (60, 121)
 ) -> tuple[list[str], list[str], np.ndarray, list[str]]:
     """(ids, texts, unit vectors (n, dim) float32, queries) of a seeded generated collection."""
     rng = np.random.default_rng(seed)
@@ -353,7 +363,7 @@ def synthetic(
     ranks = np.arange(1, len(vocab) + 1, dtype=np.float64)
     p = 1.0 / (ranks + 2.7) ** 1.07  # Zipf-Mandelbrot, close to English word frequencies
     cdf = np.cumsum(p / p.sum())
-    lengths = rng.integers(60, 121, n)
+    lengths = rng.integers(words[0], words[1], n)
     bounds = np.concatenate([[0], np.cumsum(lengths)])
     words = np.minimum(np.searchsorted(cdf, rng.random(int(bounds[-1]))), len(vocab) - 1)
     texts = []
@@ -559,6 +569,213 @@ def bench(
     return report
 
 
+# ----------------------------------------------------------------------------- native path
+class LookupEncoder(fastrag.Encoder):
+    """Gives each text the vector generated for it (the benchmark's stand-in encoder: the
+    generated collection's vectors are Gaussian-mixture points, not a model's)."""
+
+    def __init__(self, table: dict[str, np.ndarray], dim: int) -> None:
+        self.table, self.dim, self.name = table, dim, "lookup"
+
+    @property
+    def fingerprint(self) -> str:
+        return f"lookup-{self.dim}"
+
+    def _embed(self, texts: list[str], kind: Any, batch_size: int) -> np.ndarray:
+        return np.stack([self.vector(t) for t in texts])
+
+    def vector(self, text: str) -> np.ndarray:
+        """The text's generated vector; a text that is not one paragraph (a rare paragraph
+        the chunker split) gets a seeded random one, the same every time."""
+        found = self.table.get(text)
+        if found is None:
+            seed = int.from_bytes(text.encode()[:8].ljust(8, b"\0"), "little") ^ len(text)
+            found = np.random.default_rng(seed).standard_normal(self.dim).astype(np.float32)
+            self.table[text] = found = found / np.linalg.norm(found)
+        return found
+
+
+def chunked_corpus(n_chunks: int, seed: int) -> tuple[list[str], list[str], np.ndarray, list[str]]:
+    """Documents of 1 to 4 paragraphs (about n_chunks paragraphs in all); each paragraph is
+    one chunk at chunk_chars 1,000 (95-135 words: two never fit together, one always fits).
+    Returns (doc ids, doc texts, one vector per paragraph in order, queries)."""
+    _, paras, vectors, queries = synthetic(n_chunks, 200, seed, words=(95, 126))
+    rng = np.random.default_rng(seed + 1)
+    ids, texts, i = [], [], 0
+    while i < len(paras):
+        n = int(rng.integers(1, 5))
+        texts.append("\n\n".join(paras[i : i + n]))
+        ids.append(f"doc{len(ids)}")
+        i += n
+    return ids, texts, vectors, queries
+
+
+def bench_native(args: argparse.Namespace, res: Results, backend: str, peer_ok: bool) -> None:
+    """The query path without the encoder (query vectors given) on a generated collection of
+    many chunks per document: fastrag's Collection (one native call per query) against bm25s +
+    hnswlib + RRF + max-chunk aggregation in plain Python; BM25 through the collection against
+    the bare index; the Python overhead around the native call; a batch on 1 and 2 threads."""
+    n = {"smoke": 2_000}.get(args.mode, 100_000)
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        doc_ids, texts, vectors, queries = chunked_corpus(n, args.seed)
+    queries = queries[: {"smoke": 20, "quick": 200}.get(args.mode, 200)]
+    print(f"[native] {len(texts):,} documents generated in {time.perf_counter() - t0:.1f} s",
+          flush=True)
+    paras = [p for t in texts for p in t.split("\n\n")]
+    encoder = LookupEncoder(dict(zip(paras, vectors, strict=True)), vectors.shape[1])
+    qvecs = np.random.default_rng(args.seed + 2).standard_normal(
+        (len(queries), vectors.shape[1])).astype(np.float32)
+    qvecs /= np.linalg.norm(qvecs, axis=1, keepdims=True)
+    with tempfile.TemporaryDirectory(prefix="bench-native-") as tmp:
+        t0 = time.perf_counter()
+        col = Collection.create(Path(tmp) / "c", encoder=encoder, chunk_chars=1000)
+        for s in range(0, len(texts), BATCH):
+            col.add(texts[s : s + BATCH], ids=doc_ids[s : s + BATCH])
+        build = time.perf_counter() - t0
+        table = col.chunk_table()
+        chunks = sorted(table.hits.items())
+        chunk_texts = [texts[int(h.doc[3:])][h.start : h.end] for _, h in chunks]
+        chunk_doc = [h.doc for _, h in chunks]
+        res.summary["native_n_chunks"] = len(chunks)
+        res.summary["native_build_s_fastrag"] = round(build, 2)
+        print(f"[native] {len(chunks):,} chunks; fastrag build {build:.1f} s", flush=True)
+        hybrid = Pipeline([Retriever("bm25", depth=DEPTH, weight=1.0),
+                           Retriever("dense", depth=DEPTH, weight=1.0)],
+                          fusion="rrf", fusion_options={"k": RRF_K})
+        texts_by_id = dict(zip(doc_ids, texts, strict=True))
+
+        # fastrag: col.search with the query vector; time inside _core.execute recorded
+        inside: list[float] = []
+        execute = fastrag._core.execute
+
+        def timed_execute(*a: Any, **kw: Any) -> Any:
+            t = time.perf_counter()
+            out = execute(*a, **kw)
+            inside.append(time.perf_counter() - t)
+            return out
+
+        def ours(i: int) -> list[str]:
+            return [r.id for r in col.search(queries[i], k=K, method=hybrid, vector=qvecs[i])]
+
+        calls: dict[str, Callable[[int], list[str]]] = {"fastrag": ours}
+        if peer_ok:
+            peer_bm25 = bm25s.BM25(backend=backend, **BM25_PARAMS)
+            stemmer = Stemmer.Stemmer("english")
+            t0 = time.perf_counter()
+            peer_bm25.index(bm25s.tokenize(chunk_texts, stopwords="en", stemmer=stemmer,
+                                           show_progress=False), show_progress=False)
+            hnsw = hnswlib.Index(space="ip", dim=vectors.shape[1])
+            hnsw.init_index(max_elements=len(chunks), M=M, ef_construction=EF_CONSTRUCTION,
+                            random_seed=100)
+            hnsw.add_items(np.stack([encoder.vector(t) for t in chunk_texts]),
+                           np.arange(len(chunks)), num_threads=-1)
+            hnsw.set_ef(EF)
+            res.summary["native_build_s_peer"] = round(time.perf_counter() - t0, 2)
+            doc_of = np.array([int(d[3:]) for d in chunk_doc], dtype=np.int64)
+
+            def peer(i: int) -> list[str]:
+                tokens = bm25s.tokenize([queries[i]], stopwords="en", stemmer=stemmer,
+                                        show_progress=False, return_ids=False)
+                legs = []
+                if tokens[0]:
+                    r = peer_bm25.retrieve(tokens, k=DEPTH, show_progress=False, n_threads=1)
+                    legs.append([int(d) for d, sc in zip(r.documents[0], r.scores[0],
+                                                         strict=True) if sc > 0])
+                labels, _ = hnsw.knn_query(qvecs[i], k=DEPTH)
+                legs.append(labels[0].tolist())
+                fused: dict[int, float] = {}
+                for leg in legs:
+                    for rank, c in enumerate(leg, 1):
+                        fused[c] = fused.get(c, 0.0) + 1.0 / (RRF_K + rank)
+                order = sorted(fused.items(), key=lambda cs: -cs[1])
+                best: dict[int, float] = {}  # a document scores as its best chunk
+                for c, sc in order:
+                    best.setdefault(int(doc_of[c]), sc)
+                    if len(best) == K:
+                        break
+                return [f"doc{d}" for d in best if texts_by_id[f"doc{d}"]]
+
+            calls["peer"] = peer
+        fastrag._core.execute = timed_execute
+        try:
+            for fn in calls.values():
+                for i in range(WARMUP):
+                    fn(i)
+            inside.clear()
+            times: dict[str, list[float]] = {name: [] for name in calls}
+            walls: list[float] = []
+            gc.collect()
+            gc.disable()
+            try:
+                for i in range(len(queries)):
+                    for name in (list(calls) if i % 2 else list(calls)[::-1]):
+                        t = time.perf_counter()
+                        calls[name](i)
+                        times[name].append(time.perf_counter() - t)
+                        if name == "fastrag":
+                            walls.append(times[name][-1])
+            finally:
+                gc.enable()
+        finally:
+            fastrag._core.execute = execute
+        p50 = {name: float(np.median(v)) * 1e3 for name, v in times.items()}
+        overhead = float(np.median(np.array(walls) - np.array(inside))) * 1e6
+        res.summary["native_hybrid_p50_ms_fastrag"] = round(p50["fastrag"], 4)
+        res.summary["python_overhead_us"] = round(overhead, 1)
+        line = f"hybrid with the query vector given: fastrag p50 {p50['fastrag']:.3f} ms"
+        if "peer" in p50:
+            res.summary["native_hybrid_p50_ms_peer"] = round(p50["peer"], 4)
+            res.summary["hybrid_no_encoder_ratio_vs_peer"] = round(p50["peer"] / p50["fastrag"],
+                                                                   3)
+            line += f", peer {p50['peer']:.3f} ms ({p50['peer'] / p50['fastrag']:.2f}x)"
+        print(f"[native] {line}; Python around the native call {overhead:.0f} us", flush=True)
+
+        # BM25 through the collection against the bare index (both top-10, same thread)
+        bm25_index = col.bm25
+        cases = {
+            "index": lambda q: bm25_index.search(q, k=K, threads=1),  # type: ignore[union-attr]
+            "collection": lambda q: col.search(q, k=K, method="bm25"),
+        }
+        bm = {name: [] for name in cases}
+        for fn in cases.values():
+            for q in queries[:WARMUP]:
+                fn(q)
+        for i, q in enumerate(queries):
+            for name in (list(cases) if i % 2 else list(cases)[::-1]):
+                t = time.perf_counter()
+                cases[name](q)
+                bm[name].append(time.perf_counter() - t)
+        ratio = float(np.median(bm["index"]) / np.median(bm["collection"]))
+        res.summary["bm25_collection_ratio_vs_index"] = round(ratio, 3)
+        print(f"[native] BM25 p50: index {np.median(bm['index']) * 1e3:.3f} ms, collection "
+              f"{np.median(bm['collection']) * 1e3:.3f} ms ({ratio:.2f})", flush=True)
+
+        # a batch of 1,000 hybrid queries on 1 and 2 threads (best of 3)
+        reps = 1000 // len(queries) + 1
+        bq = (queries * reps)[:1000]
+        bv = np.ascontiguousarray(np.tile(qvecs, (reps, 1))[:1000])
+        batch = {}
+        for threads in (1, 2):
+            col.search_batch(bq[:50], k=K, method=hybrid, vectors=bv[:50], threads=threads)
+            best = float("inf")
+            for _ in range(3):
+                t = time.perf_counter()
+                col.search_batch(bq, k=K, method=hybrid, vectors=bv, threads=threads)
+                best = min(best, time.perf_counter() - t)
+            batch[threads] = best
+        res.summary["batch_qps_1_thread"] = round(1000 / batch[1], 1)
+        res.summary["batch_qps_2_threads"] = round(1000 / batch[2], 1)
+        res.summary["batch_speedup_2_threads"] = round(batch[1] / batch[2], 3)
+        print(f"[native] 1,000 hybrid queries: {1000 / batch[1]:,.0f} q/s on 1 thread, "
+              f"{1000 / batch[2]:,.0f} on 2 ({batch[1] / batch[2]:.2f}x)", flush=True)
+        res.details["native"] = {"p50_ms": p50, "bm25_ms": {k: float(np.median(v)) * 1e3
+                                                          for k, v in bm.items()},
+                                 "batch_s": batch}
+        col.close()
+
+
 # ----------------------------------------------------------------------------- main
 def main() -> None:
     global bm25s, hnswlib, torch
@@ -612,7 +829,8 @@ def main() -> None:
         reports.append(bench("cranfield", "cranfield", data, encoder, model, backend, args, True))
     else:
         res.skip(f"cranfield: {args.data / 'cranfield'} not found")
-    if not args.skip_100k:
+    bench_native(args, res, backend, peer_ok)
+    if not args.skip_100k and args.mode != "quick":
         n = args.n_chunks
         label = f"{n // 1000}k" if n % 1000 == 0 else f"n{n}"
         t0 = time.perf_counter()

@@ -66,6 +66,7 @@ class Collection:
         self._chunks: ChunkTable | None = None  # chunk -> document and span, read lazily
         self._language_shares: dict[str, float] | None = None  # languages(), lazily
         self._documents_verified = False  # every document row checked (see allowed_chunks)
+        self._verified: set[str] = set()  # ids of document rows checked since the last change
         self._generation = 0  # of the index files in memory
         self._data_version = -1  # SQLite's PRAGMA data_version when last found current
         self._mmap = False
@@ -259,6 +260,7 @@ class Collection:
         self._chunks = None
         self._language_shares = None
         self._documents_verified = False
+        self._verified = set()
 
     def _current(self) -> int | None:
         """Catches up with commits of other connections (processes, or other Collection
@@ -412,14 +414,28 @@ class Collection:
         return {c: found[c] for c in chunk_ids if c in found}
 
     def texts_of(self, doc_ids: Iterable[str]) -> dict[str, Document]:
+        """The stored documents among `doc_ids`. A row's checksum is checked the first time
+        this object reads it (again after a change)."""
         ids = list(dict.fromkeys(str(d) for d in doc_ids))
+        if len(ids) <= 32:  # a few hits: one primary-key lookup each beats an IN list
+            rows = [r for d in ids for r in self._db.execute(
+                "SELECT id, text, metadata, crc FROM documents WHERE id = ?", (d,))]
+        else:
+            rows = []
+            for start in range(0, len(ids), 900):
+                part = ids[start : start + 900]
+                marks = ",".join("?" * len(part))
+                rows += self._db.execute(
+                    f"SELECT id, text, metadata, crc FROM documents WHERE id IN ({marks})", part
+                ).fetchall()
         out: dict[str, Document] = {}
-        for start in range(0, len(ids), 900):
-            part = ids[start : start + 900]
-            marks = ",".join("?" * len(part))
-            q = f"SELECT id, text, metadata, crc FROM documents WHERE id IN ({marks})"
-            for row in self._db.execute(q, part):
-                out[row[0]] = store.document_row(*row)
+        verified = self._verified
+        for doc_id, text, meta, crc in rows:
+            if doc_id in verified:
+                out[doc_id] = Document(doc_id, text, json.loads(meta))
+            else:
+                out[doc_id] = store.document_row(doc_id, text, meta, crc)
+                verified.add(doc_id)
         return out
 
     def add(
@@ -544,6 +560,7 @@ class Collection:
                 self._db.execute("RELEASE fastrag_add")
                 raise
             self._db.execute("RELEASE fastrag_add")
+            self._verified.difference_update(ids)
             self._drop_from_indexes(old)
             if self._chunks is not None:
                 self._chunks.put([ChunkHit(c, d, s, e) for c, d, _, s, e, _, _ in rows])
@@ -589,6 +606,7 @@ class Collection:
             old = self._chunks_of_docs(known)
             self._delete_rows(old)
             self._db.executemany("DELETE FROM documents WHERE id = ?", [(i,) for i in known])
+            self._verified.difference_update(known)
             self._drop_from_indexes(old)
             self._dirty = self._dirty or bool(known)
         return len(known)
