@@ -449,7 +449,7 @@ def write_readme(out: Path, path: Path) -> None:
         "| script | status | wall s (this run) |",
         "|---|---|---:|",
     ]
-    lines += [f"| [{n}](#{n.replace('_', '')}) | {_status(r)} | {r.get('wall_s', 0):.0f} |"
+    lines += [f"| [{n}](#{n}) | {_status(r)} | {r.get('wall_s', 0):.0f} |"
               for n, r in res.items()]
     plots = doc.get("plots", {})
     if plots.get("ratios"):
@@ -481,7 +481,8 @@ def write_readme(out: Path, path: Path) -> None:
         for key, owner in (("ann", "bench_dense"), ("latency", "bench_pipeline"),
                            ("batch", "bench_encode")):
             if owner == name:
-                lines += [""] + [f"![{f}]({rel}/{f})" for f in plots.get(key, [])]
+                shown = [f for f in plots.get(key, []) if f != "latency_encode_b1.png"]
+                lines += [""] + [f"![{f}]({rel}/{f})" for f in shown]
         if name == "bench_encode":
             lines += [f"![latency_encode_b1.png]({rel}/latency_encode_b1.png)"
                       for f in plots.get("latency", []) if f == "latency_encode_b1.png"]
