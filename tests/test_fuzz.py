@@ -80,17 +80,7 @@ def test_loader_seeds_load(kind: str) -> None:
         assert harnesses.load_file(base, data, mmap) != name.startswith("golden_"), name
 
 
-DAMAGED_DB = (
-    "bug: a damaged collection.sqlite escapes as sqlite3.DatabaseError / OperationalError, "
-    "struct.error, TypeError or KeyError instead of IndexFormatError / CollectionError"
-)
-
-
-@pytest.mark.parametrize(
-    "kind",
-    [pytest.param(k, marks=pytest.mark.xfail(strict=True, reason=DAMAGED_DB))
-     if k == "collection" else k for k in sorted(harnesses.TARGETS)],
-)
+@pytest.mark.parametrize("kind", sorted(harnesses.TARGETS))
 def test_seeds_and_mutations(kind: str) -> None:
     target = harnesses.TARGETS[kind]
     seeds = _seeds(kind)
@@ -143,21 +133,17 @@ def _seed_collection(folder: Path) -> None:
     col.close()
 
 
-def _bug(sql: str) -> object:
-    return pytest.param(sql, marks=pytest.mark.xfail(strict=True, reason=DAMAGED_DB))
-
-
 @pytest.mark.parametrize(
     "sql",
     [
         "UPDATE meta SET value = '[1]' WHERE key = 'settings'",
         "UPDATE meta SET value = '\"x\"' WHERE key = 'generation'",
-        _bug("UPDATE documents SET text = CAST(x'77ff' AS TEXT) WHERE id = 'a'"),
-        _bug("UPDATE meta SET value = CAST(x'ff' AS TEXT) WHERE key = 'next_chunk'"),
-        _bug("DELETE FROM meta WHERE key = 'generation'"),
-        _bug("DELETE FROM meta WHERE key = 'next_chunk'"),
-        _bug("UPDATE meta SET value = json_remove(value, '$.analyzer') WHERE key = 'settings'"),
-        _bug("UPDATE chunks SET start = 'x'"),
+        "UPDATE documents SET text = CAST(x'77ff' AS TEXT) WHERE id = 'a'",
+        "UPDATE meta SET value = CAST(x'ff' AS TEXT) WHERE key = 'next_chunk'",
+        "DELETE FROM meta WHERE key = 'generation'",
+        "DELETE FROM meta WHERE key = 'next_chunk'",
+        "UPDATE meta SET value = json_remove(value, '$.analyzer') WHERE key = 'settings'",
+        "UPDATE chunks SET start = 'x'",
     ],
 )
 def test_damaged_collection_database_is_refused(tmp_path, sql: str) -> None:
@@ -187,7 +173,6 @@ def test_damaged_collection_database_is_refused(tmp_path, sql: str) -> None:
         pass
 
 
-@pytest.mark.xfail(strict=True, reason=DAMAGED_DB)
 def test_damaged_sqlite_page_is_refused() -> None:
     # one byte of the schema page of the seed database changed: SQLITE_CORRUPT on open
     (_, data), = _seeds("collection")

@@ -15,14 +15,16 @@ generation.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import sqlite3
+import struct
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -42,6 +44,18 @@ from fastrag.text.chunking import split_passages
 from fastrag.text.language import detect_language
 
 log = logging.getLogger(__name__)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _checked(method: F) -> F:
+    """SQLite's "database disk image is malformed" in `method` becomes IndexFormatError."""
+
+    @functools.wraps(method)
+    def wrapper(self: Collection, *args: Any, **kwargs: Any) -> Any:
+        with store.sqlite_damage(self.path):
+            return method(self, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
 
 
 class Collection:
@@ -207,7 +221,8 @@ class Collection:
                                           f"{splade_info['fingerprint']}, not "
                                           f"{col._splade.fingerprint}")
             col._mmap = mmap
-            col._load_indexes()
+            with store.sqlite_damage(folder):
+                col._load_indexes()
         except BaseException:
             db.close()
             raise
@@ -219,7 +234,7 @@ class Collection:
         again (readers never delete anything)."""
         legs = legs_mod.legs_of(self.settings)
         for _ in range(20):
-            gen = int(store.get_meta(self._db, "generation"))
+            gen = store.meta_int(self._db, "generation")
             try:
                 if gen == 0:
                     indexes = {leg: legs_mod.new_index(leg, self.settings, self._encoder,
@@ -231,7 +246,7 @@ class Collection:
                         for leg in legs
                     }
             except OSError:
-                if int(store.get_meta(self._db, "generation")) != gen:
+                if store.meta_int(self._db, "generation") != gen:
                     continue  # a newer generation was committed (and this one deleted)
                 if gen and all((self.path / legs_mod.file_name(leg, gen)).exists()
                                for leg in legs):
@@ -241,7 +256,7 @@ class Collection:
                     "rebuild the collection"
                 ) from None
             chunks = int(self._db.execute("SELECT count(*) FROM chunks").fetchone()[0])
-            if int(store.get_meta(self._db, "generation")) != gen:
+            if store.meta_int(self._db, "generation") != gen:
                 continue  # the documents moved on while the files were read
             for leg, index in indexes.items():
                 if len(index) != chunks:
@@ -272,7 +287,7 @@ class Collection:
                 return None
             version = int(self._db.execute("PRAGMA data_version").fetchone()[0])
             if version != self._data_version:
-                if int(store.get_meta(self._db, "generation")) != self._generation:
+                if store.meta_int(self._db, "generation") != self._generation:
                     self._load_indexes()
                 self._data_version = version
             return version
@@ -299,7 +314,7 @@ class Collection:
             finally:
                 self._db.execute("PRAGMA busy_timeout = 5000")
         try:
-            gen = int(store.get_meta(self._db, "generation"))
+            gen = store.meta_int(self._db, "generation")
             for p in self.path.iterdir():
                 m = store.INDEX_FILE.match(p.name)
                 if not m:
@@ -334,19 +349,23 @@ class Collection:
     def encoder(self) -> Encoder | None:
         return self._encoder
 
+    @_checked
     def __len__(self) -> int:
         return int(self._db.execute("SELECT count(*) FROM documents").fetchone()[0])
 
+    @_checked
     def __contains__(self, doc_id: object) -> bool:
         return isinstance(doc_id, str) and self._db.execute(
             "SELECT 1 FROM documents WHERE id = ?", (doc_id,)
         ).fetchone() is not None
 
+    @_checked
     def info(self) -> dict[str, Any]:
         """Counts, settings, languages and files (see `read_info`)."""
         found = store.info(self.path, self._db, self.settings)
         return {**found, "uncommitted_changes": self._dirty}
 
+    @_checked
     def verify(self) -> dict[str, int]:
         """Checks the whole database: SQLite's structure (``PRAGMA quick_check``) and the
         checksum of every row; raises `fastrag.IndexFormatError` on damage, else returns the
@@ -368,6 +387,7 @@ class Collection:
                 tokens += 1
         return {"documents": docs, "chunks": chunks, "token_rows": tokens}
 
+    @_checked
     def languages(self) -> dict[str, float]:
         """Share of chunks per language family ({"en": 0.9, "ja": 0.1}).
 
@@ -379,6 +399,7 @@ class Collection:
             return dict(self._language_shares)
 
     # ------------------------------------------------------------------ documents
+    @_checked
     def get(self, doc_id: str) -> Document:
         """A stored document (KeyError for an unknown id)."""
         with store.sqlite_damage(self.path):
@@ -394,6 +415,7 @@ class Collection:
             ):
                 yield store.document_row(*row)
 
+    @_checked
     def chunk_table(self) -> ChunkTable:
         """Every chunk's document and span, read (and checked) once, then kept up to date."""
         with self._lock:
@@ -402,7 +424,11 @@ class Collection:
                 for c, d, o, s, e, lang, crc in self._db.execute(
                     "SELECT chunk, doc, ord, start, end, lang, crc FROM chunks"
                 ):
-                    if crc != store.chunk_crc(c, d, o, s, e, lang):
+                    try:
+                        ok = crc == store.chunk_crc(c, d, o, s, e, lang)
+                    except (TypeError, ValueError, struct.error):  # a column of another type
+                        ok = False
+                    if not ok:
                         raise store.damaged(f"chunk {c}")
                     hits.append(ChunkHit(c, d, s, e))
                 self._chunks = ChunkTable(hits)
@@ -413,6 +439,7 @@ class Collection:
         found = self.chunk_table().hits
         return {c: found[c] for c in chunk_ids if c in found}
 
+    @_checked
     def texts_of(self, doc_ids: Iterable[str]) -> dict[str, Document]:
         """The stored documents among `doc_ids`. A row's checksum is checked the first time
         this object reads it (again after a change)."""
@@ -438,6 +465,7 @@ class Collection:
                 verified.add(doc_id)
         return out
 
+    @_checked
     def add(
         self,
         texts: Sequence[str] | str,
@@ -519,7 +547,7 @@ class Collection:
             try:
                 old = self._chunks_of_docs(ids)
                 self._delete_rows(old)
-                first = int(store.get_meta(self._db, "next_chunk"))
+                first = store.meta_int(self._db, "next_chunk")
                 rows, chunk_ids, n = [], [], first
                 for doc_id, text, sp in zip(ids, texts, spans, strict=True):
                     for j, (s, e) in enumerate(sp):
@@ -590,6 +618,7 @@ class Collection:
             self.add(found.texts, ids=found.ids, metadata=found.metadata, batch_size=batch_size)
         return found
 
+    @_checked
     def delete(self, ids: Iterable[str] | str, *, missing: str = "raise") -> int:
         """Deletes documents (and their chunks from every index); returns how many."""
         if missing not in ("raise", "ignore"):
@@ -638,7 +667,7 @@ class Collection:
         if not self._db.in_transaction:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                if int(store.get_meta(self._db, "generation")) != self._generation:
+                if store.meta_int(self._db, "generation") != self._generation:
                     self._load_indexes()  # another connection committed: write on top of it
                 self._remove_stale()
             except BaseException:
@@ -646,6 +675,7 @@ class Collection:
                 raise
 
     # ------------------------------------------------------------------ persistence
+    @_checked
     def commit(self) -> None:
         """Writes the indexes of a new generation, then commits the documents with it."""
         with self._lock:
@@ -654,7 +684,7 @@ class Collection:
                     self._db.commit()
                 return
             self._begin()
-            gen = int(store.get_meta(self._db, "generation")) + 1
+            gen = store.meta_int(self._db, "generation") + 1
             for leg, index in self._indexes.items():
                 index.save(self.path / legs_mod.file_name(leg, gen))
             store.set_meta(self._db, "generation", gen)
@@ -700,6 +730,7 @@ class Collection:
             raise CollectionError("this collection has no dense index")
         return np.stack([self.dense.get_vector(int(c)) for c in chunk_ids]).astype(np.float32)
 
+    @_checked
     def token_vectors_of(self, chunk_ids: Iterable[int]) -> list[np.ndarray]:
         """Stored token vectors (float16 (n, dim)) of chunks, in the order given."""
         if not self.settings.get("token_vectors"):
@@ -713,12 +744,17 @@ class Collection:
             for c, n, data, crc in self._db.execute(
                 f"SELECT chunk, n, data, crc FROM tokens WHERE chunk IN ({marks})", part
             ):
-                if crc != store.tokens_crc(c, n, data) or len(data) != n * dim * 2:
+                try:
+                    ok = crc == store.tokens_crc(c, n, data) and len(data) == n * dim * 2
+                except (TypeError, ValueError, struct.error):
+                    ok = False
+                if not ok:
                     raise store.damaged(f"the token vectors of chunk {c}")
                 found[c] = np.frombuffer(data, dtype=np.float16).reshape(n, dim)
         return [found.get(c, np.zeros((0, dim), dtype=np.float16)) for c in ids]
 
     # ------------------------------------------------------------------ filters
+    @_checked
     def allowed_chunks(self, spec: Mapping[str, Any]) -> list[int]:
         """Chunk ids of the documents whose metadata match the filter (see compile_filter).
 
@@ -804,7 +840,7 @@ class Collection:
                     return run()
                 self._db.execute("BEGIN")
                 try:
-                    if int(store.get_meta(self._db, "generation")) != self._generation:
+                    if store.meta_int(self._db, "generation") != self._generation:
                         self._load_indexes()
                     return run()
                 finally:

@@ -75,8 +75,8 @@ def tokens_crc(chunk: int, n: int, data: bytes) -> int:
 def _corrupt(e: BaseException) -> bool:
     """SQLite's SQLITE_CORRUPT: "database disk image is malformed" (not a foreign file, a busy
     lock or a constraint)."""
-    code = getattr(e, "sqlite_errorcode", None)  # Python 3.11+
-    return code == 11 if code is not None else "malformed" in str(e)
+    code = getattr(e, "sqlite_errorcode", None)  # Python 3.11+ (extended codes too)
+    return (code & 0xFF) == 11 if code is not None else "malformed" in str(e)
 
 
 @contextmanager
@@ -113,7 +113,7 @@ def info(path: Path, db: sqlite3.Connection, settings: dict[str, Any]) -> dict[s
         "path": str(path),
         "documents": int(db.execute("SELECT count(*) FROM documents").fetchone()[0]),
         "chunks": int(db.execute("SELECT count(*) FROM chunks").fetchone()[0]),
-        "generation": int(get_meta(db, "generation")),
+        "generation": meta_int(db, "generation"),
         "analyzer": settings["analyzer"],
         "chunk_chars": settings["chunk_chars"],
         "storage": settings["storage"],
@@ -150,6 +150,9 @@ def open_db(folder: Path) -> tuple[sqlite3.Connection, dict[str, Any]]:
             )
         if int(settings.get("version", 0)) < 2:
             settings = _upgrade_v1(db)
+        check_settings(settings, folder)
+        meta_int(db, "generation")
+        meta_int(db, "next_chunk")
     except (sqlite3.DatabaseError, json.JSONDecodeError) as e:
         if db is not None:
             db.close()
@@ -161,6 +164,43 @@ def open_db(folder: Path) -> tuple[sqlite3.Connection, dict[str, Any]]:
             db.close()
         raise
     return db, settings
+
+
+_SETTINGS = {"analyzer": str, "chunk_chars": int, "storage": str}
+
+
+def check_settings(settings: dict[str, Any], folder: Path) -> None:
+    """The settings a collection needs, of the right types (IndexFormatError otherwise)."""
+    for key, kind in _SETTINGS.items():
+        if not isinstance(settings.get(key), kind):
+            raise IndexFormatError(f"{folder / DB}: the settings lack a valid {key!r}: the "
+                                   "database is damaged; rebuild the collection")
+    enc = settings.get("encoder")
+    if enc is not None and not (isinstance(enc, dict) and isinstance(enc.get("fingerprint"), str)
+                                and isinstance(enc.get("dim"), int)):
+        raise IndexFormatError(f"{folder / DB}: the encoder settings are damaged")
+
+
+def meta_int(db: sqlite3.Connection, key: str) -> int:
+    """A counter of the meta table (generation, next_chunk): a non-negative int, else
+    IndexFormatError."""
+    try:
+        value = get_meta(db, key)
+    except ValueError as e:
+        raise IndexFormatError(f"{DB}: meta {key!r} is damaged ({e})") from e
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise IndexFormatError(f"{DB}: meta {key!r} is missing or damaged ({value!r}); rebuild "
+                               "the collection")
+    return value
+
+
+def _text(raw: bytes) -> str:
+    """SQLite TEXT as str; text that is not UTF-8 is damage."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise IndexFormatError(f"{DB}: a text value is not UTF-8 ({e.reason}): the database is "
+                               "damaged; rebuild the collection") from None
 
 
 def _upgrade_v1(db: sqlite3.Connection) -> dict[str, Any]:
@@ -268,7 +308,11 @@ def check_id(doc_id: Any, where: str) -> str:
 
 
 def document_row(doc_id: str, text: str, metadata: str, crc: int | None) -> Document:
-    if crc != doc_crc(doc_id, text, metadata):
+    try:
+        ok = crc == doc_crc(doc_id, text, metadata)
+    except TypeError:  # a column of another type
+        ok = False
+    if not ok:
         raise damaged(f"document {doc_id!r}")
     try:
         return Document(doc_id, text, json.loads(metadata))
@@ -278,6 +322,7 @@ def document_row(doc_id: str, text: str, metadata: str, crc: int | None) -> Docu
 
 def connect(path: Path) -> sqlite3.Connection:
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    db.text_factory = _text
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=FULL")
     db.execute("PRAGMA foreign_keys=ON")
