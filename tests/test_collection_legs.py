@@ -182,3 +182,24 @@ def test_legs_bad_input(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="depth"):
         fused_pipeline(["bm25"], depth=0)
     col.close()
+
+
+class _Corpus:
+    """The part of the Corpus protocol that adaptive weights read."""
+
+    encoder_languages = frozenset({"en"})
+
+    def languages(self) -> dict[str, float]:
+        return {"ja": 0.9, "en": 0.1}
+
+    def leg_languages(self, leg: str) -> frozenset[str]:
+        return frozenset({"multi"}) if leg == "bm25" else frozenset({"en"})
+
+
+def test_model_legs_get_no_weight_in_a_language_their_model_does_not_know() -> None:
+    four = fused_pipeline(["bm25", "splade", "bm42", "dense"])
+    assert four.weights(_Corpus(), "富士山の高さ") == [1.0, 0.0, 0.0, 0.0]  # type: ignore[arg-type]
+    fixed = fused_pipeline(["bm25", "bm42"], weights=[1.0, 0.5])
+    assert fixed.weights(_Corpus(), "富士山") == [1.0, 0.5]  # type: ignore[arg-type]
+    only_models = fused_pipeline(["splade", "dense"])
+    assert only_models.weights(_Corpus(), "富士山") == [1.0, 1.0]  # type: ignore[arg-type]

@@ -159,6 +159,7 @@ class Collection:
             "late_chunking": bool(late_chunking),
             "splade": None if splade is None else {
                 "model": splade_model, "fingerprint": splade.fingerprint,
+                "languages": _languages_of(splade),
             },
             "encoder": None if enc is None else {
                 "model": encoder if isinstance(encoder, str) else None,
@@ -714,6 +715,15 @@ class Collection:
         """Names of the indexes this collection holds ("bm25", "dense", "splade", "bm42",
         "late")."""
         return tuple(self._indexes)
+
+    def leg_languages(self, leg: str) -> frozenset[str]:
+        """Languages of the model behind a leg: BM25 all ("multi"), SPLADE its model's,
+        the others the encoder's."""
+        if leg == "bm25":
+            return frozenset({"multi"})
+        if leg == "splade":
+            return frozenset((self.settings.get("splade") or {}).get("languages") or ["en"])
+        return self.encoder_languages
 
     def index(self, leg: str) -> Any:
         """The index of a leg."""

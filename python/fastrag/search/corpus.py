@@ -96,6 +96,10 @@ class Corpus(Protocol):
         """Names of the indexes this corpus holds."""
         ...
 
+    def leg_languages(self, leg: str) -> frozenset[str]:
+        """Languages the model behind a leg knows ("multi": all, as for BM25)."""
+        ...
+
     def index(self, leg: str) -> Any:
         """The index of a leg (ValueError naming the legs there are for another name)."""
         ...

@@ -103,16 +103,19 @@ class Pipeline:
 
     def _encoder_weight(self, corpus: Corpus, query: str) -> float:
         """The adaptive weight of encoder-based stages for this query (1 when not adaptive,
-        or when the encoder is the only signal: a dense-only pipeline always runs)."""
-        if not self.adaptive or all(r.uses_encoder for r in self.retrievers):
+        or when models are the only signal: a dense-only pipeline always runs)."""
+        if not self.adaptive or all(r.language_bound for r in self.retrievers):
             return 1.0
         return dense_weight(corpus, query)
 
     def weights(self, corpus: Corpus, query: str) -> list[float]:
-        """Fusion weights for this query (see `adaptive`)."""
-        adaptive = self._encoder_weight(corpus, query)
+        """Fusion weights for this query (see `adaptive`): a leg of a model that does not
+        know the query's language (or most of the corpus's) gets 0."""
+        every = not self.adaptive or all(r.language_bound for r in self.retrievers)
         return [
-            float(r.weight) if r.weight is not None else adaptive if r.uses_encoder else 1.0
+            float(r.weight) if r.weight is not None
+            else 1.0 if every or not r.language_bound
+            else language_weight(corpus, query, corpus.leg_languages(r.method))
             for r in self.retrievers
         ]
 
@@ -347,7 +350,11 @@ def dense_weight(corpus: Corpus, query: str) -> float:
     jsquad-valid: an English encoder on Japanese scores 0.27 nDCG@10 against BM25's 0.94, and
     equal-weight fusion drops to 0.52; giving that leg no weight keeps BM25's 0.94.
     """
-    langs = corpus.encoder_languages
+    return language_weight(corpus, query, corpus.encoder_languages)
+
+
+def language_weight(corpus: Corpus, query: str, langs: frozenset[str]) -> float:
+    """1 when `langs` (a model's languages) cover the query's and most of the corpus's."""
     if "multi" in langs:
         return 1.0
     if detect_language(query) not in langs:

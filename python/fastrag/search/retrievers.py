@@ -37,6 +37,8 @@ class BaseRetriever:
 
     method: ClassVar[str] = ""  # the leg it searches, and its name in `Retriever(...)`
     uses_encoder: ClassVar[bool] = False  # needs the query vector of the corpus's encoder
+    # a model's leg: only as good as the model knows the language (see Pipeline.adaptive)
+    language_bound: ClassVar[bool] = False
     native: ClassVar[bool] = False  # the native executor can run it (see `native_leg`)
 
     def __post_init__(self) -> None:
@@ -104,6 +106,7 @@ class DenseRetriever(BaseRetriever):
 
     method: ClassVar[str] = "dense"
     uses_encoder: ClassVar[bool] = True
+    language_bound: ClassVar[bool] = True
     native: ClassVar[bool] = True
 
     @property
@@ -137,6 +140,7 @@ class _LearnedSparse(BaseRetriever):
     """Dot product of learned term weights (an impact index that encodes its queries)."""
 
     native: ClassVar[bool] = True
+    language_bound: ClassVar[bool] = True
 
     def _search(self, index: Any, query: str, qvec: np.ndarray | None,
                 allow: list[int] | None, depth: int) -> Any:
