@@ -222,6 +222,32 @@ def open_collection(data: bytes) -> bool:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def mutate_pages(data: bytes, seed: int, page: int = 4096) -> bytes:
+    """A length-preserving mutation for database files (a custom mutator for libFuzzer, whose
+    insertions and deletions shift every page and only test "not a database"): flipped bits,
+    overwritten bytes (often near a page's end, where SQLite keeps cell contents), or a small
+    integer written at a random place."""
+    import random
+
+    rng = random.Random(seed)
+    d = bytearray(data)
+    if not d:
+        return bytes(d)
+    for _ in range(rng.randint(1, 4)):
+        op = rng.randrange(3)
+        if op == 0:
+            i = rng.randrange(len(d))
+            d[i] ^= 1 << rng.randrange(8)
+        elif op == 1:
+            base = rng.randrange(max(1, len(d) // page)) * page
+            i = min(len(d) - 1, base + page - 1 - int(rng.expovariate(1 / 600)) % page)
+            d[i] = rng.randrange(256)
+        else:
+            i = rng.randrange(len(d))
+            d[i] = rng.choice([0, 1, 2, 0x7F, 0x80, 0xFF])
+    return bytes(d)
+
+
 # ---------------------------------------------------------------------------- analyzers
 def decode(data: bytes) -> str:
     """Text from bytes; the first byte picks the decoding (lone surrogates possible)."""
@@ -299,6 +325,8 @@ def _targets() -> dict[str, Callable[[bytes], None]]:
 
 
 TARGETS = _targets()
+#: custom libFuzzer mutators: (data, max_size, seed) -> data
+MUTATORS = {"collection": lambda data, max_size, seed: mutate_pages(data, seed)[:max_size]}
 SEEDS = Path(__file__).resolve().parent / "seeds"
 
 

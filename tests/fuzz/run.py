@@ -38,16 +38,19 @@ def seed_dir(kind: str) -> Path:
     return HERE / "seeds" / ("analyzer" if base.startswith("analyzer_") else base)
 
 
-def fuzz(kind: str, seconds: float, work: Path) -> tuple[int, list[str], list[str]]:
-    """Fuzzes one target; (executions, descriptions of the distinct findings, errors of a
-    harness that could not start, e.g. the package failing to import)."""
+def fuzz(kind: str, seconds: float, work: Path) -> tuple[int, int, int, list[str], list[str]]:
+    """Fuzzes one target; (executions, coverage features, corpus size at the end,
+    descriptions of the distinct findings, errors of a harness that could not start, e.g.
+    the package failing to import, or fuzzing without coverage feedback)."""
     corpus, found, tmp = work / "corpus" / kind, work / "findings" / kind, work / "tmp"
     shutil.copytree(seed_dir(kind), corpus)
     found.mkdir(parents=True)
     tmp.mkdir(exist_ok=True)
     env = {**os.environ, "FASTRAG_FUZZ_TMP": str(tmp), "PYTHONHASHSEED": "0"}
+    # room to grow past the largest seed (libFuzzer would cut longer inputs)
+    max_len = max(16384, 2 * max(p.stat().st_size for p in corpus.iterdir()))
     deadline = time.monotonic() + seconds
-    log_runs = 0
+    log_runs = cov = 0
     crashes: list[str] = []
     start_errors: list[str] = []
     for _ in range(MAX_RESTARTS + 1):
@@ -57,12 +60,17 @@ def fuzz(kind: str, seconds: float, work: Path) -> tuple[int, list[str], list[st
         cmd = [
             sys.executable, str(HERE / "fuzz_one.py"), "--kind", kind, "--findings", str(found),
             str(corpus), f"-max_total_time={left}", "-timeout=20", "-rss_limit_mb=3072",
-            "-max_len=16384", f"-artifact_prefix={found}/", "-print_final_stats=1",
+            f"-max_len={max_len}", f"-artifact_prefix={found}/", "-print_final_stats=1",
         ]
         p = subprocess.run(cmd, capture_output=True, text=True, env=env)
         done = re.findall(r"Done (\d+) runs", p.stderr)
         statuses = re.findall(r"^#(\d+)\s", p.stderr, re.M)
         log_runs += int(done[-1]) if done else int(statuses[-1]) if statuses else 0
+        cov = max([cov, *map(int, re.findall(r" cov: (\d+) ", p.stderr))])
+        if "no interesting inputs were found" in p.stderr and not cov:
+            # no Python coverage reaches libFuzzer: it would mutate a 1-byte input only
+            start_errors.append("no coverage feedback (is fastrag instrumented?)")
+            break
         if p.returncode == 0:
             break
         tail = [ln for ln in p.stderr.splitlines() if ln.strip()][-12:]
@@ -74,7 +82,8 @@ def fuzz(kind: str, seconds: float, work: Path) -> tuple[int, list[str], list[st
     counted = sum(int(f.read_text() or 0) for f in found.glob("execs-*"))
     findings = [f.read_text().split("\n")[1] for f in sorted(found.glob("finding-*.txt"))]
     findings += crashes
-    return max(counted, log_runs), findings, start_errors
+    corpus_size = sum(1 for _ in corpus.iterdir())
+    return max(counted, log_runs), cov, corpus_size, findings, start_errors
 
 
 def main() -> None:
@@ -92,11 +101,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="fastrag-fuzz-run-") as d:
         work = Path(d)
         for kind in args.kind or KINDS:
-            runs, findings, errors = fuzz(kind, args.seconds, work)
+            runs, cov, n_corpus, findings, errors = fuzz(kind, args.seconds, work)
             total_runs += runs
             total_findings += len(findings)
             total_errors += len(errors)
-            print(f"{kind:20s} runs={runs:<8d} findings={len(findings)}"
+            print(f"{kind:20s} runs={runs:<8d} cov={cov:<5d} corpus={n_corpus:<5d} "
+                  f"findings={len(findings)}"
                   + (f" start_errors={len(errors)}" if errors else ""), flush=True)
             for f in findings:
                 print(f"    - {f[:400]}", flush=True)
