@@ -179,3 +179,67 @@ def test_damaged_sqlite_page_is_refused() -> None:
     data = bytearray(data)
     data[3540] = 130
     harnesses.open_collection(bytes(data))
+
+
+def _damaged_folder(tmp_path: Path, data: bytes) -> Path:
+    folder = tmp_path / "col"
+    folder.mkdir()
+    (folder / "collection.sqlite").write_bytes(data)
+    for f in harnesses.COLLECTION_FILES.iterdir():
+        (folder / f.name).write_bytes(f.read_bytes())
+    return folder
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: Collection.verify() runs PRAGMA quick_check, which does not compare indexes "
+    "with their tables: a documents row whose id differs from its index entry passes verify(), "
+    "then documents() lists 'd' while 'd' in col is False and get('d') raises KeyError",
+)
+def test_verify_finds_an_index_that_disagrees_with_its_table(tmp_path) -> None:
+    import fastrag
+
+    (_, data), = _seeds("collection")
+    data = bytearray(data)
+    assert data[20473] == ord("d")  # the id in the documents table's row of document 'd'
+    data[20473] = 0x7F
+    col = fastrag.Collection.open(_damaged_folder(tmp_path, bytes(data)))
+    try:
+        try:
+            col.verify()
+        except fastrag.IndexFormatError:
+            return
+        ids = [d.id for d in col.documents()]
+        assert all(d in col for d in ids), ids
+    finally:
+        col.close()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: a collection whose schema was damaged (a column renamed in sqlite_master) "
+    "opens, then raises sqlite3.OperationalError 'no such column' instead of IndexFormatError",
+)
+def test_damaged_schema_is_refused(tmp_path) -> None:
+    import sqlite3
+
+    import fastrag
+
+    _seed_collection(tmp_path / "col")
+    db = sqlite3.connect(tmp_path / "col" / "collection.sqlite")
+    db.execute("PRAGMA writable_schema = ON")
+    db.execute(
+        "UPDATE sqlite_master SET sql = replace(sql, 'metadata TEXT', 'metadatx TEXT') "
+        "WHERE name = 'documents'"
+    )
+    db.commit()
+    db.close()
+    try:
+        col = fastrag.Collection.open(tmp_path / "col")
+        try:
+            list(col.documents())
+            col.search("river", k=2, method="bm25")
+        finally:
+            col.close()
+    except ValueError:
+        pass
