@@ -190,12 +190,6 @@ def _damaged_folder(tmp_path: Path, data: bytes) -> Path:
     return folder
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: Collection.verify() runs PRAGMA quick_check, which does not compare indexes "
-    "with their tables: a documents row whose id differs from its index entry passes verify(), "
-    "then documents() lists 'd' while 'd' in col is False and get('d') raises KeyError",
-)
 def test_verify_finds_an_index_that_disagrees_with_its_table(tmp_path) -> None:
     import fastrag
 
@@ -215,11 +209,6 @@ def test_verify_finds_an_index_that_disagrees_with_its_table(tmp_path) -> None:
         col.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a collection whose schema was damaged (a column renamed in sqlite_master) "
-    "opens, then raises sqlite3.OperationalError 'no such column' instead of IndexFormatError",
-)
 def test_damaged_schema_is_refused(tmp_path) -> None:
     import sqlite3
 

@@ -151,6 +151,7 @@ def open_db(folder: Path) -> tuple[sqlite3.Connection, dict[str, Any]]:
         if int(settings.get("version", 0)) < 2:
             settings = _upgrade_v1(db)
         check_settings(settings, folder)
+        check_schema(db, folder)
         meta_int(db, "generation")
         meta_int(db, "next_chunk")
     except (sqlite3.DatabaseError, json.JSONDecodeError) as e:
@@ -179,6 +180,25 @@ def check_settings(settings: dict[str, Any], folder: Path) -> None:
     if enc is not None and not (isinstance(enc, dict) and isinstance(enc.get("fingerprint"), str)
                                 and isinstance(enc.get("dim"), int)):
         raise IndexFormatError(f"{folder / DB}: the encoder settings are damaged")
+
+
+_COLUMNS = {
+    "meta": {"key", "value"},
+    "documents": {"id", "text", "metadata", "crc"},
+    "chunks": {"chunk", "doc", "ord", "start", "end", "lang", "crc"},
+    "tokens": {"chunk", "n", "data", "crc"},
+}
+
+
+def check_schema(db: sqlite3.Connection, folder: Path) -> None:
+    """Every table with its columns (a damaged schema would fail later, query by query)."""
+    for table, columns in _COLUMNS.items():
+        found = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+        if found != columns:
+            raise IndexFormatError(
+                f"{folder / DB}: table {table!r} has columns {sorted(found)}, not "
+                f"{sorted(columns)}: the database is damaged; rebuild the collection"
+            )
 
 
 def meta_int(db: sqlite3.Connection, key: str) -> int:
