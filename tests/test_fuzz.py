@@ -232,3 +232,69 @@ def test_damaged_schema_is_refused(tmp_path) -> None:
             col.close()
     except ValueError:
         pass
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: a damaged foreign key in the schema (chunks REFERENCES a table that does not "
+    "exist) passes open()'s column checks and verify(), then add / delete raise "
+    "sqlite3.OperationalError 'no such table' instead of IndexFormatError",
+)
+def test_damaged_foreign_key_is_refused(tmp_path) -> None:
+    import sqlite3
+
+    import fastrag
+
+    _seed_collection(tmp_path / "col")
+    db = sqlite3.connect(tmp_path / "col" / "collection.sqlite")
+    db.execute("PRAGMA writable_schema = ON")
+    db.execute(
+        "UPDATE sqlite_master SET sql = replace(sql, 'REFERENCES documents(id)', "
+        "'REFERENCES dgcuments(id)') WHERE name = 'chunks'"
+    )
+    db.commit()
+    db.close()
+    try:
+        col = fastrag.Collection.open(tmp_path / "col")
+        try:
+            col.verify()
+            col.add(["paper"], ids=["z"])
+            col.delete(["a"])
+            col.commit()
+        finally:
+            col.close()
+    except ValueError:
+        pass
+
+
+_LOAD_IN_1GB = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (1536 << 20, 1536 << 20))
+import fastrag
+try:
+    fastrag.DenseIndex.load(sys.argv[1])
+except BaseException as e:
+    print(type(e).__name__, e)
+else:
+    print("loaded")
+"""
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: HnswIndex::load sizes ready_ by the file's vector count (meta[7]) before "
+    "check_invariants compares it with the sections: a 704-byte file with a valid checksum "
+    "claiming 4e9 vectors allocates ~4 GB (std::bad_alloc / OOM) instead of IndexFormatError",
+)
+def test_dense_load_checks_the_vector_count_before_allocating(tmp_path) -> None:
+    data = bytearray(dict(_seeds("dense"))["empty.frdx"])
+    meta = 384  # the meta section of this seed (section 1 in its table): 14 u64
+    assert struct.unpack_from("<IIQQ", data, HEADER)[:3] == (1, 8, meta)
+    struct.pack_into("<Q", data, meta + 7 * 8, 0xFFFFFFFE)  # n_vectors
+    path = tmp_path / "huge.frdx"
+    path.write_bytes(reseal(bytes(data)))
+    p = subprocess.run(
+        [sys.executable, "-c", _LOAD_IN_1GB, str(path)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert p.stdout.startswith("IndexFormatError"), p.stdout + p.stderr[-500:]
