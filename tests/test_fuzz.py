@@ -234,12 +234,6 @@ def test_damaged_schema_is_refused(tmp_path) -> None:
         pass
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a damaged foreign key in the schema (chunks REFERENCES a table that does not "
-    "exist) passes open()'s column checks and verify(), then add / delete raise "
-    "sqlite3.OperationalError 'no such table' instead of IndexFormatError",
-)
 def test_damaged_foreign_key_is_refused(tmp_path) -> None:
     import sqlite3
 
@@ -280,12 +274,6 @@ else:
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: HnswIndex::load sizes ready_ by the file's vector count (meta[7]) before "
-    "check_invariants compares it with the sections: a 704-byte file with a valid checksum "
-    "claiming 4e9 vectors allocates ~4 GB (std::bad_alloc / OOM) instead of IndexFormatError",
-)
 def test_dense_load_checks_the_vector_count_before_allocating(tmp_path) -> None:
     data = bytearray(dict(_seeds("dense"))["empty.frdx"])
     meta = 384  # the meta section of this seed (section 1 in its table): 14 u64

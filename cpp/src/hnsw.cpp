@@ -862,7 +862,6 @@ std::unique_ptr<HnswIndex> HnswIndex::load(const std::string& path, bool use_mma
   if (meta[13] != ix->pdim_) throw FormatError(path + ": padded dimension mismatch");
   if (ix->n_ >= std::numeric_limits<std::uint32_t>::max()) throw FormatError(path + ": bad count");
   ix->capacity_ = ix->n_;
-  ix->ready_.assign(ix->n_, 1);
   auto col = [&](std::uint32_t id, auto& c) {
     using T = std::remove_cv_t<std::remove_reference_t<decltype(c[0])>>;
     std::uint64_t k = 0;
@@ -878,7 +877,8 @@ std::unique_ptr<HnswIndex> HnswIndex::load(const std::string& path, bool use_mma
   col(kUpperOff, ix->upper_off_);
   col(kUpper, ix->upper_);
   col(kDeleted, ix->deleted_);
-  ix->check_invariants(path);
+  ix->check_invariants(path);  // before sizing anything by the file's count
+  ix->ready_.assign(ix->n_, 1);
   ix->count_in_links();
   if (extra) {
     std::uint64_t k = 0;

@@ -190,14 +190,20 @@ _COLUMNS = {
 }
 
 
+_FOREIGN_KEYS = {"chunks": {("documents", "doc", "id")}, "tokens": {("chunks", "chunk", "chunk")}}
+
+
 def check_schema(db: sqlite3.Connection, folder: Path) -> None:
-    """Every table with its columns (a damaged schema would fail later, query by query)."""
+    """Every table with its columns and foreign keys (a damaged schema would fail later,
+    query by query)."""
     for table, columns in _COLUMNS.items():
         found = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
-        if found != columns:
+        keys = {(row[2], row[3], row[4]) for row in db.execute(
+            f"PRAGMA foreign_key_list({table})")}
+        if found != columns or keys != _FOREIGN_KEYS.get(table, set()):
             raise IndexFormatError(
-                f"{folder / DB}: table {table!r} has columns {sorted(found)}, not "
-                f"{sorted(columns)}: the database is damaged; rebuild the collection"
+                f"{folder / DB}: table {table!r} has columns {sorted(found)} and references "
+                f"{sorted(keys)}: the schema is damaged; rebuild the collection"
             )
 
 
