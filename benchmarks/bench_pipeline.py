@@ -17,6 +17,10 @@ wall time minus the time inside `_core.execute`, p50), bm25_collection_ratio_vs_
 BM25 index p50 / `Collection.search(method="bm25")` p50), batch_speedup_2_threads (1,000
 hybrid queries through `search_batch`, 1 thread / 2 threads, best of 3).
 
+The legs section (not --smoke): `Collection.add` of 200 cranfield documents (600 in a full
+run) with all-MiniLM-L6-v2 exported with attentions, dense-only against bm25 + dense + bm42 +
+token vectors (legs_index_ratio_four_vs_dense) and that plus late chunking (..._five_...).
+
 Pipelines (k = 10 documents, each returned with its text):
 
 1. bm25: BM25 top-10.
@@ -776,6 +780,43 @@ def bench_native(args: argparse.Namespace, res: Results, backend: str, peer_ok: 
         col.close()
 
 
+# ----------------------------------------------------------------------------- legs
+def bench_legs(args: argparse.Namespace, res: Results) -> None:
+    """Indexing time of a collection with more legs against a dense-only one, on the same
+    cranfield documents: bm25 + dense + bm42 + token vectors (one encoder pass per chunk
+    batch feeds all three model outputs), and that plus late chunking (a document pass)."""
+    if args.mode == "smoke" or not (args.data / "cranfield").is_dir():
+        res.skip("legs: smoke mode or no cranfield")
+        return
+    ids, texts = load_beir(args.data / "cranfield").documents()
+    keep = [i for i, t in enumerate(texts) if t.strip()][: 200 if args.mode == "quick" else 600]
+    ids, texts = [ids[i] for i in keep], [texts[i] for i in keep]
+    encoder = fastrag.TextEncoder(attentions=True)
+    configs = {
+        "dense": {},
+        "four": {"sparse": "bm42", "token_vectors": True},
+        "five": {"sparse": "bm42", "token_vectors": True, "late_chunking": True},
+    }
+    best = {name: float("inf") for name in configs}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for _ in range(2):
+            for name, options in configs.items():
+                with tempfile.TemporaryDirectory(prefix="bench-legs-") as tmp:
+                    col = Collection.create(Path(tmp) / "c", encoder=encoder, **options)
+                    t0 = time.perf_counter()
+                    col.add(texts, ids=ids)
+                    best[name] = min(best[name], time.perf_counter() - t0)
+                    col.close()
+    res.summary["legs_index_s_dense"] = round(best["dense"], 2)
+    res.summary["legs_index_ratio_four_vs_dense"] = round(best["four"] / best["dense"], 3)
+    res.summary["legs_index_ratio_five_vs_dense"] = round(best["five"] / best["dense"], 3)
+    print(f"[legs] {len(texts)} documents: dense-only {best['dense']:.1f} s; bm25 + dense + "
+          f"bm42 + token vectors {best['four']:.1f} s ({best['four'] / best['dense']:.2f}x); "
+          f"+ late chunking {best['five']:.1f} s ({best['five'] / best['dense']:.2f}x)",
+          flush=True)
+
+
 # ----------------------------------------------------------------------------- main
 def main() -> None:
     global bm25s, hnswlib, torch
@@ -830,6 +871,7 @@ def main() -> None:
     else:
         res.skip(f"cranfield: {args.data / 'cranfield'} not found")
     bench_native(args, res, backend, peer_ok)
+    bench_legs(args, res)
     if not args.skip_100k and args.mode != "quick":
         n = args.n_chunks
         label = f"{n // 1000}k" if n % 1000 == 0 else f"n{n}"
