@@ -637,6 +637,7 @@ def bench_native(args: argparse.Namespace, res: Results, backend: str, peer_ok: 
         col = Collection.create(Path(tmp) / "c", encoder=encoder, chunk_chars=1000)
         for s in range(0, len(texts), BATCH):
             col.add(texts[s : s + BATCH], ids=doc_ids[s : s + BATCH])
+        col.commit()  # searched as users search: committed (not inside a write transaction)
         build = time.perf_counter() - t0
         table = col.chunk_table()
         chunks = sorted(table.hits.items())
