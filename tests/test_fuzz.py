@@ -286,3 +286,26 @@ def test_dense_load_checks_the_vector_count_before_allocating(tmp_path) -> None:
         capture_output=True, text=True, timeout=120,
     )
     assert p.stdout.startswith("IndexFormatError"), p.stdout + p.stderr[-500:]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug (low: needs a crafted file with a valid checksum): DenseIndex.load checks the "
+    "float32 rows kept next to float16 codes for NaN / inf but not for the float16 range "
+    "(or, for cosine, unit length): a row holding 1e30 loads, scores a cosine of 3.5e29, "
+    "and compact() then raises ValueError",
+)
+def test_dense_float_rows_out_of_range_are_refused_or_compact(tmp_path) -> None:
+    import fastrag
+
+    data = bytearray(dict(_seeds("dense"))["cosine_f16.frdx"])
+    table = [struct.unpack_from("<IIQQ", data, HEADER + 24 * i) for i in range(3)]
+    assert table[2][:2] == (3, 4)  # section 3: the float32 rows, 4-byte elements
+    struct.pack_into("<f", data, table[2][2], 1e30)
+    path = tmp_path / "f16.frdx"
+    path.write_bytes(reseal(bytes(data)))
+    try:
+        index = fastrag.DenseIndex.load(path)
+    except fastrag.IndexFormatError:
+        return
+    index.compact(threads=1)
