@@ -52,8 +52,13 @@ def _checked(method: F) -> F:
 
     @functools.wraps(method)
     def wrapper(self: Collection, *args: Any, **kwargs: Any) -> Any:
-        with store.sqlite_damage(self.path):
+        try:
             return method(self, *args, **kwargs)
+        except sqlite3.DatabaseError as e:
+            damage = store.as_damage(e, self.path)
+            if damage is e:
+                raise
+            raise damage from e
 
     return wrapper  # type: ignore[return-value]
 
@@ -461,7 +466,7 @@ class Collection:
         verified = self._verified
         for doc_id, text, meta, crc in rows:
             if doc_id in verified:
-                out[doc_id] = Document(doc_id, text, json.loads(meta))
+                out[doc_id] = Document(doc_id, text, {} if meta == "{}" else json.loads(meta))
             else:
                 out[doc_id] = store.document_row(doc_id, text, meta, crc)
                 verified.add(doc_id)

@@ -75,6 +75,8 @@ def tokens_crc(chunk: int, n: int, data: bytes) -> int:
 def _corrupt(e: BaseException) -> bool:
     """SQLite's SQLITE_CORRUPT: "database disk image is malformed" (not a foreign file, a busy
     lock or a constraint)."""
+    if isinstance(e, sqlite3.OperationalError) and "decode to UTF-8" in str(e):
+        return True  # a TEXT value that is not UTF-8
     code = getattr(e, "sqlite_errorcode", None)  # Python 3.11+ (extended codes too)
     return (code & 0xFF) == 11 if code is not None else "malformed" in str(e)
 
@@ -85,10 +87,16 @@ def sqlite_damage(path: Path) -> Iterator[None]:
     try:
         yield
     except sqlite3.DatabaseError as e:
-        if not _corrupt(e):
-            raise
-        raise IndexFormatError(f"{path / DB} is damaged ({e}); restore it from a backup or "
-                               "rebuild the collection") from e
+        raise as_damage(e, path) from e
+
+
+def as_damage(e: sqlite3.DatabaseError, path: Path) -> BaseException:
+    """IndexFormatError for a damaged database (SQLITE_CORRUPT, text that is not UTF-8),
+    else `e` itself."""
+    if not _corrupt(e):
+        return e
+    return IndexFormatError(f"{path / DB} is damaged ({e}); restore it from a backup or "
+                            "rebuild the collection")
 
 
 def damaged(what: str) -> IndexFormatError:
@@ -220,15 +228,6 @@ def meta_int(db: sqlite3.Connection, key: str) -> int:
     return value
 
 
-def _text(raw: bytes) -> str:
-    """SQLite TEXT as str; text that is not UTF-8 is damage."""
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise IndexFormatError(f"{DB}: a text value is not UTF-8 ({e.reason}): the database is "
-                               "damaged; rebuild the collection") from None
-
-
 def _upgrade_v1(db: sqlite3.Connection) -> dict[str, Any]:
     """Adds the row checksums of format 2 to a format 1 database (once, under the write
     lock; a concurrent opener waits, then finds it done)."""
@@ -341,14 +340,13 @@ def document_row(doc_id: str, text: str, metadata: str, crc: int | None) -> Docu
     if not ok:
         raise damaged(f"document {doc_id!r}")
     try:
-        return Document(doc_id, text, json.loads(metadata))
+        return Document(doc_id, text, {} if metadata == "{}" else json.loads(metadata))
     except json.JSONDecodeError as e:  # unreachable unless the checksum matched by chance
         raise damaged(f"document {doc_id!r}") from e
 
 
 def connect(path: Path) -> sqlite3.Connection:
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    db.text_factory = _text
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=FULL")
     db.execute("PRAGMA foreign_keys=ON")
