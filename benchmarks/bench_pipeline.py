@@ -17,7 +17,7 @@ wall time minus the time inside `_core.execute`, p50), bm25_collection_ratio_vs_
 BM25 index p50 / `Collection.search(method="bm25")` p50), batch_speedup_2_threads (1,000
 hybrid queries through `search_batch`, 1 thread / 2 threads, best of 3).
 
-The legs section (not --smoke): `Collection.add` of 200 cranfield documents (600 in a full
+The legs section (not --smoke): `Collection.add` of 120 cranfield documents (600 in a full
 run) with all-MiniLM-L6-v2 exported with attentions, dense-only against bm25 + dense + bm42 +
 token vectors (legs_index_ratio_four_vs_dense) and that plus late chunking (..._five_...).
 
@@ -790,7 +790,7 @@ def bench_legs(args: argparse.Namespace, res: Results) -> None:
         res.skip("legs: smoke mode or no cranfield")
         return
     ids, texts = load_beir(args.data / "cranfield").documents()
-    keep = [i for i, t in enumerate(texts) if t.strip()][: 200 if args.mode == "quick" else 600]
+    keep = [i for i, t in enumerate(texts) if t.strip()][: 120 if args.mode == "quick" else 600]
     ids, texts = [ids[i] for i in keep], [texts[i] for i in keep]
     encoder = fastrag.TextEncoder(attentions=True)
     configs = {

@@ -500,7 +500,8 @@ def main() -> None:
     ap.add_argument("--render", type=Path, metavar="DIR",
                     help="no runs: redraw the report and plots of DIR/results.json")
     ap.add_argument("--readme", type=Path, help="also write this README from results.json")
-    ap.add_argument("--only", nargs="*", default=None, help="script names to run")
+    ap.add_argument("--only", nargs="*", default=None,
+                    help="script names to run (the others' results in --out are kept)")
     ap.add_argument("--skip", nargs="*", default=[], help="script names not to run")
     ap.add_argument("--data", type=Path, default=None, help="passed on to the scripts")
     ap.add_argument("--timeout", type=float, default=None, help="seconds per script")
@@ -527,6 +528,9 @@ def main() -> None:
                                   "sentence-transformers", "ranx", "matplotlib")),
         "results": {},
     }
+    previous = out / "results.json"
+    if args.only and previous.is_file():  # rerun some scripts, keep the others' results
+        doc["results"] = json.loads(previous.read_text(encoding="utf-8")).get("results", {})
     failed = []
     for script in todo:
         entry = run_one(script, run_mode, out, args)
