@@ -902,12 +902,17 @@ void HnswIndex::check_invariants(const std::string& path) const {
     if (!(s > 0) || !std::isfinite(s)) fail("int8 steps");
   for (float v : qlow_)
     if (!std::isfinite(v)) fail("int8 ranges");
+  // Rows of a cosine index are unit vectors; rows kept next to float16 codes fit float16.
+  const float limit = p_.metric == Metric::Cosine ? 1.0001f
+                      : p_.storage == Storage::F16 ? 65504.0f
+                                                   : std::numeric_limits<float>::infinity();
+  auto bad = [limit](float v) { return !std::isfinite(v) || std::fabs(v) > limit; };
   for (float v : f32_)
-    if (!std::isfinite(v)) fail("float32 rows");
+    if (bad(v)) fail("float32 rows");
   if (p_.storage == Storage::F32)
     for (std::size_t id = 0; id < n_; ++id)
       for (std::uint32_t d = 0; d < pdim_; ++d)
-        if (!std::isfinite(f32_row(static_cast<std::uint32_t>(id))[d])) fail("float32 rows");
+        if (bad(f32_row(static_cast<std::uint32_t>(id))[d])) fail("float32 rows");
   if (level_.size() != n_ ||
       upper_off_.size() != n_ + 1 || deleted_.size() != words_for(n_))
     fail("graph arrays");
