@@ -53,13 +53,6 @@ py::array array_arg(py::handle h, const std::string& name) {
   return py::reinterpret_borrow<py::array>(h);
 }
 
-fastrag::SearchAlgorithm parse_algorithm(const std::string& s) {
-  if (s == "auto") return fastrag::SearchAlgorithm::Auto;
-  if (s == "exhaustive") return fastrag::SearchAlgorithm::Exhaustive;
-  if (s == "maxscore") return fastrag::SearchAlgorithm::MaxScore;
-  throw std::invalid_argument("algorithm must be 'auto', 'exhaustive' or 'maxscore', got '" + s +
-                              "'");
-}
 
 constexpr std::int64_t kAll = std::int64_t{1} << 32;  // past any index's size
 
@@ -111,7 +104,7 @@ std::int64_t parse_leg(const py::handle& item, std::size_t l, fastrag::Leg& leg,
   if (sparse) {
     leg.sparse = index.cast<const SparseIndex*>();
     if (!get("algorithm").is_none())
-      leg.algorithm = parse_algorithm(py::cast<std::string>(get("algorithm")));
+      leg.algorithm = fastrag::parse_algorithm(py::cast<std::string>(get("algorithm")));
     if (!get("indptr").is_none() || !get("terms").is_none()) {
       auto indptr = array_arg(get("indptr"), name + "['indptr']");
       auto terms = array_arg(get("terms"), name + "['terms']");

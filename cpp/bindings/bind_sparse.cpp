@@ -30,13 +30,6 @@ std::size_t csr_rows(const py::array& indptr, const py::array& entries, const ch
   return n;
 }
 
-fastrag::SearchAlgorithm parse_algorithm(const std::string& s) {
-  if (s == "auto") return fastrag::SearchAlgorithm::Auto;
-  if (s == "exhaustive") return fastrag::SearchAlgorithm::Exhaustive;
-  if (s == "maxscore") return fastrag::SearchAlgorithm::MaxScore;
-  throw std::invalid_argument("algorithm must be 'auto', 'exhaustive' or 'maxscore', got '" + s +
-                              "'");
-}
 
 }  // namespace
 
@@ -113,7 +106,7 @@ void register_sparse(py::module_& m) {
             fastrag::SearchOptions opt;
             opt.k = k;
             opt.threads = fastrag::bindings::thread_count(threads);
-            opt.algorithm = parse_algorithm(algorithm);
+            opt.algorithm = fastrag::parse_algorithm(algorithm);
             if (!allow.is_none()) {
               auto aa = allow.cast<py::array>();
               opt.allow = checked<std::uint64_t>(aa, "allow");

@@ -84,6 +84,14 @@ struct SparseIndex::Scratch {
   const std::uint64_t* live = nullptr;
 };
 
+SearchAlgorithm parse_algorithm(const std::string& s) {
+  if (s == "auto") return SearchAlgorithm::Auto;
+  if (s == "exhaustive") return SearchAlgorithm::Exhaustive;
+  if (s == "maxscore") return SearchAlgorithm::MaxScore;
+  throw std::invalid_argument("algorithm must be 'auto', 'exhaustive' or 'maxscore', got '" + s +
+                              "'");
+}
+
 void SparseIndex::search(const QueryBatch& q, const SearchOptions& opt, std::int64_t* out_ids,
                          float* out_scores) const {
   for (std::size_t i = 0; i < q.n_queries; ++i)

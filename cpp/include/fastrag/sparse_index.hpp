@@ -33,6 +33,9 @@ enum class SearchAlgorithm : std::uint32_t {
   MaxScore = 2,    // document-at-a-time block-max MaxScore with block skipping
 };
 
+// "auto", "exhaustive" or "maxscore"; std::invalid_argument otherwise.
+SearchAlgorithm parse_algorithm(const std::string& name);
+
 // Queries as CSR: terms[indptr[q]:indptr[q+1]] with weights (null = 1 each).
 // Duplicate terms in one query add up; weights must be finite and >= 0.
 struct QueryBatch {
