@@ -854,13 +854,19 @@ class Collection:
             with self._lock:  # a writer commits without pause: read in one transaction
                 if self._db.in_transaction:
                     return run()
-                self._db.execute("BEGIN")
-                try:
+                for _ in range(50):
+                    # load the newest generation outside any transaction (its files may be
+                    # deleted by the next commit: _load_indexes then reads again), then search
+                    # in a read transaction that still names that generation
                     if store.meta_int(self._db, "generation") != self._generation:
                         self._load_indexes()
-                    return run()
-                finally:
-                    self._db.rollback()
+                    self._db.execute("BEGIN")
+                    try:
+                        if store.meta_int(self._db, "generation") == self._generation:
+                            return run()
+                    finally:
+                        self._db.rollback()
+                raise CollectionError(f"{self.path}: the collection changed too often to search")
 
 
 def _languages_of(enc: Encoder) -> list[str]:
