@@ -23,6 +23,7 @@ their `doc_terms` heaviest terms.
     python benchmarks/bench_sparse.py                 # full run
     python benchmarks/bench_sparse.py --quick         # 100,000 generated docs, 400 cranfield docs
     python benchmarks/bench_sparse.py --smoke         # tiny data, no scipy timings
+    # the output ends with one line: SUMMARY key=value ...
     # options: --json PATH, --data DIR, --docs N, --queries N (generated), --repeat R,
     #          --skip cranfield synthetic
 
