@@ -15,6 +15,22 @@ Methods:
 * :func:`dbsf` -- Distribution-Based Score Fusion, as in Qdrant (mean +/- 3 std as the range).
 * :func:`fuse` -- dispatch by name over :data:`FUSIONS`.
 
+Options of each method (keyword arguments; :data:`OPTIONS` lists them, :func:`check_options`
+validates them the way every method does):
+
+========  =====================  ===============================================================
+option    methods                value
+========  =====================  ===============================================================
+k         rrf                    the rank offset, a finite number > 0 (default 60)
+weights   rrf, minmax, zscore,   one finite number >= 0 per ranking, not all 0 (default all 1);
+          dbsf                   minmax rescales them to sum to 1, the others use them as given
+depth     rrf, minmax, zscore,   an int >= 1: only the first `depth` entries of each ranking
+          dbsf                   count (default: all of them)
+========  =====================  ===============================================================
+
+A :class:`fastrag.search.Pipeline` takes ``k`` and ``weights`` in its ``fusion_options`` (one
+weight per retriever); the depth of each leg is set on its retriever instead.
+
 Conventions shared by every method:
 
 * ``weights`` (default: all 1) must have one finite, non-negative entry per leg and not all be
@@ -38,12 +54,12 @@ Pure Python/numpy, meant for up to a few thousand candidates per query.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
 
-__all__ = ["FUSIONS", "dbsf", "fuse", "minmax", "rrf", "zscore"]
+__all__ = ["FUSIONS", "OPTIONS", "check_options", "dbsf", "fuse", "minmax", "rrf", "zscore"]
 
 Id = TypeVar("Id", bound=Hashable)
 Ranking = Sequence[tuple[Id, float]]
@@ -58,13 +74,32 @@ _Leg = tuple[float, dict[Any, float], float]
 # --------------------------------------------------------------------------------------------
 
 
-def _check_weights(weights: Sequence[float] | None, n_legs: int) -> list[float]:
+def _is_number(value: Any) -> bool:
+    """A real number: int, float or a numpy scalar of either, never bool or str."""
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+        value, (bool, np.bool_)
+    )
+
+
+def _check_k(k: Any) -> float:
+    if not _is_number(k) or not (math.isfinite(float(k)) and float(k) > 0):
+        raise ValueError(f"k must be a finite number > 0, got {k!r}")
+    return float(k)
+
+
+def _check_weights(weights: Sequence[float] | None, n_legs: int | None) -> list[float]:
+    """Validated weights; `n_legs` None skips the count check (it is made when fusing)."""
     if weights is None:
-        return [1.0] * n_legs
-    try:
-        ws = [float(w) for w in weights]
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"weights must be a sequence of numbers, got {weights!r}") from exc
+        return [1.0] * (n_legs or 0)
+    if isinstance(weights, (str, bytes, Mapping)) or not isinstance(
+        weights, (Sequence, np.ndarray)
+    ):
+        raise ValueError(f"weights must be a sequence of numbers, got {weights!r}")
+    if not all(_is_number(w) for w in weights):
+        raise ValueError(f"weights must be a sequence of numbers, got {weights!r}")
+    ws = [float(w) for w in weights]
+    if n_legs is None:
+        n_legs = len(ws)
     if len(ws) != n_legs:
         raise ValueError(f"got {len(ws)} weights for {n_legs} rankings; they must match")
     for i, w in enumerate(ws):
@@ -205,9 +240,7 @@ def rrf(
         ``(doc_id, fused_score)`` sorted by fused score descending, ties in first-appearance
         order.
     """
-    k_f = float(k)
-    if not (math.isfinite(k_f) and k_f > 0):
-        raise ValueError(f"k must be finite and > 0, got {k!r}")
+    k_f = _check_k(k)
     legs = _prepare(rankings, weights, depth, finite=False)
     return _combine(
         [
@@ -319,7 +352,8 @@ FUSIONS: dict[str, Callable[..., list[tuple[Any, float]]]] = {
     "dbsf": dbsf,
 }
 
-_OPTIONS: dict[str, frozenset[str]] = {
+#: The options each fusion method takes (see the table in the module docstring).
+OPTIONS: dict[str, frozenset[str]] = {
     "rrf": frozenset({"k", "weights", "depth"}),
     "minmax": frozenset({"weights", "depth"}),
     "zscore": frozenset({"weights", "depth"}),
@@ -327,22 +361,48 @@ _OPTIONS: dict[str, frozenset[str]] = {
 }
 
 
+def check_options(
+    method: str, options: Mapping[str, Any], *, n_legs: int | None = None,
+    allowed: frozenset[str] | None = None,
+) -> dict[str, Any]:
+    """Validates the options of fusion method `method`; returns them normalised (k a float,
+    weights a tuple of floats, depth an int).
+
+    `n_legs`: the number of rankings, when known (weights must have one entry each);
+    `allowed`: restricts the options further (a pipeline sets the legs' depth on its
+    retrievers, not through ``depth``). Raises :class:`ValueError` naming the method, the
+    option and what it accepts.
+    """
+    if not isinstance(method, str) or method not in FUSIONS:
+        raise ValueError(
+            f"unknown fusion method {method!r}; expected one of {', '.join(sorted(FUSIONS))}"
+        )
+    if not isinstance(options, Mapping):
+        raise ValueError(f"fusion options must be a dict such as {{'k': 60}}, got {options!r}")
+    takes = OPTIONS[method] if allowed is None else OPTIONS[method] & allowed
+    unknown = sorted(str(o) for o in options if o not in takes)
+    if unknown:
+        raise ValueError(
+            f"fusion method {method!r} does not take option(s) {', '.join(unknown)}; "
+            f"it takes {', '.join(sorted(takes)) or 'none'}"
+        )
+    out: dict[str, Any] = {}
+    if "k" in options:
+        out["k"] = _check_k(options["k"])
+    if options.get("weights") is not None:  # None: the default, all 1
+        out["weights"] = tuple(_check_weights(options["weights"], n_legs))
+    if options.get("depth") is not None:  # None: every entry
+        out["depth"] = _check_depth(options["depth"])
+    return out
+
+
 def fuse(
     method: str, rankings: Sequence[Sequence[tuple[Id, float]]], **options: Any
 ) -> list[tuple[Id, float]]:
     """Fuses ``rankings`` with the method named ``method`` (a key of :data:`FUSIONS`).
 
-    ``options`` are passed on as keyword arguments; an unknown method, or an option the method
-    does not take, raises :class:`ValueError`.
+    ``options`` are passed on as keyword arguments (see :data:`OPTIONS`); an unknown method,
+    an option the method does not take, or a bad value raises :class:`ValueError`.
     """
-    if method not in FUSIONS:
-        raise ValueError(
-            f"unknown fusion method {method!r}; expected one of {', '.join(sorted(FUSIONS))}"
-        )
-    unknown = sorted(set(options) - _OPTIONS[method])
-    if unknown:
-        raise ValueError(
-            f"fusion method {method!r} does not take option(s) {', '.join(unknown)}; "
-            f"it takes {', '.join(sorted(_OPTIONS[method]))}"
-        )
+    check_options(method, options)
     return FUSIONS[method](rankings, **options)

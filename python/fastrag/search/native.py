@@ -20,8 +20,10 @@ from fastrag.search.retrievers import BaseRetriever
 
 __all__ = ["NATIVE_FUSIONS", "run"]
 
-#: Fusions the executor runs (their only option is RRF's k).
+#: Fusions the executor runs, with the options it takes: RRF's k as ``rrf_k``, and the
+#: weights, which reach it as each leg's weight (``Pipeline.weights`` resolves them).
 NATIVE_FUSIONS = ("rrf", "minmax", "zscore", "dbsf")
+_NATIVE_OPTIONS = {"rrf": {"k", "weights"}}
 
 
 def supported(fusion: str, fusion_options: Mapping[str, Any],
@@ -29,7 +31,7 @@ def supported(fusion: str, fusion_options: Mapping[str, Any],
     """Whether the executor can run these legs and this fusion exactly as Python would."""
     return (
         fusion in NATIVE_FUSIONS
-        and set(fusion_options) <= ({"k"} if fusion == "rrf" else set())
+        and set(fusion_options) <= _NATIVE_OPTIONS.get(fusion, {"weights"})
         and all(r.native for r, _ in legs)
     )
 

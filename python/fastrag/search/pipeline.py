@@ -19,7 +19,7 @@ from fastrag._core import IndexFormatError
 from fastrag.encoders.base import check_texts
 from fastrag.search import native
 from fastrag.search.corpus import ChunkHit, Corpus, Document
-from fastrag.search.fusion import FUSIONS, fuse
+from fastrag.search.fusion import FUSIONS, check_options, fuse
 from fastrag.search.retrievers import RETRIEVERS, BaseRetriever, Retriever
 from fastrag.search.stages import Reranker
 from fastrag.text.language import detect_language
@@ -70,7 +70,11 @@ class Pipeline:
     Args:
         retrievers: first-stage retrievers (one or more).
         fusion: "rrf", "minmax", "zscore" or "dbsf" (see `fastrag.search.fusion`).
-        fusion_options: e.g. {"k": 60} for RRF.
+        fusion_options: {"k": 60} (RRF's rank offset, a number > 0) and / or {"weights":
+            [...]} (one number >= 0 per retriever, as `Retriever(weight=...)` gives one each:
+            use one or the other; a weight of 0 leaves that leg out). The legs' depths are
+            set on the retrievers. Checked here: an unknown option or a bad value is a
+            ValueError.
         rerankers: (reranker, depth) pairs: each rescores the best `depth` candidates of the
             stage before; candidates below keep their order, after the reranked ones.
         aggregate: "max" (a document scores as its best chunk) or "sum".
@@ -92,6 +96,13 @@ class Pipeline:
             raise ValueError("a pipeline needs at least one retriever")
         if self.fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {', '.join(sorted(FUSIONS))}")
+        self.fusion_options = check_options(self.fusion, self.fusion_options,
+                                            n_legs=len(self.retrievers),
+                                            allowed=frozenset({"k", "weights"}))
+        if "weights" in self.fusion_options and any(
+                r.weight is not None for r in self.retrievers):
+            raise ValueError("weights are given both in fusion_options and on retrievers: "
+                             "use one or the other")
         if self.aggregate not in ("max", "sum"):
             raise ValueError("aggregate must be 'max' or 'sum'")
         for i, stage in enumerate(self.rerankers):
@@ -112,11 +123,12 @@ class Pipeline:
         """Fusion weights for this query (see `adaptive`): a leg of a model that does not
         know the query's language (or most of the corpus's) gets 0."""
         every = not self.adaptive or all(r.language_bound for r in self.retrievers)
+        given = self.fusion_options.get("weights") or [r.weight for r in self.retrievers]
         return [
-            float(r.weight) if r.weight is not None
+            float(w) if w is not None
             else 1.0 if every or not r.language_bound
             else language_weight(corpus, query, corpus.leg_languages(r.method))
-            for r in self.retrievers
+            for r, w in zip(self.retrievers, given, strict=True)
         ]
 
     def search(
@@ -291,7 +303,7 @@ class Pipeline:
                 fused = rankings[0]
             else:
                 fused = fuse(self.fusion, rankings, weights=[w for _, w in legs],
-                             **dict(self.fusion_options))
+                             **{o: v for o, v in self.fusion_options.items() if o != "weights"})
             chunks = corpus.chunks_of(c for c, _ in fused)
             found = {hit.doc for hit in chunks.values()}
             more = [len(ranking) == d for ranking, d in zip(rankings, depths, strict=True)]
