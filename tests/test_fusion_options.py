@@ -147,5 +147,5 @@ def test_every_documented_option_is_accepted_by_fuse() -> None:
                                  {"weights": {"a": 1}}])
 def test_fuse_refuses_what_float_would_have_converted(bad: dict[str, Any]) -> None:
     method = "rrf"
-    with pytest.raises(ValueError, match="k must be|numbers"):
+    with pytest.raises(ValueError, match=r"k must be|numbers"):
         fuse(method, list(LEGS), **bad)
