@@ -422,5 +422,50 @@ def info_cmd(collection: Path, as_json: bool) -> None:
             click.echo(f"{key:<20} {value}")
 
 
+@main.command("serve")
+@click.argument("collection", type=click.Path(path_type=Path))
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--api-key", default=None, help="Bearer key for every API request "
+              "(default: $FASTRAG_API_KEY; none: no key).")
+@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Search threads (0: one per core).")
+@click.option("--no-batching", is_flag=True, help="Run every encoder call on its own.")
+@click.option("--max-batch", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Texts per micro-batched encoder run.")
+@click.option("--max-wait-ms", type=click.FloatRange(0, 1000), default=2.0, show_default=True,
+              help="How long a micro-batch waits for more requests.")
+@click.option("--max-body-mb", type=click.FloatRange(min=0.001), default=8.0, show_default=True)
+@click.option("--max-k", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option("--cors-origin", "cors", multiple=True, help="Allow this origin (CORS is off "
+              "by default); repeat for several.")
+@click.option("--rerank-model", default=None,
+              help="Cross-encoder for /rerank (default: cosine of the collection's encoder).")
+@click.option("--drain-seconds", type=click.FloatRange(min=0), default=30.0, show_default=True,
+              help="On SIGTERM, how long requests in flight may take to finish.")
+def serve_cmd(
+    collection: Path, host: str, port: int, api_key: str | None, workers: int,
+    no_batching: bool, max_batch: int, max_wait_ms: float, max_body_mb: float, max_k: int,
+    cors: tuple[str, ...], rerank_model: str | None, drain_seconds: float,
+) -> None:
+    """Serve a COLLECTION folder over HTTP (needs pip install "fastrag[server]")."""
+    from fastrag.serve import Limits, ServeConfig, key_from_env
+
+    try:
+        from fastrag.serve.run import serve
+    except ImportError as e:
+        raise click.ClickException(str(e)) from e
+    try:
+        config = ServeConfig(
+            collection, host=host, port=port, api_key=key_from_env(api_key), workers=workers,
+            batching=not no_batching, max_batch_texts=max_batch, max_wait_ms=max_wait_ms,
+            cors_origins=cors, drain_seconds=drain_seconds, rerank_model=rerank_model,
+            limits=Limits(max_body_bytes=int(max_body_mb * 2**20), max_k=max_k),
+        )
+        serve(config)
+    except (ValueError, OSError) as e:
+        raise click.ClickException(str(e)) from e
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
