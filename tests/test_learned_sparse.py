@@ -507,7 +507,7 @@ def test_bm42_document_words_hand_checked(minilm):
 
 def test_bm42_search_is_idf_times_attention(minilm, tmp_path):
     docs = [SENTENCE, *TEXTS, "Cats and dogs."]
-    ix = BM42Index(minilm)
+    ix = BM42Index(minilm, alpha=None)  # the raw attention sums (the default is 0.5)
     ix.add(docs, ids=list(range(len(docs))))
     weights = [ix.document_words(tv) for tv in minilm.token_vectors(docs)]
     n = len(docs)

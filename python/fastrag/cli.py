@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,13 @@ NOISE_KINDS = [
 )
 @click.option("--naive", is_flag=True, help="--method late: encode each chunk on its own.")
 @click.option(
+    "--alpha",
+    callback=lambda ctx, param, value: _bm42_alpha(value),
+    default=None,
+    help="--method bm42: weights become log(1 + w) ** ALPHA (default 0.5, as fastembed); "
+    "'none' keeps the raw attention sums.",
+)
+@click.option(
     "--retrievers",
     default=None,
     help="--method hybrid: legs to fuse, e.g. bm25,splade,dense (also bm42, late); "
@@ -108,6 +116,7 @@ def eval_cmd(
     quantize: str | None,
     chunker: str,
     naive: bool,
+    alpha: float | str | None,
     retrievers: str | None,
     rerank: str | None,
     noise: str | None,
@@ -145,6 +154,10 @@ def eval_cmd(
         options = {"model": model, "chunker": chunker, "naive": naive, "quantize": quantize}
     elif method in ("splade", "bm42") and model != "default":
         options = {"model": model}
+    if alpha is not None:
+        if method != "bm42":
+            raise click.UsageError("--alpha is an option of --method bm42")
+        options["alpha"] = None if alpha == "none" else alpha
     try:
         if noise is None:
             result = evaluate_method(data, method, options=options)
@@ -169,6 +182,19 @@ def eval_cmd(
     click.echo(f"{result.method} on {result.dataset} ({result.queries} queries)")
     for name, value in result.metrics.items():
         click.echo(f"  {name:<12} {value:.4f}")
+
+
+def _bm42_alpha(value: str | None) -> float | str | None:
+    """--alpha: a finite number > 0, or "none" (the raw attention sums)."""
+    if value is None or value.strip().lower() == "none":
+        return None if value is None else "none"
+    try:
+        alpha = float(value)
+    except ValueError:
+        alpha = math.nan
+    if not (math.isfinite(alpha) and alpha > 0):
+        raise click.BadParameter(f"{value!r} is not a number > 0 or 'none'")
+    return alpha
 
 
 def _echo_noise(result: Any, as_json: bool) -> None:

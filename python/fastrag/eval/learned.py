@@ -41,7 +41,7 @@ def run_splade(dataset: Dataset, depth: int, options: dict[str, Any]) -> Run:
 @register_method("bm42")
 def run_bm42(dataset: Dataset, depth: int, options: dict[str, Any]) -> Run:
     """BM42 with options model (default "default": all-MiniLM-L6-v2, exported with
-    attentions), alpha (None: summed attention; fastembed uses 0.5), batch_size, threads,
+    attentions), alpha (default 0.5 as fastembed; None: the summed attention), batch_size, threads,
     cache_dir."""
     from fastrag.encoders import BM42Index, TextEncoder
 
@@ -52,7 +52,7 @@ def run_bm42(dataset: Dataset, depth: int, options: dict[str, Any]) -> Run:
         threads=threads,
         cache_dir=options.get("cache_dir"),
     )
-    alpha = options.get("alpha")
+    alpha = options.get("alpha", 0.5)
     index = BM42Index(
         encoder,
         alpha=None if alpha in (None, "", "none", "None") else float(alpha),
