@@ -54,9 +54,10 @@ def _check_default_model(model: str) -> None:
 
     spec = find_spec(model)
     package = getattr(spec, "offline_package", None)
-    if package and importlib.util.find_spec(package.replace("-", "_")) is None:
+    if package and importlib.util.find_spec(package) is None:
+        dist = getattr(spec, "distribution", None) or package.replace("_", "-")
         raise click.ClickException(
-            f"the model {model!r} ({spec.hf_id}) comes from the {package} package: "
+            f"the model {model!r} ({spec.hf_id}) comes from the {dist} package: "
             'pip install "fastrag[minilm]" (or --model none for BM25 only)'
         )
 
@@ -211,7 +212,7 @@ def index_cmd(ctx: click.Context, path: Path, collection: Path, **opts: Any) -> 
         )
     except ValueError as e:
         raise click.UsageError(str(e)) from e
-    _report_found(found, opts["verbose"])
+    _report_found(found, opts["verbose"] or path.is_file())  # a file named is always shown
     if not found.texts and not opts["sync"]:
         raise click.ClickException(f"no documents found in {path}")
     col = _open_collection(ctx, collection)

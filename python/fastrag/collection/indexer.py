@@ -63,17 +63,16 @@ def plan_index(col: Collection, found: Found, *, sync: bool = False) -> IndexPla
     return plan
 
 
-def _slices(found: Found, todo: list[int]) -> list[list[int]]:
-    """`todo` in add calls of at most SLICE_DOCS documents and about SLICE_CHARS characters."""
-    out: list[list[int]] = []
+def _next_slice(found: Found, todo: list[int], pos: int, most: int) -> list[int]:
+    """The documents of the next add call: from `pos`, at most `most` of them and about
+    SLICE_CHARS characters."""
+    part: list[int] = []
     size = 0
-    for i in todo:
-        if not out or len(out[-1]) >= SLICE_DOCS or size >= SLICE_CHARS:
-            out.append([])
-            size = 0
-        out[-1].append(i)
+    while pos + len(part) < len(todo) and len(part) < most and (not part or size < SLICE_CHARS):
+        i = todo[pos + len(part)]
+        part.append(i)
         size += len(found.texts[i])
-    return out
+    return part
 
 
 def run_index(
@@ -103,7 +102,10 @@ def run_index(
         done_chars = 0.0
         added = since = 0
         last = time.monotonic()
-        for part in _slices(found, plan.todo):
+        pos = 0
+        while pos < len(plan.todo):
+            part = _next_slice(found, plan.todo, pos, min(SLICE_DOCS, commit_every - since))
+            pos += len(part)
             chars = sum(len(found.texts[i]) for i in part)
             base = done_chars
 
