@@ -251,7 +251,11 @@ def test_dense_rescore_reorders_the_head(english: Collection, depth: int) -> Non
         else:
             assert "dense-rescore" not in r.stages
     assert np.allclose(col.vectors_of([chunks[d][0] for d in head]) @ qvec, vecs @ qvec)
-    assert [r.score for r in got] == sorted((r.score for r in got), reverse=True)
+    n = len(head)
+    assert [r.score for r in got[:n]] == sorted((r.score for r in got[:n]), reverse=True)
+    # below the depth: each keeps its real BM25 score, marked as such (none is made up)
+    assert [r.score for r in got[n:]] == pytest.approx([r.score for r in base[depth:]], rel=1e-6)
+    assert [r.scored_by for r in got] == ["dense-rescore"] * n + ["bm25"] * (len(got) - n)
 
 
 def test_cross_encoder_rerank_and_chained_stages(english: Collection) -> None:

@@ -21,7 +21,7 @@ from fastrag.search import native
 from fastrag.search.corpus import ChunkHit, Corpus, Document
 from fastrag.search.fusion import FUSIONS, check_options, fuse
 from fastrag.search.retrievers import RETRIEVERS, BaseRetriever, Retriever
-from fastrag.search.stages import Reranker
+from fastrag.search.stages import Candidate, Reranker, rescored
 from fastrag.text.language import detect_language
 
 __all__ = ["Pipeline", "Result", "StageScore", "default_pipeline", "dense_weight",
@@ -43,6 +43,11 @@ class Result:
         score: the final score (of the last stage).
         span: (start, end) characters of the best chunk in `text`.
         stages: {stage name: StageScore} of the best chunk in every stage it reached.
+        scored_by: with rerank stages, the stage whose score `score` is: the last reranker
+            for documents it reached, or, for documents below its depth, the earlier stage
+            that last scored them ("fusion", a leg or another reranker). Those keep that
+            stage's real score (another scale) and rank after the reranked ones. None
+            without rerank stages (the score is then the fusion's, or the only leg's).
     """
 
     id: str
@@ -51,6 +56,7 @@ class Result:
     metadata: dict[str, Any]
     span: tuple[int, int]
     stages: dict[str, StageScore] = field(default_factory=dict)
+    scored_by: str | None = None
 
     def __repr__(self) -> str:
         passage = " ".join(self.passage.split())
@@ -266,27 +272,25 @@ class Pipeline:
         does not have)."""
         stages: dict[int, dict[str, StageScore]] = {}
         fused, chunks = self._retrieve(corpus, legs, query, qvec, allow, k, stages, explain)
-        order = [(c, float(s)) for c, s in fused if c in chunks]
+        first = "fusion" if len(legs) > 1 else legs[0][0].name
+        order = [Candidate(c, float(s), first, 0) for c, s in fused if c in chunks]
         # texts are read only for what a stage or the answer needs, not for every candidate
         docs: dict[str, Document] = {}
-        for reranker, depth in rerankers:
-            head, tail = order[:depth], order[depth:]
-            if not head:
+        for tier, (reranker, depth) in enumerate(rerankers, 1):
+            ids = [c.chunk for c in order[:depth]]
+            if not ids:
                 break
-            ids = [c for c, _ in head]
             docs.update(corpus.texts_of(chunks[c].doc for c in ids if chunks[c].doc not in docs))
             passages = [self._doc(docs, chunks[c]).text[chunks[c].start : chunks[c].end]
                         for c in ids]
             scores = reranker.rescore(corpus, query, qvec, ids, passages)
-            head = sorted(zip(ids, (float(s) for s in scores), strict=True),
-                          key=lambda cs: -cs[1])
+            # candidates below the depth follow with their own (real) scores
+            order = rescored(order, depth, reranker.name, tier, scores)
             if explain:
-                for rank, (c, s) in enumerate(head, 1):
-                    stages.setdefault(c, {})[reranker.name] = StageScore(s, rank)
-            # candidates below the reranked depth follow, keeping their order
-            floor = min(s for _, s in head)
-            order = head + [(c, floor - 1.0 - i) for i, (c, _) in enumerate(tail)]
-        return self._documents(corpus, order, chunks, docs, stages, k, explain)
+                for rank, c in enumerate(order[: len(ids)], 1):
+                    stages.setdefault(c.chunk, {})[reranker.name] = StageScore(c.score, rank)
+        return self._documents(corpus, order, chunks, docs, stages, k, explain,
+                               marked=bool(rerankers))
 
     def _retrieve(
         self, corpus: Corpus, legs: list[tuple[BaseRetriever, float]], query: str,
@@ -329,28 +333,34 @@ class Pipeline:
             )
         return doc
 
-    def _documents(self, corpus: Corpus, order: list[tuple[int, float]],
+    def _documents(self, corpus: Corpus, order: list[Candidate],
                    chunks: Mapping[int, ChunkHit], docs: dict[str, Document],
                    stages: dict[int, dict[str, StageScore]], k: int,
-                   explain: bool) -> list[Result]:
-        best: dict[str, tuple[int, float]] = {}
+                   explain: bool, marked: bool = False) -> list[Result]:
+        """Chunks -> documents: a document is its best chunk (the first in `order`), scored
+        by it or, with aggregate="sum", by the sum of its chunks scored by the same stage;
+        a higher tier (a later stage) ranks first."""
+        best: dict[str, Candidate] = {}
         total: dict[str, float] = {}
-        for c, s in order:
-            d = chunks[c].doc
-            total[d] = total.get(d, 0.0) + s
+        for cand in order:
+            d = chunks[cand.chunk].doc
             if d not in best:
-                best[d] = (c, s)
-        scored = [(d, total[d] if self.aggregate == "sum" else cs[1], cs[0])
-                  for d, cs in best.items()]
-        scored.sort(key=lambda x: -x[1])  # stable: ties keep the stage order
+                best[d] = cand
+            if best[d].tier == cand.tier:
+                total[d] = total.get(d, 0.0) + cand.score
+        scored = [(d, total[d] if self.aggregate == "sum" else cand.score, cand)
+                  for d, cand in best.items()]
+        scored.sort(key=lambda x: (-x[2].tier, -x[1]))  # stable: ties keep the stage order
         docs.update(corpus.texts_of(d for d, _, _ in scored[:k] if d not in docs))
         out = []
-        for d, s, c in scored[:k]:
+        for d, s, cand in scored[:k]:
+            c = cand.chunk
             doc = self._doc(docs, chunks[c])
             out.append(Result(
                 id=d, score=s, text=doc.text, metadata=doc.metadata,
                 span=(chunks[c].start, chunks[c].end),
                 stages=dict(stages.get(c, {})) if explain else {},
+                scored_by=cand.stage if marked else None,
             ))
         return out
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -11,7 +13,47 @@ from fastrag.encoders.base import normalize
 from fastrag.index.tokens import TokenStore
 from fastrag.search.corpus import Corpus
 
-__all__ = ["CrossEncoderRerank", "DenseRescore", "MaxSimRerank", "Reranker"]
+__all__ = ["Candidate", "CrossEncoderRerank", "DenseRescore", "MaxSimRerank", "Reranker",
+           "rescored"]
+
+
+class Candidate(NamedTuple):
+    """A candidate chunk with the score of the last stage that scored it.
+
+    ``tier`` counts the stages that scored it (0: the first stage, a leg or the fusion; i:
+    the i-th rerank stage); a higher tier always ranks first, since scores of different
+    stages are on different scales.
+    """
+
+    chunk: int
+    score: float
+    stage: str
+    tier: int
+
+
+def rescored(order: Sequence[Candidate], depth: int, stage: str, tier: int,
+             scores: Sequence[float] | np.ndarray) -> list[Candidate]:
+    """The first `depth` candidates of `order` with the `scores` a rerank stage gave them,
+    best first; then the candidates below the depth, unchanged.
+
+    Those keep the real score of the stage that last scored them (and its name in
+    ``stage``): no stage scored them on this one's scale, so none is made up, and their
+    lower tier ranks them after the rescored ones, in their order. A stage that returns
+    another number of scores, or a NaN, raises ValueError naming it.
+    """
+    head = order[:depth]
+    values = np.asarray(scores, dtype=np.float64).reshape(-1)
+    if len(values) != len(head):
+        raise ValueError(f"rerank stage {stage!r} returned {len(values)} scores for "
+                         f"{len(head)} candidates")
+    bad = [i for i, v in enumerate(values.tolist()) if math.isnan(v)]
+    if bad:
+        raise ValueError(f"rerank stage {stage!r} returned NaN for {len(bad)} of "
+                         f"{len(head)} candidates (the first at position {bad[0]})")
+    ranked = sorted((Candidate(c.chunk, float(v), stage, tier)
+                     for c, v in zip(head, values.tolist(), strict=True)),
+                    key=lambda c: -c.score)
+    return ranked + list(order[depth:])
 
 
 class Reranker(Protocol):
