@@ -153,6 +153,7 @@ class _Graph:
         self.nodes: list[Any] = []
         self.initializers: list[Any] = []
         self._count = 0
+        self._weights_added: set[str] = set()
 
     def op(self, op_type: str, *inputs: str, name: str = "", **attrs: Any) -> str:
         self._count += 1
@@ -170,8 +171,13 @@ class _Graph:
         return key
 
     def weight(self, name: str, transpose: bool = False) -> str:
-        array = self.weights[name]
-        return self.const(np.ascontiguousarray(array.T) if transpose else array, name=name)
+        """The checkpoint's tensor `name` as an initializer (once; transposed: `name`.T)."""
+        key = f"{name}.T" if transpose else name
+        if key not in self._weights_added:
+            array = self.weights[name]
+            self.const(np.ascontiguousarray(array.T) if transpose else array, name=key)
+            self._weights_added.add(key)
+        return key
 
     def linear(self, x: str, name: str) -> str:
         """x @ W.T + b of the checkpoint's `name`.weight / `name`.bias (a torch Linear)."""
