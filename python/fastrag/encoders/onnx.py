@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -26,12 +27,31 @@ class ModelFormatError(ValueError):
     """A model folder is incomplete, or its ONNX file is not what fastrag exported."""
 
 
+_PACKAGE = Path(__file__).resolve().parents[1]
+
+
+@functools.lru_cache(maxsize=512)
+def _library_file(filename: str) -> bool:
+    """Whether `filename` is fastrag's library code, whose frames a warning skips.
+
+    The front ends (``fastrag/cli*.py``, ``fastrag/serve/``) are callers like user code:
+    a warning met under ``fastrag index`` names the CLI's line, not click's code that
+    called the command.
+    """
+    try:
+        rel = Path(filename).resolve().relative_to(_PACKAGE)
+    except (ValueError, OSError):
+        return False
+    front_end = rel.parts[0] == "serve" or (len(rel.parts) == 1 and rel.name.startswith("cli"))
+    return not front_end
+
+
 def caller_level() -> int:
-    """The `stacklevel` that points a warning at the first frame outside fastrag."""
+    """The `stacklevel` that points a warning at the code that called fastrag: the first
+    frame outside the library (user code, or fastrag's own command line or service)."""
     frame = sys._getframe(1)
     level = 1
-    package = str(Path(__file__).resolve().parents[1])
-    while frame is not None and str(Path(frame.f_code.co_filename).resolve()).startswith(package):
+    while frame is not None and _library_file(frame.f_code.co_filename):
         frame = frame.f_back
         level += 1
     return level
