@@ -132,7 +132,7 @@ def test_create_add_commit_open_round_trip(tmp_path: Path) -> None:
     col.commit()
     info = col.info()
     assert info["generation"] == 1 and info["uncommitted_changes"] is False
-    assert index_files(path) == {"bm25.1.fridx", "dense.1.frdx"}
+    assert index_files(path) == {"bm25.1.fridx", "dense.1.frdx", "docs.1.frds"}
     col.close()
 
     # chunks: the long document is split into several spans that cover its text
@@ -181,7 +181,7 @@ def test_create_add_commit_open_round_trip(tmp_path: Path) -> None:
     col.add(["Fresh text about volcanoes."], ids=["volcano"])
     col.commit()
     assert col.info()["generation"] == 2
-    assert index_files(path) == {"bm25.2.fridx", "dense.2.frdx"}
+    assert index_files(path) == {"bm25.2.fridx", "dense.2.frdx", "docs.2.frds"}
     col.close()
     col = reopen(path)
     assert len(col) == 8 and bm25_ids(col, "volcanoes") == ["volcano"]
@@ -194,7 +194,7 @@ def test_commit_without_changes_keeps_the_generation(tmp_path: Path) -> None:
     col.commit()
     col.commit()
     assert col.info()["generation"] == 1
-    assert index_files(tmp_path / "c") == {"bm25.1.fridx", "dense.1.frdx"}
+    assert index_files(tmp_path / "c") == {"bm25.1.fridx", "dense.1.frdx", "docs.1.frds"}
     col.close()
 
 
@@ -380,7 +380,7 @@ def test_with_block_commits_or_rolls_back(tmp_path: Path) -> None:
     col = reopen(path)
     assert snapshot(col, QUERIES) == before
     assert col.info()["generation"] == 1
-    assert index_files(path) == {"bm25.1.fridx", "dense.1.frdx"}
+    assert index_files(path) == {"bm25.1.fridx", "dense.1.frdx", "docs.1.frds"}
     col.close()
 
 
@@ -500,13 +500,14 @@ def check_state(path: Path, state: dict[str, tuple[str, dict[str, Any]]], gen: i
         assert sorted(dense_ids(col, "beta zebras")) == sorted(state)
         assert sorted(r.id for r in col.search("alpha", k=10)) == sorted(state)
         # a reader never deletes: what the killed writer left stays until the next write
-        assert {f"bm25.{gen}.fridx", f"dense.{gen}.frdx"} <= index_files(path)
+        assert {f"bm25.{gen}.fridx", f"dense.{gen}.frdx", f"docs.{gen}.frds"} <= index_files(path)
         # and the collection keeps working; its first write clears the leftovers
         col.add(["Gamma text about lions."], ids=["g"])
-        assert index_files(path) == {f"bm25.{gen}.fridx", f"dense.{gen}.frdx"}
+        assert index_files(path) == {f"bm25.{gen}.fridx", f"dense.{gen}.frdx", f"docs.{gen}.frds"}
         assert not [p for p in path.iterdir() if ".tmp-" in p.name]
         col.commit()
-        assert index_files(path) == {f"bm25.{gen + 1}.fridx", f"dense.{gen + 1}.frdx"}
+        assert index_files(path) == {f"bm25.{gen + 1}.fridx", f"dense.{gen + 1}.frdx",
+                                     f"docs.{gen + 1}.frds"}
     finally:
         col.close()
     col = reopen(path)
@@ -881,7 +882,7 @@ def test_bm25_only_collection(tmp_path: Path) -> None:
     assert col.dense is None and col.encoder is None
     col.add(list(SHORT.values()), ids=list(SHORT))
     col.commit()
-    assert index_files(path) == {"bm25.1.fridx"}
+    assert index_files(path) == {"bm25.1.fridx", "docs.1.frds"}
     col.close()
     col = Collection.open(path)
     assert col.info()["encoder"] is None and col.dense is None

@@ -206,13 +206,63 @@ def test_a_changed_passage_is_detected(tmp_path: Path) -> None:
     new(path).close()
     damage(path, "UPDATE documents SET text = replace(text, 'oven', 'ovem') WHERE id = 'bread'")
     col = reopen(path)
-    assert col.get("apple").text == DOCS["apple"]  # undamaged rows read as before
+    # searches read the generation's document file, which holds the text as committed
+    assert col.get("bread").text == DOCS["bread"]
+    assert [r.text for r in col.search("oven", method="bm25")] == [DOCS["bread"]]
+    with pytest.raises(IndexFormatError, match=r"document 'bread'.*checksum"):
+        col.verify()  # the damaged row itself
+    col.close()
+
+
+def docs_file(path: Path) -> Path:
+    (found,) = path.glob("docs.*.frds")
+    return found
+
+
+def test_a_changed_record_of_the_document_file_is_detected(tmp_path: Path) -> None:
+    path = tmp_path / "c"
+    new(path).close()
+    raw = docs_file(path).read_bytes()
+    at = raw.index(b"oven")
+    docs_file(path).write_bytes(raw[:at] + b"ovem" + raw[at + 4 :])
+    col = reopen(path)
+    assert col.get("apple").text == DOCS["apple"]  # undamaged records read as before
     with pytest.raises(IndexFormatError, match=r"document 'bread'.*checksum"):
         col.get("bread")
     with pytest.raises(IndexFormatError, match="checksum"):
         col.search("oven", method="bm25")
-    with pytest.raises(IndexFormatError):
+    with pytest.raises(IndexFormatError, match="checksum"):
         col.verify()
+    col.close()
+
+
+@pytest.mark.parametrize("cut", [0, 10, 40, -1])
+def test_a_truncated_or_damaged_document_file_fails_at_open(tmp_path: Path, cut: int) -> None:
+    path = tmp_path / "c"
+    new(path).close()
+    raw = docs_file(path).read_bytes()
+    if cut >= 0:
+        docs_file(path).write_bytes(raw[:cut])  # truncated
+    else:
+        docs_file(path).write_bytes(raw[:50] + bytes([raw[50] ^ 1]) + raw[51:])  # an id's byte
+    with pytest.raises(IndexFormatError, match="document file"):
+        reopen(path)
+
+
+def test_a_missing_document_file_is_rebuilt_from_the_database(tmp_path: Path) -> None:
+    path = tmp_path / "c"
+    col = new(path)
+    before = state(col)
+    col.close()
+    docs_file(path).unlink()  # as a collection written before the file existed
+    col = reopen(path)
+    assert state(col) == before and col.get("bread").text == DOCS["bread"]
+    col.add(["A new text about ovens."], ids=["new"])
+    col.commit()
+    col.close()
+    assert docs_file(path).name == "docs.2.frds"
+    col = reopen(path)
+    assert col.get("new").text == "A new text about ovens." and len(col) == len(DOCS) + 1
     col.close()
 
 
@@ -256,8 +306,9 @@ def test_a_flipped_byte_in_the_file_never_gives_a_wrong_passage(tmp_path: Path) 
     at = raw.index(b"orchard")
     (path / "collection.sqlite").write_bytes(raw[:at] + b"orchird" + raw[at + 7:])
     col = reopen(path)
+    assert col.get("apple").text == DOCS["apple"]  # from the document file, as committed
     with pytest.raises(IndexFormatError):
-        col.get("apple")
+        col.verify()
     col.close()
 
 

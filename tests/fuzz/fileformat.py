@@ -5,6 +5,7 @@ past the checksum into the structural checks of the loaders."""
 from __future__ import annotations
 
 import struct
+import zlib
 
 MAGIC = b"FASTRAG\x01"
 HEADER = 64
@@ -41,10 +42,24 @@ def checksum(data: bytes) -> int:
 def reseal(data: bytes) -> bytes:
     """`data` with the header's file size and checksum made to match its bytes (when it is at
     least a header long and starts with the magic bytes; otherwise unchanged)."""
+    if data.startswith(b"FRDS") and len(data) >= 40:  # a collection's document file
+        return reseal_docs(data)
     if len(data) < HEADER or not data.startswith(MAGIC):
         return data
     out = bytearray(data)
     struct.pack_into("<Q", out, 16, len(out))  # file_size
     struct.pack_into("<Q", out, 32, 0)  # checksum, read as zero
     struct.pack_into("<Q", out, 32, checksum(bytes(out)))
+    return bytes(out)
+
+
+def reseal_docs(data: bytes) -> bytes:
+    """A document file (``docs.<gen>.frds``) with its header's crc made to match its id and
+    record sections, as far as the counts in the header reach."""
+    n, n_id = struct.unpack_from("<QQ", data, 8)
+    meta = 8 * (n + 1) + n_id + 8 * (n + 1) + 12 * n
+    if n > len(data) or 40 + meta > len(data):
+        return data
+    out = bytearray(data)
+    struct.pack_into("<I", out, 32, zlib.crc32(data[40 : 40 + meta], zlib.crc32(data[:32])))
     return bytes(out)

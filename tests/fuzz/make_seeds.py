@@ -112,6 +112,18 @@ def _dense_files(tmp: Path) -> dict[str, Path]:
     return out
 
 
+def _docs_files(tmp: Path) -> dict[str, Path]:
+    from fastrag.collection.docstore import DocStore
+    from fastrag.collection.store import doc_crc
+
+    rows = [("a", "river stone flows", '{"lang": "en"}'), ("b", "東京の川", "{}"),
+            ("c", "x" * 300, '{"year": 3}')]
+    store = DocStore.from_rows([(d, t, m, doc_crc(d, t, m)) for d, t, m in rows])
+    store.save(tmp / "small.frds")
+    DocStore().save(tmp / "empty.frds")
+    return {"small.frds": tmp / "small.frds", "empty.frds": tmp / "empty.frds"}
+
+
 def _collection_files(tmp: Path) -> dict[str, Path]:
     """A BM25-only collection after two commits: its database is the seed, its index file
     (bm25.2.fridx) goes to seeds/collection_files, copied next to every fuzzed database."""
@@ -165,6 +177,7 @@ def main() -> None:
         for kind, make in {
             "bm25": _bm25_files, "impact": _impact_files, "splade": _splade_files,
             "bm42": _bm42_files, "dense": _dense_files, "collection": _collection_files,
+            "docs": _docs_files,
         }.items():
             sub = tmp / kind
             sub.mkdir()

@@ -31,6 +31,8 @@ import numpy as np
 from fastrag._core import IndexFormatError
 from fastrag.collection import legs as legs_mod
 from fastrag.collection import passages, store
+from fastrag.collection.docstore import DocStore
+from fastrag.collection.docstore import file_name as docs_file
 from fastrag.collection.filters import compile_filter
 from fastrag.collection.ingest import MAX_FILE_BYTES, Found, read_documents
 from fastrag.collection.store import CollectionError
@@ -85,12 +87,12 @@ class Collection:
         self._chunks: ChunkTable | None = None  # chunk -> document and span, read lazily
         self._language_shares: dict[str, float] | None = None  # languages(), lazily
         self._documents_verified = False  # every document row checked (see allowed_chunks)
-        self._verified: set[str] = set()  # ids of document rows checked since the last change
         self._generation = 0  # of the index files in memory
         self._data_version = -1  # SQLite's PRAGMA data_version when last found current
         self._mmap = False
         self._splade: Any = None  # the SPLADE model of a sparse="splade" collection
         self._indexes: dict[str, Any] = {}  # leg -> index over chunk ids
+        self._docs = DocStore()  # the documents of the generation (and changes since)
 
     @property
     def bm25(self) -> BM25 | None:
@@ -275,9 +277,27 @@ class Collection:
                     f"{self.path}: the index files of generation {gen} are missing; "
                     "rebuild the collection"
                 ) from None
+            try:
+                docs = (DocStore.load(self.path / docs_file(gen)) if gen
+                        else DocStore())
+            except FileNotFoundError:
+                if store.meta_int(self._db, "generation") != gen:
+                    continue
+                # written before the document file existed (or it was removed): from the
+                # database; the next commit writes it
+                rows = self._db.execute("SELECT id, text, metadata, crc FROM documents")
+                docs = DocStore.from_rows((r[0], r[1], r[2], r[3]) for r in rows
+                                          if store.document_row(*r))  # checks each row
             chunks = int(self._db.execute("SELECT count(*) FROM chunks").fetchone()[0])
+            n_docs = int(self._db.execute("SELECT count(*) FROM documents").fetchone()[0])
             if store.meta_int(self._db, "generation") != gen:
                 continue  # the documents moved on while the files were read
+            if len(docs) != n_docs:
+                raise IndexFormatError(
+                    f"{self.path}: the database holds {n_docs} documents but the document "
+                    f"file of generation {gen} holds {len(docs)}: the collection is damaged; "
+                    "rebuild it"
+                )
             for leg, index in indexes.items():
                 if len(index) != chunks:
                     raise IndexFormatError(
@@ -285,7 +305,7 @@ class Collection:
                         f"of generation {gen} holds {len(index)}: the collection is damaged; "
                         "rebuild it"
                     )
-            self._indexes, self._generation = indexes, gen
+            self._indexes, self._generation, self._docs = indexes, gen, docs
             self._forget_rows()
             return
         raise CollectionError(f"{self.path}: the collection changed too often while opening")
@@ -295,7 +315,6 @@ class Collection:
         self._chunks = None
         self._language_shares = None
         self._documents_verified = False
-        self._verified = set()
 
     def _current(self) -> int | None:
         """Catches up with commits of other connections (processes, or other Collection
@@ -363,6 +382,7 @@ class Collection:
         if self._db.in_transaction:
             self._db.rollback()
         self._db.close()
+        self._docs.close()
 
     # ------------------------------------------------------------------ properties
     @property
@@ -406,6 +426,14 @@ class Collection:
                 if crc != store.tokens_crc(c, n, data):
                     raise store.damaged(f"the token vectors of chunk {c}")
                 tokens += 1
+            # the generation's document file: the same documents, every record readable
+            with self._lock:
+                stored = dict(self._db.execute("SELECT id, crc FROM documents"))
+                if self._docs.crcs() != stored:
+                    raise IndexFormatError(f"{self.path}: the document file does not match "
+                                           "the database; rebuild the collection")
+                for start in range(0, len(stored), 1000):
+                    self._docs.get_many(list(stored)[start : start + 1000])
         return {"documents": docs, "chunks": chunks, "token_rows": tokens}
 
     @_checked
@@ -462,29 +490,9 @@ class Collection:
 
     @_checked
     def texts_of(self, doc_ids: Iterable[str]) -> dict[str, Document]:
-        """The stored documents among `doc_ids`. A row's checksum is checked the first time
-        this object reads it (again after a change)."""
-        ids = list(dict.fromkeys(str(d) for d in doc_ids))
-        if len(ids) <= 32:  # a few hits: one primary-key lookup each beats an IN list
-            rows = [r for d in ids for r in self._db.execute(
-                "SELECT id, text, metadata, crc FROM documents WHERE id = ?", (d,))]
-        else:
-            rows = []
-            for start in range(0, len(ids), 900):
-                part = ids[start : start + 900]
-                marks = ",".join("?" * len(part))
-                rows += self._db.execute(
-                    f"SELECT id, text, metadata, crc FROM documents WHERE id IN ({marks})", part
-                ).fetchall()
-        out: dict[str, Document] = {}
-        verified = self._verified
-        for doc_id, text, meta, crc in rows:
-            if doc_id in verified:
-                out[doc_id] = Document(doc_id, text, {} if meta == "{}" else json.loads(meta))
-            else:
-                out[doc_id] = store.document_row(doc_id, text, meta, crc)
-                verified.add(doc_id)
-        return out
+        """The stored documents among `doc_ids` (unknown ids are left out), from the
+        generation's document file (each record's checksum checked as it is read)."""
+        return self._docs.get_many(str(d) for d in doc_ids)
 
     @_checked
     def add(
@@ -582,12 +590,13 @@ class Collection:
                         rows.append((n, doc_id, j, s, e, lang, crc))
                         chunk_ids.append(n)
                         n += 1
+                doc_rows = [(d, t, m, store.doc_crc(d, t, m))
+                            for d, t, m in zip(ids, texts, meta_json, strict=True)]
                 self._db.executemany(
                     "INSERT INTO documents(id, text, metadata, crc) VALUES (?, ?, ?, ?) "
                     "ON CONFLICT(id) DO UPDATE SET text = excluded.text, "
                     "metadata = excluded.metadata, crc = excluded.crc",
-                    [(d, t, m, store.doc_crc(d, t, m))
-                     for d, t, m in zip(ids, texts, meta_json, strict=True)],
+                    doc_rows,
                 )
                 self._db.executemany(
                     "INSERT INTO chunks(chunk, doc, ord, start, end, lang, crc) "
@@ -614,7 +623,7 @@ class Collection:
                 self._db.execute("RELEASE fastrag_add")
                 raise
             self._db.execute("RELEASE fastrag_add")
-            self._verified.difference_update(ids)
+            self._docs.put(doc_rows)
             self._drop_from_indexes(old)
             if self._chunks is not None:
                 self._chunks.put([ChunkHit(c, d, s, e) for c, d, _, s, e, _, _ in rows])
@@ -663,7 +672,7 @@ class Collection:
             old = self._chunks_of_docs(known)
             self._delete_rows(old)
             self._db.executemany("DELETE FROM documents WHERE id = ?", [(i,) for i in known])
-            self._verified.difference_update(known)
+            self._docs.remove(known)
             self._drop_from_indexes(old)
             self._dirty = self._dirty or bool(known)
         return len(known)
@@ -715,10 +724,12 @@ class Collection:
             gen = store.meta_int(self._db, "generation") + 1
             for leg, index in self._indexes.items():
                 index.save(self.path / legs_mod.file_name(leg, gen))
+            self._docs.save(self.path / docs_file(gen))
+            docs = DocStore.load(self.path / docs_file(gen))  # the file, not the changes
             store.set_meta(self._db, "generation", gen)
             self._db.commit()
             self._dirty = False
-            self._generation = gen
+            self._generation, self._docs = gen, docs
             self._remove_stale()
 
     def rollback(self) -> None:

@@ -27,7 +27,9 @@ DB = "collection.sqlite"
 FORMAT = "fastrag.collection"
 VERSION = 2  # 2: a CRC-32 per row (version 1 collections are upgraded when opened)
 # index files of a generation, and the temporary files the core writes them through
-INDEX_FILE = re.compile(r"^(bm25|dense|splade|bm42|late)\.(\d+)\.(fridx|frdx)(\.tmp-\d+-\d+)?$")
+INDEX_FILE = re.compile(
+    r"^(bm25|dense|splade|bm42|late|docs)\.(\d+)\.(fridx|frdx|frds)(\.tmp-\d+-\d+)?$"
+)
 # a database being created: written under this name, then renamed into place
 _CREATING = re.compile(r"^collection\.sqlite\.creating-\d+(-wal|-shm|-journal)?$")
 

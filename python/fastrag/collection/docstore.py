@@ -1,0 +1,266 @@
+"""The documents of one committed generation in one file, read without SQLite.
+
+A search returns the texts and metadata of its hits. Reading them from SQLite costs one
+B-tree lookup per document (about 17 us each through Python's sqlite3, 170 us for ten
+hits: more than the query itself). The generation's index files already hold what the
+documents mean to each leg; ``docs.<generation>.frds`` holds the documents themselves,
+written beside them at commit and memory-mapped at open, so a hit's text is a slice of the
+map and a decode.
+
+SQLite stays the source of truth (filters, ``documents()``, ``check()``); the file is its
+copy for the generation. Every record carries the row's checksum (``store.doc_crc``),
+checked when it is read.
+
+File layout (little-endian)::
+
+    header   b"FRDS", u32 version, u64 n, u64 id bytes, u64 blob bytes, u32 crc, u32 0
+    ids      u64 offsets[n + 1], then the ids (UTF-8)
+    records  u64 starts[n + 1], u64 text bytes[n], u32 crc[n]
+    blob     per record: text (UTF-8), then metadata (JSON, UTF-8)
+
+The header's crc covers its first 32 bytes and the id and record sections; the blob is
+checked record by record.
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+import os
+import struct
+import zlib
+from collections.abc import Iterable
+from itertools import count, pairwise
+from pathlib import Path
+
+import numpy as np
+
+from fastrag._core import IndexFormatError
+from fastrag.search.corpus import Document
+
+__all__ = ["DocStore", "file_name"]
+
+MAGIC = b"FRDS"
+VERSION = 1
+_HEADER = struct.Struct("<4sIQQQII")
+_tmp_names = count()
+
+
+def file_name(generation: int) -> str:
+    return f"docs.{generation}.frds"
+
+
+def _encode(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass")
+
+
+def _decode(data: bytes) -> str:
+    return data.decode("utf-8", "surrogatepass")
+
+
+class DocStore:
+    """Documents by id: the committed file's records (memory-mapped), plus the changes made
+    since (``put`` / ``remove``) until the next ``save``."""
+
+    def __init__(self) -> None:
+        self._path: Path | None = None
+        self._ids: list[str] = []
+        self._pos: dict[str, int] = {}
+        self._starts = np.zeros(1, dtype=np.uint64)
+        self._split = np.zeros(0, dtype=np.uint64)
+        self._crcs = np.zeros(0, dtype=np.uint32)
+        self._blob: bytes | mmap.mmap = b""
+        self._base = 0  # where the blob starts in self._blob
+        self._changed: dict[str, tuple[str, str, int]] = {}  # id -> (text, metadata, crc)
+        self._removed: set[str] = set()
+
+    # ------------------------------------------------------------------ reading
+    def __len__(self) -> int:
+        return sum(1 for d in self._pos if d not in self._removed and d not in self._changed) \
+            + len(self._changed)
+
+    def __contains__(self, doc_id: object) -> bool:
+        return doc_id in self._changed or (doc_id in self._pos and doc_id not in self._removed)
+
+    def get_many(self, doc_ids: Iterable[str]) -> dict[str, Document]:
+        """The stored documents among `doc_ids` (unknown ids are left out). A record whose
+        checksum does not match raises IndexFormatError."""
+        out: dict[str, Document] = {}
+        pos, removed, changed = self._pos, self._removed, self._changed
+        starts, split, crcs, blob, base = (self._starts, self._split, self._crcs, self._blob,
+                                           self._base)
+        for d in doc_ids:
+            if d in out:
+                continue
+            if d in changed:
+                text, meta, _ = changed[d]
+            else:
+                i = pos.get(d)
+                if i is None or d in removed:
+                    continue
+                a = starts.item(i) + base
+                cut = a + split.item(i)
+                raw_text, raw_meta = blob[a:cut], blob[cut : starts.item(i + 1) + base]
+                # the row checksum (store.doc_crc) over the stored bytes, without re-encoding
+                crc = zlib.crc32(raw_text, zlib.crc32(_encode(d) + b"\x00"))
+                if zlib.crc32(raw_meta, zlib.crc32(b"\x00", crc)) != crcs.item(i):
+                    raise self._damaged(d)
+                text, meta = _decode(raw_text), _decode(raw_meta)
+            try:
+                out[d] = Document(d, text, {} if meta == "{}" else json.loads(meta))
+            except json.JSONDecodeError:  # unreachable unless the checksum matched by chance
+                raise self._damaged(d) from None
+        return out
+
+    def crcs(self) -> dict[str, int]:
+        """{id: checksum} of every document (to compare with the database)."""
+        out = {d: int(self._crcs[i]) for d, i in self._pos.items() if d not in self._removed}
+        out.update((d, crc) for d, (_, _, crc) in self._changed.items())
+        return out
+
+    def _damaged(self, doc_id: str) -> IndexFormatError:
+        return IndexFormatError(f"{self._path}: the record of document {doc_id!r} fails its "
+                                "checksum; rebuild the collection")
+
+    # ------------------------------------------------------------------ changes
+    def put(self, rows: Iterable[tuple[str, str, str, int]]) -> None:
+        """Adds or replaces documents: rows of (id, text, metadata JSON, checksum)."""
+        for d, text, meta, crc in rows:
+            self._changed[d] = (text, meta, crc)
+            self._removed.discard(d)
+
+    def remove(self, doc_ids: Iterable[str]) -> None:
+        for d in doc_ids:
+            self._changed.pop(d, None)
+            if d in self._pos:
+                self._removed.add(d)
+
+    # ------------------------------------------------------------------ files
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Writes every document to `path` (through a temporary file renamed over it, synced
+        to disk first)."""
+        path = Path(path)
+        keep = np.array([d not in self._removed and d not in self._changed for d in self._ids],
+                        dtype=bool)
+        old = np.flatnonzero(keep)
+        ids = [self._ids[i] for i in old] + list(self._changed)
+        lengths = np.diff(self._starts)[old]
+        split = self._split[old]
+        crcs = self._crcs[old]
+        new = [(_encode(t), _encode(m), crc) for t, m, crc in self._changed.values()]
+        if new:
+            lengths = np.concatenate([lengths, np.array([len(t) + len(m) for t, m, _ in new],
+                                                        dtype=np.uint64)])
+            split = np.concatenate([split, np.array([len(t) for t, _, _ in new], np.uint64)])
+            crcs = np.concatenate([crcs, np.array([c for _, _, c in new], np.uint32)])
+        starts = np.zeros(len(ids) + 1, dtype=np.uint64)
+        np.cumsum(lengths, out=starts[1:])
+        id_bytes = [_encode(d) for d in ids]
+        id_offsets = np.zeros(len(ids) + 1, dtype=np.uint64)
+        np.cumsum([len(b) for b in id_bytes], out=id_offsets[1:])
+        sections = [id_offsets.astype("<u8").tobytes(), b"".join(id_bytes),
+                    starts.astype("<u8").tobytes(), split.astype("<u8").tobytes(),
+                    crcs.astype("<u4").tobytes()]
+        head = struct.pack("<4sIQQQ", MAGIC, VERSION, len(ids), int(id_offsets[-1]),
+                           int(starts[-1]))
+        crc = zlib.crc32(head)
+        for s in sections:
+            crc = zlib.crc32(s, crc)
+        tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{next(_tmp_names)}")
+        try:
+            with open(tmp, "wb") as f:
+                f.write(head + struct.pack("<II", crc, 0))
+                for s in sections:
+                    f.write(s)
+                # the kept records, in runs of consecutive ones, then the changed ones
+                if len(old):
+                    breaks = np.flatnonzero(np.diff(old) != 1) + 1
+                    for run in np.split(old, breaks):
+                        a = int(self._starts[run[0]]) + self._base
+                        b = int(self._starts[run[-1] + 1]) + self._base
+                        f.write(self._blob[a:b])
+                for t, m, _ in new:
+                    f.write(t)
+                    f.write(m)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> DocStore:
+        """Opens a file written by ``save``: every section is checked now, each record when
+        it is read. A damaged or truncated file raises IndexFormatError."""
+        path = Path(path)
+        self = cls()
+        self._path = path
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+
+            def bad(why: str) -> IndexFormatError:
+                return IndexFormatError(f"{path} is not a readable document file ({why}); "
+                                        "rebuild the collection")
+
+            head = f.read(_HEADER.size)
+            if len(head) != _HEADER.size:
+                raise bad("truncated")
+            magic, version, n, n_id, n_blob, crc, _ = _HEADER.unpack(head)
+            if magic != MAGIC:
+                raise bad("wrong magic")
+            if version > VERSION:
+                raise IndexFormatError(f"{path} needs a newer fastrag (format {version})")
+            meta_size = 8 * (n + 1) + n_id + 8 * (n + 1) + 8 * n + 4 * n
+            if _HEADER.size + meta_size + n_blob != size:
+                raise bad("its size does not match its header: truncated or damaged")
+            meta = f.read(meta_size)
+            if zlib.crc32(meta, zlib.crc32(head[:32])) != crc:
+                raise bad("checksum mismatch")
+            at = 0
+
+            def take(dtype: str, items: int) -> np.ndarray:
+                nonlocal at
+                arr = np.frombuffer(meta, dtype=dtype, count=items, offset=at)
+                at += arr.nbytes
+                return arr.astype(dtype[1:])
+
+            id_offsets = take("<u8", n + 1)
+            id_blob = meta[at : at + n_id]
+            at += n_id
+            self._starts, self._split, self._crcs = (take("<u8", n + 1), take("<u8", n),
+                                                     take("<u4", n))
+            if (
+                id_offsets[0] != 0 or id_offsets[-1] != n_id or self._starts[0] != 0
+                or self._starts[-1] != n_blob or np.any(np.diff(id_offsets.astype(np.int64)) < 0)
+                or np.any(np.diff(self._starts.astype(np.int64)) < 0)
+                or np.any(self._split > np.diff(self._starts))
+            ):
+                raise bad("inconsistent offsets")
+            try:
+                self._ids = [_decode(id_blob[int(a) : int(b)])
+                             for a, b in pairwise(id_offsets)]
+            except UnicodeDecodeError:
+                raise bad("an id is not UTF-8") from None
+            self._pos = {d: i for i, d in enumerate(self._ids)}
+            if len(self._pos) != n:
+                raise bad("an id repeats")
+            self._base = _HEADER.size + meta_size
+            self._blob = (mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if n_blob
+                          else b"")
+            if not n_blob:
+                self._base = 0
+        return self
+
+    @classmethod
+    def from_rows(cls, rows: Iterable[tuple[str, str, str, int]]) -> DocStore:
+        """A store of the given (id, text, metadata JSON, checksum) rows, not yet saved (for
+        collections written before this file existed)."""
+        self = cls()
+        self.put(rows)
+        return self
+
+    def close(self) -> None:
+        if isinstance(self._blob, mmap.mmap):
+            self._blob.close()
+        self._blob = b""
