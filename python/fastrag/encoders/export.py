@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import logging
 import os
@@ -41,6 +42,21 @@ DECODER_TYPES = {
     "llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "gemma3_text", "phi",
     "phi3", "gpt2", "gpt_neox", "opt", "bloom", "falcon", "stablelm", "olmo", "olmo2",
 }
+
+
+@contextlib.contextmanager
+def _stdout_to_log(what: str) -> Iterator[None]:
+    """What `what` prints on stdout goes to this module's logger instead (onnxruntime's
+    optimizer prints "failed in shape inference"; stdout is for the caller's output, such as
+    the folder `fastrag export` prints)."""
+    buffer = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(buffer):
+            yield
+    finally:
+        for line in buffer.getvalue().splitlines():
+            if line.strip():
+                log.info("%s: %s", what, line.strip())
 
 
 class ExportError(RuntimeError):
@@ -235,7 +251,7 @@ def export_model(
     axes.get("logits", {}).pop(1, None)
 
     with staging(out) as tmp:
-        with torch.no_grad(), warnings.catch_warnings():
+        with torch.no_grad(), warnings.catch_warnings(), _stdout_to_log("torch.onnx"):
             # The TorchScript exporter is deprecated in favour of torch.export; it is still
             # the one that traces Hugging Face encoders and decoders with dynamic batch and
             # length in seconds, into one file. `dynamo=True` picks the new one.
@@ -397,7 +413,7 @@ def _fuse(
         return {}
     fused_path = path.with_name("model_fused.onnx")
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _stdout_to_log("onnxruntime optimizer"):
             warnings.simplefilter("ignore")
             model = optimize_model(
                 str(path),
@@ -477,14 +493,15 @@ def quantize_int8(model_path: Path, out_path: Path) -> Path:
         level = quiet.level
         quiet.setLevel(logging.ERROR)
         try:
-            quantize_dynamic(
-                str(model_path),
-                tmp,
-                per_channel=True,
-                weight_type=QuantType.QInt8,
-                # fused contrib ops have no inferred output types: say they are float
-                extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-            )
+            with _stdout_to_log("onnxruntime quantizer"):
+                quantize_dynamic(
+                    str(model_path),
+                    tmp,
+                    per_channel=True,
+                    weight_type=QuantType.QInt8,
+                    # fused contrib ops have no inferred output types: say they are float
+                    extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+                )
         finally:
             quiet.setLevel(level)
         Path(tmp).chmod(_allowed(0o666))
