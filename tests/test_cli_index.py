@@ -282,6 +282,9 @@ def test_quantize_needs_a_model(tmp_path: Path) -> None:
     res = fails("index", docs, "-c", tmp_path / "col", "--model", "none", "--quantize", "int8",
                 code=2)
     assert "--quantize needs a model" in res.output
+    res = fails("index", docs, "-c", tmp_path / "col", "--model", "none", "--chunk-tokens",
+                "100", code=2)
+    assert "--chunk-tokens needs a model" in res.output
     assert not (tmp_path / "col" / "collection.sqlite").exists()
 
 

@@ -128,8 +128,9 @@ def _open_or_create(ctx: click.Context, collection: Path) -> Any:
     encoder = None if p["model"].lower() == "none" else p["model"]
     if encoder is not None:
         _check_default_model(encoder)
-    elif p["quantize"]:
-        raise click.UsageError("--quantize needs a model (not --model none)")
+    elif p["quantize"] or _given(ctx, "chunk_tokens"):
+        flag = "--quantize" if p["quantize"] else "--chunk-tokens"
+        raise click.UsageError(f"{flag} needs a model (not --model none)")
     return Collection.create(
         collection, encoder=encoder, analyzer=p["analyzer"], chunk_chars=p["chunk_chars"],
         chunk_tokens=_chunk_tokens(p["chunk_tokens"]) if encoder else None,
