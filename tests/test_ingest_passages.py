@@ -126,12 +126,16 @@ def test_show_progress_true_draws_a_bar(tmp_path: Path, capsys: pytest.CaptureFi
     col.close()
 
 
+def numbered_files(folder: Path, n: int) -> Any:
+    """`n` small files "00.txt"... read back as `Found`."""
+    folder.mkdir()
+    for i in range(n):
+        (folder / f"{i:02d}.txt").write_text(f"text number {i} about rivers", encoding="utf-8")
+    return read_documents(folder)
+
+
 def test_run_index_commits_every_n_documents(tmp_path: Path) -> None:
-    docs = tmp_path / "docs"
-    docs.mkdir()
-    for i in range(23):
-        (docs / f"{i:02d}.txt").write_text(f"text number {i} about rivers", encoding="utf-8")
-    found = read_documents(docs)
+    found = numbered_files(tmp_path / "docs", 23)
     col = Collection.create(tmp_path / "c", encoder=FakeEncoder())
     commits: list[int] = []
     chars: list[float] = []
@@ -149,11 +153,7 @@ def test_run_index_commits_every_n_documents(tmp_path: Path) -> None:
 
 
 def test_run_index_rolls_back_only_what_was_not_committed(tmp_path: Path) -> None:
-    docs = tmp_path / "docs"
-    docs.mkdir()
-    for i in range(12):
-        (docs / f"{i:02d}.txt").write_text(f"text number {i}", encoding="utf-8")
-    found = read_documents(docs)
+    found = numbered_files(tmp_path / "docs", 12)
 
     class Failing(FakeEncoder):
         def _embed(self, texts: list[str], kind: Any, batch_size: int) -> np.ndarray:
