@@ -129,4 +129,5 @@ class Server:
     def client(self, **options: Any) -> Any:
         import httpx
 
-        return httpx.Client(base_url=self.url, headers=self.headers, timeout=60, **options)
+        options.setdefault("timeout", 60)
+        return httpx.Client(base_url=self.url, headers=self.headers, **options)
