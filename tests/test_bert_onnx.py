@@ -154,6 +154,7 @@ TINY = [
     ("bert-mlm", "bert", "mlm", {}),
     ("bert-mlm-untied", "bert", "mlm", {"tie_word_embeddings": False}),
     ("bert-classifier", "bert", "classifier", {"num_labels": 3}),
+    ("bert-float16", "bert", "base", {"_dtype": "float16"}),
     ("roberta", "roberta", "base", {}),
     ("roberta-classifier", "roberta", "classifier", {"num_labels": 1}),
     ("xlm-roberta", "xlm-roberta", "base", {"type_vocab_size": 1}),
@@ -176,8 +177,10 @@ def build_tiny(folder: Path, model_type: str, head: str, overrides: dict[str, An
         cls = {"roberta": transformers.RobertaConfig}.get(model_type, transformers.XLMRobertaConfig)
         config = cls(**common, max_position_embeddings=128 + ROBERTA_PAD + 1,
                      pad_token_id=ROBERTA_PAD)
+    dtype = overrides.get("_dtype")
     for key, value in overrides.items():
-        setattr(config, key, value)
+        if not key.startswith("_"):
+            setattr(config, key, value)
     model = {
         "base": transformers.AutoModel.from_config,
         "mlm": transformers.AutoModelForMaskedLM.from_config,
@@ -187,6 +190,8 @@ def build_tiny(folder: Path, model_type: str, head: str, overrides: dict[str, An
         for name, p in model.named_parameters():
             if "LayerNorm" in name:
                 p.add_(torch.randn_like(p) * 0.1)
+    if dtype is not None:  # the checkpoint in that dtype (the reference upcasts it again)
+        model = model.to(getattr(torch, dtype))
     model.eval().save_pretrained(folder)
     tokenizer = transformers.AutoTokenizer.from_pretrained(needs_minilm())
     tokenizer.model_max_length = 128
@@ -283,6 +288,15 @@ def test_unsupported_reasons(tiny_models, tmp_path, change, reason):
     with pytest.raises(ExportError, match="cannot be built without torch"):
         build_bert_onnx(folder, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_bfloat16_weights_need_torch(tiny_models, tmp_path):
+    """numpy has no bfloat16: such a checkpoint goes to the torch path, said in the reason."""
+    torch, transformers = needs_torch()
+    model = transformers.AutoModel.from_pretrained(tiny_models["bert"]).to(torch.bfloat16)
+    folder = _copy(tiny_models["bert"], tmp_path / "bf16")
+    model.save_pretrained(folder)
+    assert "BF16" in unsupported_reason(folder)
 
 
 def test_splade_head_only_for_bert(tiny_models):

@@ -100,7 +100,32 @@ def unsupported_reason(folder: str | os.PathLike[str], task: str = "embed") -> s
     size = sum(p.stat().st_size for p in _weight_files(src))
     if size > MAX_BYTES:
         return f"its weights ({size / 1e9:.1f} GB) exceed what one ONNX file holds"
+    odd = _dtypes(src) - FLOAT_DTYPES
+    if odd:
+        return f"its weights are {', '.join(sorted(odd))} (numpy reads F16, F32 and F64)"
     return None
+
+
+#: the safetensors dtypes numpy holds (bfloat16 it does not)
+FLOAT_DTYPES = {"F16", "F32", "F64"}
+
+
+def _dtypes(folder: Path) -> set[str]:
+    """The dtypes of the floating-point tensors in the folder's safetensors files, read from
+    their headers (nothing loaded); empty when safetensors is not installed (the build then
+    says what to install) or a file cannot be read (the build then says why)."""
+    try:
+        from safetensors import safe_open
+    except ImportError:
+        return set()
+    found: set[str] = set()
+    for path in _weight_files(folder):
+        try:
+            with safe_open(str(path), framework="np") as f:
+                found.update(f.get_slice(k).get_dtype() for k in f.keys())  # noqa: SIM118 (not a dict)
+        except Exception:  # a damaged file: _Weights reports it with its path
+            continue
+    return {d for d in found if d.startswith(("F", "BF"))}
 
 
 class _Weights:

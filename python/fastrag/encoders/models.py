@@ -126,7 +126,9 @@ class TextEncoder(_Local, Encoder):
     Args:
         model: "default" (all-MiniLM-L6-v2), a registry name or Hugging Face id (exported
             once and cached; downloading needs a network and the ``export`` extra), a Hugging
-            Face model folder, or an exported folder.
+            Face model folder, or an exported folder. Without torch, BERT-family models
+            (the default included) are built from their safetensors weights
+            (`fastrag.encoders.bert_onnx`, the ``minilm`` extra); others need torch.
         quantize: None (fp32) or "int8" (dynamic quantisation, per-channel weights: faster,
             especially per query; on MiniLM the cosine to fp32 is 0.994 on average and 0.98
             at worst; activations are scaled per batch, so the same text can embed slightly
