@@ -45,19 +45,31 @@ def _ordered(a: Any, b: Any) -> bool:
     return both_numbers or (isinstance(a, str) and isinstance(b, str))
 
 
+def _values(v: Any) -> list[Any]:
+    """What a condition looks at: the value, or an array's elements; nothing for an object."""
+    if v is _MISSING or isinstance(v, dict):
+        return []
+    return [e for e in v if not isinstance(e, (list, dict))] if isinstance(v, list) else [v]
+
+
+def _compare(v: Any, op: str, want: Any) -> bool:
+    return _ordered(v, want) and {"$gt": v > want, "$gte": v >= want, "$lt": v < want,
+                                  "$lte": v <= want}[op]
+
+
 def _ops(v: Any, ops: dict[str, Any]) -> bool:
+    values = _values(v)
     for op, want in ops.items():
         if op == "$eq":
-            ok = v is not _MISSING and _same(v, want)
+            ok = any(_same(x, want) for x in values)
         elif op == "$ne":
-            ok = not (v is not _MISSING and _same(v, want))
+            ok = not any(_same(x, want) for x in values)
         elif op in ("$gt", "$gte", "$lt", "$lte"):
-            ok = v is not _MISSING and _ordered(v, want) and {
-                "$gt": v > want, "$gte": v >= want, "$lt": v < want, "$lte": v <= want}[op]
+            ok = any(_compare(x, op, want) for x in values)
         elif op == "$in":
-            ok = v is not _MISSING and any(_same(v, w) for w in want)
+            ok = any(_same(x, w) for x in values for w in want)
         elif op == "$nin":
-            ok = not (v is not _MISSING and any(_same(v, w) for w in want))
+            ok = not any(_same(x, w) for x in values for w in want)
         elif op == "$exists":
             ok = (v is not _MISSING) == want
         elif op == "$not":
@@ -101,6 +113,8 @@ def _metadata(rng: random.Random, i: int) -> dict[str, Any]:
         meta["flag"] = rng.choice([True, False, 1, 0])
     if rng.random() < 0.2:
         meta["note"] = None
+    if rng.random() < 0.7:
+        meta["tags"] = rng.sample(["a", "b", "c", 1, 2.5, True, ["a"]], rng.randint(0, 3))
     return meta
 
 
@@ -142,6 +156,13 @@ FILTERS: list[dict[str, Any]] = [
     {"$not": {"lang": "en", "src.kind": "pdf"}},
     {"lang": "en", "$or": [{"year": {"$lt": 2000}}, {"year": {"$gt": 2015}}]},
     {"src.pages": {"$gt": 10, "$ne": 20}, "lang": {"$nin": ["de"]}},
+    {"tags": "a"},                                    # an element of the array
+    {"tags": {"$ne": "a"}},                           # no element is "a" (or no tags)
+    {"tags": {"$in": ["b", 1]}},                      # 1, not True
+    {"tags": {"$nin": ["a", "c"]}},
+    {"tags": {"$gt": 2}},                             # 2.5
+    {"tags": True},
+    {"src": {"$ne": "pdf"}, "lang": "en"},            # an object is not a value: every en
 ]
 
 
@@ -166,13 +187,14 @@ def test_ne_keeps_documents_without_the_field(col: Any) -> None:
 
 def test_a_long_in_list_is_one_parameter_per_type() -> None:
     sql, params, fields = compile_filter({"n": {"$in": [*range(100_000), "x"]}})
-    assert len(params) == 6 and fields == ["n"]
+    assert len(params) == 4 and fields == ["n"]
     db = sqlite3.connect(":memory:")
     db.execute("CREATE TABLE documents (metadata TEXT)")
     db.executemany("INSERT INTO documents VALUES (?)",
-                   [('{"n": 5}',), ('{"n": "x"}',), ('{"n": "5"}',), ('{}',), ('{"n": 1e6}',)])
+                   [('{"n": 5}',), ('{"n": "x"}',), ('{"n": "5"}',), ('{}',), ('{"n": 1e6}',),
+                    ('{"n": [1e6, "x"]}',), ('{"n": {"m": 5}}',)])
     got = db.execute(f"SELECT metadata FROM documents WHERE {sql}", params).fetchall()
-    assert [r[0] for r in got] == ['{"n": 5}', '{"n": "x"}']
+    assert [r[0] for r in got] == ['{"n": 5}', '{"n": "x"}', '{"n": [1e6, "x"]}']
 
 
 @pytest.mark.parametrize(

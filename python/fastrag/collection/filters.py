@@ -16,7 +16,9 @@ The filter language follows MongoDB's query operators (as Qdrant and Chroma filt
 * Nested fields are written with dots: ``{"source.kind": "pdf"}``.
 
 Values are str, int, float or bool; equality is typed (``True`` never equals ``1``, ``2000``
-equals ``2000.0``). Arrays in metadata are compared as whole values, not element by element.
+equals ``2000.0``). A field holding an array matches when one of its elements does, as in
+MongoDB: ``{"tags": "a"}`` finds ``{"tags": ["a", "b"]}``, ``{"tags": {"$ne": "a"}}`` does not.
+An object is not a value: compare its fields with dotted paths.
 Bad filters raise ValueError naming the problem: an unknown operator, NaN or infinity, a list
 where a value is expected, null (use ``$exists``), an empty ``$in`` / ``$and``. The SQL is
 built from parameters only (field paths included), never from the filter's text.
@@ -79,14 +81,22 @@ def _compare(out: _Compiled, path: str, op: str, value: Any, where: str) -> str:
     if op != "$eq" and op != "$ne" and isinstance(v, bool):
         raise ValueError(f"{where}: {op} compares numbers or strings, not {v!r}")
     # typed: the JSON type must match, so text is never compared with numbers (SQLite orders
-    # every text above every number) and true is never 1; IFNULL makes a missing field FALSE,
-    # not NULL, so that NOT (...) is TRUE for it
+    # every text above every number) and true is never 1
     out.params += [path, path, v]
-    sql = (f"(IFNULL(json_type(metadata, ?), '') IN ({_kinds(v)}) "
-           "AND json_extract(metadata, ?) {} ?)")
+    sql = _any_value(f"e.type IN ({_kinds(v)}) AND e.value {{}} ?")
     if op == "$ne":  # MongoDB: documents without the field, or with another value, match
         return f"NOT {sql.format('=')}"
     return sql.format(_COMPARE[op])
+
+
+def _any_value(condition: str) -> str:
+    """SQL that is TRUE when the field (the first parameter) holds a value meeting
+    `condition` on ``e.type`` / ``e.value`` -- or, for an array, one of its elements does,
+    as in MongoDB -- and FALSE otherwise (never NULL: a missing field is FALSE, so that a
+    NOT (...) of it is TRUE). An object is never a value (json_each would list its members).
+    """
+    return ("(IFNULL(json_type(metadata, ?), 'object') <> 'object' AND EXISTS (SELECT 1 FROM "
+            f"json_each(metadata, ?) AS e WHERE {condition}))")
 
 
 def _member(out: _Compiled, path: str, values: Any, where: str, op: str) -> str:
@@ -98,11 +108,11 @@ def _member(out: _Compiled, path: str, values: Any, where: str, op: str) -> str:
         groups.setdefault(_kinds(v), []).append(v)
     # one JSON array parameter per type: any number of values, typed equality
     parts = []
+    out.params += [path, path]
     for kinds, group in groups.items():
-        out.params += [path, path, json.dumps(group)]
-        parts.append(f"(IFNULL(json_type(metadata, ?), '') IN ({kinds}) AND "
-                     "json_extract(metadata, ?) IN (SELECT value FROM json_each(?)))")
-    sql = f"({' OR '.join(parts)})"
+        out.params.append(json.dumps(group))
+        parts.append(f"(e.type IN ({kinds}) AND e.value IN (SELECT value FROM json_each(?)))")
+    sql = _any_value(" OR ".join(parts))
     return f"NOT {sql}" if op == "$nin" else sql
 
 
