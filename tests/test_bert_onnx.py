@@ -279,6 +279,8 @@ def test_unsupported_without_torch_names_the_extra(tmp_path, monkeypatch):
     (lambda f: _edit_config(f, hidden_act="silu"), "activation 'silu'"),
     (lambda f: _edit_config(f, is_decoder=True), "decoder"),
     (lambda f: _edit_config(f, model_type="deberta-v2"), "architecture 'deberta-v2'"),
+    (lambda f: _edit_config(f, hidden_size=None), "positive sizes"),
+    (lambda f: _edit_config(f, num_attention_heads=5), "multiple of the heads"),
 ])
 def test_unsupported_reasons(tiny_models, tmp_path, change, reason):
     folder = _copy(tiny_models["bert"], tmp_path / "model")
@@ -334,6 +336,19 @@ def test_damaged_inputs_lose_nothing(tiny_models, tmp_path):
     save_file(tensors, str(missing / "model.safetensors"))
     with pytest.raises(ExportError, match=r"no tensor 'encoder\.layer\.1\.output\.dense"):
         build_bert_onnx(missing, good)
+
+    bad_tokenizer = _copy(tiny_models["bert"], tmp_path / "bad-tokenizer")
+    (bad_tokenizer / "tokenizer.json").write_text("{}")
+    with pytest.raises(ExportError, match="not a valid tokenizer"):
+        build_bert_onnx(bad_tokenizer, good)
+
+    misshapen = _copy(tiny_models["bert"], tmp_path / "misshapen")
+    tensors = load_file(str(misshapen / "model.safetensors"))
+    name = "encoder.layer.0.intermediate.dense.weight"
+    tensors[name] = np.ascontiguousarray(tensors[name][:, :16])
+    save_file(tensors, str(misshapen / "model.safetensors"))
+    with pytest.raises(ExportError, match="does not run"):
+        build_bert_onnx(misshapen, good)
 
     truncated = _copy(tiny_models["bert"], tmp_path / "truncated")
     data = (truncated / "model.safetensors").read_bytes()

@@ -79,8 +79,13 @@ def unsupported_reason(folder: str | os.PathLike[str], task: str = "embed") -> s
     src = Path(folder)
     config = _config(src)
     kind = config.get("model_type")
+    sizes = [config.get(k) for k in ("hidden_size", "num_attention_heads", "num_hidden_layers",
+                                     "vocab_size", "max_position_embeddings")]
     checks = (
         (kind in ARCHITECTURES, f"architecture {kind!r} is not one of {', '.join(ARCHITECTURES)}"),
+        (all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in sizes)
+         and sizes[0] % sizes[1] == 0,
+         "config.json lacks positive sizes (hidden size a multiple of the heads)"),
         (task in TASKS, f"task {task!r} is not one of {', '.join(TASKS)}"),
         (task != "splade" or kind == "bert", "SPLADE heads are built for BERT only"),
         (config.get("position_embedding_type", "absolute") == "absolute",
@@ -442,7 +447,10 @@ def build_bert_onnx(
     except ImportError as e:
         raise ExportError(f"building an ONNX graph without torch needs onnx: {EXTRA}") from e
     config = _config(src)
-    tokenizer = Tokenizer.from_file(str(src / "tokenizer.json"))
+    try:
+        tokenizer = Tokenizer.from_file(str(src / "tokenizer.json"))
+    except Exception as e:  # tokenizers raises its own exception type
+        raise ExportError(f"{src / 'tokenizer.json'} is not a valid tokenizer: {e}") from e
     takes_types = int(config.get("type_vocab_size", 2) or 0) > 0
     pad_id = _special_id(src, tokenizer, "pad_token")
     eos_id = _special_id(src, tokenizer, "eos_token")
@@ -463,7 +471,10 @@ def build_bert_onnx(
     feeds = dict(zip(inputs, (ids, mask, types), strict=False))
     with staging(out) as tmp:
         onnx.save_model(model, str(tmp / "model.onnx"))
-        plain = _run_check(tmp / "model.onnx", feeds)  # onnxruntime loads and runs it
+        try:  # onnxruntime loads and runs it: weights of the wrong shape fail here
+            plain = _run_check(tmp / "model.onnx", feeds)
+        except Exception as e:  # onnxruntime raises its own exception types
+            raise ExportError(f"the ONNX graph of {src.name} does not run: {e}") from e
         if not all(np.isfinite(a).all() for a in plain):
             raise ExportError(f"the ONNX graph of {src.name} gives non-finite outputs")
         spec = SimpleNamespace(model_type=config["model_type"], hidden_size=config["hidden_size"],
