@@ -52,7 +52,8 @@ from _common import Results, optional, parse, parser
 from fastrag.collection import Collection
 from fastrag.collection.indexer import plan_index, run_index
 from fastrag.collection.ingest import read_documents
-from fastrag.encoders import TruncationWarning
+from fastrag.encoders import TextEncoder, TruncationWarning
+from fastrag.text.chunking import untruncated
 
 SHARES = {"en": 0.4, "py": 0.4, "ja": 0.2}
 
@@ -129,10 +130,10 @@ def run_before(folder: Path, out: Path, model: str | None) -> dict[str, Any]:
                     metadata=found.metadata[k : k + 64])
         col.commit()
     seconds = time.perf_counter() - t0
-    info = col.info()
+    passages = _passages(col)
     col.close()
-    return {"seconds": seconds, "chunks": info["chunks"], "truncated": _truncated(caught),
-            "docs": len(found.ids)}
+    return {"seconds": seconds, "chunks": len(passages), "truncated": _truncated(caught),
+            "docs": len(found.ids), "passages": passages}
 
 
 def run_after(folder: Path, out: Path, model: str | None,
@@ -146,12 +147,26 @@ def run_after(folder: Path, out: Path, model: str | None,
         run_index(col, found, plan_index(col, found), commit_every=1000, commit_seconds=60.0,
                   progress=lambda chars: None)
     seconds = time.perf_counter() - t0
-    info = col.info()
-    texts = {d.id: d.text for d in col.documents()}
-    passages = [texts[h.doc][h.start : h.end] for h in col.chunk_table().hits.values()]
+    passages = _passages(col)
     col.close()
-    return {"seconds": seconds, "chunks": info["chunks"], "truncated": _truncated(caught),
+    return {"seconds": seconds, "chunks": len(passages), "truncated": _truncated(caught),
             "docs": len(found.ids), "passages": passages}
+
+
+def _passages(col: Collection) -> list[str]:
+    """The text of every chunk of a collection."""
+    texts = {d.id: d.text for d in col.documents()}
+    return [texts[h.doc][h.start : h.end] for h in col.chunk_table().hits.values()]
+
+
+def _tokens(passages: list[str], model: str | None) -> tuple[int, int]:
+    """(tokens the encoder ran on, tokens of the passages): the window cuts the first."""
+    if model is None or not passages:
+        return 0, 0
+    tok = TextEncoder(model).model.tokenizer
+    ran = sum(len(e.ids) for e in tok.encode_batch(passages))
+    full = sum(len(e.ids) for e in untruncated(tok).encode_batch(passages))
+    return ran, full
 
 
 def run_peer(passages: list[str], res: Results) -> dict[str, Any] | None:
@@ -221,17 +236,24 @@ def main() -> None:
                 print(f"peer: {peer['seconds']:.1f} s", flush=True)
     mb = sum(sizes.values()) / 1e6
     print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    print(f"\n{'row':<12} {'seconds':>9} {'MB/min':>8} {'chunks':>8} {'truncated':>10}")
+    for row in rows.values():
+        row["tokens"], row["tokens_in_text"] = _tokens(
+            row.get("passages") or rows["after"]["passages"], model)
+    print(f"\n{'row':<12} {'seconds':>9} {'MB/min':>8} {'chunks':>8} {'truncated':>10} "
+          f"{'tokens run':>11} {'of tokens':>10} {'tokens/s':>9}")
     for name, row in rows.items():
         print(f"{name:<12} {row['seconds']:9.1f} {mb / row['seconds'] * 60:8.2f} "
               f"{row.get('chunks', len(rows['after']['passages'])):>8} "
-              f"{row.get('truncated', 0):>10}")
+              f"{row.get('truncated', 0):>10} {row['tokens']:>11} {row['tokens_in_text']:>10} "
+              f"{row['tokens'] / row['seconds']:9.0f}")
     s = res.summary
     s.update(mb_text=round(mb, 3), docs=rows["after"]["docs"], cores=os.cpu_count(),
              load_avg_start=round(load_start, 2), load_avg_end=round(os.getloadavg()[0], 2))
     for name, row in rows.items():
         s[f"seconds_{name}"] = round(row["seconds"], 2)
         s[f"mb_per_min_{name}"] = round(mb / row["seconds"] * 60, 3)
+        s[f"tokens_{name}"] = row["tokens"]
+        s[f"tokens_per_s_{name}"] = round(row["tokens"] / row["seconds"], 1)
         if "chunks" in row:
             s[f"chunks_{name}"] = row["chunks"]
             s[f"truncated_{name}"] = row["truncated"]
