@@ -107,3 +107,48 @@ def test_rescored_keeps_the_tail_untouched() -> None:
     out = rescored(order, 2, "ce", 1, [1.0, 4.0])
     assert out == [Candidate(3, 4.0, "ce", 1), Candidate(7, 1.0, "ce", 1), *order[2:]]
     assert rescored(order, 10, "ce", 1, [1.0, 2.0, 3.0, 4.0])[0] == Candidate(1, 4.0, "ce", 1)
+
+
+def test_eval_ranks_as_the_pipeline_does(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An evaluation run keeps the pipeline's order although a stage's scores (here all
+    negative) are on another scale than the fused scores of the candidates below it."""
+    import json
+
+    import fastrag.search
+    from fastrag.eval import load_beir
+    from fastrag.eval.runner import run_hybrid
+
+    rng = random.Random(5)
+    (tmp_path / "qrels").mkdir()
+    with (tmp_path / "corpus.jsonl").open("w") as f:
+        for i in range(40):
+            text = " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 9)))
+            f.write(json.dumps({"_id": f"d{i}", "title": "", "text": text}) + "\n")
+    (tmp_path / "queries.jsonl").write_text(
+        "".join(json.dumps({"_id": f"q{j}", "text": w}) + "\n"
+                for j, w in enumerate(["alpha beta", "omega", "kappa sigma"])))
+    (tmp_path / "qrels" / "test.tsv").write_text(
+        "query-id\tcorpus-id\tscore\nq0\td1\t1\nq1\td2\t1\nq2\td3\t1\n")
+
+    class Negative(ByLength):
+        def rescore(self, *args: Any) -> np.ndarray:
+            return -super().rescore(*args)
+
+    seen: list[list[Any]] = []
+    search_batch = Pipeline.search_batch
+
+    def recorded(self: Pipeline, *args: Any, **kw: Any) -> Any:
+        out = search_batch(self, *args, **kw)
+        seen.extend(out)
+        return out
+
+    monkeypatch.setattr(fastrag.search, "DenseRescore", lambda: Negative())
+    monkeypatch.setattr(Pipeline, "search_batch", recorded)
+    run = run_hybrid(load_beir(tmp_path), 20, {"model": FakeEncoder(), "rerank": "dense",
+                                               "rerank_depth": 3})
+    assert len(seen) == 3
+    for qid, results in zip(["q0", "q1", "q2"], seen, strict=True):
+        assert any(r.scored_by == "rerank" for r in results)
+        assert any(r.scored_by == "fusion" and r.score > 0 for r in results)
+        ranked = sorted(run[qid], key=lambda d: -run[qid][d])
+        assert ranked == [r.id for r in results]

@@ -160,7 +160,10 @@ def run_hybrid(dataset: Dataset, depth: int, options: dict[str, Any]) -> Run:
         t1 = time.perf_counter()
         query_ids, queries = dataset.judged_queries()
         found = pipeline.search_batch(col, queries, k=depth, threads=0)
-        run = {qid: {r.id: r.score for r in results}
+        # with rerank stages the order is the ranking: documents below a stage's depth keep
+        # an earlier stage's score (another scale), so ranx gets rank-based scores
+        run = {qid: ({r.id: float(len(results) - i) for i, r in enumerate(results)}
+                     if rerankers else {r.id: r.score for r in results})
                for qid, results in zip(query_ids, found, strict=True)}
         t2 = time.perf_counter()
         col.close()
