@@ -280,6 +280,7 @@ def test_unsupported_without_torch_names_the_extra(tmp_path, monkeypatch):
     (lambda f: _edit_config(f, is_decoder=True), "decoder"),
     (lambda f: _edit_config(f, model_type="deberta-v2"), "architecture 'deberta-v2'"),
     (lambda f: _edit_config(f, hidden_size=None), "positive sizes"),
+    (lambda f: _edit_config(f, auto_map={"AutoModel": "modeling.Custom"}), "auto_map"),
     (lambda f: _edit_config(f, num_attention_heads=5), "multiple of the heads"),
 ])
 def test_unsupported_reasons(tiny_models, tmp_path, change, reason):

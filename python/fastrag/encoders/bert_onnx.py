@@ -92,6 +92,7 @@ def unsupported_reason(folder: str | os.PathLike[str], task: str = "embed") -> s
          "only absolute position embeddings are built"),
         (not config.get("is_decoder") and not config.get("add_cross_attention"),
          "it is configured as a decoder"),
+        ("auto_map" not in config, "it brings its own modelling code (auto_map)"),
         (config.get("hidden_act", "gelu") in ACTIVATIONS,
          f"activation {config.get('hidden_act')!r} is not one of {', '.join(ACTIVATIONS)}"),
         (config.get("embedding_size", config.get("hidden_size")) == config.get("hidden_size"),
