@@ -93,6 +93,7 @@ class Collection:
         self._splade: Any = None  # the SPLADE model of a sparse="splade" collection
         self._indexes: dict[str, Any] = {}  # leg -> index over chunk ids
         self._docs = DocStore()  # the documents of the generation (and changes since)
+        self._pipelines: dict[str, Pipeline] = {}  # the pipelines behind method names
 
     @property
     def bm25(self) -> BM25 | None:
@@ -278,8 +279,8 @@ class Collection:
                     "rebuild the collection"
                 ) from None
             try:
-                docs = (DocStore.load(self.path / docs_file(gen)) if gen
-                        else DocStore())
+                docs = (DocStore.load(self.path / docs_file(gen), populate=not self._mmap)
+                        if gen else DocStore())
             except FileNotFoundError:
                 if store.meta_int(self._db, "generation") != gen:
                     continue
@@ -452,7 +453,9 @@ class Collection:
     def get(self, doc_id: str) -> Document:
         """A stored document (KeyError for an unknown id)."""
         with store.sqlite_damage(self.path):
-            found = self.texts_of([store.check_id(doc_id, "doc_id")])
+            doc_id = store.check_id(doc_id, "doc_id")
+            self._current()  # another connection may have committed since
+            found = self.texts_of([doc_id])
         if not found:
             raise KeyError(f"no document with id {doc_id!r}")
         return found[doc_id]
@@ -725,7 +728,8 @@ class Collection:
             for leg, index in self._indexes.items():
                 index.save(self.path / legs_mod.file_name(leg, gen))
             self._docs.save(self.path / docs_file(gen))
-            docs = DocStore.load(self.path / docs_file(gen))  # the file, not the changes
+            # the file, not the changes
+            docs = DocStore.load(self.path / docs_file(gen), populate=not self._mmap)
             store.set_meta(self._db, "generation", gen)
             self._db.commit()
             self._dirty = False
@@ -864,7 +868,12 @@ class Collection:
     ) -> list[list[Result]]:
         """`search` for many queries: one encoder run for the batch, and the rest in one
         native call across `threads` cores (0 = all) for the built-in methods."""
-        pipeline = method if isinstance(method, Pipeline) else default_pipeline(self, method)
+        if isinstance(method, Pipeline):
+            pipeline = method
+        else:  # built once per name (its checks cost more than a small query)
+            pipeline = self._pipelines.get(method)  # type: ignore[assignment]
+            if pipeline is None:
+                pipeline = self._pipelines[method] = default_pipeline(self, method)
 
         def run() -> list[list[Result]]:
             return pipeline.search_batch(self, queries, k=k, filter=filter, explain=explain,

@@ -190,9 +190,13 @@ class DocStore:
             raise
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> DocStore:
+    def load(cls, path: str | os.PathLike[str], *, populate: bool = False) -> DocStore:
         """Opens a file written by ``save``: every section is checked now, each record when
-        it is read. A damaged or truncated file raises IndexFormatError."""
+        it is read. A damaged or truncated file raises IndexFormatError.
+
+        `populate`: map every page now (the file is read into the page cache once; a hit's
+        text then costs no page fault), as a collection opened without ``mmap=True`` does.
+        """
         path = Path(path)
         self = cls()
         self._path = path
@@ -246,8 +250,9 @@ class DocStore:
             if len(self._pos) != n:
                 raise bad("an id repeats")
             self._base = _HEADER.size + meta_size
-            self._blob = (mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if n_blob
-                          else b"")
+            flags = mmap.MAP_SHARED | (getattr(mmap, "MAP_POPULATE", 0) if populate else 0)
+            self._blob = (mmap.mmap(f.fileno(), 0, flags=flags, prot=mmap.PROT_READ)
+                          if n_blob else b"")
             if not n_blob:
                 self._base = 0
         return self

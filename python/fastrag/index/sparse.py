@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
-from itertools import chain, repeat
+from itertools import accumulate, chain, repeat
 from typing import Any
 
 import numpy as np
@@ -139,9 +139,8 @@ class BM25(IdIndex):
         """Queries as CSR term ids (indptr, term_ids); unknown terms get an id past the
         vocabulary, which the core skips."""
         tokens = self._tokens(queries, corpus=False)
-        lengths = np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens))
-        indptr = np.zeros(len(tokens) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=indptr[1:])
+        indptr = np.fromiter(accumulate(map(len, tokens), initial=0), dtype=np.int64,
+                             count=len(tokens) + 1)
         n = int(indptr[-1])
         flat = np.fromiter(
             map(self._vocab.get, chain.from_iterable(tokens), repeat(_UNKNOWN_TERM, n)),

@@ -42,14 +42,16 @@ NO_DOC = 0xFFFFFFFF  # chunk_doc of a chunk that does not exist (deleted, or nev
 class ChunkTable:
     """Chunk id -> (document, span), as a dict for Python and as arrays for the native
     executor: ``chunk_doc[c]`` is the ordinal of chunk c's document (`NO_DOC` if none) and
-    ``doc_ids[ordinal]`` its id. Kept up to date by its owner with `put` and `drop`;
-    ordinals are never reused within one table."""
+    ``doc_ids[ordinal]`` its id; ``chunk_start[c]`` / ``chunk_end[c]`` its span. Kept up to
+    date by its owner with `put` and `drop`; ordinals are never reused within one table."""
 
     def __init__(self, hits: Iterable[ChunkHit] = ()) -> None:
         self.hits: dict[int, ChunkHit] = {}
         self.doc_ids: list[str] = []
         self._ordinal: dict[str, int] = {}
         self.chunk_doc = np.full(0, NO_DOC, dtype=np.uint32)
+        self.chunk_start = np.zeros(0, dtype=np.int64)
+        self.chunk_end = np.zeros(0, dtype=np.int64)
         self.put(list(hits))
 
     def put(self, hits: list[ChunkHit]) -> None:
@@ -57,9 +59,15 @@ class ChunkTable:
             return
         top = max(h.chunk for h in hits)
         if top >= len(self.chunk_doc):
-            grown = np.full(max(top + 1, 2 * len(self.chunk_doc)), NO_DOC, dtype=np.uint32)
+            size = max(top + 1, 2 * len(self.chunk_doc))
+            grown = np.full(size, NO_DOC, dtype=np.uint32)
             grown[: len(self.chunk_doc)] = self.chunk_doc
             self.chunk_doc = grown
+            for name in ("chunk_start", "chunk_end"):
+                old = getattr(self, name)
+                new = np.zeros(size, dtype=np.int64)
+                new[: len(old)] = old
+                setattr(self, name, new)
         for h in hits:
             ordinal = self._ordinal.get(h.doc)
             if ordinal is None:
@@ -67,6 +75,8 @@ class ChunkTable:
                 self.doc_ids.append(h.doc)
             self.hits[h.chunk] = h
             self.chunk_doc[h.chunk] = ordinal
+            self.chunk_start[h.chunk] = h.start
+            self.chunk_end[h.chunk] = h.end
 
     def drop(self, chunks: Iterable[int]) -> None:
         for c in chunks:

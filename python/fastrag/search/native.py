@@ -51,7 +51,8 @@ def run(
     threads: int,
 ) -> dict[str, Any]:
     """One executor call for a batch of queries (see ``_core.execute``); the result holds the
-    document ordinals of ``corpus.chunk_table()`` and the best chunk of each."""
+    document ordinals of ``corpus.chunk_table()`` (under "table") and the best chunk of
+    each."""
     table = corpus.chunk_table()
     k = min(k, max(1, len(table.hits)))  # no more documents than chunks can come back
     with ExitStack() as stack:
@@ -67,5 +68,5 @@ def run(
             rrf_k=float(fusion_options.get("k", 60.0)), aggregate=aggregate,
             explain=explain, threads=threads,
         )
-    out["doc_ids"] = table.doc_ids
+    out["table"] = table
     return out

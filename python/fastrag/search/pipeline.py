@@ -121,7 +121,10 @@ class Pipeline:
     def _encoder_weight(self, corpus: Corpus, query: str) -> float:
         """The adaptive weight of encoder-based stages for this query (1 when not adaptive,
         or when models are the only signal: a dense-only pipeline always runs)."""
-        if not self.adaptive or all(r.language_bound for r in self.retrievers):
+        if not self.adaptive or all(r.language_bound for r in self.retrievers) or not (
+            any(r.uses_encoder for r in self.retrievers)
+            or any(getattr(rr, "uses_encoder", False) for rr, _ in self.rerankers)
+        ):
             return 1.0
         return dense_weight(corpus, query)
 
@@ -235,35 +238,41 @@ class Pipeline:
         got = native.run(corpus, legs, queries, vectors, allow, k=k, fusion=self.fusion,
                          fusion_options=self.fusion_options, aggregate=self.aggregate,
                          explain=explain, threads=threads)
-        doc_ids, names = got["doc_ids"], [r.name for r, _ in legs]
+        table = got["table"]
+        doc_ids, names = table.doc_ids, [r.name for r, _ in legs]
         names.append("fusion" if len(legs) > 1 else names[0])
-        rows = [[(doc_ids[d], float(s), int(c)) for d, s, c in zip(
-                    ids.tolist(), scores.tolist(), chunks.tolist(), strict=True) if d >= 0]
-                for ids, scores, chunks in zip(got["ids"], got["scores"], got["chunks"],
-                                               strict=True)]
-        hits = corpus.chunks_of(c for row in rows for _, _, c in row)
-        docs = corpus.texts_of(d for row in rows for d, _, _ in row)
-        out = []
-        for q, row in enumerate(rows):
+        # the executor returns documents of chunks it found in the table (the spans are read
+        # from its arrays); -1 pads rows with fewer than k documents
+        found = got["ids"] >= 0
+        chunks = got["chunks"][found]
+        ids = [doc_ids[d] for d in got["ids"][found].tolist()]
+        scores, starts, ends = (got["scores"][found].tolist(),
+                                table.chunk_start[chunks].tolist(),
+                                table.chunk_end[chunks].tolist())
+        docs = corpus.texts_of(ids)
+        out: list[list[Result]] = []
+        at = 0
+        for q, n in enumerate(found.sum(axis=1).tolist()):
             results = []
-            for j, (d, score, c) in enumerate(row):
+            for j in range(n):
+                d = ids[at + j]
+                doc = docs.get(d) or self._missing_doc(d, int(chunks[at + j]))
                 stages: dict[str, StageScore] = {}
                 if explain:
                     ranks = got["explain_ranks"][q, j].tolist()
                     values = got["explain_scores"][q, j].tolist()
                     stages = {name: StageScore(value, rank) for name, value, rank in
                               zip(names, values, ranks, strict=True) if rank > 0}
-                hit = hits.get(c) or self._missing_chunk(c, d)
-                doc = self._doc(docs, hit)
-                results.append(Result(id=d, score=score, text=doc.text, metadata=doc.metadata,
-                                      span=(hit.start, hit.end), stages=stages))
+                results.append(Result(d, scores[at + j], doc.text, doc.metadata,
+                                      (starts[at + j], ends[at + j]), stages))
             out.append(results)
+            at += n
         return out
 
     @staticmethod
-    def _missing_chunk(chunk: int, doc: str) -> ChunkHit:
-        raise IndexFormatError(f"chunk {chunk} of document {doc!r} is missing: the collection "
-                               "is damaged; rebuild it")
+    def _missing_doc(doc: str, chunk: int) -> Document:
+        raise IndexFormatError(f"chunk {chunk} belongs to document {doc!r}, which is missing: "
+                               "the collection is damaged; rebuild it")
 
     def _python(self, corpus: Corpus, legs: list[tuple[BaseRetriever, float]],
                 rerankers: list[tuple[Reranker, int]], query: str, qvec: np.ndarray | None,
