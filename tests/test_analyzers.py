@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+import fastrag
 from fastrag.text import (
     ENGLISH_STOPWORDS,
     Analyzer,
@@ -25,6 +26,7 @@ from fastrag.text import (
     get_analyzer,
 )
 from fastrag.text import analyzers as analyzers_module
+from fastrag.text.language import latin_runs
 
 ODD_SCRIPTS = ["Привет, мир", "مرحبا بالعالم", "สวัสดีครับ", "😀🎉 party 🚀", "\x00\x07", "\ufeff"]
 
@@ -306,3 +308,39 @@ def test_one_language_detector_for_analyzers_collections_and_queries(tmp_path) -
     assert col.languages() == {"en": 1.0}
     assert dense_weight(col, "boundary 層 layer thickness") == 1.0
     col.close()
+
+
+# ---------------------------------------------------------------------- mixed scripts
+MIXED = "Boundary layers について説明する。"
+
+
+def test_latin_phrases_of_japanese_text_go_to_the_english_analyzer() -> None:
+    auto = get_analyzer("auto")
+    english = get_analyzer("english")
+    tokens = auto(MIXED)
+    # the tokens an English query makes, where Sudachi turned "Boundary" into katakana
+    assert tokens[:2] == english("boundary layers") == ["boundari", "layer"]
+    assert "説明" in tokens
+    assert auto("COVID-19の影響とmachine learningの関係") == [
+        "covid", "19", "影響", "machin", "learn", "関係"]
+    assert latin_runs("ＡＢＣ社のＩＴ部門") == [(0, 3), (5, 7)]  # full-width Latin too
+    assert latin_runs("東京") == []
+
+
+def test_whole_text_routing_stays_for_configs_saved_before_split_scripts() -> None:
+    auto = get_analyzer("auto")
+    assert auto.split_scripts is True and auto.config()["split_scripts"] is True
+    saved = {k: v for k, v in auto.config().items() if k != "split_scripts"}
+    old = get_analyzer(saved)
+    assert old.split_scripts is False and "layer" not in old(MIXED)
+    assert get_analyzer(auto.config()) == auto
+    with pytest.raises(TypeError, match="split_scripts"):
+        AutoAnalyzer(split_scripts="yes")
+
+
+def test_an_english_query_finds_english_words_inside_japanese_text() -> None:
+    index = fastrag.BM25(analyzer="auto")
+    index.add([MIXED, "東京の天気は晴れです。", "Layers of paint on a wall."],
+              ids=["mixed", "ja", "en"])
+    hits = index.search("boundary layers", k=2)[0]
+    assert hits[0].id == "mixed"

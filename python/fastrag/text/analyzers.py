@@ -16,7 +16,7 @@ import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
-from .language import CJK, detect_language
+from .language import CJK, detect_language, latin_runs
 from .stopwords import ENGLISH_STOPWORDS
 
 # Sudachi refuses inputs over 49,149 UTF-8 bytes; stay well below that.
@@ -311,19 +311,28 @@ class BigramAnalyzer(BaseAnalyzer):
 class AutoAnalyzer(BaseAnalyzer):
     """Send each text to an English or a Japanese analyzer, using :func:`detect_language`.
 
-    ``japanese`` defaults to :class:`JapaneseAnalyzer`, or to :class:`BigramAnalyzer`
-    (with a warning) when SudachiPy is missing. Either may be a name or a config.
+    With ``split_scripts`` (the default), a Japanese text's Latin phrases go to the English
+    analyzer and the rest to the Japanese one ("Boundary layersについて" gives the tokens of
+    "boundary layers" that an English query makes, where Sudachi would normalise the English
+    words into other forms). ``japanese`` defaults to :class:`JapaneseAnalyzer`, or to
+    :class:`BigramAnalyzer` (with a warning) when SudachiPy is missing. Either may be a name
+    or a config. Configs saved before ``split_scripts`` existed load with it off, so that
+    their indexes keep their tokens.
     """
 
     name: ClassVar[str] = "auto"
-    _options: ClassVar[tuple[str, ...]] = ("english", "japanese")
+    _options: ClassVar[tuple[str, ...]] = ("english", "japanese", "split_scripts")
 
     def __init__(
         self,
         *,
         english: Analyzer | str | Mapping[str, Any] | None = None,
         japanese: Analyzer | str | Mapping[str, Any] | None = None,
+        split_scripts: bool = True,
     ) -> None:
+        if not isinstance(split_scripts, bool):
+            raise TypeError(f"split_scripts must be a bool, got {split_scripts!r}")
+        self.split_scripts = split_scripts
         self.english = EnglishAnalyzer() if english is None else get_analyzer(english)
         if japanese is not None:
             self.japanese = get_analyzer(japanese)
@@ -336,7 +345,20 @@ class AutoAnalyzer(BaseAnalyzer):
             self.japanese = BigramAnalyzer()
 
     def _analyze(self, text: str) -> list[str]:
-        return (self.japanese if detect_language(text) == "ja" else self.english)(text)
+        if detect_language(text) != "ja":
+            return self.english(text)
+        if not self.split_scripts:
+            return self.japanese(text)
+        tokens: list[str] = []
+        at = 0
+        for start, end in latin_runs(text):
+            if start > at:
+                tokens += self.japanese(text[at:start])
+            tokens += self.english(text[start:end])
+            at = end
+        if at < len(text):
+            tokens += self.japanese(text[at:])
+        return tokens
 
 
 _ANALYZERS: dict[str, type[BaseAnalyzer]] = {
@@ -361,6 +383,8 @@ def get_analyzer(spec: str | Mapping[str, Any] | Analyzer) -> Analyzer:
     if cls is None:
         valid = ", ".join(sorted([*_ANALYZERS, *_ALIASES]))
         raise ValueError(f"unknown analyzer name {name!r}; valid names: {valid}")
+    if cls is AutoAnalyzer and not isinstance(spec, str) and "split_scripts" not in options:
+        options["split_scripts"] = False  # a config saved before the option: same tokens
     try:
         return cls(**options)
     except TypeError as exc:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-__all__ = ["CJK", "IDEOGRAPHS", "KANA", "detect_language"]
+__all__ = ["CJK", "IDEOGRAPHS", "KANA", "LATIN", "detect_language", "latin_runs"]
 
 Language = Literal["en", "ja"]
 
@@ -18,8 +18,15 @@ KANA = "\u3041-\u309f\u30a1-\u30fa\u30fc-\u30ff\u31f0-\u31ff"  # without the mid
 CJK = KANA + IDEOGRAPHS
 _KANA_RE = re.compile(f"[{KANA}\uff66-\uff9f]")  # plus half-width katakana
 _IDEOGRAPH_RUN_RE = re.compile(f"[{IDEOGRAPHS}]+")
-_LATIN = "A-Za-z\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u024f\uff21-\uff3a\uff41-\uff5a"
+LATIN = "A-Za-z\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u024f\uff21-\uff3a\uff41-\uff5a"
+_LATIN = LATIN
 _LATIN_RUN_RE = re.compile(f"[{_LATIN}]+")
+_DIGITS = "0-9\uff10-\uff19"
+# Latin words and what joins them into one phrase (spaces, hyphens, apostrophes, periods),
+# starting at a letter (or digits right before one) and ending at a letter or digit
+_LATIN_SPAN_RE = re.compile(
+    f"(?:[{_DIGITS}]+)?[{LATIN}](?:[{LATIN}{_DIGITS} \\t\\-'\u2019.&]*[{LATIN}{_DIGITS}])?"
+)
 
 
 def detect_language(text: str, start: int = 0, end: int | None = None) -> Language:
@@ -39,3 +46,9 @@ def detect_language(text: str, start: int = 0, end: int | None = None) -> Langua
         return "en"
     latin = sum(map(len, _LATIN_RUN_RE.findall(text, start, end)))
     return "ja" if ideographs >= 0.3 * (ideographs + latin) else "en"
+
+
+def latin_runs(text: str) -> list[tuple[int, int]]:
+    """The (start, end) spans of Latin phrases in `text` ("Boundary layers" in
+    "Boundary layersについて"): where a mixed Japanese text hands over to an English analyzer."""
+    return [m.span() for m in _LATIN_SPAN_RE.finditer(text)]
