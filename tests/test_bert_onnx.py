@@ -397,7 +397,7 @@ NO_TORCH = textwrap.dedent("""
     heavy = sorted(m for m, mod in sys.modules.items()
                    if mod is not None and m.split(".")[0] in ("torch", "transformers"))
     print(json.dumps({"vectors": vectors.tolist(), "heavy": heavy,
-                      "builder": enc.manifest.get("builder"), "folder": str(enc.model.folder)}))
+                      "builder": enc.manifest.get("builder"), "fused": enc.manifest["fused"]}))
 """)
 
 
@@ -412,6 +412,9 @@ def test_default_model_without_torch(tmp_path):
     assert run.returncode == 0, run.stderr[-2000:]
     result = json.loads(run.stdout.strip().splitlines()[-1])
     assert result["heavy"] == [] and result["builder"] == "fastrag.bert_onnx"
+    # fused without torch too (onnxruntime's basic pass imports torch: skipped); the last
+    # layer stays unfused for its attention row
+    assert result["fused"].get("Attention") == 5, result["fused"]
     got = np.asarray(result["vectors"], dtype=np.float32)
     assert got.shape == (len(SENTENCES), 384)
     needs_torch()

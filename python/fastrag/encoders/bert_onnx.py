@@ -486,7 +486,7 @@ def build_bert_onnx(
         quiet.setLevel(logging.ERROR)
         try:
             manifest["fused"] = _fuse(tmp / "model.onnx", spec, feeds, plain, outputs, mask,
-                                      tolerance)
+                                      tolerance, opt_level=0)
         finally:
             quiet.setLevel(level)
         manifest["inputs"], manifest["outputs"] = inputs, outputs
