@@ -452,6 +452,7 @@ def test_first_export_note_quantize_and_token_chunks(
     res = fails("index", docs, "-c", col, "--chunk-tokens", "64", code=2)
     assert "--chunk-tokens 64 (the collection has 126)" in res.output
     ok("index", docs, "-c", col, "--chunk-tokens", "auto")
+    ok("index", docs, "-c", col, "--chunk-tokens", "126")  # the collection's value
     res = fails("index", docs, "-c", tmp_path / "col2", "--model", str(tiny_bert),
                 "--chunk-tokens", "500", code=1)
     assert "does not fit the encoder's window: at most 126 tokens" in res.output

@@ -89,7 +89,7 @@ def _conflicts(ctx: click.Context, settings: dict[str, Any]) -> list[str]:
         "token_vectors": (bool(settings.get("token_vectors")), p["token_vectors"]),
     }
     tokens = settings.get("chunk_tokens")
-    wanted = p["chunk_tokens"]
+    wanted = _chunk_tokens(p["chunk_tokens"])
     have["chunk_tokens"] = (tokens, tokens if wanted == "auto" and tokens else wanted)
     out = []
     for name, (old, new) in have.items():
