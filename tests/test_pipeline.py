@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import random
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -186,8 +187,11 @@ def test_weights_from_declared_languages_and_mixed_collections(tmp_path: Path) -
 def test_japanese_with_an_english_encoder_is_bm25(japanese: Collection, query: str) -> None:
     bm25 = japanese.search(query, k=10, method="bm25")
     assert bm25, query
-    hybrid = japanese.search(query, k=10, explain=True)
+    with warnings.catch_warnings(record=True):  # said once per collection (tested below)
+        warnings.simplefilter("always")
+        hybrid = japanese.search(query, k=10, explain=True)
     assert [r.id for r in hybrid] == [r.id for r in bm25]
+    assert all(set(r.skipped) == {"dense"} for r in hybrid)
     assert all(r.stages["bm25"].rank == i for i, r in enumerate(hybrid, 1))
     # a forced weight brings the dense leg back: documents BM25 never found appear
     forced = Pipeline([Retriever("bm25"), Retriever("dense", weight=1.0)])
@@ -430,3 +434,40 @@ def test_real_model_hybrid_finds_the_obvious_document(
     col = Collection.open(tmp_path / "c", encoder=real_encoder)
     assert col.search("erupting mountain of lava", k=1)[0].id == "volcano"
     col.close()
+
+
+# ---------------------------------------------------------------------- silent fallbacks
+JA_DOCS = {"a": "東京は日本の首都です。", "b": "大阪は食べ物で有名です。",
+           "c": "京都には寺が多い。", "e": "An English note about rivers."}
+
+
+@pytest.fixture
+def mostly_japanese(tmp_path):
+    col = Collection.create(tmp_path / "ja", encoder=FakeEncoder())  # an English encoder
+    col.add(list(JA_DOCS.values()), ids=list(JA_DOCS))
+    col.commit()
+    yield col
+    col.close()
+
+
+def test_a_left_out_leg_is_said_once_and_shown_in_explain(mostly_japanese) -> None:
+    with pytest.warns(UserWarning, match=r"dense leg was left out.*knows en, not the query's "
+                      r"language \(ja\)") as caught:
+        results = mostly_japanese.search("東京の首都", k=3, explain=True)
+    assert caught[0].filename == __file__  # points at the caller, not at fastrag
+    assert results[0].id == "a"
+    assert results[0].skipped == {"dense": "its model knows en, not the query's language (ja)"}
+    assert "dense" not in results[0].stages
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once per pipeline and leg
+        assert mostly_japanese.search("京都の寺", k=3)[0].id == "c"
+    assert mostly_japanese.search("京都の寺", k=3)[0].skipped == {}  # only with explain
+
+
+def test_a_query_the_other_legs_cannot_answer_runs_the_left_out_leg(mostly_japanese) -> None:
+    # an English query in a mostly Japanese collection: the English encoder's leg is left out
+    # (it knows 25% of the collection) and BM25 matches nothing: the dense leg answers
+    with pytest.warns(UserWarning, match="the language of 25% of the collection"):
+        results = mostly_japanese.search("volcano eruptions", k=3, explain=True)
+    assert len(results) == 3 and all("dense" in r.stages for r in results)
+    assert all(r.skipped == {} for r in results)

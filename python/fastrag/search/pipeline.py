@@ -8,7 +8,9 @@ A pipeline reads its corpus only through the `Corpus` protocol.
 
 from __future__ import annotations
 
+import dataclasses
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +19,7 @@ import numpy as np
 
 from fastrag._core import IndexFormatError
 from fastrag.encoders.base import check_texts
+from fastrag.encoders.onnx import caller_level
 from fastrag.search import native
 from fastrag.search.corpus import ChunkHit, Corpus, Document
 from fastrag.search.fusion import FUSIONS, check_options, fuse
@@ -43,6 +46,8 @@ class Result:
         score: the final score (of the last stage).
         span: (start, end) characters of the best chunk in `text`.
         stages: {stage name: StageScore} of the best chunk in every stage it reached.
+        skipped: with explain, the legs that adaptive weighting left out for this query,
+            and why ({"dense": "its model knows en, not the query's language (ja)"}).
         scored_by: with rerank stages, the stage whose score `score` is: the last reranker
             for documents it reached, or, for documents below its depth, the earlier stage
             that last scored them ("fusion", a leg or another reranker). Those keep that
@@ -57,6 +62,7 @@ class Result:
     span: tuple[int, int]
     stages: dict[str, StageScore] = field(default_factory=dict)
     scored_by: str | None = None
+    skipped: dict[str, str] = field(default_factory=dict)
 
     def __repr__(self) -> str:
         passage = " ".join(self.passage.split())
@@ -96,6 +102,7 @@ class Pipeline:
     rerankers: Sequence[tuple[Reranker, int]] = ()
     aggregate: str = "max"
     adaptive: bool = True
+    _warned: set[str] = field(default_factory=set, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.retrievers:
@@ -131,14 +138,22 @@ class Pipeline:
     def weights(self, corpus: Corpus, query: str) -> list[float]:
         """Fusion weights for this query (see `adaptive`): a leg of a model that does not
         know the query's language (or most of the corpus's) gets 0."""
+        return self._plan(corpus, query)[0]
+
+    def _plan(self, corpus: Corpus, query: str) -> tuple[list[float], dict[str, str]]:
+        """(weights, {leg left out by adaptive weighting: why}) for this query."""
         every = not self.adaptive or all(r.language_bound for r in self.retrievers)
         given = self.fusion_options.get("weights") or [r.weight for r in self.retrievers]
-        return [
-            float(w) if w is not None
-            else 1.0 if every or not r.language_bound
-            else language_weight(corpus, query, corpus.leg_languages(r.method))
-            for r, w in zip(self.retrievers, given, strict=True)
-        ]
+        weights, skipped = [], {}
+        for r, w in zip(self.retrievers, given, strict=True):
+            if w is not None or every or not r.language_bound:
+                weights.append(1.0 if w is None else float(w))
+                continue
+            gap = language_gap(corpus, query, corpus.leg_languages(r.method))
+            weights.append(0.0 if gap else 1.0)
+            if gap:
+                skipped[r.name] = gap
+        return weights, skipped
 
     def search(
         self,
@@ -189,8 +204,12 @@ class Pipeline:
         # queries whose legs get the same weights are run together (the adaptive weight of
         # the dense leg depends on each query's language)
         groups: dict[tuple[float, ...], list[int]] = {}
+        skipped: dict[int, dict[str, str]] = {}
         for i, q in enumerate(queries):
-            groups.setdefault(tuple(self.weights(corpus, q)), []).append(i)
+            weights, left_out = self._plan(corpus, q)
+            groups.setdefault(tuple(weights), []).append(i)
+            if left_out:
+                skipped[i] = left_out
         encode = search = 0.0
         for weights, members in groups.items():
             # a leg with weight 0 cannot change the fused order: it is not run at all (and
@@ -226,9 +245,34 @@ class Pipeline:
             search += time.perf_counter() - t1
             for i, results in zip(members, found, strict=True):
                 out[i] = results
+        if skipped:
+            self._after_skips(corpus, queries, vectors, filter, k, explain, skipped, out)
         if timings is not None:
             timings.update(encode=encode, search=search, total=time.perf_counter() - t0)
         return out
+
+    def _after_skips(self, corpus: Corpus, queries: list[str], vectors: np.ndarray | None,
+                     filter: Mapping[str, Any] | None, k: int, explain: bool,
+                     skipped: dict[int, dict[str, str]], out: list[list[Result]]) -> None:
+        """Legs that adaptive weighting left out: said once (a warning per pipeline and
+        leg), in explain (`Result.skipped`), and run after all for a query that the other
+        legs could not answer at all."""
+        for i, left_out in skipped.items():
+            for leg, why in left_out.items():
+                if leg not in self._warned:
+                    self._warned.add(leg)
+                    warnings.warn(
+                        f"the {leg} leg was left out of this hybrid search: {why} (said once "
+                        "per pipeline; Result.skipped with explain=True; give the retriever a "
+                        "weight to always run it)", UserWarning, stacklevel=caller_level())
+            if not out[i]:  # nothing found without those legs: run every leg
+                full = dataclasses.replace(self, adaptive=False)
+                out[i] = full.search_batch(
+                    corpus, [queries[i]], k=k, filter=filter, explain=explain,
+                    vectors=None if vectors is None else vectors[i : i + 1], threads=1)[0]
+            elif explain:
+                for result in out[i]:
+                    result.skipped = dict(left_out)
 
     def _native(self, corpus: Corpus, legs: list[tuple[BaseRetriever, float]],
                 queries: list[str], vectors: np.ndarray | None, allow: list[int] | None,
@@ -386,13 +430,22 @@ def dense_weight(corpus: Corpus, query: str) -> float:
 
 def language_weight(corpus: Corpus, query: str, langs: frozenset[str]) -> float:
     """1 when `langs` (a model's languages) cover the query's and most of the corpus's."""
+    return 0.0 if language_gap(corpus, query, langs) else 1.0
+
+
+def language_gap(corpus: Corpus, query: str, langs: frozenset[str]) -> str | None:
+    """Why a model of languages `langs` should sit this query out (None: it should not)."""
     if "multi" in langs:
-        return 1.0
-    if detect_language(query) not in langs:
-        return 0.0
+        return None
+    known = ", ".join(sorted(langs))
+    lang = detect_language(query)
+    if lang not in langs:
+        return f"its model knows {known}, not the query's language ({lang})"
     shares = corpus.languages()
     covered = sum(v for lang, v in shares.items() if lang in langs) if shares else 1.0
-    return 1.0 if covered >= 0.5 else 0.0
+    if covered < 0.5:
+        return f"its model knows {known}, the language of {covered:.0%} of the collection"
+    return None
 
 
 def default_pipeline(corpus: Corpus, method: str) -> Pipeline:
