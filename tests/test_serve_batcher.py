@@ -133,3 +133,27 @@ def test_invalid_settings_are_refused() -> None:
         MicroBatcher(FakeEncoder().encode, max_batch=0)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="max_wait_ms"):
         MicroBatcher(FakeEncoder().encode, max_wait_ms=-1)  # type: ignore[arg-type]
+
+
+def test_several_runners_answer_every_request() -> None:
+    enc = Gated()
+    mb = MicroBatcher(enc, max_batch=4, max_wait_ms=0, runners=3)  # type: ignore[arg-type]
+    texts = [[f"t{i}"] for i in range(20)]
+    futures = [mb.submit(t, "query") for t in texts]
+    enc.gate.set()
+    for t, f in zip(texts, futures, strict=True):
+        np.testing.assert_allclose(f.result(30), enc.encoder.encode_queries(t), atol=1e-6)
+    mb.close()
+    assert sorted(t for _, run in enc.runs for t in run) == sorted(t[0] for t in texts)
+    assert all(len(run) <= 4 for _, run in enc.runs)
+
+
+def test_a_request_of_the_other_kind_is_not_stranded_by_an_idle_runner() -> None:
+    enc = Gated()
+    enc.gate.set()
+    mb = MicroBatcher(enc, max_wait_ms=50, runners=2)  # type: ignore[arg-type]
+    for _ in range(20):  # a query and documents at once, as /rerank sends them
+        q = mb.submit(["query"], "query")
+        d = mb.submit(["doc one", "doc two"], "document")
+        assert q.result(30).shape == (1, 16) and d.result(30).shape == (2, 16)
+    mb.close()

@@ -456,6 +456,8 @@ def info_cmd(collection: Path, as_json: bool) -> None:
               "(default: $FASTRAG_API_KEY; none: no key).")
 @click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
               help="Search threads (0: one per core).")
+@click.option("--encoder-threads", type=click.IntRange(min=0), default=1, show_default=True,
+              help="onnxruntime threads per query encoder run (0: one per core).")
 @click.option("--no-batching", is_flag=True, help="Run every encoder call on its own.")
 @click.option("--max-batch", type=click.IntRange(min=1), default=64, show_default=True,
               help="Texts per micro-batched encoder run.")
@@ -471,8 +473,9 @@ def info_cmd(collection: Path, as_json: bool) -> None:
               help="On SIGTERM, how long requests in flight may take to finish.")
 def serve_cmd(
     collection: Path, host: str, port: int, api_key: str | None, workers: int,
-    no_batching: bool, max_batch: int, max_wait_ms: float, max_body_mb: float, max_k: int,
-    cors: tuple[str, ...], rerank_model: str | None, drain_seconds: float,
+    encoder_threads: int, no_batching: bool, max_batch: int, max_wait_ms: float,
+    max_body_mb: float, max_k: int, cors: tuple[str, ...], rerank_model: str | None,
+    drain_seconds: float,
 ) -> None:
     """Serve a COLLECTION folder over HTTP (needs pip install "fastrag[server]")."""
     from fastrag.serve import Limits, ServeConfig, key_from_env
@@ -484,7 +487,8 @@ def serve_cmd(
     try:
         config = ServeConfig(
             collection, host=host, port=port, api_key=key_from_env(api_key), workers=workers,
-            batching=not no_batching, max_batch_texts=max_batch, max_wait_ms=max_wait_ms,
+            encoder_threads=encoder_threads, batching=not no_batching,
+            max_batch_texts=max_batch, max_wait_ms=max_wait_ms,
             cors_origins=cors, drain_seconds=drain_seconds, rerank_model=rerank_model,
             limits=Limits(max_body_bytes=int(max_body_mb * 2**20), max_k=max_k),
         )

@@ -1,6 +1,6 @@
 """Dynamic micro-batching: encoder calls of concurrent requests share one ONNX run.
 
-A request hands its texts to `MicroBatcher.submit` and gets a future. One worker thread takes
+A request hands its texts to `MicroBatcher.submit` and gets a future. A runner thread takes
 the first waiting request, every request queued behind it, then waits up to `max_wait_ms` for
 more while the batch holds fewer than `max_batch` texts, and runs the encoder once on all of
 them. While a run is going on, new requests queue up and form the next batch, so under load
@@ -17,6 +17,7 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -50,6 +51,8 @@ class MicroBatcher:
         max_wait_ms: how long a batch waits for more requests once the queue is empty.
         enabled: False runs every request on its own, `threads` at a time (for comparison).
         threads: concurrent runs when disabled.
+        runners: batches run at once (each gathers the next batch while the others run;
+            one per core keeps every core busy).
         on_batch: called after every run with (requests, texts, seconds).
     """
 
@@ -61,6 +64,7 @@ class MicroBatcher:
         max_wait_ms: float = 2.0,
         enabled: bool = True,
         threads: int = 2,
+        runners: int = 1,
         on_batch: BatchHook | None = None,
     ) -> None:
         if max_batch < 1:
@@ -73,14 +77,16 @@ class MicroBatcher:
         self.enabled = enabled
         self._on_batch = on_batch
         self._queue: queue.Queue[object] = queue.Queue()
-        self._carry: _Item | None = None  # taken from the queue but not fitting the last batch
         self._closed = False
         self._pool: ThreadPoolExecutor | None = None
-        self._worker: threading.Thread | None = None
+        self._runners: list[threading.Thread] = []
+        self._gathering = threading.Lock()
+        self._pending: deque[_Item] = deque()  # taken from the queue, not fitting a batch
         if enabled:
-            self._worker = threading.Thread(target=self._loop, name="fastrag-batcher",
-                                            daemon=True)
-            self._worker.start()
+            for i in range(max(1, runners)):
+                t = threading.Thread(target=self._loop, name=f"fastrag-batcher-{i}", daemon=True)
+                t.start()
+                self._runners.append(t)
         else:
             self._pool = ThreadPoolExecutor(max(1, threads), thread_name_prefix="fastrag-encode")
 
@@ -105,9 +111,10 @@ class MicroBatcher:
         if self._closed:
             return
         self._closed = True
-        if self._worker is not None:
+        for _ in self._runners:
             self._queue.put(_STOP)
-            self._worker.join()
+        for t in self._runners:
+            t.join()
         if self._pool is not None:
             self._pool.shutdown(wait=True)
 
@@ -125,53 +132,56 @@ class MicroBatcher:
             except Exception:  # metrics must never break encoding
                 log.exception("the batch hook failed")
 
-    def _next(self, timeout: float | None) -> object:
-        if self._carry is not None:
-            item, self._carry = self._carry, None
-            return item
-        if timeout is None:
-            return self._queue.get()
-        if timeout <= 0:
-            return self._queue.get_nowait()
-        return self._queue.get(timeout=timeout)
-
     def _gather(self, first: _Item) -> tuple[list[_Item], bool]:
-        """The batch that starts with `first`; True when the stop mark was met."""
+        """The batch that starts with `first`, and True when a stop mark was met. A request
+        that does not fit waits in `_pending` for the next batch. Called under `_gathering`."""
         batch, size = [first], len(first.texts)
         deadline = time.perf_counter() + self.max_wait
         while size < self.max_batch:
-            try:
-                nxt = self._next(deadline - time.perf_counter())
-            except queue.Empty:
-                break
+            if self._pending:
+                nxt: object = self._pending.popleft()
+            else:
+                try:
+                    left = deadline - time.perf_counter()
+                    nxt = self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait()
+                except queue.Empty:
+                    break
             if nxt is _STOP:
                 return batch, True
-            assert isinstance(nxt, _Item)  # only items and the stop mark are queued
+            assert isinstance(nxt, _Item)  # only items and stop marks are queued
             if nxt.kind != first.kind or size + len(nxt.texts) > self.max_batch:
-                self._carry = nxt
+                self._pending.appendleft(nxt)
                 break
             batch.append(nxt)
             size += len(nxt.texts)
         return batch, False
 
     def _loop(self) -> None:
-        stop = False
-        while not stop or self._carry is not None:
-            first = self._next(None) if not stop else self._next(0)
-            if first is _STOP:
-                stop = True
-                continue
-            assert isinstance(first, _Item)
-            batch, stop_seen = self._gather(first)
-            stop = stop or stop_seen
+        """One runner: batches until its stop mark, then what is still waiting."""
+        while True:
+            with self._gathering:  # one runner gathers at a time; the others run
+                first = self._pending.popleft() if self._pending else self._queue.get()
+                if first is _STOP:
+                    break
+                assert isinstance(first, _Item)
+                batch, stop = self._gather(first)
             self._run(batch)
-        while True:  # requests queued behind the stop mark still get an answer
-            try:
-                left = self._queue.get_nowait()
-            except queue.Empty:
-                return
-            if isinstance(left, _Item):
-                self._run([left])
+            if stop:
+                break
+        while True:  # requests still waiting behind the stop marks get an answer
+            with self._gathering:
+                if self._pending:
+                    left: object = self._pending.popleft()
+                else:
+                    try:
+                        left = self._queue.get_nowait()
+                    except queue.Empty:
+                        return
+                if left is _STOP:  # another runner's: leave it to that one
+                    self._queue.put(left)
+                    return
+            assert isinstance(left, _Item)
+            self._run([left])
 
     def _run(self, batch: list[_Item]) -> None:
         texts = [t for item in batch for t in item.texts]

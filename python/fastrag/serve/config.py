@@ -50,6 +50,8 @@ class ServeConfig:
         max_batch_texts: texts in one encoder run at most.
         max_wait_ms: how long the first text of a batch waits for company.
         workers: search threads (each with its own reader of the collection); 0: one per core.
+        encoder_threads: onnxruntime threads of each query encoder run (0: one per core);
+            concurrency comes from serving several runs and batches at once.
         cors_origins: origins allowed by CORS (empty: CORS off).
         drain_seconds: on SIGTERM / SIGINT, how long requests in flight may take to finish
             (new ones get 503 meanwhile).
@@ -65,6 +67,7 @@ class ServeConfig:
     max_batch_texts: int = 64
     max_wait_ms: float = 2.0
     workers: int = 0
+    encoder_threads: int = 1
     cors_origins: tuple[str, ...] = ()
     drain_seconds: float = 30.0
     rerank_model: str | None = None
@@ -79,6 +82,8 @@ class ServeConfig:
             raise ValueError(f"max_batch_texts must be >= 1, got {self.max_batch_texts}")
         if not 0 <= self.max_wait_ms <= 1000:
             raise ValueError(f"max_wait_ms must be in 0..1000, got {self.max_wait_ms}")
+        if self.encoder_threads < 0:
+            raise ValueError(f"encoder_threads must be >= 0, got {self.encoder_threads}")
         if self.workers < 0:
             raise ValueError(f"workers must be >= 0, got {self.workers}")
         if self.drain_seconds < 0:

@@ -23,7 +23,7 @@ import numpy as np
 
 from fastrag._core import IndexFormatError
 from fastrag.collection import Collection, CollectionError
-from fastrag.encoders import CrossEncoder, Encoder, matryoshka
+from fastrag.encoders import CrossEncoder, Encoder, TextEncoder, matryoshka
 from fastrag.encoders.base import Kind, check_texts
 from fastrag.search import Pipeline, fused_pipeline
 from fastrag.search.pipeline import Result, default_pipeline
@@ -97,7 +97,11 @@ class Service:
         self.config = config
         self.limits: Limits = config.limits
         self.writer = Collection.open(config.collection, mmap=True)
-        self.encoder: Encoder | None = self.writer.encoder
+        try:
+            self.encoder: Encoder | None = self._query_encoder(config.encoder_threads)
+        except BaseException:
+            self.writer.close()
+            raise
         readers: list[Collection] = []
         try:
             for _ in range(config.threads):
@@ -123,8 +127,22 @@ class Service:
         if self.encoder is not None:
             self.batcher = MicroBatcher(
                 self._encode, max_batch=config.max_batch_texts, max_wait_ms=config.max_wait_ms,
-                enabled=config.batching, threads=len(readers), on_batch=on_batch,
+                enabled=config.batching, threads=len(readers), runners=len(readers),
+                on_batch=on_batch,
             )
+
+    def _query_encoder(self, threads: int) -> Encoder | None:
+        """The encoder for queries: the writer's model again on `threads` onnxruntime threads
+        (the writer keeps every core for bulk adds). Spinning pool threads of a multi-threaded
+        session would take the CPU from the event loop and the other runs of a busy server."""
+        enc = self.writer.encoder
+        info = self.writer.settings.get("encoder") or {}
+        model = info.get("model")
+        if threads == 0 or not isinstance(enc, TextEncoder) or not isinstance(model, str):
+            return enc
+        mine = TextEncoder(model, threads=threads, quantize=info.get("quantize"),
+                           attentions="cls_attention" in enc.model.output_names)
+        return mine if mine.fingerprint == enc.fingerprint else enc
 
     def _encode(self, texts: list[str], kind: Kind) -> np.ndarray:
         assert self.encoder is not None  # the batcher exists only with an encoder
