@@ -26,7 +26,7 @@ class ReadWriteLock:
         finally:
             with self._cond:
                 self._readers -= 1
-                if self._readers == 0:
+                if self._readers == 0 and self._writer:  # a writer waits for the last one
                     self._cond.notify_all()
 
     @contextmanager

@@ -219,7 +219,8 @@ class Pipeline:
                 raise ValueError("every retriever has weight 0")
             # stages that read the corpus's encoder are skipped, like a dense leg, when
             # adaptive weighting finds that the encoder does not know the language
-            skip_encoder = self._encoder_weight(corpus, queries[members[0]]) == 0.0
+            skip_encoder = bool(self.rerankers) and self._encoder_weight(
+                corpus, queries[members[0]]) == 0.0
             rerankers = [(rr, depth) for rr, depth in self.rerankers
                          if not (skip_encoder and getattr(rr, "uses_encoder", False))]
             texts = [queries[i] for i in members]
