@@ -415,6 +415,7 @@ def test_default_model_without_torch(tmp_path):
     # fused without torch too (onnxruntime's basic pass imports torch: skipped); the last
     # layer stays unfused for its attention row
     assert result["fused"].get("Attention") == 5, result["fused"]
+    assert result["fused"].get("SkipLayerNormalization") == 13, result["fused"]
     got = np.asarray(result["vectors"], dtype=np.float32)
     assert got.shape == (len(SENTENCES), 384)
     needs_torch()
