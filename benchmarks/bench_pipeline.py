@@ -142,9 +142,10 @@ def fastrag_build(
     texts: list[str],
     vectors: np.ndarray,
 ) -> tuple[Collection, float]:
-    """A committed collection of one chunk per document, and the seconds it took."""
+    """A committed collection of one chunk per document (as the peer embeds whole documents,
+    truncated to the model's window), and the seconds it took."""
     t0 = time.perf_counter()
-    col = Collection.create(folder, encoder=encoder, chunk_chars=100_000)
+    col = Collection.create(folder, encoder=encoder, chunk_chars=100_000, chunk_tokens=None)
     for s in range(0, len(texts), BATCH):
         col.add(texts[s : s + BATCH], ids=ids[s : s + BATCH], vectors=vectors[s : s + BATCH])
     col.commit()
