@@ -300,3 +300,16 @@ def test_metrics_in_prometheus_text_format(http: Any) -> None:
              if line.startswith("fastrag_encoder_batch_requests_count")]
     assert count and float(count[0].split()[-1]) >= 2
     assert "_created" not in text
+
+
+def test_explain_says_which_legs_were_left_out(http: Any) -> None:
+    http.post("/documents", json={"documents": [{"id": "ja", "text": "東京は日本の首都です。"}]})
+    try:
+        got = http.post("/search", json={"query": "東京の首都", "k": 3, "explain": True}).json()
+        top = got["results"][0]
+        assert top["id"] == "ja"
+        assert "dense" in top["skipped"] and "dense" not in top["stages"]
+        plain = http.post("/search", json={"query": "東京の首都", "k": 3}).json()
+        assert "skipped" not in plain["results"][0]
+    finally:
+        http.request("DELETE", "/documents", json={"ids": ["ja"]})

@@ -5,6 +5,7 @@ while the next requests queue up behind it."""
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import Future
 
 import numpy as np
@@ -157,3 +158,18 @@ def test_a_request_of_the_other_kind_is_not_stranded_by_an_idle_runner() -> None
         d = mb.submit(["doc one", "doc two"], "document")
         assert q.result(30).shape == (1, 16) and d.result(30).shape == (2, 16)
     mb.close()
+
+
+def test_a_batch_keeps_growing_while_every_other_runner_is_busy() -> None:
+    enc = Gated()
+    mb = MicroBatcher(enc, max_wait_ms=1, runners=2)  # type: ignore[arg-type]
+    first = mb.submit(["first"], "query")
+    assert enc.started.wait(30)  # runner 1 is busy (held by the gate)
+    x1 = mb.submit(["x1"], "query")
+    time.sleep(0.05)  # well past max_wait: runner 2 must still be gathering
+    x2 = mb.submit(["x2"], "query")
+    enc.gate.set()
+    for f in (first, x1, x2):
+        f.result(30)
+    mb.close()
+    assert [r for _, r in enc.runs] == [["first"], ["x1", "x2"]]

@@ -189,6 +189,9 @@ def hit_json(r: Result, explain: bool, text: bool) -> dict[str, Any]:
     if explain:
         out["stages"] = {n: {"score": float(st.score), "rank": st.rank}
                          for n, st in r.stages.items()}
+        skipped = getattr(r, "skipped", None)
+        if skipped:
+            out["skipped"] = dict(skipped)  # legs adaptive weighting left out, and why
     if text:
         out["text"] = r.text
     return out

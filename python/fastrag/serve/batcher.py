@@ -5,6 +5,9 @@ the first waiting request, every request queued behind it, then waits up to `max
 more while the batch holds fewer than `max_batch` texts, and runs the encoder once on all of
 them. While a run is going on, new requests queue up and form the next batch, so under load
 the batches grow by themselves and an idle service adds at most `max_wait_ms` of latency.
+With several runners (one per core), one gathers while the others run; when all the others
+are busy, the gathering one keeps adding requests past `max_wait_ms` until one is free (there
+is no core to run its batch on before), so that batches stay large under load.
 
 A request is never split across runs, and requests of different kinds (query / document)
 never share one. When a shared run fails (one text the checks let through, say), every
@@ -82,6 +85,8 @@ class MicroBatcher:
         self._runners: list[threading.Thread] = []
         self._gathering = threading.Lock()
         self._pending: deque[_Item] = deque()  # taken from the queue, not fitting a batch
+        self._busy = 0  # runners running a batch
+        self._busy_lock = threading.Lock()
         if enabled:
             for i in range(max(1, runners)):
                 t = threading.Thread(target=self._loop, name=f"fastrag-batcher-{i}", daemon=True)
@@ -141,10 +146,20 @@ class MicroBatcher:
             if self._pending:
                 nxt: object = self._pending.popleft()
             else:
+                left = deadline - time.perf_counter()
+                # every other runner busy: no core to run this batch on yet, so it keeps
+                # growing until one is free (or it is full)
+                hold = left <= 0 and self._others_busy()
                 try:
-                    left = deadline - time.perf_counter()
-                    nxt = self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait()
+                    if left > 0:
+                        nxt = self._queue.get(timeout=left)
+                    elif hold:
+                        nxt = self._queue.get(timeout=0.0005)
+                    else:
+                        nxt = self._queue.get_nowait()
                 except queue.Empty:
+                    if left > 0 or hold:
+                        continue
                     break
             if nxt is _STOP:
                 return batch, True
@@ -183,7 +198,20 @@ class MicroBatcher:
             assert isinstance(left, _Item)
             self._run([left])
 
+    def _others_busy(self) -> bool:
+        """Whether every runner but the gathering one is running a batch."""
+        return len(self._runners) > 1 and self._busy >= len(self._runners) - 1
+
     def _run(self, batch: list[_Item]) -> None:
+        with self._busy_lock:
+            self._busy += 1
+        try:
+            self._run_batch(batch)
+        finally:
+            with self._busy_lock:
+                self._busy -= 1
+
+    def _run_batch(self, batch: list[_Item]) -> None:
         texts = [t for item in batch for t in item.texts]
         t0 = time.perf_counter()
         try:

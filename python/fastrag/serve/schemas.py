@@ -54,6 +54,7 @@ class Hit(BaseModel):
     passage: str
     metadata: dict[str, Any]
     stages: dict[str, StageOut] = {}
+    skipped: dict[str, str] = Field({}, description="with explain: legs left out, and why")
     text: str | None = None
 
 
