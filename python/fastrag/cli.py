@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -401,20 +402,25 @@ def search_cmd(
     except (ValueError, OSError, ImportError, ExportError) as e:
         raise click.ClickException(str(e)) from e
     try:
-        results = col.search(query, k=k, method=pipeline, filter=spec,
-                             explain=explain or as_json)
+        with warnings.catch_warnings():  # a leg left out is said below, in one line
+            warnings.filterwarnings("ignore", message="the .* leg was left out")
+            results = col.search(query, k=k, method=pipeline, filter=spec,
+                                 explain=explain or as_json)
     except (ValueError, TypeError) as e:
         raise click.ClickException(str(e)) from e
     finally:
         col.close()
     if not results:
         click.echo("no documents match", err=True)
+    for leg, why in (results[0].skipped if results else {}).items():
+        click.echo(f"note: the {leg} leg was left out: {why}", err=True)
     for rank, r in enumerate(results, 1):
         stages = {name: {"score": st.score, "rank": st.rank} for name, st in r.stages.items()}
         if as_json:
             click.echo(json.dumps(
                 {"rank": rank, "id": r.id, "score": r.score, "span": list(r.span),
-                 "passage": r.passage, "metadata": r.metadata, "stages": stages},
+                 "passage": r.passage, "metadata": r.metadata, "stages": stages,
+                 "skipped": r.skipped},
                 ensure_ascii=False,
             ))
             continue
