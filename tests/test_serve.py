@@ -179,8 +179,13 @@ def test_rerank_with_the_cohere_client(server: Server) -> None:
 
     co = cohere.Client(api_key=API_KEY, base_url=server.url)
     got = co.rerank(model="rerank-english-v3.0", query="cake",
-                    documents=["lemon cake", "shock waves"], top_n=1)
-    assert got.results[0].index == 0
+                    documents=["shock waves", "lemon cake"], top_n=1)
+    assert [r.index for r in got.results] == [1]
+    v2 = cohere.ClientV2(api_key=API_KEY, base_url=server.url)
+    got2 = v2.rerank(model="rerank-v3.5", query="supersonic shock",
+                     documents=["lemon cake", "shock waves in supersonic flow"])
+    assert [r.index for r in got2.results] == [1, 0]
+    assert 0.0 <= got2.results[1].relevance_score < got2.results[0].relevance_score <= 1.0
 
 
 # ----------------------------------------------------------------------------- documents
