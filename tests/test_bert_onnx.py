@@ -319,6 +319,16 @@ def _edit_config(folder: Path, **changes: Any) -> None:
     (folder / "config.json").write_text(json.dumps(config))
 
 
+def _with_weights(src: Path, dst: Path, change: Any) -> Path:
+    """A copy of the model folder `src` whose tensors are `change(tensors)`."""
+    from safetensors.numpy import load_file, save_file
+
+    folder = _copy(src, dst)
+    save_file(change(load_file(str(folder / "model.safetensors"))),
+              str(folder / "model.safetensors"))
+    return folder
+
+
 def test_damaged_inputs_lose_nothing(tiny_models, tmp_path):
     """A bad config, missing tensors, unreadable weights: ExportError, the old export kept."""
     good = build_bert_onnx(tiny_models["bert"], tmp_path / "out")
@@ -329,12 +339,8 @@ def test_damaged_inputs_lose_nothing(tiny_models, tmp_path):
     with pytest.raises(ExportError, match="not valid JSON"):
         build_bert_onnx(bad_json, good)
 
-    from safetensors.numpy import load_file, save_file
-
-    missing = _copy(tiny_models["bert"], tmp_path / "missing")
-    tensors = load_file(str(missing / "model.safetensors"))
-    tensors = {k: v for k, v in tensors.items() if "layer.1.output.dense" not in k}
-    save_file(tensors, str(missing / "model.safetensors"))
+    missing = _with_weights(tiny_models["bert"], tmp_path / "missing", lambda t: {
+        k: v for k, v in t.items() if "layer.1.output.dense" not in k})
     with pytest.raises(ExportError, match=r"no tensor 'encoder\.layer\.1\.output\.dense"):
         build_bert_onnx(missing, good)
 
@@ -343,11 +349,9 @@ def test_damaged_inputs_lose_nothing(tiny_models, tmp_path):
     with pytest.raises(ExportError, match="not a valid tokenizer"):
         build_bert_onnx(bad_tokenizer, good)
 
-    misshapen = _copy(tiny_models["bert"], tmp_path / "misshapen")
-    tensors = load_file(str(misshapen / "model.safetensors"))
     name = "encoder.layer.0.intermediate.dense.weight"
-    tensors[name] = np.ascontiguousarray(tensors[name][:, :16])
-    save_file(tensors, str(misshapen / "model.safetensors"))
+    misshapen = _with_weights(tiny_models["bert"], tmp_path / "misshapen", lambda t: {
+        **t, name: np.ascontiguousarray(t[name][:, :16])})
     with pytest.raises(ExportError, match="does not run"):
         build_bert_onnx(misshapen, good)
 
