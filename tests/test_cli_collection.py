@@ -249,7 +249,9 @@ def test_search_json(indexed: tuple[Path, Path, Result]) -> None:
     assert [r["rank"] for r in rows] == list(range(1, len(rows) + 1))
     assert {r["id"] for r in rows} == {"j1", "j4"}
     for r in rows:
-        assert set(r) == {"rank", "id", "score", "span", "passage", "metadata", "stages"}
+        assert set(r) == {"rank", "id", "score", "span", "passage", "metadata", "stages",
+                          "skipped"}
+        assert r["skipped"] == {}  # BM25 alone: no leg to leave out
         assert r["stages"]["bm25"]["rank"] == r["rank"]
         assert r["stages"]["bm25"]["score"] == pytest.approx(r["score"])
         assert len(r["span"]) == 2 and r["passage"]

@@ -114,6 +114,10 @@ def test_cli_index_and_search(tmp_path: Path) -> None:
     assert json.loads(out.output.splitlines()[0])["id"] == "a.txt"
     out = runner.invoke(main, ["search", str(col), "形態素解析"])
     assert "sub/b.md" in out.output
+    # the English model's leg sits a Japanese query out: one note on stderr, no warning
+    assert out.stderr.count("note: the dense leg was left out: its model knows en, not the "
+                            "query's language (ja)") == 1, out.stderr
+    assert "UserWarning" not in out.stderr
     out = runner.invoke(main, ["search", str(tmp_path / "nowhere"), "x"])
     assert out.exit_code != 0 and "not a fastrag collection" in out.output
 

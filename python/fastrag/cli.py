@@ -404,8 +404,8 @@ def search_cmd(
     try:
         with warnings.catch_warnings():  # a leg left out is said below, in one line
             warnings.filterwarnings("ignore", message="the .* leg was left out")
-            results = col.search(query, k=k, method=pipeline, filter=spec,
-                                 explain=explain or as_json)
+            # explain always: it also says which legs were left out (one note below)
+            results = col.search(query, k=k, method=pipeline, filter=spec, explain=True)
     except (ValueError, TypeError) as e:
         raise click.ClickException(str(e)) from e
     finally:
