@@ -318,3 +318,36 @@ def test_explain_says_which_legs_were_left_out(http: Any) -> None:
         assert "skipped" not in plain["results"][0]
     finally:
         http.request("DELETE", "/documents", json={"ids": ["ja"]})
+
+
+def test_readers_see_only_committed_states_while_a_write_runs(server: Server) -> None:
+    import threading
+
+    with server.client() as http:
+        before = http.get("/info").json()["documents"]
+    docs = [{"id": f"w{i}", "text": f"Wind tunnel run {i}: turbulent wake behind a bluff body."}
+            for i in range(80)]
+    done = threading.Event()
+    outcome: dict[str, Any] = {}
+
+    def write() -> None:
+        with server.client() as c:
+            outcome["add"] = c.post("/documents", json={"documents": docs})
+        done.set()
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    seen = set()
+    with server.client() as http:
+        while not done.is_set():
+            seen.add(http.get("/info").json()["documents"])
+            hits = http.post("/search", json={"query": "turbulent wake wind tunnel", "k": 100,
+                                              "method": "bm25"})
+            assert hits.status_code == 200, hits.text
+            found = {h["id"] for h in hits.json()["results"]} & {d["id"] for d in docs}
+            assert len(found) in (0, len(docs)), len(found)  # all of the add or none of it
+        writer.join()
+        assert outcome["add"].status_code == 200, outcome["add"].text
+        assert seen <= {before, before + len(docs)}, seen
+        gone = http.request("DELETE", "/documents", json={"ids": [d["id"] for d in docs]})
+        assert gone.json()["documents"] == before
