@@ -42,6 +42,7 @@ from fastrag.index import BM25, DenseIndex
 from fastrag.index.dense import as_matrix
 from fastrag.search.corpus import ChunkHit, ChunkTable, Document
 from fastrag.search.pipeline import Pipeline, Result, default_pipeline
+from fastrag.search.spec import pipeline_from_spec
 from fastrag.text.chunking import split_passages
 from fastrag.text.language import detect_language
 
@@ -833,6 +834,43 @@ class Collection:
         )
         return [r[0] for r in self._db.execute(q, params)]
 
+    # ------------------------------------------------------------------ stored pipeline
+    @_checked
+    def set_default_pipeline(self, spec: Mapping[str, Any] | None) -> None:
+        """Stores a pipeline spec (see `fastrag.search.spec`; `fastrag tune` fits one) as this
+        collection's default: ``search(method="hybrid")`` (the default method) and
+        ``method="tuned"`` run it from now on, also after reopening. None goes back to the
+        built-in default. Committed at once; refused while documents are uncommitted, and
+        for legs the collection does not hold. Other open connections see it when reopened.
+        """
+        if spec is not None:
+            missing = [r.method for r in pipeline_from_spec(spec).retrievers
+                       if r.method not in self.legs()]
+            if missing:
+                raise ValueError(f"the pipeline uses legs this collection does not hold: "
+                                 f"{', '.join(missing)} (it has {', '.join(self.legs())})")
+        with self._lock:
+            if self._dirty:
+                raise ValueError("commit() or rollback() the document changes first")
+            self._begin()
+            store.set_meta(self._db, "default_pipeline", None if spec is None else dict(spec))
+            self._db.commit()
+            self._pipelines.clear()
+
+    @_checked
+    def default_pipeline_spec(self) -> dict[str, Any] | None:
+        """The stored default pipeline spec (`set_default_pipeline`), or None."""
+        return store.get_meta(self._db, "default_pipeline")
+
+    def _named_pipeline(self, method: str) -> Pipeline:
+        spec = self.default_pipeline_spec() if method in ("hybrid", "tuned") else None
+        if spec is not None:
+            return pipeline_from_spec(spec)
+        if method == "tuned":
+            raise ValueError("this collection has no tuned pipeline: run `fastrag tune DATASET "
+                             "-c DIR` or Collection.set_default_pipeline(spec)")
+        return default_pipeline(self, method)
+
     # ------------------------------------------------------------------ search
     def search(
         self,
@@ -846,7 +884,8 @@ class Collection:
     ) -> list[Result]:
         """The k best documents for `query`: a list of `fastrag.search.Result`.
 
-        `method` is "hybrid" (the default pipeline), "bm25", "dense", or a
+        `method` is "hybrid" (the default pipeline, or the one `set_default_pipeline`
+        stored), "tuned" (that stored one only), "bm25", "dense", or a
         `fastrag.search.Pipeline`. `filter` restricts to documents whose metadata match.
         `vector`: the query's embedding by the collection's encoder, when you have it.
         """
@@ -873,7 +912,7 @@ class Collection:
         else:  # built once per name (its checks cost more than a small query)
             pipeline = self._pipelines.get(method)  # type: ignore[assignment]
             if pipeline is None:
-                pipeline = self._pipelines[method] = default_pipeline(self, method)
+                pipeline = self._pipelines[method] = self._named_pipeline(method)
 
         def run() -> list[list[Result]]:
             return pipeline.search_batch(self, queries, k=k, filter=filter, explain=explain,
