@@ -270,6 +270,9 @@ class Service:
                 self.writer.rollback()
                 raise RequestError(str(e.args[0]) if e.args else str(e), status=404,
                                    param="ids") from e
+            except (IndexFormatError, CollectionError):
+                self.writer.rollback()
+                raise  # the collection's fault, not the request's
             except (TypeError, ValueError) as e:
                 self.writer.rollback()
                 raise RequestError(str(e)) from e
