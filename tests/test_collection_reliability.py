@@ -542,3 +542,9 @@ def test_add_files_reads_what_fastrag_index_reads(tmp_path: Path) -> None:
         col.add_files(tmp_path / "missing")
     assert len(col) == 3
     col.close()
+
+
+def test_closing_twice_does_nothing(tmp_path: Path) -> None:
+    col = new(tmp_path / "c")
+    col.close()
+    col.close()

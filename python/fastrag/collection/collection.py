@@ -94,6 +94,7 @@ class Collection:
         self._splade: Any = None  # the SPLADE model of a sparse="splade" collection
         self._indexes: dict[str, Any] = {}  # leg -> index over chunk ids
         self._docs = DocStore()  # the documents of the generation (and changes since)
+        self._closed = False
         self._pipelines: dict[str, Pipeline] = {}  # the pipelines behind method names
 
     @property
@@ -380,11 +381,14 @@ class Collection:
         self.close()
 
     def close(self) -> None:
-        """Closes the database (uncommitted changes are lost)."""
+        """Closes the database (uncommitted changes are lost); closing again does nothing."""
+        if self._closed:
+            return
         if self._db.in_transaction:
             self._db.rollback()
         self._db.close()
         self._docs.close()
+        self._closed = True
 
     # ------------------------------------------------------------------ properties
     @property
