@@ -288,9 +288,10 @@ class Collection:
                     continue
                 # written before the document file existed (or it was removed): from the
                 # database; the next commit writes it
-                rows = self._db.execute("SELECT id, text, metadata, crc FROM documents")
-                docs = DocStore.from_rows((r[0], r[1], r[2], r[3]) for r in rows
-                                          if store.document_row(*r))  # checks each row
+                rows = self._db.execute("SELECT id, text, metadata, crc FROM documents").fetchall()
+                for row in rows:
+                    store.document_row(*row)  # checks the row's checksum
+                docs = DocStore.from_rows(rows)
             chunks = int(self._db.execute("SELECT count(*) FROM chunks").fetchone()[0])
             n_docs = int(self._db.execute("SELECT count(*) FROM documents").fetchone()[0])
             if store.meta_int(self._db, "generation") != gen:

@@ -77,8 +77,9 @@ class DocStore:
 
     # ------------------------------------------------------------------ reading
     def __len__(self) -> int:
-        return sum(1 for d in self._pos if d not in self._removed and d not in self._changed) \
-            + len(self._changed)
+        # removed ids are never among the changed ones (put and remove keep them apart)
+        added = sum(1 for d in self._changed if d not in self._pos)
+        return len(self._pos) - len(self._removed) + added
 
     def __contains__(self, doc_id: object) -> bool:
         return doc_id in self._changed or (doc_id in self._pos and doc_id not in self._removed)

@@ -19,8 +19,7 @@ CJK = KANA + IDEOGRAPHS
 _KANA_RE = re.compile(f"[{KANA}\uff66-\uff9f]")  # plus half-width katakana
 _IDEOGRAPH_RUN_RE = re.compile(f"[{IDEOGRAPHS}]+")
 LATIN = "A-Za-z\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u024f\uff21-\uff3a\uff41-\uff5a"
-_LATIN = LATIN
-_LATIN_RUN_RE = re.compile(f"[{_LATIN}]+")
+_LATIN_RUN_RE = re.compile(f"[{LATIN}]+")
 _DIGITS = "0-9\uff10-\uff19"
 # Latin words and what joins them into one phrase (spaces, hyphens, apostrophes, periods),
 # starting at a letter (or digits right before one) and ending at a letter or digit
