@@ -42,7 +42,8 @@ class BM42Index(ImpactIndex):
         alpha: fastembed's rescoring, each weight becomes log(1 + w) ** alpha (default 0.5,
             fastembed's default: 0.350 nDCG@10 on cranfield against 0.263 for the raw sums),
             or None to keep the summed attention as above.
-        quantize, max_weight: see `ImpactIndex`.
+        quantize: see `ImpactIndex`.
+        max_weight: see `ImpactIndex`.
         batch_size: encoder batch size.
     """
 

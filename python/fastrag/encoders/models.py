@@ -135,7 +135,8 @@ class TextEncoder(_Local, Encoder):
             differently in another batch).
         threads: onnxruntime threads (0: one per core).
         pooling: "mean", "cls" or "last"; default from the model (registry or its files).
-        query_prompt, document_prompt: override the model's prompts.
+        query_prompt: overrides the model's query prompt.
+        document_prompt: overrides the model's document prompt.
         attentions: export and return the [CLS] attention row too (BM42); costs a re-export.
         max_length: a shorter window than the model's (tokens, special tokens included).
     """

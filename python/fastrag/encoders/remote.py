@@ -61,8 +61,10 @@ class RemoteEncoder(JsonClient, Encoder):
         dimensions_supported: whether the API takes a ``dimensions`` field (Matryoshka models
             such as text-embedding-3-*). When False, `encode(dim=...)` / `dims=` fetch full
             vectors and truncate (and renormalise) them locally.
-        query_prompt, document_prompt: prepended to every query / document text before it is
-            sent (instruction-tuned models, e.g. ``"query: "`` / ``"passage: "`` for E5).
+        query_prompt: prepended to every query text before it is sent (instruction-tuned
+            models, e.g. ``"query: "`` for E5).
+        document_prompt: prepended to every document text before it is sent (e.g.
+            ``"passage: "`` for E5).
         normalize: scale returned vectors to unit L2 length (cosine == inner product).
         batch_size: the most texts in one request (`encode(batch_size=...)` overrides it).
         concurrency: how many requests may be in flight at once.

@@ -41,7 +41,8 @@ class SpladeIndex(ImpactIndex):
         query_mode: how query texts become vectors: "model" (encoded by the model), "idf"
             (inference-free: the model's tokenizer, each distinct token weighted by its idf
             over the indexed documents) or "ones" (each distinct token weighted 1).
-        quantize, max_weight: see `ImpactIndex` ("uint8" models an 8-bit index's precision).
+        quantize: see `ImpactIndex` ("uint8" models an 8-bit index's precision).
+        max_weight: see `ImpactIndex`.
         batch_size: encoder batch size.
     """
 

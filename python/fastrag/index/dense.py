@@ -77,7 +77,8 @@ class DenseIndex(IdIndex):
         metric: "cosine" (vectors normalised on add), "ip" (inner product) or "l2".
             Scores are higher-is-better: the similarity for cosine / ip, the negated squared
             distance for l2.
-        M, ef_construction: graph degree and build beam (as in hnswlib).
+        M: graph degree: links per node (as in hnswlib).
+        ef_construction: the beam width while building (as in hnswlib).
         ef_search: default search beam; raise it for recall, lower it for speed.
         storage: "float32", "int8" (per-dimension ranges trained on the first batch added) or
             "float16".

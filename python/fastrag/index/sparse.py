@@ -62,7 +62,9 @@ class BM25(IdIndex):
         analyzer: "auto" (per-text English/Japanese routing), "english", "japanese",
             "bigram", an analyzer config dict or an Analyzer. Ignored for pre-tokenized input.
         method: "lucene" (default), "robertson", "atire", "bm25l" or "bm25+".
-        k1, b, delta: BM25 parameters (delta for bm25l / bm25+ only).
+        k1: term-frequency saturation (BM25's k1).
+        b: document-length normalisation, 0 (none) to 1 (full).
+        delta: the shift of the term-frequency part in bm25l and bm25+ (ignored otherwise).
     """
 
     _FORMAT = "fastrag.bm25"

@@ -84,10 +84,12 @@ class RemoteReranker(JsonClient):
         style: ``"cohere"``, ``"jina"`` or ``"tei"``: the request body and answer shape.
         batch_size: the most passages in one request; longer lists are split. TEI refuses
             more than its ``--max-client-batch-size`` (32 unless set), so pass 32 there.
-        concurrency, max_retries, timeout, backoff: the request pool and retry policy, as
-            for `fastrag.encoders.RemoteEncoder`: up to `concurrency` requests in flight, at
-            most ``max_retries + 1`` requests per batch, `timeout` seconds to wait for the
-            server (connect, and each read) per request; attempt k waits about
+        concurrency: how many requests may be in flight at once (as for
+            `fastrag.encoders.RemoteEncoder`).
+        max_retries: extra attempts for a request that failed transiently (at most
+            ``max_retries + 1`` requests per batch).
+        timeout: seconds to wait for the server (connect, and each read) per request.
+        backoff: base pause in seconds before a retry: attempt k waits about
             ``backoff * 2**(k-1)`` (times a random factor in [0.5, 1.5), at most 30 s) before
             the next, unless the server sent ``Retry-After``, which is honoured as given.
 
