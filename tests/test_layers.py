@@ -1,8 +1,8 @@
 """The package's layers import only downwards, and no two sub-packages import each other.
 
-_core -> text -> index -> encoders -> search -> collection -> eval -> cli / serve: a module may
-import its own layer and the layers below, never above, at any depth (lazy imports inside
-functions count too).
+_core -> text -> index -> encoders -> search -> collection -> eval -> cli / serve / integrations:
+a module may import its own layer and the layers below, never above, at any depth (lazy imports
+inside functions count too).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "python" / "fastrag"
 LAYERS = {
     "_core": 0, "_sync": 0, "_http": 0, "text": 1, "index": 2, "encoders": 3, "rerank": 3,
     "search": 4, "collection": 5, "eval": 6, "cli": 7, "cli_index": 7, "serve": 7,
+    "integrations": 7,
 }
 
 
