@@ -143,7 +143,10 @@ class NoisyDataset:
 
     Attributes:
         dataset: the new dataset (the input is never modified).
-        kind, target, rate, seed: how it was made.
+        kind: the noise kind (a key of `KINDS`).
+        target: "corpus" or "queries": where the noise went.
+        rate: the rate it was injected at.
+        seed: the seed of every random choice.
         modified_docs: ids of existing documents whose title or text changed.
         modified_queries: ids of queries whose text changed.
         added_docs: added document id -> the relevant document it was made for.

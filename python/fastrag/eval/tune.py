@@ -48,7 +48,8 @@ class TuneResult:
         default_ndcg: the default pipeline's nDCG@10 on the same queries (it fits nothing).
         folds: per fold, the spec picked on the other folds, its held-out and the default's
             nDCG@10 on the fold.
-        configs: pipelines tried; queries: judged queries used.
+        configs: how many pipelines were tried.
+        queries: how many judged queries were used.
         saved: whether `tune_collection` stored `spec` in the collection (only when the
             held-out score is at least the default's).
     """

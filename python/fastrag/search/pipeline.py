@@ -33,6 +33,8 @@ __all__ = ["Pipeline", "Result", "StageScore", "default_pipeline", "dense_weight
 
 @dataclass
 class StageScore:
+    """A document's score and 1-based rank in one stage (a leg, the fusion or a reranker)."""
+
     score: float
     rank: int  # 1-based
 
@@ -42,7 +44,9 @@ class Result:
     """One document in a result list.
 
     Attributes:
-        id, text, metadata: the stored document.
+        id: the document's id.
+        text: the document's whole text.
+        metadata: the document's metadata.
         score: the final score (of the last stage).
         span: (start, end) characters of the best chunk in `text`.
         stages: {stage name: StageScore} of the best chunk in every stage it reached.
