@@ -62,6 +62,18 @@ def make_index(x, ids=None, threads=1, **options) -> DenseIndex:
 
 
 # ---------------------------------------------------------------------------- building
+def test_numpy_integer_ids_are_plain_ints(data):
+    """ids=np.arange(n), as hnswlib users pass them: stored and returned as Python ints."""
+    x, _ = data
+    index = make_index(x[:50], ids=np.arange(100, 150))
+    assert index.ids == list(range(100, 150)) and all(type(i) is int for i in index.ids)
+    assert 120 in index
+    found = index.search(x[20], k=1)
+    assert found.ids[0][0] == 120 and type(found.ids[0][0]) is int
+    with pytest.raises(TypeError, match="str or int"):
+        index.add(x[:1], ids=[np.float64(3.0)])
+
+
 def test_str_ids_results_and_hits(data):
     x, _ = data
     names = [f"doc{i}" for i in range(300)]

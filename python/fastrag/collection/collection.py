@@ -934,7 +934,10 @@ class Collection:
                     if self._unchanged_since(version):
                         raise
                     continue
-                if self._unchanged_since(version):
+                # without a filter a search reads only what _current loaded (the indexes, the
+                # chunk table and the document file of one generation); a filter reads the
+                # database, which another connection may have committed to meanwhile
+                if filter is None or self._unchanged_since(version):
                     return results
             with self._lock:  # a writer commits without pause: read in one transaction
                 if self._db.in_transaction:

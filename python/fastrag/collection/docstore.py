@@ -110,7 +110,11 @@ class DocStore:
                     if zlib.crc32(raw_meta, zlib.crc32(b"\x00", crc)) != crcs.item(i):
                         raise self._damaged(d)
                     checked[i] = 1
-                text, meta = _decode(raw_text), _decode(raw_meta)
+                text = raw_text.decode("utf-8", "surrogatepass")
+                if raw_meta == b"{}":  # most documents: no metadata to parse
+                    out[d] = Document(d, text, {})
+                    continue
+                meta = raw_meta.decode("utf-8", "surrogatepass")
             try:
                 out[d] = Document(d, text, {} if meta == "{}" else json.loads(meta))
             except json.JSONDecodeError:  # unreachable unless the checksum matched by chance

@@ -147,12 +147,28 @@ class IdIndex:
         """For the native query executor (``_core.execute``): the core index, the map of
         internal ids to int user ids (`IdMap.int_slots`) and the allow bitset of `allow`,
         held steady (no compaction renumbers them) until the block ends."""
-        with self._renumber_lock.read():
-            yield {
+        spec = self.native_open(allow)
+        try:
+            yield spec
+        finally:
+            self.native_close()
+
+    def native_open(self, allow: Iterable[DocId] | None = None) -> dict[str, Any]:
+        """`native` without the block, for the query path: every call must be followed by
+        one `native_close` (in a finally), which lets compaction renumber again."""
+        self._renumber_lock.acquire_read()
+        try:
+            return {
                 "index": self._core,
                 "slot_chunk": self._ids.int_slots(),
                 "allow": None if allow is None else self._ids.allow_bitset(allow),
             }
+        except BaseException:
+            self._renumber_lock.release_read()
+            raise
+
+    def native_close(self) -> None:
+        self._renumber_lock.release_read()
 
     def _check_k(self, k: object) -> int:
         """k >= 1. A k past the index's size gives padded rows (id None, score -inf); one whose

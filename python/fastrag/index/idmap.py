@@ -11,6 +11,8 @@ from fastrag.index.results import DocId
 
 
 def _check_id(doc_id: object) -> DocId:
+    if isinstance(doc_id, np.integer):  # ids from np.arange, as hnswlib users pass them
+        return int(doc_id)
     if isinstance(doc_id, bool) or not isinstance(doc_id, (str, int)):
         raise TypeError(f"document ids must be str or int, got {type(doc_id).__name__}")
     if isinstance(doc_id, str):

@@ -9,7 +9,6 @@ returned document ordinals into results, reading texts only for the hits.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from contextlib import ExitStack
 from typing import Any
 
 import numpy as np
@@ -55,11 +54,13 @@ def run(
     each."""
     table = corpus.chunk_table()
     k = min(k, max(1, len(table.hits)))  # no more documents than chunks can come back
-    with ExitStack() as stack:
+    opened = []  # indexes held steady (no renumbering) until the call returns
+    try:
         specs = []
         for r, weight in legs:
             index = corpus.index(r.method)
-            spec = stack.enter_context(index.native(allow))
+            spec = index.native_open(allow)
+            opened.append(index)
             spec.update(r.native_leg(index, queries, vectors), depth=max(r.depth, k),
                         weight=float(weight))
             specs.append(spec)
@@ -68,5 +69,8 @@ def run(
             rrf_k=float(fusion_options.get("k", 60.0)), aggregate=aggregate,
             explain=explain, threads=threads,
         )
+    finally:
+        for index in opened:
+            index.native_close()
     out["table"] = table
     return out

@@ -288,8 +288,10 @@ class Pipeline:
                          fusion_options=self.fusion_options, aggregate=self.aggregate,
                          explain=explain, threads=threads)
         table = got["table"]
-        doc_ids, names = table.doc_ids, [r.name for r, _ in legs]
-        names.append("fusion" if len(legs) > 1 else names[0])
+        doc_ids = table.doc_ids
+        if explain:
+            names = [r.name for r, _ in legs]
+            names.append("fusion" if len(legs) > 1 else names[0])
         # the executor returns documents of chunks it found in the table (the spans are read
         # from its arrays); -1 pads rows with fewer than k documents
         found = got["ids"] >= 0
