@@ -17,6 +17,7 @@ import numpy as np
 
 from fastrag.encoders.base import TruncationWarning
 from fastrag.encoders.export import MANIFEST, quantize_int8
+from fastrag.text import ja_wordpiece
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +147,12 @@ class OnnxModel:
             self.tokenizer = Tokenizer.from_file(str(self.folder / "tokenizer.json"))
         except Exception as e:
             raise ModelFormatError(f"{self.folder / 'tokenizer.json'} is not valid: {e}") from e
+        splitter = self.manifest.get("word_splitter")
+        if splitter is not None:  # a Japanese BERT: MeCab words, then the WordPiece model
+            try:
+                ja_wordpiece.attach(self.tokenizer, splitter)
+            except ValueError as e:
+                raise ModelFormatError(f"{self.folder / MANIFEST}: {e}") from e
         window = int(self.manifest["max_length"])
         if max_length is not None:
             if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2:

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from fastrag.text.ja_wordpiece import copy_tokenizer
+
 # A sentence ends at . ! ? (followed by a space) or at 。！？ (Japanese needs no space),
 # with closing quotes and brackets kept on the sentence they close.
 _SENTENCE_END = re.compile(r"(?:[.!?]+[\"')\]]*(?=\s)|[。！？]+[」』）”’]*)")
@@ -243,9 +245,7 @@ def untruncated(tokenizer: Any) -> Any:
     hit = _UNTRUNCATED.get(id(tokenizer))
     if hit is not None and hit[0] is tokenizer:
         return hit[1]
-    from tokenizers import Tokenizer
-
-    copy = Tokenizer.from_str(tokenizer.to_str())
+    copy = copy_tokenizer(tokenizer)  # keeps a Japanese BERT's MeCab word splitter
     copy.no_truncation()
     copy.no_padding()
     if len(_UNTRUNCATED) > 16:
