@@ -33,6 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from fastrag.text import ja_wordpiece
+
 log = logging.getLogger(__name__)
 
 EXPORT_VERSION = 3
@@ -209,9 +211,12 @@ def export_model(
 
     config = transformers.AutoConfig.from_pretrained(src, trust_remote_code=trust_remote_code)
     decoder = config.model_type in DECODER_TYPES or bool(getattr(config, "is_decoder", False))
+    try:
+        ja_wordpiece.check_requirements(src)
+    except ImportError as e:
+        raise ExportError(f"{src}: {e}") from e
     tokenizer = transformers.AutoTokenizer.from_pretrained(src, trust_remote_code=trust_remote_code)
-    if not getattr(tokenizer, "is_fast", False):
-        raise ExportError(f"{src}: no fast tokenizer (tokenizer.json) could be built")
+    backend, word_splitter = _backend_tokenizer(tokenizer, src)
     model = _load_torch_model(transformers, src, task, trust_remote_code)
     import inspect
 
@@ -232,6 +237,7 @@ def export_model(
         vocab_size=int(getattr(config, "vocab_size", 0) or 0),
         num_labels=int(getattr(config, "num_labels", 1)) if task == "rerank" else None,
         pad_id=int(pad_id), eos_id=tokenizer.eos_token_id, token_type_ids=takes_types,
+        **({"word_splitter": word_splitter} if word_splitter else {}),
     )
     if decoder and task != "embed":
         raise ExportError(f"task {task!r} is for encoder models; {src} is a decoder")
@@ -285,10 +291,24 @@ def export_model(
         manifest["outputs"] = output_names
         manifest["inputs"] = input_names
         manifest["export_max_abs_diff"] = diff
-        tokenizer.backend_tokenizer.save(str(tmp / "tokenizer.json"))
+        backend.save(str(tmp / "tokenizer.json"))
         publish(tmp, out, manifest)
     log.info("exported %s (%s) to %s, max diff to PyTorch %.1e", src, task, out, diff)
     return out
+
+
+def _backend_tokenizer(tokenizer: Any, src: Path) -> tuple[Any, dict[str, Any] | None]:
+    """The `tokenizers.Tokenizer` to save for a transformers tokenizer, and the manifest's
+    ``word_splitter`` entry: a fast tokenizer's own, or for a Japanese BERT (MeCab + WordPiece,
+    no fast version) one that `fastrag.text.ja_wordpiece` builds and checks."""
+    if getattr(tokenizer, "is_fast", False):
+        return tokenizer.backend_tokenizer, None
+    if not ja_wordpiece.is_japanese_bert(tokenizer):
+        raise ExportError(f"{src}: no fast tokenizer (tokenizer.json) could be built")
+    try:
+        return ja_wordpiece.export_tokenizer(tokenizer)
+    except (ValueError, ImportError) as e:
+        raise ExportError(f"{src}: {e}") from e
 
 
 def manifest_for(
@@ -473,6 +493,8 @@ def fingerprint_of(manifest: dict[str, Any]) -> str:
         "task", "weights_sha256", "pooling", "normalize", "query_prompt", "document_prompt",
         "append_eos", "max_length", "tokenizer_sha256",
     )
+    if manifest.get("word_splitter"):  # MeCab words before WordPiece (Japanese BERTs)
+        keys += ("word_splitter",)
     blob = json.dumps({k: manifest.get(k) for k in keys}, sort_keys=True, ensure_ascii=False)
     return f"{manifest.get('name', 'model')}@{hashlib.sha256(blob.encode()).hexdigest()[:16]}"
 
