@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("fugashi", reason="needs fugashi: pip install 'fastrag[ja]'")
-pytest.importorskip("unidic_lite", reason="needs unidic-lite: pip install 'fastrag[ja]'")
+pytest.importorskip("fugashi", reason="needs fugashi: pip install 'fastrag-engine[ja]'")
+pytest.importorskip("unidic_lite", reason="needs unidic-lite: pip install 'fastrag-engine[ja]'")
 transformers = pytest.importorskip("transformers")
 
 from fastrag.text import ja_wordpiece  # noqa: E402
@@ -222,6 +222,29 @@ def test_copies_keep_the_word_splitter(vocab_file, tmp_path):
     assert len(windows) > 2 and windows[0].text == text[windows[0].start : windows[0].end]
 
 
+def test_threads_share_an_encoder(vocab_file, tmp_path):
+    """A service encodes from several threads at once: each gets the single-threaded ids."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    slow = slow_tokenizer(vocab_file, tmp_path, "v3")
+    fast = ja_wordpiece.attach(*ja_wordpiece.fast_from_slow(slow))
+    texts = corpus(120, seed=3)
+    want = [enc.ids for enc in fast.encode_batch(texts)]
+    with ThreadPoolExecutor(4) as pool:
+        runs = list(pool.map(lambda _: [e.ids for e in fast.encode_batch(texts)], range(8)))
+    assert all(run == want for run in runs)
+
+
+def test_the_export_check_finds_a_wrong_tokenizer(vocab_file, tmp_path):
+    """The check an export runs (`mismatches`) reports a splitter that is not the model's."""
+    slow = slow_tokenizer(vocab_file, tmp_path, "v3")
+    fast, splitter = ja_wordpiece.fast_from_slow(slow)
+    assert ja_wordpiece.mismatches(slow, ja_wordpiece.attach(fast, splitter), BASE) == []
+    lowered = ja_wordpiece.WordSplitter(lower_case=True)
+    wrong = ja_wordpiece.mismatches(slow, ja_wordpiece.attach(fast, lowered), BASE)
+    assert wrong and "Boundary" in wrong[0]
+
+
 def test_jsquad_texts_match_transformers(vocab_file, tmp_path):
     if not (JSQUAD / "corpus.jsonl").is_file():
         pytest.skip(f"JSQuAD texts are not at {JSQUAD} (optional test data)")
@@ -253,7 +276,7 @@ def test_splitter_settings_are_checked():
 
 def test_missing_packages_name_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "fugashi", None)  # import fugashi raises ImportError
-    with pytest.raises(ImportError, match=r'pip install "fastrag\[ja\]"'):
+    with pytest.raises(ImportError, match=r'pip install "fastrag-engine\[ja\]"'):
         ja_wordpiece._MecabWords(ja_wordpiece.WordSplitter())
     monkeypatch.setitem(sys.modules, "ipadic", None)
     with pytest.raises(ImportError, match="pip install ipadic"):
@@ -355,7 +378,7 @@ def test_exported_folder_without_fugashi(exported, monkeypatch):
     from fastrag.encoders.onnx import OnnxModel
 
     monkeypatch.setitem(sys.modules, "fugashi", None)
-    with pytest.raises(ImportError, match=r'fastrag\[ja\]'):
+    with pytest.raises(ImportError, match=r'fastrag-engine\[ja\]'):
         OnnxModel(exported[1])
 
 
@@ -363,7 +386,7 @@ def test_export_without_fugashi_names_the_extra(exported, monkeypatch, tmp_path)
     from fastrag.encoders.export import ExportError, export_model
 
     monkeypatch.setitem(sys.modules, "fugashi", None)
-    with pytest.raises(ExportError, match=r'fastrag\[ja\]'):
+    with pytest.raises(ExportError, match=r'fastrag-engine\[ja\]'):
         export_model(exported[0], tmp_path / "onnx")
     assert not (tmp_path / "onnx").exists()
 

@@ -45,7 +45,7 @@ from tokenizers import (
 #: MeCab dictionaries a Japanese BERT may name (``mecab_kwargs.mecab_dic``) -> PyPI package
 DICTIONARIES = {"unidic_lite": "unidic-lite", "unidic": "unidic", "ipadic": "ipadic"}
 SUBWORDS = ("wordpiece", "character")
-JA_EXTRA = 'pip install "fastrag[ja]"'
+JA_EXTRA = 'pip install "fastrag-engine[ja]"'
 #: the attribute that marks a tokenizer carrying a word splitter (with its serialised form)
 _MARK = "fastrag_word_splitter"
 _NON_SPACE = re.compile(r"\S+")
@@ -332,7 +332,8 @@ def attach(tokenizer: Tokenizer, splitter: WordSplitter | dict[str, Any]) -> Tok
     """
     if isinstance(splitter, dict):
         splitter = WordSplitter.from_dict(splitter)
-    serialised = tokenizer.to_str()
+    mark = getattr(tokenizer, _MARK, None)  # attached before: its saved form still holds
+    serialised = tokenizer.to_str() if mark is None else mark[1]
     tokenizer.pre_tokenizer = pre_tokenizers.PreTokenizer.custom(_MecabWords(splitter))
     setattr(tokenizer, _MARK, (splitter, serialised))
     return tokenizer
