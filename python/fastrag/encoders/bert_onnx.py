@@ -51,7 +51,7 @@ ROBERTA_STYLE = ("roberta", "xlm-roberta", "camembert")
 ACTIVATIONS = ("gelu", "relu", "gelu_new", "gelu_pytorch_tanh")
 #: protobuf's limit on one file; larger models need torch's exporter (external data)
 MAX_BYTES = 1_800_000_000
-EXTRA = 'pip install "fastrag[minilm]"'
+EXTRA = 'pip install "fastrag-engine[minilm]"'
 #: the opset of torch's exports here; reductions take their axes as attributes up to 17
 OPSET = 17
 
