@@ -238,7 +238,7 @@ def main() -> None:
     res = Results(__file__, args, peers=("fastapi", "uvicorn", "httpx"))
     httpx = optional("httpx", res, "the load generator")
     if httpx is None or optional("fastapi", res, "the server extra") is None:
-        raise SystemExit('bench_server needs pip install "fastrag[server]" httpx')
+        raise SystemExit('bench_server needs pip install "fastrag-engine[server]" httpx')
     sizes = {"smoke": (40, 1, 64, 64, 200), "quick": (200, 2, 640, 320, 10_000)}
     docs_n, rounds, n_embed, n_search, n_rss = sizes.get(args.mode, (1_400, 3, 1280, 800,
                                                                      10_000))

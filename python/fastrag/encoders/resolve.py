@@ -160,7 +160,7 @@ def build_export(
     if reason is not None:
         raise ExportError(
             f"exporting {source.name} needs torch ({reason} for the torch-free builder): "
-            'pip install "fastrag[export]" torch==2.13.0'
+            'pip install "fastrag-engine[export]" torch==2.13.0'
         )
     return build_bert_onnx(source, out, task=task, attentions=attentions, settings=settings)
 

@@ -16,7 +16,7 @@ def evaluate(
     try:
         import ranx
     except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError("evaluation needs ranx: pip install 'fastrag[eval]'") from e
+        raise ImportError("evaluation needs ranx: pip install 'fastrag-engine[eval]'") from e
     judged = {q: dict(r) for q, r in qrels.items() if r}
     if not judged:
         raise ValueError("no judged queries in qrels")

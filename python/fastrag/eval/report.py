@@ -419,7 +419,7 @@ def _plots(report: Report, out: Path) -> dict[str, str]:
         matplotlib.use("Agg", force=True)
         import matplotlib.pyplot as plt
     except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError("reports need matplotlib: pip install 'fastrag[report]'") from e
+        raise ImportError("reports need matplotlib: pip install 'fastrag-engine[report]'") from e
 
     images: dict[str, str] = {}
     labels = [c.label for c in report.configs]

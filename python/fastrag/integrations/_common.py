@@ -17,7 +17,7 @@ Method = str | Pipeline
 def missing_extra(framework: str, package: str, extra: str) -> str:
     """The one-line message of a missing framework package."""
     return (f"fastrag's {framework} adapter needs {package}: "
-            f'pip install "fastrag[{extra}]"')
+            f'pip install "fastrag-engine[{extra}]"')
 
 
 def open_or_create(path: str | os.PathLike[str], **create: Any) -> Collection:

@@ -1,4 +1,4 @@
-"""`fastrag serve`: an HTTP service over a collection (needs ``pip install "fastrag[server]"``).
+"""`fastrag serve`: an HTTP service over a collection (``pip install "fastrag-engine[server]"``).
 
 Search, documents, OpenAI-compatible embeddings, a Cohere / Jina shaped rerank API, Prometheus
 metrics and a web search page, with micro-batched encoder calls, a bearer API key and limits

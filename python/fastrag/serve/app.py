@@ -26,7 +26,7 @@ try:
     from starlette.exceptions import HTTPException
 except ImportError as e:  # pragma: no cover - depends on the installed extras
     raise ImportError(
-        f'fastrag serve needs the server extra: pip install "fastrag[server]" ({e})'
+        f'fastrag serve needs the server extra: pip install "fastrag-engine[server]" ({e})'
     ) from e
 
 import numpy as np

@@ -17,7 +17,7 @@ try:
     import uvicorn
 except ImportError as e:  # pragma: no cover - depends on the installed extras
     raise ImportError(
-        f'fastrag serve needs the server extra: pip install "fastrag[server]" ({e})'
+        f'fastrag serve needs the server extra: pip install "fastrag-engine[server]" ({e})'
     ) from e
 
 from fastrag.serve.app import Guard, create_app
