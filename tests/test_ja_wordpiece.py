@@ -403,3 +403,37 @@ def test_bad_word_splitter_in_manifest(exported, tmp_path):
     (folder / "fastrag_model.json").write_text(json.dumps(manifest), encoding="utf-8")
     with pytest.raises(ModelFormatError, match="unknown MeCab dictionary 'jumandic'"):
         OnnxModel(folder)
+
+
+def test_late_chunking_a_long_japanese_document(exported):
+    """Late chunking copies the encoder's tokenizer without truncation: the whole document's
+    ids are transformers' (MeCab words kept), in several macro-windows, and every sentence
+    chunk gets a vector."""
+    from fastrag.encoders import LateChunker, TextEncoder
+
+    src, out = exported
+    doc = "".join(BASE[:16])
+    slow = transformers.AutoTokenizer.from_pretrained(src)
+    late = LateChunker(TextEncoder(out), "sentence", max_chunk_tokens=16)
+    (tokens,) = late.token_embeddings([doc])
+    assert tokens.ids.tolist() == slow(doc)["input_ids"]
+    assert len(tokens.windows) > 1  # longer than the window of 48 tokens
+    (chunks,) = late.encode([doc])
+    assert len(chunks) > 3 and late.last_stats["skipped"] == 0
+    for chunk, vector in chunks:
+        assert doc[chunk.start : chunk.end] == chunk.text
+        assert abs(float(np.linalg.norm(vector)) - 1) < 1e-5
+
+
+def test_hugging_face_folder_is_exported_on_first_use(exported, tmp_path):
+    """TextEncoder(model folder) exports through the cache: the same vectors as the export."""
+    from fastrag.encoders import TextEncoder
+
+    src, out = exported
+    texts = BASE[:8]
+    cached = TextEncoder(src, cache_dir=tmp_path)
+    assert cached.manifest["word_splitter"]["dictionary"] == "unidic_lite"
+    assert cached.fingerprint == TextEncoder(out).fingerprint
+    np.testing.assert_allclose(
+        cached.encode_documents(texts), TextEncoder(out).encode_documents(texts), atol=1e-6
+    )
