@@ -27,17 +27,12 @@ from haystack.testing.document_store_async import (
 from fake_encoder import FakeEncoder
 from fastrag.integrations.haystack import FastragDocumentStore, FastragRetriever
 from fastrag.integrations.haystack_filters import to_fastrag_filter
+from integration_corpus import IDS, META, TEXTS
 
-DOCS = [
-    Document(id="a", content="The boundary layer of a flat plate thickens downstream.",
-             meta={"topic": "fluids", "year": 1995}),
-    Document(id="b", content="Heat transfer in hypersonic flow over a blunt body.",
-             meta={"topic": "heat", "year": 2004, "note": None}),
-    Document(id="c", content="Shock waves in supersonic flow over a wedge.",
-             meta={"topic": "fluids", "year": 2011}),
-    Document(id="d", content="Inverted indexes answer keyword queries with BM25.",
-             meta={"topic": "search", "year": 2020, "tags": ["ir", "bm25"]}),
-]
+# tags on "d" only, and one meta value None (to Haystack, the same as missing)
+DOCS = [Document(id=i, content=t, meta={k: v for k, v in m.items() if k != "tags" or i == "d"})
+        for i, t, m in zip(IDS, TEXTS, META, strict=True)]
+DOCS[1].meta["note"] = None
 
 
 class TestHaystackContract(DocumentStoreBaseTests):

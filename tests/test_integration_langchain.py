@@ -26,24 +26,14 @@ from fastrag.integrations.langchain import (
     FastragVectorStore,
     LangChainEncoder,
 )
-
-TEXTS = [
-    "The boundary layer of a flat plate thickens downstream.",
-    "Heat transfer in hypersonic flow over a blunt body.",
-    "Shock waves in supersonic flow over a wedge.",
-    "Inverted indexes answer keyword queries with BM25.",
-]
-META: list[dict[str, Any]] = [
-    {"topic": "fluids", "year": 1995}, {"topic": "heat", "year": 2004},
-    {"topic": "fluids", "year": 2011}, {"topic": "search", "year": 2020},
-]
+from integration_corpus import IDS, META, TEXTS
 
 
 @pytest.fixture
 def store(tmp_path: Path) -> FastragVectorStore:
     col = Collection.create(tmp_path / "col", encoder=FakeEncoder())
     out = FastragVectorStore(col)
-    out.add_texts(TEXTS, META, ids=["a", "b", "c", "d"])
+    out.add_texts(TEXTS, META, ids=IDS)
     return out
 
 
@@ -72,7 +62,7 @@ class TestStandardRetriever(RetrieversIntegrationTests):
     @pytest.fixture(autouse=True)
     def _collection(self, tmp_path: Path) -> None:
         self.col = Collection.create(tmp_path / "ret", encoder=FakeEncoder())
-        self.col.add(TEXTS, ids=["a", "b", "c", "d"], metadata=META)
+        self.col.add(TEXTS, ids=IDS, metadata=META)
 
     @property
     def retriever_constructor(self) -> type[FastragRetriever]:
@@ -92,7 +82,7 @@ def test_similarity_search_with_score_ranks_the_matching_text_first(
         store: FastragVectorStore) -> None:
     hits = store.similarity_search_with_score("hypersonic heat transfer", k=2)
     assert hits[0][0].id == "b"
-    assert hits[0][0].metadata == {"topic": "heat", "year": 2004}
+    assert hits[0][0].metadata == META[1]
     assert hits[0][1] > hits[1][1] > 0
 
 

@@ -23,25 +23,13 @@ from llama_index.core.vector_stores import (
 from fake_encoder import FakeEncoder
 from fastrag import Collection
 from fastrag.integrations.llama_index import FastragRetriever, to_fastrag_filter
-
-TEXTS = [
-    "The boundary layer of a flat plate thickens downstream.",
-    "Heat transfer in hypersonic flow over a blunt body.",
-    "Shock waves in supersonic flow over a wedge.",
-    "Inverted indexes answer keyword queries with BM25.",
-]
-META: list[dict[str, Any]] = [
-    {"topic": "fluids", "year": 1995, "tags": ["plate", "layer"]},
-    {"topic": "heat", "year": 2004, "tags": ["heat"]},
-    {"topic": "fluids", "year": 2011, "tags": ["shock", "wedge"]},
-    {"topic": "search", "year": 2020, "tags": ["ir", "bm25"]},
-]
+from integration_corpus import IDS, META, TEXTS
 
 
 @pytest.fixture
 def col(tmp_path: Path) -> Collection:
     out = Collection.create(tmp_path / "col", encoder=FakeEncoder())
-    out.add(TEXTS, ids=["a", "b", "c", "d"], metadata=META)
+    out.add(TEXTS, ids=IDS, metadata=META)
     return out
 
 

@@ -5,10 +5,12 @@ The meaning is Haystack's (`haystack.utils.filters`): a missing field and a fiel
 None are the same (the document store keeps None values out of the metadata fastrag
 filters on, so "is None" is ``$exists: false``); ``>`` and friends compare numbers, or ISO
 8601 dates given as strings (compared as text by fastrag: write them in one format and time
-zone); a comparison with None is false; ``in`` / ``not in`` take a list; an empty AND is true,
-an empty OR false. A field that no document holds is None everywhere, and a condition on it
-becomes a constant (fastrag would refuse it as a likely typo). Only ``meta.*`` fields can be
-filtered on. Malformed filters raise Haystack's `FilterError`.
+zone); a comparison with None is false; ``in`` / ``not in`` take a list; an empty AND is
+true, an empty OR false. A field that no document holds is None everywhere, and a condition
+on it becomes a constant (fastrag would refuse it as a likely typo). Only ``meta.*`` fields
+can be filtered on. Malformed filters raise Haystack's `FilterError`. One difference: a
+field holding a list matches ``==`` when one of its elements does (MongoDB's rule, as
+everywhere in fastrag), where Haystack compares the whole list.
 """
 
 from __future__ import annotations
