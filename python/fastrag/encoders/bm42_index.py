@@ -100,10 +100,12 @@ class BM42Index(ImpactIndex):
 
     @property
     def encoder(self) -> TextEncoder | None:
+        """The encoder whose [CLS] attentions give the weights (None until one is set)."""
         return self._encoder
 
     @property
     def fingerprint(self) -> str | None:
+        """The fingerprint of the encoder the index was built with (None before any)."""
         return self._fingerprint
 
     @property

@@ -253,6 +253,7 @@ class LateChunker:
 
     @property
     def dim(self) -> int:
+        """The chunk vectors' dimension (the encoder's)."""
         return self.encoder.dim
 
     # ------------------------------------------------------------------ encoding

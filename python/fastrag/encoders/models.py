@@ -193,6 +193,7 @@ class TextEncoder(_Local, Encoder):
 
     @property
     def max_length(self) -> int:
+        """The model's window in tokens, special tokens included."""
         return self.model.max_length
 
     def _prompted(self, texts: list[str], kind: Kind) -> list[str]:
@@ -258,6 +259,7 @@ class SpladeEncoder(_Local):
 
     @property
     def vocab_size(self) -> int:
+        """Size of the model's vocabulary: term ids lie in [0, vocab_size)."""
         return int(self.manifest["vocab_size"])
 
     def encode_dense(self, texts: Sequence[str] | str, *, batch_size: int = 32) -> np.ndarray:

@@ -69,10 +69,12 @@ class SpladeIndex(ImpactIndex):
 
     @property
     def top_k(self) -> int | None:
+        """The heaviest terms kept per document (None: all of them)."""
         return self.doc_terms
 
     @property
     def encoder(self) -> SpladeEncoder | None:
+        """The SPLADE model that encodes documents and (query_mode="model") queries."""
         return self._encoder
 
     @property

@@ -177,6 +177,18 @@ def run_hybrid(dataset: Dataset, depth: int, options: dict[str, Any]) -> Run:
 
 @dataclass
 class EvalResult:
+    """The scores of one method on one dataset (`evaluate_method`).
+
+    Attributes:
+        method: the method's name (a key of `METHODS`).
+        dataset: the dataset's name.
+        queries: queries scored.
+        metrics: {metric: mean score}, e.g. {"ndcg@10": 0.381, ...} (ranx).
+        options: the method's options.
+        timings: seconds per phase (``index_seconds``, ``search_seconds``), when the method
+            reports them.
+    """
+
     method: str
     dataset: str
     queries: int
@@ -185,6 +197,7 @@ class EvalResult:
     timings: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
+        """One flat dict: the fields, with the metrics and timings as top-level keys."""
         out = asdict(self)
         out.update(out.pop("metrics"))
         out.update(out.pop("timings"))

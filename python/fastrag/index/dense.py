@@ -184,14 +184,17 @@ class DenseIndex(IdIndex):
 
     @property
     def dim(self) -> int:
+        """The vector dimension."""
         return int(self._core.dim)
 
     @property
     def metric(self) -> str:
+        """"cosine", "ip" or "l2"."""
         return str(self._core.metric)
 
     @property
     def storage(self) -> str:
+        """"float32", "int8" or "float16"."""
         return str(self._core.storage)
 
     # ------------------------------------------------------------------ building

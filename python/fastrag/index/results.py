@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 
 DocId = str | int
+"""A document id as the user gave it: a string, or an int (indexes number documents
+added without ids)."""
 
 
 @dataclass(frozen=True)

@@ -172,6 +172,7 @@ class BM25(IdIndex):
 
     @property
     def method(self) -> str:
+        """The BM25 variant ("lucene", "robertson", "atire", "bm25l" or "bm25+")."""
         return self._core.method
 
     def stats(self) -> dict[str, Any]:

@@ -52,6 +52,7 @@ class BaseRetriever:
 
     @property
     def name(self) -> str:
+        """The stage name in results (`Result.stages`): the leg's name."""
         return self.method
 
     def retrieve(self, corpus: Corpus, query: str, qvec: np.ndarray | None,
@@ -87,6 +88,7 @@ class BM25Retriever(BaseRetriever):
 
     def native_leg(self, index: Any, queries: list[str],
                    vectors: np.ndarray | None) -> dict[str, Any]:
+        """The queries' term ids (BM25 scores them in the core)."""
         indptr, terms = index.encode_queries(queries)
         return {"indptr": indptr, "terms": terms}
 
@@ -111,6 +113,7 @@ class DenseRetriever(BaseRetriever):
 
     @property
     def name(self) -> str:
+        """The stage name in results: "dense", or "dense@128" with a funnel of 128 dims."""
         return self.method if self.dims is None else f"{self.method}@{self.dims}"
 
     def _search(self, index: Any, query: str, qvec: np.ndarray | None,
@@ -121,6 +124,7 @@ class DenseRetriever(BaseRetriever):
 
     def native_leg(self, index: Any, queries: list[str],
                    vectors: np.ndarray | None) -> dict[str, Any]:
+        """The query vectors with the beam and the funnel's dims."""
         if vectors is None:
             raise ValueError("the dense leg needs the query vectors")
         return {"queries": vectors, "ef": index.ef_search if self.ef is None else self.ef,
@@ -148,6 +152,7 @@ class _LearnedSparse(BaseRetriever):
 
     def native_leg(self, index: Any, queries: list[str],
                    vectors: np.ndarray | None) -> dict[str, Any]:
+        """The queries' term weights (`index.encode_queries`: SPLADE's model, or BM42's words)."""
         indptr, terms, weights = pairs_csr(index.encode_queries(queries))
         return {"indptr": indptr, "terms": terms, "weights": weights}
 

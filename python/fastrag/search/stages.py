@@ -67,7 +67,11 @@ class Reranker(Protocol):
     name: str
 
     def rescore(self, corpus: Corpus, query: str, qvec: np.ndarray | None,
-                chunks: list[int], passages: list[str]) -> np.ndarray: ...
+                chunks: list[int], passages: list[str]) -> np.ndarray:
+        """Scores of the candidate `chunks` (whose texts are `passages`) for `query`, one
+        float per chunk in their order; `qvec` is the query vector (None when the pipeline
+        has none)."""
+        ...
 
 
 @dataclass
@@ -84,6 +88,7 @@ class DenseRescore:
 
     def rescore(self, corpus: Corpus, query: str, qvec: np.ndarray | None,
                 chunks: list[int], passages: list[str]) -> np.ndarray:
+        """Cosines of `qvec` with the chunks' stored vectors."""
         if qvec is None:
             raise ValueError("dense rescoring needs a collection with an encoder")
         return corpus.vectors_of(chunks) @ qvec
@@ -105,6 +110,7 @@ class MaxSimRerank:
 
     def rescore(self, corpus: Corpus, query: str, qvec: np.ndarray | None,
                 chunks: list[int], passages: list[str]) -> np.ndarray:
+        """MaxSim of the query's token vectors with each chunk's stored token vectors."""
         encoder = corpus.encoder
         if encoder is None or not hasattr(encoder, "token_vectors"):
             raise ValueError("MaxSim reranking needs a collection with a local TextEncoder")
@@ -125,4 +131,5 @@ class CrossEncoderRerank:
 
     def rescore(self, corpus: Corpus, query: str, qvec: np.ndarray | None,
                 chunks: list[int], passages: list[str]) -> np.ndarray:
+        """The model's scores of (query, passage) pairs."""
         return np.asarray(self.model.score(query, passages), dtype=np.float32)
