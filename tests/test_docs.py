@@ -135,12 +135,12 @@ def test_markers_are_checked():
         parse_blocks("```python\nx = 1\n")
 
 
-def test_doctest_runs_in_docstrings_become_code_blocks(monkeypatch: pytest.MonkeyPatch):
-    """docs/hooks/doctest_fences.py: ``>>>`` runs in docstrings render as pycon blocks."""
+def test_docstrings_become_markdown(monkeypatch: pytest.MonkeyPatch):
+    """docs/hooks/docstrings.py: ``>>>`` runs become pycon blocks, Sphinx roles code."""
     if importlib.util.find_spec("griffe") is None:  # the docs extra is not in the test one
         monkeypatch.setitem(sys.modules, "griffe", types.SimpleNamespace(Extension=object))
-    spec = importlib.util.spec_from_file_location("doctest_fences",
-                                                  DOCS / "hooks" / "doctest_fences.py")
+    spec = importlib.util.spec_from_file_location("docstrings",
+                                                  DOCS / "hooks" / "docstrings.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -148,4 +148,7 @@ def test_doctest_runs_in_docstrings_become_code_blocks(monkeypatch: pytest.Monke
     assert module.fence_doctests(text) == (
         "Summary.\n\n```pycon\n>>> x = [1]\n>>> x\n[1]\n```\n\nArgs:\n    a: b.\n\n"
         "    ```pycon\n    >>> f(1)\n    2\n    ```\n"
+    )
+    assert module.plain_roles("see :func:`rrf`, :data:`~fastrag.eval.KINDS` and `x`") == (
+        "see `rrf`, `fastrag.eval.KINDS` and `x`"
     )

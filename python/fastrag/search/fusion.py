@@ -18,15 +18,14 @@ Methods:
 Options of each method (keyword arguments; :data:`OPTIONS` lists them, :func:`check_options`
 validates them the way every method does):
 
-========  =====================  ===============================================================
-option    methods                value
-========  =====================  ===============================================================
-k         rrf                    the rank offset, a finite number > 0 (default 60)
-weights   rrf, minmax, zscore,   one finite number >= 0 per ranking, not all 0 (default all 1);
-          dbsf                   minmax rescales them to sum to 1, the others use them as given
-depth     rrf, minmax, zscore,   an int >= 1: only the first `depth` entries of each ranking
-          dbsf                   count (default: all of them)
-========  =====================  ===============================================================
+| option  | methods   | value                                                               |
+|---------|-----------|---------------------------------------------------------------------|
+| k       | rrf       | the rank offset, a finite number > 0 (default 60)                   |
+| weights | all four  | one finite number >= 0 per ranking, not all 0 (default all 1)       |
+| depth   | all four  | an int >= 1: only each ranking's first `depth` entries count        |
+
+minmax rescales the weights to sum to 1; the others use them as given. Without `depth`,
+every entry of each ranking counts.
 
 A :class:`fastrag.search.Pipeline` takes ``k`` and ``weights`` in its ``fusion_options`` (one
 weight per retriever); the depth of each leg is set on its retriever instead.

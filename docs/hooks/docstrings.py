@@ -1,18 +1,22 @@
-"""Griffe extension: interactive examples in docstrings render as code blocks.
+"""Griffe extension: fastrag's docstrings rendered as Markdown by mkdocstrings.
 
-fastrag's docstrings show usage as doctest runs (``>>>`` lines, ``...`` continuations and the
-output under them) in their text, not in an ``Examples:`` section. Markdown would read ``>>>``
-as nested block quotes and ``[Hit(...)]`` as a link; this extension fences each run as a
-``pycon`` block before the docstring is parsed. The docstrings in the package are unchanged.
+Two habits of the package's docstrings are not Markdown, and this extension rewrites them
+before a docstring is parsed (the docstrings in the package are unchanged):
+
+- usage shown as doctest runs (``>>>`` lines, ``...`` continuations and the output under
+  them) in the text, not in an ``Examples:`` section: Markdown would read ``>>>`` as nested
+  block quotes and ``[Hit(...)]`` as a link, so each run is fenced as a ``pycon`` block;
+- Sphinx roles (``:func:`rrf```, ``:data:`KINDS```) become inline code.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import griffe
 
-PROMPTS = (">>>", "...")
+ROLE = re.compile(r":(?:py:)?(?:func|data|class|meth|attr|mod|exc|obj|const):`~?([^`]+)`")
 
 
 def fence_doctests(text: str) -> str:
@@ -40,10 +44,15 @@ def fence_doctests(text: str) -> str:
     return "\n".join(out) + ("\n" if text.endswith("\n") else "")
 
 
-class DoctestFences(griffe.Extension):
-    """Fences the doctest runs of every docstring griffe loads (see `fence_doctests`)."""
+def plain_roles(text: str) -> str:
+    """`text` with every Sphinx role (``:func:`name```) as inline code (`` `name` ``)."""
+    return ROLE.sub(r"`\1`", text)
+
+
+class MarkdownDocstrings(griffe.Extension):
+    """Rewrites every docstring griffe loads (`fence_doctests`, then `plain_roles`)."""
 
     def on_instance(self, *, node: Any, obj: griffe.Object, agent: Any, **kwargs: Any) -> None:
-        """Rewrite `obj`'s docstring when it holds a ``>>>`` line."""
-        if obj.docstring is not None and ">>>" in obj.docstring.value:
-            obj.docstring.value = fence_doctests(obj.docstring.value)
+        """Rewrite `obj`'s docstring when it holds a doctest run or a Sphinx role."""
+        if obj.docstring is not None:
+            obj.docstring.value = plain_roles(fence_doctests(obj.docstring.value))
