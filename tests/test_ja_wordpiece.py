@@ -235,6 +235,19 @@ def test_threads_share_an_encoder(vocab_file, tmp_path):
     assert all(run == want for run in runs)
 
 
+def test_padded_batches_use_tokenizers_own_call(vocab_file, tmp_path):
+    """With padding on, encode_batch is tokenizers' threaded call (it pads to the longest):
+    the same ids, padded."""
+    slow = slow_tokenizer(vocab_file, tmp_path, "v3")
+    fast = ja_wordpiece.attach(*ja_wordpiece.fast_from_slow(slow))
+    texts = BASE[:10]
+    plain = [enc.ids for enc in fast.encode_batch(texts)]
+    fast.enable_padding(pad_id=0, pad_token="[PAD]")
+    padded = fast.encode_batch(texts)
+    width = max(len(ids) for ids in plain)
+    assert [enc.ids for enc in padded] == [ids + [0] * (width - len(ids)) for ids in plain]
+
+
 def test_the_export_check_finds_a_wrong_tokenizer(vocab_file, tmp_path):
     """The check an export runs (`mismatches`) reports a splitter that is not the model's."""
     slow = slow_tokenizer(vocab_file, tmp_path, "v3")

@@ -28,6 +28,7 @@ import json
 import os
 import re
 import threading
+import types
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,6 +50,7 @@ JA_EXTRA = 'pip install "fastrag-engine[ja]"'
 #: the attribute that marks a tokenizer carrying a word splitter (with its serialised form)
 _MARK = "fastrag_word_splitter"
 _NON_SPACE = re.compile(r"\S+")
+_SPACE = re.compile(r"\s")
 
 
 @dataclass(frozen=True)
@@ -190,6 +192,8 @@ class _MecabWords:
                 if not s.normalize_text:
                     word.nfkc()
                 pieces.extend(word[i : i + 1] for i in range(len(str(word))))
+            elif _SPACE.search(surface) is None and not s.lower_case:
+                pieces.append(word)  # the usual case: one word, one pre-token
             else:
                 pieces.extend(word[m.start() : m.end()] for m in _NON_SPACE.finditer(str(word)))
         return pieces
@@ -336,7 +340,29 @@ def attach(tokenizer: Tokenizer, splitter: WordSplitter | dict[str, Any]) -> Tok
     serialised = tokenizer.to_str() if mark is None else mark[1]
     tokenizer.pre_tokenizer = pre_tokenizers.PreTokenizer.custom(_MecabWords(splitter))
     setattr(tokenizer, _MARK, (splitter, serialised))
+    # an instance attribute shadows the method (tokenizers' objects carry a __dict__)
+    tokenizer.encode_batch = types.MethodType(_encode_one_by_one, tokenizer)
     return tokenizer
+
+
+def _encode_one_by_one(
+    self: Tokenizer, inputs: Sequence[Any], is_pretokenized: bool = False,
+    add_special_tokens: bool = True,
+) -> list[Any]:
+    """``encode_batch`` of a tokenizer with the MeCab splitter: the texts one at a time on the
+    calling thread. The splitter is Python code that needs the GIL, so tokenizers' worker
+    threads would only queue for it (benchmarks/bench_ja_tokenizer.py times both). Padding
+    and pre-tokenized input keep tokenizers' own batch call."""
+    if is_pretokenized or self.padding is not None:
+        return Tokenizer.encode_batch(self, inputs, is_pretokenized, add_special_tokens)
+    out = []
+    for item in inputs:
+        if isinstance(item, str):
+            out.append(self.encode(item, add_special_tokens=add_special_tokens))
+        else:
+            first, second = item
+            out.append(self.encode(first, second, add_special_tokens=add_special_tokens))
+    return out
 
 
 def copy_tokenizer(tokenizer: Tokenizer) -> Tokenizer:
