@@ -159,17 +159,17 @@ class FastragVectorStore(VectorStore):
 
     # ------------------------------------------------------------------ writes
     def add_texts(self, texts: Iterable[str], metadatas: list[dict[str, Any]] | None = None,
-                  *, ids: list[str | None] | None = None, **kwargs: Any) -> list[str]:
-        """Adds (or replaces, by id) texts; ids default to new UUIDs. All or nothing."""
+                  *, ids: list[str] | None = None, **kwargs: Any) -> list[str]:
+        """Adds (or replaces, by id) texts; ids default to new UUIDs (also where an id is
+        None: LangChain passes the ids of Documents that may have none). All or nothing."""
         texts = list(texts)
-        if ids is None:
-            ids = [None] * len(texts)
-        ids = [str(uuid.uuid4()) if i is None else i for i in ids]
+        given: list[Any] = [None] * len(texts) if ids is None else list(ids)
+        new_ids = [str(uuid.uuid4()) if i is None else i for i in given]
         if metadatas is not None and len(metadatas) != len(texts):
             raise ValueError(f"{len(texts)} texts but {len(metadatas)} metadatas")
         if not texts:
             return []
-        added = self.collection.add(texts, ids=ids, metadata=metadatas, **kwargs)
+        added = self.collection.add(texts, ids=new_ids, metadata=metadatas, **kwargs)
         self._written()
         return added
 
