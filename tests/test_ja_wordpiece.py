@@ -343,6 +343,19 @@ def test_export_records_the_word_splitter(exported):
     assert manifest["max_length"] == WINDOW
 
 
+def test_word_splitter_is_part_of_the_fingerprint(exported):
+    """Vectors from another word splitting are not comparable; models without one keep the
+    fingerprints they had."""
+    from fastrag.encoders.export import fingerprint_of
+
+    manifest = json.loads((exported[1] / "fastrag_model.json").read_text(encoding="utf-8"))
+    assert fingerprint_of(manifest) == manifest["fingerprint"]
+    other = {**manifest, "word_splitter": {**manifest["word_splitter"], "lower_case": True}}
+    assert fingerprint_of(other) != manifest["fingerprint"]
+    without = {k: v for k, v in manifest.items() if k != "word_splitter"}
+    assert fingerprint_of({**without, "word_splitter": None}) == fingerprint_of(without)
+
+
 def test_exported_encoder_gives_pytorch_vectors(exported):
     """TextEncoder on the exported folder (batched, length-sorted, some texts truncated) gives
     the vectors of transformers' tokenizer + PyTorch + mean pooling."""
