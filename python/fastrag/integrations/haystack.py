@@ -38,7 +38,7 @@ try:
     from haystack.document_stores.errors import DuplicateDocumentError
     from haystack.document_stores.types import DuplicatePolicy, FilterPolicy, apply_filter_policy
     from haystack.errors import FilterError
-except ImportError as e:  # pragma: no cover - the extra is installed in the tests
+except ImportError as e:  # without the extra (tests/test_integration_extras.py)
     raise ImportError(missing_extra("Haystack", "haystack-ai", "haystack")) from e
 
 __all__ = ["FastragDocumentStore", "FastragRetriever"]

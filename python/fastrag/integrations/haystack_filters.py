@@ -19,11 +19,11 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
+from fastrag.integrations._common import missing_extra
+
 try:
     from haystack.errors import FilterError
-except ImportError as e:  # pragma: no cover - the extra is installed in the tests
-    from fastrag.integrations._common import missing_extra
-
+except ImportError as e:  # without the extra (tests/test_integration_extras.py)
     raise ImportError(missing_extra("Haystack", "haystack-ai", "haystack")) from e
 
 __all__ = ["HIDDEN", "to_fastrag_filter"]

@@ -38,7 +38,7 @@ try:
     from langchain_core.retrievers import BaseRetriever
     from langchain_core.vectorstores import VectorStore
     from pydantic import ConfigDict
-except ImportError as e:  # pragma: no cover - the extra is installed in the tests
+except ImportError as e:  # without the extra (tests/test_integration_extras.py)
     raise ImportError(missing_extra("LangChain", "langchain-core", "langchain")) from e
 
 __all__ = ["FastragRetriever", "FastragVectorStore", "LangChainEncoder"]

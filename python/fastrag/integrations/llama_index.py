@@ -44,7 +44,7 @@ try:
         MetadataFilter,
         MetadataFilters,
     )
-except ImportError as e:  # pragma: no cover - the extra is installed in the tests
+except ImportError as e:  # without the extra (tests/test_integration_extras.py)
     raise ImportError(missing_extra("LlamaIndex", "llama-index-core", "llamaindex")) from e
 
 __all__ = ["FastragRetriever", "to_fastrag_filter"]
