@@ -24,6 +24,7 @@ character path NFKC-normalises a surface again and takes it one character at a t
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 import os
 import re
@@ -175,7 +176,7 @@ class _MecabWords:
         for node in self._tagger()(text):
             surface = node.surface
             start = text.find(surface, pos) if surface else -1
-            if start < 0:  # not seen: MeCab returns the input's own characters
+            if start < 0:  # MeCab's surfaces are pieces of the text; an empty one is no word
                 continue
             out.append((start, start + len(surface), surface))
             pos = start + len(surface)
@@ -231,8 +232,7 @@ def splitter_of(slow: Any) -> WordSplitter:
         )
     words = slow.word_tokenizer
     kwargs = dict(getattr(slow, "mecab_kwargs", None) or {})
-    import inspect
-
+    # no mecab_dic: the dictionary this transformers version defaults to
     default_dic = inspect.signature(type(words).__init__).parameters["mecab_dic"].default
     return WordSplitter(
         dictionary=kwargs.get("mecab_dic", default_dic),
