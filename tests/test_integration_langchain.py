@@ -122,8 +122,10 @@ def test_writes_are_committed_and_reopen(store: FastragVectorStore, tmp_path: Pa
     store.delete(["a", "zz"])
     reopened = FastragVectorStore(Collection.open(tmp_path / "col", encoder=FakeEncoder()))
     assert [d.id for d in reopened.get_by_ids(["a", "b", "d"])] == ["b", "d"]
-    with pytest.raises(ValueError, match="give the ids"):
-        reopened.delete(None)
+    with pytest.raises(TypeError, match="not a single string"):
+        reopened.delete("b")  # type: ignore[arg-type]
+    reopened.delete()  # LangChain: None deletes everything
+    assert len(Collection.open(tmp_path / "col", encoder=FakeEncoder())) == 0
 
 
 def test_relevance_scores_for_the_dense_method_only(store: FastragVectorStore) -> None:
@@ -165,9 +167,18 @@ def test_retriever_per_call_arguments(store: FastragVectorStore) -> None:
         retriever.invoke("flow", kk=1)
 
 
+class _Named(DeterministicFakeEmbedding):
+    model: str = ""
+
+
 def test_langchain_encoder_checks_the_model() -> None:
     enc = LangChainEncoder(DeterministicFakeEmbedding(size=8), name="fake-8")
     assert enc.dim == 8 and enc.fingerprint.endswith("-8")
+    other = LangChainEncoder(DeterministicFakeEmbedding(size=8))
+    assert other.name == "DeterministicFakeEmbedding" and other.fingerprint != enc.fingerprint
+    # two models of one class (as OpenAIEmbeddings(model=...)) are two vector spaces
+    m1, m2 = (LangChainEncoder(_Named(size=8, model=m)) for m in ("m1", "m2"))
+    assert m1.name == "_Named:m1" and m1.fingerprint != m2.fingerprint
     vectors = enc.encode(["a text", "another"])
     assert vectors.shape == (2, 8)
     with pytest.raises(TypeError, match="Embeddings"):

@@ -44,11 +44,20 @@ except ImportError as e:  # without the extra (tests/test_integration_extras.py)
 __all__ = ["FastragRetriever", "FastragVectorStore", "LangChainEncoder"]
 
 
+def _model_name(embeddings: Embeddings) -> str:
+    """The class and, where it says, the model of a LangChain Embeddings ("model" or
+    "model_name", as OpenAI's and Hugging Face's classes name it)."""
+    model = getattr(embeddings, "model", None) or getattr(embeddings, "model_name", None)
+    kind = type(embeddings).__name__
+    return f"{kind}:{model}" if isinstance(model, str) and model else kind
+
+
 class LangChainEncoder(Encoder):
     """A LangChain `Embeddings` as a fastrag dense encoder (vectors scaled to unit length).
 
     `dim` is asked of the model once (one ``embed_query``) when not given. `name` goes into
-    the fingerprint, which a collection checks when it is opened again: give the model's name
+    the fingerprint, which a collection checks when it is opened again (by default the class
+    and its ``model`` / ``model_name``): give the model's name when the class does not say,
     so that another model's vectors are never mixed in.
     """
 
@@ -58,7 +67,7 @@ class LangChainEncoder(Encoder):
             raise TypeError(f"embeddings must be a langchain_core Embeddings, got "
                             f"{type(embeddings).__name__}")
         self.embeddings = embeddings
-        self.name = name or type(embeddings).__name__
+        self.name = name or _model_name(embeddings)
         if dim is None:
             dim = len(embeddings.embed_query("fastrag"))
         self.dim = check_k(dim, "dim")
@@ -174,10 +183,14 @@ class FastragVectorStore(VectorStore):
         return added
 
     def delete(self, ids: list[str] | None = None, **kwargs: Any) -> bool | None:
-        """Deletes the documents with these ids (unknown ids are ignored)."""
+        """Deletes the documents with these ids (unknown ids are ignored); ids=None deletes
+        every document, as LangChain's contract says."""
+        if kwargs:
+            raise TypeError(f"unexpected arguments: {', '.join(kwargs)}")
         if ids is None:
-            raise ValueError("give the ids to delete (fastrag does not delete everything "
-                             "with ids=None; delete the collection's folder instead)")
+            ids = [d.id for d in self.collection.documents()]
+        elif isinstance(ids, str):
+            raise TypeError("ids must be a list of ids, not a single string")
         if self.collection.delete(list(ids), missing="ignore"):
             self._written()
         return True
