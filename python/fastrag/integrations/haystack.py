@@ -27,7 +27,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from fastrag.collection import Collection
+from fastrag.collection import Collection, compile_filter
 from fastrag.encoders.base import Encoder
 from fastrag.integrations._common import check_k, missing_extra, open_or_create, search
 from fastrag.integrations.haystack_filters import HIDDEN, to_fastrag_filter
@@ -188,10 +188,16 @@ class FastragDocumentStore:
             self.collection.commit()
 
     def fastrag_filter(self, filters: dict[str, Any] | None) -> dict[str, Any] | None:
-        """Haystack `filters` as the fastrag filter they become (None: no filter)."""
+        """Haystack `filters` as the fastrag filter they become (None: no filter); a value
+        that fastrag refuses (NaN, an int beyond 64 bits, ...) is a FilterError."""
         if not filters:
             return None
-        return to_fastrag_filter(filters, self._known)
+        spec = to_fastrag_filter(filters, self._known)
+        try:
+            compile_filter(spec)
+        except ValueError as e:
+            raise FilterError(str(e)) from e
+        return spec
 
     def _known(self, name: str) -> bool:
         return bool(self.collection.allowed_chunks({name: {"$exists": True}}))
@@ -200,23 +206,14 @@ class FastragDocumentStore:
         spec = self.fastrag_filter(filters)
         if spec is None or len(self.collection) == 0:
             return None
-        try:
-            chunks = self.collection.allowed_chunks(spec)
-        except ValueError as e:  # a value fastrag refuses (NaN, a huge int, ...)
-            raise FilterError(str(e)) from e
+        chunks = self.collection.allowed_chunks(spec)
         return {hit.doc for hit in self.collection.chunks_of(chunks).values()}
 
     def search(self, query: str, top_k: int = 10, filters: dict[str, Any] | None = None, *,
                method: Any = "hybrid") -> list[Document]:
         """The `top_k` best documents for `query`, with their fastrag score."""
-        spec = self.fastrag_filter(filters)
-        try:
-            results = search(self.collection, query, top_k, method=method, filter=spec,
-                             name="top_k")
-        except ValueError as e:
-            if spec is not None and "filter" in str(e):
-                raise FilterError(str(e)) from e
-            raise
+        results = search(self.collection, query, top_k, method=method,
+                         filter=self.fastrag_filter(filters), name="top_k")
         return [_document(r.id, r.text, r.metadata, r.score) for r in results]
 
 
