@@ -138,6 +138,24 @@ def test_relevance_scores_for_the_dense_method_only(store: FastragVectorStore) -
     assert [s for _, s in hits] == sorted((s for _, s in hits), reverse=True)
 
 
+def test_mmr_prefers_a_different_document_to_a_near_copy(tmp_path: Path) -> None:
+    store = FastragVectorStore(Collection.create(tmp_path / "mmr", encoder=FakeEncoder()))
+    store.add_texts(["shock waves over a wedge", "shock waves over a wedge again",
+                     "shock tubes in a laboratory"], ids=["w1", "w2", "t"])
+    top = [d.id for d in store.similarity_search("shock waves wedge", k=2)]
+    assert sorted(top) == ["w1", "w2"]
+    diverse = store.max_marginal_relevance_search("shock waves wedge", k=2, lambda_mult=0.3)
+    assert diverse[0].id in ("w1", "w2") and diverse[1].id == "t"
+    retriever = store.as_retriever(search_type="mmr",
+                                   search_kwargs={"k": 2, "lambda_mult": 0.3})
+    assert [d.id for d in retriever.invoke("shock waves wedge")] == [d.id for d in diverse]
+    with pytest.raises(ValueError, match="lambda_mult"):
+        store.max_marginal_relevance_search("shock", lambda_mult=2.0)
+    bm25_only = FastragVectorStore(Collection.create(tmp_path / "bm25", encoder=None))
+    with pytest.raises(NotImplementedError, match="no encoder"):
+        bm25_only.max_marginal_relevance_search("shock")
+
+
 def test_vector_store_retriever_in_a_runnable_chain(store: FastragVectorStore) -> None:
     """A query answered through LangChain's own API: as_retriever | a formatting step."""
     retriever = store.as_retriever(search_kwargs={"k": 2, "filter": {"topic": "fluids"}})

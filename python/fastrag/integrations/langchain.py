@@ -7,11 +7,12 @@
 >>> store.as_retriever(search_kwargs={"k": 3}).invoke("graph search")
 
 `FastragVectorStore` follows LangChain's `VectorStore` contract (add / upsert by id, delete,
-`get_by_ids`, `similarity_search[_with_score]`, the async twins) and passes the standard
-tests of ``langchain-tests``. Searches run the collection's hybrid pipeline (BM25 + dense
-fused with RRF) or any `method` of `Collection.search`; a LangChain `Embeddings` can serve
-as the dense encoder (`LangChainEncoder`). Filters are fastrag's metadata filters, a dict
-in MongoDB's style (``{"year": {"$gte": 2000}, "lang": {"$in": ["en", "ja"]}}``; see
+`get_by_ids`, `similarity_search[_with_score]`, `max_marginal_relevance_search`, the async
+twins) and passes the standard tests of ``langchain-tests``. Searches run the collection's
+hybrid pipeline (BM25 + dense fused with RRF) or any `method` of `Collection.search`; a
+LangChain `Embeddings` can serve as the dense encoder (`LangChainEncoder`). Filters are
+fastrag's metadata filters, a dict in MongoDB's style
+(``{"year": {"$gte": 2000}, "lang": {"$in": ["en", "ja"]}}``; see
 `fastrag.collection.filters`). `FastragRetriever` is a `BaseRetriever` over a collection
 (``k``, ``filter`` and ``method`` fields, each also a keyword of ``invoke``).
 """
@@ -37,6 +38,7 @@ try:
     from langchain_core.embeddings import Embeddings
     from langchain_core.retrievers import BaseRetriever
     from langchain_core.vectorstores import VectorStore
+    from langchain_core.vectorstores.utils import maximal_marginal_relevance
     from pydantic import ConfigDict
 except ImportError as e:  # without the extra (tests/test_integration_extras.py)
     raise ImportError(missing_extra("LangChain", "langchain-core", "langchain")) from e
@@ -222,6 +224,33 @@ class FastragVectorStore(VectorStore):
 
     def similarity_search(self, query: str, k: int = 4, **kwargs: Any) -> list[Document]:
         return [doc for doc, _ in self.similarity_search_with_score(query, k, **kwargs)]
+
+    def max_marginal_relevance_search(self, query: str, k: int = 4, fetch_k: int = 20,
+                                      lambda_mult: float = 0.5, *,
+                                      filter: Mapping[str, Any] | None = None,
+                                      **kwargs: Any) -> list[Document]:
+        """`k` documents out of the method's best `fetch_k`, picked by maximal marginal
+        relevance (similar to the query, unlike each other) on the collection encoder's
+        vectors of the query and of each document's best chunk."""
+        encoder = self.collection.encoder
+        if encoder is None:
+            raise NotImplementedError("maximal marginal relevance needs vectors: this "
+                                      "collection has no encoder (BM25 only)")
+        if not 0.0 <= lambda_mult <= 1.0:
+            raise ValueError(f"lambda_mult must be in [0, 1], got {lambda_mult!r}")
+        k, fetch_k = check_k(k), check_k(fetch_k, "fetch_k")
+        method = kwargs.pop("method", self.method)
+        if kwargs:
+            raise TypeError(f"unexpected arguments: {', '.join(kwargs)}")
+        results = search(self.collection, query, max(k, fetch_k), method=method,
+                         filter=_filter(filter))
+        if not results:
+            return []
+        query_vector = encoder.encode([query], kind="query")[0]
+        passages = encoder.encode([r.passage for r in results], kind="document")
+        picked = maximal_marginal_relevance(query_vector, list(passages),
+                                            lambda_mult=lambda_mult, k=k)
+        return [_document(results[i]) for i in picked]
 
     def _select_relevance_score_fn(self) -> Callable[[float], float]:
         if self.method == "dense":
