@@ -35,12 +35,13 @@ from fastrag.collection.docstore import DocStore
 from fastrag.collection.docstore import file_name as docs_file
 from fastrag.collection.filters import compile_filter
 from fastrag.collection.ingest import MAX_FILE_BYTES, Found, read_documents
+from fastrag.collection.metaindex import Unsupported
 from fastrag.collection.store import CollectionError
 from fastrag.encoders.base import Encoder, check_texts
 from fastrag.encoders.models import SpladeEncoder, TextEncoder
 from fastrag.index import BM25, DenseIndex
 from fastrag.index.dense import as_matrix
-from fastrag.search.corpus import ChunkHit, ChunkTable, Document
+from fastrag.search.corpus import NO_DOC, ChunkHit, ChunkTable, Document
 from fastrag.search.pipeline import Pipeline, Result, default_pipeline
 from fastrag.search.spec import pipeline_from_spec
 from fastrag.text.chunking import split_passages
@@ -87,6 +88,8 @@ class Collection:
         self._encoder: Encoder | None = None
         self._chunks: ChunkTable | None = None  # chunk -> document and span, read lazily
         self._language_shares: dict[str, float] | None = None  # languages(), lazily
+        # (generation key, arrays) of _allowed_in_memory
+        self._record_of_ordinal: tuple[Any, tuple[np.ndarray, ...]] | None = None
         self._documents_verified = False  # every document row checked (see allowed_chunks)
         self._generation = 0  # of the index files in memory
         self._data_version = -1  # SQLite's PRAGMA data_version when last found current
@@ -812,20 +815,49 @@ class Collection:
         return [found.get(c, np.zeros((0, dim), dtype=np.float16)) for c in ids]
 
     # ------------------------------------------------------------------ filters
+    def _allowed_in_memory(self, docs: DocStore, spec: Mapping[str, Any]) -> list[int]:
+        ids, meta = docs.meta_index()
+        mask = meta.mask(spec)
+        table = self.chunk_table()
+        key = (meta, table, len(table.doc_ids), len(table.chunk_doc))
+        if self._record_of_ordinal is None or self._record_of_ordinal[0] != key:
+            # chunk table document ordinal -> record of the document file (-1: none), and
+            # each chunk's ordinal (0 for no chunk: `live` masks those out)
+            pos = {d: i for i, d in enumerate(ids)}
+            records = np.array([pos.get(d, -1) for d in table.doc_ids], dtype=np.int64)
+            live = table.chunk_doc != NO_DOC
+            self._record_of_ordinal = (key, (records, records >= 0, live,
+                                             np.where(live, table.chunk_doc, 0)))
+        records, known, live, ordinal = self._record_of_ordinal[1]
+        by_ordinal = np.zeros(len(records), dtype=bool)
+        by_ordinal[known] = mask[records[known]]
+        return np.flatnonzero(by_ordinal[ordinal] & live).tolist()
+
     @_checked
     def allowed_chunks(self, spec: Mapping[str, Any]) -> list[int]:
         """Chunk ids of the documents whose metadata match the filter (see compile_filter).
 
-        A field that no document has raises ValueError (most likely a typo).
+        A field that no document has raises ValueError (most likely a typo). Committed
+        documents are filtered in memory (their metadata parsed once per generation, see
+        metaindex.py); pending changes, or values only SQLite compares exactly, in SQL.
         """
-        cond, params, fields = compile_filter(spec)
         with self._lock:
-            # the filter runs inside SQLite over every document's metadata: check them all
-            # once (a flipped bit would otherwise change the result silently)
+            # every document row is checked once (a flipped bit in the database would
+            # otherwise go unseen by filters, or change their result silently)
             if not self._documents_verified:
                 for row in self._db.execute("SELECT id, text, metadata, crc FROM documents"):
                     store.document_row(*row)
                 self._documents_verified = True
+            docs = None if self._db.in_transaction or self._docs.pending else self._docs
+        if docs is not None:
+            try:
+                return self._allowed_in_memory(docs, spec)
+            except Unsupported:
+                pass
+        return self._allowed_sql(spec)
+
+    def _allowed_sql(self, spec: Mapping[str, Any]) -> list[int]:
+        cond, params, fields = compile_filter(spec)
         for name in fields:
             hit = self._db.execute(
                 "SELECT 1 FROM documents WHERE json_type(metadata, ?) IS NOT NULL LIMIT 1",

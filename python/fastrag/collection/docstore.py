@@ -32,10 +32,12 @@ import zlib
 from collections.abc import Iterable
 from itertools import count, pairwise
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from fastrag._core import IndexFormatError
+from fastrag.collection.metaindex import MetaIndex
 from fastrag.search.corpus import Document
 
 __all__ = ["DocStore", "file_name"]
@@ -74,6 +76,7 @@ class DocStore:
         self._base = 0  # where the blob starts in self._blob
         self._changed: dict[str, tuple[str, str, int]] = {}  # id -> (text, metadata, crc)
         self._removed: set[str] = set()
+        self._meta: tuple[list[str], MetaIndex] | None = None
 
     # ------------------------------------------------------------------ reading
     def __len__(self) -> int:
@@ -119,6 +122,45 @@ class DocStore:
                 out[d] = Document(d, text, {} if meta == "{}" else json.loads(meta))
             except json.JSONDecodeError:  # unreachable unless the checksum matched by chance
                 raise self._damaged(d) from None
+        return out
+
+    @property
+    def pending(self) -> bool:
+        """Whether documents were put or removed since the file was written."""
+        return bool(self._changed or self._removed)
+
+    def meta_index(self) -> tuple[list[str], MetaIndex]:
+        """(ids, MetaIndex over their metadata, in that order) of the file's documents,
+        built on the first call (every record read and checked once). Only without pending
+        changes: the caller filters those in SQL."""
+        if self.pending:
+            raise RuntimeError("meta_index of a document store with pending changes")
+        if self._meta is None:
+            self._meta = (list(self._ids), MetaIndex(self._all_metadata()))
+        return self._meta
+
+    def _all_metadata(self) -> list[dict[str, Any]]:
+        """Every record's metadata in file order, each record checked (once) on the way;
+        parsed by one json.loads of them all as an array."""
+        starts, split, crcs, blob, base = (self._starts.tolist(), self._split.tolist(),
+                                           self._crcs, self._blob, self._base)
+        checked, raw = self._checked, []
+        for i, d in enumerate(self._ids):
+            a = starts[i] + base
+            cut = a + split[i]
+            meta = blob[cut : starts[i + 1] + base]
+            if not checked[i]:
+                crc = zlib.crc32(blob[a:cut], zlib.crc32(_encode(d) + b"\x00"))
+                if zlib.crc32(meta, zlib.crc32(b"\x00", crc)) != crcs.item(i):
+                    raise self._damaged(d)
+                checked[i] = 1
+            raw.append(meta)
+        try:
+            out = json.loads(_decode(b"[" + b",".join(raw) + b"]"))
+        except json.JSONDecodeError:  # unreachable unless a checksum matched by chance
+            raise self._damaged(self._ids[0]) from None
+        if len(out) != len(raw) or not all(isinstance(m, dict) for m in out):
+            raise self._damaged(self._ids[0])
         return out
 
     def crcs(self) -> dict[str, int]:

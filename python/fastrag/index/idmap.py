@@ -44,6 +44,9 @@ class IdMap:
         self._version = 0
         self._array: tuple[int, np.ndarray] | None = None
         self._int_array: tuple[int, np.ndarray] | None = None  # the same, see int_slots()
+        # (positions version, user int id -> internal id or -1), see _int_positions()
+        self._pos_version = 0
+        self._int_pos: tuple[int, np.ndarray | None] | None = None
         # Deleted slots, oldest first, for indexes that can reuse them.
         self._free = [i for i, d in enumerate(self._ids) if d is None or self._pos.get(d) != i]
 
@@ -52,6 +55,7 @@ class IdMap:
 
     def _changed(self) -> None:
         self._version += 1
+        self._pos_version += 1
         self._array = None
         self._int_array = None
 
@@ -124,6 +128,7 @@ class IdMap:
             if d is not None and self._pos.get(d) == i:
                 del self._pos[d]
                 self._free.append(i)
+        self._pos_version += 1
 
     def dead_slots(self, n: int) -> list[int]:
         """Up to n deleted slots that a new id may take over."""
@@ -175,14 +180,45 @@ class IdMap:
             self._int_array = cached = (version, arr)
         return cached[1]
 
+    def _int_positions(self) -> np.ndarray | None:
+        """user id -> internal id (-1: not live) as an array over the int ids 0..max, when
+        every live id is such an int and they are dense enough (a collection's chunk ids);
+        else None."""
+        cached = self._int_pos
+        if cached is None or cached[0] != self._pos_version:
+            table = None
+            keys = np.fromiter(self._pos.keys(), dtype=object, count=len(self._pos))
+            if all(type(d) is int for d in keys):
+                keys = keys.astype(np.int64)
+                if not len(keys) or (keys.min() >= 0 and keys.max() < 4 * len(keys) + 1024):
+                    table = np.full(int(keys.max()) + 1 if len(keys) else 0, -1, np.int64)
+                    table[keys] = np.fromiter(self._pos.values(), dtype=np.int64,
+                                              count=len(keys))
+            self._int_pos = cached = (self._pos_version, table)
+        return cached[1]
+
+    def _allowed_internal(self, ids: Iterable[DocId]) -> np.ndarray:
+        """Internal ids of the live ones among `ids` (int64)."""
+        if isinstance(ids, (list, np.ndarray)) and len(ids) and type(ids[0]) in (int, np.int64):
+            try:
+                arr = (ids if isinstance(ids, np.ndarray)
+                       else np.fromiter(ids, dtype=np.int64, count=len(ids)))
+            except (TypeError, ValueError, OverflowError):  # not all ints: the general path
+                return self.lookup(ids, missing="ignore").astype(np.int64)
+            table = self._int_positions() if arr.dtype.kind in "iu" and arr.ndim == 1 else None
+            if table is not None:
+                arr = arr[(arr >= 0) & (arr < len(table))].astype(np.int64, copy=False)
+                idx = table[arr]
+                return idx[idx >= 0]
+        return self.lookup(ids, missing="ignore").astype(np.int64)
+
     def allow_bitset(self, ids: Iterable[DocId]) -> np.ndarray:
         """A uint64 bitset over internal ids with the bits of the given user ids set."""
-        words = np.zeros((len(self._ids) + 63) // 64, dtype=np.uint64)
-        idx = self.lookup(ids, missing="ignore").astype(np.int64)
-        if idx.size:
-            bits = np.left_shift(np.uint64(1), (idx & 63).astype(np.uint64))
-            np.bitwise_or.at(words, idx >> 6, bits)
-        return words
+        n_words = (len(self._ids) + 63) // 64
+        bits = np.zeros(n_words * 64, dtype=bool)
+        bits[self._allowed_internal(ids)] = True
+        # little bit order: internal id i is bit i % 64 of word i // 64
+        return np.packbits(bits, bitorder="little").view("<u8").astype(np.uint64, copy=False)
 
     def to_json(self) -> list[Any]:
         """Slots as a JSON list, deleted ones as null."""
