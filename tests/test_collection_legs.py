@@ -158,6 +158,10 @@ def test_splade_leg(splade: Any, tmp_path: Path) -> None:
     col.commit()
     col.close()
     col = Collection.open(tmp_path / "c", encoder=FakeEncoder(), splade=splade)
+    assert col.splade is splade  # shared, as `fastrag serve` shares it between its readers
+    other = Collection.open(tmp_path / "c", encoder=FakeEncoder(), splade=col.splade)
+    assert other.index("splade").encoder is splade
+    other.close()
     assert ids(col.search("supersonic shock", k=1, method="splade")) == ["sh"]
     col.close()
 

@@ -399,6 +399,12 @@ class Collection:
     def encoder(self) -> Encoder | None:
         return self._encoder
 
+    @property
+    def splade(self) -> SpladeEncoder | None:
+        """The SPLADE model of a ``sparse="splade"`` collection (None otherwise): pass it as
+        ``Collection.open(..., splade=)`` to share one loaded model between connections."""
+        return self._splade  # type: ignore[no-any-return]
+
     @_checked
     def __len__(self) -> int:
         return int(self._db.execute("SELECT count(*) FROM documents").fetchone()[0])

@@ -105,8 +105,9 @@ class Service:
         readers: list[Collection] = []
         try:
             for _ in range(config.threads):
+                # one SPLADE model for all (onnxruntime sessions run concurrently)
                 readers.append(Collection.open(config.collection, encoder=self.encoder,
-                                               mmap=True))
+                                               splade=self.writer.splade, mmap=True))
             self.reranker = (CrossEncoder(config.rerank_model)
                              if config.rerank_model is not None else None)
         except BaseException:
