@@ -328,7 +328,8 @@ def test_info(indexed: tuple[Path, Path, Result]) -> None:
     assert (info["documents"], info["chunks"], info["generation"]) == (
         len(INDEXED), len(INDEXED), 1)
     assert info["encoder"] is None and info["analyzer"] == "auto"
-    assert info["chunk_chars"] == 1000
+    assert info["chunk_chars"] == 1000 and info["chunk_tokens"] is None
+    assert info["legs"] == ["bm25"] and info["token_vectors"] is False
     assert "collection.sqlite" in info["files"] and "bm25.1.fridx" in info["files"]
     assert info["languages"] == {"en": 1.0}
     text = ok("info", col).stdout

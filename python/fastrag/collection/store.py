@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from fastrag._core import IndexFormatError
+from fastrag.collection.legs import legs_of
 from fastrag.search.corpus import Document
 
 DB = "collection.sqlite"
@@ -126,6 +127,9 @@ def info(path: Path, db: sqlite3.Connection, settings: dict[str, Any]) -> dict[s
         "generation": meta_int(db, "generation"),
         "analyzer": settings["analyzer"],
         "chunk_chars": settings["chunk_chars"],
+        "chunk_tokens": settings.get("chunk_tokens"),
+        "legs": list(legs_of(settings)),
+        "token_vectors": bool(settings.get("token_vectors")),
         "storage": settings["storage"],
         "encoder": settings.get("encoder"),
         "languages": chunk_languages(db),
