@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from fastrag.encoders import stack
 from fastrag.encoders.export import (
     TASKS,
     ExportError,
@@ -350,8 +351,10 @@ def build_graph(
     task: str = "embed",
     attentions: bool = False,
     takes_types: bool = True,
+    dense: list[stack.DenseLayer] | None = None,
 ) -> Any:
-    """The onnx.ModelProto of a BERT-family model, with fastrag's inputs and task outputs."""
+    """The onnx.ModelProto of a BERT-family model, with fastrag's inputs and task outputs
+    (embed: token vectors through the sentence-transformers `dense` layers, if any)."""
     from onnx import TensorProto, checker, helper
 
     g = _Graph(weights, float(config.get("layer_norm_eps", 1e-12)))
@@ -364,9 +367,10 @@ def build_graph(
     dims = ["batch", "tokens"]
     outputs = []
     if task == "embed":
-        g.op("Identity", x, name="last_hidden_state")
-        outputs.append(helper.make_tensor_value_info(
-            "last_hidden_state", TensorProto.FLOAT, [*dims, int(config["hidden_size"])]))
+        g.op("Identity", stack.onnx_forward(g, x, dense or []), name="last_hidden_state")
+        dim = dense[-1].out_features if dense else int(config["hidden_size"])
+        outputs.append(helper.make_tensor_value_info("last_hidden_state", TensorProto.FLOAT,
+                                                     [*dims, dim]))
         if attentions:  # (batch, heads, tokens, tokens) -> first row, mean over heads
             row = g.op("Gather", probs, g.const(0, np.int64), axis=2)
             g.op("ReduceMean", row, axes=[1], keepdims=0, name="cls_attention")
@@ -464,8 +468,9 @@ def build_bert_onnx(
         num_labels=num_labels(config) if task == "rerank" else None, pad_id=int(pad_id),
         eos_id=eos_id, token_type_ids=takes_types, builder="fastrag.bert_onnx",
     )
+    dense = stack.for_export(src, task, manifest, settings or {})
     model = build_graph(config, _Weights(src), task=task, attentions=attentions,
-                        takes_types=takes_types)
+                        takes_types=takes_types, dense=dense)
     inputs = [i.name for i in model.graph.input]
     outputs = [o.name for o in model.graph.output]
     ids, mask, types = check_batch(manifest["vocab_size"], manifest["pad_id"])

@@ -33,6 +33,9 @@ from typing import Any
 
 import numpy as np
 
+from fastrag.encoders import stack
+from fastrag.encoders.errors import ExportError
+from fastrag.encoders.heads import check_loaded
 from fastrag.text import ja_wordpiece
 
 log = logging.getLogger(__name__)
@@ -59,10 +62,6 @@ def _stdout_to_log(what: str) -> Iterator[None]:
         for line in buffer.getvalue().splitlines():
             if line.strip():
                 log.info("%s: %s", what, line.strip())
-
-
-class ExportError(RuntimeError):
-    """A model could not be exported (missing extra, unsupported architecture, failed check)."""
 
 
 def _require_torch() -> tuple[Any, Any]:
@@ -92,48 +91,12 @@ def weights_digest(folder: Path) -> str:
     return h.hexdigest()
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
-
-
-def sentence_transformers_settings(folder: Path) -> dict[str, Any]:
-    """Pooling, normalisation, prompts and window from a sentence-transformers folder, if any."""
-    out: dict[str, Any] = {}
-    modules = _read_json(folder / "modules.json") or []
-    for module in modules:
-        kind = str(module.get("type", ""))
-        if kind.endswith("Pooling"):
-            cfg = _read_json(folder / module.get("path", "") / "config.json") or {}
-            if cfg.get("pooling_mode_cls_token"):
-                out["pooling"] = "cls"
-            elif cfg.get("pooling_mode_lasttoken"):
-                out["pooling"] = "last"
-            elif cfg.get("pooling_mode_mean_tokens"):
-                out["pooling"] = "mean"
-        elif kind.endswith("Normalize"):
-            out["normalize"] = True
-    if modules and "normalize" not in out:
-        out["normalize"] = False
-    st = _read_json(folder / "config_sentence_transformers.json") or {}
-    prompts = st.get("prompts") or {}
-    if isinstance(prompts, dict):
-        if "query" in prompts:
-            out["query_prompt"] = prompts["query"]
-        for key in ("document", "passage", "corpus"):
-            if key in prompts:
-                out["document_prompt"] = prompts[key]
-                break
-    bert = _read_json(folder / "sentence_bert_config.json") or {}
-    if isinstance(bert.get("max_seq_length"), int):
-        out["max_length"] = bert["max_seq_length"]
-    return out
-
-
-def _wrapper(torch: Any, model: Any, task: str, attentions: bool, takes_types: bool) -> Any:
-    """A module whose forward takes plain tensors and returns exactly the task's outputs."""
+def _wrapper(
+    torch: Any, model: Any, task: str, attentions: bool, takes_types: bool,
+    layers: list[stack.DenseLayer],
+) -> Any:
+    """A module whose forward takes plain tensors and returns exactly the task's outputs
+    (for embed, token vectors through the sentence-transformers Dense `layers`)."""
 
     class Exported(torch.nn.Module):
         def __init__(self) -> None:
@@ -146,10 +109,11 @@ def _wrapper(torch: Any, model: Any, task: str, attentions: bool, takes_types: b
                 kwargs["token_type_ids"] = token_type_ids
             if task == "embed":
                 out = self.model(**kwargs, output_attentions=attentions, use_cache=False)
+                hidden = stack.torch_forward(torch, out.last_hidden_state, layers)
                 if not attentions:
-                    return out.last_hidden_state
+                    return hidden
                 last = out.attentions[-1]  # (batch, heads, tokens, tokens)
-                return out.last_hidden_state, last[:, :, 0, :].mean(dim=1)
+                return hidden, last[:, :, 0, :].mean(dim=1)
             if task == "splade":
                 logits = self.model(**kwargs).logits
                 act = torch.log1p(torch.relu(logits)) * attention_mask.unsqueeze(-1).to(
@@ -167,11 +131,12 @@ def _load_torch_model(transformers: Any, source: Path, task: str, trust_remote_c
         "splade": transformers.AutoModelForMaskedLM,
         "rerank": transformers.AutoModelForSequenceClassification,
     }[task]
-    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code, "output_loading_info": True}
     try:
-        model = auto.from_pretrained(source, attn_implementation="eager", **kwargs)
+        model, info = auto.from_pretrained(source, attn_implementation="eager", **kwargs)
     except (TypeError, ValueError):  # models without a choice of attention implementation
-        model = auto.from_pretrained(source, **kwargs)
+        model, info = auto.from_pretrained(source, **kwargs)
+    check_loaded(source, task, info)
     return model.float().eval()
 
 
@@ -241,9 +206,10 @@ def export_model(
     )
     if decoder and task != "embed":
         raise ExportError(f"task {task!r} is for encoder models; {src} is a decoder")
+    layers = stack.for_export(src, task, manifest, settings or {})
 
     ids, mask, types = check_batch(manifest["vocab_size"], manifest["pad_id"])
-    wrapper = _wrapper(torch, model, task, attentions, takes_types)
+    wrapper = _wrapper(torch, model, task, attentions, takes_types, layers)
     inputs = (torch.from_numpy(ids), torch.from_numpy(mask), torch.from_numpy(types))
     input_names = ["input_ids", "attention_mask"] + (["token_type_ids"] if takes_types else [])
     output_names = {
@@ -328,7 +294,7 @@ def manifest_for(
     sentence-transformers files, which override the defaults. `window` is the model's own
     limit in tokens: a setting may shorten it, never lengthen it.
     """
-    info = {**sentence_transformers_settings(src), **settings}
+    info = {**stack.sentence_transformers_settings(src), **settings}
     return {
         "format": "fastrag-onnx",
         "version": EXPORT_VERSION,
