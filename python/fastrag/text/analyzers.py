@@ -37,7 +37,8 @@ class EmptyDocumentWarning(UserWarning):
 class Analyzer(Protocol):
     """What the indexes need from an analyzer."""
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def __call__(self, text: str) -> list[str]: ...
 
@@ -146,6 +147,7 @@ class EnglishAnalyzer(BaseAnalyzer):
     ) -> None:
         self.lowercase = bool(lowercase)
         self.stopwords: str | list[str] | None  # as configured; the set is `stopword_set`
+        self.stopword_set: frozenset[str]
         if stopwords is None:
             self.stopwords, self.stopword_set = None, frozenset()
         elif isinstance(stopwords, str):
@@ -178,7 +180,8 @@ class EnglishAnalyzer(BaseAnalyzer):
             return tokens
         if self._stemmer is None:
             self._stemmer = _import("Stemmer", "PyStemmer").Stemmer(self.stemmer)
-        return self._stemmer.stemWords(tokens)
+        stemmed: list[str] = self._stemmer.stemWords(tokens)
+        return stemmed
 
 
 class JapaneseAnalyzer(BaseAnalyzer):
@@ -376,7 +379,7 @@ def get_analyzer(spec: str | Mapping[str, Any] | Analyzer) -> Analyzer:
         if isinstance(spec, Analyzer):
             return spec
         raise TypeError(f"expected an analyzer name, config or instance, got {type(spec).__name__}")
-    options = {"name": spec} if isinstance(spec, str) else dict(spec)
+    options: dict[str, Any] = {"name": spec} if isinstance(spec, str) else dict(spec)
     name = options.pop("name", None)
     key = str(name).strip().lower()
     cls = _ANALYZERS.get(_ALIASES.get(key, key))

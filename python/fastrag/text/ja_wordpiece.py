@@ -184,7 +184,7 @@ class _MecabWords:
 
     def _split(self, _: int, normalized: Any) -> list[Any]:
         s = self.splitter
-        pieces = []
+        pieces: list[Any] = []
         for start, end, surface in self.words(str(normalized)):
             word = normalized[start:end]
             if s.lower_case and surface not in s.never_split:
@@ -341,7 +341,8 @@ def attach(tokenizer: Tokenizer, splitter: WordSplitter | dict[str, Any]) -> Tok
     tokenizer.pre_tokenizer = pre_tokenizers.PreTokenizer.custom(_MecabWords(splitter))
     setattr(tokenizer, _MARK, (splitter, serialised))
     # an instance attribute shadows the method (tokenizers' objects carry a __dict__)
-    tokenizer.encode_batch = types.MethodType(_encode_one_by_one, tokenizer)
+    tokenizer.encode_batch = types.MethodType(  # type: ignore[method-assign]  # on purpose
+        _encode_one_by_one, tokenizer)
     return tokenizer
 
 
