@@ -23,6 +23,7 @@ from fastrag.encoders import (
     RemoteEncoder,
     SpladeEncoder,
     SpladeIndex,
+    StaticEncoder,
     TextEncoder,
     TruncationWarning,
 )
@@ -58,6 +59,7 @@ __all__ = [
     "SearchResults",
     "SpladeEncoder",
     "SpladeIndex",
+    "StaticEncoder",
     "TextEncoder",
     "TruncationWarning",
     "get_analyzer",

@@ -13,6 +13,7 @@ import click
 
 from fastrag import __version__
 from fastrag.cli_index import delete_cmd, index_cmd
+from fastrag.cli_static import distill_cmd
 
 ANALYZERS = ["auto", "english", "japanese", "bigram"]
 # folders of build outputs and installed packages, never documents (hidden ones are skipped too)
@@ -369,6 +370,7 @@ def export_cmd(
 
 main.add_command(index_cmd)
 main.add_command(delete_cmd)
+main.add_command(distill_cmd)
 
 
 @main.command("search")

@@ -39,6 +39,7 @@ from fastrag.collection.metaindex import Unsupported
 from fastrag.collection.store import CollectionError
 from fastrag.encoders.base import Encoder, check_texts
 from fastrag.encoders.models import SpladeEncoder, TextEncoder
+from fastrag.encoders.static import StaticEncoder, is_static_model
 from fastrag.index import BM25, DenseIndex
 from fastrag.index.dense import as_matrix
 from fastrag.search.corpus import NO_DOC, ChunkHit, ChunkTable, Document
@@ -132,7 +133,8 @@ class Collection:
 
         Args:
             encoder: the dense encoder: a `fastrag.Encoder`, a model name for
-                `fastrag.TextEncoder` ("default": all-MiniLM-L6-v2, offline), or None for a
+                `fastrag.TextEncoder` ("default": all-MiniLM-L6-v2, offline), a static model
+                (``static:<folder or id>``, `fastrag.encoders.StaticEncoder`), or None for a
                 BM25-only collection.
             analyzer: BM25 analyzer ("auto", "english", "japanese", "bigram").
             chunk_chars: longest chunk in characters (documents are split into chunks);
@@ -1011,6 +1013,10 @@ def _make_encoder(encoder: Encoder | str | None, *, attentions: bool = False,
         ):
             raise ValueError("sparse='bm42' needs a TextEncoder with attentions=True")
         return encoder
+    if isinstance(encoder, str) and is_static_model(encoder):
+        if attentions or quantize is not None:
+            raise ValueError("a static model has no attentions (sparse='bm42') and no int8 mode")
+        return StaticEncoder(encoder)
     if isinstance(encoder, str):
         return TextEncoder(encoder, attentions=attentions, quantize=quantize)
     raise TypeError(f"encoder must be a fastrag Encoder, a model name or None, got {encoder!r}")

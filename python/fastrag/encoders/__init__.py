@@ -1,4 +1,5 @@
-"""Text encoders: ONNX exports of Hugging Face models run with onnxruntime, or a remote API."""
+"""Text encoders: ONNX exports of Hugging Face models run with onnxruntime, static (model2vec)
+models run in numpy, or a remote API."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from fastrag.encoders.registry import MODELS, ModelSpec, find_spec, known_models
 from fastrag.encoders.remote import RemoteEncoder, RemoteEncoderError
 from fastrag.encoders.resolve import cache_root, resolve_model
 from fastrag.encoders.splade_index import SpladeIndex
+from fastrag.encoders.static import StaticEncoder, distill_static, is_static_model
 
 __all__ = [
     "MODELS",
@@ -28,12 +30,15 @@ __all__ = [
     "SkippedChunkWarning",
     "SpladeEncoder",
     "SpladeIndex",
+    "StaticEncoder",
     "TextEncoder",
     "TokenVectors",
     "TruncationWarning",
     "cache_root",
+    "distill_static",
     "export_model",
     "find_spec",
+    "is_static_model",
     "known_models",
     "matryoshka",
     "normalize",

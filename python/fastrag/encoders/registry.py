@@ -135,6 +135,13 @@ MODELS: tuple[ModelSpec, ...] = (
               max_length=512, aliases=("splade-ja-v3", "japanese-splade-v3")),
     ModelSpec("splade-tiny", task="splade", max_length=512, aliases=("splade-tiny",),
               offline_package="cognition", offline_path="model", offline_extra="splade"),
+    # model2vec static models (StaticEncoder, or `static:` + a name; downloaded once)
+    *(
+        ModelSpec(f"minishlab/{n}", task="static", aliases=(n,))
+        for n in ("potion-base-8M", "potion-base-32M", "potion-retrieval-32M")
+    ),
+    ModelSpec("minishlab/potion-multilingual-128M", task="static", languages=("multi",),
+              aliases=("potion-multilingual-128M",)),
     ModelSpec("cross-encoder/ms-marco-MiniLM-L6-v2", task="rerank", max_length=512,
               aliases=("ms-marco-minilm",)),
     ModelSpec("hotchpotch/japanese-reranker-cross-encoder-xsmall-v1", task="rerank",

@@ -90,6 +90,11 @@ def resolve_model(
     name = os.fspath(model)
     local = Path(name).expanduser()
     spec: ModelSpec | None = None
+    if name.startswith("static:") or _is_model2vec(local):
+        raise ValueError(
+            f"{name} is a static (model2vec) model: open it with fastrag.encoders.StaticEncoder "
+            "(or encoder='static:<folder>' for a collection)"
+        )
     if local.is_dir():
         if (local / MANIFEST).is_file():
             _check_task(local, task)
@@ -133,6 +138,15 @@ def resolve_model(
     return build_export(
         source, out, task=task, attentions=attentions, settings=settings, trust_remote_code=trust
     )
+
+
+def _is_model2vec(folder: Path) -> bool:
+    """Whether `folder` holds a model2vec static model (its config.json says so)."""
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and config.get("model_type") == "model2vec"
 
 
 def torch_available() -> bool:
