@@ -189,6 +189,16 @@ def test_duplicate_ids_in_one_call_are_rejected():
     assert len(index) == 5 and "new" not in index
 
 
+@pytest.mark.parametrize("single", ["new", 7])
+def test_one_id_for_a_batch_is_refused_by_name(single):
+    index = make_index()
+    with pytest.raises(TypeError, match="ids must be a list of ids, one per document"):
+        index.add(["one", "two"], ids=single)
+    assert len(index) == 5 and single not in index
+    index.add("one", ids=single)  # a single document takes a single id
+    assert single in index
+
+
 def test_delete():
     index = make_index()
     with pytest.raises(KeyError, match="nope"):

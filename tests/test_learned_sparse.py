@@ -138,6 +138,16 @@ def test_repeated_document_term_keeps_max_and_query_terms_add_up():
     assert ix.search((np.array([4, 4]), np.array([1.0, 0.5])), k=1)[0][0].score == 3.0
 
 
+@pytest.mark.parametrize("single", ["a", 7])
+def test_one_id_for_a_batch_of_vectors_is_refused_by_name(single):
+    ix = ImpactIndex(10)
+    with pytest.raises(TypeError, match="ids must be a list of ids, one per document"):
+        ix.add([{1: 0.5}, {2: 0.5}], ids=single)
+    assert len(ix) == 0
+    ix.add({1: 0.5}, ids=single)  # one vector takes one id
+    assert single in ix
+
+
 def test_filters_are_exact(data, index):
     _, matrix, queries, qmatrix = data
     rng = np.random.default_rng(3)

@@ -18,16 +18,26 @@ from fastrag.index.idmap import IdMap
 from fastrag.index.results import DocId, SearchResults
 
 
-def as_batch(docs: Any, ids: Any) -> tuple[Any, Any]:
+def as_batch(
+    docs: Any, ids: Iterable[DocId] | DocId | None
+) -> tuple[Any, Iterable[DocId] | None]:
     """(docs, ids) with a single string document made a batch of one (and its single id a list
-    of one); a single string id for a batch is a TypeError."""
+    of one); a single id (string or int) for a batch is a TypeError."""
     if isinstance(docs, str):
         docs = [docs]
         if isinstance(ids, (str, int)):
             ids = [ids]
-    elif isinstance(ids, str):
+    return docs, batch_ids(ids)
+
+
+def batch_ids(ids: Iterable[DocId] | DocId | None) -> Iterable[DocId] | None:
+    """The ids of a batch of documents; a single id is a TypeError (iterating a string would
+    give one id per character, an int none)."""
+    if isinstance(ids, str):
         raise TypeError("ids must be a list of ids, one per document, not a single string")
-    return docs, ids
+    if isinstance(ids, int):
+        raise TypeError(f"ids must be a list of ids, one per document, not a single id ({ids!r})")
+    return ids
 
 
 def check_int(value: object, name: str, minimum: int = 1) -> int:
@@ -62,7 +72,7 @@ def filter_ids(filter: object) -> Iterable[DocId] | None:
         return [filter]
     if not isinstance(filter, Iterable):
         raise TypeError(f"filter takes a list of ids, got {type(filter).__name__}")
-    return filter  # type: ignore[return-value]
+    return filter
 
 
 class IdIndex:

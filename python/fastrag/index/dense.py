@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, TypeGuard, get_args, runtime_checkable
 
 import numpy as np
 
@@ -12,8 +12,18 @@ from fastrag import _core
 from fastrag.index.base import IdIndex, check_int, check_threads, filter_ids
 from fastrag.index.results import DocId, SearchResults
 
-METRICS = ("cosine", "ip", "l2")
-STORAGES = ("float32", "int8", "float16")
+Metric = Literal["cosine", "ip", "l2"]
+Storage = Literal["float32", "int8", "float16"]
+METRICS: tuple[Metric, ...] = get_args(Metric)
+STORAGES: tuple[Storage, ...] = get_args(Storage)
+
+
+def _is_metric(value: object) -> TypeGuard[Metric]:
+    return value in METRICS
+
+
+def _is_storage(value: object) -> TypeGuard[Storage]:
+    return value in STORAGES
 F16_MAX = 65504.0  # the largest finite float16
 
 
@@ -119,9 +129,9 @@ class DenseIndex(IdIndex):
             if encoder is None:
                 raise ValueError("give dim (the vector dimension) or an encoder")
             dim = encoder.dim
-        if metric not in METRICS:
+        if not _is_metric(metric):
             raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
-        if storage not in STORAGES:
+        if not _is_storage(storage):
             raise ValueError(f"storage must be one of {', '.join(STORAGES)}, got {storage!r}")
         # Ranges (dim <= 65536, M in 2..256, ef_construction < 2**32) are the core's to check.
         self._core = _core.HnswIndex(
@@ -268,7 +278,7 @@ class DenseIndex(IdIndex):
         """The stored vector of an id (normalised for cosine; dequantised for int8 storage
         without rescoring)."""
         (internal,) = self._ids.lookup([doc_id]).tolist()
-        return self._core.get_vector(internal)
+        return np.asarray(self._core.get_vector(internal))
 
     # ------------------------------------------------------------------ searching
     def search(

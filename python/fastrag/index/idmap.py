@@ -164,7 +164,8 @@ class IdMap:
             # Tagged with the version it was copied at: a copy that raced with a change is
             # used for this call only and never served from the cache.
             self._array = cached = (version, arr)
-        return cached[1][internal]
+        users: np.ndarray = cached[1][internal]
+        return users
 
     def int_slots(self) -> np.ndarray:
         """uint32 per internal id: its user id when that is an int in [0, 2**32 - 1), else

@@ -14,13 +14,13 @@ import math
 import os
 import warnings
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from fastrag import _core
 from fastrag._core import IndexFormatError
-from fastrag.index.base import IdIndex
+from fastrag.index.base import IdIndex, batch_ids
 from fastrag.index.csr import (
     MAX_TERMS,
     Csr,
@@ -34,6 +34,7 @@ from fastrag.index.csr import (
 from fastrag.index.results import DocId, SearchResults
 
 QUANTIZATIONS = (None, "uint8")
+_Impact = TypeVar("_Impact", bound="ImpactIndex")  # _open builds the subclass it is called on
 
 
 class ImpactIndex(IdIndex):
@@ -121,9 +122,7 @@ class ImpactIndex(IdIndex):
         csr, single = to_csr(vectors, self._vocab_limit, "documents")
         if single and isinstance(ids, (str, int)):
             ids = [ids]
-        elif isinstance(ids, str):
-            raise TypeError("ids must be a list of ids, one per document, not a single string")
-        self._add_csr(csr, ids)
+        self._add_csr(csr, batch_ids(ids))
 
     def _add_csr(self, csr: Csr, ids: Iterable[DocId] | None) -> None:
         with self._write_lock:
@@ -220,7 +219,7 @@ class ImpactIndex(IdIndex):
     # ------------------------------------------------------------------ statistics
     def document_frequencies(self) -> np.ndarray:
         """Live documents holding each term id, (n_terms,) uint32 (ids past the end: 0)."""
-        return self._core.document_frequencies()
+        return np.asarray(self._core.document_frequencies())
 
     def idf(self, term_ids: np.ndarray) -> np.ndarray:
         """ln((N - df + 0.5) / (df + 0.5) + 1) of term ids over the live documents (float32)."""
@@ -255,7 +254,9 @@ class ImpactIndex(IdIndex):
         self._save(path, self._meta())
 
     @classmethod
-    def _open(cls, path: str | os.PathLike[str], mmap: bool) -> tuple[Any, dict[str, Any]]:
+    def _open(
+        cls: type[_Impact], path: str | os.PathLike[str], mmap: bool
+    ) -> tuple[_Impact, dict[str, Any]]:
         core, meta, ids = cls._load_core(_core.SparseIndex, path, mmap, "n_docs")
         if core.scoring != "impact":
             raise IndexFormatError(f"{path} holds a BM25 index, not impact scores")

@@ -102,7 +102,7 @@ class BM25(IdIndex):
         docs, ids = as_batch(docs, ids)
         docs = list(docs)
         with self._write_lock:
-            new_ids = self._ids.new_ids(ids, len(docs))  # type: ignore[arg-type]
+            new_ids = self._ids.new_ids(ids, len(docs))
             if not docs:
                 return
             tokens = self._tokens(docs, corpus=True)
@@ -173,7 +173,7 @@ class BM25(IdIndex):
     @property
     def method(self) -> str:
         """The BM25 variant ("lucene", "robertson", "atire", "bm25l" or "bm25+")."""
-        return self._core.method
+        return str(self._core.method)
 
     def stats(self) -> dict[str, Any]:
         """Counts, average length and the bytes held by the core's arrays."""
