@@ -292,3 +292,16 @@ def test_cli_distill(tiny_bert, tmp_path):
     assert StaticEncoder(folder).dim == 8
     bad = CliRunner().invoke(main, ["distill", str(folder), "--cache-dir", str(cache)])
     assert bad.exit_code != 0 and "static model already" in bad.output
+
+
+def test_eval_dense_method_takes_a_static_model(model_dir):
+    from fastrag.eval import Dataset, run_method
+
+    texts = {"fruit": "apple banana cherry grape", "flow": "shock wave boundary layer",
+             "animals": "cat dog horse mouse"}
+    ds = Dataset("tiny", corpus={k: {"title": "", "text": v} for k, v in texts.items()},
+                 queries={"q1": "cherry banana", "q2": "horse cat"},
+                 qrels={"q1": {"fruit": 1}, "q2": {"animals": 1}})
+    run, _ = run_method(ds, "dense", options={"model": f"static:{model_dir}"})
+    assert {q: max(docs, key=docs.__getitem__) for q, docs in run.items()} == {
+        "q1": "fruit", "q2": "animals"}

@@ -65,19 +65,24 @@ def run_bm25(dataset: Dataset, depth: int, options: dict[str, Any]) -> dict[str,
 
 @register_method("dense", matryoshka=True)
 def run_dense(dataset: Dataset, depth: int, options: dict[str, Any]) -> dict[str, dict[str, float]]:
-    """Dense retrieval with options model (default "default": all-MiniLM-L6-v2 offline),
+    """Dense retrieval with options model (default "default": all-MiniLM-L6-v2 offline; a
+    static model as ``static:<folder or id>``),
     dim (Matryoshka truncation), quantize (None / "int8"), exact (default True: brute-force
     search, so the figure is the encoder's), ef, batch_size, threads, cache_dir."""
-    from fastrag.encoders import TextEncoder
+    from fastrag.encoders import Encoder, StaticEncoder, TextEncoder, is_static_model
     from fastrag.index import DenseIndex
 
     model = options.get("model", "default")
-    encoder = TextEncoder(
-        model,
-        quantize=options.get("quantize"),
-        threads=int(options.get("threads", 0)),
-        cache_dir=options.get("cache_dir"),
-    )
+    encoder: Encoder
+    if is_static_model(model):  # a model2vec model (static:<folder or id>)
+        encoder = StaticEncoder(model)
+    else:
+        encoder = TextEncoder(
+            model,
+            quantize=options.get("quantize"),
+            threads=int(options.get("threads", 0)),
+            cache_dir=options.get("cache_dir"),
+        )
     dim = options.get("dim")
     batch_size = int(options.get("batch_size", 32))
     doc_ids, texts = dataset.documents()
