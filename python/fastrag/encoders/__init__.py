@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from fastrag.encoders.base import Encoder, TruncationWarning, matryoshka, normalize
 from fastrag.encoders.bm42_index import BM42Index
-from fastrag.encoders.export import ExportError, export_model
+from fastrag.encoders.errors import ExportError
+from fastrag.encoders.export import export_model
 from fastrag.encoders.late import LateChunker, SkippedChunkWarning
 from fastrag.encoders.models import CrossEncoder, SpladeEncoder, TextEncoder, TokenVectors, pool
 from fastrag.encoders.onnx import ModelFormatError, OnnxModel

@@ -22,7 +22,7 @@ def check_texts(texts: Sequence[str] | str, *, name: str = "texts") -> list[str]
     through ``surrogateescape``) is refused, as are empty and whitespace-only texts.
     """
     if isinstance(texts, (str, bytes)):
-        texts = [texts]  # type: ignore[list-item]
+        texts = [texts]
     out: list[str] = []
     for i, text in enumerate(texts):
         if isinstance(text, bytes):

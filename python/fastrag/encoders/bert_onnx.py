@@ -32,9 +32,9 @@ from typing import Any
 import numpy as np
 
 from fastrag.encoders import stack
+from fastrag.encoders.errors import ExportError
 from fastrag.encoders.export import (
     TASKS,
-    ExportError,
     _fuse,
     _max_diff,
     _run_check,
@@ -82,10 +82,10 @@ def unsupported_reason(folder: str | os.PathLike[str], task: str = "embed") -> s
     kind = config.get("model_type")
     sizes = [config.get(k) for k in ("hidden_size", "num_attention_heads", "num_hidden_layers",
                                      "vocab_size", "max_position_embeddings")]
+    positive = [v for v in sizes if isinstance(v, int) and not isinstance(v, bool) and v > 0]
     checks = (
         (kind in ARCHITECTURES, f"architecture {kind!r} is not one of {', '.join(ARCHITECTURES)}"),
-        (all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in sizes)
-         and sizes[0] % sizes[1] == 0,
+        (len(positive) == len(sizes) and positive[0] % positive[1] == 0,
          "config.json lacks positive sizes (hidden size a multiple of the heads)"),
         (task in TASKS, f"task {task!r} is not one of {', '.join(TASKS)}"),
         (task != "splade" or kind == "bert", "SPLADE heads are built for BERT only"),

@@ -172,7 +172,7 @@ class BM42Index(ImpactIndex):
             raise TypeError("this index has no encoder to tokenize queries (load it with "
                             "encoder=...)")
         enc = self._encoder.model.tokenizer.encode(query)
-        merged = self._merge(np.asarray(enc.ids), None, 0)  # type: ignore[arg-type]
+        merged = self._merge(np.asarray(enc.ids), None, 0)
         _, stems = self._clean([w for w, _ in merged])
         return list(dict.fromkeys(stems))
 
@@ -227,7 +227,7 @@ class BM42Index(ImpactIndex):
             out.append((terms, self.idf(terms)))
         return out
 
-    def search(  # type: ignore[override]
+    def search(
         self,
         queries: Sequence[str] | str,
         k: int = 10,
@@ -266,7 +266,7 @@ class BM42Index(ImpactIndex):
         }
 
     @classmethod
-    def load(  # type: ignore[override]
+    def load(
         cls,
         path: str | os.PathLike[str],
         *,

@@ -98,7 +98,7 @@ def _wrapper(
     """A module whose forward takes plain tensors and returns exactly the task's outputs
     (for embed, token vectors through the sentence-transformers Dense `layers`)."""
 
-    class Exported(torch.nn.Module):
+    class Exported(torch.nn.Module):  # type: ignore[misc]  # torch: optional, passed in
         def __init__(self) -> None:
             super().__init__()
             self.model = model
@@ -455,7 +455,7 @@ def fingerprint_of(manifest: dict[str, Any]) -> str:
     Quantisation is left out on purpose: an int8 session approximates the same encoder, so
     int8 queries may search an fp32 index.
     """
-    keys = (
+    keys: tuple[str, ...] = (
         "task", "weights_sha256", "pooling", "normalize", "query_prompt", "document_prompt",
         "append_eos", "max_length", "tokenizer_sha256",
     )

@@ -67,8 +67,8 @@ def _numpy_mean_pool(
     ends = np.minimum(spans[:, 1], n)
     valid = ends > starts
     pooled = np.zeros((len(spans), dim), dtype=np.float32)
-    for i in np.flatnonzero(valid):
-        pooled[i] = tokens[starts[i] : ends[i]].astype(np.float32).mean(axis=0)
+    for row in np.flatnonzero(valid):
+        pooled[row] = tokens[starts[row] : ends[row]].astype(np.float32).mean(axis=0)
     return pooled, valid
 
 

@@ -29,7 +29,8 @@ def pool(hidden: np.ndarray, lengths: np.ndarray, how: str) -> np.ndarray:
         return np.array(hidden[rows, lengths - 1, :], dtype=np.float32)
     valid = (np.arange(hidden.shape[1])[None, :] < lengths[:, None]).astype(hidden.dtype)
     sums = np.einsum("btd,bt->bd", hidden, valid)
-    return (sums / lengths[:, None]).astype(np.float32)
+    pooled: np.ndarray = (sums / lengths[:, None]).astype(np.float32)
+    return pooled
 
 
 @dataclass

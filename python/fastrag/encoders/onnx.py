@@ -11,6 +11,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import numpy as np
@@ -50,7 +51,7 @@ def _library_file(filename: str) -> bool:
 def caller_level() -> int:
     """The `stacklevel` that points a warning at the code that called fastrag: the first
     frame outside the library (user code, or fastrag's own command line or service)."""
-    frame = sys._getframe(1)
+    frame: FrameType | None = sys._getframe(1)
     level = 1
     while frame is not None and _library_file(frame.f_code.co_filename):
         frame = frame.f_back

@@ -133,8 +133,8 @@ class RemoteEncoder(JsonClient, Encoder):
 
     # -- the Encoder interface -------------------------------------------------------------
 
-    @property  # type: ignore[override]
-    def dim(self) -> int:
+    @property
+    def dim(self) -> int:  # type: ignore[override]  # read-only: probed from the server once
         """The model's full output dimension; probes the server once when it was not given."""
         if self._dim is None:
             with self._dim_lock:

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from fastrag.encoders.bert_onnx import build_bert_onnx, unsupported_reason
-from fastrag.encoders.export import EXPORT_VERSION, MANIFEST, ExportError, export_model
+from fastrag.encoders.errors import ExportError
+from fastrag.encoders.export import EXPORT_VERSION, MANIFEST, export_model
 from fastrag.encoders.registry import ModelSpec, find_spec
 
 log = logging.getLogger(__name__)
@@ -119,7 +120,10 @@ def resolve_model(
         hf_id = spec.hf_id if spec else name
         source = spec.offline_folder() if spec else None
         label = hf_id
-        key_source = f"hf:{hf_id}@{revision}" if source is None else f"pkg:{spec.offline_package}"
+        key_source = (
+            f"pkg:{spec.offline_package}" if spec and source is not None
+            else f"hf:{hf_id}@{revision}"
+        )
         if spec and spec.task != task:
             raise ValueError(f"{hf_id} is a {spec.task!r} model, not {task!r}")
     key = {"source": key_source, "task": task, "attentions": attentions}

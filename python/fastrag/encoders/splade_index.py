@@ -161,7 +161,7 @@ class SpladeIndex(ImpactIndex):
         warn_empty(texts, empty, "SPLADE terms")
         self._add_csr(pairs_csr(vectors), ids)
 
-    def search(  # type: ignore[override]
+    def search(
         self,
         queries: Any,
         k: int = 10,
@@ -201,7 +201,7 @@ class SpladeIndex(ImpactIndex):
         }
 
     @classmethod
-    def load(  # type: ignore[override]
+    def load(
         cls,
         path: str | os.PathLike[str],
         *,

@@ -67,6 +67,10 @@ class ImpactIndex(IdIndex):
     """
 
     _FORMAT = "fastrag.impact"
+    # A text subclass's model and its fingerprint (set by those subclasses and
+    # `_restore_encoder`); plain vector indexes have neither.
+    _encoder: object | None
+    _fingerprint: str | None
 
     def __init__(
         self,
