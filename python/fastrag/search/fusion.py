@@ -122,7 +122,7 @@ def _check_depth(depth: int | None) -> int | None:
 
 
 def _prepare(
-    rankings: Sequence[Ranking],
+    rankings: Sequence[Ranking[Any]],
     weights: Sequence[float] | None,
     depth: int | None,
     *,

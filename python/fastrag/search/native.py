@@ -9,7 +9,7 @@ returned document ordinals into results, reading texts only for the hits.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal, TypeVar, get_args
 
 import numpy as np
 
@@ -21,7 +21,18 @@ __all__ = ["NATIVE_FUSIONS", "run"]
 
 #: Fusions the executor runs, with the options it takes: RRF's k as ``rrf_k``, and the
 #: weights, which reach it as each leg's weight (``Pipeline.weights`` resolves them).
-NATIVE_FUSIONS = ("rrf", "minmax", "zscore", "dbsf")
+NativeFusion = Literal["rrf", "minmax", "zscore", "dbsf"]
+NATIVE_FUSIONS: tuple[NativeFusion, ...] = get_args(NativeFusion)
+_AGGREGATES: tuple[Literal["max", "sum"], ...] = ("max", "sum")
+_Name = TypeVar("_Name", bound=str)
+
+
+def _one_of(value: str, names: tuple[_Name, ...], what: str) -> _Name:
+    """`value` as the one of `names` it equals (ValueError for any other)."""
+    for name in names:
+        if value == name:
+            return name
+    raise ValueError(f"the executor has no {what} {value!r}; expected one of {', '.join(names)}")
 _NATIVE_OPTIONS = {"rrf": {"k", "weights"}}
 
 
@@ -64,9 +75,10 @@ def run(
             spec.update(r.native_leg(index, queries, vectors), depth=max(r.depth, k),
                         weight=float(weight))
             specs.append(spec)
-        out = _core.execute(
-            specs, table.chunk_doc, k=k, fusion=fusion,
-            rrf_k=float(fusion_options.get("k", 60.0)), aggregate=aggregate,
+        out: dict[str, Any] = _core.execute(
+            specs, table.chunk_doc, k=k, fusion=_one_of(fusion, NATIVE_FUSIONS, "fusion"),
+            rrf_k=float(fusion_options.get("k", 60.0)),
+            aggregate=_one_of(aggregate, _AGGREGATES, "aggregate"),
             explain=explain, threads=threads,
         )
     finally:

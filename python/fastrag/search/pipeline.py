@@ -210,8 +210,8 @@ class Pipeline:
         groups: dict[tuple[float, ...], list[int]] = {}
         skipped: dict[int, dict[str, str]] = {}
         for i, q in enumerate(queries):
-            weights, left_out = self._plan(corpus, q)
-            groups.setdefault(tuple(weights), []).append(i)
+            planned, left_out = self._plan(corpus, q)
+            groups.setdefault(tuple(planned), []).append(i)
             if left_out:
                 skipped[i] = left_out
         encode = search = 0.0

@@ -91,7 +91,8 @@ class DenseRescore:
         """Cosines of `qvec` with the chunks' stored vectors."""
         if qvec is None:
             raise ValueError("dense rescoring needs a collection with an encoder")
-        return corpus.vectors_of(chunks) @ qvec
+        cosines: np.ndarray = corpus.vectors_of(chunks) @ qvec
+        return cosines
 
 
 @dataclass
