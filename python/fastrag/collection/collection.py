@@ -172,7 +172,7 @@ class Collection:
             if wanted and not local:
                 raise ValueError(f"{flag} needs a local fastrag.TextEncoder (encoder=...)")
         splade_model = splade if isinstance(splade, str) else None
-        splade = _make_splade(splade) if sparse == "splade" else None
+        splade_enc = _make_splade(splade) if sparse == "splade" else None
         settings = {
             "format": store.FORMAT,
             "version": store.VERSION,
@@ -183,9 +183,9 @@ class Collection:
             "token_vectors": bool(token_vectors),
             "sparse": sparse,
             "late_chunking": bool(late_chunking),
-            "splade": None if splade is None else {
-                "model": splade_model, "fingerprint": splade.fingerprint,
-                "languages": _languages_of(splade),
+            "splade": None if splade_enc is None else {
+                "model": splade_model, "fingerprint": splade_enc.fingerprint,
+                "languages": _languages_of(splade_enc),
             },
             "encoder": None if enc is None else {
                 "model": encoder if isinstance(encoder, str) else None,
@@ -198,8 +198,8 @@ class Collection:
         folder.mkdir(parents=True, exist_ok=True)
         db = store.create_db(folder, settings)
         col = cls(folder, db, settings)
-        col._encoder, col._splade = enc, splade
-        col._indexes = {leg: legs_mod.new_index(leg, settings, enc, splade)
+        col._encoder, col._splade = enc, splade_enc
+        col._indexes = {leg: legs_mod.new_index(leg, settings, enc, splade_enc)
                         for leg in legs_mod.legs_of(settings)}
         return col
 
@@ -551,7 +551,7 @@ class Collection:
             while any(i in self for i in ids):
                 base += len(texts)
                 ids = [str(base + i) for i in range(len(texts))]
-        ids = [store.check_id(d, f"ids[{i}]") for i, d in enumerate(ids)]  # type: ignore[union-attr]
+        ids = [store.check_id(d, f"ids[{i}]") for i, d in enumerate(ids)]
         if len(ids) != len(texts):
             raise ValueError(f"{len(texts)} texts but {len(ids)} ids")
         if len(set(ids)) != len(ids):
@@ -604,10 +604,10 @@ class Collection:
                 first = store.meta_int(self._db, "next_chunk")
                 rows, chunk_ids, n = [], [], first
                 for doc_id, text, sp in zip(ids, texts, spans, strict=True):
-                    for j, (s, e) in enumerate(sp):
-                        lang = detect_language(text, s, e)
-                        crc = store.chunk_crc(n, doc_id, j, s, e, lang)
-                        rows.append((n, doc_id, j, s, e, lang, crc))
+                    for j, (start, end) in enumerate(sp):
+                        lang = detect_language(text, start, end)
+                        crc = store.chunk_crc(n, doc_id, j, start, end, lang)
+                        rows.append((n, doc_id, j, start, end, lang, crc))
                         chunk_ids.append(n)
                         n += 1
                 doc_rows = [(d, t, m, store.doc_crc(d, t, m))
@@ -646,7 +646,8 @@ class Collection:
             self._docs.put(doc_rows)
             self._drop_from_indexes(old)
             if self._chunks is not None:
-                self._chunks.put([ChunkHit(c, d, s, e) for c, d, _, s, e, _, _ in rows])
+                self._chunks.put([ChunkHit(c, d, start, end)
+                                  for c, d, _, start, end, _, _ in rows])
             self._dirty = True
         return ids
 
@@ -663,7 +664,8 @@ class Collection:
         JSON rows' ids); returns what was read and skipped (`Found`). All or nothing, like
         `add`; commit to keep them."""
         items = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
-        found, seen = Found(), {}
+        found = Found()
+        seen: dict[str, str] = {}
         for path in items:
             part = read_documents(path, max_file_bytes)
             for doc_id, text, meta in zip(part.ids, part.texts, part.metadata, strict=True):
@@ -839,7 +841,8 @@ class Collection:
         records, known, live, ordinal = self._record_of_ordinal[1]
         by_ordinal = np.zeros(len(records), dtype=bool)
         by_ordinal[known] = mask[records[known]]
-        return np.flatnonzero(by_ordinal[ordinal] & live).tolist()
+        chunks: list[int] = np.flatnonzero(by_ordinal[ordinal] & live).tolist()
+        return chunks
 
     @_checked
     def allowed_chunks(self, spec: Mapping[str, Any]) -> list[int]:
@@ -905,7 +908,8 @@ class Collection:
     @_checked
     def default_pipeline_spec(self) -> dict[str, Any] | None:
         """The stored default pipeline spec (`set_default_pipeline`), or None."""
-        return store.get_meta(self._db, "default_pipeline")
+        spec: dict[str, Any] | None = store.get_meta(self._db, "default_pipeline")
+        return spec
 
     def _named_pipeline(self, method: str) -> Pipeline:
         spec = self.default_pipeline_spec() if method in ("hybrid", "tuned") else None
@@ -997,7 +1001,7 @@ class Collection:
                 raise CollectionError(f"{self.path}: the collection changed too often to search")
 
 
-def _languages_of(enc: Encoder) -> list[str]:
+def _languages_of(enc: object) -> list[str]:
     langs = getattr(enc, "manifest", {}).get("languages") if hasattr(enc, "manifest") else None
     return list(langs) if langs else ["en"]
 

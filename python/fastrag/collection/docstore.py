@@ -156,7 +156,7 @@ class DocStore:
                 checked[i] = 1
             raw.append(meta)
         try:
-            out = json.loads(_decode(b"[" + b",".join(raw) + b"]"))
+            out: list[dict[str, Any]] = json.loads(_decode(b"[" + b",".join(raw) + b"]"))
         except json.JSONDecodeError:  # unreachable unless a checksum matched by chance
             raise self._damaged(self._ids[0]) from None
         if len(out) != len(raw) or not all(isinstance(m, dict) for m in out):

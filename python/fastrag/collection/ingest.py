@@ -196,7 +196,8 @@ def _read_rows(
             continue
         body = " ".join(_as_text(row[k]) for k in fields if k in row).strip()
         used |= set(fields) | {"metadata"}
-        nested = row.get("metadata") if isinstance(row.get("metadata"), dict) else {}
+        given = row.get("metadata")
+        nested = given if isinstance(given, dict) else {}
         meta = {"source": rel, **{k: v for k, v in row.items() if k not in used}, **nested}
         found.add(doc_id, body, meta, where, seen)
 

@@ -239,7 +239,7 @@ def _upgrade_v1(db: sqlite3.Connection) -> dict[str, Any]:
     lock; a concurrent opener waits, then finds it done)."""
     db.execute("BEGIN IMMEDIATE")
     try:
-        settings = get_meta(db, "settings")
+        settings: dict[str, Any] = get_meta(db, "settings")  # a dict: the opener checked it
         if int(settings.get("version", 0)) < 2:
             for table in ("documents", "chunks", "tokens"):
                 db.execute(f"ALTER TABLE {table} ADD COLUMN crc INTEGER")
