@@ -63,6 +63,14 @@ def test_load_beir_errors(tmp_path: Path) -> None:
         load_beir(root)
 
 
+@pytest.mark.parametrize("row", ['["d2", "text"]', '"d2"', '{"text": "no id"}'])
+def test_load_beir_refuses_rows_that_are_not_objects_with_an_id(tmp_path: Path, row: str) -> None:
+    root = write_beir(tmp_path / "bad")
+    (root / "queries.jsonl").write_text('{"_id": "q1", "text": "ok"}\n' + row + "\n")
+    with pytest.raises(ValueError, match=r'queries\.jsonl:2: expected a JSON object with an "_id"'):
+        load_beir(root)
+
+
 def test_metrics_use_ranx_semantics() -> None:
     qrels = {"q1": {"a": 1}, "q2": {"b": 1}}
     perfect = evaluate({"q1": {"a": 2.0, "x": 1.0}, "q2": {"b": 1.0}}, qrels)

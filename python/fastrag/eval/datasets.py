@@ -7,6 +7,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 @dataclass
@@ -30,16 +31,20 @@ class Dataset:
         return ids, [self.queries[q] for q in ids]
 
 
-def _read_jsonl(path: Path) -> list[dict]:
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The rows of a BEIR JSON lines file: each a JSON object with an "_id"."""
     rows = []
     with path.open(encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
             if not line.strip():
                 continue
             try:
-                rows.append(json.loads(line))
+                row = json.loads(line)
             except json.JSONDecodeError as e:
                 raise ValueError(f"{path}:{n}: not valid JSON ({e.msg})") from e
+            if not isinstance(row, dict) or "_id" not in row:
+                raise ValueError(f'{path}:{n}: expected a JSON object with an "_id"')
+            rows.append(row)
     return rows
 
 

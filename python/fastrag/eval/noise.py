@@ -55,7 +55,7 @@ import math
 import random
 import re
 import unicodedata
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
@@ -293,7 +293,8 @@ def _halfwidth_table() -> dict[str, str]:
     for cp in range(0xFF66, 0xFF9E):
         table.setdefault(unicodedata.normalize("NFKC", chr(cp)), chr(cp))
     for c in map(chr, range(0x30A1, 0x30FB)):
-        base, *marks = unicodedata.normalize("NFD", c)
+        decomposed = unicodedata.normalize("NFD", c)
+        base, marks = decomposed[0], decomposed[1:]
         if marks and base in table:
             mark = {"\u3099": "\uff9e", "\u309a": "\uff9f"}.get(marks[0])
             if mark:
@@ -642,6 +643,9 @@ def _distractors(
     """Near-topic documents made of other documents' sentences, one per source."""
     from fastrag.index import BM25  # pre-tokenized: no analyzer runs here
 
+    if not sources:
+        return {}
+
     ids, _ = dataset.documents()
     texts = [dataset.corpus[i].get("text", "") for i in ids]
     langs = [
@@ -656,7 +660,7 @@ def _distractors(
     excluded = {s: {d for q in groups[s] for d in dataset.qrels[q]} | {s} for s in sources}
     depth = min(len(ids), 10 + max((len(e) for e in excluded.values()), default=0))
     queries = [sorted(set(tokens[position[s]])) or ["\x00"] for s in sources]
-    results = index.search(queries, k=depth) if sources else []
+    results = index.search(queries, k=depth)
     made: dict[str, dict[str, str] | None] = {}
     for s, hits in zip(sources, results, strict=True):
         near = [str(h.id) for h in hits if str(h.id) not in excluded[s]][:5]
@@ -750,7 +754,7 @@ def _counterfactual(
     return {"title": title, "text": new_text}
 
 
-def _added_id(kind: str, n: int, taken: dict[str, object]) -> str:
+def _added_id(kind: str, n: int, taken: Mapping[str, object]) -> str:
     doc_id = f"{ADDED_PREFIX}{kind}:{n}"
     while doc_id in taken:
         doc_id += "'"
@@ -831,6 +835,7 @@ def inject(
                 out.modified_docs.append(did)
     else:  # semantic / counterfactual: add documents
         sources = _pick_sources(dataset, rate, rng)
+        made: dict[str, dict[str, str] | None]
         if kind == "semantic":
             made = _distractors(dataset, sources, rng)
         else:
@@ -838,12 +843,12 @@ def inject(
             made = {s: _counterfactual(dataset.corpus[s], pools, rng) for s in sources}
         groups = _relevance_groups(dataset)
         for s in sources:
-            doc = made[s]
-            if doc is None:
+            added = made[s]
+            if added is None:
                 logger.info("no %s document could be made for %r", kind, s)
                 continue
             new_id = _added_id(kind, len(out.added_docs), corpus)
-            corpus[new_id] = doc
+            corpus[new_id] = added
             out.added_docs[new_id] = s
             for qid in groups[s]:
                 out.targets.setdefault(qid, []).append(new_id)

@@ -144,7 +144,8 @@ class Report:
     command: str | None = None
 
     def result(self, label: str, noise: NoiseSpec, rate: float) -> NoiseEvalResult:
-        return self.noisy[(label, *noise, rate)]
+        key = (label, *noise, rate)  # a subscript's own tuple may not star-unpack (mypy)
+        return self.noisy[key]
 
     def to_json(self) -> dict[str, Any]:
         """Plain numbers for results.json."""
@@ -212,7 +213,8 @@ def run_report(
             noisy = inject(dataset, noise[0], rate, seed, target=noise[1])
             for c in configs:
                 say(f"{_noise_label(noise)} @ {rate:g}: {c.label}")
-                report.noisy[(c.label, *noise, rate)] = evaluate_noise(
+                key = (c.label, *noise, rate)
+                report.noisy[key] = evaluate_noise(
                     dataset,
                     c.method,
                     kind=noise[0],
@@ -337,12 +339,12 @@ def _markdown(report: Report, images: dict[str, str]) -> str:
     rows = []
     for label in labels:
         r = report.clean[label]
-        noisy_lat = [
+        measured = [
             _latency_ms(report.result(label, n, rate).noisy)
             for n in report.noises
             for rate in rates
         ]
-        noisy_lat = [x for x in noisy_lat if x is not None]
+        noisy_lat = [x for x in measured if x is not None]
         rows.append(
             [
                 f"`{label}`",
@@ -462,8 +464,8 @@ def _plots(report: Report, out: Path) -> dict[str, str]:
             fig.tight_layout(rect=(0, 0.08 if rows == 1 else 0.05, 1, 1))
             save(fig, f"{_file_stem(metric)}_vs_rate")
 
-        points = [(lbl, _latency_ms(report.clean[lbl]), report.clean[lbl]) for lbl in labels]
-        points = [(lbl, x, r) for lbl, x, r in points if x is not None]
+        measured = [(lbl, _latency_ms(report.clean[lbl]), report.clean[lbl]) for lbl in labels]
+        points = [(lbl, x, r) for lbl, x, r in measured if x is not None]
         if points:
             fig, ax = plt.subplots(figsize=(5, 3.4))
             for i, (label, x, r) in enumerate(points):
@@ -485,8 +487,8 @@ def _plots(report: Report, out: Path) -> dict[str, str]:
         if report.matryoshka:
             fig, ax = plt.subplots(figsize=(5, 3.4))
             for i, (label, pts) in enumerate(report.matryoshka.items()):
-                dims, ys = zip(*sorted(pts), strict=True)
-                ax.plot(dims, ys, marker=markers[i % len(markers)], label=label)
+                dims, quality = zip(*sorted(pts), strict=True)
+                ax.plot(dims, quality, marker=markers[i % len(markers)], label=label)
             ax.set_xscale("log", base=2)
             ax.set_xlabel("Matryoshka dimension")
             ax.set_ylabel("nDCG@10")
