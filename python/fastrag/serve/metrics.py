@@ -25,7 +25,8 @@ class Metrics:
     """The counters and histograms of one service."""
 
     def __init__(self) -> None:
-        disable_created_metrics()  # no *_created series: they double the output for nothing
+        # no *_created series: they double the output for nothing
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # unannotated upstream
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter("fastrag_requests", "HTTP requests by endpoint and status",

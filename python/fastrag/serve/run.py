@@ -15,6 +15,7 @@ from types import FrameType
 
 try:
     import uvicorn
+    from fastapi import FastAPI
 except ImportError as e:  # pragma: no cover - depends on the installed extras
     raise ImportError(
         f'fastrag serve needs the server extra: pip install "fastrag-engine[server]" ({e})'
@@ -57,7 +58,7 @@ class DrainingServer(uvicorn.Server):
         self.should_exit = True
 
 
-def build(config: ServeConfig) -> tuple[object, Guard]:
+def build(config: ServeConfig) -> tuple[FastAPI, Guard]:
     """The ASGI app for `config` and its guard (the service is opened here)."""
     metrics = Metrics()
     service = Service(config, on_batch=metrics.on_batch)
@@ -73,6 +74,8 @@ def serve(config: ServeConfig, *, log_level: str = "info") -> None:
                     config.host)
     app, guard = build(config)
     uv = uvicorn.Config(app, host=config.host, port=config.port, log_level=log_level,
-                        access_log=False, timeout_graceful_shutdown=config.drain_seconds,
+                        access_log=False,
+                        # uvicorn annotates an int; it is asyncio.timeout's delay (any number)
+                        timeout_graceful_shutdown=config.drain_seconds,  # type: ignore[arg-type]
                         lifespan="on")
     DrainingServer(uv, guard, config.drain_seconds).run()

@@ -261,6 +261,7 @@ class Service:
     def _write(self, what: str, a: Any, b: Any, c: Any) -> Any:
         with self._write_lock:
             try:
+                out: list[str] | int
                 if what == "add":
                     out = self.writer.add(a, ids=b, metadata=c)
                 else:
