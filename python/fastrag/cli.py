@@ -13,6 +13,7 @@ import click
 
 from fastrag import __version__
 from fastrag.cli_index import delete_cmd, index_cmd
+from fastrag.cli_prepare import prepare_cmd
 from fastrag.cli_static import distill_cmd
 
 ANALYZERS = ["auto", "english", "japanese", "bigram"]
@@ -371,6 +372,7 @@ def export_cmd(
 main.add_command(index_cmd)
 main.add_command(delete_cmd)
 main.add_command(distill_cmd)
+main.add_command(prepare_cmd)
 
 
 @main.command("search")
@@ -388,13 +390,15 @@ main.add_command(distill_cmd)
 @click.option("--filter", "filter_json", default=None,
               help='Metadata filter as JSON, e.g. \'{"lang": "en", "year": {"$gte": 2020}}\'.')
 @click.option("--explain", is_flag=True, help="Show every stage's score and rank.")
+@click.option("--augment", type=click.Choice(["mk"]), default=None,
+              help="mk: an LLM rewrites the query into sub-questions (after `fastrag prepare`).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines.")
 def search_cmd(
     collection: Path, query: str, k: int, method: str, retrievers: str | None,
-    filter_json: str | None, explain: bool, as_json: bool,
+    filter_json: str | None, explain: bool, augment: str | None, as_json: bool,
 ) -> None:
     """Search a COLLECTION folder made by `fastrag index`."""
-    from fastrag.collection import Collection
+    from fastrag.collection import Collection, CollectionError
     from fastrag.encoders import ExportError
     from fastrag.search import fused_pipeline
 
@@ -410,8 +414,9 @@ def search_cmd(
         with warnings.catch_warnings():  # a leg left out is said below, in one line
             warnings.filterwarnings("ignore", message="the .* leg was left out")
             # explain always: it also says which legs were left out (one note below)
-            results = col.search(query, k=k, method=pipeline, filter=spec, explain=True)
-    except (ValueError, TypeError) as e:
+            results = col.search(query, k=k, method=pipeline, filter=spec, explain=True,
+                                 augment=augment)
+    except (ValueError, TypeError, CollectionError) as e:
         raise click.ClickException(str(e)) from e
     finally:
         col.close()
@@ -419,13 +424,17 @@ def search_cmd(
         click.echo("no documents match", err=True)
     for leg, why in (results[0].skipped if results else {}).items():
         click.echo(f"note: the {leg} leg was left out: {why}", err=True)
+    subquestions = getattr(results[0], "subquestions", []) if results else []
+    if explain and subquestions and not as_json:
+        click.echo("sub-questions: " + " | ".join(f"q{i} {q}" for i, q in
+                                                   enumerate(subquestions, 1)))
     for rank, r in enumerate(results, 1):
         stages = {name: {"score": st.score, "rank": st.rank} for name, st in r.stages.items()}
         if as_json:
             click.echo(json.dumps(
                 {"rank": rank, "id": r.id, "score": r.score, "span": list(r.span),
                  "passage": r.passage, "metadata": r.metadata, "stages": stages,
-                 "skipped": r.skipped},
+                 "skipped": r.skipped, **_augmented(r)},
                 ensure_ascii=False,
             ))
             continue
@@ -435,6 +444,14 @@ def search_cmd(
         if explain:
             parts = [f"{n} {st['score']:.4f} (#{st['rank']})" for n, st in stages.items()]
             click.echo(f"{'':15}{' · '.join(parts)}")
+            if getattr(r, "found_by", None):
+                click.echo(f"{'':15}found by: {' | '.join(r.found_by)}")  # type: ignore[attr-defined]
+
+
+def _augmented(r: Any) -> dict[str, Any]:
+    """The augment="mk" fields of a result for --json (none for a plain result)."""
+    return {name: getattr(r, name) for name in ("subquestions", "found_by",
+                                                "matched_questions") if hasattr(r, name)}
 
 
 @main.command("tune")

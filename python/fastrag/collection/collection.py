@@ -30,7 +30,7 @@ import numpy as np
 
 from fastrag._core import IndexFormatError
 from fastrag.collection import legs as legs_mod
-from fastrag.collection import passages, store
+from fastrag.collection import mk, passages, store
 from fastrag.collection.docstore import DocStore
 from fastrag.collection.docstore import file_name as docs_file
 from fastrag.collection.filters import compile_filter
@@ -43,6 +43,7 @@ from fastrag.encoders.static import StaticEncoder, is_static_model
 from fastrag.index import BM25, DenseIndex
 from fastrag.index.dense import as_matrix
 from fastrag.search.corpus import NO_DOC, ChunkHit, ChunkTable, Document
+from fastrag.search.llm import ChatClient
 from fastrag.search.pipeline import Pipeline, Result, default_pipeline
 from fastrag.search.spec import pipeline_from_spec
 from fastrag.text.chunking import split_passages
@@ -930,6 +931,8 @@ class Collection:
         filter: Mapping[str, Any] | None = None,
         explain: bool = False,
         vector: Any = None,
+        augment: str | None = None,
+        llm: ChatClient | None = None,
     ) -> list[Result]:
         """The k best documents for `query`: a list of `fastrag.search.Result`.
 
@@ -937,8 +940,16 @@ class Collection:
         stored), "tuned" (that stored one only), "bm25", "dense", or a
         `fastrag.search.Pipeline`. `filter` restricts to documents whose metadata match.
         `vector`: the query's embedding by the collection's encoder, when you have it.
+        `augment="mk"`: an LLM (`llm`, or the one `fastrag prepare` used) rewrites the query
+        into sub-questions that are retrieved and fused (see `fastrag.collection.mk`).
         """
         (query,) = check_texts([query], name="query")
+        if augment is not None:
+            if vector is not None:
+                raise ValueError("vector= cannot be used with augment= (sub-questions are "
+                                 "embedded by the collection's encoder)")
+            return mk.augmented_search(self, query, k, augment=augment, method=method,
+                                       filter=filter, explain=explain, llm=llm)
         vectors = None if vector is None else np.asarray(vector, dtype=np.float32)[None, :]
         return self.search_batch([query], k, method=method, filter=filter, explain=explain,
                                  vectors=vectors, threads=1)[0]
