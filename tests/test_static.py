@@ -183,6 +183,12 @@ def test_bad_folders_are_refused(tmp_path, model_dir):
     safetensors_numpy.save_file(tensors, str(mapped / "model.safetensors"))
     with pytest.raises(ModelFormatError, match="'mapping' must map"):
         StaticEncoder(mapped)
+    nan = write_model(tmp_path / "nan")
+    tensors = safetensors_numpy.load_file(str(nan / "model.safetensors"))
+    tensors["embeddings"][3, 1] = np.nan
+    safetensors_numpy.save_file(tensors, str(nan / "model.safetensors"))
+    with pytest.raises(ModelFormatError, match="NaN or infinite"):
+        StaticEncoder(nan)
     damaged = write_model(tmp_path / "damaged")
     (damaged / "model.safetensors").write_bytes(b"\x00\x01garbage")
     with pytest.raises(ModelFormatError, match="not a readable safetensors"):

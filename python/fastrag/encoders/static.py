@@ -197,8 +197,8 @@ class StaticEncoder(Encoder):
             raise ValueError(f"max_length must be a positive int, got {window!r}")
         self.max_length: int | None = window
         self._load_tokenizer(folder)
-        self._load_table(folder)
-        self._fingerprint = self._make_fingerprint(folder)
+        tensors = self._load_table(folder)
+        self._fingerprint = self._make_fingerprint(folder, tensors)
 
     # ------------------------------------------------------------------ loading
     def _load_tokenizer(self, folder: Path) -> None:
@@ -218,7 +218,8 @@ class StaticEncoder(Encoder):
         self._median_chars = int(np.median([len(t) for t, _ in vocab])) if vocab else 1
         self._unk = _unk_id(tok)
 
-    def _load_table(self, folder: Path) -> None:
+    def _load_table(self, folder: Path) -> dict[str, np.ndarray]:
+        """Reads and checks the token table; returns the file's tensors as stored."""
         tensors = _load_tensors(folder / WEIGHTS)
         if "embeddings" not in tensors:
             raise ModelFormatError(
@@ -251,16 +252,20 @@ class StaticEncoder(Encoder):
                 raise ModelFormatError(
                     f"{folder}: {len(weights)} token weights for {self.vocab_size} tokens"
                 )
-        self._raw = tensors
         self._table = np.ascontiguousarray(emb, dtype=np.float32)
+        if not np.isfinite(self._table).all() or (
+            weights is not None and not np.isfinite(weights).all()
+        ):
+            raise ModelFormatError(f"{folder}: the token table holds NaN or infinite values")
         self._mapping = mapping
         self._weights = weights
         self.dim = int(emb.shape[1])
+        return tensors
 
-    def _make_fingerprint(self, folder: Path) -> str:
+    def _make_fingerprint(self, folder: Path, tensors: dict[str, np.ndarray]) -> str:
         h = hashlib.sha256()
         for key in ("embeddings", "mapping", "weights"):
-            arr = self._raw.get(key)
+            arr = tensors.get(key)
             if arr is not None:
                 h.update(f"{key}:{arr.dtype}:{arr.shape}".encode())
                 h.update(np.ascontiguousarray(arr).tobytes())
