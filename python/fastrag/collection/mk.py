@@ -19,6 +19,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from fastrag.collection.mk_store import MKStore
 from fastrag.collection.prepare import open_questions
 from fastrag.collection.store import CollectionError
@@ -151,16 +153,28 @@ def augmented_search(
         return col.search(query, k, method=method, filter=filter, explain=explain)
     queries = [query, *questions]
     depth = max(2 * k, 20)
-    per_query = col.search_batch(queries, depth, method=method, filter=filter, threads=1)
+    # the queries are embedded once, for the documents and the synthetic questions alike
+    # (both collections have the same encoder)
+    vectors = col.encoder.encode_queries(queries) if col.encoder is not None and (
+        _uses_encoder(method)) else None
+    per_query = col.search_batch(queries, depth, method=method, filter=filter,
+                                 vectors=vectors, threads=1)
     legs = [Leg.of_results(f"q{i}", q, found)
             for i, (q, found) in enumerate(zip(queries, per_query, strict=True))]
-    legs += _question_legs(col, loaded.questions, queries, depth, method, filter)
+    legs += _question_legs(col, loaded.questions, queries, depth, method, filter, vectors)
     return list(fuse_legs(legs, k, col.texts_of, subquestions=questions, explain=explain))
 
 
+def _uses_encoder(method: str | Pipeline) -> bool:
+    """Whether the search runs the encoder (a dense leg) for its queries."""
+    if isinstance(method, Pipeline):
+        return any(r.uses_encoder for r in method.retrievers)
+    return method in ("hybrid", "tuned", "dense")
+
+
 def _question_legs(col: Collection, qcol: Collection | None, queries: list[str], depth: int,
-                   method: str | Pipeline,
-                   filter: Mapping[str, Any] | None) -> list[Leg]:
+                   method: str | Pipeline, filter: Mapping[str, Any] | None,
+                   vectors: np.ndarray | None) -> list[Leg]:
     """The legs of the synthetic questions: each query's question hits, as documents."""
     if qcol is None or len(qcol) == 0:
         return []
@@ -169,7 +183,10 @@ def _question_legs(col: Collection, qcol: Collection | None, queries: list[str],
         table = col.chunk_table().hits
         allowed = {table[c].doc for c in col.allowed_chunks(filter) if c in table}
     name = method if isinstance(method, str) and method in qcol.legs() else "hybrid"
-    found = qcol.search_batch(queries, depth, method=name, threads=1)
+    if vectors is None and qcol.encoder is not None and _uses_encoder(name):
+        vectors = qcol.encoder.encode_queries(queries)
+    found = qcol.search_batch(queries, depth, method=name, threads=1,
+                              vectors=vectors if qcol.encoder is not None else None)
     legs = []
     for i, (q, results) in enumerate(zip(queries, found, strict=True)):
         hits = [(str(r.metadata.get("doc")), r.text, r.score) for r in results
