@@ -8,6 +8,7 @@ then rewrites queries with the same LLM.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -56,14 +57,12 @@ def prepare_cmd(collection: Path, model: str, base_url: str | None, api_key: str
     def progress(step: str, done: int, total: int) -> None:
         if as_json or total == 0:
             return
-        bar = bars.get(step)
-        if bar is None:
-            bar = bars[step] = click.progressbar(length=total, label=step,
-                                                 file=click.get_text_stream("stderr"))
-            bar.__enter__()
+        if step not in bars:
+            bars[step] = click.progressbar(length=total, label=step, file=sys.stderr)
+        bar = bars[step]
         bar.update(done - bar.pos)
         if done >= total:
-            bar.__exit__(None, None, None)
+            bar.render_finish()
 
     try:
         report = prepare(col, client, n_questions=questions, max_clusters=clusters,
