@@ -257,6 +257,17 @@ def test_cli_prepare_and_search_augment(tmp_path: Path, server: ChatFake,
     assert row["subquestions"] == ["why does a wing stall?", "what causes wave drag?"]
     again = runner.invoke(main, ["prepare", str(tmp_path / "col"), "--model", "tiny"])
     assert again.exit_code == 0 and "0 asked, 6 reused" in again.output
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("OPENAI_BASE_URL", f"http://127.0.0.1:{port}/v1")
+    cached = runner.invoke(main, ["search", str(tmp_path / "col"), QUERY, "--augment", "mk"])
+    assert "warning" not in cached.output  # its rewrite was cached in mk/cache
+    down = runner.invoke(main, ["search", str(tmp_path / "col"), "wing stall", "--augment",
+                                "mk"])
+    assert down.exit_code == 0
+    assert down.output.count("warning: augment=\"mk\" fell back to the plain query") == 1
+    assert "connection refused" in down.output
     monkeypatch.delenv("OPENAI_BASE_URL")
     unprepared = runner.invoke(main, ["prepare", str(tmp_path / "col"), "--base-url", "x"])
     assert unprepared.exit_code != 0 and "http://" in unprepared.output

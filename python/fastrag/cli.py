@@ -411,7 +411,8 @@ def search_cmd(
     except (ValueError, OSError, ImportError, ExportError) as e:
         raise click.ClickException(str(e)) from e
     try:
-        with warnings.catch_warnings():  # a leg left out is said below, in one line
+        with warnings.catch_warnings(record=True) as caught:  # said below, in one line each
+            warnings.simplefilter("always")
             warnings.filterwarnings("ignore", message="the .* leg was left out")
             # explain always: it also says which legs were left out (one note below)
             results = col.search(query, k=k, method=pipeline, filter=spec, explain=True,
@@ -420,6 +421,8 @@ def search_cmd(
         raise click.ClickException(str(e)) from e
     finally:
         col.close()
+    for caught_warning in caught:  # e.g. augment="mk" falling back to the plain query
+        click.echo(f"warning: {caught_warning.message}", err=True)
     if not results:
         click.echo("no documents match", err=True)
     for leg, why in (results[0].skipped if results else {}).items():
