@@ -271,3 +271,22 @@ def test_cli_prepare_and_search_augment(tmp_path: Path, server: ChatFake,
     monkeypatch.delenv("OPENAI_BASE_URL")
     unprepared = runner.invoke(main, ["prepare", str(tmp_path / "col"), "--base-url", "x"])
     assert unprepared.exit_code != 0 and "http://" in unprepared.output
+
+
+def test_a_japanese_collection_gets_the_japanese_prompts(tmp_path: Path,
+                                                          server: ChatFake) -> None:
+    pytest.importorskip("sudachipy")
+    texts = {"fuji": "富士山は日本で一番高い山です。", "tokyo": "東京は日本の首都です。",
+             "kyoto": "京都には多くの寺院があります。"}
+    with Collection.create(tmp_path / "ja", encoder=None) as c:
+        c.add(list(texts.values()), ids=list(texts))
+    with Collection.open(tmp_path / "ja") as c:
+        prepare(c, llm(server))
+        asked = [b["messages"][0]["content"] for b in server.bodies()]
+        assert all("文書:" in a for a in asked[:3]) and "キーワード:" in asked[-1]
+        server.rewrites["日本の山と首都"] = "1. 日本で一番高い山は？\n2. 日本の首都は？"
+        results = c.search("日本の山と首都", k=3, augment="mk", llm=llm(server), explain=True)
+        rewrite_prompt = server.bodies()[-1]["messages"][0]["content"]
+        assert "最大5つ" in rewrite_prompt and "日本の山と首都" in rewrite_prompt
+        assert results[0].subquestions == ["日本で一番高い山は？", "日本の首都は？"]  # type: ignore[attr-defined]
+        assert {"fuji", "tokyo"} <= {r.id for r in results}
