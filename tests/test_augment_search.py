@@ -18,8 +18,10 @@ from click.testing import CliRunner
 from fastrag.cli import main
 from fastrag.collection import Collection, CollectionError
 from fastrag.collection.prepare import prepare
-from fastrag.search.augment import AugmentedResult
+from fastrag.search.augment import AugmentedResult, Leg, fuse_legs
+from fastrag.search.corpus import Document
 from fastrag.search.llm import ChatClient, LLMError
+from fastrag.search.pipeline import StageScore
 from http_fake import fixture
 from llm_fake import ChatFake
 
@@ -290,3 +292,38 @@ def test_a_japanese_collection_gets_the_japanese_prompts(tmp_path: Path,
         assert "最大5つ" in rewrite_prompt and "日本の山と首都" in rewrite_prompt
         assert results[0].subquestions == ["日本で一番高い山は？", "日本の首都は？"]  # type: ignore[attr-defined]
         assert {"fuji", "tokyo"} <= {r.id for r in results}
+
+
+def test_documents_deleted_after_prepare_are_not_returned(col: Collection,
+                                                          server: ChatFake) -> None:
+    client = llm(server)
+    prepare(col, client)
+    col.delete(["stall", "lift"])
+    col.commit()
+    server.rewrites[QUERY] = SUBQ
+    results = col.search(QUERY, k=4, augment="mk", llm=client, explain=True)
+    ids = [r.id for r in results]
+    assert "stall" not in ids and "lift" not in ids  # their synthetic questions still match
+    assert ids and len(set(ids)) == len(ids)
+
+
+def test_fusion_moves_the_next_documents_up_for_missing_ones() -> None:
+    legs = [Leg("q0", "a b", [("d1", 3.0), ("d2", 2.0), ("d3", 1.0)], spans={"d2": (0, 2)}),
+            Leg("q1", "b", [("d2", 5.0), ("d4", 1.0)], spans={"d2": (1, 3)}),
+            Leg("q1:synthetic", "b", [("d1", 9.0), ("d5", 1.0)],
+                matched={"d1": "b?", "d5": "bb?"})]
+    live = {d: Document(d, f"text of {d}") for d in ("d2", "d3", "d4", "d5")}
+    asked: list[list[str]] = []
+
+    def texts_of(ids: list[str]) -> dict[str, Document]:
+        asked.append(ids)
+        return {d: live[d] for d in ids if d in live}
+
+    got = fuse_legs(legs, 2, texts_of, subquestions=["b"], explain=True)
+    assert [r.id for r in got] == ["d2", "d4"]  # d1 (fused first) is gone
+    assert asked == [["d1", "d2"], ["d4", "d5"]]
+    d2 = got[0]
+    assert d2.span == (0, 2) and d2.found_by == ["b", "a b"] and d2.matched_questions == []
+    assert d2.stages["q1"] == StageScore(5.0, 1) and d2.stages["fusion"].rank == 2
+    assert got[1].stages["fusion"].rank == 3 and got[1].subquestions == ["b"]
+    assert fuse_legs([Leg("q0", "x", [])], 3, texts_of) == []

@@ -129,22 +129,29 @@ def fuse_legs(
     rrf_k: float = RRF_K,
 ) -> list[AugmentedResult]:
     """The k best documents of the legs fused with RRF (a document found by several queries
-    rises); `texts_of` reads the documents. The span is the best chunk of the first leg
-    (in leg order) that holds one; a document found only through a synthetic question has
-    its first 300 characters as span. With `explain`, each result has every leg's score and
-    rank, the fusion's, and which queries found it."""
+    rises); `texts_of` reads the documents (one that is gone is left out, the next one moves
+    up). The span is the best chunk of the first leg (in leg order) that holds one; a
+    document found only through a synthetic question has its first 300 characters as span.
+    With `explain`, each result has every leg's score and rank, the fusion's, and which
+    queries found it."""
     nonempty = [leg for leg in legs if leg.ranking]
     if not nonempty:
         return []
-    fused = rrf([leg.ranking for leg in nonempty], k=rrf_k)[:k]
-    docs = texts_of([d for d, _ in fused])
+    fused = rrf([leg.ranking for leg in nonempty], k=rrf_k)
+    docs: dict[str, Document] = {}
+    for start in range(0, len(fused), k):  # the next ones stand in for deleted documents
+        if sum(d in docs for d, _ in fused[:start]) >= k:
+            break
+        docs.update(texts_of([d for d, _ in fused[start:start + k]]))
     ranks = [{d: rank for rank, (d, _) in enumerate(leg.ranking, 1)} for leg in nonempty]
     scores = [dict(leg.ranking) for leg in nonempty]
     out: list[AugmentedResult] = []
     for rank, (d, score) in enumerate(fused, 1):
         doc = docs.get(d)
-        if doc is None:  # deleted since the legs ran
+        if doc is None:  # deleted since prepare wrote its questions, or since the legs ran
             continue
+        if len(out) == k:
+            break
         span = next((leg.spans[d] for leg in nonempty if d in leg.spans),
                     (0, min(len(doc.text), 300)))
         result = AugmentedResult(id=d, score=float(score), text=doc.text,
