@@ -93,13 +93,15 @@ def make_encoder(spec: Encoder | str | None, *, threads: int = 0,
     return TextEncoder(spec, threads=threads, quantize=quantize)
 
 
-def build_shard(task: ShardTask) -> ShardReport:
-    """Builds one shard collection from scratch (a retry starts over) and commits it."""
+def build_shard(task: ShardTask, enc: Encoder | str | None = "load") -> ShardReport:
+    """Builds one shard collection from scratch (a retry starts over) and commits it, with
+    `enc` (an encoder already loaded by the worker) or the task's encoder loaded here."""
     t0 = time.perf_counter()
     folder = Path(task.path)
     if folder.exists():
         shutil.rmtree(folder)  # a failed attempt's leftovers
-    enc = make_encoder(task.encoder, threads=task.threads, quantize=task.quantize)
+    if isinstance(enc, str):
+        enc = make_encoder(task.encoder, threads=task.threads, quantize=task.quantize)
     col = Collection.create(folder, encoder=enc, **task.options)
     try:
         if task.texts:
@@ -237,8 +239,14 @@ def build_shards(
         for i, (a, b) in enumerate(split_contiguous(len(texts), shards))
     ]
     say = progress or (lambda msg: log.info("%s", msg))
-    reports = _run(build_shard, tasks, executor, workers, retries, ray_address, say,
-                   lambda t: f"shard {t.index}")
+    if executor == "ray":
+        from fastrag.distributed.ray_backend import build_with_ray_data
+
+        reports = build_with_ray_data(tasks, workers=workers, retries=retries,
+                                      address=ray_address, say=say)
+    else:
+        reports = _run(build_shard, tasks, executor, workers, retries, ray_address, say,
+                       lambda t: f"shard {t.index}")
     reports.sort(key=lambda r: r.index)
     order = global_term_order([r.terms for r in reports])
     align = []

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pickle
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,70 @@ def run_tasks(fn: Callable[[Any], Any], tasks: list[Any], *, workers: int, retri
                 raise ShardError(f"{name(t)} failed after {retries + 1} attempts: {e}") from e
             say(f"{name(t)} done")
         return results
+    finally:
+        if started:
+            ray.shutdown()
+
+
+class _ShardBuilder:
+    """A Ray Data actor of the build pool: loads the encoder once (one onnxruntime session
+    per actor, `threads` intra-op threads = the actor's CPUs) and builds every shard it is
+    given with it; a shard that fails is built again by the same actor, up to `retries`
+    times, before the job fails."""
+
+    def __init__(self, encoder: Any, quantize: str | None, threads: int, retries: int) -> None:
+        from fastrag.distributed.build import make_encoder
+
+        self.encoder = make_encoder(encoder, threads=threads, quantize=quantize)
+        self.retries = retries
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        from fastrag.distributed.build import build_shard
+
+        reports = []
+        for blob in batch["task"]:
+            task = pickle.loads(blob)
+            for attempt in range(self.retries + 1):
+                try:
+                    reports.append(pickle.dumps(build_shard(task, self.encoder)))
+                    break
+                except Exception as e:
+                    if attempt >= self.retries:
+                        raise ShardError(f"shard {task.index} failed after {attempt + 1} "
+                                         f"attempts: {e}") from e
+        return {"report": reports}
+
+
+def build_with_ray_data(tasks: list[Any], *, workers: int, retries: int, address: str | None,
+                        say: Callable[[str], None]) -> list[Any]:
+    """Builds the shards with a Ray Data pipeline: the shard tasks flow through a pool of
+    `workers` builder actors (`_ShardBuilder`), each with its own encoder session."""
+    ray, started = start(address, workers)
+    try:
+        import ray.data
+
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = False
+        threads = max(1, int(tasks[0].threads)) if tasks else 1
+        first = tasks[0] if tasks else None
+        ds = ray.data.from_items([{"task": pickle.dumps(t)} for t in tasks],
+                                 override_num_blocks=len(tasks))
+        ds = ds.map_batches(
+            _ShardBuilder, batch_size=1, concurrency=min(workers, len(tasks)),
+            num_cpus=threads,
+            fn_constructor_kwargs={"encoder": first.encoder if first else None,
+                                   "quantize": first.quantize if first else None,
+                                   "threads": threads, "retries": retries},
+        )  # an actor that dies is restarted by Ray Data (its default) and its shard rerun
+        reports = []
+        try:
+            for row in ds.iter_rows():
+                report = pickle.loads(row["report"])
+                say(f"shard {report.index} done ({report.seconds:.1f} s)")
+                reports.append(report)
+        except Exception as e:
+            raise ShardError(f"the Ray Data build failed: {e}") from e
+        return reports
     finally:
         if started:
             ray.shutdown()
