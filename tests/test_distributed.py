@@ -291,3 +291,34 @@ def test_build_refuses_bad_input_and_retries_a_failed_shard(tmp_path: Path) -> N
     with pytest.raises(ShardError, match="2 failed after 1 attempts: worker lost"):
         attempts.clear()
         _run(flaky, [1, 2, 3], "inline", 1, 0, None, said.append, str)
+
+
+# ---------------------------------------------------------------------- the command line
+def test_cli_index_shards_search_and_merge(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from fastrag.cli import main
+
+    texts, ids = corpus(60)
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for i, t in zip(ids, texts, strict=True):
+        (docs / f"{i}.txt").write_text(t, encoding="utf-8")
+    run = CliRunner().invoke
+    res = run(main, ["index", str(docs), "-c", str(tmp_path / "sh"), "--model", "none",
+                     "--shards", "3", "--workers", "1"])
+    assert res.exit_code == 0, res.output
+    assert "into 3 shards" in res.output
+    res = run(main, ["search", str(tmp_path / "sh"), "wing shock", "--method", "bm25", "-k", "3"])
+    assert res.exit_code == 0, res.output
+    assert len([ln for ln in res.output.splitlines() if ln.strip()]) == 3
+    res = run(main, ["search", str(tmp_path / "sh"), "wing", "--filter", '{"a": 1}'])
+    assert res.exit_code != 0 and "sharded collection" in res.output
+    res = run(main, ["merge", str(tmp_path / "sh"), "-c", str(tmp_path / "one")])
+    assert res.exit_code == 0, res.output
+    assert "merged 3 shards" in res.output and "60 documents" in res.output
+    res = run(main, ["merge", str(tmp_path / "nope"), "-c", str(tmp_path / "two")])
+    assert res.exit_code != 0 and "missing" in res.output
+    res = run(main, ["index", str(docs), "-c", str(tmp_path / "x"), "--model", "none",
+                     "--ray"])
+    assert res.exit_code != 0 and "--ray needs --shards" in res.output
