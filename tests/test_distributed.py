@@ -262,6 +262,7 @@ def test_merge_equals_one_collection(built: Any, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="is in two shards"):
         merge_shards([sharded_dir / "shard-0000", sharded_dir / "shard-0000"],
                      tmp_path / "twice", encoder=FakeEncoder())
+    assert not (tmp_path / "twice").exists()  # nothing half-merged left behind
     with pytest.raises(ShardError, match="missing"):
         merge_shards([tmp_path / "nope"], tmp_path / "m2")
 

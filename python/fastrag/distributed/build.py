@@ -114,12 +114,12 @@ def build_shard(task: ShardTask, enc: Encoder | str | None = "load") -> ShardRep
     finally:
         col.close()
     if isinstance(task.encoder, str):
-        _record_model(folder, task.encoder, task.quantize)
+        record_model(folder, task.encoder, task.quantize)
     return ShardReport(task.index, task.path, len(task.texts), chunks,
                        time.perf_counter() - t0, terms)
 
 
-def _record_model(folder: Path, model: str, quantize: str | None) -> None:
+def record_model(folder: Path, model: str, quantize: str | None) -> None:
     """Names the model in the shard's settings (it was built with an encoder object, to set
     its threads), so that the shard opens on its own like any collection."""
     db = store.connect(folder / store.DB)
@@ -244,6 +244,14 @@ def build_shards(
 
         reports = build_with_ray_data(tasks, workers=workers, retries=retries,
                                       address=ray_address, say=say)
+    elif executor == "inline" or workers == 1 or len(tasks) == 1:
+        loaded = make_encoder(encoder, threads=threads, quantize=quantize)  # once for all
+
+        def build_here(t: ShardTask) -> ShardReport:
+            return build_shard(t, loaded)
+
+        reports = _run(build_here, tasks, "inline", 1, retries, None, say,
+                       lambda t: f"shard {t.index}")
     else:
         reports = _run(build_shard, tasks, executor, workers, retries, ray_address, say,
                        lambda t: f"shard {t.index}")

@@ -11,13 +11,14 @@ Learned sparse and late legs, when a shard has them, are encoded again.
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from fastrag.collection import Collection
-from fastrag.distributed.build import make_encoder
+from fastrag.distributed.build import record_model
 from fastrag.distributed.manifest import (
     Manifest,
     ShardError,
@@ -64,22 +65,16 @@ def merge_shards(
             raise ShardError(f"shard {f} is missing")
     idents = [(str(f), read_identity(f)) for f in folders]
     check_same(idents)
-    first = Collection.open(folders[0], encoder=encoder)
+    existed = Path(out).exists()
+    first = Collection.open(folders[0], encoder=encoder)  # loads the model once, if named
     enc = first.encoder
     settings = dict(first.settings)
     first.close()
-    if isinstance(encoder, str):
-        enc = make_encoder(encoder)
-    model = (settings.get("encoder") or {}).get("model")
     target = Collection.create(
-        out,
-        encoder=model if model is not None and not isinstance(encoder, Encoder) else enc,
-        analyzer=settings["analyzer"], chunk_chars=settings["chunk_chars"],
+        out, encoder=enc, analyzer=settings["analyzer"], chunk_chars=settings["chunk_chars"],
         chunk_tokens=settings.get("chunk_tokens"), storage=settings["storage"],
         token_vectors=bool(settings.get("token_vectors")), sparse=settings.get("sparse"),
         late_chunking=bool(settings.get("late_chunking")),
-        quantize=(settings.get("encoder") or {}).get("quantize") if model is not None
-        and not isinstance(encoder, Encoder) else None,
     )
     seen: set[str] = set()
     docs = chunks = 0
@@ -110,8 +105,13 @@ def merge_shards(
     except BaseException:
         target.rollback()
         target.close()
+        if not existed:
+            shutil.rmtree(out, ignore_errors=True)  # no half-merged collection left behind
         raise
     target.close()
+    info = settings.get("encoder") or {}
+    if info.get("model") is not None and not isinstance(encoder, Encoder):
+        record_model(Path(out), info["model"], info.get("quantize"))  # opens on its own
     return {"documents": docs, "chunks": chunks, "shards": len(folders),
             "seconds": time.perf_counter() - t0}
 

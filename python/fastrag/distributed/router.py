@@ -231,8 +231,9 @@ class ShardedCollection:
                 self.missing.append(n)
         warnings.warn(
             f"results come from {len(self.handles)} of {len(self.manifest.shards)} shards: "
-            f"{', '.join(sorted(self.missing))} unavailable when {when} ({detail}); BM25 "
-            "statistics are those of the shards left",
+            f"{', '.join(sorted(self.missing))} unavailable when {when} ({detail}); "
+            + ("BM25 statistics are those of the shards left" if when == "opening" else
+               "BM25 scores still use the statistics of all the shards"),
             ShardMissingWarning, stacklevel=4)
 
     # ------------------------------------------------------------------ search
