@@ -16,7 +16,9 @@ runs in this script, in the same run, on the same documents (document = title + 
 - build_speedup_2_workers: the encoder included (all-MiniLM-L6-v2, ONNX): the same 2-shard
   build with 2 worker processes against 1 (each worker's onnxruntime on 1 thread); also the
   2-worker build against one collection built in one process with onnxruntime on every core
-  (build_speedup_vs_single).
+  (build_speedup_vs_single). CPU seconds of both builds too (this process and its workers),
+  and build_speedup_2_workers_cpu_bound = 2 x CPU(1 worker) / CPU(2 workers): the speedup
+  with a whole core per worker, which a machine shared with other jobs cannot show.
 - dense_recall_at10_vs_single: overlap of the sharded dense top-10 (each shard's HNSW,
   merged) with the single collection's, and both against the exact top-10 (brute force over
   the stored vectors, a document scored by its best chunk).
@@ -34,6 +36,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import tempfile
 import time
 import warnings
@@ -112,6 +115,13 @@ def _exact_docs(col: Collection, qvecs: np.ndarray, k: int) -> list[list[str]]:
     return out
 
 
+def _cpu_seconds() -> float:
+    """User + system CPU seconds of this process and of its finished child processes."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(
+        resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def _ray_latency(folder: Path, qs: list[str], s: dict[str, Any]) -> None:
     """BM25 through one Ray actor per shard, one query at a time (private local Ray)."""
     import ray
@@ -170,19 +180,28 @@ def main() -> None:
         one.add(etexts, ids=eids)
         one.commit()
         t_single = time.perf_counter() - t0
-        times = {}
+        times, cpu = {}, {}
         for workers in (1, 2):
+            c0 = _cpu_seconds()
             t0 = time.perf_counter()
             build_shards(root / f"w{workers}", etexts, eids, shards=2, workers=workers,
                          executor="process", encoder=model, threads=1)
             times[workers] = time.perf_counter() - t0
-            print(f"2-shard build, {workers} worker(s): {times[workers]:.1f} s", flush=True)
+            cpu[workers] = _cpu_seconds() - c0
+            print(f"2-shard build, {workers} worker(s): {times[workers]:.1f} s, "
+                  f"{cpu[workers]:.1f} CPU s (this process and its workers)", flush=True)
         print(f"single collection, one process: {t_single:.1f} s ({n} documents)", flush=True)
         s.update(docs_encoded=n, seconds_single=round(t_single, 2),
                  seconds_2_shards_1_worker=round(times[1], 2),
                  seconds_2_shards_2_workers=round(times[2], 2),
                  build_speedup_2_workers=round(times[1] / times[2], 3),
-                 build_speedup_vs_single=round(t_single / times[2], 3))
+                 build_speedup_vs_single=round(t_single / times[2], 3),
+                 build_cpu_seconds_1_worker=round(cpu[1], 2),
+                 build_cpu_seconds_2_workers=round(cpu[2], 2),
+                 # what 2 workers would give with a whole core each: the work (CPU
+                 # seconds) split in two, against the 1-worker work; on a loaded machine
+                 # the wall-clock speedup above says more about the neighbours
+                 build_speedup_2_workers_cpu_bound=round(2 * cpu[1] / max(cpu[2], 1e-9), 3))
         t0 = time.perf_counter()
         merge_shards([root / "w2"], root / "merged")
         t_merge = time.perf_counter() - t0
