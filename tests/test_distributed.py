@@ -323,3 +323,24 @@ def test_cli_index_shards_search_and_merge(tmp_path: Path) -> None:
     res = run(main, ["index", str(docs), "-c", str(tmp_path / "x"), "--model", "none",
                      "--ray"])
     assert res.exit_code != 0 and "--ray needs --shards" in res.output
+
+
+def test_collection_add_takes_one_vector_per_chunk(tmp_path: Path) -> None:
+    enc = FakeEncoder()
+    col = Collection.create(tmp_path / "c", encoder=enc, chunk_chars=100)
+    texts = ["wing flow " * 30, "shock"]  # 3 + 1 chunks
+    spans_probe = Collection.create(tmp_path / "p", encoder=FakeEncoder(), chunk_chars=100)
+    spans_probe.add(texts, ids=["a", "b"])
+    n_chunks = len(spans_probe.chunk_table().hits)
+    vectors = spans_probe.vectors_of(sorted(spans_probe.chunk_table().hits))
+    spans_probe.close()
+    assert n_chunks == len(vectors) > 2
+    with pytest.raises(ValueError, match="one per chunk"):
+        col.add(texts, ids=["a", "b"], vectors=vectors[:2])
+    assert len(col) == 0  # nothing added
+    enc.calls.clear()
+    col.add(texts, ids=["a", "b"], vectors=vectors)
+    assert not [c for c in enc.calls if c[0] == "document"]
+    np.testing.assert_allclose(col.vectors_of(sorted(col.chunk_table().hits)), vectors,
+                               atol=1e-6)
+    col.close()
