@@ -1,7 +1,8 @@
 """Scaling out: sharded builds with exact global BM25 statistics, fan-out search, merging.
 
 Local execution (a process pool) is the default; ``pip install "fastrag-engine[distributed]"``
-adds Ray (`executor="ray"`, `mode="ray"`), which runs the same code in Ray tasks and actors.
+adds Ray (`executor="ray"`, `mode="ray"`), which runs the same code in Ray Data actors
+(building) and Ray actors (serving).
 """
 
 from fastrag.distributed.build import ShardReport, build_shards, read_paths, split_contiguous

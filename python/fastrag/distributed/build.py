@@ -1,6 +1,6 @@
 """Building a sharded collection: the documents cut into N contiguous parts, one collection
-per part, built by worker processes (a local process pool, or Ray tasks on a cluster: the
-same `build_shard` function runs in both).
+per part, built by worker processes (a local process pool, or the actors of a Ray Data
+pipeline on a cluster: the same `build_shard` function runs in both).
 
 Two phases. First every shard is built on its own (chunked, embedded, indexed, committed).
 Then the vocabularies are aligned: the term ids of each shard's BM25 index are renumbered in
@@ -203,8 +203,9 @@ def build_shards(
 
     Args:
         executor: "process" (a local process pool of `workers`), "inline" (this process,
-            one shard after another) or "ray" (Ray tasks; `ray_address` to join a cluster,
-            else a private local one of `workers` CPUs). The same code builds each shard.
+            one shard after another) or "ray" (a Ray Data pipeline of `workers` builder
+            actors, one encoder session each; `ray_address` to join a cluster, else a
+            private local Ray of `workers` CPUs). The same `build_shard` builds each shard.
         encoder: a model name (loaded in every worker with `threads` onnxruntime threads),
             an Encoder object (pickled to the workers) or None (BM25 only).
         retries: how often a failed shard is built again (only that shard).
@@ -239,6 +240,23 @@ def build_shards(
         for i, (a, b) in enumerate(split_contiguous(len(texts), shards))
     ]
     say = progress or (lambda msg: log.info("%s", msg))
+    ray_started = None
+    if executor == "ray":  # one Ray for both phases (each call below reuses it)
+        from fastrag.distributed.ray_backend import start
+
+        ray_mod, started = start(ray_address, workers)
+        ray_started = ray_mod if started else None
+    try:
+        return _build(folder, tasks, encoder, quantize, threads, executor, workers, retries,
+                      ray_address, say)
+    finally:
+        if ray_started is not None:
+            ray_started.shutdown()
+
+
+def _build(folder: Path, tasks: list[ShardTask], encoder: Encoder | str | None,
+           quantize: str | None, threads: int, executor: str, workers: int, retries: int,
+           ray_address: str | None, say: Callable[[str], None]) -> Manifest:
     if executor == "ray":
         from fastrag.distributed.ray_backend import build_with_ray_data
 

@@ -1,4 +1,5 @@
-"""Ray execution of the same code: shard builds as Ray tasks, shards served by Ray actors.
+"""Ray execution of the same code: shard builds in a Ray Data pipeline of builder actors
+(vocabulary alignment as Ray tasks), shards served by Ray actors.
 
 Needs ``pip install "fastrag-engine[distributed]"`` (Ray with Ray Data). With an `address`
 the work joins that cluster (``ray start --head`` elsewhere; Ray 2.60 turns token
