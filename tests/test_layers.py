@@ -1,6 +1,7 @@
 """The package's layers import only downwards, and no two sub-packages import each other.
 
-_core -> text -> index -> encoders -> search -> collection -> eval -> cli / serve / integrations:
+_core -> text -> index -> encoders -> search -> collection -> eval, distributed -> cli / serve /
+integrations:
 a module may import its own layer and the layers below, never above, at any depth (lazy imports
 inside functions count too).
 """
@@ -15,8 +16,9 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "python" / "fastrag"
 LAYERS = {
     "_core": 0, "_dist": 0, "_sync": 0, "_http": 0, "text": 1, "index": 2, "encoders": 3,
-    "rerank": 3, "search": 4, "collection": 5, "eval": 6, "cli": 7, "cli_index": 7, "serve": 7,
-    "cli_static": 7, "cli_prepare": 7, "integrations": 7,
+    "rerank": 3, "search": 4, "collection": 5, "eval": 6, "distributed": 6, "cli": 7,
+    "cli_index": 7, "cli_shards": 7, "serve": 7, "cli_static": 7, "cli_prepare": 7,
+    "integrations": 7,
 }
 
 

@@ -130,6 +130,17 @@ void register_sparse(py::module_& m) {
            [](const SparseIndex& self) {
              return to_numpy(self.document_frequencies());
            })
+      .def(
+          "set_global_stats",
+          [](SparseIndex& self, std::uint64_t n_docs, double total_len, const py::array& df) {
+            const auto* d = checked<std::uint32_t>(df, "df");
+            const auto n = static_cast<std::size_t>(df.size());
+            py::gil_scoped_release release;  // df is held by the caller for the call's duration
+            self.set_global_stats(n_docs, total_len, d, n);
+          },
+          py::arg("n_docs"), py::arg("total_len"), py::arg("df"))
+      .def("clear_global_stats", &SparseIndex::clear_global_stats)
+      .def_property_readonly("has_global_stats", &SparseIndex::has_global_stats)
       .def("is_live", &SparseIndex::is_live, py::arg("id"))
       .def("stats",
            [](const SparseIndex& self) {
@@ -140,6 +151,7 @@ void register_sparse(py::module_& m) {
              d["n_terms"] = s.n_terms;
              d["n_postings"] = s.n_postings;
              d["avgdl"] = s.avgdl;
+             d["total_len"] = s.total_len;
              d["memory_bytes"] = s.memory_bytes;
              d["allocated_bytes"] = s.allocated_bytes;
              return d;

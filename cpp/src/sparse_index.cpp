@@ -221,8 +221,9 @@ void SparseIndex::commit_locked() {
   // Statistics, impacts and block maxima, term by term in parallel.
   const std::uint64_t n_terms = n_terms_;
   const bool all_live = n_live_ == n_docs_;
-  const double n = static_cast<double>(n_live_);
-  const double avgdl = n_live_ > 0 ? total_len_ / n : 0.0;
+  // A shard of a larger collection scores with the collection's statistics (set_global_stats)
+  const double n = static_cast<double>(global_ ? global_n_ : n_live_);
+  const double avgdl = n > 0 ? (global_ ? global_total_len_ : total_len_) / n : 0.0;
   const bool has_nonocc = bm25 && (params_.method == BM25Method::BM25L ||
                                    params_.method == BM25Method::BM25Plus);
   std::vector<double> norm;  // k1-scaled length normalisation per document
@@ -252,8 +253,9 @@ void SparseIndex::commit_locked() {
     df[t] = static_cast<std::uint32_t>(count);
     const float* imp = vals;
     if (bm25) {
-      const double idf = count > 0 ? bm25_idf(params_, count, n) : 0.0;
-      const double base = count > 0 && has_nonocc ? bm25_nonoccurrence(params_, count, n, avgdl)
+      const std::uint64_t gdf = global_ && t < global_df_.size() ? global_df_[t] : count;
+      const double idf = count > 0 ? bm25_idf(params_, gdf, n) : 0.0;
+      const double base = count > 0 && has_nonocc ? bm25_nonoccurrence(params_, gdf, n, avgdl)
                                                   : 0.0;
       if (has_nonocc) nonocc[t] = static_cast<float>(base);
       const double k1 = params_.k1, delta = params_.delta;
@@ -340,6 +342,47 @@ std::vector<std::int64_t> SparseIndex::compact() {
   return remap;
 }
 
+void SparseIndex::set_global_stats(std::uint64_t n_docs, double total_len,
+                                   const std::uint32_t* df, std::size_t n) {
+  if (scoring_ != Scoring::BM25)
+    throw std::invalid_argument("global statistics apply to BM25 scoring only");
+  if (!(std::isfinite(total_len) && total_len >= 0))
+    throw std::invalid_argument("total_len must be finite and >= 0");
+  std::unique_lock<std::shared_mutex> lock(mutex_);
+  if (dirty_.load()) commit_locked();
+  if (n_docs < n_live_ || total_len < total_len_)
+    throw std::invalid_argument("global statistics must cover this shard (" +
+                                std::to_string(n_live_) + " live documents of total length " +
+                                std::to_string(total_len_) + ", got " + std::to_string(n_docs) +
+                                " and " + std::to_string(total_len) + ")");
+  if (n > n_terms_)
+    throw std::invalid_argument("df has " + std::to_string(n) + " entries but the index has " +
+                                std::to_string(n_terms_) + " terms");
+  for (std::size_t t = 0; t < n; ++t)
+    if (df[t] < df_[t] || df[t] > n_docs)
+      throw std::invalid_argument("global df of term " + std::to_string(t) + " is " +
+                                  std::to_string(df[t]) + ", outside [" +
+                                  std::to_string(df_[t]) + ", " + std::to_string(n_docs) + "]");
+  global_ = true;
+  global_n_ = n_docs;
+  global_total_len_ = total_len;
+  global_df_.assign(df, df + n);
+  commit_locked();
+}
+
+void SparseIndex::clear_global_stats() {
+  std::unique_lock<std::shared_mutex> lock(mutex_);
+  if (!global_) return;
+  global_ = false;
+  global_df_.clear();
+  commit_locked();
+}
+
+bool SparseIndex::has_global_stats() const {
+  std::shared_lock<std::shared_mutex> lock(mutex_);
+  return global_;
+}
+
 std::vector<std::uint32_t> SparseIndex::document_frequencies() const {
   ensure_committed();
   std::shared_lock<std::shared_mutex> lock(mutex_);
@@ -355,6 +398,7 @@ IndexStats SparseIndex::stats() const {
   s.n_terms = n_terms_;
   s.n_postings = docs_.size();
   s.avgdl = n_live_ ? total_len_ / static_cast<double>(n_live_) : 0.0;
+  s.total_len = total_len_;
   // Resident bytes of the arrays (views of a mapped file count as their size too).
   s.memory_bytes = doc_len_.size() * 4 + live_.size() * 8 + offsets_.size() * 8 +
                    docs_.size() * 4 + values_.size() * 4 + impacts_.size() * 4 +

@@ -14,6 +14,7 @@ import click
 from fastrag import __version__
 from fastrag.cli_index import delete_cmd, index_cmd
 from fastrag.cli_prepare import prepare_cmd
+from fastrag.cli_shards import merge_cmd
 from fastrag.cli_static import distill_cmd
 
 ANALYZERS = ["auto", "english", "japanese", "bigram"]
@@ -373,6 +374,7 @@ main.add_command(index_cmd)
 main.add_command(delete_cmd)
 main.add_command(distill_cmd)
 main.add_command(prepare_cmd)
+main.add_command(merge_cmd)
 
 
 @main.command("search")
@@ -398,6 +400,7 @@ def search_cmd(
     filter_json: str | None, explain: bool, augment: str | None, as_json: bool,
 ) -> None:
     """Search a COLLECTION folder made by `fastrag index`."""
+    from fastrag.cli_shards import ShardedSearch
     from fastrag.collection import Collection, CollectionError
     from fastrag.encoders import ExportError
     from fastrag.search import fused_pipeline
@@ -405,7 +408,13 @@ def search_cmd(
     try:
         pipeline = method if retrievers is None else fused_pipeline(retrievers.split(","))
         spec = None if filter_json is None else json.loads(filter_json)
-        col = Collection.open(collection, mmap=True)
+        if (collection / "shards.json").is_file():
+            if spec is not None or augment is not None or retrievers is not None:
+                raise ValueError("a sharded collection is searched with --method only "
+                                 "(no --filter, --augment or --retrievers)")
+            col: Collection | ShardedSearch = ShardedSearch(collection, method)
+        else:
+            col = Collection.open(collection, mmap=True)
     except json.JSONDecodeError as e:
         raise click.ClickException(f"--filter is not valid JSON: {e}") from e
     except (ValueError, OSError, ImportError, ExportError) as e:

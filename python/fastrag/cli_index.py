@@ -193,6 +193,14 @@ def _report_found(found: Any, verbose: bool) -> None:
 @click.option("--progress/--no-progress", default=True, show_default=True,
               help="A progress bar on stderr.")
 @click.option("--verbose", "-v", is_flag=True, help="List every skipped file.")
+@click.option("--shards", type=click.IntRange(min=1), default=None,
+              help="Build a sharded collection of N shard collections (a new folder).")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="With --shards: worker processes [default: one per core].")
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
+              help="With --shards: encoder threads per worker.")
+@click.option("--ray", "ray", is_flag=False, flag_value="", default=None, metavar="[ADDRESS]",
+              help="With --shards: build on Ray (a cluster ADDRESS, or a private local Ray).")
 @click.pass_context
 def index_cmd(ctx: click.Context, /, path: Path, collection: Path, **opts: Any) -> None:
     """Index PATH (text files, a folder of them, JSON lines or a BEIR folder) into a collection.
@@ -205,6 +213,13 @@ def index_cmd(ctx: click.Context, /, path: Path, collection: Path, **opts: Any) 
     from fastrag.collection import read_info
     from fastrag.collection.indexer import plan_index
     from fastrag.collection.ingest import read_documents
+
+    if opts["shards"] is not None:
+        from fastrag.cli_shards import index_sharded
+
+        return index_sharded(path, collection, opts)
+    if opts["ray"] is not None:
+        raise click.UsageError("--ray needs --shards N")
 
     try:
         found = read_documents(

@@ -61,6 +61,7 @@ struct IndexStats {
   std::uint64_t n_terms = 0;
   std::uint64_t n_postings = 0;
   double avgdl = 0;
+  double total_len = 0;  // sum of live document lengths
   std::uint64_t memory_bytes = 0;     // the arrays' contents
   std::uint64_t allocated_bytes = 0;  // what they hold, spare capacity included
 };
@@ -96,6 +97,17 @@ class SparseIndex {
   // term order by every algorithm, so all return the same bits. Safe to call from many threads.
   void search(const QueryBatch& q, const SearchOptions& opt, std::int64_t* out_ids,
               float* out_scores) const;
+
+  // Sharded BM25: scores with the statistics of a whole collection split into shards, so that
+  // every shard's scores equal those of one index over all of them. n_docs and total_len are
+  // the collection's live documents and their summed lengths; df[t] (n entries) the
+  // collection's document frequency of local term t (terms past n keep their local one).
+  // Each must cover this shard (df >= the local df, n_docs >= live documents), else
+  // std::invalid_argument. Kept until cleared (not saved); BM25 scoring only.
+  void set_global_stats(std::uint64_t n_docs, double total_len, const std::uint32_t* df,
+                        std::size_t n);
+  void clear_global_stats();
+  bool has_global_stats() const;
 
   // Live document frequency of each term (n_terms entries).
   std::vector<std::uint32_t> document_frequencies() const;
@@ -147,6 +159,12 @@ class SparseIndex {
   std::vector<std::uint32_t> pending_terms_;
   std::vector<float> pending_values_;
   std::atomic<bool> dirty_{false};
+
+  // set_global_stats(): used by commit_locked() in place of the local counts when global_.
+  bool global_ = false;
+  std::uint64_t global_n_ = 0;
+  double global_total_len_ = 0;
+  std::vector<std::uint32_t> global_df_;
 
   mutable std::shared_mutex mutex_;
 };

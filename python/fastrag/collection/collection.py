@@ -534,7 +534,8 @@ class Collection:
         encoder fails or returns NaN, the collection is left exactly as it was.
 
         `vectors` (n, dim) brings precomputed embeddings of the collection's encoder, one per
-        document; every document must then fit in one chunk.
+        document (every document must then fit in one chunk) or one per chunk, in order (as
+        `vectors_of` returns them: merging collections reuses their vectors).
 
         `show_progress`: True draws a progress bar of the chunks encoded (tqdm, on stderr);
         a callable is called with (chunks done, chunks in this call) after each batch.
@@ -575,14 +576,15 @@ class Collection:
         if vectors is not None:
             if self.dense is None:
                 raise ValueError("vectors given, but this collection has no encoder")
-            long = [ids[i] for i, sp in enumerate(spans) if len(sp) != 1]
-            if long:
-                raise ValueError(
-                    f"vectors are one per document, but {long[:3]} do not fit in one chunk of "
-                    f"{self.settings['chunk_chars']} characters"
-                )
             vectors = as_matrix(vectors, self.dense.dim)
-            if len(vectors) != len(texts):
+            long = [ids[i] for i, sp in enumerate(spans) if len(sp) != 1]
+            if long and len(vectors) != len(chunk_texts):
+                raise ValueError(
+                    f"vectors are one per document (or one per chunk: {len(chunk_texts)}), but "
+                    f"{long[:3]} do not fit in one chunk of {self.settings['chunk_chars']} "
+                    "characters"
+                )
+            if len(vectors) != len(chunk_texts):
                 raise ValueError(f"{len(texts)} texts but {len(vectors)} vectors")
         encoded = passages.encode_batches(self.settings, self._encoder,
                                           self._indexes.get("splade"), texts, spans, vectors,

@@ -110,6 +110,57 @@ class BM25(IdIndex):
             token_ids = [[vocab.setdefault(t, len(vocab)) for t in doc] for doc in tokens]
             self._upsert(new_ids, *_csr(token_ids))
 
+    def reserve_terms(self, terms: Iterable[str]) -> None:
+        """Gives term ids to `terms`, in order, before any document is added (a shard of a
+        larger collection numbers its terms in the collection's order, so that every shard
+        adds a query's terms up in the same order as one index over all of them would)."""
+        with self._write_lock:
+            if len(self._ids) or self._vocab:
+                raise ValueError("reserve_terms must come before any document is added")
+            for t in terms:
+                if not isinstance(t, str):
+                    raise TypeError(f"terms must be str, got {t!r}")
+                self._vocab.setdefault(t, len(self._vocab))
+
+    # ------------------------------------------------------------------ sharding
+    def collection_stats(self) -> tuple[int, float, dict[str, int]]:
+        """(live documents, their summed lengths, {term: live document frequency}): what a
+        shard contributes to the statistics of a collection split into shards."""
+        s = self._core.stats()
+        df = self._core.document_frequencies()
+        terms = self._terms()
+        return int(s["n_live"]), float(s["total_len"]), {
+            t: int(df[i]) for i, t in enumerate(terms[: len(df)]) if df[i]
+        }
+
+    def set_global_stats(self, n_docs: int, total_len: float, df: dict[str, int]) -> None:
+        """Scores with the statistics of a whole collection split into shards (this index
+        being one): N, the summed document lengths and each term's document frequency, as
+        merged from every shard's `collection_stats`. Scores then equal those of one index
+        over all the shards, bit for bit. Terms are matched by string; every term of this
+        index must be in `df` with at least its local frequency, else ValueError."""
+        terms = self._terms()
+        local = self._core.document_frequencies()
+        arr = np.zeros(len(local), dtype=np.uint32)
+        for i in range(len(local)):
+            if local[i]:
+                g = df.get(terms[i])
+                if g is None:
+                    raise ValueError(f"term {terms[i]!r} of this index is missing from the "
+                                     "global statistics (they come from other shards)")
+                arr[i] = g
+        self._core.set_global_stats(int(n_docs), float(total_len), arr)
+
+    def clear_global_stats(self) -> None:
+        """Back to this index's own statistics."""
+        self._core.clear_global_stats()
+
+    def _terms(self) -> list[str]:
+        terms = [""] * len(self._vocab)
+        for t, i in list(self._vocab.items()):
+            terms[i] = t
+        return terms
+
     # ------------------------------------------------------------------ searching
     def search(
         self,

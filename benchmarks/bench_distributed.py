@@ -1,0 +1,269 @@
+"""Sharded builds, exact global BM25, fan-out search and merging against one collection.
+
+    python benchmarks/bench_distributed.py                  # full run: all of cranfield encoded
+    python benchmarks/bench_distributed.py --quick          # 400 cranfield documents encoded
+    python benchmarks/bench_distributed.py --smoke          # tiny generated data, BM25 only
+    # options: --json PATH, --data DIR, --docs N, --shards S, --seed S, --ray (also time the
+    #          Ray-actor router on a private local Ray: 10-20 s to start)
+
+The peer is fastrag itself on one machine: one collection built in one process. Every row
+runs in this script, in the same run, on the same documents (document = title + text):
+
+- bm25_topk_identical: BM25 top-10 of a 4-shard collection (fan-out router, global statistics)
+  against one collection, same ids and the same float scores, on all of cranfield (225
+  queries) and on a seeded generated corpus (Zipf vocabulary, 5,000 documents, 200 queries)
+  and on the encoded shards' BM25 leg; 1 only when every list is identical.
+- build_speedup_2_workers: the encoder included (all-MiniLM-L6-v2, ONNX): the same 2-shard
+  build with 2 worker processes against 1 (each worker's onnxruntime on 1 thread); also the
+  2-worker build against one collection built in one process with onnxruntime on every core
+  (build_speedup_vs_single). CPU seconds of both builds too (this process and its workers),
+  and build_speedup_2_workers_cpu_bound = 2 x CPU(1 worker) / CPU(2 workers): the speedup
+  with a whole core per worker, which a machine shared with other jobs cannot show.
+- dense_recall_at10_vs_single: overlap of the sharded dense top-10 (each shard's HNSW,
+  merged) with the single collection's, and both against the exact top-10 (brute force over
+  the stored vectors, a document scored by its best chunk).
+- merge_vs_rebuild_ratio: building the single collection from the texts (encoder included)
+  over `fastrag merge` of the shards into one collection (stored vectors reused; BM25 and
+  HNSW rebuilt); > 1 when merging is faster.
+- fan-out latency: BM25 queries one at a time, single collection vs 4-shard router in one
+  process (bm25_qps_ratio_vs_single > 1 when the router is faster).
+
+Shards are built by `fastrag.distributed.build_shards` (local process pool; the Ray path runs
+the same build function). Load average printed at start and end: the machine is shared.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np
+
+from _common import Results, parse, parser
+from fastrag.collection import Collection
+from fastrag.distributed import ShardedCollection, build_shards, merge_shards
+
+
+def _beir(folder: Path, limit: int | None = None) -> tuple[list[str], list[str], list[str]]:
+    rows = [json.loads(x) for x in (folder / "corpus.jsonl").read_text(encoding="utf-8")
+            .splitlines() if x.strip()]
+    rows = [r for r in rows if (r.get("title", "") + r.get("text", "")).strip()]
+    if limit is not None:
+        rows = rows[:limit]
+    qs = [json.loads(x)["text"] for x in (folder / "queries.jsonl").read_text(encoding="utf-8")
+          .splitlines() if x.strip()]
+    texts = [(r.get("title", "") + " " + r.get("text", "")).strip() for r in rows]
+    return texts, [str(r["_id"]) for r in rows], qs
+
+
+def _generated(n: int, n_queries: int, seed: int) -> tuple[list[str], list[str], list[str]]:
+    rng = np.random.default_rng(seed)
+    vocab = [f"w{i}" for i in range(3000)]
+    p = 1.0 / np.arange(1, len(vocab) + 1) ** 1.1
+    p /= p.sum()
+    texts = [" ".join(rng.choice(vocab, size=int(rng.integers(5, 120)), p=p)) for _ in range(n)]
+    qs = [" ".join(rng.choice(vocab[:800], size=int(rng.integers(1, 8)))) for _ in range(n_queries)]
+    return texts, [f"g{i}" for i in range(n)], qs
+
+
+def _lists(results: list[list[Any]]) -> list[list[tuple[str, float]]]:
+    return [[(r.id, r.score) for r in rs] for rs in results]
+
+
+def _bm25_identical(root: Path, name: str, texts: list[str], ids: list[str], qs: list[str],
+                    shards: int) -> tuple[int, int]:
+    """(identical lists, lists) of BM25 top-10, 'shards' shards against one collection."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # documents without tokens, reported by the build
+        one = Collection.create(root / f"{name}-one", encoder=None)
+        one.add(texts, ids=ids)
+        one.commit()
+        build_shards(root / f"{name}-sh", texts, ids, shards=shards, executor="inline",
+                     encoder=None)
+    with ShardedCollection.open(root / f"{name}-sh") as sc:
+        a = _lists(one.search_batch(qs, 10, method="bm25"))
+        b = _lists(sc.search_batch(qs, 10, method="bm25"))
+    one.close()
+    same = sum(x == y for x, y in zip(a, b, strict=True))
+    print(f"BM25 top-10 {name}: {same} of {len(qs)} lists identical (ids and scores), "
+          f"{shards} shards", flush=True)
+    return same, len(qs)
+
+
+def _exact_docs(col: Collection, qvecs: np.ndarray, k: int) -> list[list[str]]:
+    table = col.chunk_table()
+    chunks = sorted(table.hits)
+    vecs = col.vectors_of(chunks)
+    docs = [table.hits[c].doc for c in chunks]
+    sims = qvecs @ vecs.T
+    out = []
+    for row in sims:
+        best: dict[str, float] = {}
+        for j in np.argsort(-row)[: 8 * k]:
+            best.setdefault(docs[j], float(row[j]))
+            if len(best) == k:
+                break
+        out.append(list(best))
+    return out
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU seconds of this process and of its finished child processes."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(
+        resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def _ray_latency(folder: Path, qs: list[str], s: dict[str, Any]) -> None:
+    """BM25 through one Ray actor per shard, one query at a time (private local Ray)."""
+    import ray
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
+             log_to_driver=False)
+    try:
+        with ShardedCollection.open(folder, mode="ray") as sc:
+            sc.search(qs[0], 10, method="bm25")
+            t0 = time.perf_counter()
+            for q in qs:
+                sc.search(q, 10, method="bm25")
+            t = time.perf_counter() - t0
+    finally:
+        ray.shutdown()
+    s["ray_bm25_ms_per_query"] = round(t / len(qs) * 1e3, 3)
+    print(f"BM25 through 2 Ray shard actors: {t / len(qs) * 1e3:.2f} ms per query", flush=True)
+
+
+def main() -> None:
+    ap = parser(__doc__, data=True)
+    ap.add_argument("--docs", type=int, default=None, help="cranfield documents encoded")
+    ap.add_argument("--shards", type=int, default=4, help="shards of the BM25 comparisons")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--ray", action="store_true", help="also time the Ray-actor router")
+    args = parse(ap)
+    res = Results(__file__, args)
+    smoke = args.mode == "smoke"
+    cran = args.data / "cranfield"
+    load_start = os.getloadavg()[0]
+    print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    s = res.summary
+    with tempfile.TemporaryDirectory(prefix="fastrag-bench-dist-") as tmp:
+        root = Path(tmp)
+        # ------------------------------------------------ exact BM25
+        same = total = 0
+        texts, ids, qs = _beir(cran)
+        a, b = _bm25_identical(root, "cranfield", texts, ids, qs, args.shards)
+        same, total = same + a, total + b
+        s["bm25_identical_lists_cranfield"] = a
+        gen = _generated(300 if smoke else 5000, 20 if smoke else 200, args.seed)
+        a, b = _bm25_identical(root, "generated", *gen, args.shards)
+        same, total = same + a, total + b
+        s["bm25_identical_lists_generated"] = a
+
+        # ------------------------------------------------ builds with the encoder
+        model = None if smoke else "default"
+        n = args.docs or (60 if smoke else 400 if args.mode == "quick" else len(texts))
+        etexts, eids = texts[:n], ids[:n]
+        eqs = qs
+        if model is not None:  # export and load once, outside the timings
+            Collection.create(root / "warm", encoder=model).close()
+        t0 = time.perf_counter()
+        one = Collection.create(root / "single", encoder=model)
+        one.add(etexts, ids=eids)
+        one.commit()
+        t_single = time.perf_counter() - t0
+        times, cpu = {}, {}
+        for workers in (1, 2):
+            c0 = _cpu_seconds()
+            t0 = time.perf_counter()
+            build_shards(root / f"w{workers}", etexts, eids, shards=2, workers=workers,
+                         executor="process", encoder=model, threads=1)
+            times[workers] = time.perf_counter() - t0
+            cpu[workers] = _cpu_seconds() - c0
+            print(f"2-shard build, {workers} worker(s): {times[workers]:.1f} s, "
+                  f"{cpu[workers]:.1f} CPU s (this process and its workers)", flush=True)
+        print(f"single collection, one process: {t_single:.1f} s ({n} documents)", flush=True)
+        s.update(docs_encoded=n, seconds_single=round(t_single, 2),
+                 seconds_2_shards_1_worker=round(times[1], 2),
+                 seconds_2_shards_2_workers=round(times[2], 2),
+                 build_speedup_2_workers=round(times[1] / times[2], 3),
+                 build_speedup_vs_single=round(t_single / times[2], 3),
+                 build_cpu_seconds_1_worker=round(cpu[1], 2),
+                 build_cpu_seconds_2_workers=round(cpu[2], 2),
+                 # what 2 workers would give with a whole core each: the work (CPU
+                 # seconds) split in two, against the 1-worker work; on a loaded machine
+                 # the wall-clock speedup above says more about the neighbours
+                 build_speedup_2_workers_cpu_bound=round(2 * cpu[1] / max(cpu[2], 1e-9), 3))
+        t0 = time.perf_counter()
+        merge_shards([root / "w2"], root / "merged")
+        t_merge = time.perf_counter() - t0
+        s.update(seconds_merge=round(t_merge, 2),
+                 merge_vs_rebuild_ratio=round(t_single / t_merge, 3))
+        print(f"merge of the 2 shards: {t_merge:.1f} s; rebuild {t_single:.1f} s", flush=True)
+
+        with ShardedCollection.open(root / "w2") as sc:
+            a_ = _lists(one.search_batch(eqs, 10, method="bm25"))
+            b_ = _lists(sc.search_batch(eqs, 10, method="bm25"))
+            enc_same = sum(x == y for x, y in zip(a_, b_, strict=True))
+            print(f"BM25 top-10 of the encoded shards: {enc_same} of {len(eqs)} identical")
+            same, total = same + enc_same, total + len(eqs)
+            if model is not None:
+                qv = one.encoder.encode_queries(eqs)  # type: ignore[union-attr]
+                single_d = [[r.id for r in rs] for rs in one.search_batch(eqs, 10,
+                                                                          method="dense",
+                                                                          vectors=qv)]
+                shard_d = [[r.id for r in rs] for rs in sc.search_batch(eqs, 10,
+                                                                        method="dense",
+                                                                        vectors=qv)]
+                exact = _exact_docs(one, qv, 10)
+
+                def overlap(x: list[list[str]], y: list[list[str]]) -> float:
+                    return float(np.mean([len(set(a) & set(b)) / max(1, len(b))
+                                          for a, b in zip(x, y, strict=True)]))
+
+                s.update(dense_recall_at10_vs_single=round(overlap(shard_d, single_d), 4),
+                         dense_recall_at10_exact_sharded=round(overlap(shard_d, exact), 4),
+                         dense_recall_at10_exact_single=round(overlap(single_d, exact), 4))
+                print(f"dense top-10: sharded vs single {s['dense_recall_at10_vs_single']}, "
+                      f"vs exact: sharded {s['dense_recall_at10_exact_sharded']}, single "
+                      f"{s['dense_recall_at10_exact_single']}", flush=True)
+            else:
+                res.skip("dense recall (smoke: no encoder)")
+            # fan-out latency, one query at a time (BM25: no encoder in the timing)
+            reps = 1 if smoke else 3
+            t_one = t_sh = float("inf")
+            for _ in range(reps):
+                t0 = time.perf_counter()
+                for q in eqs:
+                    one.search(q, 10, method="bm25")
+                t_one = min(t_one, time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                for q in eqs:
+                    sc.search(q, 10, method="bm25")
+                t_sh = min(t_sh, time.perf_counter() - t0)
+            s.update(bm25_qps_single=round(len(eqs) / t_one, 1),
+                     bm25_qps_sharded=round(len(eqs) / t_sh, 1),
+                     bm25_qps_ratio_vs_single=round(t_one / t_sh, 3))
+            print(f"BM25 one query at a time: single {len(eqs) / t_one:.0f} q/s, 2-shard "
+                  f"router {len(eqs) / t_sh:.0f} q/s", flush=True)
+        if args.ray and not smoke:
+            _ray_latency(root / "w2", eqs, s)
+        one.close()
+    s["bm25_topk_identical"] = int(same == total)
+    s["bm25_lists_compared"] = total
+    s.update(cores=os.cpu_count(), load_avg_start=round(load_start, 2),
+             load_avg_end=round(os.getloadavg()[0], 2))
+    print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    res.finish()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,346 @@
+"""Sharded builds, exact global BM25, fan-out search and merging (fastrag.distributed).
+
+Local execution only (the process pool and inline): the Ray tests are in
+tests/test_distributed_ray.py.
+"""
+
+from __future__ import annotations
+
+import shutil
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from fake_encoder import FakeEncoder
+from fastrag import _core
+from fastrag.collection import Collection
+from fastrag.distributed import (
+    ShardedCollection,
+    ShardError,
+    ShardMismatchError,
+    ShardMissingError,
+    ShardMissingWarning,
+    build_shards,
+    merge_shards,
+    split_contiguous,
+)
+from fastrag.distributed.build import _run, global_term_order
+from fastrag.index import BM25
+
+WORDS = (
+    "wing", "flow", "shock", "boundary", "layer", "heat", "transfer", "pressure", "drag", "lift",
+    "nozzle", "jet", "plate", "cone", "cylinder", "supersonic", "subsonic", "laminar",
+    "turbulent", "velocity", "mach", "number", "slender", "body", "theory", "experiment",
+)
+
+
+def corpus(n: int, seed: int = 0) -> tuple[list[str], list[str]]:
+    """Seeded texts of 3-40 words from a Zipf-like vocabulary (repeats make ties)."""
+    rng = np.random.default_rng(seed)
+    p = 1.0 / np.arange(1, len(WORDS) + 1)
+    p /= p.sum()
+    texts = [" ".join(rng.choice(WORDS, size=int(rng.integers(3, 40)), p=p)) for _ in range(n)]
+    return texts, [f"d{i}" for i in range(n)]
+
+
+def queries(n: int, seed: int = 1) -> list[str]:
+    rng = np.random.default_rng(seed)
+    return [" ".join(rng.choice(WORDS, size=int(rng.integers(1, 6)))) for _ in range(n)]
+
+
+def same(a: list[list[Any]], b: list[list[Any]]) -> bool:
+    return [[(r.id, r.score) for r in x] for x in a] == [[(r.id, r.score) for r in x] for x in b]
+
+
+# ---------------------------------------------------------------------- the core hook
+def test_global_stats_make_shard_scores_equal_one_index_bit_for_bit() -> None:
+    texts, ids = corpus(300)
+    whole = BM25(analyzer="english")
+    whole.add(texts, ids=ids)
+    order = whole.vocabulary
+    parts = []
+    for a, b in split_contiguous(len(texts), 3):
+        shard = BM25(analyzer="english")
+        # terms numbered in the whole index's order, as build_shards aligns them
+        shard.reserve_terms(sorted({t for doc in whole.analyzer.analyze_many(texts[a:b])
+                                    for t in doc}, key=order.__getitem__))
+        shard.add(texts[a:b], ids=ids[a:b])
+        parts.append(shard)
+    stats = [p.collection_stats() for p in parts]
+    n = sum(s[0] for s in stats)
+    total = sum(s[1] for s in stats)
+    df: dict[str, int] = {}
+    for s in stats:
+        for t, c in s[2].items():
+            df[t] = df.get(t, 0) + c
+    for p in parts:
+        p.set_global_stats(n, total, df)
+    assert whole.stats()["total_len"] == total
+    for q in queries(100):
+        want = whole.search(q, k=10)[0]
+        got = sorted((h for p in parts for h in p.search(q, k=10)[0]),
+                     key=lambda h: -h.score)[:10]
+        assert [h.score for h in got] == [h.score for h in want]  # exact float equality
+        assert {h.id for h in got if h.score > want[-1].score} == {
+            h.id for h in want if h.score > want[-1].score}
+    parts[0].clear_global_stats()
+    assert not parts[0]._core.has_global_stats
+
+
+def test_global_stats_refuse_what_does_not_cover_the_shard() -> None:
+    ix = BM25(analyzer="english")
+    ix.add(["wing flow", "flow shock"], ids=["a", "b"])
+    with pytest.raises(ValueError, match="missing from the global statistics"):
+        ix.set_global_stats(10, 100.0, {"wing": 1})
+    with pytest.raises(ValueError, match="outside"):
+        ix.set_global_stats(10, 100.0, {"wing": 1, "flow": 1, "shock": 1})  # flow: local df 2
+    with pytest.raises(ValueError, match="must cover this shard"):
+        ix.set_global_stats(1, 100.0, {"wing": 1, "flow": 2, "shock": 1})
+    with pytest.raises(ValueError, match="must cover this shard"):
+        ix.set_global_stats(10, 1.0, {"wing": 1, "flow": 2, "shock": 1})
+    core = _core.SparseIndex(scoring="impact")
+    with pytest.raises(ValueError, match="BM25 scoring only"):
+        core.set_global_stats(1, 1.0, np.zeros(0, dtype=np.uint32))
+    with pytest.raises(ValueError, match="reserve_terms must come before"):
+        ix.reserve_terms(["x"])
+    before = ix.search("flow", k=2)[0]
+    assert not ix._core.has_global_stats  # the refused calls changed nothing
+    ix.set_global_stats(10, 40.0, {"wing": 1, "flow": 2, "shock": 1})
+    assert ix.search("flow", k=2)[0][0].score != before[0].score
+
+
+def test_global_term_order_is_first_occurrence_over_the_shards() -> None:
+    assert global_term_order([["b", "a"], ["c", "a", "d"], ["d", "e"]]) == {
+        "b": 0, "a": 1, "c": 2, "d": 3, "e": 4}
+
+
+def test_split_contiguous() -> None:
+    assert split_contiguous(10, 3) == [(0, 4), (4, 7), (7, 10)]
+    assert split_contiguous(1, 3) == [(0, 1), (1, 1), (1, 1)]
+    with pytest.raises(ValueError):
+        split_contiguous(3, 0)
+
+
+# ---------------------------------------------------------------------- sharded collections
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list[str], list[str]]:
+    """A single collection and the same documents in 3 shards (process pool of 2)."""
+    root = tmp_path_factory.mktemp("dist")
+    texts, ids = corpus(240)
+    texts[5] = texts[5] * 40  # a long document: several chunks
+    single = Collection.create(root / "single", encoder=FakeEncoder(), chunk_chars=300)
+    single.add(texts, ids=ids)
+    single.commit()
+    single.close()
+    build_shards(root / "sharded", texts, ids, shards=3, workers=2, encoder=FakeEncoder(),
+                 chunk_chars=300)
+    return root / "single", root / "sharded", texts, ids
+
+
+def test_sharded_bm25_equals_one_collection(built: Any) -> None:
+    single_dir, sharded_dir, _, _ = built
+    qs = queries(60)
+    with Collection.open(single_dir, encoder=FakeEncoder()) as single, \
+            ShardedCollection.open(sharded_dir, encoder=FakeEncoder()) as sc:
+        assert len(sc.handles) == 3 and not sc.missing
+        for k in (1, 10, 50):
+            assert same(single.search_batch(qs, k, method="bm25"),
+                        sc.search_batch(qs, k, method="bm25"))
+        # the dense leg: close to the single collection's (HNSW on both sides, approximate)
+        a, b = single.search_batch(qs, 10, method="dense"), sc.search_batch(qs, 10,
+                                                                             method="dense")
+        overlap = np.mean([len({r.id for r in x} & {r.id for r in y}) / 10
+                           for x, y in zip(a, b, strict=True)])
+        assert overlap >= 0.9
+        hybrid = sc.search("shock wing", k=5)
+        assert len(hybrid) == 5 and "fusion" in hybrid[0].stages
+        assert {"bm25", "dense"} & set(hybrid[0].stages)
+
+
+def test_sharded_bm25_equals_one_collection_on_cranfield(tmp_path: Path,
+                                                         beir_collection: Any) -> None:
+    rows, qrows = beir_collection("cranfield", 225)
+    kept = [r for r in rows if (r.get("title", "") + r["text"]).strip()]  # one is empty
+    texts = [(r.get("title", "") + " " + r["text"]).strip() for r in kept]
+    ids = [r["_id"] for r in kept]
+    single = Collection.create(tmp_path / "one", encoder=None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # two abstracts have no tokens
+        single.add(texts, ids=ids)
+        build_shards(tmp_path / "sh", texts, ids, shards=4, executor="inline", encoder=None)
+    qs = [q["text"] for q in qrows]
+    with ShardedCollection.open(tmp_path / "sh") as sc:
+        assert sc.stats[0] == len(single.bm25)
+        assert same(single.search_batch(qs, 10, method="bm25"),
+                    sc.search_batch(qs, 10, method="bm25"))
+    single.close()
+
+
+def test_a_shard_of_another_encoder_or_analyzer_is_refused(built: Any, tmp_path: Path) -> None:
+    _, sharded_dir, texts, ids = built
+    folder = tmp_path / "s"
+    shutil.copytree(sharded_dir, folder)
+    shutil.rmtree(folder / "shard-0001")
+    other = Collection.create(folder / "shard-0001", encoder=FakeEncoder(salt="b"),
+                              chunk_chars=300)
+    other.add(texts[80:160], ids=ids[80:160])
+    other.commit()
+    other.close()
+    with pytest.raises(ShardMismatchError, match="shard-0001 was built with encoder"):
+        ShardedCollection.open(folder, encoder=FakeEncoder())
+    with pytest.raises(ShardMismatchError, match="encoder"):
+        merge_shards([folder], tmp_path / "merged")
+    assert not (tmp_path / "merged").exists()  # refused before anything was written
+    shutil.rmtree(folder / "shard-0001")
+    other = Collection.create(folder / "shard-0001", encoder=FakeEncoder(), chunk_chars=300,
+                              analyzer="english")
+    other.commit()
+    other.close()
+    with pytest.raises(ShardMismatchError, match="analyzer='english'"):
+        ShardedCollection.open(folder, encoder=FakeEncoder())
+    with pytest.raises(ShardMismatchError, match="analyzer"):
+        merge_shards([folder / "shard-0000", folder / "shard-0001"], tmp_path / "merged")
+
+
+def test_a_missing_shard_gives_partial_results_with_a_warning_or_an_error(
+    built: Any, tmp_path: Path
+) -> None:
+    _, sharded_dir, _, ids = built
+    folder = tmp_path / "s"
+    shutil.copytree(sharded_dir, folder)
+    shutil.rmtree(folder / "shard-0002")
+    with pytest.raises(ShardMissingError, match="shard-0002"):
+        ShardedCollection.open(folder, encoder=FakeEncoder(), on_missing="error")
+    with pytest.warns(ShardMissingWarning, match="2 of 3 shards: shard-0002"):
+        sc = ShardedCollection.open(folder, encoder=FakeEncoder())
+    with sc:
+        assert sc.missing == ["shard-0002"]
+        got = sc.search("wing", k=300, method="bm25")
+        assert got and {r.id for r in got} <= set(ids[:160])
+
+    # a shard failing during a search
+    def broken(*_: Any) -> Any:
+        raise OSError("disk gone")
+
+    with ShardedCollection.open(sharded_dir, encoder=FakeEncoder()) as sc:
+        sc.handles["shard-0001"].search = broken  # type: ignore[method-assign]
+        with pytest.warns(ShardMissingWarning, match="shard-0001 unavailable when searching"):
+            got = sc.search("wing", k=300, method="bm25")
+        assert got and not {r.id for r in got} & set(ids[80:160])
+    with ShardedCollection.open(sharded_dir, encoder=FakeEncoder(), on_missing="error") as sc:
+        sc.handles["shard-0001"].search = broken  # type: ignore[method-assign]
+        with pytest.raises(ShardMissingError, match="disk gone"):
+            sc.search("wing", k=5, method="bm25")
+        with pytest.raises(ValueError, match="unknown method"):
+            sc.search("wing", method="nope")
+        with pytest.raises(ValueError, match="k must be"):
+            sc.search("wing", k=0)
+    with pytest.raises(ValueError, match="on_missing"):
+        ShardedCollection.open(sharded_dir, encoder=FakeEncoder(), on_missing="ignore")
+    with pytest.raises(ShardError, match="not a sharded collection"):
+        ShardedCollection.open(tmp_path)
+
+
+def test_merge_equals_one_collection(built: Any, tmp_path: Path) -> None:
+    single_dir, sharded_dir, _, _ = built
+    enc = FakeEncoder()
+    out = merge_shards([sharded_dir], tmp_path / "merged", encoder=enc)
+    assert out["shards"] == 3 and out["documents"] == 240
+    assert not [c for c in enc.calls if c[0] == "document"]  # vectors reused, not re-encoded
+    qs = queries(40)
+    with Collection.open(single_dir, encoder=FakeEncoder()) as single, \
+            Collection.open(tmp_path / "merged", encoder=FakeEncoder()) as merged:
+        assert len(merged) == len(single)
+        assert merged.chunk_table().hits == single.chunk_table().hits
+        assert same(single.search_batch(qs, 10, method="bm25"),
+                    merged.search_batch(qs, 10, method="bm25"))
+        np.testing.assert_allclose(merged.vectors_of(range(5)), single.vectors_of(range(5)),
+                                   atol=1e-6)
+    with pytest.raises(ValueError, match="is in two shards"):
+        merge_shards([sharded_dir / "shard-0000", sharded_dir / "shard-0000"],
+                     tmp_path / "twice", encoder=FakeEncoder())
+    assert not (tmp_path / "twice").exists()  # nothing half-merged left behind
+    with pytest.raises(ShardError, match="missing"):
+        merge_shards([tmp_path / "nope"], tmp_path / "m2")
+
+
+def test_build_refuses_bad_input_and_retries_a_failed_shard(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="ids repeat"):
+        build_shards(tmp_path / "a", ["x", "y"], ["1", "1"], encoder=None)
+    with pytest.raises(ValueError, match="shards must be"):
+        build_shards(tmp_path / "a", ["x"], encoder=None, shards=0)
+    with pytest.raises(ValueError, match="executor"):
+        build_shards(tmp_path / "a", ["x"], encoder=None, executor="threads")
+    build_shards(tmp_path / "a", ["x y", "y z"], encoder=None, executor="inline")
+    with pytest.raises(ShardError, match="already holds"):
+        build_shards(tmp_path / "a", ["x"], encoder=None)
+
+    attempts: list[int] = []
+
+    def flaky(t: int) -> int:
+        attempts.append(t)
+        if attempts.count(t) == 1 and t == 2:
+            raise OSError("worker lost")
+        return t * 10
+
+    said: list[str] = []
+    assert _run(flaky, [1, 2, 3], "inline", 1, 1, None, said.append, str) == [10, 20, 30]
+    assert attempts == [1, 2, 2, 3] and "2 failed (worker lost); retrying" in said
+    with pytest.raises(ShardError, match="2 failed after 1 attempts: worker lost"):
+        attempts.clear()
+        _run(flaky, [1, 2, 3], "inline", 1, 0, None, said.append, str)
+
+
+# ---------------------------------------------------------------------- the command line
+def test_cli_index_shards_search_and_merge(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from fastrag.cli import main
+
+    texts, ids = corpus(60)
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for i, t in zip(ids, texts, strict=True):
+        (docs / f"{i}.txt").write_text(t, encoding="utf-8")
+    run = CliRunner().invoke
+    res = run(main, ["index", str(docs), "-c", str(tmp_path / "sh"), "--model", "none",
+                     "--shards", "3", "--workers", "1"])
+    assert res.exit_code == 0, res.output
+    assert "into 3 shards" in res.output
+    res = run(main, ["search", str(tmp_path / "sh"), "wing shock", "--method", "bm25", "-k", "3"])
+    assert res.exit_code == 0, res.output
+    assert len([ln for ln in res.output.splitlines() if ln.strip()]) == 3
+    res = run(main, ["search", str(tmp_path / "sh"), "wing", "--filter", '{"a": 1}'])
+    assert res.exit_code != 0 and "sharded collection" in res.output
+    res = run(main, ["merge", str(tmp_path / "sh"), "-c", str(tmp_path / "one")])
+    assert res.exit_code == 0, res.output
+    assert "merged 3 shards" in res.output and "60 documents" in res.output
+    res = run(main, ["merge", str(tmp_path / "nope"), "-c", str(tmp_path / "two")])
+    assert res.exit_code != 0 and "missing" in res.output
+    res = run(main, ["index", str(docs), "-c", str(tmp_path / "x"), "--model", "none",
+                     "--ray"])
+    assert res.exit_code != 0 and "--ray needs --shards" in res.output
+
+
+def test_collection_add_takes_one_vector_per_chunk(tmp_path: Path) -> None:
+    enc = FakeEncoder()
+    col = Collection.create(tmp_path / "c", encoder=enc, chunk_chars=100)
+    texts = ["wing flow " * 30, "shock"]  # 3 + 1 chunks
+    spans_probe = Collection.create(tmp_path / "p", encoder=FakeEncoder(), chunk_chars=100)
+    spans_probe.add(texts, ids=["a", "b"])
+    n_chunks = len(spans_probe.chunk_table().hits)
+    vectors = spans_probe.vectors_of(sorted(spans_probe.chunk_table().hits))
+    spans_probe.close()
+    assert n_chunks == len(vectors) > 2
+    with pytest.raises(ValueError, match="one per chunk"):
+        col.add(texts, ids=["a", "b"], vectors=vectors[:2])
+    assert len(col) == 0  # nothing added
+    enc.calls.clear()
+    col.add(texts, ids=["a", "b"], vectors=vectors)
+    assert not [c for c in enc.calls if c[0] == "document"]
+    np.testing.assert_allclose(col.vectors_of(sorted(col.chunk_table().hits)), vectors,
+                               atol=1e-6)
+    col.close()
