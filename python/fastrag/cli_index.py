@@ -172,10 +172,10 @@ def _report_found(found: Any, verbose: bool) -> None:
               "chunk token].")
 @click.option("--ext", "ext", default="", help="More file suffixes to read as text, e.g. "
               ".py,.html (HTML is converted to text).")
-@click.option("--text-field", default=None, help="JSON lines: the field(s) holding the text, "
-              "comma-separated [default: title + text/contents/content/body].")
-@click.option("--id-field", default=None, help="JSON lines: the field holding the id "
-              "[default: _id, else id, else file:line].")
+@click.option("--text-field", default=None, help="JSON lines and Parquet: the field(s) holding "
+              "the text, comma-separated [default: title + text/contents/content/body].")
+@click.option("--id-field", default=None, help="JSON lines and Parquet: the field holding the "
+              "id [default: _id, else id, else file:line].")
 @click.option("--sync", is_flag=True, help="Mirror PATH: also delete the collection's "
               "documents that PATH no longer holds.")
 @click.option("--commit-every", type=click.IntRange(min=1), default=1000, show_default=True,
@@ -203,7 +203,8 @@ def _report_found(found: Any, verbose: bool) -> None:
               help="With --shards: build on Ray (a cluster ADDRESS, or a private local Ray).")
 @click.pass_context
 def index_cmd(ctx: click.Context, /, path: Path, collection: Path, **opts: Any) -> None:
-    """Index PATH (text files, a folder of them, JSON lines or a BEIR folder) into a collection.
+    """Index PATH (text files, a folder of them, JSON lines, Parquet or a BEIR folder) into a
+    collection.
 
     Documents already in the collection unchanged (same id and content) are skipped, changed
     ones replaced; run the same command again to resume after an interruption, or to update.

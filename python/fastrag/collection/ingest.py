@@ -1,14 +1,16 @@
 """Reading documents from files and folders: what `fastrag index` and `Collection.add_files`
 index. Plain text (.txt, .md, .rst, and any suffix added with `extensions`; HTML converted
-to text), JSON lines (one document per line, see `read_documents`) and BEIR folders (their
+to text), JSON lines (one document per line, see `read_documents`), Parquet tables (one
+document per row, the same fields as JSON lines; needs pyarrow) and BEIR folders (their
 corpus.jsonl).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ from fastrag.text.html import html_to_text
 __all__ = [
     "HTML_SUFFIXES",
     "MAX_FILE_BYTES",
+    "ROW_SUFFIXES",
     "TEXT_FIELDS",
     "TEXT_SUFFIXES",
     "Found",
@@ -30,6 +33,8 @@ HTML_SUFFIXES = {".html", ".htm", ".xhtml"}
 #: JSON fields read as a row's text by default: the first one present (after ``title``)
 TEXT_FIELDS = ("text", "contents", "content", "body")
 ID_FIELDS = ("_id", "id")
+#: files of rows, one document each: JSON lines and Parquet
+ROW_SUFFIXES = {".jsonl", ".parquet"}
 MAX_FILE_BYTES = 50 * 1024 * 1024
 SKIP_DIRS = {"__pycache__", "node_modules", "site-packages", "build", "dist"}
 
@@ -83,7 +88,8 @@ def read_documents(
     text_fields: Sequence[str] | None = None,
     id_field: str | None = None,
 ) -> Found:
-    """Documents from a text file, a .jsonl file, a BEIR folder (corpus.jsonl) or a folder.
+    """Documents from a text file, a .jsonl or .parquet file, a BEIR folder (corpus.jsonl)
+    or a folder.
 
     Files that are too large, binary, or of other types are skipped with a reason; invalid
     UTF-8 is decoded with replacement characters and noted. Hidden files and folders, and
@@ -92,19 +98,22 @@ def read_documents(
     Args:
         extensions: more suffixes to read as text (".py"); .html/.htm/.xhtml files are
             converted to their readable text.
-        text_fields: JSON lines: the fields whose values, joined by a space, are a row's
-            text. Default: ``title`` and the first of ``text``, ``contents``, ``content``,
-            ``body``.
-        id_field: JSON lines: the field holding a row's id (default ``_id``, else ``id``,
-            else ``<file>:<line>``).
+        text_fields: JSON lines and Parquet: the fields whose values, joined by a space, are
+            a row's text. Default: ``title`` and the first of ``text``, ``contents``,
+            ``content``, ``body``.
+        id_field: JSON lines and Parquet: the field holding a row's id (default ``_id``, else
+            ``id``, else ``<file>:<line>`` or ``<file>:<row>``, counted from 1).
 
-    A JSON row's other top-level fields are kept as its metadata (next to those of a nested
-    ``metadata`` object, which win), with ``source``: the file it came from.
+    A row's other top-level fields are kept as its metadata (next to those of a nested
+    ``metadata`` object, which win), with ``source``: the file it came from. Parquet values
+    become JSON values (dates and times as ISO 8601 text); binary columns are left out. A
+    Parquet file that pyarrow cannot read is skipped with the reason; without pyarrow
+    installed, .parquet files are skipped with the command that installs it.
     """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no such file or folder: {path}")
-    suffixes = TEXT_SUFFIXES | {".jsonl"} | parse_extensions(extensions)
+    suffixes = TEXT_SUFFIXES | ROW_SUFFIXES | parse_extensions(extensions)
     found = Found()
     if path.is_dir() and (path / "corpus.jsonl").is_file():
         files, root = [path / "corpus.jsonl"], path
@@ -123,15 +132,21 @@ def read_documents(
         suffix = f.suffix.lower()
         if suffix not in suffixes:
             hint = suffix or ".<suffix>"
-            reason = f"{rel}: not a .txt/.md/.rst/.jsonl file (--ext {hint} adds it)"
+            reason = (f"{rel}: not a .txt/.md/.rst/.jsonl/.parquet file "
+                      f"(--ext {hint} adds it)")
             found.skipped.append(reason)
             found.other_types.append(reason)
+            continue
+        if suffix == ".parquet":
+            rows = _parquet_rows(f, rel, max_bytes, found)
+            if rows is not None:
+                _read_rows(rows, rel, found, seen, text_fields, id_field)
             continue
         text = _read_text(f, rel, max_bytes, found)
         if text is None:
             continue
         if suffix == ".jsonl":
-            _read_rows(text, rel, found, seen, text_fields, id_field)
+            _read_rows(_json_rows(text, rel), rel, found, seen, text_fields, id_field)
         else:
             if suffix in HTML_SUFFIXES:
                 text = html_to_text(text)
@@ -158,23 +173,81 @@ def _read_text(f: Path, rel: str, max_bytes: int, found: Found) -> str | None:
         return raw.decode("utf-8", errors="replace")
 
 
+def _json_rows(text: str, rel: str) -> Iterator[tuple[str, Any]]:
+    """(``file:line``, the decoded row or None when it is not JSON) for each non-blank line."""
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            row = None
+        yield f"{rel}:{n}", row
+
+
+def _parquet_rows(
+    f: Path, rel: str, max_bytes: int, found: Found
+) -> Iterator[tuple[str, Any]] | None:
+    """(``file:row``, the row as a dict of JSON values) for each row of a Parquet file, one
+    record batch in memory at a time; None (and the reason in `found`) when it is not read."""
+    size = f.stat().st_size
+    if size > max_bytes:
+        found.skipped.append(
+            f"{rel}: {_size(size)}, larger than {_size(max_bytes)} (--max-file-mb)"
+        )
+        return None
+    try:
+        import pyarrow.parquet as pq  # optional: the parquet extra
+    except ImportError:
+        found.skipped.append(
+            f'{rel}: reading Parquet needs pyarrow (pip install "fastrag-engine[parquet]")'
+        )
+        return None
+    try:
+        table = pq.ParquetFile(f)
+    except Exception as e:  # pyarrow raises several types for damaged files
+        found.skipped.append(f"{rel}: not a readable Parquet file ({e})")
+        return None
+
+    def rows() -> Iterator[tuple[str, Any]]:
+        n = 0
+        try:
+            for batch in table.iter_batches(batch_size=4096):
+                for row in batch.to_pylist():
+                    n += 1
+                    yield f"{rel}:{n}", {k: _jsonable(v) for k, v in row.items()
+                                         if not isinstance(v, (bytes, bytearray))}
+        except Exception as e:  # a damaged page: the rows before it are kept
+            found.skipped.append(f"{rel}: unreadable after row {n} ({e})")
+
+    return rows()
+
+
+def _jsonable(value: Any) -> Any:
+    """A Parquet value as a JSON value: dates and times as ISO 8601 text, containers inside."""
+    if isinstance(value, (dt.date, dt.time)):  # datetime is a date
+        return value.isoformat()
+    if isinstance(value, dt.timedelta):
+        return value.total_seconds()
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)  # decimals and other scalars
+
+
 def _read_rows(
-    text: str,
+    rows: Iterable[tuple[str, Any]],
     rel: str,
     found: Found,
     seen: dict[str, str],
     text_fields: Sequence[str] | None,
     id_field: str | None,
 ) -> None:
-    """The documents of a JSON-lines file, one per row."""
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        where = f"{rel}:{n}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            row = None
+    """The documents of a file of rows (JSON lines, Parquet), one per row."""
+    for where, row in rows:
         if not isinstance(row, dict):
             found.skipped.append(f"{where}: not a JSON object")
             continue
