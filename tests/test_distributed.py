@@ -6,6 +6,7 @@ tests/test_distributed_ray.py.
 
 from __future__ import annotations
 
+import json
 import shutil
 import warnings
 from pathlib import Path
@@ -179,6 +180,28 @@ def test_sharded_bm25_equals_one_collection_on_cranfield(tmp_path: Path,
     single.close()
 
 
+def test_a_filter_is_applied_inside_every_shard(tmp_path: Path) -> None:
+    """A metadata filter reaches each shard's top-k: filtered sharded BM25 equals the filtered
+    single collection bit for bit, and every hit of a filtered hybrid search passes it."""
+    texts, ids = corpus(150, seed=3)
+    meta = [{"group": i % 3} for i in range(len(texts))]
+    single = Collection.create(tmp_path / "single", encoder=None)
+    single.add(texts, ids=ids, metadata=meta)
+    single.commit()
+    build_shards(tmp_path / "sharded", texts, ids, meta, shards=3, workers=1,
+                 executor="inline", encoder=FakeEncoder())
+    qs, flt = queries(30, seed=4), {"group": {"$in": [0, 2]}}
+    with ShardedCollection.open(tmp_path / "sharded", encoder=FakeEncoder()) as sc:
+        for k in (1, 10):
+            want = single.search_batch(qs, k, method="bm25", filter=flt)
+            got = sc.search_batch(qs, k, method="bm25", filter=flt)
+            assert same(want, got)
+            assert got != sc.search_batch(qs, k, method="bm25")  # the filter did something
+        hits = sc.search("shock wing", k=10, filter={"group": 1})
+        assert hits and all(r.metadata["group"] == 1 for r in hits)
+    single.close()
+
+
 def test_a_shard_of_another_encoder_or_analyzer_is_refused(built: Any, tmp_path: Path) -> None:
     _, sharded_dir, texts, ids = built
     folder = tmp_path / "s"
@@ -313,7 +336,13 @@ def test_cli_index_shards_search_and_merge(tmp_path: Path) -> None:
     res = run(main, ["search", str(tmp_path / "sh"), "wing shock", "--method", "bm25", "-k", "3"])
     assert res.exit_code == 0, res.output
     assert len([ln for ln in res.output.splitlines() if ln.strip()]) == 3
-    res = run(main, ["search", str(tmp_path / "sh"), "wing", "--filter", '{"a": 1}'])
+    allowed = [f"{i}.txt" for i in ids[::4]]
+    res = run(main, ["search", str(tmp_path / "sh"), texts[0], "--method", "bm25", "-k", "5",
+                     "--json", "--filter", json.dumps({"source": {"$in": allowed}})])
+    assert res.exit_code == 0, res.output
+    got = [json.loads(ln)["id"] for ln in res.output.splitlines() if ln.startswith("{")]
+    assert got and set(got) <= set(allowed) and got[0] == "d0.txt"
+    res = run(main, ["search", str(tmp_path / "sh"), "wing", "--augment", "mk"])
     assert res.exit_code != 0 and "sharded collection" in res.output
     res = run(main, ["merge", str(tmp_path / "sh"), "-c", str(tmp_path / "one")])
     assert res.exit_code == 0, res.output

@@ -409,9 +409,9 @@ def search_cmd(
         pipeline = method if retrievers is None else fused_pipeline(retrievers.split(","))
         spec = None if filter_json is None else json.loads(filter_json)
         if (collection / "shards.json").is_file():
-            if spec is not None or augment is not None or retrievers is not None:
-                raise ValueError("a sharded collection is searched with --method only "
-                                 "(no --filter, --augment or --retrievers)")
+            if augment is not None or retrievers is not None:
+                raise ValueError("a sharded collection is searched with --method and --filter "
+                                 "(no --augment or --retrievers)")
             col: Collection | ShardedSearch = ShardedSearch(collection, method)
         else:
             col = Collection.open(collection, mmap=True)

@@ -83,8 +83,9 @@ class ShardedSearch:
         self.router = ShardedCollection.open(folder, mmap=True)
         self.method = method
 
-    def search(self, query: str, k: int, **_: Any) -> list[Result]:
-        return self.router.search(query, k, method=self.method)
+    def search(self, query: str, k: int, *, filter: dict[str, Any] | None = None,
+               **_: Any) -> list[Result]:
+        return self.router.search(query, k, method=self.method, filter=filter)
 
     def close(self) -> None:
         self.router.close()

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -159,9 +159,9 @@ class ShardActor:
     def set_global_stats(self, n_docs: int, total_len: float, df: dict[str, int]) -> None:
         self.shard.set_global_stats(n_docs, total_len, df)
 
-    def search(self, queries: list[str], k: int, leg: str,
-               vectors: np.ndarray | None) -> list[list[Result]]:
-        return self.shard.search(queries, k, leg, vectors)
+    def search(self, queries: list[str], k: int, leg: str, vectors: np.ndarray | None,
+               filter: Mapping[str, Any] | None = None) -> list[list[Result]]:
+        return self.shard.search(queries, k, leg, vectors, filter)
 
     def pid(self) -> int:
         return os.getpid()
@@ -182,9 +182,9 @@ class RayShard:
     def set_global_stats(self, n_docs: int, total_len: float, df: dict[str, int]) -> None:
         self._ray.get(self.actor.set_global_stats.remote(n_docs, total_len, df))
 
-    def search(self, queries: list[str], k: int, leg: str,
-               vectors: np.ndarray | None) -> list[list[Result]]:
-        return list(self._ray.get(self.actor.search.remote(queries, k, leg, vectors)))
+    def search(self, queries: list[str], k: int, leg: str, vectors: np.ndarray | None,
+               filter: Mapping[str, Any] | None = None) -> list[list[Result]]:
+        return list(self._ray.get(self.actor.search.remote(queries, k, leg, vectors, filter)))
 
 
 def open_actors(folder: Path, manifest: Manifest, encoder: Any, quantize: str | None,

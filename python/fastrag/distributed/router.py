@@ -23,7 +23,7 @@ import heapq
 import logging
 import os
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
@@ -58,8 +58,8 @@ class ShardHandle(Protocol):
     def identity(self) -> dict[str, Any]: ...
     def bm25_stats(self) -> Stats: ...
     def set_global_stats(self, n_docs: int, total_len: float, df: dict[str, int]) -> None: ...
-    def search(self, queries: list[str], k: int, leg: str,
-               vectors: np.ndarray | None) -> list[list[Result]]: ...
+    def search(self, queries: list[str], k: int, leg: str, vectors: np.ndarray | None,
+               filter: Mapping[str, Any] | None = None) -> list[list[Result]]: ...
 
 
 class LocalShard:
@@ -87,13 +87,14 @@ class LocalShard:
         if bm25 is not None:
             bm25.set_global_stats(n_docs, total_len, df)
 
-    def search(self, queries: list[str], k: int, leg: str,
-               vectors: np.ndarray | None) -> list[list[Result]]:
+    def search(self, queries: list[str], k: int, leg: str, vectors: np.ndarray | None,
+               filter: Mapping[str, Any] | None = None) -> list[list[Result]]:
         if leg not in self.collection.legs():
             raise ValueError(f"this collection has no {leg!r} leg (it has "
                              f"{', '.join(self.collection.legs())})")
         use = vectors if leg in ("dense", "late") else None
-        return self.collection.search_batch(queries, k, method=leg, vectors=use, threads=1)
+        return self.collection.search_batch(queries, k, method=leg, vectors=use, threads=1,
+                                            filter=filter)
 
     def close(self) -> None:
         self.collection.close()
@@ -249,16 +250,19 @@ class ShardedCollection:
         return tuple(legs)
 
     def search(self, query: str, k: int = 10, *, method: str = "hybrid", depth: int = 100,
-               rrf_k: float = 20.0) -> list[Result]:
+               rrf_k: float = 20.0, filter: Mapping[str, Any] | None = None) -> list[Result]:
         """The k best documents over every shard (see `search_batch`)."""
-        return self.search_batch([query], k, method=method, depth=depth, rrf_k=rrf_k)[0]
+        return self.search_batch([query], k, method=method, depth=depth, rrf_k=rrf_k,
+                                 filter=filter)[0]
 
     def search_batch(self, queries: Sequence[str], k: int = 10, *, method: str = "hybrid",
                      depth: int = 100, rrf_k: float = 20.0,
-                     vectors: np.ndarray | None = None) -> list[list[Result]]:
+                     vectors: np.ndarray | None = None,
+                     filter: Mapping[str, Any] | None = None) -> list[list[Result]]:
         """One leg by name ("bm25", "dense", ...): each shard's top k, merged (exact).
         "hybrid": the first two legs' top `depth` each merged across shards, then RRF
-        (k = `rrf_k`)."""
+        (k = `rrf_k`). `filter` is a metadata filter as `Collection.search` takes it, applied
+        inside every shard's top-k (so a filtered BM25 search stays exact)."""
         queries = list(queries)
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ValueError(f"k must be an int >= 1, got {k!r}")
@@ -276,7 +280,7 @@ class ShardedCollection:
         if not self.handles:
             return [[] for _ in queries]
         depth_ = k if len(use) == 1 else max(k, depth)
-        per_leg = {leg: self._leg(queries, depth_, leg, vectors) for leg in use}
+        per_leg = {leg: self._leg(queries, depth_, leg, vectors, filter) for leg in use}
         if len(use) == 1:
             return per_leg[use[0]]
         out = []
@@ -297,9 +301,9 @@ class ShardedCollection:
             out.append(results)
         return out
 
-    def _leg(self, queries: list[str], k: int, leg: str,
-             vectors: np.ndarray | None) -> list[list[Result]]:
-        parts, errors = self._fan_out(lambda h: h.search(queries, k, leg, vectors))
+    def _leg(self, queries: list[str], k: int, leg: str, vectors: np.ndarray | None,
+             filter: Mapping[str, Any] | None = None) -> list[list[Result]]:
+        parts, errors = self._fan_out(lambda h: h.search(queries, k, leg, vectors, filter))
         if errors:
             self._lost(errors, "searching")
         names = [n for n in self.manifest.shards if n in parts]
