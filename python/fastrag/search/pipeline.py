@@ -254,8 +254,12 @@ class Pipeline:
                          else corpus.encoder.encode_queries(texts))
                 encode += time.perf_counter() - t1
             t1 = time.perf_counter()
-            if not rerankers and native.supported(self.fusion, self.fusion_options, legs):
+            native_ok = native.supported(self.fusion, self.fusion_options, legs)
+            if native_ok and not rerankers:
                 found = self._native(corpus, legs, texts, qvecs, allow, k, explain, threads)
+            elif native_ok and not explain:
+                found = self._native_rerank(corpus, legs, rerankers, texts, qvecs, allow, k,
+                                            threads)
             else:
                 found = [
                     self._python(corpus, legs, rerankers, q,
@@ -357,6 +361,42 @@ class Pipeline:
         stages: dict[int, dict[str, StageScore]] = {}
         fused, chunks = self._retrieve(corpus, legs, query, qvec, allow, k, stages, explain)
         first = "fusion" if len(legs) > 1 else legs[0][0].name
+        return self._rerank(corpus, rerankers, query, qvec, fused, chunks, first, stages, k,
+                            explain)
+
+    def _native_rerank(self, corpus: Corpus, legs: list[tuple[BaseRetriever, float]],
+                       rerankers: list[tuple[Reranker, int]], queries: list[str],
+                       vectors: np.ndarray | None, allow: list[int] | None, k: int,
+                       threads: int) -> list[list[Result]]:
+        """Rerank stages over the executor's fused chunks: the legs and the fusion in one
+        native call (the fused list as `_retrieve` makes it: the same order, chunks of unknown
+        documents left out), then each query's stages in Python. A query whose legs the
+        executor deepened past the fused chunks it wrote runs in Python."""
+        width = sum(max(r.depth, k) for r, _ in legs)
+        got = native.run(corpus, legs, queries, vectors, allow, k=k, fusion=self.fusion,
+                         fusion_options=self.fusion_options, aggregate=self.aggregate,
+                         explain=False, threads=threads, fused=width)
+        first = "fusion" if len(legs) > 1 else legs[0][0].name
+        chunk_rows, score_rows = got["fused_chunks"].tolist(), got["fused_scores"].tolist()
+        out = []
+        for q, query in enumerate(queries):
+            qvec = None if vectors is None else vectors[q]
+            fused = [(c, s) for c, s in zip(chunk_rows[q], score_rows[q], strict=True) if c >= 0]
+            if len(fused) == width and int(got["depths"][q].sum()) > width:
+                out.append(self._python(corpus, legs, rerankers, query, qvec, allow, k, False))
+                continue
+            chunks = corpus.chunks_of(c for c, _ in fused)
+            out.append(self._rerank(corpus, rerankers, query, qvec, fused, chunks, first, {},
+                                    k, False))
+        return out
+
+    def _rerank(self, corpus: Corpus, rerankers: list[tuple[Reranker, int]], query: str,
+                qvec: np.ndarray | None, fused: list[tuple[int, float]],
+                chunks: Mapping[int, ChunkHit], first: str,
+                stages: dict[int, dict[str, StageScore]], k: int,
+                explain: bool) -> list[Result]:
+        """The rerank stages over fused chunks (`first` names the stage that scored them),
+        then the documents."""
         order = [Candidate(c, float(s), first, 0) for c, s in fused if c in chunks]
         # texts are read only for what a stage or the answer needs, not for every candidate
         docs: dict[str, Document] = {}
