@@ -121,7 +121,7 @@ def test_index_folder(indexed: tuple[Path, Path, Result]) -> None:
 
     # --verbose lists the files of other types too
     res = ok("index", docs, "-c", col, "--verbose")
-    assert "skipped image.png: not a .txt/.md/.rst/.jsonl file" in res.stderr
+    assert "skipped image.png: not a .txt/.md/.rst/.jsonl/.parquet file" in res.stderr
 
 
 def test_reindexing_upserts(indexed: tuple[Path, Path, Result]) -> None:

@@ -141,6 +141,18 @@ def test_converted_inputs_give_the_results_of_float32(data):
     np.testing.assert_array_equal(index.get_vector(2), ints[2].astype(np.float32))
 
 
+def test_get_vectors_is_get_vector_of_each_id(data):
+    x, _ = data
+    index = make_index(x[:20], ids=[f"d{i}" for i in range(20)], metric="cosine")
+    got = index.get_vectors(["d7", "d0", "d7"])
+    assert got.dtype == np.float32 and got.shape == (3, DIM)
+    for row, name in zip(got, ["d7", "d0", "d7"], strict=True):
+        np.testing.assert_array_equal(row, index.get_vector(name))
+    assert index.get_vectors([]).shape == (0, DIM)
+    with pytest.raises(KeyError):
+        index.get_vectors(["d1", "nope"])
+
+
 def test_bad_input_is_refused_and_changes_nothing(data):
     x, q = data
     index = make_index(x[:200], ids=[f"d{i}" for i in range(200)], metric="ip")

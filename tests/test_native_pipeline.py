@@ -13,7 +13,7 @@ import pytest
 
 from fake_encoder import FakeEncoder
 from fastrag.collection import Collection
-from fastrag.search import Pipeline, Retriever, native
+from fastrag.search import DenseRescore, Pipeline, Retriever, native
 
 WORDS = (
     "alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa",
@@ -127,3 +127,42 @@ def test_native_path_sees_adds_and_deletes(tmp_path: Path) -> None:
     col.dense.compact()  # type: ignore[union-attr]
     assert sorted(r.id for r in col.search("beta")) == ["a", "b"]
     col.close()
+
+
+class _Longest:
+    """A rerank stage scoring passages by length (no encoder): the ordering differs from the
+    fusion's, so the stage's effect is seen."""
+
+    name = "longest"
+
+    def rescore(self, corpus: Any, query: str, qvec: Any, ids: list[int],
+                passages: list[str]) -> list[float]:
+        return [float(len(p)) for p in passages]
+
+
+@pytest.mark.parametrize("fusion", ["rrf", "zscore"])
+@pytest.mark.parametrize("legs", [("bm25",), ("bm25", "dense")])
+def test_rerank_stages_over_the_native_fusion_equal_python(
+        col: Collection, monkeypatch: pytest.MonkeyPatch, fusion: str,
+        legs: tuple[str, ...]) -> None:
+    """With rerank stages the legs and the fusion run natively and the stages in Python: the
+    same documents, spans, scores and scoring stages as the stage-by-stage Python path."""
+    called: list[int] = []
+    rerank = Pipeline._native_rerank
+
+    def spy(self: Pipeline, *args: Any, **kwargs: Any) -> Any:
+        called.append(1)
+        return rerank(self, *args, **kwargs)
+
+    monkeypatch.setattr(Pipeline, "_native_rerank", spy)
+    pipe = Pipeline([Retriever(name, depth=15) for name in legs], fusion=fusion, adaptive=False,
+                    rerankers=[(DenseRescore(), 8), (_Longest(), 4)])  # type: ignore[list-item]
+    for k, flt in [(5, None), (12, {"group": 2}), (400, None)]:
+        got = [col.search(q, k=k, method=pipe, filter=flt) for q in QUERIES]
+        with monkeypatch.context() as m:
+            python_path(m)
+            want = [col.search(q, k=k, method=pipe, filter=flt) for q in QUERIES]
+        for g, w in zip(got, want, strict=True):
+            assert_same(g, w)
+            assert [r.scored_by for r in g] == [r.scored_by for r in w]
+    assert called

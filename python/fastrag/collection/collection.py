@@ -802,7 +802,7 @@ class Collection:
         """Stored (normalised) dense vectors of chunks, (n, dim) float32."""
         if self.dense is None:
             raise CollectionError("this collection has no dense index")
-        return np.stack([self.dense.get_vector(int(c)) for c in chunk_ids]).astype(np.float32)
+        return self.dense.get_vectors(int(c) for c in chunk_ids)
 
     @_checked
     def token_vectors_of(self, chunk_ids: Iterable[int]) -> list[np.ndarray]:

@@ -92,9 +92,9 @@ class DocStore:
         checksum does not match raises IndexFormatError."""
         out: dict[str, Document] = {}
         pos, removed, changed = self._pos, self._removed, self._changed
-        starts, split, crcs, blob, base = (self._starts, self._split, self._crcs, self._blob,
-                                           self._base)
-        checked = self._checked
+        # memoryviews: indexing one gives a Python int without a numpy scalar on the way
+        starts, split, crcs = self._starts.data, self._split.data, self._crcs.data
+        blob, base, checked = self._blob, self._base, self._checked
         for d in doc_ids:
             if d in out:
                 continue
@@ -104,13 +104,13 @@ class DocStore:
                 i = pos.get(d)
                 if i is None or d in removed:
                     continue
-                a = starts.item(i) + base
-                cut = a + split.item(i)
-                raw_text, raw_meta = blob[a:cut], blob[cut : starts.item(i + 1) + base]
+                a = starts[i] + base
+                cut = a + split[i]
+                raw_text, raw_meta = blob[a:cut], blob[cut : starts[i + 1] + base]
                 if not checked[i]:  # the first read of a record (the file never changes)
                     # the row checksum (store.doc_crc) over the stored bytes, not re-encoded
                     crc = zlib.crc32(raw_text, zlib.crc32(_encode(d) + b"\x00"))
-                    if zlib.crc32(raw_meta, zlib.crc32(b"\x00", crc)) != crcs.item(i):
+                    if zlib.crc32(raw_meta, zlib.crc32(b"\x00", crc)) != crcs[i]:
                         raise self._damaged(d)
                     checked[i] = 1
                 text = raw_text.decode("utf-8", "surrogatepass")

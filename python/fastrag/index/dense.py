@@ -280,6 +280,15 @@ class DenseIndex(IdIndex):
         (internal,) = self._ids.lookup([doc_id]).tolist()
         return np.asarray(self._core.get_vector(internal))
 
+    def get_vectors(self, doc_ids: Iterable[DocId]) -> np.ndarray:
+        """The stored vectors of ids as one (n, dim) float32 array, in the order given (as
+        `get_vector` gives each; KeyError for an unknown id)."""
+        internal = self._ids.lookup(list(doc_ids)).tolist()
+        get = self._core.get_vector
+        if not internal:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return np.stack([np.asarray(get(i)) for i in internal]).astype(np.float32, copy=False)
+
     # ------------------------------------------------------------------ searching
     def search(
         self,

@@ -59,10 +59,11 @@ def run(
     aggregate: str,
     explain: bool,
     threads: int,
+    fused: int = 0,
 ) -> dict[str, Any]:
     """One executor call for a batch of queries (see ``_core.execute``); the result holds the
     document ordinals of ``corpus.chunk_table()`` (under "table") and the best chunk of
-    each."""
+    each, and with `fused` > 0 the first `fused` fused chunks (for rerank stages)."""
     table = corpus.chunk_table()
     k = min(k, max(1, len(table.hits)))  # no more documents than chunks can come back
     opened = []  # indexes held steady (no renumbering) until the call returns
@@ -79,7 +80,7 @@ def run(
             specs, table.chunk_doc, k=k, fusion=_one_of(fusion, NATIVE_FUSIONS, "fusion"),
             rrf_k=float(fusion_options.get("k", 60.0)),
             aggregate=_one_of(aggregate, _AGGREGATES, "aggregate"),
-            explain=explain, threads=threads,
+            explain=explain, threads=threads, fused=fused,
         )
     finally:
         for index in opened:

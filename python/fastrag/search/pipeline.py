@@ -13,7 +13,7 @@ import time
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -144,6 +144,16 @@ class Pipeline:
         know the query's language (or most of the corpus's) gets 0."""
         return self._plan(corpus, query)[0]
 
+    def _fixed_weights(self) -> tuple[float, ...] | None:
+        """The weights of every query when no leg's depends on the query's language (all
+        given, or not adaptive, or only language-bound legs); None otherwise."""
+        given = self.fusion_options.get("weights") or [r.weight for r in self.retrievers]
+        every = not self.adaptive or all(r.language_bound for r in self.retrievers)
+        if every or all(w is not None or not r.language_bound
+                        for r, w in zip(self.retrievers, given, strict=True)):
+            return tuple(1.0 if w is None else float(w) for w in given)
+        return None
+
     def _plan(self, corpus: Corpus, query: str) -> tuple[list[float], dict[str, str]]:
         """(weights, {leg left out by adaptive weighting: why}) for this query."""
         every = not self.adaptive or all(r.language_bound for r in self.retrievers)
@@ -209,11 +219,16 @@ class Pipeline:
         # the dense leg depends on each query's language)
         groups: dict[tuple[float, ...], list[int]] = {}
         skipped: dict[int, dict[str, str]] = {}
-        for i, q in enumerate(queries):
-            planned, left_out = self._plan(corpus, q)
-            groups.setdefault(tuple(planned), []).append(i)
-            if left_out:
-                skipped[i] = left_out
+        fixed = self._fixed_weights()
+        if fixed is not None:  # no leg's weight depends on the query
+            groups[fixed] = list(range(len(queries)))
+        else:
+            for i, q in enumerate(queries):
+                planned, left_out = self._plan(corpus, q)
+                groups.setdefault(tuple(planned), []).append(i)
+                if left_out:
+                    skipped[i] = left_out
+        whole = len(groups) == 1  # one group of every query: no need to pick its members
         encode = search = 0.0
         for weights, members in groups.items():
             # a leg with weight 0 cannot change the fused order: it is not run at all (and
@@ -227,7 +242,7 @@ class Pipeline:
                 corpus, queries[members[0]]) == 0.0
             rerankers = [(rr, depth) for rr, depth in self.rerankers
                          if not (skip_encoder and getattr(rr, "uses_encoder", False))]
-            texts = [queries[i] for i in members]
+            texts = queries if whole else [queries[i] for i in members]
             qvecs = None
             if any(r.uses_encoder for r, _ in legs) or any(
                 getattr(rr, "needs_vector", False) for rr, _ in rerankers
@@ -235,12 +250,16 @@ class Pipeline:
                 if corpus.encoder is None:
                     raise ValueError("this collection has no encoder: use method='bm25'")
                 t1 = time.perf_counter()
-                qvecs = (vectors[members] if vectors is not None
+                qvecs = ((vectors if whole else vectors[members]) if vectors is not None
                          else corpus.encoder.encode_queries(texts))
                 encode += time.perf_counter() - t1
             t1 = time.perf_counter()
-            if not rerankers and native.supported(self.fusion, self.fusion_options, legs):
+            native_ok = native.supported(self.fusion, self.fusion_options, legs)
+            if native_ok and not rerankers:
                 found = self._native(corpus, legs, texts, qvecs, allow, k, explain, threads)
+            elif native_ok and not explain:
+                found = self._native_rerank(corpus, legs, rerankers, texts, qvecs, allow, k,
+                                            threads)
             else:
                 found = [
                     self._python(corpus, legs, rerankers, q,
@@ -289,39 +308,48 @@ class Pipeline:
                          explain=explain, threads=threads)
         table = got["table"]
         doc_ids = table.doc_ids
+        names: list[str] = []
         if explain:
             names = [r.name for r, _ in legs]
             names.append("fusion" if len(legs) > 1 else names[0])
+            explain_ranks, explain_scores = got["explain_ranks"], got["explain_scores"]
         # the executor returns documents of chunks it found in the table (the spans are read
-        # from its arrays); -1 pads rows with fewer than k documents
-        found = got["ids"] >= 0
-        chunks = got["chunks"][found]
-        ids = [doc_ids[d] for d in got["ids"][found].tolist()]
-        scores, starts, ends = (got["scores"][found].tolist(),
-                                table.chunk_start[chunks].tolist(),
-                                table.chunk_end[chunks].tolist())
-        docs = corpus.texts_of(ids)
+        # from its arrays); -1 pads rows with fewer than k documents, so a row's hits are a
+        # prefix of it. Plain lists from here: a few Python objects per hit, no numpy calls
+        # per hit.
+        rows, chunk_rows, score_rows = (got["ids"].tolist(), got["chunks"].tolist(),
+                                        got["scores"].tolist())
+        hits = [[d for d in row if d >= 0] for row in rows]
+        docs = corpus.texts_of([doc_ids[d] for row in hits for d in row])
+        # every best chunk's span in one gather (padding -1 reads the last chunk, unused; an
+        # empty table has no hits to read spans for)
+        chunks = got["chunks"]
+        start_rows, end_rows = ((table.chunk_start[chunks].tolist(),
+                                 table.chunk_end[chunks].tolist())
+                                if len(table.chunk_start) else (chunk_rows, chunk_rows))
         out: list[list[Result]] = []
-        at = 0
-        for q, n in enumerate(found.sum(axis=1).tolist()):
+        for q, row in enumerate(hits):
             results = []
-            for j in range(n):
-                d = ids[at + j]
-                doc = docs.get(d) or self._missing_doc(d, int(chunks[at + j]))
+            chunk_row, score_row = chunk_rows[q], score_rows[q]
+            start_row, end_row = start_rows[q], end_rows[q]
+            for j, d in enumerate(row):
+                doc_id = doc_ids[d]
+                c = chunk_row[j]
+                doc = docs.get(doc_id)
+                if doc is None:
+                    self._missing_doc(doc_id, c)
                 stages: dict[str, StageScore] = {}
                 if explain:
-                    ranks = got["explain_ranks"][q, j].tolist()
-                    values = got["explain_scores"][q, j].tolist()
                     stages = {name: StageScore(value, rank) for name, value, rank in
-                              zip(names, values, ranks, strict=True) if rank > 0}
-                results.append(Result(d, scores[at + j], doc.text, doc.metadata,
-                                      (starts[at + j], ends[at + j]), stages))
+                              zip(names, explain_scores[q, j].tolist(),
+                                  explain_ranks[q, j].tolist(), strict=True) if rank > 0}
+                results.append(Result(doc_id, score_row[j], doc.text, doc.metadata,
+                                      (start_row[j], end_row[j]), stages))
             out.append(results)
-            at += n
         return out
 
     @staticmethod
-    def _missing_doc(doc: str, chunk: int) -> Document:
+    def _missing_doc(doc: str, chunk: int) -> NoReturn:
         raise IndexFormatError(f"chunk {chunk} belongs to document {doc!r}, which is missing: "
                                "the collection is damaged; rebuild it")
 
@@ -333,6 +361,42 @@ class Pipeline:
         stages: dict[int, dict[str, StageScore]] = {}
         fused, chunks = self._retrieve(corpus, legs, query, qvec, allow, k, stages, explain)
         first = "fusion" if len(legs) > 1 else legs[0][0].name
+        return self._rerank(corpus, rerankers, query, qvec, fused, chunks, first, stages, k,
+                            explain)
+
+    def _native_rerank(self, corpus: Corpus, legs: list[tuple[BaseRetriever, float]],
+                       rerankers: list[tuple[Reranker, int]], queries: list[str],
+                       vectors: np.ndarray | None, allow: list[int] | None, k: int,
+                       threads: int) -> list[list[Result]]:
+        """Rerank stages over the executor's fused chunks: the legs and the fusion in one
+        native call (the fused list as `_retrieve` makes it: the same order, chunks of unknown
+        documents left out), then each query's stages in Python. A query whose legs the
+        executor deepened past the fused chunks it wrote runs in Python."""
+        width = sum(max(r.depth, k) for r, _ in legs)
+        got = native.run(corpus, legs, queries, vectors, allow, k=k, fusion=self.fusion,
+                         fusion_options=self.fusion_options, aggregate=self.aggregate,
+                         explain=False, threads=threads, fused=width)
+        first = "fusion" if len(legs) > 1 else legs[0][0].name
+        chunk_rows, score_rows = got["fused_chunks"].tolist(), got["fused_scores"].tolist()
+        out = []
+        for q, query in enumerate(queries):
+            qvec = None if vectors is None else vectors[q]
+            fused = [(c, s) for c, s in zip(chunk_rows[q], score_rows[q], strict=True) if c >= 0]
+            if len(fused) == width and int(got["depths"][q].sum()) > width:
+                out.append(self._python(corpus, legs, rerankers, query, qvec, allow, k, False))
+                continue
+            chunks = corpus.chunks_of(c for c, _ in fused)
+            out.append(self._rerank(corpus, rerankers, query, qvec, fused, chunks, first, {},
+                                    k, False))
+        return out
+
+    def _rerank(self, corpus: Corpus, rerankers: list[tuple[Reranker, int]], query: str,
+                qvec: np.ndarray | None, fused: list[tuple[int, float]],
+                chunks: Mapping[int, ChunkHit], first: str,
+                stages: dict[int, dict[str, StageScore]], k: int,
+                explain: bool) -> list[Result]:
+        """The rerank stages over fused chunks (`first` names the stage that scored them),
+        then the documents."""
         order = [Candidate(c, float(s), first, 0) for c, s in fused if c in chunks]
         # texts are read only for what a stage or the answer needs, not for every candidate
         docs: dict[str, Document] = {}
