@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from fastrag.encoders.base import TruncationWarning
 from fastrag.encoders import quantize as static_int8
+from fastrag.encoders.base import TruncationWarning
 from fastrag.encoders.export import MANIFEST, quantize_int8
 from fastrag.text import ja_wordpiece
 
