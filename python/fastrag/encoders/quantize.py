@@ -288,8 +288,9 @@ def quantize_static_int8(
                     "ActivationSymmetric": False,
                     # fused contrib ops have no inferred output types: say they are float
                     "DefaultTensorType": onnx.TensorProto.FLOAT,
-                    # bounds the calibrator's memory: ranges are merged every few batches
-                    "CalibMaxIntermediateOutputs": 4,
+                    # not "CalibMaxIntermediateOutputs": onnxruntime 1.32's MinMax calibrator
+                    # drops (does not merge) what it collected at each flush; it keeps only
+                    # a min and a max per tensor and batch anyway
                 },
             )
         finally:
