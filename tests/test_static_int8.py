@@ -178,3 +178,120 @@ def test_calibration_digest_tells_texts_apart() -> None:
     assert d(["ab", "c"]) != d(["a", "bc"])
     assert d(["a", "b"]) != d(["b", "a"])
     assert d(CALIBRATION) == d(list(CALIBRATION))
+
+
+# --- exporting through optimum (fastrag.encoders.export_model(exporter=...)) -------------
+# optimum-onnx pins transformers < 4.58 and is not installed with the test extra: a stand-in
+# `optimum.exporters.onnx` module writes the graph the way optimum does (the model's own
+# last_hidden_state, torch.onnx underneath), so the choice, the check and the fallback run.
+
+
+def _fake_optimum(monkeypatch: pytest.MonkeyPatch, behaviour: str) -> list[str]:
+    import sys
+    import types
+
+    calls: list[str] = []
+
+    def main_export(model: str, output: str, *, task: str, opset: int, **kwargs: Any) -> None:
+        import torch
+        import transformers
+
+        calls.append(task)
+        if behaviour == "fail":
+            raise RuntimeError("unsupported architecture")
+        out = Path(output)
+        out.mkdir(parents=True)
+        net = transformers.AutoModel.from_pretrained(model, attn_implementation="eager").eval()
+        names = ["input_ids", "attention_mask", "token_type_ids"]
+        ids = torch.ones((1, 4), dtype=torch.long)
+        outputs = ["last_hidden_state"] if behaviour == "ok" else ["hidden"]
+        with torch.no_grad():
+            torch.onnx.export(
+                lambda_module(net), (ids, ids, torch.zeros_like(ids)), str(out / "model.onnx"),
+                input_names=names, output_names=outputs, opset_version=opset, dynamo=False,
+                dynamic_axes={n: {0: "b", 1: "t"} for n in [*names, *outputs]},
+            )
+
+    exporters = types.ModuleType("optimum.exporters")
+    onnx_mod = types.ModuleType("optimum.exporters.onnx")
+    onnx_mod.main_export = main_export  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "optimum", types.ModuleType("optimum"))
+    monkeypatch.setitem(sys.modules, "optimum.exporters", exporters)
+    monkeypatch.setitem(sys.modules, "optimum.exporters.onnx", onnx_mod)
+    return calls
+
+
+def lambda_module(net: Any) -> Any:
+    import torch
+
+    class Wrapped(torch.nn.Module):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, ids: Any, mask: Any, types: Any) -> Any:
+            return self.net(input_ids=ids, attention_mask=mask, token_type_ids=types)[0]
+
+    return Wrapped()
+
+
+@pytest.fixture(scope="module")
+def tiny_source(fused: Path) -> Path:
+    return fused.parent / "src"
+
+
+def test_export_goes_through_optimum_when_it_is_there(
+    tiny_source: Path, fused: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    calls = _fake_optimum(monkeypatch, "ok")
+    out = export_model(tiny_source, tmp_path / "via-optimum")
+    manifest = json.loads((out / "fastrag_model.json").read_text())
+    assert calls == ["feature-extraction"] and manifest["exporter"] == "optimum"
+    assert manifest["export_max_abs_diff"] <= 1e-4  # checked against PyTorch like any export
+    assert manifest["fused"].get("Attention")  # and fused the same way
+    np.testing.assert_allclose(TextEncoder(out).encode(TEXTS), TextEncoder(fused).encode(TEXTS),
+                               atol=1e-5)
+    assert TextEncoder(out).fingerprint == TextEncoder(fused).fingerprint
+    # exports optimum does not cover (an added output) keep torch.onnx without asking it
+    calls.clear()
+    att = export_model(tiny_source, tmp_path / "att", attentions=True)
+    assert calls == [] and json.loads((att / "fastrag_model.json").read_text())[
+        "exporter"] == "torch.onnx"
+    torch_only = export_model(tiny_source, tmp_path / "torch", exporter="torch")
+    assert calls == [] and json.loads((torch_only / "fastrag_model.json").read_text())[
+        "exporter"] == "torch.onnx"
+
+
+@pytest.mark.parametrize("behaviour", ["fail", "other-outputs"])
+def test_optimum_failing_falls_back_to_torch(
+    tiny_source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, behaviour: str
+) -> None:
+    import json
+
+    from fastrag.encoders import ExportError
+
+    calls = _fake_optimum(monkeypatch, behaviour)
+    out = export_model(tiny_source, tmp_path / "auto")
+    assert calls and json.loads((out / "fastrag_model.json").read_text())[
+        "exporter"] == "torch.onnx"
+    assert not (out / "optimum").exists()
+    with pytest.raises(ExportError, match="optimum could not export"):
+        export_model(tiny_source, tmp_path / "strict", exporter="optimum")
+    assert not (tmp_path / "strict").exists()  # nothing half-written
+
+
+def test_exporter_is_checked(tiny_source: Path, tmp_path: Path,
+                             monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from fastrag.encoders import ExportError
+
+    with pytest.raises(ValueError, match="exporter must be one of"):
+        export_model(tiny_source, tmp_path / "x", exporter="tf2onnx")
+    monkeypatch.setitem(sys.modules, "optimum.exporters.onnx", None)  # not installed
+    with pytest.raises(ExportError, match="pip install optimum-onnx"):
+        export_model(tiny_source, tmp_path / "y", exporter="optimum")
+    with pytest.raises(ExportError, match="adds its own"):
+        export_model(tiny_source, tmp_path / "z", exporter="optimum", attentions=True)
