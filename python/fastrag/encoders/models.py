@@ -101,12 +101,14 @@ class _Local:
         revision: str | None,
         cache_dir: str | os.PathLike[str] | None,
         attentions: bool = False,
+        calibration: Sequence[Any] | None = None,
     ) -> None:
         folder = resolve_model(
             model, task=self.task, attentions=attentions, revision=revision, cache_dir=cache_dir
         )
         self.model = OnnxModel(
-            folder, quantize=quantize, threads=threads, providers=providers, max_length=max_length
+            folder, quantize=quantize, threads=threads, providers=providers,
+            max_length=max_length, calibration=calibration,
         )
         self.manifest = self.model.manifest
         self.name = str(self.manifest.get("name", folder.name))
@@ -130,10 +132,16 @@ class TextEncoder(_Local, Encoder):
             Face model folder, or an exported folder. Without torch, BERT-family models
             (the default included) are built from their safetensors weights
             (`fastrag.encoders.bert_onnx`, the ``minilm`` extra); others need torch.
-        quantize: None (fp32) or "int8" (dynamic quantisation, per-channel weights: faster,
+        quantize: None (fp32), "int8" (dynamic quantisation, per-channel weights: faster,
             especially per query; on MiniLM the cosine to fp32 is 0.994 on average and 0.98
             at worst; activations are scaled per batch, so the same text can embed slightly
-            differently in another batch).
+            differently in another batch) or "static" (static int8 calibrated on
+            `calibration`, attention products included; a text's vector does not depend on
+            its batch; see `fastrag.encoders.quantize`).
+        calibration: quantize="static" only: a few hundred in-domain texts (documents of the
+            collection, say) whose activation ranges fix the int8 scales. Needed the first
+            time; the static model is kept in the exported folder and reused (made again
+            when other calibration texts are given).
         threads: onnxruntime threads (0: one per core).
         pooling: "mean", "cls" or "last"; default from the model (registry or its files).
         query_prompt: overrides the model's query prompt.
@@ -156,10 +164,12 @@ class TextEncoder(_Local, Encoder):
         max_length: int | None = None,
         revision: str | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
+        calibration: Sequence[str] | None = None,
     ) -> None:
         self._open(
             model, quantize=quantize, threads=threads, providers=providers,
             max_length=max_length, revision=revision, cache_dir=cache_dir, attentions=attentions,
+            calibration=calibration,
         )
         if attentions and "cls_attention" not in self.model.output_names:
             raise ModelFormatError(

@@ -16,13 +16,14 @@ from typing import Any
 
 import numpy as np
 
+from fastrag.encoders import quantize as static_int8
 from fastrag.encoders.base import TruncationWarning
 from fastrag.encoders.export import MANIFEST, quantize_int8
 from fastrag.text import ja_wordpiece
 
 log = logging.getLogger(__name__)
 
-QUANTIZATIONS = (None, "int8")
+QUANTIZATIONS = (None, "int8", "static")
 
 
 class ModelFormatError(ValueError):
@@ -102,8 +103,13 @@ class OnnxModel:
 
     Args:
         folder: an exported folder (see `fastrag.encoders.export`).
-        quantize: None (fp32) or "int8" (dynamic int8; made once from model.onnx and kept
-            beside it as model_int8.onnx).
+        quantize: None (fp32), "int8" (dynamic int8; made once from model.onnx and kept
+            beside it as model_int8.onnx) or "static" (static int8 calibrated on
+            `calibration`, kept beside it as model_static.onnx; see
+            `fastrag.encoders.quantize`).
+        calibration: for quantize="static", a few hundred in-domain texts (the first
+            512 are used). A model_static.onnx calibrated on the same texts is reused; with
+            None, the folder's model_static.onnx is used whatever it was calibrated on.
         threads: onnxruntime intra-op threads (0: onnxruntime's default, one per core).
         providers: onnxruntime execution providers (default: CUDA when present, then CPU).
         max_length: a shorter window than the model's.
@@ -117,33 +123,26 @@ class OnnxModel:
         threads: int = 0,
         providers: Sequence[str] | None = None,
         max_length: int | None = None,
+        calibration: Sequence[Any] | None = None,
     ) -> None:
-        import onnxruntime as ort
         from tokenizers import Tokenizer
 
         if quantize not in QUANTIZATIONS:
-            raise ValueError(f"quantize must be None or 'int8', got {quantize!r}")
+            raise ValueError(f"quantize must be None, 'int8' or 'static', got {quantize!r}")
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
             raise ValueError(f"threads must be an int >= 0, got {threads!r}")
+        if calibration is not None and quantize != "static":
+            raise ValueError("calibration= is for quantize='static'")
+        texts = None if calibration is None else static_int8.check_calibration(calibration)
         self.folder = Path(folder)
         self.manifest = load_manifest(self.folder)
         self.quantize = quantize
+        self._threads = threads
+        self._providers = list(providers or default_providers())
         path = self.folder / "model.onnx"
         if quantize == "int8":
             q = self.folder / "model_int8.onnx"
             path = q if q.is_file() else quantize_int8(path, q)
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        try:
-            self.session = ort.InferenceSession(
-                str(path), options, providers=list(providers or default_providers())
-            )
-        except Exception as e:  # onnxruntime raises its own exception types
-            raise ModelFormatError(f"{path} could not be loaded by onnxruntime: {e}") from e
-        self._check_signature(path)
         try:
             self.tokenizer = Tokenizer.from_file(str(self.folder / "tokenizer.json"))
         except Exception as e:
@@ -165,6 +164,61 @@ class OnnxModel:
         eos_room = 1 if appends else 0
         self.tokenizer.enable_truncation(window - eos_room)
         self.pad_id = int(self.manifest["pad_id"])
+        self.static_info: dict[str, Any] | None = None
+        if quantize == "static":
+            path = self._static_model(path, texts)
+        self.session = self._session(path)
+        self._check_signature(path)
+
+    def _session(self, path: Path) -> Any:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = self._threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        try:
+            return ort.InferenceSession(str(path), options, providers=self._providers)
+        except Exception as e:  # onnxruntime raises its own exception types
+            raise ModelFormatError(f"{path} could not be loaded by onnxruntime: {e}") from e
+
+    def _static_model(self, fp32: Path, texts: list[Any] | None) -> Path:
+        """The folder's static int8 model, made from `texts` when it is missing or was
+        calibrated on other texts."""
+        target = self.folder / static_int8.STATIC_FILE
+        info = static_int8.read_info(self.folder)
+        digest = None if texts is None else static_int8.calibration_digest(texts)
+        if target.is_file() and (digest is None or (info or {}).get("calibration") == digest):
+            self.static_info = info
+            return target
+        if texts is None:
+            raise ValueError(
+                f"{self.folder} has no static int8 model yet: quantize='static' needs "
+                "calibration texts the first time (calibration=[...], a few hundred "
+                "in-domain texts such as the collection's documents)"
+            )
+        self._threads, wanted = 0, self._threads
+        try:  # calibration runs the float model: all cores
+            session = self._session(fp32)
+        finally:
+            self._threads = wanted
+        self.session = session
+        self._check_signature(fp32)
+        feeds = [feed for _, _, _, feed in self._batches(
+            self._rows(texts), batch_size=static_int8.CALIBRATION_BATCH
+        )]
+        del self.session, session
+        self.static_info = static_int8.quantize_static_int8(
+            fp32, target, feeds, info={"calibration": digest, "calibration_texts": len(texts)}
+        )
+        return target
+
+    def _rows(self, texts: Sequence[Any]) -> list[tuple[list[int], Any]]:
+        with warnings.catch_warnings():  # calibration texts may be long: truncation is fine
+            warnings.simplefilter("ignore", TruncationWarning)
+            encodings, token_ids = self.tokenize(texts)
+        return [(ids, enc.type_ids) for ids, enc in zip(token_ids, encodings, strict=True)]
 
     def _check_signature(self, path: Path) -> None:
         inputs = [i.name for i in self.session.get_inputs()]
@@ -245,9 +299,21 @@ class OnnxModel:
 
         Yields (row indices, their lengths, the attention mask, outputs by name) per batch.
         """
+        names = list(outputs or self.output_names)
+        for batch, lengths, mask, feeds in self._batches(rows, batch_size=batch_size):
+            result = self.session.run(names, feeds)
+            yield batch, lengths, mask, dict(zip(names, result, strict=True))
+
+    def _batches(
+        self,
+        rows: Sequence[tuple[Sequence[int], Sequence[int] | None]],
+        *,
+        batch_size: int,
+    ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]]:
+        """(row indices, lengths, attention mask, the session's inputs) per batch, shortest
+        rows first, each batch right-padded to its longest row."""
         lengths = np.fromiter((len(ids) for ids, _ in rows), dtype=np.int64, count=len(rows))
         order = np.argsort(lengths, kind="stable")
-        names = list(outputs or self.output_names)
         with_types = "token_type_ids" in self.input_names
         for start in range(0, len(order), batch_size):
             batch = order[start : start + batch_size]
@@ -266,5 +332,4 @@ class OnnxModel:
             feeds = {"input_ids": ids, "attention_mask": mask}
             if with_types:
                 feeds["token_type_ids"] = types
-            result = self.session.run(names, feeds)
-            yield batch, lengths[batch], mask, dict(zip(names, result, strict=True))
+            yield batch, lengths[batch], mask, feeds
