@@ -256,9 +256,9 @@ std::size_t SparseIndex::decode_block(std::uint64_t t, std::uint64_t blk, std::u
   const std::uint8_t* p = packed_.data() + block_data_[blk];
   const std::uint16_t bits = block_bits_[blk];
   const unsigned db = codec::doc_bits(bits);
-  codec::unpack(p, n, db, docs);
+  codec::unpack_block(p, n, db, docs);
   codec::gaps_to_docs(docs, n, blk == b0 ? 0xffffffffu : block_last_[blk - 1]);
-  if (tfs) codec::unpack(p + codec::packed_bytes(n, db), n, codec::tf_bits(bits), tfs);
+  if (tfs) codec::unpack_block(p + codec::packed_bytes(n, db), n, codec::tf_bits(bits), tfs);
   return n;
 }
 
@@ -334,11 +334,11 @@ void SparseIndex::encode_postings(std::vector<std::uint64_t> off,
         v[i] = docs[s + i] - prev - 1;
         prev = docs[s + i];
       }
-      codec::pack(v, n, db, buf);
+      codec::pack_block(v, n, db, buf);
       const std::size_t dbytes = codec::packed_bytes(n, db);
       if (bm25) {
         for (std::size_t i = 0; i < n; ++i) v[i] = static_cast<std::uint32_t>(vals[s + i]) - 1;
-        codec::pack(v, n, tb, buf + dbytes);
+        codec::pack_block(v, n, tb, buf + dbytes);
       }
       std::memcpy(packed.data() + bdata[blk], buf, dbytes + codec::packed_bytes(n, tb));
     }
@@ -652,7 +652,7 @@ std::unique_ptr<SparseIndex> SparseIndex::load(const std::string& path, bool use
       for (std::uint64_t blk = boff[t]; blk < boff[t + 1]; ++blk) {
         const std::size_t n = static_cast<std::size_t>(
             std::min<std::uint64_t>(kBlockSize, len - (blk - boff[t]) * kBlockSize));
-        codec::unpack(ix->packed_.data() + ix->block_data_[blk], n,
+        codec::unpack_block(ix->packed_.data() + ix->block_data_[blk], n,
                       codec::doc_bits(ix->block_bits_[blk]), gaps);
         for (std::size_t i = 0; i < n; ++i) {
           prev = prev + gaps[i] + 1;

@@ -69,9 +69,9 @@ struct Cursor {
     const std::size_t m = block_len(b);
     const std::uint8_t* p = packed + block_data[b];
     const unsigned db = codec::doc_bits(block_bits[b]);
-    codec::unpack(p, m, db, d);
+    codec::unpack_block(p, m, db, d);
     codec::gaps_to_docs(d, m, b == 0 ? 0xffffffffu : block_last[b - 1]);
-    if (!values) codec::unpack(p + codec::packed_bytes(m, db), m, codec::tf_bits(block_bits[b]), t);
+    if (!values) codec::unpack_block(p + codec::packed_bytes(m, db), m, codec::tf_bits(block_bits[b]), t);
     return m;
   }
   // Decodes block b's documents; its tfs wait for the first posting scored (see score()).
@@ -85,12 +85,12 @@ struct Cursor {
     }
     n = static_cast<std::uint32_t>(block_len(b));
     const unsigned db = codec::doc_bits(block_bits[b]);
-    codec::unpack(packed + block_data[b], n, db, docs);
+    codec::unpack_block(packed + block_data[b], n, db, docs);
     codec::gaps_to_docs(docs, n, b == 0 ? 0xffffffffu : block_last[b - 1]);
   }
   void load_tfs() {
     const unsigned db = codec::doc_bits(block_bits[dblock]);
-    codec::unpack(packed + block_data[dblock] + codec::packed_bytes(n, db), n,
+    codec::unpack_block(packed + block_data[dblock] + codec::packed_bytes(n, db), n,
                   codec::tf_bits(block_bits[dblock]), tfs);
     tfs_ready = true;
   }
@@ -175,8 +175,8 @@ void walk_bm25(const Cursor& c, Sink&& sink) {
     const std::size_t m = c.block_len(b);
     const std::uint8_t* p = c.packed + c.block_data[b];
     const unsigned db = codec::doc_bits(c.block_bits[b]);
-    codec::unpack(p, m, db, gaps);
-    codec::unpack(p + codec::packed_bytes(m, db), m, codec::tf_bits(c.block_bits[b]), tfs);
+    codec::unpack_block(p, m, db, gaps);
+    codec::unpack_block(p + codec::packed_bytes(m, db), m, codec::tf_bits(c.block_bits[b]), tfs);
     std::uint32_t d = b == 0 ? 0xffffffffu : c.block_last[b - 1];
     if (ft) {
       for (std::size_t i = 0; i < m; ++i) {
@@ -202,7 +202,7 @@ void walk_values(const Cursor& c, Sink&& sink) {
   const float* val = c.values;
   for (std::uint64_t b = 0; b < c.n_blocks; ++b, val += Cursor::B) {
     const std::size_t m = c.block_len(b);
-    codec::unpack(c.packed + c.block_data[b], m, codec::doc_bits(c.block_bits[b]), gaps);
+    codec::unpack_block(c.packed + c.block_data[b], m, codec::doc_bits(c.block_bits[b]), gaps);
     std::uint32_t d = b == 0 ? 0xffffffffu : c.block_last[b - 1];
     for (std::size_t i = 0; i < m; ++i) {
       d += gaps[i] + 1;
