@@ -22,12 +22,15 @@ differ slightly from the exact formula: agreement is the mean share of top-10 do
 two engines have in common. Keys (no dataset suffix where the name says the dataset):
 - qps_ratio_vs_tantivy_cranfield, qps_ratio_vs_tantivy_zipf: top-10 queries/s, 1 thread,
   fastrag / tantivy (zipf = the synthetic corpus: 1,000,000 documents in the full run,
-  100,000 with --quick);
-- bytes_per_posting: fastrag's stats()['memory_bytes'] (every array of the index) over its
-  number of postings, on the synthetic corpus;
-- index_bytes_ratio_vs_tantivy: tantivy's on-disk bytes (every file of its index folder after
-  the commit and merges) / fastrag's memory_bytes, synthetic corpus; > 1 when fastrag's index
-  is smaller (the inverse, fastrag / tantivy, is the issue's "goal <= 1.2");
+  100,000 with --quick); qps_ratio_vs_tantivy_zipf_lean: fastrag with impact_cache=False;
+- bytes_per_posting: fastrag's stats()['memory_bytes'] (every array of the index, the
+  impact cache included) over its number of postings, on the synthetic corpus;
+  bytes_per_posting_lean: the same with impact_cache=False (scores computed from tfs and
+  document lengths as blocks are decoded); file_bytes_per_posting: the saved file's size;
+- index_bytes_ratio_vs_tantivy (_lean): tantivy's on-disk bytes (every file of its index
+  folder after the commit and merges) / fastrag's memory_bytes, synthetic corpus; > 1 when
+  fastrag's index is smaller (the inverse, fastrag / tantivy, is the issue's "goal <= 1.2");
+  file_bytes_ratio_vs_tantivy: tantivy's on-disk bytes / the size of fastrag's saved file;
 - index_docs_ratio_vs_tantivy_strings: cranfield raw strings indexed per second, analyzer
   included, one thread: fastrag BM25.add(strings) with its English analyzer / tantivy with
   its "en_stem" tokenizer (commit included);
@@ -682,6 +685,9 @@ def bench_tantivy_synthetic(
     core = _core.SparseIndex(scoring="bm25", **TANTIVY_PARAMS)
     core.add(indptr, terms)
     st = core.stats()
+    lean = _core.SparseIndex(scoring="bm25", impact_cache=False, **TANTIVY_PARAMS)
+    lean.add(indptr, terms)
+    st_lean = lean.stats()
     print(f"[synthetic] tantivy: writing {n_docs:,} documents as strings of term ids", flush=True)
     flat, ptr = terms.astype(str).tolist(), indptr.tolist()
     texts = [" ".join(flat[ptr[i] : ptr[i + 1]]) for i in range(n_docs)]
@@ -713,21 +719,42 @@ def bench_tantivy_synthetic(
             for i in range(n_q)
         ]
 
-        def per_query_calls() -> None:
+        def per_query_calls(ix: Any = core) -> None:
             for ip, t in singles:
-                core.search(ip, t, k=K, threads=1)
+                ix.search(ip, t, k=K, threads=1)
 
+        lean_ids, _ = lean.search(q_indptr, q_terms, k=K, threads=1)
+        report.note(f"impact_cache=False returns the same ids: {np.array_equal(lean_ids, f_ids)}")
         cases: dict[str, Callable[[], object]] = {
             "fastrag core k1=1.2, one call per query": per_query_calls,
+            "fastrag core k1=1.2, impact_cache=False, one call per query": lambda: per_query_calls(
+                lean
+            ),
             "tantivy, one search() per query, same tokens": lambda: tv.search_all(tq),
         }
         qps = report.add_rates(
             "top-10 QPS vs tantivy, 1 thread", "q/s", n_q, time_cases(cases, reps, min_s)
         )
         t_bytes = tv.disk_bytes()
-        f_bytes = int(st["memory_bytes"])
+        f_bytes, l_bytes = int(st["memory_bytes"]), int(st_lean["memory_bytes"])
+        core.save(str(tmp / "fastrag.fridx"))
+        file_bytes = (tmp / "fastrag.fridx").stat().st_size
         report.add_value("index bytes", "fastrag k1=1.2 stats()['memory_bytes']", f_bytes, "bytes")
+        report.add_value(
+            "index bytes", "fastrag k1=1.2 impact_cache=False memory_bytes", l_bytes, "bytes"
+        )
+        report.add_value("index bytes", "fastrag saved file", file_bytes, "bytes")
         report.add_value("index bytes", "tantivy on disk", t_bytes, "bytes")
+        n_post = max(1, int(st["n_postings"]))
+        report.top["bytes_per_posting_lean"] = round(l_bytes / n_post, 3)
+        report.top["file_bytes_per_posting"] = round(file_bytes / n_post, 3)
+        report.top["index_bytes_ratio_vs_tantivy_lean"] = ratio(t_bytes, l_bytes)
+        report.top["file_bytes_ratio_vs_tantivy"] = ratio(t_bytes, file_bytes)
+        report.top["qps_ratio_vs_tantivy_zipf_lean"] = paired_ratio(
+            qps,
+            "fastrag core k1=1.2, impact_cache=False, one call per query",
+            ["tantivy, one search() per query, same tokens"],
+        )
         report.top["qps_ratio_vs_tantivy_zipf"] = paired_ratio(
             qps,
             "fastrag core k1=1.2, one call per query",

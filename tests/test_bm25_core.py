@@ -615,7 +615,7 @@ def test_impact_cache_off_gives_the_same_bits(tmp_path, method):
     docs = zipf_docs(rng, 3000, vocab=400, mean_len=12)
     docs[5] = [1] * 40 + [2] * 3  # tf 40
     docs[7] = list(rng.integers(0, 400, 5000))  # longer than the length tables' 2048
-    queries = make_queries(rng, docs, 60, vocab=400) + [[1, 2], [1]]
+    queries = [*make_queries(rng, docs, 60, vocab=400), [1, 2], [1]]
     params = {"method": method, "k1": 1.2, "b": 0.75, "delta": 0.5}
     on = build(docs, chunks=3, **params)
     off = build(docs, chunks=3, impact_cache=False, **params)
