@@ -1,4 +1,4 @@
-"""BM25 benchmark: fastrag against bm25s (numpy and numba backends) on the same tokens.
+"""BM25 benchmark: fastrag against bm25s (numpy and numba backends) and tantivy on the same tokens.
 
 For cranfield (English analyzer), jsquad-valid (Japanese analyzer) and a synthetic Zipfian
 corpus of integer term ids, it measures top-10 agreement, single-thread and 2-thread query
@@ -9,6 +9,32 @@ Both engines always get the same token lists, produced once by fastrag's analyze
     python benchmarks/bench_bm25.py              # full run (1,000,000 synthetic documents)
     python benchmarks/bench_bm25.py --smoke      # seconds: tiny generated data, no bm25s
     # options: --json PATH, --data DIR, --docs N, --peer-docs N, --repeat R, --seed S, --skip ...
+
+tantivy (the `tantivy` Python package, Rust tantivy underneath) is compared against a second
+fastrag index with tantivy's fixed scoring: Lucene BM25, k1=1.2, b=0.75. It gets the very
+tokens fastrag's analyzer produced, joined by spaces into a field with tantivy's "whitespace"
+tokenizer and index option "freq" (document ids and term frequencies, no positions, nothing
+stored but a fast i64 id column used to map hits back), written by one writer thread and
+searched with term queries OR-ed together, one query per call, count=False (so tantivy may
+use block-max WAND), on one searcher thread. fastrag's ratio is taken against its own one
+call per query. tantivy quantises document lengths to one byte (fieldnorms), so its scores
+differ slightly from the exact formula: agreement is the mean share of top-10 documents the
+two engines have in common. Keys (no dataset suffix where the name says the dataset):
+- qps_ratio_vs_tantivy_cranfield, qps_ratio_vs_tantivy_zipf: top-10 queries/s, 1 thread,
+  fastrag / tantivy (zipf = the synthetic corpus: 1,000,000 documents in the full run,
+  100,000 with --quick); qps_ratio_vs_tantivy_zipf_lean: fastrag with impact_cache=False;
+- bytes_per_posting: fastrag's stats()['memory_bytes'] (every array of the index, the
+  impact cache included) over its number of postings, on the synthetic corpus;
+  bytes_per_posting_lean: the same with impact_cache=False (scores computed from tfs and
+  document lengths as blocks are decoded); file_bytes_per_posting: the saved file's size;
+- index_bytes_ratio_vs_tantivy (_lean): tantivy's on-disk bytes (every file of its index
+  folder after the commit and merges) / fastrag's memory_bytes, synthetic corpus; > 1 when
+  fastrag's index is smaller (the inverse, fastrag / tantivy, is the issue's "goal <= 1.2");
+  file_bytes_ratio_vs_tantivy: tantivy's on-disk bytes / the size of fastrag's saved file;
+- index_docs_ratio_vs_tantivy_strings: cranfield raw strings indexed per second, analyzer
+  included, one thread: fastrag BM25.add(strings) with its English analyzer / tantivy with
+  its "en_stem" tokenizer (commit included);
+- top10_overlap_vs_tantivy_cranfield / _zipf: the agreement above.
 
 Timings: every case is warmed up once (numba JIT excluded), then the cases are run in turn,
 in a rotating order, `--repeat` times; a sample repeats a call until it lasts at least
@@ -28,6 +54,8 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import argparse  # noqa: E402
 import json  # noqa: E402
 import random  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
 from collections.abc import Callable, Sequence  # noqa: E402
@@ -46,6 +74,8 @@ bm25s: Any = None  # the peer, imported in main() unless --smoke
 
 K = 10
 BM25_PARAMS = {"method": "lucene", "k1": 1.5, "b": 0.75}
+TANTIVY_PARAMS = {"method": "lucene", "k1": 1.2, "b": 0.75}  # tantivy's fixed BM25
+tantivy: Any = None  # the second peer, imported in main() unless --smoke
 RTOL = 1e-4
 
 
@@ -69,6 +99,7 @@ class Report:
     rows: list[Row] = field(default_factory=list)
     lines: list[str] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
+    top: dict[str, Any] = field(default_factory=dict)  # SUMMARY keys taken without a suffix
 
     def add_rates(
         self,
@@ -207,6 +238,76 @@ def bm25s_bytes(retriever: Any) -> int:
     return int(s["data"].nbytes + s["indices"].nbytes + s["indptr"].nbytes)
 
 
+# ----------------------------------------------------------------------------- tantivy helpers
+@dataclass
+class TantivyIndex:
+    index: Any
+    searcher: Any
+    schema: Any
+    path: Path
+    seconds: float  # build time: documents added, committed, merges waited for
+
+    def disk_bytes(self) -> int:
+        return sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
+
+    def queries(self, token_lists: Sequence[Sequence[str]]) -> list:
+        """Prebuilt OR queries of term queries over the given tokens (built outside timings)."""
+        out = []
+        for q in token_lists:
+            terms = [
+                (
+                    tantivy.Occur.Should,
+                    tantivy.Query.term_query(self.schema, "body", t, index_option="freq"),
+                )
+                for t in q  # repeats kept: both engines then weigh a repeated term twice
+            ]
+            out.append(tantivy.Query.boolean_query(terms))
+        return out
+
+    def search_all(self, queries: list) -> None:
+        search = self.searcher.search
+        for q in queries:
+            search(q, K, count=False)
+
+    def topk_ids(self, queries: list) -> list[list[int]]:
+        out = []
+        for q in queries:
+            hits = self.searcher.search(q, K, count=False).hits
+            out.append(self.searcher.fast_field_values("id", [a for _, a in hits]))
+        return out
+
+
+def tantivy_build(texts: Sequence[str], path: Path, tokenizer: str = "whitespace") -> TantivyIndex:
+    """An on-disk tantivy index of `texts` (body: ids + tf, no positions; id: fast i64)."""
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    sb = tantivy.SchemaBuilder()
+    sb.add_text_field("body", stored=False, tokenizer_name=tokenizer, index_option="freq")
+    sb.add_integer_field("id", stored=False, fast=True)
+    schema = sb.build()
+    t0 = time.perf_counter()
+    index = tantivy.Index(schema, path=str(path))
+    writer = index.writer(heap_size=1_000_000_000, num_threads=1)
+    doc_cls = tantivy.Document
+    for i, text in enumerate(texts):
+        writer.add_document(doc_cls(body=text, id=i))
+    writer.commit()
+    writer.wait_merging_threads()
+    seconds = time.perf_counter() - t0
+    index.reload()
+    return TantivyIndex(index, index.searcher(), schema, path, seconds)
+
+
+def topk_overlap(f_ids: np.ndarray, t_ids: list[list[int]]) -> float:
+    """Mean over queries of |fastrag top-k & tantivy top-k| / max(sizes) (1 when both empty)."""
+    shares = []
+    for fa, tb in zip(f_ids, t_ids, strict=True):
+        a = {int(d) for d in fa if d >= 0}
+        b = set(tb)
+        shares.append(len(a & b) / max(len(a), len(b)) if a or b else 1.0)
+    return round(float(np.mean(shares)), 4)
+
+
 # ----------------------------------------------------------------------------- text datasets
 def load_beir(path: Path) -> tuple[list[str], list[str], list[str]]:
     """(doc ids, document texts = title + " " + text, query texts)."""
@@ -221,13 +322,100 @@ def load_beir(path: Path) -> tuple[list[str], list[str], list[str]]:
     return ids, texts, queries
 
 
-def fastrag_build(analyzer: Any, docs: list, ids: list[str]) -> fastrag.BM25:
-    index = fastrag.BM25(analyzer=analyzer, **BM25_PARAMS)
+def fastrag_build(
+    analyzer: Any, docs: list, ids: list[str], params: dict[str, Any] = BM25_PARAMS
+) -> fastrag.BM25:
+    index = fastrag.BM25(analyzer=analyzer, **params)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", fastrag.EmptyDocumentWarning)
         index.add(docs, ids=ids)
     index.stats()  # the core merges added documents lazily: include that work
     return index
+
+
+def bench_tantivy_text(
+    report: Report,
+    key: str,
+    analyzer: Any,
+    texts: list[str],
+    doc_tokens: list,
+    doc_ids: list[str],
+    query_tokens: list,
+    args: argparse.Namespace,
+    strings: bool,
+) -> None:
+    """fastrag (Lucene BM25, k1=1.2, b=0.75) against tantivy on the same tokens."""
+    print(f"[{report.name}] tantivy", flush=True)
+    reps, min_s = args.repeat, args.min_sample_s
+    index = fastrag_build(analyzer, doc_tokens, doc_ids, TANTIVY_PARAMS)
+    core = index._core
+    q_indptr, q_terms = index.encode_queries(query_tokens)
+    singles = [
+        (
+            np.array([0, q_indptr[i + 1] - q_indptr[i]], dtype=np.int64),
+            q_terms[q_indptr[i] : q_indptr[i + 1]],
+        )
+        for i in range(len(query_tokens))
+    ]
+
+    def per_query_calls() -> None:
+        for ip, terms in singles:
+            core.search(ip, terms, k=K, threads=1)
+
+    tmp = Path(tempfile.mkdtemp(prefix="fastrag-bench-tantivy-"))
+    try:
+        tv = tantivy_build([" ".join(d) for d in doc_tokens], tmp / "tokens")
+        tq = tv.queries(query_tokens)
+        f_ids, _ = core.search(q_indptr, q_terms, k=K, threads=1)
+        overlap = topk_overlap(f_ids, tv.topk_ids(tq))
+        report.note(
+            f"top-10 overlap fastrag (k1=1.2) vs tantivy, same tokens: {overlap:.4f} "
+            "(mean share of common documents; tantivy quantises lengths)"
+        )
+        n_q = len(query_tokens)
+        cases: dict[str, Callable[[], object]] = {
+            "fastrag core k1=1.2, one call per query": per_query_calls,
+            "fastrag core k1=1.2, one batch call": lambda: core.search(
+                q_indptr, q_terms, k=K, threads=1
+            ),
+            "tantivy, one search() per query, same tokens": lambda: tv.search_all(tq),
+        }
+        qps = report.add_rates(
+            "top-10 QPS vs tantivy, 1 thread, pre-tokenized",
+            "q/s",
+            n_q,
+            time_cases(cases, reps, min_s),
+        )
+        report.top[f"qps_ratio_vs_tantivy_{key}"] = paired_ratio(
+            qps,
+            "fastrag core k1=1.2, one call per query",
+            ["tantivy, one search() per query, same tokens"],
+        )
+        report.top[f"top10_overlap_vs_tantivy_{key}"] = overlap
+        report.add_value("index bytes", "tantivy on disk (tokens field)", tv.disk_bytes(), "bytes")
+        if strings:
+            n_d = len(texts)
+            cases_ix: dict[str, Callable[[], object]] = {
+                "fastrag BM25.add(strings), k1=1.2": lambda: fastrag_build(
+                    analyzer, texts, doc_ids, TANTIVY_PARAMS
+                ),
+                "tantivy en_stem tokenizer, add + commit": lambda: tantivy_build(
+                    texts, tmp / "strings", "en_stem"
+                ),
+            }
+            ix = report.add_rates(
+                "indexing raw strings vs tantivy, 1 thread",
+                "docs/s",
+                n_d,
+                time_cases(cases_ix, max(3, reps // 2), min_s),
+            )
+            report.top["index_docs_ratio_vs_tantivy_strings"] = paired_ratio(
+                ix,
+                "fastrag BM25.add(strings), k1=1.2",
+                ["tantivy en_stem tokenizer, add + commit"],
+            )
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def bench_text(
@@ -400,6 +588,18 @@ def bench_text(
     report.add_value("index memory", "fastrag stats()['memory_bytes']", f_bytes, "bytes")
     report.summary["qps_fastrag"] = round(n_q / float(np.median(qps["fastrag core, term ids"])), 1)
     report.summary["memory_bytes_fastrag"] = f_bytes
+    if tantivy is not None:
+        bench_tantivy_text(
+            report,
+            name.split("-")[0],
+            analyzer,
+            texts,
+            doc_tokens,
+            doc_ids,
+            query_tokens,
+            args,
+            strings=bm25s_own_tokenizer,
+        )
     if not peers:
         return report
     b_bytes = bm25s_bytes(bm_np)
@@ -471,6 +671,101 @@ def make_synthetic(n_docs: int, n_queries: int, seed: int, n_terms: int = 200_00
     return indptr, terms, q_indptr, np.concatenate(queries).astype(np.uint32), n_terms
 
 
+def bench_tantivy_synthetic(
+    report: Report,
+    indptr: np.ndarray,
+    terms: np.ndarray,
+    q_indptr: np.ndarray,
+    q_terms: np.ndarray,
+    args: argparse.Namespace,
+) -> None:
+    """fastrag (Lucene BM25, k1=1.2, b=0.75) against tantivy on the synthetic term ids."""
+    n_docs, n_q = len(indptr) - 1, len(q_indptr) - 1
+    reps, min_s = max(3, args.repeat // 2), args.min_sample_s
+    core = _core.SparseIndex(scoring="bm25", **TANTIVY_PARAMS)
+    core.add(indptr, terms)
+    st = core.stats()
+    lean = _core.SparseIndex(scoring="bm25", impact_cache=False, **TANTIVY_PARAMS)
+    lean.add(indptr, terms)
+    st_lean = lean.stats()
+    print(f"[synthetic] tantivy: writing {n_docs:,} documents as strings of term ids", flush=True)
+    flat, ptr = terms.astype(str).tolist(), indptr.tolist()
+    texts = [" ".join(flat[ptr[i] : ptr[i + 1]]) for i in range(n_docs)]
+    del flat
+    q_tokens = [q_terms[q_indptr[i] : q_indptr[i + 1]].astype(str).tolist() for i in range(n_q)]
+    tmp = Path(tempfile.mkdtemp(prefix="fastrag-bench-tantivy-"))
+    try:
+        tv = tantivy_build(texts, tmp / "zipf")
+        del texts
+        report.add_value(
+            "indexing from term ids",
+            "tantivy, whitespace-joined ids, 1 writer thread",
+            n_docs / tv.seconds,
+            "docs/s",
+            "one run; strings built beforehand",
+        )
+        tq = tv.queries(q_tokens)
+        f_ids, _ = core.search(q_indptr, q_terms, k=K, threads=1)
+        overlap = topk_overlap(f_ids, tv.topk_ids(tq))
+        report.note(
+            f"top-10 overlap fastrag (k1=1.2) vs tantivy, same tokens: {overlap:.4f} "
+            "(mean share of common documents; tantivy quantises lengths)"
+        )
+        singles = [
+            (
+                np.array([0, q_indptr[i + 1] - q_indptr[i]], dtype=np.int64),
+                q_terms[q_indptr[i] : q_indptr[i + 1]],
+            )
+            for i in range(n_q)
+        ]
+
+        def per_query_calls(ix: Any = core) -> None:
+            for ip, t in singles:
+                ix.search(ip, t, k=K, threads=1)
+
+        lean_ids, _ = lean.search(q_indptr, q_terms, k=K, threads=1)
+        report.note(f"impact_cache=False returns the same ids: {np.array_equal(lean_ids, f_ids)}")
+        cases: dict[str, Callable[[], object]] = {
+            "fastrag core k1=1.2, one call per query": per_query_calls,
+            "fastrag core k1=1.2, impact_cache=False, one call per query": lambda: per_query_calls(
+                lean
+            ),
+            "tantivy, one search() per query, same tokens": lambda: tv.search_all(tq),
+        }
+        qps = report.add_rates(
+            "top-10 QPS vs tantivy, 1 thread", "q/s", n_q, time_cases(cases, reps, min_s)
+        )
+        t_bytes = tv.disk_bytes()
+        f_bytes, l_bytes = int(st["memory_bytes"]), int(st_lean["memory_bytes"])
+        core.save(str(tmp / "fastrag.fridx"))
+        file_bytes = (tmp / "fastrag.fridx").stat().st_size
+        report.add_value("index bytes", "fastrag k1=1.2 stats()['memory_bytes']", f_bytes, "bytes")
+        report.add_value(
+            "index bytes", "fastrag k1=1.2 impact_cache=False memory_bytes", l_bytes, "bytes"
+        )
+        report.add_value("index bytes", "fastrag saved file", file_bytes, "bytes")
+        report.add_value("index bytes", "tantivy on disk", t_bytes, "bytes")
+        n_post = max(1, int(st["n_postings"]))
+        report.top["bytes_per_posting_lean"] = round(l_bytes / n_post, 3)
+        report.top["file_bytes_per_posting"] = round(file_bytes / n_post, 3)
+        report.top["index_bytes_ratio_vs_tantivy_lean"] = ratio(t_bytes, l_bytes)
+        report.top["file_bytes_ratio_vs_tantivy"] = ratio(t_bytes, file_bytes)
+        report.top["qps_ratio_vs_tantivy_zipf_lean"] = paired_ratio(
+            qps,
+            "fastrag core k1=1.2, impact_cache=False, one call per query",
+            ["tantivy, one search() per query, same tokens"],
+        )
+        report.top["qps_ratio_vs_tantivy_zipf"] = paired_ratio(
+            qps,
+            "fastrag core k1=1.2, one call per query",
+            ["tantivy, one search() per query, same tokens"],
+        )
+        report.top["top10_overlap_vs_tantivy_zipf"] = overlap
+        report.top["index_bytes_ratio_vs_tantivy"] = ratio(t_bytes, f_bytes)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def bench_synthetic(args: argparse.Namespace) -> Report:
     n_docs, reps, min_s = args.docs, args.repeat, args.min_sample_s
     print(f"[synthetic] generating {n_docs:,} documents", flush=True)
@@ -501,6 +796,9 @@ def bench_synthetic(args: argparse.Namespace) -> Report:
     core = fastrag_core_build()
     st = core.stats()
     report.note(f"fastrag: {st['n_postings']:,} postings, {st['n_terms']:,} terms")
+    report.top["bytes_per_posting"] = round(st["memory_bytes"] / max(1, st["n_postings"]), 3)
+    if tantivy is not None:
+        bench_tantivy_synthetic(report, indptr, terms, q_indptr, q_terms, args)
     if bm25s is None:
         results = {
             a: core.search(q_indptr, q_terms, k=K, threads=1, algorithm=a)
@@ -633,7 +931,7 @@ def bench_synthetic(args: argparse.Namespace) -> Report:
 
 # ----------------------------------------------------------------------------- main
 def main() -> None:
-    global bm25s
+    global bm25s, tantivy
     ap = parser(__doc__, data=True)
     ap.add_argument(
         "--docs",
@@ -664,11 +962,12 @@ def main() -> None:
     args.min_sample_s = {"smoke": 0.005, "quick": 0.02}.get(args.mode, 0.1)
     random.seed(args.seed)
     np.random.seed(args.seed)
-    res = Results(__file__, args, peers=("bm25s", "numba", "PyStemmer", "sudachipy"))
+    res = Results(__file__, args, peers=("bm25s", "numba", "PyStemmer", "sudachipy", "tantivy"))
     if args.smoke:
-        res.skip("bm25s (smoke mode: no peers)")
+        res.skip("bm25s and tantivy (smoke mode: no peers)")
     else:
         bm25s = optional("bm25s", res, "the bm25s peer")
+        tantivy = optional("tantivy", res, "the tantivy peer")
 
     reports: dict[str, Report] = {}
     plan = [
@@ -693,10 +992,16 @@ def main() -> None:
     for key, r in reports.items():
         for name, value in r.summary.items():
             res.summary[f"{name}_{key}"] = value
+        res.summary.update(r.top)
         res.details[key] = {
             "rows": [
-                {"figure": row.figure, "engine": row.engine, "median": row.median,
-                 "best": row.best, "unit": row.unit}
+                {
+                    "figure": row.figure,
+                    "engine": row.engine,
+                    "median": row.median,
+                    "best": row.best,
+                    "unit": row.unit,
+                }
                 for row in r.rows
             ],
             "notes": r.lines,

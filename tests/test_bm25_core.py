@@ -605,6 +605,61 @@ def test_save_errors(tmp_path):
     assert sorted(os.listdir(tmp_path)) == []  # no temporary file left behind
 
 
+# ---------------------------------------------------------------------------- compressed postings
+@pytest.mark.parametrize("method", ["lucene", "robertson", "atire", "bm25l", "bm25+"])
+def test_impact_cache_off_gives_the_same_bits(tmp_path, method):
+    """BM25 impacts computed at decode time (impact_cache=False) equal the cached ones bit for
+    bit: every algorithm, filters, deletions, long documents (past the length tables), large
+    term frequencies (past the tf tables), compaction, save / load and toggling."""
+    rng = np.random.default_rng(31)
+    docs = zipf_docs(rng, 3000, vocab=400, mean_len=12)
+    docs[5] = [1] * 40 + [2] * 3  # tf 40
+    docs[7] = list(rng.integers(0, 400, 5000))  # longer than the length tables' 2048
+    queries = [*make_queries(rng, docs, 60, vocab=400), [1, 2], [1]]
+    params = {"method": method, "k1": 1.2, "b": 0.75, "delta": 0.5}
+    on = build(docs, chunks=3, **params)
+    off = build(docs, chunks=3, impact_cache=False, **params)
+    assert on.impact_cache and not off.impact_cache
+    assert off.stats()["memory_bytes"] < on.stats()["memory_bytes"]
+    allow = np.frombuffer(rng.bytes((3000 + 63) // 64 * 8), dtype=np.uint64).copy()
+
+    def same(a, b):
+        for algorithm in ("exhaustive", "maxscore"):
+            for options in ({"k": 10}, {"k": 1}, {"k": 50, "allow": allow}):
+                ra = search(a, queries, algorithm=algorithm, **options)
+                rb = search(b, queries, algorithm=algorithm, **options)
+                np.testing.assert_array_equal(ra[0], rb[0])
+                assert ra[1].tobytes() == rb[1].tobytes()
+
+    same(on, off)
+    for ix in (on, off):
+        ix.remove(np.arange(0, 3000, 9, dtype=np.uint32))
+    same(on, off)
+    path = tmp_path / "ix.fridx"
+    off.save(str(path))
+    loaded, _ = SparseIndex.load(str(path), mmap=True)
+    assert loaded.impact_cache
+    same(on, loaded)
+    loaded.set_impact_cache(False)
+    assert not loaded.impact_cache
+    same(on, loaded)
+    np.testing.assert_array_equal(on.compact(), loaded.compact())
+    same(on, loaded)
+    off.set_impact_cache(True)
+    off.compact()
+    same(off, loaded)
+
+
+def test_compressed_postings_are_small():
+    rng = np.random.default_rng(8)
+    docs = zipf_docs(rng, 20000, vocab=2000, mean_len=40)
+    index = build(docs, impact_cache=False)
+    st = index.stats()
+    assert st["memory_bytes"] / st["n_postings"] < 2.5  # 12 uncompressed
+    index.set_impact_cache(True)
+    assert index.stats()["memory_bytes"] / st["n_postings"] < 6.5
+
+
 # ---------------------------------------------------------------------------- corrupted files
 @pytest.fixture(scope="module")
 def small_file(tmp_path_factory):
@@ -699,9 +754,11 @@ def test_checksum_reimplementation_matches(multi_block_file, golden_dir):
     assert reseal(bytearray(golden)) == golden
 
 
-# Sections of sparse_index.cpp: 1 meta (u64: scoring, method, n_docs, n_live, n_terms, block
-# size, k1, b, delta, total length), 2 doc lengths, 3 live bits, 4 offsets, 5 docs, 6 values,
-# 7 impacts, 8 block offsets, 9 block max, 10 block last, 11 term max, 12 nonocc, 13 df.
+# Sections of sparse_index.cpp, format version 2: 1 meta (u64: scoring, method, n_docs, n_live,
+# n_terms, block size, k1, b, delta, total length), 2 doc lengths, 3 live bits, 4 offsets,
+# 6 values (impact scoring only), 8 block offsets, 10 block last, 14 packed postings (u8),
+# 15 block data offsets (u64), 16 block bit widths (u16: doc gap bits | tf bits << 8).
+# (Version 1 also had 5 docs, 7 impacts, 9 block max, 11 term max, 12 nonocc, 13 df.)
 STRUCTURAL_DAMAGE = {
     "scoring": (1, 0, 7),
     "method": (1, 1, 9),
@@ -713,8 +770,14 @@ STRUCTURAL_DAMAGE = {
     "b_negative": (1, 7, 0xBFF0000000000000),
     "offset_past_end": (4, 1, 1 << 40),
     "offsets_decreasing": (4, 2, 0),
-    "doc_out_of_range": (5, 0, 1 << 20),
-    "docs_unordered": (5, 1, 0),
+    "packed_gaps": (14, 0, 0xFF),
+    "packed_gaps_later": (14, 40, "+1"),
+    "block_last": (10, 0, "+1"),
+    "block_last_later": (10, 3, "-1"),
+    "block_data": (15, 1, "+1"),
+    "doc_bits": (16, 0, 33),
+    "doc_bits_smaller": (16, 2, "-1"),
+    "tf_bits": (16, 1, "+7680"),
     "block_offsets": (8, 1, "+1"),
 }
 
@@ -737,7 +800,7 @@ def test_structural_damage_with_valid_checksum(tmp_path, multi_block_file, damag
 @pytest.mark.parametrize("field", ["elem_size", "section_id", "offset", "length"])
 def test_damaged_section_table_with_valid_checksum(tmp_path, multi_block_file, field):
     data, _, _ = multi_block_file
-    entry = section_table(data)[5][0]  # the docs section
+    entry = section_table(data)[14][0]  # the packed postings
     where, value = {
         "elem_size": (entry + 4, (8).to_bytes(4, "little")),
         "section_id": (entry, (77).to_bytes(4, "little")),
@@ -775,7 +838,7 @@ def test_random_damage_with_valid_checksum_never_crashes(tmp_path, multi_block_f
 
 def test_newer_format_version_is_refused(tmp_path, small_file):
     _, data, _, _ = small_file
-    for version in (2, 0, 0xFFFFFFFF):
+    for version in (3, 0, 0xFFFFFFFF):
         bad = bytearray(data)
         bad[8:12] = version.to_bytes(4, "little")
         with pytest.raises(fastrag.IndexFormatError, match="version"):
@@ -822,10 +885,11 @@ GOLDEN_SCORES = {
 }
 
 
+@pytest.mark.parametrize("version", [1, 2])
 @pytest.mark.parametrize("name", sorted(GOLDEN_SCORES))
 @pytest.mark.parametrize("mmap", [False, True])
-def test_golden_bm25_file(golden_dir, name, mmap):
-    path = golden_dir / name
+def test_golden_bm25_file(golden_dir, name, mmap, version):
+    path = golden_dir / name.replace("_v1", f"_v{version}")
     assert path.stat().st_size < 10_000
     index, extra = SparseIndex.load(str(path), mmap=mmap)
     assert extra == b"fastrag golden v1 \x00\xff\n"
@@ -843,14 +907,15 @@ def test_golden_bm25_file(golden_dir, name, mmap):
         for qi, exp in enumerate(expected):
             np.testing.assert_allclose(scores[qi][: len(exp)], exp, rtol=1e-6)
             assert np.all(np.isneginf(scores[qi][len(exp) :]))
-    # A loaded version-1 index can still be updated.
+    # A loaded index (of either version) can still be updated.
     index.remove(np.array([5], dtype=np.uint32))
     assert index.add(*csr([[6, 6]])) == 6
     assert search(index, [[6]], k=2)[0].tolist() == [[6, -1]]
 
 
-def test_golden_impact_file(golden_dir):
-    path = golden_dir / "sparse_v1_impact.fridx"
+@pytest.mark.parametrize("version", [1, 2])
+def test_golden_impact_file(golden_dir, version):
+    path = golden_dir / f"sparse_v{version}_impact.fridx"
     assert path.stat().st_size < 10_000
     for mmap in (False, True):
         index, extra = SparseIndex.load(str(path), mmap=mmap)
@@ -870,8 +935,9 @@ def test_golden_impact_file(golden_dir):
 
 
 def test_golden_generator_reproduces_the_files(tmp_path, golden_dir, monkeypatch):
-    """While fastrag writes format version 1, make_golden.py writes exactly the committed
-    files (so the script documents them); after a version bump the old files stay as they are."""
+    """While fastrag writes the format version of the files make_golden.py names (2), it writes
+    exactly the committed files (so the script documents them); after a version bump the old
+    files stay as they are (the version-1 files are no longer written by the script)."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("make_golden", golden_dir / "make_golden.py")

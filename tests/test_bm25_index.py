@@ -348,6 +348,21 @@ def test_ten_megabyte_document():
     assert index.stats()["n_postings"] < 40
 
 
+@pytest.mark.parametrize("mmap", [False, True])
+def test_impact_cache_off_same_results_less_memory(tmp_path, mmap):
+    cached, lean = make_index(method="bm25l"), make_index(method="bm25l", impact_cache=False)
+    queries = ["cat fish", "dogs fly", "sea mat morning", "nothing here"]
+    ra, rb = cached.search(queries, k=3), lean.search(queries, k=3)
+    assert np.array_equal(ra.ids, rb.ids) and ra.scores.tobytes() == rb.scores.tobytes()
+    assert lean.stats()["memory_bytes"] < cached.stats()["memory_bytes"]
+    path = tmp_path / "index.fridx"
+    cached.save(path)
+    loaded = BM25.load(path, mmap=mmap, impact_cache=False)
+    assert loaded.stats()["memory_bytes"] == lean.stats()["memory_bytes"]
+    rl = loaded.search(queries, k=3)
+    assert np.array_equal(rl.ids, ra.ids) and rl.scores.tobytes() == ra.scores.tobytes()
+
+
 # ---------------------------------------------------------------------------- persistence
 @pytest.mark.parametrize("mmap", [False, True])
 def test_save_load_round_trip(tmp_path, mmap):

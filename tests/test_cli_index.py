@@ -161,7 +161,8 @@ def test_ext_reads_more_suffixes_and_html_as_text(tmp_path: Path) -> None:
     assert "skipped 2 files of other types" in res.stderr and "--ext" in res.stderr
     assert set(docs_of(col)) == {"a.txt"}
     res = ok("index", docs, "-c", col, "--model", "none", "--verbose")
-    assert "skipped tool.py: not a .txt/.md/.rst/.jsonl/.parquet file (--ext .py adds it)" in res.stderr
+    assert ("skipped tool.py: not a .txt/.md/.rst/.jsonl/.parquet file (--ext .py adds it)"
+            in res.stderr)
 
     ok("index", docs, "-c", col, "--model", "none", "--ext", ".py,html")
     texts = docs_of(col)

@@ -57,14 +57,17 @@ def same(a: list[list[Any]], b: list[list[Any]]) -> bool:
 
 
 # ---------------------------------------------------------------------- the core hook
-def test_global_stats_make_shard_scores_equal_one_index_bit_for_bit() -> None:
+@pytest.mark.parametrize("impact_cache", [True, False])
+def test_global_stats_make_shard_scores_equal_one_index_bit_for_bit(impact_cache: bool) -> None:
+    """Also without the impact cache (scores computed from tf and the global statistics as
+    the compressed blocks are decoded)."""
     texts, ids = corpus(300)
-    whole = BM25(analyzer="english")
+    whole = BM25(analyzer="english", impact_cache=impact_cache)
     whole.add(texts, ids=ids)
     order = whole.vocabulary
     parts = []
     for a, b in split_contiguous(len(texts), 3):
-        shard = BM25(analyzer="english")
+        shard = BM25(analyzer="english", impact_cache=impact_cache)
         # terms numbered in the whole index's order, as build_shards aligns them
         shard.reserve_terms(sorted({t for doc in whole.analyzer.analyze_many(texts[a:b])
                                     for t in doc}, key=order.__getitem__))

@@ -36,20 +36,22 @@ std::size_t csr_rows(const py::array& indptr, const py::array& entries, const ch
 void register_sparse(py::module_& m) {
   py::class_<SparseIndex> cls(m, "SparseIndex");
   cls      .def(py::init([](const std::string& scoring, const std::string& method, float k1, float b,
-                       float delta) {
+                       float delta, bool impact_cache) {
              fastrag::BM25Params p;
              p.method = fastrag::parse_bm25_method(method);
              p.k1 = k1;
              p.b = b;
              p.delta = delta;
-             if (scoring == "bm25") return std::make_unique<SparseIndex>(fastrag::Scoring::BM25, p);
+             if (scoring == "bm25")
+               return std::make_unique<SparseIndex>(fastrag::Scoring::BM25, p, impact_cache);
              if (scoring == "impact")
-               return std::make_unique<SparseIndex>(fastrag::Scoring::Impact, p);
+               return std::make_unique<SparseIndex>(fastrag::Scoring::Impact, p, impact_cache);
              throw std::invalid_argument("scoring must be 'bm25' or 'impact', got '" + scoring +
                                          "'");
            }),
            py::kw_only(), py::arg("scoring") = "bm25", py::arg("method") = "lucene",
-           py::arg("k1") = 1.5f, py::arg("b") = 0.75f, py::arg("delta") = 0.5f)
+           py::arg("k1") = 1.5f, py::arg("b") = 0.75f, py::arg("delta") = 0.5f,
+           py::arg("impact_cache") = true)
       .def(
           "add",
           [](SparseIndex& self, const py::array& indptr, const py::array& terms,
@@ -162,6 +164,9 @@ void register_sparse(py::module_& m) {
                              })
       .def_property_readonly(
           "method", [](const SparseIndex& self) { return bm25_method_name(self.params().method); })
+      .def_property_readonly("impact_cache", &SparseIndex::impact_cache)
+      .def("set_impact_cache", &SparseIndex::set_impact_cache, py::arg("enabled"),
+           py::call_guard<py::gil_scoped_release>())
       .def_property_readonly("k1", [](const SparseIndex& self) { return self.params().k1; })
       .def_property_readonly("b", [](const SparseIndex& self) { return self.params().b; })
       .def_property_readonly("delta", [](const SparseIndex& self) { return self.params().delta; });

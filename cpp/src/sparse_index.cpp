@@ -11,6 +11,7 @@
 #include "fastrag/error.hpp"
 #include "fastrag/io.hpp"
 #include "fastrag/parallel.hpp"
+#include "sparse_codec.hpp"
 
 namespace fastrag {
 namespace {
@@ -32,6 +33,11 @@ enum Section : std::uint32_t {
   kTermMax,
   kNonocc,
   kDf,
+  // Version 2 (kDocs, kImpacts, kBlockMax, kTermMax, kNonocc and kDf are not written: the
+  // derived tables are recomputed on load; kValues is empty for BM25).
+  kPacked,
+  kBlockData,
+  kBlockBits,
   kExtra = 100,
 };
 
@@ -50,12 +56,14 @@ double bits_double(std::uint64_t u) {
 
 }  // namespace
 
-SparseIndex::SparseIndex(Scoring scoring, BM25Params params) : scoring_(scoring), params_(params) {
+SparseIndex::SparseIndex(Scoring scoring, BM25Params params, bool impact_cache)
+    : scoring_(scoring), params_(params), impact_cache_(impact_cache) {
   if (scoring != Scoring::BM25 && scoring != Scoring::Impact)
     throw std::invalid_argument("unknown scoring mode");
   validate(params_);
   offsets_.assign({0});
   block_offsets_.assign({0});
+  packed_.assign(std::vector<std::uint8_t>(codec::kPad, 0));
 }
 
 std::uint32_t SparseIndex::add(const std::int64_t* indptr, std::size_t n_docs,
@@ -135,6 +143,21 @@ std::size_t SparseIndex::remove(const std::uint32_t* ids, std::size_t n) {
   return removed;
 }
 
+bool SparseIndex::impact_cache() const {
+  std::shared_lock<std::shared_mutex> lock(mutex_);
+  return impact_cache_;
+}
+
+void SparseIndex::set_impact_cache(bool on) {
+  std::unique_lock<std::shared_mutex> lock(mutex_);
+  if (on == impact_cache_) return;
+  impact_cache_ = on;
+  if (dirty_.load())
+    commit_locked();
+  else
+    compute_stats();
+}
+
 bool SparseIndex::is_live(std::uint32_t id) const {
   std::shared_lock<std::shared_mutex> lock(mutex_);
   return id < n_docs_ && ((live_[id / 64] >> (id % 64)) & 1);
@@ -158,6 +181,9 @@ void SparseIndex::commit_locked() {
   if (n_pending > 0) {
     // Merge the pending documents: counting sort of their entries by term (stable, so doc ids
     // stay ascending), repeated terms of one document folded, then appended to each list.
+    std::vector<std::uint32_t> odocs;
+    std::vector<float> ovals;
+    decode_postings(odocs, ovals);
     const std::uint64_t first_doc = n_docs_ - n_pending;
     std::uint64_t new_terms = n_terms_;
     for (std::uint32_t t : pending_terms_) new_terms = std::max<std::uint64_t>(new_terms, t + 1ULL);
@@ -200,25 +226,137 @@ void SparseIndex::commit_locked() {
       std::uint64_t w = off[t];
       if (t < n_terms_) {
         const std::uint64_t a = offsets_[t], b = offsets_[t + 1];
-        std::copy(docs_.data() + a, docs_.data() + b, docs.begin() + w);
-        std::copy(values_.data() + a, values_.data() + b, vals.begin() + w);
+        std::copy(odocs.begin() + a, odocs.begin() + b, docs.begin() + w);
+        std::copy(ovals.begin() + a, ovals.begin() + b, vals.begin() + w);
         w += b - a;
       }
       std::copy(pdoc.begin() + cnt[t], pdoc.begin() + cnt[t] + merged[t], docs.begin() + w);
       std::copy(pval.begin() + cnt[t], pval.begin() + cnt[t] + merged[t], vals.begin() + w);
     }
-    offsets_.assign(std::move(off));
-    docs_.assign(std::move(docs));
-    values_.assign(std::move(vals));
+    odocs = {};
+    ovals = {};
     n_terms_ = new_terms;
+    encode_postings(std::move(off), docs, std::move(vals));
     pending_indptr_.assign(1, 0);
     pending_terms_.clear();
     pending_terms_.shrink_to_fit();
     pending_values_.clear();
     pending_values_.shrink_to_fit();
   }
+  compute_stats();
+  dirty_.store(false);
+}
 
-  // Statistics, impacts and block maxima, term by term in parallel.
+std::size_t SparseIndex::decode_block(std::uint64_t t, std::uint64_t blk, std::uint32_t* docs,
+                                      std::uint32_t* tfs) const {
+  const std::uint64_t b0 = block_offsets_[t];
+  const std::uint64_t len = offsets_[t + 1] - offsets_[t];
+  const std::size_t n = static_cast<std::size_t>(
+      std::min<std::uint64_t>(kBlockSize, len - (blk - b0) * kBlockSize));
+  const std::uint8_t* p = packed_.data() + block_data_[blk];
+  const std::uint16_t bits = block_bits_[blk];
+  const unsigned db = codec::doc_bits(bits);
+  codec::unpack_block(p, n, db, docs);
+  codec::gaps_to_docs(docs, n, blk == b0 ? 0xffffffffu : block_last_[blk - 1]);
+  if (tfs) codec::unpack_block(p + codec::packed_bytes(n, db), n, codec::tf_bits(bits), tfs);
+  return n;
+}
+
+void SparseIndex::decode_postings(std::vector<std::uint32_t>& docs,
+                                  std::vector<float>& vals) const {
+  const bool bm25 = scoring_ == Scoring::BM25;
+  const std::uint64_t P = n_terms_ ? offsets_[n_terms_] : 0;
+  docs.resize(P);
+  if (bm25) {
+    vals.resize(P);
+  } else {
+    vals.assign(values_.begin(), values_.end());
+  }
+  const std::size_t threads = resolve_threads(0, n_terms_ / 1024 + 1);
+  parallel_for(n_terms_, threads, [&](std::size_t t, std::size_t) {
+    std::uint32_t tf[kBlockSize];
+    std::uint64_t j = offsets_[t];
+    for (std::uint64_t blk = block_offsets_[t]; blk < block_offsets_[t + 1]; ++blk) {
+      const std::size_t n = decode_block(t, blk, docs.data() + j, bm25 ? tf : nullptr);
+      if (bm25)
+        for (std::size_t i = 0; i < n; ++i) vals[j + i] = static_cast<float>(tf[i] + 1.0);
+      j += n;
+    }
+  });
+}
+
+void SparseIndex::encode_postings(std::vector<std::uint64_t> off,
+                                  const std::vector<std::uint32_t>& docs,
+                                  std::vector<float> vals) {
+  const bool bm25 = scoring_ == Scoring::BM25;
+  const std::uint64_t n_terms = off.size() - 1;
+  std::vector<std::uint64_t> boff(n_terms + 1, 0);
+  for (std::uint64_t t = 0; t < n_terms; ++t)
+    boff[t + 1] = boff[t] + (off[t + 1] - off[t] + kBlockSize - 1) / kBlockSize;
+  const std::uint64_t nb = boff[n_terms];
+  std::vector<std::uint16_t> bits(nb);
+  std::vector<std::uint32_t> blast(nb);
+  std::vector<std::uint64_t> bdata(nb + 1, 0);
+  const std::size_t threads = resolve_threads(0, n_terms / 1024 + 1);
+  // Pass 1: bit widths and sizes of every block.
+  parallel_for(n_terms, threads, [&](std::size_t t, std::size_t) {
+    std::uint32_t prev = 0xffffffffu;
+    for (std::uint64_t blk = boff[t]; blk < boff[t + 1]; ++blk) {
+      const std::uint64_t s = off[t] + (blk - boff[t]) * kBlockSize;
+      const std::uint64_t e = std::min<std::uint64_t>(off[t + 1], s + kBlockSize);
+      std::uint32_t gmax = 0, tmax = 0;
+      for (std::uint64_t j = s; j < e; ++j) {
+        gmax = std::max(gmax, docs[j] - prev - 1);
+        prev = docs[j];
+        if (bm25) tmax = std::max(tmax, static_cast<std::uint32_t>(vals[j]) - 1);
+      }
+      const unsigned db = codec::bits_for(gmax), tb = bm25 ? codec::bits_for(tmax) : 0;
+      bits[blk] = static_cast<std::uint16_t>(db | (tb << 8));
+      blast[blk] = docs[e - 1];
+      bdata[blk + 1] = codec::packed_bytes(e - s, db) + codec::packed_bytes(e - s, tb);
+    }
+  });
+  for (std::uint64_t blk = 0; blk < nb; ++blk) bdata[blk + 1] += bdata[blk];
+  std::vector<std::uint8_t> packed(bdata[nb] + codec::kPad, 0);
+  // Pass 2: the bytes. Each block is packed into a local buffer and copied, so that no write
+  // reaches past its own bytes (blocks of other terms are written by other threads).
+  parallel_for(n_terms, threads, [&](std::size_t t, std::size_t) {
+    std::uint32_t v[kBlockSize];
+    std::uint8_t buf[2 * 4 * kBlockSize + 2 * codec::kPad];
+    std::uint32_t prev = 0xffffffffu;
+    for (std::uint64_t blk = boff[t]; blk < boff[t + 1]; ++blk) {
+      const std::uint64_t s = off[t] + (blk - boff[t]) * kBlockSize;
+      const std::size_t n = static_cast<std::size_t>(
+          std::min<std::uint64_t>(off[t + 1], s + kBlockSize) - s);
+      const unsigned db = codec::doc_bits(bits[blk]), tb = codec::tf_bits(bits[blk]);
+      std::memset(buf, 0, sizeof buf);
+      for (std::size_t i = 0; i < n; ++i) {
+        v[i] = docs[s + i] - prev - 1;
+        prev = docs[s + i];
+      }
+      codec::pack_block(v, n, db, buf);
+      const std::size_t dbytes = codec::packed_bytes(n, db);
+      if (bm25) {
+        for (std::size_t i = 0; i < n; ++i) v[i] = static_cast<std::uint32_t>(vals[s + i]) - 1;
+        codec::pack_block(v, n, tb, buf + dbytes);
+      }
+      std::memcpy(packed.data() + bdata[blk], buf, dbytes + codec::packed_bytes(n, tb));
+    }
+  });
+  bdata.pop_back();
+  offsets_.assign(std::move(off));
+  if (bm25) vals = {};
+  values_.assign(std::move(vals));
+  packed_.assign(std::move(packed));
+  block_offsets_.assign(std::move(boff));
+  block_data_.assign(std::move(bdata));
+  block_bits_.assign(std::move(bits));
+  block_last_.assign(std::move(blast));
+}
+
+void SparseIndex::compute_stats() {
+  // Statistics and block maxima, term by term in parallel.
+  const bool bm25 = scoring_ == Scoring::BM25;
   const std::uint64_t n_terms = n_terms_;
   const bool all_live = n_live_ == n_docs_;
   // A shard of a larger collection scores with the collection's statistics (set_global_stats)
@@ -226,82 +364,97 @@ void SparseIndex::commit_locked() {
   const double avgdl = n > 0 ? (global_ ? global_total_len_ : total_len_) / n : 0.0;
   const bool has_nonocc = bm25 && (params_.method == BM25Method::BM25L ||
                                    params_.method == BM25Method::BM25Plus);
-  std::vector<double> norm;  // k1-scaled length normalisation per document
+  // Term-frequency components by tf and document length, up to the longest document (at most
+  // kLengthTable lengths).
+  constexpr std::uint32_t kLengthTable = 2048;
+  std::vector<double> ltfc;
+  std::uint32_t n_table = 0;
   if (bm25) {
-    norm.resize(n_docs_);
-    for (std::uint64_t d = 0; d < n_docs_; ++d)
-      norm[d] = avgdl > 0 ? 1.0 - params_.b + params_.b * doc_len_[d] / avgdl : 1.0;
+    std::uint32_t longest = 0;
+    for (std::uint64_t d = 0; d < n_docs_; ++d) longest = std::max(longest, doc_len_[d]);
+    n_table = std::min<std::uint32_t>(kLengthTable, longest + 1);
+    ltfc.resize(std::size_t{codec::kTableTf} * n_table);
+    codec::with_method(params_.method, [&](auto tag) {
+      constexpr BM25Method M = decltype(tag)::value;
+      for (std::uint32_t dl = 0; dl < n_table; ++dl) {
+        const double norm = codec::length_norm(params_.b, dl, avgdl);
+        for (std::uint32_t tf = 1; tf <= codec::kTableTf; ++tf)
+          ltfc[(tf - 1) * n_table + dl] = codec::bm25_tfc<M>(params_.k1, params_.delta, tf, norm);
+      }
+    });
   }
-  std::vector<std::uint64_t> boff(n_terms + 1, 0);
-  for (std::uint64_t t = 0; t < n_terms; ++t)
-    boff[t + 1] = boff[t] + (offsets_[t + 1] - offsets_[t] + kBlockSize - 1) / kBlockSize;
-  std::vector<float> impacts(bm25 ? docs_.size() : 0);
-  std::vector<float> bmax(boff[n_terms]), tmax(n_terms), nonocc(has_nonocc ? n_terms : 0);
-  std::vector<std::uint32_t> blast(boff[n_terms]), df(n_terms);
-  const std::uint32_t* docs = docs_.data();
+  const codec::Bm25View view{doc_len_.data(), ltfc.data(), n_table, params_.k1, params_.delta,
+                             avgdl, params_.b};
+  const std::uint64_t nb = block_offsets_[n_terms];
+  std::vector<float> bmax(nb), tmax(n_terms), nonocc(has_nonocc ? n_terms : 0);
+  std::vector<std::uint32_t> df(n_terms);
+  std::vector<double> idfs(bm25 ? n_terms : 0), bases(has_nonocc ? n_terms : 0);
+  const bool cache = bm25 && impact_cache_;
+  std::vector<float> cached(cache ? offsets_[n_terms] : 0);
   const float* vals = values_.data();
   const std::uint64_t* live = live_.data();
   auto is_live = [&](std::uint32_t d) { return (live[d / 64] >> (d % 64)) & 1; };
   const std::size_t threads = resolve_threads(0, n_terms / 1024 + 1);
-  parallel_for(n_terms, threads, [&](std::size_t t, std::size_t) {
-    const std::uint64_t a = offsets_[t], b = offsets_[t + 1];
-    std::uint64_t count = b - a;
-    if (!all_live) {
-      count = 0;
-      for (std::uint64_t j = a; j < b; ++j) count += is_live(docs[j]);
-    }
-    df[t] = static_cast<std::uint32_t>(count);
-    const float* imp = vals;
-    if (bm25) {
-      const std::uint64_t gdf = global_ && t < global_df_.size() ? global_df_[t] : count;
-      const double idf = count > 0 ? bm25_idf(params_, gdf, n) : 0.0;
-      const double base = count > 0 && has_nonocc ? bm25_nonoccurrence(params_, gdf, n, avgdl)
-                                                  : 0.0;
-      if (has_nonocc) nonocc[t] = static_cast<float>(base);
-      const double k1 = params_.k1, delta = params_.delta;
-      for (std::uint64_t j = a; j < b; ++j) {
-        const std::uint32_t d = docs[j];
-        if (!is_live(d)) {
-          impacts[j] = 0.0f;
-          continue;
+  codec::with_method(params_.method, [&](auto tag) {
+    constexpr BM25Method M = decltype(tag)::value;
+    parallel_for(n_terms, threads, [&](std::size_t t, std::size_t) {
+      std::uint32_t docs[kBlockSize], tf[kBlockSize];
+      const std::uint64_t a = offsets_[t], b = offsets_[t + 1];
+      std::uint64_t count = b - a;
+      if (!all_live) {
+        count = 0;
+        for (std::uint64_t blk = block_offsets_[t]; blk < block_offsets_[t + 1]; ++blk) {
+          const std::size_t m = decode_block(t, blk, docs, nullptr);
+          for (std::size_t i = 0; i < m; ++i) count += is_live(docs[i]);
         }
-        const double tf = vals[j];
-        double tfc;
-        switch (params_.method) {
-          case BM25Method::Lucene:
-          case BM25Method::Robertson: tfc = tf / (k1 * norm[d] + tf); break;
-          case BM25Method::Atire: tfc = tf * (k1 + 1.0) / (tf + k1 * norm[d]); break;
-          case BM25Method::BM25L: {
-            const double c = tf / norm[d];
-            tfc = (k1 + 1.0) * (c + delta) / (k1 + c + delta);
-            break;
-          }
-          default: tfc = (k1 + 1.0) * tf / (k1 * norm[d] + tf) + delta; break;
-        }
-        impacts[j] = static_cast<float>(std::max(0.0, idf * tfc - base));
       }
-      imp = impacts.data();
-    }
-    float best = 0.0f;
-    for (std::uint64_t blk = boff[t]; blk < boff[t + 1]; ++blk) {
-      const std::uint64_t s = a + (blk - boff[t]) * kBlockSize;
-      const std::uint64_t e = std::min<std::uint64_t>(b, s + kBlockSize);
-      float m = 0.0f;
-      for (std::uint64_t j = s; j < e; ++j) m = std::max(m, imp[j]);
-      bmax[blk] = m;
-      blast[blk] = docs[e - 1];
-      best = std::max(best, m);
-    }
-    tmax[t] = best;
+      df[t] = static_cast<std::uint32_t>(count);
+      double idf = 0, base = 0;
+      if (bm25) {
+        // A shard scores with the whole collection's document frequency (set_global_stats).
+        const std::uint64_t gdf = global_ && t < global_df_.size() ? global_df_[t] : count;
+        idf = count > 0 ? bm25_idf(params_, gdf, n) : 0.0;
+        base = count > 0 && has_nonocc ? bm25_nonoccurrence(params_, gdf, n, avgdl) : 0.0;
+        if (has_nonocc) {
+          nonocc[t] = static_cast<float>(base);
+          bases[t] = base;
+        }
+        idfs[t] = idf;
+      }
+      float best = 0.0f;
+      std::uint64_t j = a;
+      for (std::uint64_t blk = block_offsets_[t]; blk < block_offsets_[t + 1]; ++blk) {
+        float m = 0.0f;
+        if (bm25) {
+          const std::size_t len = decode_block(t, blk, docs, tf);
+          for (std::size_t i = 0; i < len; ++i) {
+            // Deleted documents count as impact 0.
+            const float imp =
+                is_live(docs[i]) ? codec::bm25_impact<M>(view, idf, base, tf[i], docs[i]) : 0.0f;
+            if (cache) cached[j + i] = imp;
+            m = std::max(m, imp);
+          }
+          j += len;
+        } else {
+          const std::uint64_t e = std::min<std::uint64_t>(b, j + kBlockSize);
+          for (; j < e; ++j) m = std::max(m, vals[j]);
+        }
+        bmax[blk] = m;
+        best = std::max(best, m);
+      }
+      tmax[t] = best;
+    });
   });
-  impacts_.assign(std::move(impacts));
-  block_offsets_.assign(std::move(boff));
+  len_tfc_ = std::move(ltfc);
+  impacts_.assign(std::move(cached));
+  n_table_ = n_table;
+  avgdl_ = avgdl;
+  idf_ = std::move(idfs);
+  base_ = std::move(bases);
   block_max_.assign(std::move(bmax));
-  block_last_.assign(std::move(blast));
   term_max_.assign(std::move(tmax));
   nonocc_.assign(std::move(nonocc));
   df_.assign(std::move(df));
-  dirty_.store(false);
 }
 
 std::vector<std::int64_t> SparseIndex::compact() {
@@ -316,28 +469,31 @@ std::vector<std::int64_t> SparseIndex::compact() {
       len.push_back(doc_len_[d]);
     }
   if (len.size() == n_docs_) return remap;  // nothing deleted
+  std::vector<std::uint32_t> odocs;
+  std::vector<float> ovals;
+  decode_postings(odocs, ovals);
   std::vector<std::uint64_t> off(n_terms_ + 1, 0);
   std::vector<std::uint32_t> docs;
   std::vector<float> vals;
-  docs.reserve(docs_.size());
-  vals.reserve(docs_.size());
+  docs.reserve(odocs.size());
+  vals.reserve(odocs.size());
   for (std::uint64_t t = 0; t < n_terms_; ++t) {
     for (std::uint64_t j = offsets_[t]; j < offsets_[t + 1]; ++j) {
-      const std::int64_t nd = remap[docs_[j]];
+      const std::int64_t nd = remap[odocs[j]];
       if (nd < 0) continue;
       docs.push_back(static_cast<std::uint32_t>(nd));
-      vals.push_back(values_[j]);
+      vals.push_back(ovals[j]);
     }
     off[t + 1] = docs.size();
   }
+  odocs = {};
+  ovals = {};
   n_docs_ = len.size();
   std::vector<std::uint64_t> live(words_for(n_docs_), ~std::uint64_t{0});
   if (n_docs_ % 64) live.back() = (std::uint64_t{1} << (n_docs_ % 64)) - 1;
   doc_len_.assign(std::move(len));
   live_.assign(std::move(live));
-  offsets_.assign(std::move(off));
-  docs_.assign(std::move(docs));
-  values_.assign(std::move(vals));
+  encode_postings(std::move(off), docs, std::move(vals));
   commit_locked();
   return remap;
 }
@@ -396,19 +552,21 @@ IndexStats SparseIndex::stats() const {
   s.n_docs = n_docs_;
   s.n_live = n_live_;
   s.n_terms = n_terms_;
-  s.n_postings = docs_.size();
+  s.n_postings = offsets_[n_terms_];
   s.avgdl = n_live_ ? total_len_ / static_cast<double>(n_live_) : 0.0;
   s.total_len = total_len_;
   // Resident bytes of the arrays (views of a mapped file count as their size too).
   s.memory_bytes = doc_len_.size() * 4 + live_.size() * 8 + offsets_.size() * 8 +
-                   docs_.size() * 4 + values_.size() * 4 + impacts_.size() * 4 +
-                   block_offsets_.size() * 8 + block_max_.size() * 4 + block_last_.size() * 4 +
-                   term_max_.size() * 4 + nonocc_.size() * 4 + df_.size() * 4;
+                   values_.size() * 4 + packed_.size() + block_offsets_.size() * 8 +
+                   block_data_.size() * 8 + block_bits_.size() * 2 + block_last_.size() * 4 +
+                   block_max_.size() * 4 + term_max_.size() * 4 + nonocc_.size() * 4 +
+                   df_.size() * 4 + impacts_.size() * 4 + (idf_.size() + base_.size() + len_tfc_.size()) * 8;
   // The same with spare capacity.
-  s.allocated_bytes = doc_len_.bytes() + live_.bytes() + offsets_.bytes() + docs_.bytes() +
-                      values_.bytes() + impacts_.bytes() + block_offsets_.bytes() +
-                      block_max_.bytes() + block_last_.bytes() + term_max_.bytes() +
-                      nonocc_.bytes() + df_.bytes();
+  s.allocated_bytes = doc_len_.bytes() + live_.bytes() + offsets_.bytes() + values_.bytes() +
+                      packed_.bytes() + block_offsets_.bytes() + block_data_.bytes() +
+                      block_bits_.bytes() + block_last_.bytes() + block_max_.bytes() +
+                      term_max_.bytes() + nonocc_.bytes() + df_.bytes() + impacts_.bytes() +
+                      (idf_.capacity() + base_.capacity() + len_tfc_.capacity()) * 8;
   return s;
 }
 
@@ -424,18 +582,18 @@ void SparseIndex::save(const std::string& path, const std::string& extra) const 
     return SectionData{id, sizeof(T), col.data(), col.size() * sizeof(T)};
   };
   std::vector<SectionData> s = {
-      {kMeta, 8, meta, sizeof meta},  sec(kDocLen, doc_len_),
-      sec(kLive, live_),              sec(kOffsets, offsets_),
-      sec(kDocs, docs_),              sec(kValues, values_),
-      sec(kImpacts, impacts_),        sec(kBlockOffsets, block_offsets_),
-      sec(kBlockMax, block_max_),     sec(kBlockLast, block_last_),
-      sec(kTermMax, term_max_),       sec(kNonocc, nonocc_),
-      sec(kDf, df_),                  {kExtra, 1, extra.data(), extra.size()}};
+      {kMeta, 8, meta, sizeof meta},       sec(kDocLen, doc_len_),
+      sec(kLive, live_),                   sec(kOffsets, offsets_),
+      sec(kValues, values_),               sec(kPacked, packed_),
+      sec(kBlockOffsets, block_offsets_),  sec(kBlockData, block_data_),
+      sec(kBlockBits, block_bits_),        sec(kBlockLast, block_last_),
+      {kExtra, 1, extra.data(), extra.size()}};
   write_sections(path, FileKind::SparseIndex, kFormatVersion, s);
 }
 
 std::unique_ptr<SparseIndex> SparseIndex::load(const std::string& path, bool use_mmap,
-                                               std::string* extra) {
+                                               std::string* extra, bool impact_cache) {
+  // Version 1 files (uncompressed postings) are read and encoded in memory.
   auto file = FileView::open(path, FileKind::SparseIndex, kFormatVersion, use_mmap);
   std::uint64_t count = 0;
   const auto* meta = static_cast<const std::uint64_t*>(file->section(kMeta, 8, &count));
@@ -449,7 +607,7 @@ std::unique_ptr<SparseIndex> SparseIndex::load(const std::string& path, bool use
   p.delta = static_cast<float>(bits_double(meta[8]));
   std::unique_ptr<SparseIndex> ix;
   try {
-    ix = std::make_unique<SparseIndex>(static_cast<Scoring>(meta[0]), p);
+    ix = std::make_unique<SparseIndex>(static_cast<Scoring>(meta[0]), p, impact_cache);
   } catch (const std::invalid_argument& e) {
     throw FormatError(path + ": invalid parameters (" + e.what() + ")");
   }
@@ -466,16 +624,90 @@ std::unique_ptr<SparseIndex> SparseIndex::load(const std::string& path, bool use
   col(kDocLen, ix->doc_len_);
   col(kLive, ix->live_);
   col(kOffsets, ix->offsets_);
-  col(kDocs, ix->docs_);
-  col(kValues, ix->values_);
-  col(kImpacts, ix->impacts_);
-  col(kBlockOffsets, ix->block_offsets_);
-  col(kBlockMax, ix->block_max_);
-  col(kBlockLast, ix->block_last_);
-  col(kTermMax, ix->term_max_);
-  col(kNonocc, ix->nonocc_);
-  col(kDf, ix->df_);
   ix->check_invariants(path);
+  auto fail = [&](const std::string& what) {
+    throw FormatError(path + " is corrupted (" + what + "); rebuild or restore the index");
+  };
+  const bool bm25 = ix->scoring_ == Scoring::BM25;
+  const std::uint64_t n_terms = ix->n_terms_, n_docs = ix->n_docs_;
+  const std::uint64_t P = ix->offsets_[n_terms];
+  if (file->version() == 1) {
+    // Uncompressed postings: checked, then encoded (derived tables are recomputed below with
+    // the formulas that wrote them, so scores keep their bits).
+    Column<std::uint32_t> docs;
+    Column<float> values;
+    col(kDocs, docs);
+    col(kValues, values);
+    if (docs.size() != P || values.size() != P) fail("posting arrays");
+    for (std::uint64_t t = 0; t < n_terms; ++t) {
+      const std::uint64_t a = ix->offsets_[t], b = ix->offsets_[t + 1];
+      for (std::uint64_t j = a; j < b; ++j)
+        if (docs[j] >= n_docs || (j > a && docs[j] <= docs[j - 1])) fail("posting order");
+    }
+    for (std::uint64_t j = 0; j < P; ++j) {
+      const float v = values[j];
+      const bool ok = bm25 ? (v >= 1.0f && v <= 16777216.0f && v == std::floor(v))
+                           : (v >= 0.0f && v <= std::numeric_limits<float>::max());
+      if (!ok) fail(bm25 ? "term frequencies" : "impacts");
+    }
+    ix->encode_postings(std::vector<std::uint64_t>(ix->offsets_.begin(), ix->offsets_.end()),
+                        std::vector<std::uint32_t>(docs.begin(), docs.end()),
+                        std::vector<float>(values.begin(), values.end()));
+  } else {
+    col(kValues, ix->values_);
+    col(kPacked, ix->packed_);
+    col(kBlockOffsets, ix->block_offsets_);
+    col(kBlockData, ix->block_data_);
+    col(kBlockBits, ix->block_bits_);
+    col(kBlockLast, ix->block_last_);
+    if (ix->values_.size() != (bm25 ? 0 : P)) fail("posting arrays");
+    if (!bm25)
+      for (std::uint64_t j = 0; j < P; ++j)
+        if (!(ix->values_[j] >= 0.0f && ix->values_[j] <= std::numeric_limits<float>::max()))
+          fail("impacts");
+    const auto& boff = ix->block_offsets_;
+    if (boff.size() != n_terms + 1 || boff[0] != 0) fail("block offsets");
+    for (std::uint64_t t = 0; t < n_terms; ++t)
+      if (boff[t + 1] < boff[t] ||
+          boff[t + 1] - boff[t] !=
+              (ix->offsets_[t + 1] - ix->offsets_[t] + kBlockSize - 1) / kBlockSize)
+        fail("block offsets");
+    const std::uint64_t nb = boff[n_terms];
+    if (ix->block_data_.size() != nb || ix->block_bits_.size() != nb ||
+        ix->block_last_.size() != nb)
+      fail("block arrays");
+    // Block sizes and places, then every block decoded: search trusts them.
+    std::uint64_t at = 0;
+    for (std::uint64_t t = 0; t < n_terms; ++t) {
+      const std::uint64_t len = ix->offsets_[t + 1] - ix->offsets_[t];
+      for (std::uint64_t blk = boff[t]; blk < boff[t + 1]; ++blk) {
+        const std::uint64_t n = std::min<std::uint64_t>(kBlockSize, len - (blk - boff[t]) * kBlockSize);
+        const unsigned db = codec::doc_bits(ix->block_bits_[blk]);
+        const unsigned tb = codec::tf_bits(ix->block_bits_[blk]);
+        if (db > 32 || tb > (bm25 ? 24u : 0u)) fail("block bit widths");
+        if (ix->block_data_[blk] != at) fail("block data offsets");
+        at += codec::packed_bytes(n, db) + codec::packed_bytes(n, tb);
+      }
+    }
+    if (ix->packed_.size() != at + codec::kPad) fail("packed postings size");
+    std::uint32_t gaps[kBlockSize];
+    for (std::uint64_t t = 0; t < n_terms; ++t) {
+      const std::uint64_t len = ix->offsets_[t + 1] - ix->offsets_[t];
+      std::uint64_t prev = ~std::uint64_t{0};
+      for (std::uint64_t blk = boff[t]; blk < boff[t + 1]; ++blk) {
+        const std::size_t n = static_cast<std::size_t>(
+            std::min<std::uint64_t>(kBlockSize, len - (blk - boff[t]) * kBlockSize));
+        codec::unpack_block(ix->packed_.data() + ix->block_data_[blk], n,
+                      codec::doc_bits(ix->block_bits_[blk]), gaps);
+        for (std::size_t i = 0; i < n; ++i) {
+          prev = prev + gaps[i] + 1;
+          if (prev >= n_docs) fail("posting order");
+        }
+        if (ix->block_last_[blk] != prev) fail("block summaries");
+      }
+    }
+  }
+  ix->compute_stats();
   if (extra) {
     std::uint64_t n = 0;
     const char* e = static_cast<const char*>(file->section(kExtra, 1, &n));
@@ -484,56 +716,22 @@ std::unique_ptr<SparseIndex> SparseIndex::load(const std::string& path, bool use
   return ix;
 }
 
-// Structural checks of a loaded file, so that a damaged file whose checksum still matches
-// can never make search read out of bounds.
+// Structural checks of the arrays both versions share, so that a damaged file whose checksum
+// still matches can never make search read out of bounds.
 void SparseIndex::check_invariants(const std::string& path) const {
   auto fail = [&](const std::string& what) {
     throw FormatError(path + " is corrupted (" + what + "); rebuild or restore the index");
   };
-  const bool bm25 = scoring_ == Scoring::BM25;
   if (n_docs_ > kMaxDocs || n_terms_ > kMaxTerms || n_live_ > n_docs_) fail("bad counts");
   if (doc_len_.size() != n_docs_ || live_.size() != words_for(n_docs_)) fail("document arrays");
-  if (offsets_.size() != n_terms_ + 1 || block_offsets_.size() != n_terms_ + 1 ||
-      term_max_.size() != n_terms_ || df_.size() != n_terms_)
-    fail("term arrays");
-  if (offsets_[0] != 0 || block_offsets_[0] != 0) fail("offsets");
-  const std::uint64_t P = docs_.size();
-  if (values_.size() != P || impacts_.size() != (bm25 ? P : 0)) fail("posting arrays");
-  const bool has_nonocc = bm25 && (params_.method == BM25Method::BM25L ||
-                                   params_.method == BM25Method::BM25Plus);
-  if (nonocc_.size() != (has_nonocc ? n_terms_ : 0)) fail("non-occurrence scores");
+  if (offsets_.size() != n_terms_ + 1) fail("term arrays");
+  if (offsets_[0] != 0) fail("offsets");
+  for (std::uint64_t t = 0; t < n_terms_; ++t)
+    if (offsets_[t + 1] < offsets_[t]) fail("posting offsets");
   std::uint64_t live = 0;
   for (std::uint64_t d = 0; d < n_docs_; ++d) live += (live_[d / 64] >> (d % 64)) & 1;
   if (live != n_live_) fail("live count");
-  for (std::uint64_t t = 0; t < n_terms_; ++t) {
-    const std::uint64_t a = offsets_[t], b = offsets_[t + 1];
-    if (b < a || b > P) fail("posting offsets");
-    if (block_offsets_[t + 1] - block_offsets_[t] != (b - a + kBlockSize - 1) / kBlockSize)
-      fail("block offsets");
-    for (std::uint64_t j = a; j < b; ++j)
-      if (docs_[j] >= n_docs_ || (j > a && docs_[j] <= docs_[j - 1])) fail("posting order");
-  }
-  if (offsets_[n_terms_] != P) fail("posting count");
-  const std::uint64_t nb = block_offsets_[n_terms_];
-  if (block_max_.size() != nb || block_last_.size() != nb) fail("block arrays");
-  // Block summaries must describe their postings exactly: search trusts them to skip.
-  const float* imp = bm25 ? impacts_.data() : values_.data();
-  for (std::uint64_t t = 0; t < n_terms_; ++t) {
-    const std::uint64_t a = offsets_[t], b = offsets_[t + 1];
-    float best = 0.0f;
-    for (std::uint64_t blk = block_offsets_[t]; blk < block_offsets_[t + 1]; ++blk) {
-      const std::uint64_t s = a + (blk - block_offsets_[t]) * kBlockSize;
-      const std::uint64_t e = std::min<std::uint64_t>(b, s + kBlockSize);
-      float m = 0.0f;
-      for (std::uint64_t j = s; j < e; ++j) {
-        if (!(imp[j] >= 0.0f && imp[j] <= std::numeric_limits<float>::max())) fail("impacts");
-        m = std::max(m, imp[j]);
-      }
-      if (block_last_[blk] != docs_[e - 1] || block_max_[blk] != m) fail("block summaries");
-      best = std::max(best, m);
-    }
-    if (term_max_[t] != best) fail("term maxima");
-  }
+  if (n_docs_ % 64 && (live_[n_docs_ / 64] >> (n_docs_ % 64)) != 0) fail("live bits");
 }
 
 }  // namespace fastrag

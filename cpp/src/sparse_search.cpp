@@ -20,6 +20,7 @@
 #include "fastrag/parallel.hpp"
 #include "fastrag/sparse_index.hpp"
 #include "fastrag/topk.hpp"
+#include "sparse_codec.hpp"
 
 namespace fastrag {
 namespace {
@@ -31,50 +32,196 @@ struct QueryTerm {
   float weight;
 };
 
-// A posting list being walked; positions are absolute offsets into the posting arrays.
+// A posting list being walked. Blocks are decoded one at a time into the cursor's buffers
+// (document ids, and tfs for BM25); a BM25 impact is computed only when a posting is scored.
 struct Cursor {
-  const std::uint32_t* docs;
-  const float* impacts;
-  const float* block_max;    // of this term's first block
+  static constexpr std::uint32_t B = SparseIndex::kBlockSize;
+  // This term's block arrays (first block at index 0).
+  const std::uint8_t* packed;
+  const std::uint64_t* block_data;
+  const std::uint16_t* block_bits;
   const std::uint32_t* block_last;
-  std::uint64_t begin, pos, end;
-  std::uint64_t block, n_blocks;  // current block (relative)
+  const float* block_max;
+  const float* values;  // impact scoring: this term's weights; null for BM25
+  const codec::Bm25View* bm25;  // BM25: lengths and tables
+  // BM25, long lists in exhaustive search: this term's impacts by tf and length (the same
+  // layout as bm25->tfc), filled for the query; null otherwise.
+  const float* ftable;
+  float (*impact)(const Cursor&, std::size_t);  // impact of posting i of the decoded block
+  void (*impacts)(const Cursor&, const std::uint32_t*, const std::uint32_t*, std::size_t,
+                  std::uint64_t, float*);  // impacts of a decoded block
+  double idf, base;
+  std::uint64_t len;              // postings
+  std::uint64_t block, n_blocks;  // block for bounds (moved by shallow_seek)
+  std::uint64_t dblock;           // decoded block (<= block)
+  std::uint32_t pos, n;           // position in the decoded block, its length
+  bool tfs_ready;                 // tfs of the decoded block decoded
   float weight, upper;
   std::uint32_t rank;  // position in the query's term order: scores are summed in this order
+  std::uint32_t docs[B];
+  std::uint32_t tfs[B];
 
-  std::uint32_t doc() const { return pos < end ? docs[pos] : kEnd; }
-  float score() const { return weight * impacts[pos]; }
-  void next() {
-    ++pos;
-    if (pos < end && docs[pos - 1] == block_last[block]) ++block;
+  std::size_t block_len(std::uint64_t b) const {
+    return static_cast<std::size_t>(std::min<std::uint64_t>(B, len - b * B));
   }
-  // Moves the block to the first one whose last doc is >= d (without touching postings).
+  // Decodes block b (< n_blocks) into d (documents) and t (tfs - 1; BM25 only).
+  std::size_t decode(std::uint64_t b, std::uint32_t* d, std::uint32_t* t) const {
+    const std::size_t m = block_len(b);
+    const std::uint8_t* p = packed + block_data[b];
+    const unsigned db = codec::doc_bits(block_bits[b]);
+    codec::unpack_block(p, m, db, d);
+    codec::gaps_to_docs(d, m, b == 0 ? 0xffffffffu : block_last[b - 1]);
+    if (!values) codec::unpack_block(p + codec::packed_bytes(m, db), m, codec::tf_bits(block_bits[b]), t);
+    return m;
+  }
+  // Decodes block b's documents; its tfs wait for the first posting scored (see score()).
+  void load(std::uint64_t b) {
+    dblock = b;
+    pos = 0;
+    tfs_ready = values != nullptr;
+    if (b >= n_blocks) {
+      n = 0;
+      return;
+    }
+    n = static_cast<std::uint32_t>(block_len(b));
+    const unsigned db = codec::doc_bits(block_bits[b]);
+    codec::unpack_block(packed + block_data[b], n, db, docs);
+    codec::gaps_to_docs(docs, n, b == 0 ? 0xffffffffu : block_last[b - 1]);
+  }
+  void load_tfs() {
+    const unsigned db = codec::doc_bits(block_bits[dblock]);
+    codec::unpack_block(packed + block_data[dblock] + codec::packed_bytes(n, db), n,
+                  codec::tf_bits(block_bits[dblock]), tfs);
+    tfs_ready = true;
+  }
+  void start() {
+    block = 0;
+    load(0);
+  }
+  std::uint32_t doc() const { return pos < n ? docs[pos] : kEnd; }
+  float score() {
+    if (!tfs_ready) load_tfs();
+    return weight * impact(*this, pos);
+  }
+  void next() {
+    if (++pos == n) load(dblock + 1);
+    if (block < dblock) block = dblock;
+  }
+  // Moves the block to the first one whose last doc is >= d (without decoding postings).
   void shallow_seek(std::uint32_t d) {
     while (block < n_blocks && block_last[block] < d) ++block;
   }
   float block_bound() const { return block < n_blocks ? weight * block_max[block] : 0.0f; }
   std::uint32_t block_end_doc() const { return block < n_blocks ? block_last[block] : kEnd; }
+  // First document of the bounds block (its first gap alone is read).
+  std::uint32_t block_first_doc() const {
+    const std::uint32_t prev = block == 0 ? 0xffffffffu : block_last[block - 1];
+    return prev + 1 + codec::first(packed + block_data[block], codec::doc_bits(block_bits[block]));
+  }
   // Moves to the first posting with doc >= d.
   void seek(std::uint32_t d) {
     if (doc() >= d) return;
     shallow_seek(d);
     if (block >= n_blocks) {
-      pos = end;
+      load(n_blocks);
       return;
     }
-    const std::uint64_t bs = begin + block * SparseIndex::kBlockSize;
-    const std::uint64_t be = std::min<std::uint64_t>(end, bs + SparseIndex::kBlockSize);
-    pos = static_cast<std::uint64_t>(
-        std::lower_bound(docs + std::max(pos, bs), docs + be, d) - docs);
+    if (block != dblock) load(block);
+    pos = static_cast<std::uint32_t>(std::lower_bound(docs + pos, docs + n, d) - docs);
   }
 };
+
+template <BM25Method M>
+float bm25_at(const Cursor& c, std::size_t i) {
+  return codec::bm25_impact<M>(*c.bm25, c.idf, c.base, c.tfs[i], c.docs[i]);
+}
+float value_at(const Cursor& c, std::size_t i) { return c.values[c.dblock * Cursor::B + i]; }
+
+template <BM25Method M>
+void bm25_block(const Cursor& c, const std::uint32_t* docs, const std::uint32_t* tfs,
+                std::size_t m, std::uint64_t, float* out) {
+  const codec::Bm25View v = *c.bm25;
+  const double idf = c.idf, base = c.base;
+  if (const float* ft = c.ftable) {
+    const std::uint32_t* len = v.doc_len;
+    const std::uint32_t nt = v.n_table;
+    for (std::size_t i = 0; i < m; ++i) {
+      const std::uint32_t dl = len[docs[i]];
+      out[i] = dl < nt && tfs[i] < codec::kTableTf
+                   ? ft[tfs[i] * nt + dl]
+                   : codec::bm25_impact<M>(v, idf, base, tfs[i], docs[i]);
+    }
+    return;
+  }
+  for (std::size_t i = 0; i < m; ++i) out[i] = codec::bm25_impact<M>(v, idf, base, tfs[i], docs[i]);
+}
+void value_block(const Cursor& c, const std::uint32_t*, const std::uint32_t*, std::size_t m,
+                 std::uint64_t b, float* out) {
+  std::copy(c.values + b * Cursor::B, c.values + b * Cursor::B + m, out);
+}
+
+// Every posting of a list, in order: sink(doc, weight * impact), decoded block by block with
+// the impact computed in the same pass (BM25: looked up in the list's table when it has one).
+template <BM25Method M, class Sink>
+void walk_bm25(const Cursor& c, Sink&& sink) {
+  std::uint32_t gaps[Cursor::B], tfs[Cursor::B];
+  const codec::Bm25View& v = *c.bm25;
+  const std::uint32_t* len = v.doc_len;
+  const std::uint32_t nt = v.n_table;
+  const float* ft = c.ftable;
+  const float w = c.weight;
+  const double idf = c.idf, base = c.base;
+  for (std::uint64_t b = 0; b < c.n_blocks; ++b) {
+    const std::size_t m = c.block_len(b);
+    const std::uint8_t* p = c.packed + c.block_data[b];
+    const unsigned db = codec::doc_bits(c.block_bits[b]);
+    codec::unpack_block(p, m, db, gaps);
+    codec::unpack_block(p + codec::packed_bytes(m, db), m, codec::tf_bits(c.block_bits[b]), tfs);
+    std::uint32_t d = b == 0 ? 0xffffffffu : c.block_last[b - 1];
+    if (ft) {
+      for (std::size_t i = 0; i < m; ++i) {
+        d += gaps[i] + 1;
+        const std::uint32_t dl = len[d], t = tfs[i];
+        const float imp = dl < nt && t < codec::kTableTf ? ft[t * nt + dl]
+                                                         : codec::bm25_impact<M>(v, idf, base, t, d);
+        sink(d, w * imp);
+      }
+    } else {
+      for (std::size_t i = 0; i < m; ++i) {
+        d += gaps[i] + 1;
+        sink(d, w * codec::bm25_impact<M>(v, idf, base, tfs[i], d));
+      }
+    }
+  }
+}
+
+template <class Sink>
+void walk_values(const Cursor& c, Sink&& sink) {
+  std::uint32_t gaps[Cursor::B];
+  const float w = c.weight;
+  const float* val = c.values;
+  for (std::uint64_t b = 0; b < c.n_blocks; ++b, val += Cursor::B) {
+    const std::size_t m = c.block_len(b);
+    codec::unpack_block(c.packed + c.block_data[b], m, codec::doc_bits(c.block_bits[b]), gaps);
+    std::uint32_t d = b == 0 ? 0xffffffffu : c.block_last[b - 1];
+    for (std::size_t i = 0; i < m; ++i) {
+      d += gaps[i] + 1;
+      sink(d, w * val[i]);
+    }
+  }
+}
 
 }  // namespace
 
 struct SparseIndex::Scratch {
   TopK heap;
   std::vector<QueryTerm> terms;
-  std::vector<Cursor> cursors;
+  std::vector<Cursor> cursors;  // the first n_cursors are this query's
+  std::size_t n_cursors = 0;
+  std::vector<std::uint32_t> order;
+  std::vector<Cursor*> sorted;
+  codec::Bm25View bm25{};
+  std::vector<float> ftables;
   std::vector<double> prefix;
   std::vector<std::uint32_t> by_rank;  // cursor index of each query term
   std::vector<float> acc;
@@ -138,22 +285,52 @@ void SparseIndex::search_one(const QueryBatch& q, std::size_t qi, const SearchOp
   }
   s.terms.resize(m);
 
-  const float* imp = scoring_ == Scoring::BM25 ? impacts_.data() : values_.data();
-  s.cursors.clear();
+  const bool bm25 = scoring_ == Scoring::BM25;
+  const bool cached = bm25 && !impacts_.empty();  // BM25 impacts read, not computed
+  const float* stored = bm25 ? impacts_.data() : values_.data();
+  float (*impact)(const Cursor&, std::size_t) = value_at;
+  void (*impacts)(const Cursor&, const std::uint32_t*, const std::uint32_t*, std::size_t,
+                  std::uint64_t, float*) = value_block;
+  if (bm25 && !cached)
+    codec::with_method(params_.method, [&](auto tag) {
+      constexpr BM25Method M = decltype(tag)::value;
+      impact = bm25_at<M>;
+      impacts = bm25_block<M>;
+    });
+  if (s.cursors.size() < s.terms.size()) s.cursors.resize(s.terms.size());
+  s.bm25 = {doc_len_.data(), len_tfc_.data(), n_table_, params_.k1, params_.delta, avgdl_,
+            params_.b};
+  std::size_t nc = 0;
   std::uint64_t total = 0;
   for (const auto& qt : s.terms) {
     const std::uint64_t a = offsets_[qt.term], b = offsets_[qt.term + 1];
     if (a == b) continue;
     const std::uint64_t b0 = block_offsets_[qt.term];
-    s.cursors.push_back({docs_.data(), imp, block_max_.data() + b0, block_last_.data() + b0, a, a,
-                         b, 0, block_offsets_[qt.term + 1] - b0, qt.weight,
-                         qt.weight * term_max_[qt.term],
-                         static_cast<std::uint32_t>(s.cursors.size())});
+    Cursor& c = s.cursors[nc];
+    c.packed = packed_.data();
+    c.block_data = block_data_.data() + b0;
+    c.block_bits = block_bits_.data() + b0;
+    c.block_last = block_last_.data() + b0;
+    c.block_max = block_max_.data() + b0;
+    c.values = bm25 && !cached ? nullptr : stored + a;
+    c.bm25 = &s.bm25;
+    c.ftable = nullptr;
+    c.impact = impact;
+    c.impacts = impacts;
+    c.idf = bm25 ? idf_[qt.term] : 0.0;
+    c.base = base_.empty() ? 0.0 : base_[qt.term];
+    c.len = b - a;
+    c.n_blocks = block_offsets_[qt.term + 1] - b0;
+    c.weight = qt.weight;
+    c.upper = qt.weight * term_max_[qt.term];
+    c.rank = static_cast<std::uint32_t>(nc);
+    ++nc;
     total += b - a;
   }
+  s.n_cursors = nc;
   s.heap.reset(opt.k);
   s.live = live_.data();
-  if (!s.cursors.empty() && opt.k > 0) {
+  if (nc > 0 && opt.k > 0) {
     SearchAlgorithm algo = opt.algorithm;
     if (algo == SearchAlgorithm::Auto)
       // Accumulating is cheaper on collections up to a few hundred thousand documents (the
@@ -210,17 +387,45 @@ void SparseIndex::search_exhaustive(Scratch& s, const SearchOptions& opt) const 
   float* acc = s.acc.data();
   const std::uint64_t* live = s.live;
   TopK& heap = s.heap;
+  const Cursor* cursors = s.cursors.data();
+  const std::size_t nc = s.n_cursors;
   std::uint64_t total = 0;
-  for (const Cursor& c : s.cursors) total += c.end - c.begin;
+  for (std::size_t i = 0; i < nc; ++i) total += cursors[i].len;
+  // The query's lists in its term order, each posting handed to a sink.
+  auto walk_all = [&](Scratch& sc, auto&& sink) {
+    if (scoring_ != Scoring::BM25 || cursors[0].values) {
+      for (std::size_t ci = 0; ci < nc; ++ci) walk_values(sc.cursors[ci], sink);
+      return;
+    }
+    codec::with_method(params_.method, [&](auto tag) {
+      constexpr BM25Method M = decltype(tag)::value;
+      for (std::size_t ci = 0; ci < nc; ++ci) walk_bm25<M>(sc.cursors[ci], sink);
+    });
+  };
+  if (scoring_ == Scoring::BM25 && !cursors[0].values) {
+    // A list much longer than the table of its impacts by tf and length: fill that table once
+    // (the same expression per entry as per posting, so the same bits) and look impacts up.
+    const std::size_t entries = std::size_t{codec::kTableTf} * n_table_;
+    std::size_t need = 0;
+    for (std::size_t i = 0; i < nc; ++i)
+      if (cursors[i].len >= 4 * entries) need += entries;
+    s.ftables.resize(std::max(s.ftables.size(), need));
+    float* ft = s.ftables.data();
+    for (std::size_t i = 0; i < nc; ++i) {
+      Cursor& c = s.cursors[i];
+      c.ftable = nullptr;
+      if (c.len < 4 * entries) continue;
+      for (std::size_t e = 0; e < entries; ++e) ft[e] = codec::bm25_from_tfc(c.idf, c.base, len_tfc_[e]);
+      c.ftable = ft;
+      ft += entries;
+    }
+  }
 
   if (total * 4 >= n_docs_) {
     // Dense: the lists cover a good part of the collection, so clearing and scanning the
     // whole score array costs less than tracking which documents were touched.
     std::fill(acc, acc + n_docs_, 0.0f);
-    for (const Cursor& c : s.cursors) {
-      const float w = c.weight;
-      for (std::uint64_t j = c.begin; j < c.end; ++j) acc[c.docs[j]] += w * c.impacts[j];
-    }
+    walk_all(s, [acc](std::uint32_t d, float v) { acc[d] += v; });
     // Scan 16 scores at a time: one vectorised test finds the rare blocks that hold a
     // candidate. Only positive scores enter; ties are left to the heap's order.
     float floor = std::numeric_limits<float>::denorm_min();
@@ -247,19 +452,16 @@ void SparseIndex::search_exhaustive(Scratch& s, const SearchOptions& opt) const 
   s.touched.clear();
   std::uint32_t* stamp = s.stamp.data();
   const std::uint32_t epoch = s.epoch;
-  for (const Cursor& c : s.cursors) {
-    for (std::uint64_t j = c.begin; j < c.end; ++j) {
-      const std::uint32_t d = c.docs[j];
-      const float v = c.weight * c.impacts[j];
-      if (stamp[d] != epoch) {
-        stamp[d] = epoch;
-        acc[d] = v;
-        s.touched.push_back(d);
-      } else {
-        acc[d] += v;
-      }
+  std::vector<std::uint32_t>& touched = s.touched;
+  walk_all(s, [&](std::uint32_t d, float v) {
+    if (stamp[d] != epoch) {
+      stamp[d] = epoch;
+      acc[d] = v;
+      touched.push_back(d);
+    } else {
+      acc[d] += v;
     }
-  }
+  });
   float floor = std::numeric_limits<float>::denorm_min();
   for (std::uint32_t d : s.touched) {
     if (acc[d] >= floor && allowed(live, opt, d)) {
@@ -270,11 +472,24 @@ void SparseIndex::search_exhaustive(Scratch& s, const SearchOptions& opt) const 
 }
 
 void SparseIndex::search_maxscore(Scratch& s, const SearchOptions& opt) const {
-  auto& cur = s.cursors;
-  const std::size_t n = cur.size();
-  // Ascending upper bounds; prefix[i] = sum of the bounds of cursors 0..i.
-  std::sort(cur.begin(), cur.end(),
-            [](const Cursor& a, const Cursor& b) { return a.upper < b.upper; });
+  const std::size_t n = s.n_cursors;
+  // Ascending upper bounds; prefix[i] = sum of the bounds of cursors 0..i. Cursors are large
+  // (their block buffers): sorted through their order.
+  s.order.resize(n);
+  for (std::size_t i = 0; i < n; ++i) s.order[i] = static_cast<std::uint32_t>(i);
+  std::stable_sort(s.order.begin(), s.order.end(), [&](std::uint32_t a, std::uint32_t b) {
+    return s.cursors[a].upper < s.cursors[b].upper;
+  });
+  s.sorted.resize(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    s.sorted[i] = &s.cursors[s.order[i]];
+    s.sorted[i]->start();
+  }
+  Cursor* const* cur_ptrs = s.sorted.data();
+  struct Ref {
+    Cursor* const* p;
+    Cursor& operator[](std::size_t i) const { return *p[i]; }
+  } cur{cur_ptrs};
   s.prefix.resize(n);
   double run = 0;
   for (std::size_t i = 0; i < n; ++i) s.prefix[i] = run += cur[i].upper;
@@ -326,8 +541,7 @@ void SparseIndex::search_maxscore(Scratch& s, const SearchOptions& opt) const {
       double bound = score;
       for (std::size_t i = 0; i < first_ess; ++i) {
         cur[i].shallow_seek(d);
-        if (cur[i].block < cur[i].n_blocks &&
-            cur[i].docs[cur[i].begin + cur[i].block * kBlockSize] <= d)
+        if (cur[i].block < cur[i].n_blocks && cur[i].block_first_doc() <= d)
           bound += cur[i].block_bound();
       }
       survives = !hopeless(bound);
@@ -345,7 +559,7 @@ void SparseIndex::search_maxscore(Scratch& s, const SearchOptions& opt) const {
       // term order, exactly as the exhaustive accumulation does.
       float fs = 0.0f;
       for (std::size_t r = 0; r < n; ++r) {
-        const Cursor& c = cur[by_rank[r]];
+        Cursor& c = cur[by_rank[r]];
         if (c.doc() == d) fs += c.score();
       }
       if (fs > 0.0f) {

@@ -17,7 +17,12 @@ class SparseIndex:
         k1: float = 1.5,
         b: float = 0.75,
         delta: float = 0.5,
-    ) -> None: ...
+        impact_cache: bool = True,
+    ) -> None:
+        """impact_cache (BM25): one float impact per posting kept in memory beside the
+        compressed postings (search as fast as uncompressed); False computes impacts from term
+        frequencies and document lengths when blocks are decoded (about 4 bytes per posting
+        less, slower search). Results are the same bits either way."""
     def add(
         self,
         indptr: npt.NDArray[np.int64],
@@ -55,6 +60,9 @@ class SparseIndex:
     def scoring(self) -> str: ...
     @property
     def method(self) -> str: ...
+    @property
+    def impact_cache(self) -> bool: ...
+    def set_impact_cache(self, enabled: bool) -> None: ...
     @property
     def k1(self) -> float: ...
     @property

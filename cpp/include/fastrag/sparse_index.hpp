@@ -1,11 +1,15 @@
 // An inverted index over dense uint32 term ids and dense uint32 document ids.
 //
-// Postings are stored term by term (CSR): document ids ascending, the raw value (term
-// frequency for BM25, a learned weight for impact scoring) and the impact used at query time.
-// Each term's list is cut into blocks of kBlockSize postings with the block's largest impact
-// and last document, so that top-k search can skip blocks that cannot enter the result
-// (block-max MaxScore). Impacts are derived from the raw values and the live collection
-// statistics by commit(), which runs after every batch of additions or deletions.
+// Postings are stored term by term, document ids ascending, in blocks of kBlockSize postings:
+// bit-packed document-id gaps and, for BM25, bit-packed term frequencies (see
+// cpp/src/sparse_codec.hpp); impact scoring keeps one float weight per posting. Beside each
+// block stay, uncompressed, its last document and its largest impact, so that top-k search
+// decodes only the blocks it cannot skip (block-max MaxScore). A BM25 impact is computed when
+// its block is decoded, from the term frequency, the term's idf and the document's length
+// normalisation, with the very expression (and so the very bits) earlier versions stored per
+// posting. The derived tables (document frequencies, idf, norms, block maxima) are recomputed
+// from the postings and the live collection statistics by commit(), which runs after every
+// batch of additions or deletions, and on load.
 #pragma once
 
 #include <atomic>
@@ -69,13 +73,20 @@ struct IndexStats {
 class SparseIndex {
  public:
   static constexpr std::uint32_t kBlockSize = 128;
-  static constexpr std::uint32_t kFormatVersion = 1;
+  static constexpr std::uint32_t kFormatVersion = 2;  // 1: uncompressed postings (still read)
 
-  explicit SparseIndex(Scoring scoring, BM25Params params = {});
+  // impact_cache (BM25): keep one float impact per posting in memory, computed by commit() and
+  // on load (never saved), so that search reads impacts instead of computing them from term
+  // frequencies and document lengths: about 4 more bytes per posting, search as fast as with
+  // uncompressed postings. Without it a BM25 impact is computed when its block is decoded.
+  // Results are the same bits either way.
+  explicit SparseIndex(Scoring scoring, BM25Params params = {}, bool impact_cache = true);
   SparseIndex(const SparseIndex&) = delete;
   SparseIndex& operator=(const SparseIndex&) = delete;
 
   Scoring scoring() const { return scoring_; }
+  bool impact_cache() const;
+  void set_impact_cache(bool on);  // builds or drops the cache (BM25; no effect on impact scoring)
   const BM25Params& params() const { return params_; }
 
   // Appends n_docs documents: doc i holds terms[indptr[i]:indptr[i+1]]. BM25: values must be
@@ -119,11 +130,20 @@ class SparseIndex {
   void save(const std::string& path, const std::string& extra) const;
   // Loads a saved index; with use_mmap the arrays stay in the mapped file until modified.
   static std::unique_ptr<SparseIndex> load(const std::string& path, bool use_mmap,
-                                           std::string* extra);
+                                           std::string* extra, bool impact_cache = true);
 
  private:
   struct Scratch;
-  void commit_locked();  // recomputes df, impacts and block maxima from values and stats
+  void commit_locked();  // merges pending documents, then compute_stats()
+  void compute_stats();  // df, idf, norms, block and term maxima from the postings and stats
+  // Every posting, decoded: document ids and values (term frequencies for BM25).
+  void decode_postings(std::vector<std::uint32_t>& docs, std::vector<float>& vals) const;
+  // Replaces the postings by the given lists (offsets: n_terms_ + 1 into docs and vals).
+  void encode_postings(std::vector<std::uint64_t> offsets, const std::vector<std::uint32_t>& docs,
+                       std::vector<float> vals);
+  // Decodes block `blk` (absolute) of term t: its n documents and, for BM25, tfs - 1.
+  std::size_t decode_block(std::uint64_t t, std::uint64_t blk, std::uint32_t* docs,
+                           std::uint32_t* tfs) const;
   void ensure_committed() const;
   void search_one(const QueryBatch& q, std::size_t qi, const SearchOptions& opt, Scratch& s,
                   std::int64_t* ids, float* scores) const;
@@ -142,17 +162,28 @@ class SparseIndex {
   Column<std::uint32_t> doc_len_;  // n_docs: tokens (BM25) or distinct terms (impact)
   Column<std::uint64_t> live_;     // bitset over n_docs
 
-  Column<std::uint64_t> offsets_;  // n_terms + 1, into the posting arrays
-  Column<std::uint32_t> docs_;
-  Column<float> values_;
-  Column<float> impacts_;
+  Column<std::uint64_t> offsets_;  // n_terms + 1: where each term's postings start
+  Column<float> values_;           // impact scoring: the weight of each posting (BM25: empty)
+  Column<std::uint8_t> packed_;    // bit-packed gaps and tfs of every block, then kPad zeros
 
   Column<std::uint64_t> block_offsets_;  // n_terms + 1, into the block arrays
-  Column<float> block_max_;
-  Column<std::uint32_t> block_last_;
-  Column<float> term_max_;   // n_terms: largest impact of each term
-  Column<float> nonocc_;     // n_terms: BM25L / BM25+ score of absent terms (else empty)
-  Column<std::uint32_t> df_; // n_terms: live document frequency
+  Column<std::uint64_t> block_data_;     // per block: where its bytes start in packed_
+  Column<std::uint16_t> block_bits_;     // per block: doc gap bits | (tf bits << 8)
+  Column<std::uint32_t> block_last_;     // per block: its last document
+  // Derived by compute_stats() (not saved).
+  Column<float> block_max_;   // per block: its largest impact
+  Column<float> term_max_;    // n_terms: largest impact of each term
+  Column<float> nonocc_;      // n_terms: BM25L / BM25+ score of absent terms (else empty)
+  Column<std::uint32_t> df_;  // n_terms: live document frequency
+  std::vector<double> idf_;   // BM25, n_terms: idf (0 for a term without live documents)
+  std::vector<double> base_;  // BM25, n_terms: subtracted non-occurrence score (BM25L / BM25+)
+  // BM25: term-frequency components by tf (1..16) and document length (below n_table_);
+  // other postings compute theirs when scored.
+  std::vector<double> len_tfc_;
+  Column<float> impacts_;  // BM25 with the impact cache: per posting, 0 for deleted documents
+  bool impact_cache_ = true;
+  std::uint32_t n_table_ = 0;
+  double avgdl_ = 0;
 
   // Documents added since the last commit, merged into the postings by commit_locked().
   std::vector<std::int64_t> pending_indptr_{0};
