@@ -215,13 +215,10 @@ def index_cmd(ctx: click.Context, /, path: Path, collection: Path, **opts: Any) 
     from fastrag.collection.indexer import plan_index
     from fastrag.collection.ingest import read_documents
 
-    if opts["shards"] is not None:
-        from fastrag.cli_shards import index_sharded
-
-        return index_sharded(path, collection, opts)
-    if opts["ray"] is not None:
+    if opts["shards"] is None and opts["ray"] is not None:
         raise click.UsageError("--ray needs --shards N")
-
+    if opts["shards"] is not None and opts["sync"]:
+        raise click.UsageError("--sync applies to one collection, not to --shards")
     try:
         found = read_documents(
             path, int(opts["max_file_mb"] * 2**20), extensions=opts["ext"],
@@ -230,6 +227,10 @@ def index_cmd(ctx: click.Context, /, path: Path, collection: Path, **opts: Any) 
         )
     except ValueError as e:
         raise click.UsageError(str(e)) from e
+    if opts["shards"] is not None:
+        from fastrag.cli_shards import index_sharded
+
+        return index_sharded(found, path, collection, opts)
     _report_found(found, opts["verbose"] or path.is_file())  # a file named is always shown
     if not found.texts and not opts["sync"]:
         raise click.ClickException(f"no documents found in {path}")

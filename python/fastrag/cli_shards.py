@@ -9,24 +9,14 @@ from typing import TYPE_CHECKING, Any
 import click
 
 if TYPE_CHECKING:
+    from fastrag.collection.ingest import Found
     from fastrag.search.pipeline import Result
 
 
-def index_sharded(path: Path, collection: Path, opts: dict[str, Any]) -> None:
-    """Builds a sharded collection in `collection` from the documents under `path`."""
-    from fastrag.collection.ingest import read_documents
+def index_sharded(found: Found, path: Path, collection: Path, opts: dict[str, Any]) -> None:
+    """Builds a sharded collection in `collection` from the documents read from `path`."""
     from fastrag.distributed import ShardError, build_shards
 
-    if opts["sync"]:
-        raise click.UsageError("--sync applies to one collection, not to --shards")
-    try:
-        found = read_documents(
-            path, int(opts["max_file_mb"] * 2**20), extensions=opts["ext"],
-            text_fields=[f for f in (opts["text_field"] or "").split(",") if f.strip()] or None,
-            id_field=opts["id_field"],
-        )
-    except ValueError as e:
-        raise click.UsageError(str(e)) from e
     if not found.texts:
         raise click.ClickException(f"no documents found in {path}")
     model = None if opts["model"] == "none" else opts["model"]

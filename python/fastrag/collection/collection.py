@@ -34,7 +34,7 @@ from fastrag.collection import mk, passages, store
 from fastrag.collection.docstore import DocStore
 from fastrag.collection.docstore import file_name as docs_file
 from fastrag.collection.filters import compile_filter
-from fastrag.collection.ingest import MAX_FILE_BYTES, Found, read_documents
+from fastrag.collection.ingest import MAX_FILE_BYTES, Found, read_paths
 from fastrag.collection.metaindex import Unsupported
 from fastrag.collection.store import CollectionError
 from fastrag.encoders.base import Encoder, check_texts
@@ -667,14 +667,7 @@ class Collection:
         JSON rows' ids); returns what was read and skipped (`Found`). All or nothing, like
         `add`; commit to keep them."""
         items = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
-        found = Found()
-        seen: dict[str, str] = {}
-        for path in items:
-            part = read_documents(path, max_file_bytes)
-            for doc_id, text, meta in zip(part.ids, part.texts, part.metadata, strict=True):
-                found.add(doc_id, text, meta, f"{path}: {doc_id}", seen)
-            found.skipped += part.skipped
-            found.notes += part.notes
+        found = read_paths(items, max_file_bytes)
         if found.texts:
             self.add(found.texts, ids=found.ids, metadata=found.metadata, batch_size=batch_size,
                      show_progress=show_progress)

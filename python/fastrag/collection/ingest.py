@@ -26,6 +26,7 @@ __all__ = [
     "Found",
     "parse_extensions",
     "read_documents",
+    "read_paths",
 ]
 
 TEXT_SUFFIXES = {".txt", ".md", ".markdown", ".rst"}
@@ -151,6 +152,22 @@ def read_documents(
             if suffix in HTML_SUFFIXES:
                 text = html_to_text(text)
             found.add(rel, text, {"source": rel}, rel, seen)
+    return found
+
+
+def read_paths(paths: Iterable[str | os.PathLike[str]],
+               max_file_bytes: int = MAX_FILE_BYTES) -> Found:
+    """The documents of several files and folders (`read_documents` on each), as
+    `Collection.add_files` reads them: an id given twice keeps its first document and the
+    second is skipped with the reason."""
+    found = Found()
+    seen: dict[str, str] = {}
+    for path in paths:
+        part = read_documents(path, max_file_bytes)
+        for doc_id, text, meta in zip(part.ids, part.texts, part.metadata, strict=True):
+            found.add(doc_id, text, meta, f"{path}: {doc_id}", seen)
+        found.skipped += part.skipped
+        found.notes += part.notes
     return found
 
 

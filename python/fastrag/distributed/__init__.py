@@ -5,7 +5,8 @@ adds Ray (`executor="ray"`, `mode="ray"`), which runs the same code in Ray Data 
 (building) and Ray actors (serving).
 """
 
-from fastrag.distributed.build import ShardReport, build_shards, read_paths, split_contiguous
+from fastrag.collection.ingest import read_paths
+from fastrag.distributed.build import ShardReport, build_shards, split_contiguous
 from fastrag.distributed.manifest import (
     Manifest,
     ShardError,

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 from fastrag.collection import Collection, store
-from fastrag.collection.ingest import MAX_FILE_BYTES, Found, read_documents
 from fastrag.collection.legs import file_name, new_index
 from fastrag.distributed.manifest import (
     Manifest,
@@ -164,20 +163,6 @@ def global_term_order(vocabularies: Sequence[Sequence[str]]) -> dict[str, int]:
         for t in terms:
             order.setdefault(t, len(order))
     return order
-
-
-def read_paths(paths: Sequence[str | os.PathLike[str]],
-               max_file_bytes: int = MAX_FILE_BYTES) -> Found:
-    """The documents of files and folders, as `Collection.add_files` reads them."""
-    found = Found()
-    seen: dict[str, str] = {}
-    for path in paths:
-        part = read_documents(path, max_file_bytes)
-        for doc_id, text, meta in zip(part.ids, part.texts, part.metadata, strict=True):
-            found.add(doc_id, text, meta, f"{path}: {doc_id}", seen)
-        found.skipped += part.skipped
-        found.notes += part.notes
-    return found
 
 
 def build_shards(
