@@ -298,6 +298,18 @@ def tantivy_build(texts: Sequence[str], path: Path, tokenizer: str = "whitespace
     return TantivyIndex(index, index.searcher(), schema, path, seconds)
 
 
+def note_overlap(report, core, q_indptr, q_terms, tv, tq) -> tuple[float, np.ndarray]:
+    """fastrag's and tantivy's top-10 overlap on the same queries, noted in the report, and
+    fastrag's top-10 ids."""
+    f_ids, _ = core.search(q_indptr, q_terms, k=K, threads=1)
+    overlap = topk_overlap(f_ids, tv.topk_ids(tq))
+    report.note(
+        f"top-10 overlap fastrag (k1=1.2) vs tantivy, same tokens: {overlap:.4f} "
+        "(mean share of common documents; tantivy quantises lengths)"
+    )
+    return overlap, f_ids
+
+
 def topk_overlap(f_ids: np.ndarray, t_ids: list[list[int]]) -> float:
     """Mean over queries of |fastrag top-k & tantivy top-k| / max(sizes) (1 when both empty)."""
     shares = []
@@ -366,12 +378,7 @@ def bench_tantivy_text(
     try:
         tv = tantivy_build([" ".join(d) for d in doc_tokens], tmp / "tokens")
         tq = tv.queries(query_tokens)
-        f_ids, _ = core.search(q_indptr, q_terms, k=K, threads=1)
-        overlap = topk_overlap(f_ids, tv.topk_ids(tq))
-        report.note(
-            f"top-10 overlap fastrag (k1=1.2) vs tantivy, same tokens: {overlap:.4f} "
-            "(mean share of common documents; tantivy quantises lengths)"
-        )
+        overlap, _ = note_overlap(report, core, q_indptr, q_terms, tv, tq)
         n_q = len(query_tokens)
         cases: dict[str, Callable[[], object]] = {
             "fastrag core k1=1.2, one call per query": per_query_calls,
@@ -705,12 +712,7 @@ def bench_tantivy_synthetic(
             "one run; strings built beforehand",
         )
         tq = tv.queries(q_tokens)
-        f_ids, _ = core.search(q_indptr, q_terms, k=K, threads=1)
-        overlap = topk_overlap(f_ids, tv.topk_ids(tq))
-        report.note(
-            f"top-10 overlap fastrag (k1=1.2) vs tantivy, same tokens: {overlap:.4f} "
-            "(mean share of common documents; tantivy quantises lengths)"
-        )
+        overlap, f_ids = note_overlap(report, core, q_indptr, q_terms, tv, tq)
         singles = [
             (
                 np.array([0, q_indptr[i + 1] - q_indptr[i]], dtype=np.int64),
