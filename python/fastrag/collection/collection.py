@@ -585,7 +585,8 @@ class Collection:
                     "characters"
                 )
             if len(vectors) != len(chunk_texts):
-                raise ValueError(f"{len(texts)} texts but {len(vectors)} vectors")
+                raise ValueError(f"{len(texts)} texts ({len(chunk_texts)} chunks) but "
+                                 f"{len(vectors)} vectors")
         encoded = passages.encode_batches(self.settings, self._encoder,
                                           self._indexes.get("splade"), texts, spans, vectors,
                                           batch_size, show_progress)
