@@ -445,6 +445,17 @@ void SparseIndex::compute_stats() {
       tmax[t] = best;
     });
   });
+  // Small indexes with the cache: every posting's document id, decoded once.
+  std::vector<std::uint32_t> doc_ids;
+  if (impact_cache_ && offsets_[n_terms] <= kDocCacheMax) {
+    doc_ids.resize(offsets_[n_terms]);
+    parallel_for(n_terms, threads, [&](std::size_t t, std::size_t) {
+      std::uint64_t j = offsets_[t];
+      for (std::uint64_t blk = block_offsets_[t]; blk < block_offsets_[t + 1]; ++blk)
+        j += decode_block(t, blk, doc_ids.data() + j, nullptr);
+    });
+  }
+  doc_cache_.assign(std::move(doc_ids));
   len_tfc_ = std::move(ltfc);
   impacts_.assign(std::move(cached));
   n_table_ = n_table;
@@ -560,12 +571,13 @@ IndexStats SparseIndex::stats() const {
                    values_.size() * 4 + packed_.size() + block_offsets_.size() * 8 +
                    block_data_.size() * 8 + block_bits_.size() * 2 + block_last_.size() * 4 +
                    block_max_.size() * 4 + term_max_.size() * 4 + nonocc_.size() * 4 +
-                   df_.size() * 4 + impacts_.size() * 4 + (idf_.size() + base_.size() + len_tfc_.size()) * 8;
+                   df_.size() * 4 + impacts_.size() * 4 + doc_cache_.size() * 4 + (idf_.size() + base_.size() + len_tfc_.size()) * 8;
   // The same with spare capacity.
   s.allocated_bytes = doc_len_.bytes() + live_.bytes() + offsets_.bytes() + values_.bytes() +
                       packed_.bytes() + block_offsets_.bytes() + block_data_.bytes() +
                       block_bits_.bytes() + block_last_.bytes() + block_max_.bytes() +
                       term_max_.bytes() + nonocc_.bytes() + df_.bytes() + impacts_.bytes() +
+                      doc_cache_.bytes() +
                       (idf_.capacity() + base_.capacity() + len_tfc_.capacity()) * 8;
   return s;
 }

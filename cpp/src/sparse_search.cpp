@@ -43,6 +43,7 @@ struct Cursor {
   const std::uint32_t* block_last;
   const float* block_max;
   const float* values;  // impact scoring: this term's weights; null for BM25
+  const std::uint32_t* raw_docs;  // this term's documents, decoded (small indexes) or null
   const codec::Bm25View* bm25;  // BM25: lengths and tables
   // BM25, long lists in exhaustive search: this term's impacts by tf and length (the same
   // layout as bm25->tfc), filled for the query; null otherwise.
@@ -197,9 +198,13 @@ void walk_bm25(const Cursor& c, Sink&& sink) {
 
 template <class Sink>
 void walk_values(const Cursor& c, Sink&& sink) {
-  std::uint32_t gaps[Cursor::B];
   const float w = c.weight;
   const float* val = c.values;
+  if (const std::uint32_t* docs = c.raw_docs) {
+    for (std::uint64_t i = 0; i < c.len; ++i) sink(docs[i], w * val[i]);
+    return;
+  }
+  std::uint32_t gaps[Cursor::B];
   for (std::uint64_t b = 0; b < c.n_blocks; ++b, val += Cursor::B) {
     const std::size_t m = c.block_len(b);
     codec::unpack_block(c.packed + c.block_data[b], m, codec::doc_bits(c.block_bits[b]), gaps);
@@ -313,6 +318,7 @@ void SparseIndex::search_one(const QueryBatch& q, std::size_t qi, const SearchOp
     c.block_last = block_last_.data() + b0;
     c.block_max = block_max_.data() + b0;
     c.values = bm25 && !cached ? nullptr : stored + a;
+    c.raw_docs = c.values && !doc_cache_.empty() ? doc_cache_.data() + a : nullptr;
     c.bm25 = &s.bm25;
     c.ftable = nullptr;
     c.impact = impact;

@@ -20,9 +20,10 @@ class SparseIndex:
         impact_cache: bool = True,
     ) -> None:
         """impact_cache (BM25): one float impact per posting kept in memory beside the
-        compressed postings (search as fast as uncompressed); False computes impacts from term
-        frequencies and document lengths when blocks are decoded (about 4 bytes per posting
-        less, slower search). Results are the same bits either way."""
+        compressed postings, and on an index of at most 2M postings (any scoring) its
+        document ids decoded; False computes impacts from term frequencies and document
+        lengths when blocks are decoded (4 to 8 bytes per posting less, slower search).
+        Results are the same bits either way."""
     def add(
         self,
         indptr: npt.NDArray[np.int64],

@@ -66,10 +66,12 @@ class BM25(IdIndex):
         b: document-length normalisation, 0 (none) to 1 (full).
         delta: the shift of the term-frequency part in bm25l and bm25+ (ignored otherwise).
         impact_cache: keep one float score per posting in memory beside the compressed
-            postings (default: search as fast as uncompressed postings, about 4 more bytes per
-            posting); False computes scores from term frequencies and document lengths as
-            blocks are decoded (under 2 bytes per posting on large collections, slower
-            search). Results are identical either way; saved files never hold the cache.
+            postings (default: about 4 more bytes per posting; an index of at most 2M
+            postings also keeps its document ids decoded, 4 bytes more, as fast as
+            uncompressed postings); False computes scores from term frequencies and document
+            lengths as blocks are decoded (under 2 bytes per posting on large collections,
+            slower search). Results are identical either way; saved files never hold the
+            cache.
     """
 
     _FORMAT = "fastrag.bm25"
