@@ -17,7 +17,7 @@ from fastrag.encoders.base import Encoder
 __all__ = ["NO_DOC", "ChunkHit", "ChunkTable", "Corpus", "Document"]
 
 
-@dataclass
+@dataclass(slots=True)
 class Document:
     """A stored document."""
 

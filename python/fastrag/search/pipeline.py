@@ -39,7 +39,7 @@ class StageScore:
     rank: int  # 1-based
 
 
-@dataclass
+@dataclass(slots=True)
 class Result:
     """One document in a result list.
 
