@@ -90,6 +90,22 @@ def test_english_is_fast() -> None:
     assert len(tokens) == len(texts) and sum(map(len, tokens)) > 10 * len(texts)
 
 
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"stemmer": None}, {"stopwords": None}, {"min_length": 1}, {"min_length": 4},
+     {"stemmer": "porter", "stopwords": ["flow", "The"]}, {"lowercase": False}],
+)
+def test_english_batch_equals_one_by_one(options: dict) -> None:
+    """A batch stems each distinct word once (a table per batch): every text's tokens are
+    those it gets alone, with blank texts, repeats, short words and odd scripts mixed in."""
+    analyzer = EnglishAnalyzer(**options)
+    texts = ["Running dogs ran; the DOGS run", "", "   ", "a b cd efg hijk", "Flows flowing flow",
+             "Ｆｕｌｌｗｉｄｔｈ ＡＢＣ", "dogs \ud800 dogs", *ODD_SCRIPTS, "running dogs"]
+    assert analyzer.analyze_many(texts) == [analyzer(t) for t in texts]
+    assert analyzer.analyze_many(iter(texts[:1])) == [analyzer(texts[0])]
+    assert analyzer.analyze_many([]) == []
+
+
 # --- Japanese ------------------------------------------------------------------------
 
 

@@ -25,16 +25,6 @@ def _is_pretokenized(items: Sequence[Any]) -> bool:
     return first is not None and not isinstance(first, str) and isinstance(first, (list, tuple))
 
 
-def _csr(token_ids: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
-    lengths = np.fromiter((len(t) for t in token_ids), dtype=np.int64, count=len(token_ids))
-    indptr = np.zeros(len(token_ids) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=indptr[1:])
-    flat = np.fromiter(
-        (t for doc in token_ids for t in doc), dtype=np.uint32, count=int(indptr[-1])
-    )
-    return indptr, flat
-
-
 def _check_utf8(docs: Sequence[Tokens]) -> None:
     """Refuses tokens with a lone surrogate: the vocabulary is saved as UTF-8, so one such term
     would make every later save() fail (analyzers never produce them)."""
@@ -115,10 +105,22 @@ class BM25(IdIndex):
             new_ids = self._ids.new_ids(ids, len(docs))
             if not docs:
                 return
-            tokens = self._tokens(docs, corpus=True)
-            vocab = self._vocab
-            token_ids = [[vocab.setdefault(t, len(vocab)) for t in doc] for doc in tokens]
-            self._upsert(new_ids, *_csr(token_ids))
+            self._upsert(new_ids, *self._term_ids(self._tokens(docs, corpus=True)))
+
+    def _term_ids(self, tokens: Sequence[Sequence[str]]) -> tuple[np.ndarray, np.ndarray]:
+        """Documents' tokens as CSR term ids (indptr, term_ids); a new term gets the next id,
+        in order of first occurrence. The per-token work runs in C (map over the flat tokens):
+        Python loops over the batch's distinct new terms only."""
+        vocab = self._vocab
+        flat = list(chain.from_iterable(tokens))
+        for term in dict.fromkeys(flat):
+            if term not in vocab:
+                vocab[term] = len(vocab)
+        indptr = np.zeros(len(tokens) + 1, dtype=np.int64)
+        np.cumsum(np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens)),
+                  out=indptr[1:])
+        ids = np.fromiter(map(vocab.__getitem__, flat), dtype=np.uint32, count=len(flat))
+        return indptr, ids
 
     def reserve_terms(self, terms: Iterable[str]) -> None:
         """Gives term ids to `terms`, in order, before any document is added (a shard of a

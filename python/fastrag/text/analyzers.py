@@ -14,6 +14,7 @@ import threading
 import unicodedata
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
+from itertools import chain, filterfalse
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from .language import CJK, detect_language, latin_runs
@@ -163,6 +164,10 @@ class EnglishAnalyzer(BaseAnalyzer):
         if isinstance(min_length, bool) or not isinstance(min_length, int) or min_length < 1:
             raise ValueError(f"min_length must be a positive int, got {min_length!r}")
         self.min_length = min_length
+        self._words = _WORD_RE if min_length == 1 else re.compile(rf"\w{{{min_length},}}")
+        # the same runs in ASCII text (\w there is exactly [A-Za-z0-9_]), where a character
+        # class is a bitmap test instead of Unicode property lookups
+        self._ascii_words = re.compile(rf"[A-Za-z0-9_]{{{min_length},}}")
         self._stemmer: Any = None  # created on first use
 
     def _normalize(self, text: str) -> str:
@@ -170,18 +175,39 @@ class EnglishAnalyzer(BaseAnalyzer):
         return text.lower() if self.lowercase else text
 
     def _analyze(self, text: str) -> list[str]:
-        min_length, stopwords = self.min_length, self.stopword_set
-        tokens = [
-            token
-            for token in _WORD_RE.findall(self._normalize(text))
-            if len(token) >= min_length and token not in stopwords
-        ]
-        if self.stemmer is None or not tokens:
-            return tokens
+        return self._stem([self._words_of(text)])[0]
+
+    def analyze_many(self, texts: Iterable[str]) -> list[list[str]]:
+        """Analyze each of *texts* in order; a word is stemmed once per batch."""
+        if isinstance(texts, str):
+            raise TypeError("analyze_many expects an iterable of str, got a single str")
+        words = []
+        for text in texts:
+            text = _prepare(text)
+            words.append([] if not text or text.isspace() else self._words_of(text))
+        return self._stem(words)
+
+    def _words_of(self, text: str) -> list[str]:
+        """The words of a non-blank text before stemming (normalised, stopwords out)."""
+        stopwords = self.stopword_set
+        # runs of at least min_length word characters: the regex drops the short ones
+        text = self._normalize(text)
+        words: list[str] = (self._ascii_words if text.isascii() else self._words).findall(text)
+        return list(filterfalse(stopwords.__contains__, words)) if stopwords else words
+
+    def _stem(self, docs: list[list[str]]) -> list[list[str]]:
+        """Stems the words of every document. A batch stems each distinct word once and
+        maps the documents' words through that table: a word repeats across documents far
+        more often than it is new, and the tokens then share one str object each."""
+        if self.stemmer is None:
+            return docs
         if self._stemmer is None:
             self._stemmer = _import("Stemmer", "PyStemmer").Stemmer(self.stemmer)
-        stemmed: list[str] = self._stemmer.stemWords(tokens)
-        return stemmed
+        if len(docs) == 1:
+            return [self._stemmer.stemWords(docs[0]) if docs[0] else []]
+        distinct = list(dict.fromkeys(chain.from_iterable(docs)))
+        stem = dict(zip(distinct, self._stemmer.stemWords(distinct), strict=True)).__getitem__
+        return [list(map(stem, words)) for words in docs]
 
 
 class JapaneseAnalyzer(BaseAnalyzer):
@@ -346,6 +372,29 @@ class AutoAnalyzer(BaseAnalyzer):
             msg = f"AutoAnalyzer falls back to BigramAnalyzer for Japanese text ({exc})"
             warnings.warn(msg, stacklevel=2)
             self.japanese = BigramAnalyzer()
+
+    def analyze_many(self, texts: Iterable[str]) -> list[list[str]]:
+        """Analyze each of *texts* in order: the English ones in one batch of the English
+        analyzer (which stems each distinct word once per batch), the others one by one."""
+        if isinstance(texts, str):
+            raise TypeError("analyze_many expects an iterable of str, got a single str")
+        out: list[list[str]] = []
+        english: list[str] = []
+        at: list[int] = []
+        for text in texts:
+            text = _prepare(text)
+            if not text or text.isspace():
+                out.append([])
+            elif detect_language(text) != "ja":
+                at.append(len(out))
+                english.append(text)
+                out.append([])
+            else:
+                out.append(self._analyze(text))
+        if english:
+            for i, tokens in zip(at, self.english.analyze_many(english), strict=True):
+                out[i] = tokens
+        return out
 
     def _analyze(self, text: str) -> list[str]:
         if detect_language(text) != "ja":
