@@ -23,8 +23,20 @@ runs in this script, in the same run, on the same documents (document = title + 
   merged) with the single collection's, and both against the exact top-10 (brute force over
   the stored vectors, a document scored by its best chunk).
 - merge_vs_rebuild_ratio: building the single collection from the texts (encoder included)
-  over `fastrag merge` of the shards into one collection (stored vectors reused; BM25 and
-  HNSW rebuilt); > 1 when merging is faster.
+  over `fastrag merge` of the shards into one collection (stored vectors reused, BM25
+  rebuilt, HNSW by insertion into the largest shard's graph, the default); > 1 when merging
+  is faster.
+- HNSW graphs merged or rebuilt (`fastrag merge --dense insert|rebuild`), at equal recall:
+  a seeded Gaussian mixture (384 dims, as bench_dense's; 20,000 vectors with --quick,
+  100,000 in a full run) cut into 2 and into 4 contiguous shards, each shard's graph built
+  and saved as a shard's is. Rebuild: one new graph from every vector. Insert: the largest
+  shard's graph loaded from its file, its ids renamed, the other shards' vectors inserted
+  (same M 16 and ef_construction 200, all cores for both). Recall@10 of both against exact
+  search over all the vectors at the same ef (64, the default; 32 and 128 printed too).
+  hnsw_merge_vs_rebuild_ratio = rebuild seconds / insert seconds (2 shards; _4_shards too).
+  On the encoded cranfield shards, `merge_shards(dense="insert")` against
+  `dense="rebuild"` end to end (merge_insert_vs_rebuild_ratio) with the dense recall@10 of
+  both merged collections against exact search.
 - fan-out latency: BM25 queries one at a time, single collection vs 4-shard router in one
   process (bm25_qps_ratio_vs_single > 1 when the router is faster).
 
@@ -48,8 +60,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np
 
 from _common import Results, parse, parser
+from bench_dense import synthetic
 from fastrag.collection import Collection
-from fastrag.distributed import ShardedCollection, build_shards, merge_shards
+from fastrag.distributed import ShardedCollection, build_shards, merge_shards, split_contiguous
+from fastrag.index import DenseIndex
 
 
 def _beir(folder: Path, limit: int | None = None) -> tuple[list[str], list[str], list[str]]:
@@ -115,6 +129,56 @@ def _exact_docs(col: Collection, qvecs: np.ndarray, k: int) -> list[list[str]]:
     return out
 
 
+def _recall(index: DenseIndex, queries: np.ndarray, truth: np.ndarray, ef: int) -> float:
+    found = index.search(queries, 10, ef=ef).ids
+    return float(np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found.tolist(),
+                                                                   truth.tolist(),
+                                                                   strict=True)]))
+
+
+def _hnsw_merge(root: Path, n: int, n_queries: int, seed: int, s: dict[str, Any]) -> None:
+    """HNSW graphs of shards merged by insertion against one graph rebuilt (see the module's
+    notes); the same operations as `merge_shards(dense="insert" / "rebuild")`."""
+    data, queries = synthetic(n, 384, n_queries, seed)
+    truth = np.argsort(-(queries @ data.T), axis=1)[:, :10]
+    efs = (32, 64, 128)
+    t0 = time.perf_counter()
+    rebuilt = DenseIndex(384)
+    rebuilt.add(data, ids=list(range(n)))
+    t_rebuild = time.perf_counter() - t0
+    rec_rebuild = {ef: _recall(rebuilt, queries, truth, ef) for ef in efs}
+    del rebuilt
+    print(f"HNSW of {n:,} x 384 vectors: rebuilt in {t_rebuild:.2f} s, recall@10 "
+          + ", ".join(f"ef {ef} {r:.4f}" for ef, r in rec_rebuild.items()), flush=True)
+    s.update(hnsw_merge_vectors=n, hnsw_rebuild_seconds=round(t_rebuild, 3),
+             hnsw_rebuild_recall_at10=round(rec_rebuild[64], 4))
+    for shards in (2, 4):
+        parts = split_contiguous(n, shards)
+        for i, (a, b) in enumerate(parts):  # each shard's graph, as its collection saves it
+            g = DenseIndex(384)
+            g.add(data[a:b], ids=list(range(b - a)))
+            g.save(root / f"hnsw-{shards}-{i}.frdx")
+            del g
+        base = max(range(shards), key=lambda i: parts[i][1] - parts[i][0])
+        t0 = time.perf_counter()
+        merged = DenseIndex.load(root / f"hnsw-{shards}-{base}.frdx")
+        a0, b0 = parts[base]
+        merged.rename({j: a0 + j for j in range(b0 - a0)})
+        for i, (a, b) in enumerate(parts):
+            if i != base:
+                merged.add(data[a:b], ids=list(range(a, b)))
+        t_insert = time.perf_counter() - t0
+        rec = {ef: _recall(merged, queries, truth, ef) for ef in efs}
+        del merged
+        print(f"  {shards} shards merged by insertion in {t_insert:.2f} s "
+              f"({t_rebuild / t_insert:.2f}x), recall@10 "
+              + ", ".join(f"ef {ef} {r:.4f}" for ef, r in rec.items()), flush=True)
+        tag = "" if shards == 2 else f"_{shards}_shards"
+        s[f"hnsw_merge_seconds{tag}"] = round(t_insert, 3)
+        s[f"hnsw_merge_recall_at10{tag}"] = round(rec[64], 4)
+        s[f"hnsw_merge_vs_rebuild_ratio{tag}"] = round(t_rebuild / t_insert, 3)
+
+
 def _cpu_seconds() -> float:
     """User + system CPU seconds of this process and of its finished child processes."""
     me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(
@@ -147,6 +211,8 @@ def main() -> None:
     ap.add_argument("--docs", type=int, default=None, help="cranfield documents encoded")
     ap.add_argument("--shards", type=int, default=4, help="shards of the BM25 comparisons")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--vectors", type=int, default=None,
+                    help="vectors of the HNSW merge-or-rebuild comparison")
     ap.add_argument("--ray", action="store_true", help="also time the Ray-actor router")
     args = parse(ap)
     res = Results(__file__, args)
@@ -202,12 +268,18 @@ def main() -> None:
                  # seconds) split in two, against the 1-worker work; on a loaded machine
                  # the wall-clock speedup above says more about the neighbours
                  build_speedup_2_workers_cpu_bound=round(2 * cpu[1] / max(cpu[2], 1e-9), 3))
-        t0 = time.perf_counter()
-        merge_shards([root / "w2"], root / "merged")
-        t_merge = time.perf_counter() - t0
-        s.update(seconds_merge=round(t_merge, 2),
-                 merge_vs_rebuild_ratio=round(t_single / t_merge, 3))
-        print(f"merge of the 2 shards: {t_merge:.1f} s; rebuild {t_single:.1f} s", flush=True)
+        t_merge = {}
+        for how in ("insert", "rebuild"):
+            t0 = time.perf_counter()
+            merge_shards([root / "w2"], root / f"merged-{how}", dense=how)
+            t_merge[how] = time.perf_counter() - t0
+        s.update(seconds_merge=round(t_merge["insert"], 2),
+                 seconds_merge_dense_rebuild=round(t_merge["rebuild"], 2),
+                 merge_vs_rebuild_ratio=round(t_single / t_merge["insert"], 3),
+                 merge_insert_vs_rebuild_ratio=round(t_merge["rebuild"] / t_merge["insert"], 3))
+        print(f"merge of the 2 shards: {t_merge['insert']:.1f} s (HNSW by insertion), "
+              f"{t_merge['rebuild']:.1f} s (HNSW rebuilt); single build {t_single:.1f} s",
+              flush=True)
 
         with ShardedCollection.open(root / "w2") as sc:
             a_ = _lists(one.search_batch(eqs, 10, method="bm25"))
@@ -232,6 +304,14 @@ def main() -> None:
                 s.update(dense_recall_at10_vs_single=round(overlap(shard_d, single_d), 4),
                          dense_recall_at10_exact_sharded=round(overlap(shard_d, exact), 4),
                          dense_recall_at10_exact_single=round(overlap(single_d, exact), 4))
+                for how in ("insert", "rebuild"):
+                    with Collection.open(root / f"merged-{how}", encoder=one.encoder) as m:
+                        got = [[r.id for r in rs]
+                               for rs in m.search_batch(eqs, 10, method="dense", vectors=qv)]
+                    s[f"dense_recall_at10_exact_merged_{how}"] = round(overlap(got, exact), 4)
+                print(f"dense top-10 vs exact of the merged collections: HNSW by insertion "
+                      f"{s['dense_recall_at10_exact_merged_insert']}, rebuilt "
+                      f"{s['dense_recall_at10_exact_merged_rebuild']}", flush=True)
                 print(f"dense top-10: sharded vs single {s['dense_recall_at10_vs_single']}, "
                       f"vs exact: sharded {s['dense_recall_at10_exact_sharded']}, single "
                       f"{s['dense_recall_at10_exact_single']}", flush=True)
@@ -257,6 +337,9 @@ def main() -> None:
         if args.ray and not smoke:
             _ray_latency(root / "w2", eqs, s)
         one.close()
+        # ------------------------------------------------ HNSW: merged or rebuilt
+        n_vec = args.vectors or (1500 if smoke else 20_000 if args.mode == "quick" else 100_000)
+        _hnsw_merge(root, n_vec, 50 if smoke else 300, args.seed, s)
     s["bm25_topk_identical"] = int(same == total)
     s["bm25_lists_compared"] = total
     s.update(cores=os.cpu_count(), load_avg_start=round(load_start, 2),

@@ -350,6 +350,12 @@ def test_cli_index_shards_search_and_merge(tmp_path: Path) -> None:
     res = run(main, ["merge", str(tmp_path / "sh"), "-c", str(tmp_path / "one")])
     assert res.exit_code == 0, res.output
     assert "merged 3 shards" in res.output and "60 documents" in res.output
+    res = run(main, ["merge", str(tmp_path / "sh"), "-c", str(tmp_path / "one-b"),
+                     "--dense-merge", "rebuild"])
+    assert res.exit_code == 0, res.output
+    res = run(main, ["merge", str(tmp_path / "sh"), "-c", str(tmp_path / "x"),
+                     "--dense-merge", "graft"])
+    assert res.exit_code != 0 and "graft" in res.output
     res = run(main, ["merge", str(tmp_path / "nope"), "-c", str(tmp_path / "two")])
     assert res.exit_code != 0 and "missing" in res.output
     res = run(main, ["index", str(docs), "-c", str(tmp_path / "x"), "--model", "none",
@@ -376,3 +382,107 @@ def test_collection_add_takes_one_vector_per_chunk(tmp_path: Path) -> None:
     np.testing.assert_allclose(col.vectors_of(sorted(col.chunk_table().hits)), vectors,
                                atol=1e-6)
     col.close()
+
+
+# ---------------------------------------------------------------------- merging HNSW graphs
+def _exact_top10(col: Collection, qv: np.ndarray) -> list[list[str]]:
+    table = col.chunk_table()
+    chunks = sorted(table.hits)
+    sims = qv @ col.vectors_of(chunks).T
+    out = []
+    for row in sims:
+        best: dict[str, None] = {}
+        for j in np.argsort(-row, kind="stable"):
+            best.setdefault(table.hits[chunks[j]].doc)
+            if len(best) == 10:
+                break
+        out.append(list(best))
+    return out
+
+
+@pytest.mark.parametrize("dense", ["insert", "rebuild"])
+def test_merge_dense_graph_with_deleted_documents(built: Any, tmp_path: Path,
+                                                  dense: str) -> None:
+    """The HNSW graph inserted into (the largest shard's, with deleted slots) or rebuilt:
+    every chunk keeps its own vector under its new id, and the dense top-10 of the merged
+    collection matches exact search."""
+    _, sharded_dir, _, ids = built
+    folder = tmp_path / "s"
+    shutil.copytree(sharded_dir, folder)
+    gone = ids[3:40:3] + ids[170:175]  # in shard 0 (the largest: the graph kept) and shard 2
+    for name in ("shard-0000", "shard-0002"):
+        with Collection.open(folder / name, encoder=FakeEncoder()) as shard:
+            shard.delete([d for d in gone if d in shard])
+    shard0 = Collection.open(folder / "shard-0000", encoder=FakeEncoder())
+    assert len(shard0.dense.ids) < shard0.dense.stats()["n_vectors"]  # deleted slots
+    shard0.close()
+    out = merge_shards([folder], tmp_path / "m", encoder=FakeEncoder(), dense=dense)
+    assert out["dense"] == dense and out["documents"] == len(ids) - len(gone)
+    with Collection.open(tmp_path / "m", encoder=FakeEncoder()) as merged:
+        table = merged.chunk_table()
+        assert sorted(table.hits) == list(range(len(table.hits)))
+        by_span = {}
+        for name in ("shard-0000", "shard-0001", "shard-0002"):
+            with Collection.open(folder / name, encoder=FakeEncoder()) as shard:
+                hits = shard.chunk_table().hits
+                vecs = shard.vectors_of(sorted(hits))
+                for c, v in zip(sorted(hits), vecs, strict=True):
+                    by_span[(hits[c].doc, hits[c].start, hits[c].end)] = v
+        chunks = sorted(table.hits)
+        want = np.stack([by_span[(table.hits[c].doc, table.hits[c].start, table.hits[c].end)]
+                         for c in chunks])
+        np.testing.assert_allclose(merged.vectors_of(chunks), want, atol=1e-6)
+        qv = FakeEncoder().encode_queries(queries(40))
+        got = [[r.id for r in rs] for rs in merged.search_batch(queries(40), 10, method="dense",
+                                                                vectors=qv)]
+        exact = _exact_top10(merged, qv)
+        assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(got, exact, strict=True)]) >= 0.95
+        assert not set(gone) & {d for row in got for d in row}
+
+
+def test_rename_set_index_and_skip_legs_refuse_bad_input(tmp_path: Path) -> None:
+    from fastrag.collection import CollectionError
+    from fastrag.index import DenseIndex
+
+    ix = DenseIndex(4)
+    ix.add(np.eye(4, dtype=np.float32), ids=[0, 1, 2, 3])
+    ix.delete([2])
+    with pytest.raises(KeyError, match="no new id"):
+        ix.rename({0: 10, 1: 11})
+    with pytest.raises(ValueError, match="duplicate"):
+        ix.rename({0: 10, 1: 10, 3: 12})
+    assert ix.ids == [0, 1, 3]  # unchanged
+    ix.rename({0: "a", 1: 11, 3: 12})
+    assert ix.ids == ["a", 11, 12] and ix.search(np.eye(4)[3], k=1).ids[0, 0] == 12
+    ix.add(np.ones((1, 4), dtype=np.float32), ids=[5])  # takes the deleted slot
+    assert ix.stats()["n_vectors"] == 4 and len(ix) == 4
+
+    col = Collection.create(tmp_path / "c", encoder=FakeEncoder(dim=8))
+    with pytest.raises(ValueError, match="no \\['splade'\\] leg"):
+        col.add(["wing flow"], ids=["a"], skip_legs=("splade",))
+    vecs = FakeEncoder(dim=8).encode_documents(["wing flow", "shock"])
+    col.add(["wing flow", "shock"], ids=["a", "b"], vectors=vecs, skip_legs="dense")
+    assert len(col.dense) == 0
+    with pytest.raises(CollectionError, match="set_index"):
+        col.commit()
+    other = DenseIndex(encoder=FakeEncoder(dim=8))
+    other.add(vecs, ids=[0, 7])
+    with pytest.raises(ValueError, match="exactly the collection's 2 chunks"):
+        col.set_index("dense", other)
+    with pytest.raises(TypeError, match="DenseIndex"):
+        col.set_index("dense", col.bm25)
+    with pytest.raises(ValueError, match="dim="):
+        col.set_index("dense", DenseIndex(4))
+    good = DenseIndex(encoder=FakeEncoder(dim=8))
+    good.add(vecs, ids=[0, 1])
+    col.set_index("dense", good)
+    col.commit()
+    col.close()
+    with Collection.open(tmp_path / "c", encoder=FakeEncoder(dim=8)) as col:
+        assert col.search("shock", k=1, method="dense")[0].id == "b"
+        col.add(["lift"], ids=["c"], vectors=vecs[:1], skip_legs=["dense"])
+        col.rollback()  # forgets the pending leg too
+        col.add(["lift"], ids=["c"])
+        col.commit()
+    with pytest.raises(ValueError, match="dense must be one of"):
+        merge_shards([tmp_path / "c"], tmp_path / "m", dense="graft")

@@ -48,15 +48,19 @@ def index_sharded(found: Found, path: Path, collection: Path, opts: dict[str, An
 @click.argument("shards", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--collection", "-c", type=click.Path(path_type=Path), required=True,
               help="The new collection folder.")
-def merge_cmd(shards: tuple[Path, ...], collection: Path) -> None:
+@click.option("--dense-merge", type=click.Choice(["insert", "rebuild"]), default="insert",
+              show_default=True,
+              help="HNSW graph: the other shards' vectors inserted into the largest shard's "
+                   "graph (faster at equal recall, see benchmarks/NOTES.md), or a new graph.")
+def merge_cmd(shards: tuple[Path, ...], collection: Path, dense_merge: str) -> None:
     """Compact SHARDS (shard collections, or sharded folders made by `fastrag index --shards`)
     into one collection: documents, chunks and stored vectors copied (no encoder run for the
-    dense leg), BM25 and HNSW rebuilt."""
+    dense leg), BM25 rebuilt, HNSW by insertion into the largest shard's graph."""
     from fastrag.collection import CollectionError
     from fastrag.distributed import ShardError, merge_shards
 
     try:
-        out = merge_shards(list(shards), collection,
+        out = merge_shards(list(shards), collection, dense=dense_merge,
                            progress=lambda msg: click.echo(msg, err=True))
     except (ShardError, CollectionError, ValueError, OSError) as e:
         raise click.ClickException(str(e)) from e

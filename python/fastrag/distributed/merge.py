@@ -2,14 +2,24 @@
 
 The documents are copied shard by shard in order with their stored dense vectors (no
 encoder run: `Collection.add` takes one vector per chunk), so the merged collection equals
-one built from all the documents at once: its BM25 index is rebuilt from the texts (cheap:
-analysis only) and its HNSW graph rebuilt from the vectors (merging graphs was not done: a
-rebuild from stored vectors gives the same recall as a fresh build; see benchmarks/NOTES.md).
-Learned sparse and late legs, when a shard has them, are encoded again.
+one built from all the documents at once: same documents, chunk ids and BM25 index (rebuilt
+from the texts: analysis only). The HNSW graph is made one of two ways (``dense=``):
+
+- "insert" (the default): the largest shard's graph, loaded from its file, its chunk ids
+  renamed to the merged collection's, and the other shards' stored vectors inserted into it
+  (same M and ef_construction; all cores). Deleted chunks of that shard stay deleted slots,
+  which inserted vectors take over first.
+- "rebuild": a new graph from every stored vector.
+
+benchmarks/bench_distributed.py measures both at the same ef (recall@10 against exact
+search over the merged vectors): inserting is faster at equal recall (figures in
+benchmarks/NOTES.md). Learned sparse and late legs, when a shard has them, are encoded
+again.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import time
@@ -17,7 +27,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from fastrag.collection import Collection
+from fastrag.collection import Collection, store
 from fastrag.distributed.build import record_model
 from fastrag.distributed.manifest import (
     Manifest,
@@ -27,6 +37,12 @@ from fastrag.distributed.manifest import (
     read_identity,
 )
 from fastrag.encoders.base import Encoder
+from fastrag.index import DenseIndex
+from fastrag.search.corpus import ChunkTable
+
+DENSE_MERGES = ("insert", "rebuild")
+
+log = logging.getLogger(__name__)
 
 
 def shard_folders(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
@@ -48,6 +64,7 @@ def merge_shards(
     out: str | os.PathLike[str],
     *,
     encoder: Encoder | str | None = None,
+    dense: str = "insert",
     batch_docs: int = 2048,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
@@ -55,10 +72,14 @@ def merge_shards(
 
     Every shard must have the same identity (encoder, analyzer, chunking, legs), else
     ShardMismatchError before anything is written; a missing shard is a ShardError. A
-    document id found in two shards is a ValueError (nothing is committed). Returns counts
-    and seconds.
+    document id found in two shards is a ValueError (nothing is committed). `dense`: how
+    the HNSW graph is made, "insert" (into the largest shard's graph) or "rebuild" (see the
+    module's notes). Returns counts, seconds and the dense method used ("insert" falls back
+    to "rebuild" when the shards' graphs were built with other settings than a new one's).
     """
     t0 = time.perf_counter()
+    if dense not in DENSE_MERGES:
+        raise ValueError(f"dense must be one of {', '.join(DENSE_MERGES)}, got {dense!r}")
     folders = shard_folders(shards)
     for f in folders:
         if not f.is_dir():
@@ -78,29 +99,42 @@ def merge_shards(
     )
     seen: set[str] = set()
     docs = chunks = 0
+    graph: DenseIndex | None = None
+    base = -1  # the shard whose graph is kept
+    graph_seconds = 0.0
     try:
-        for f in folders:
+        if dense == "insert" and target.dense is not None:
+            counts = [_chunk_count(f) for f in folders]
+            base = max(range(len(folders)), key=counts.__getitem__)
+            t1 = time.perf_counter()
+            graph = _base_graph(folders[base], target, sum(counts[:base]))
+            graph_seconds += time.perf_counter() - t1
+            if graph is None:
+                base = -1
+        for i, f in enumerate(folders):
             col = Collection.open(f, encoder=target.encoder)
             try:
                 table = col.chunk_table()
-                by_doc: dict[str, list[int]] = {}
-                for c in sorted(table.hits):
-                    by_doc.setdefault(table.hits[c].doc, []).append(c)
+                by_doc = _chunks_by_doc(table)
                 batch: list[Any] = []
+                copy = _Copy(col, target, table, by_doc, graph, keep=i == base)
                 for doc in col.documents():
                     if doc.id in seen:
                         raise ValueError(f"document {doc.id!r} is in two shards ({f})")
                     seen.add(doc.id)
                     batch.append(doc)
                     if len(batch) >= batch_docs:
-                        chunks += _copy(col, target, batch, by_doc)
+                        chunks += copy(batch, chunks)
                         batch = []
-                chunks += _copy(col, target, batch, by_doc)
+                chunks += copy(batch, chunks)
+                graph_seconds += copy.graph_seconds
                 docs += len(col)
             finally:
                 col.close()
             if progress:
                 progress(f"{f} merged")
+        if graph is not None:
+            target.set_index("dense", graph)
         target.commit()
     except BaseException:
         target.rollback()
@@ -113,17 +147,84 @@ def merge_shards(
     if info.get("model") is not None and not isinstance(encoder, Encoder):
         record_model(Path(out), info["model"], info.get("quantize"))  # opens on its own
     return {"documents": docs, "chunks": chunks, "shards": len(folders),
+            "dense": None if settings.get("encoder") is None
+            else "insert" if graph is not None else "rebuild",
+            "graph_seconds": graph_seconds if graph is not None else None,
             "seconds": time.perf_counter() - t0}
 
 
-def _copy(src: Collection, dst: Collection, batch: list[Any],
-          by_doc: dict[str, list[int]]) -> int:
-    if not batch:
-        return 0
-    vectors = None
-    if src.dense is not None:
-        ids = [c for d in batch for c in by_doc.get(d.id, [])]
-        vectors = src.vectors_of(ids)
-    dst.add([d.text for d in batch], ids=[d.id for d in batch],
-            metadata=[d.metadata for d in batch], vectors=vectors)
-    return sum(len(by_doc.get(d.id, [])) for d in batch)
+def _chunk_count(folder: Path) -> int:
+    db, _ = store.open_db(folder)
+    try:
+        return int(db.execute("SELECT count(*) FROM chunks").fetchone()[0])
+    finally:
+        db.close()
+
+
+def _chunks_by_doc(table: ChunkTable) -> dict[str, list[int]]:
+    """Each document's chunk ids, in order (a document's chunks get consecutive ids)."""
+    by_doc: dict[str, list[int]] = {}
+    for c in sorted(table.hits):
+        by_doc.setdefault(table.hits[c].doc, []).append(c)
+    return by_doc
+
+
+def _base_graph(folder: Path, target: Collection, offset: int) -> DenseIndex | None:
+    """The dense index of the shard in `folder` (read from its file), its chunk ids renamed to
+    those its chunks get in the merged collection: `offset` (the chunks of the shards before
+    it) on, in document order. None when its graph was built with other settings than the
+    target's (then the graph is rebuilt)."""
+    col = Collection.open(folder, encoder=target.encoder)
+    try:
+        graph, fresh = col.dense, target.dense
+        if graph is None or fresh is None:
+            return None
+        settings = ("dim", "metric", "storage", "M", "ef_construction", "rescore")
+        if any(getattr(graph, a) != getattr(fresh, a) for a in settings):
+            log.info("%s: its HNSW graph has other settings than a new one: rebuilding", folder)
+            return None
+        by_doc = _chunks_by_doc(col.chunk_table())
+        mapping: dict[int | str, int | str] = {}
+        for doc in col.documents():
+            for c in by_doc.get(doc.id, ()):
+                mapping[c] = offset + len(mapping)
+        graph.rename(mapping)
+        return graph
+    finally:
+        col.close()
+
+
+class _Copy:
+    """Copies batches of one shard's documents into the target with their stored vectors;
+    with a kept graph, the dense leg is left to it: the base shard's vectors are already
+    there, the others' are inserted under their new chunk ids."""
+
+    def __init__(self, src: Collection, dst: Collection, table: ChunkTable,
+                 by_doc: dict[str, list[int]], graph: DenseIndex | None, keep: bool) -> None:
+        self.src, self.dst, self.table, self.by_doc = src, dst, table, by_doc
+        self.graph, self.keep = graph, keep
+        self.graph_seconds = 0.0
+
+    def __call__(self, batch: list[Any], first: int) -> int:
+        """Adds `batch`, whose chunks get the ids from `first` on (the target is new: its
+        chunk ids count up from 0 in the order chunks are added); returns their count."""
+        if not batch:
+            return 0
+        ids = [c for d in batch for c in self.by_doc.get(d.id, [])]
+        vectors = None if self.src.dense is None else self.src.vectors_of(ids)
+        self.dst.add([d.text for d in batch], ids=[d.id for d in batch],
+                     metadata=[d.metadata for d in batch], vectors=vectors,
+                     skip_legs=("dense",) if self.graph is not None else ())
+        if self.graph is not None:
+            new = list(range(first, first + len(ids)))
+            got = self.dst.chunks_of(new)
+            for c, n in zip(ids, new, strict=True):
+                a, b = self.table.hits[c], got.get(n)
+                if b is None or (a.doc, a.start, a.end) != (b.doc, b.start, b.end):
+                    raise ShardError(f"chunk {c} of document {a.doc!r} did not get chunk id "
+                                     f"{n} in the merged collection: use dense='rebuild'")
+            if not self.keep:
+                t0 = time.perf_counter()
+                self.graph.add(vectors, ids=new)
+                self.graph_seconds += time.perf_counter() - t0
+        return len(ids)
