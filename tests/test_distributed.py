@@ -30,6 +30,7 @@ from fastrag.distributed import (
 )
 from fastrag.distributed.build import _run, global_term_order
 from fastrag.index import BM25
+from fastrag.search import Pipeline, Retriever, fused_pipeline
 
 WORDS = (
     "wing", "flow", "shock", "boundary", "layer", "heat", "transfer", "pressure", "drag", "lift",
@@ -159,7 +160,7 @@ def test_sharded_bm25_equals_one_collection(built: Any) -> None:
         overlap = np.mean([len({r.id for r in x} & {r.id for r in y}) / 10
                            for x, y in zip(a, b, strict=True)])
         assert overlap >= 0.9
-        hybrid = sc.search("shock wing", k=5)
+        hybrid = sc.search("shock wing", k=5, explain=True)
         assert len(hybrid) == 5 and "fusion" in hybrid[0].stages
         assert {"bm25", "dense"} & set(hybrid[0].stages)
 
@@ -347,6 +348,15 @@ def test_cli_index_shards_search_and_merge(tmp_path: Path) -> None:
     assert got and set(got) <= set(allowed) and got[0] == "d0.txt"
     res = run(main, ["search", str(tmp_path / "sh"), "wing", "--augment", "mk"])
     assert res.exit_code != 0 and "sharded collection" in res.output
+    res = run(main, ["search", str(tmp_path / "sh"), "wing", "--retrievers", "bm25,dense"])
+    assert res.exit_code != 0 and "no 'dense' leg in these shards (legs: bm25)" in res.output
+    res = run(main, ["search", str(tmp_path / "sh"), "wing shock", "--retrievers", "bm25",
+                     "-k", "2", "--json"])
+    assert res.exit_code == 0, res.output
+    with ShardedCollection.open(tmp_path / "sh") as sc:
+        want = [r.id for r in sc.search("wing shock", 2, method="bm25")]
+    assert [json.loads(ln)["id"] for ln in res.output.splitlines()
+            if ln.startswith("{")] == want
     res = run(main, ["merge", str(tmp_path / "sh"), "-c", str(tmp_path / "one")])
     assert res.exit_code == 0, res.output
     assert "merged 3 shards" in res.output and "60 documents" in res.output
@@ -486,3 +496,64 @@ def test_rename_set_index_and_skip_legs_refuse_bad_input(tmp_path: Path) -> None
         col.commit()
     with pytest.raises(ValueError, match="dense must be one of"):
         merge_shards([tmp_path / "c"], tmp_path / "m", dense="graft")
+
+
+
+# ---------------------------------------------------------------------- fusing any legs
+@pytest.fixture(scope="module")
+def splade(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from importlib.util import find_spec
+
+    if find_spec("cognition") is None or find_spec("torch") is None:
+        pytest.skip("splade-tiny needs the cognition package and torch (for the export)")
+    from fastrag.encoders import SpladeEncoder
+
+    return SpladeEncoder("splade-tiny", cache_dir=tmp_path_factory.mktemp("splade-models"))
+
+
+def test_sharded_fusion_of_any_legs_equals_one_collection(splade: Any, tmp_path: Path) -> None:
+    """BM25 + SPLADE (both exact over shards) fused by the router: the same documents in the
+    same order as the single collection, for RRF and a score fusion, with and without a
+    filter; unknown legs fail with the legs there are."""
+    texts, ids = corpus(150, seed=5)
+    texts[7] = texts[7] * 40  # several chunks
+    meta = [{"group": i % 3} for i in range(len(texts))]
+    single = Collection.create(tmp_path / "one", encoder=FakeEncoder(), chunk_chars=300,
+                               sparse="splade", splade=splade)
+    single.add(texts, ids=ids, metadata=meta)
+    single.commit()
+    build_shards(tmp_path / "sh", texts, ids, meta, shards=3, executor="inline",
+                 encoder=FakeEncoder(), chunk_chars=300, sparse="splade", splade=splade)
+    qs = queries(30, seed=6)
+    pipelines = [fused_pipeline(["bm25", "splade"]),
+                 Pipeline([Retriever("splade", depth=5), Retriever("bm25", depth=5)],
+                          fusion="minmax", fusion_options={"weights": [2.0, 1.0]})]
+    with ShardedCollection.open(tmp_path / "sh", encoder=FakeEncoder(), splade=splade) as sc:
+        assert sc.legs() == ("bm25", "dense", "splade")
+        for pipeline in pipelines:
+            for k in (1, 10, 40):
+                for flt in (None, {"group": {"$in": [0, 2]}}):
+                    want = single.search_batch(qs, k, method=pipeline, filter=flt)
+                    got = sc.search_batch(qs, k, method=pipeline, filter=flt)
+                    assert [[r.id for r in x] for x in got] == [[r.id for r in x] for x in want]
+                    for x, y in zip(got, want, strict=True):
+                        assert [r.score for r in x] == pytest.approx([r.score for r in y],
+                                                                     rel=1e-6)
+                        assert [(r.span, r.text, r.metadata) for r in x] == [
+                            (r.span, r.text, r.metadata) for r in y]
+        by_name = sc.search_batch(qs, 10, retrievers=["bm25", "splade"])
+        assert [[r.id for r in x] for x in by_name] == [
+            [r.id for r in x] for x in single.search_batch(qs, 10, method=pipelines[0])]
+        three = sc.search(qs[0], 5, retrievers=["bm25", "splade", "dense"], explain=True)
+        assert len(three) == 5 and {"bm25", "splade", "dense", "fusion"} >= set(
+            three[0].stages) >= {"fusion"}
+        with pytest.raises(ValueError, match=r"no 'bm42' leg in these shards \(legs: bm25, "
+                                             r"dense, splade\)"):
+            sc.search("wing", retrievers=["bm25", "bm42"])
+        with pytest.raises(ValueError, match="no 'colbert' leg"):
+            sc.search("wing", retrievers=["colbert"])
+        with pytest.raises(ValueError, match="no 'late' leg"):
+            sc.search("wing", method=Pipeline([Retriever("bm25"), Retriever("late")]))
+        with pytest.raises(ValueError, match="unknown method"):
+            sc.search("wing", method="fused")
+    single.close()

@@ -71,15 +71,17 @@ def merge_cmd(shards: tuple[Path, ...], collection: Path, dense_merge: str) -> N
 class ShardedSearch:
     """`fastrag search` on a sharded folder: the router behind Collection's search call."""
 
-    def __init__(self, folder: Path, method: str) -> None:
+    def __init__(self, folder: Path, retrievers: list[str] | None) -> None:
         from fastrag.distributed import ShardedCollection
 
         self.router = ShardedCollection.open(folder, mmap=True)
-        self.method = method
+        self.retrievers = retrievers
 
-    def search(self, query: str, k: int, *, filter: dict[str, Any] | None = None,
+    def search(self, query: str, k: int, *, method: str = "hybrid",
+               filter: dict[str, Any] | None = None, explain: bool = False,
                **_: Any) -> list[Result]:
-        return self.router.search(query, k, method=self.method, filter=filter)
+        return self.router.search(query, k, method=method, retrievers=self.retrievers,
+                                  filter=filter, explain=explain)
 
     def close(self) -> None:
         self.router.close()

@@ -163,6 +163,16 @@ class ShardActor:
                filter: Mapping[str, Any] | None = None) -> list[list[Result]]:
         return self.shard.search(queries, k, leg, vectors, filter)
 
+    def profile(self) -> dict[str, Any]:
+        return self.shard.profile()
+
+    def leg_search(self, leg: str, query: Any, k: int, filter: Mapping[str, Any] | None,
+                   options: dict[str, Any]) -> list[Any]:
+        return self.shard.leg_search(leg, query, k, filter, options)
+
+    def documents(self, doc_ids: list[str]) -> dict[str, Any]:
+        return self.shard.documents(doc_ids)
+
     def pid(self) -> int:
         return os.getpid()
 
@@ -185,6 +195,17 @@ class RayShard:
     def search(self, queries: list[str], k: int, leg: str, vectors: np.ndarray | None,
                filter: Mapping[str, Any] | None = None) -> list[list[Result]]:
         return list(self._ray.get(self.actor.search.remote(queries, k, leg, vectors, filter)))
+
+    def profile(self) -> dict[str, Any]:
+        return dict(self._ray.get(self.actor.profile.remote()))
+
+    def leg_search(self, leg: str, query: Any, k: int, filter: Mapping[str, Any] | None,
+                   options: dict[str, Any]) -> list[Any]:
+        return list(self._ray.get(self.actor.leg_search.remote(leg, query, k, filter,
+                                                               options)))
+
+    def documents(self, doc_ids: list[str]) -> dict[str, Any]:
+        return dict(self._ray.get(self.actor.documents.remote(doc_ids)))
 
 
 def open_actors(folder: Path, manifest: Manifest, encoder: Any, quantize: str | None,
