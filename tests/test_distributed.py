@@ -557,3 +557,64 @@ def test_sharded_fusion_of_any_legs_equals_one_collection(splade: Any, tmp_path:
         with pytest.raises(ValueError, match="unknown method"):
             sc.search("wing", method="fused")
     single.close()
+
+
+# ---------------------------------------------------------------------- cached statistics
+def test_bm25_statistics_are_cached_until_a_shard_changes(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from fastrag.distributed import LocalShard
+    from fastrag.distributed.manifest import STATS_CACHE
+
+    texts, ids = corpus(120, seed=7)
+    build_shards(tmp_path / "sh", texts, ids, shards=3, executor="inline", encoder=None)
+    calls: list[str] = []
+    real = LocalShard.bm25_stats
+
+    def counted(self: LocalShard) -> Any:
+        calls.append(str(self.collection.path))
+        return real(self)
+
+    monkeypatch.setattr(LocalShard, "bm25_stats", counted)
+    qs = queries(20, seed=8)
+    made: list[int] = []
+
+    def check(texts: list[str], ids: list[str]) -> None:
+        made.append(1)
+        single = Collection.create(tmp_path / f"one-{len(made)}", encoder=None)
+        single.add(texts, ids=ids)
+        with ShardedCollection.open(tmp_path / "sh") as sc:
+            assert sc.stats == single.bm25.collection_stats()
+            a = single.search_batch(qs, 10, method="bm25")
+            b = sc.search_batch(qs, 10, method="bm25")
+            for x, y in zip(a, b, strict=True):  # exact, but for the order of float sums of
+                # a shard made without build_shards' term alignment
+                assert [r.score for r in x] == pytest.approx([r.score for r in y], rel=1e-6)
+        single.close()
+
+    check(texts, ids)
+    assert len(calls) == 3 and (tmp_path / "sh" / STATS_CACHE).is_file()
+    with ShardedCollection.open(tmp_path / "sh") as sc:  # bit for bit from the cache too
+        single = Collection.create(tmp_path / "one", encoder=None)
+        single.add(texts, ids=ids)
+        assert same(single.search_batch(qs, 10, method="bm25"),
+                    sc.search_batch(qs, 10, method="bm25"))
+        single.close()
+    assert len(calls) == 3
+    check(texts, ids)
+    assert len(calls) == 3  # read from the cache
+    with Collection.open(tmp_path / "sh" / "shard-0001") as shard:  # a commit to one shard
+        shard.add(["wing wing shock mach"], ids=["new"])
+    texts, ids = [*texts[:80], "wing wing shock mach", *texts[80:]], [*ids[:80], "new", *ids[80:]]
+    check(texts, ids)
+    assert len(calls) == 6  # merged again
+    check(texts, ids)
+    assert len(calls) == 6
+    (tmp_path / "sh" / STATS_CACHE).write_text('{"format": "fastrag.shards.bm25-stats", "n"')
+    check(texts, ids)
+    assert len(calls) == 9  # a damaged cache is merged again (and written anew)
+    # a shard built again from scratch reaches the same generation, not the same file
+    shutil.rmtree(tmp_path / "sh" / "shard-0002")
+    with Collection.create(tmp_path / "sh" / "shard-0002", encoder=None) as shard:
+        shard.add(texts[81:120], ids=ids[81:120])
+    check(texts[:120], ids[:120])
+    assert len(calls) == 12

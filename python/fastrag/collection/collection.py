@@ -404,6 +404,18 @@ class Collection:
         return self._encoder
 
     @property
+    def generation(self) -> int:
+        """The commit counter of the index files this connection has loaded (each commit
+        writes a new generation)."""
+        return self._generation
+
+    def index_file(self, leg: str) -> Path:
+        """The file a leg's index was loaded from (of `generation`; none before the first
+        commit)."""
+        self.index(leg)  # ValueError for a leg the collection does not hold
+        return self.path / legs_mod.file_name(leg, self._generation)
+
+    @property
     def splade(self) -> SpladeEncoder | None:
         """The SPLADE model of a ``sparse="splade"`` collection (None otherwise): pass it as
         ``Collection.open(..., splade=)`` to share one loaded model between connections."""

@@ -156,6 +156,9 @@ class ShardActor:
     def bm25_stats(self) -> Stats:
         return self.shard.bm25_stats()
 
+    def fingerprint(self) -> dict[str, Any]:
+        return self.shard.fingerprint()
+
     def set_global_stats(self, n_docs: int, total_len: float, df: dict[str, int]) -> None:
         self.shard.set_global_stats(n_docs, total_len, df)
 
@@ -188,6 +191,9 @@ class RayShard:
 
     def bm25_stats(self) -> Stats:
         return tuple(self._ray.get(self.actor.bm25_stats.remote()))
+
+    def fingerprint(self) -> dict[str, Any]:
+        return dict(self._ray.get(self.actor.fingerprint.remote()))
 
     def set_global_stats(self, n_docs: int, total_len: float, df: dict[str, int]) -> None:
         self._ray.get(self.actor.set_global_stats.remote(n_docs, total_len, df))

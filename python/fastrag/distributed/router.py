@@ -44,6 +44,8 @@ from fastrag.distributed.manifest import (
     ShardMissingWarning,
     check_same,
     identity_of,
+    load_stats,
+    save_stats,
 )
 from fastrag.encoders.base import Encoder
 from fastrag.encoders.models import SpladeEncoder
@@ -66,6 +68,7 @@ class ShardHandle(Protocol):
 
     def identity(self) -> dict[str, Any]: ...
     def bm25_stats(self) -> Stats: ...
+    def fingerprint(self) -> dict[str, Any]: ...
     def set_global_stats(self, n_docs: int, total_len: float, df: dict[str, int]) -> None: ...
     def search(self, queries: list[str], k: int, leg: str, vectors: np.ndarray | None,
                filter: Mapping[str, Any] | None = None) -> list[list[Result]]: ...
@@ -96,6 +99,17 @@ class LocalShard:
         bm25 = self.collection.bm25
         return (0, 0.0, {}) if bm25 is None else bm25.collection_stats()
 
+    def fingerprint(self) -> dict[str, Any]:
+        """The state of the shard's BM25 index: its generation (commit counter) and its
+        file's size, modification time and inode (a shard built again from scratch may
+        reach the same generation, not the same file)."""
+        col = self.collection
+        out: dict[str, Any] = {"generation": col.generation}
+        if col.generation:
+            st = col.index_file("bm25").stat()
+            out["bm25"] = [st.st_size, st.st_mtime_ns, st.st_ino]
+        return out
+
     def set_global_stats(self, n_docs: int, total_len: float, df: dict[str, int]) -> None:
         bm25 = self.collection.bm25
         if bm25 is not None:
@@ -116,7 +130,7 @@ class LocalShard:
         return {"legs": {leg: len(col.index(leg)) for leg in col.legs()},
                 "leg_languages": {leg: sorted(col.leg_languages(leg)) for leg in col.legs()},
                 "encoder_languages": sorted(col.encoder_languages),
-                "chunks": len(col.chunk_table().hits), "languages": col.languages()}
+                "chunks": len(col.index("bm25")), "languages": col.languages()}
 
     def leg_search(self, leg: str, query: Any, k: int, filter: Mapping[str, Any] | None,
                    options: dict[str, Any]) -> list[ChunkRow]:
@@ -267,11 +281,25 @@ class ShardedCollection:
                                          f"{self.encoder.fingerprint}")
 
     def refresh_stats(self) -> None:
-        """Merges the live shards' BM25 statistics and gives them to every shard."""
-        parts, errors = self._fan_out(lambda h: h.bm25_stats())
+        """Merges the live shards' BM25 statistics and gives them to every shard. The merged
+        statistics are cached in the folder (``bm25-stats.json``) under the shards' names
+        and fingerprints (`LocalShard.fingerprint`): the next open of the same shards in the
+        same states reads them instead of asking every shard; any commit to a shard, a
+        shard built again or a shard missing is another key, and they are merged again."""
+        prints, errors = self._fan_out(lambda h: h.fingerprint())
         if errors:
             self._lost(errors, "reading statistics")
-        self.stats = merge_stats([parts[n] for n in self.manifest.shards if n in parts])
+        key = {n: prints[n] for n in self.manifest.shards if n in prints}
+        cached = load_stats(self.path, key)
+        if cached is None:
+            parts, errors = self._fan_out(lambda h: h.bm25_stats())
+            if errors:
+                self._lost(errors, "reading statistics")
+            self.stats = merge_stats([parts[n] for n in self.manifest.shards if n in parts])
+            if set(parts) == set(key) and not save_stats(self.path, key, self.stats):
+                log.debug("%s cannot be written: no cache of the BM25 statistics", self.path)
+        else:
+            self.stats = cached
         n, total, df = self.stats
         _, errors = self._fan_out(lambda h: h.set_global_stats(n, total, df))
         if errors:
