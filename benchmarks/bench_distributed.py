@@ -26,19 +26,25 @@ runs in this script, in the same run, on the same documents (document = title + 
   over `fastrag merge` of the shards into one collection (stored vectors reused, BM25
   rebuilt, HNSW by insertion into the largest shard's graph, the default); > 1 when merging
   is faster.
-- HNSW graphs merged or rebuilt (`fastrag merge --dense insert|rebuild`), at equal recall:
-  a seeded Gaussian mixture (384 dims, as bench_dense's; 20,000 vectors with --quick,
-  100,000 in a full run) cut into 2 and into 4 contiguous shards, each shard's graph built
-  and saved as a shard's is. Rebuild: one new graph from every vector. Insert: the largest
-  shard's graph loaded from its file, its ids renamed, the other shards' vectors inserted
-  (same M 16 and ef_construction 200, all cores for both). Recall@10 of both against exact
-  search over all the vectors at the same ef (64, the default; 32 and 128 printed too).
-  hnsw_merge_vs_rebuild_ratio = rebuild seconds / insert seconds (2 shards; _4_shards too).
+- HNSW graphs merged or rebuilt (`fastrag merge --dense-merge insert|rebuild`), at equal
+  recall: 20,000 vectors of 384 dimensions with --quick (100,000 in a full run), a seeded
+  Gaussian mixture (bench_dense's generator; clustered like embeddings, recall saturates)
+  and an isotropic Gaussian (`_isotropic`: no clusters, the hard case, recall below 1), cut
+  into 2 (and for the mixture 4) contiguous shards, each shard's graph built and saved as a
+  shard's is. Rebuild: one new graph from every vector. Insert: the largest shard's graph
+  loaded from its file, its ids renamed, the other shards' vectors inserted (same M 16 and
+  ef_construction 200, all cores for both). Recall@10 of both against exact search over all
+  the vectors at the same ef (64, the default, in the keys; 16, 32 and 128 printed).
+  hnsw_merge_vs_rebuild_ratio = rebuild seconds / insert seconds (2 shards of the mixture;
+  _4_shards and _isotropic too).
   On the encoded cranfield shards, `merge_shards(dense="insert")` against
   `dense="rebuild"` end to end (merge_insert_vs_rebuild_ratio) with the dense recall@10 of
   both merged collections against exact search.
-- fan-out latency: BM25 queries one at a time, single collection vs 4-shard router in one
-  process (bm25_qps_ratio_vs_single > 1 when the router is faster).
+- fan-out latency: BM25 queries one at a time, single collection vs the 2-shard router in
+  one process (bm25_qps_ratio_vs_single > 1 when the router is faster); the same for the
+  hybrid search (BM25 + dense, RRF) with the query vectors given (hybrid_qps_ratio_vs_single;
+  the router runs the pipeline in Python over fanned-out legs, the single collection in the
+  native executor).
 
 Shards are built by `fastrag.distributed.build_shards` (local process pool; the Ray path runs
 the same build function). Load average printed at start and end: the machine is shared.
@@ -136,32 +142,43 @@ def _recall(index: DenseIndex, queries: np.ndarray, truth: np.ndarray, ef: int) 
                                                                    strict=True)]))
 
 
-def _hnsw_merge(root: Path, n: int, n_queries: int, seed: int, s: dict[str, Any]) -> None:
+def _isotropic(n: int, n_queries: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Unit vectors of an isotropic Gaussian in 384 dimensions: no clusters, the hard case
+    for a graph (recall below 1 at ef 64), where a worse graph would show."""
+    rng = np.random.default_rng(seed + 1)
+    x = rng.normal(size=(n + n_queries, 384)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x[:n], x[n:]
+
+
+def _hnsw_merge(root: Path, name: str, data: np.ndarray, queries: np.ndarray,
+                shard_counts: tuple[int, ...], s: dict[str, Any]) -> None:
     """HNSW graphs of shards merged by insertion against one graph rebuilt (see the module's
     notes); the same operations as `merge_shards(dense="insert" / "rebuild")`."""
-    data, queries = synthetic(n, 384, n_queries, seed)
+    n = len(data)
     truth = np.argsort(-(queries @ data.T), axis=1)[:, :10]
-    efs = (32, 64, 128)
+    efs = (16, 32, 64, 128)
     t0 = time.perf_counter()
     rebuilt = DenseIndex(384)
     rebuilt.add(data, ids=list(range(n)))
     t_rebuild = time.perf_counter() - t0
     rec_rebuild = {ef: _recall(rebuilt, queries, truth, ef) for ef in efs}
     del rebuilt
-    print(f"HNSW of {n:,} x 384 vectors: rebuilt in {t_rebuild:.2f} s, recall@10 "
+    print(f"HNSW of {n:,} x 384 vectors ({name}): rebuilt in {t_rebuild:.2f} s, recall@10 "
           + ", ".join(f"ef {ef} {r:.4f}" for ef, r in rec_rebuild.items()), flush=True)
-    s.update(hnsw_merge_vectors=n, hnsw_rebuild_seconds=round(t_rebuild, 3),
-             hnsw_rebuild_recall_at10=round(rec_rebuild[64], 4))
-    for shards in (2, 4):
+    suffix = "" if name == "mixture" else f"_{name}"
+    s[f"hnsw_rebuild_seconds{suffix}"] = round(t_rebuild, 3)
+    s[f"hnsw_rebuild_recall_at10{suffix}"] = round(rec_rebuild[64], 4)
+    for shards in shard_counts:
         parts = split_contiguous(n, shards)
         for i, (a, b) in enumerate(parts):  # each shard's graph, as its collection saves it
             g = DenseIndex(384)
             g.add(data[a:b], ids=list(range(b - a)))
-            g.save(root / f"hnsw-{shards}-{i}.frdx")
+            g.save(root / f"hnsw-{name}-{shards}-{i}.frdx")
             del g
         base = max(range(shards), key=lambda i: parts[i][1] - parts[i][0])
         t0 = time.perf_counter()
-        merged = DenseIndex.load(root / f"hnsw-{shards}-{base}.frdx")
+        merged = DenseIndex.load(root / f"hnsw-{name}-{shards}-{base}.frdx")
         a0, b0 = parts[base]
         merged.rename({j: a0 + j for j in range(b0 - a0)})
         for i, (a, b) in enumerate(parts):
@@ -173,7 +190,7 @@ def _hnsw_merge(root: Path, n: int, n_queries: int, seed: int, s: dict[str, Any]
         print(f"  {shards} shards merged by insertion in {t_insert:.2f} s "
               f"({t_rebuild / t_insert:.2f}x), recall@10 "
               + ", ".join(f"ef {ef} {r:.4f}" for ef, r in rec.items()), flush=True)
-        tag = "" if shards == 2 else f"_{shards}_shards"
+        tag = suffix if shards == 2 else f"_{shards}_shards{suffix}"
         s[f"hnsw_merge_seconds{tag}"] = round(t_insert, 3)
         s[f"hnsw_merge_recall_at10{tag}"] = round(rec[64], 4)
         s[f"hnsw_merge_vs_rebuild_ratio{tag}"] = round(t_rebuild / t_insert, 3)
@@ -334,12 +351,33 @@ def main() -> None:
                      bm25_qps_ratio_vs_single=round(t_one / t_sh, 3))
             print(f"BM25 one query at a time: single {len(eqs) / t_one:.0f} q/s, 2-shard "
                   f"router {len(eqs) / t_sh:.0f} q/s", flush=True)
+            if model is not None:  # hybrid (BM25 + dense, RRF), query vectors given
+                t_one = t_sh = float("inf")
+                for _ in range(reps):
+                    t0 = time.perf_counter()
+                    for i, q in enumerate(eqs):
+                        one.search_batch([q], 10, vectors=qv[i : i + 1])
+                    t_one = min(t_one, time.perf_counter() - t0)
+                    t0 = time.perf_counter()
+                    for i, q in enumerate(eqs):
+                        sc.search_batch([q], 10, vectors=qv[i : i + 1])
+                    t_sh = min(t_sh, time.perf_counter() - t0)
+                s.update(hybrid_qps_single=round(len(eqs) / t_one, 1),
+                         hybrid_qps_sharded=round(len(eqs) / t_sh, 1),
+                         hybrid_qps_ratio_vs_single=round(t_one / t_sh, 3))
+                print(f"hybrid one query at a time (vectors given): single "
+                      f"{len(eqs) / t_one:.0f} q/s (native executor), 2-shard router "
+                      f"{len(eqs) / t_sh:.0f} q/s (the pipeline in Python over fanned-out "
+                      "legs)", flush=True)
         if args.ray and not smoke:
             _ray_latency(root / "w2", eqs, s)
         one.close()
         # ------------------------------------------------ HNSW: merged or rebuilt
         n_vec = args.vectors or (1500 if smoke else 20_000 if args.mode == "quick" else 100_000)
-        _hnsw_merge(root, n_vec, 50 if smoke else 300, args.seed, s)
+        n_q = 50 if smoke else 300
+        s["hnsw_merge_vectors"] = n_vec
+        _hnsw_merge(root, "mixture", *synthetic(n_vec, 384, n_q, args.seed), (2, 4), s)
+        _hnsw_merge(root, "isotropic", *_isotropic(n_vec, n_q, args.seed), (2,), s)
     s["bm25_topk_identical"] = int(same == total)
     s["bm25_lists_compared"] = total
     s.update(cores=os.cpu_count(), load_avg_start=round(load_start, 2),
