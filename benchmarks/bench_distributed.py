@@ -42,6 +42,9 @@ runs in this script, in the same run, on the same documents (document = title + 
   On the encoded cranfield shards, `merge_shards(dense="insert")` against
   `dense="rebuild"` end to end (merge_insert_vs_rebuild_ratio) with the dense recall@10 of
   both merged collections against exact search.
+- open_stats_cache_speedup: opening 4 BM25 shards (a Zipf vocabulary of 200,000 words;
+  10,000 documents with --quick) with the merged statistics read from the folder's cache
+  against merged from every shard (best of 3 each).
 - fan-out latency: BM25 queries one at a time, single collection vs the 2-shard router in
   one process (bm25_qps_ratio_vs_single > 1 when the router is faster); the same for the
   hybrid search (BM25 + dense, RRF) with the query vectors given (hybrid_qps_ratio_vs_single;
@@ -209,6 +212,36 @@ def _hnsw_merge(root: Path, name: str, data: np.ndarray, queries: np.ndarray,
         s[f"hnsw_merge_vs_rebuild_cpu_ratio{tag}"] = round(c_rebuild / c_insert, 3)
 
 
+def _stats_cache(root: Path, n: int, seed: int, s: dict[str, Any]) -> None:
+    """Opening 4 BM25 shards with the merged statistics cached (bm25-stats.json) against
+    merging them from every shard (the cache removed before each open); best of 3 each. A
+    Zipf vocabulary of 200,000 words, 60 per document: the statistics grow with the
+    vocabulary, which a real corpus has large."""
+    from fastrag.distributed.manifest import STATS_CACHE
+
+    rng = np.random.default_rng(seed + 2)
+    p = 1.0 / np.arange(1, 200_001)
+    p /= p.sum()
+    texts = [" ".join(f"w{w}" for w in row) for row in rng.choice(200_000, size=(n, 60), p=p)]
+    folder = root / "stats-sh"
+    build_shards(folder, texts, [f"s{i}" for i in range(n)], shards=4, executor="inline",
+                 encoder=None)
+    times: dict[bool, float] = {True: float("inf"), False: float("inf")}
+    for _ in range(3):
+        for cached in (False, True):
+            if not cached:
+                (folder / STATS_CACHE).unlink(missing_ok=True)
+            t0 = time.perf_counter()
+            with ShardedCollection.open(folder) as sc:
+                terms = len(sc.stats[2])
+            times[cached] = min(times[cached], time.perf_counter() - t0)
+    s.update(stats_cache_terms=terms, open_seconds_stats_merged=round(times[False], 3),
+             open_seconds_stats_cached=round(times[True], 3),
+             open_stats_cache_speedup=round(times[False] / times[True], 3))
+    print(f"opening 4 shards ({n:,} documents, {terms:,} terms): {times[False]:.3f} s merging "
+          f"the statistics (and caching them), {times[True]:.3f} s from the cache", flush=True)
+
+
 def _cpu_seconds() -> float:
     """User + system CPU seconds of this process and of its finished child processes."""
     me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(
@@ -263,6 +296,8 @@ def main() -> None:
         a, b = _bm25_identical(root, "generated", *gen, args.shards)
         same, total = same + a, total + b
         s["bm25_identical_lists_generated"] = a
+        _stats_cache(root, 500 if smoke else 10_000 if args.mode == "quick" else 40_000,
+                     args.seed, s)
 
         # ------------------------------------------------ builds with the encoder
         model = None if smoke else "default"
