@@ -411,23 +411,35 @@ def _exact_top10(col: Collection, qv: np.ndarray) -> list[list[str]]:
 
 
 @pytest.mark.parametrize("dense", ["insert", "rebuild"])
-def test_merge_dense_graph_with_deleted_documents(built: Any, tmp_path: Path,
-                                                  dense: str) -> None:
-    """The HNSW graph inserted into (the largest shard's, with deleted slots) or rebuilt:
-    every chunk keeps its own vector under its new id, and the dense top-10 of the merged
-    collection matches exact search."""
+@pytest.mark.parametrize("base", ["first", "middle", "other-settings"])
+def test_merge_dense_graph_with_deleted_documents(built: Any, tmp_path: Path, dense: str,
+                                                  base: str) -> None:
+    """The HNSW graph inserted into or rebuilt: every chunk keeps its own vector under its
+    new id, and the dense top-10 of the merged collection matches exact search. The graph
+    kept is the largest shard's: the first, with deleted slots ("first"), or the second,
+    the first shard's vectors waiting for it ("middle"); a graph of other settings than a
+    new one's is not kept ("other-settings": a rebuild)."""
+    from fastrag.index import DenseIndex
+
     _, sharded_dir, _, ids = built
     folder = tmp_path / "s"
     shutil.copytree(sharded_dir, folder)
-    gone = ids[3:40:3] + ids[170:175]  # in shard 0 (the largest: the graph kept) and shard 2
+    # shard chunks 82, 80, 80 (document 5 has 3 chunks)
+    gone = {"first": ids[3:5] + ids[170:183],
+            "middle": ids[3:40:3] + ids[170:175]}.get(base, ids[170:175])
     for name in ("shard-0000", "shard-0002"):
         with Collection.open(folder / name, encoder=FakeEncoder()) as shard:
             shard.delete([d for d in gone if d in shard])
-    shard0 = Collection.open(folder / "shard-0000", encoder=FakeEncoder())
-    assert len(shard0.dense.ids) < shard0.dense.stats()["n_vectors"]  # deleted slots
-    shard0.close()
+    if base == "other-settings":  # shard 0's graph made again with M 8
+        with Collection.open(folder / "shard-0000", encoder=FakeEncoder()) as shard:
+            path = shard.index_file("dense")
+            old = shard.dense
+            other = DenseIndex(encoder=FakeEncoder(), M=8)
+            other.add(old.get_vectors(old.ids), ids=old.ids)
+        other.save(path)
     out = merge_shards([folder], tmp_path / "m", encoder=FakeEncoder(), dense=dense)
-    assert out["dense"] == dense and out["documents"] == len(ids) - len(gone)
+    assert out["dense"] == ("rebuild" if base == "other-settings" else dense)
+    assert out["documents"] == len(ids) - len(gone)
     with Collection.open(tmp_path / "m", encoder=FakeEncoder()) as merged:
         table = merged.chunk_table()
         assert sorted(table.hits) == list(range(len(table.hits)))
@@ -442,6 +454,7 @@ def test_merge_dense_graph_with_deleted_documents(built: Any, tmp_path: Path,
         want = np.stack([by_span[(table.hits[c].doc, table.hits[c].start, table.hits[c].end)]
                          for c in chunks])
         np.testing.assert_allclose(merged.vectors_of(chunks), want, atol=1e-6)
+        assert merged.dense.M == 16
         qv = FakeEncoder().encode_queries(queries(40))
         got = [[r.id for r in rs] for rs in merged.search_batch(queries(40), 10, method="dense",
                                                                 vectors=qv)]

@@ -27,6 +27,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from fastrag.collection import Collection, store
 from fastrag.distributed.build import record_model
 from fastrag.distributed.manifest import (
@@ -99,42 +101,34 @@ def merge_shards(
     )
     seen: set[str] = set()
     docs = chunks = 0
-    graph: DenseIndex | None = None
-    base = -1  # the shard whose graph is kept
-    graph_seconds = 0.0
+    graph = _Graph(target, folders) if dense == "insert" and target.dense is not None else None
     try:
-        if dense == "insert" and target.dense is not None:
-            counts = [_chunk_count(f) for f in folders]
-            base = max(range(len(folders)), key=counts.__getitem__)
-            t1 = time.perf_counter()
-            graph = _base_graph(folders[base], target, sum(counts[:base]))
-            graph_seconds += time.perf_counter() - t1
-            if graph is None:
-                base = -1
         for i, f in enumerate(folders):
             col = Collection.open(f, encoder=target.encoder)
             try:
                 table = col.chunk_table()
                 by_doc = _chunks_by_doc(table)
+                base = graph is not None and i == graph.base
                 batch: list[Any] = []
-                copy = _Copy(col, target, table, by_doc, graph, keep=i == base)
                 for doc in col.documents():
                     if doc.id in seen:
                         raise ValueError(f"document {doc.id!r} is in two shards ({f})")
                     seen.add(doc.id)
                     batch.append(doc)
                     if len(batch) >= batch_docs:
-                        chunks += copy(batch, chunks)
+                        chunks += _copy(col, target, table, batch, by_doc, chunks, graph,
+                                        base)
                         batch = []
-                chunks += copy(batch, chunks)
-                graph_seconds += copy.graph_seconds
+                chunks += _copy(col, target, table, batch, by_doc, chunks, graph, base)
                 docs += len(col)
+                if graph is not None and base:
+                    graph.take(col)
             finally:
                 col.close()
             if progress:
                 progress(f"{f} merged")
         if graph is not None:
-            target.set_index("dense", graph)
+            target.set_index("dense", graph.finish())
         target.commit()
     except BaseException:
         target.rollback()
@@ -148,8 +142,7 @@ def merge_shards(
         record_model(Path(out), info["model"], info.get("quantize"))  # opens on its own
     return {"documents": docs, "chunks": chunks, "shards": len(folders),
             "dense": None if settings.get("encoder") is None
-            else "insert" if graph is not None else "rebuild",
-            "graph_seconds": graph_seconds if graph is not None else None,
+            else graph.method if graph is not None else "rebuild",
             "seconds": time.perf_counter() - t0}
 
 
@@ -169,62 +162,78 @@ def _chunks_by_doc(table: ChunkTable) -> dict[str, list[int]]:
     return by_doc
 
 
-def _base_graph(folder: Path, target: Collection, offset: int) -> DenseIndex | None:
-    """The dense index of the shard in `folder` (read from its file), its chunk ids renamed to
-    those its chunks get in the merged collection: `offset` (the chunks of the shards before
-    it) on, in document order. None when its graph was built with other settings than the
-    target's (then the graph is rebuilt)."""
-    col = Collection.open(folder, encoder=target.encoder)
-    try:
-        graph, fresh = col.dense, target.dense
-        if graph is None or fresh is None:
-            return None
+class _Graph:
+    """The merged HNSW graph by insertion. The target's dense leg is left out of its adds
+    (``skip_legs``). The vectors of the shards before the largest one (`base`) wait here
+    with their new chunk ids (none when the first shard is the largest, as a sharded build
+    makes them); once the base shard's documents are copied, its graph gets its chunk ids
+    renamed to theirs in the target (`renames`, collected as its batches are added) and the
+    waiting and later vectors are inserted into it. A base graph of other settings than a
+    new one's (M, ef_construction, storage...) is not used: the target's own empty graph
+    takes every vector instead (a rebuild)."""
+
+    def __init__(self, target: Collection, folders: list[Path]) -> None:
+        counts = [_chunk_count(f) for f in folders]
+        self.base = max(range(len(folders)), key=counts.__getitem__)
+        self.target = target
+        self.index: DenseIndex | None = None
+        self.before: list[tuple[np.ndarray, list[int]]] = []
+        self.renames: dict[int | str, int | str] = {}  # base shard chunk id -> target's
+        self.method = "insert"
+
+    def add(self, vectors: np.ndarray, new: list[int], old: list[int], base: bool) -> None:
+        if base:
+            self.renames.update(zip(old, new, strict=True))
+        elif self.index is None:
+            self.before.append((vectors, new))
+        else:
+            self.index.add(vectors, ids=new)
+
+    def take(self, shard: Collection) -> None:
+        """The base shard's documents are all copied: its graph becomes the merged one."""
+        graph, fresh = shard.dense, self.target.dense
+        if graph is None or fresh is None:  # pragma: no cover - both have the dense leg
+            raise ShardError(f"{shard.path} has no dense index")
         settings = ("dim", "metric", "storage", "M", "ef_construction", "rescore")
-        if any(getattr(graph, a) != getattr(fresh, a) for a in settings):
-            log.info("%s: its HNSW graph has other settings than a new one: rebuilding", folder)
-            return None
-        by_doc = _chunks_by_doc(col.chunk_table())
-        mapping: dict[int | str, int | str] = {}
-        for doc in col.documents():
-            for c in by_doc.get(doc.id, ()):
-                mapping[c] = offset + len(mapping)
-        graph.rename(mapping)
-        return graph
-    finally:
-        col.close()
+        if all(getattr(graph, a) == getattr(fresh, a) for a in settings):
+            graph.rename(self.renames)
+        else:
+            log.info("%s: its HNSW graph has other settings than a new one: rebuilding",
+                     shard.path)
+            old = list(self.renames)
+            fresh.add(shard.vectors_of(old), ids=[self.renames[c] for c in old])
+            graph, self.method = fresh, "rebuild"
+        self.index = graph
+        for vectors, new in self.before:
+            graph.add(vectors, ids=new)
+        self.before = []
+
+    def finish(self) -> DenseIndex:
+        if self.index is None:  # pragma: no cover - take() runs for the base shard
+            raise ShardError("the merged graph was never made")
+        return self.index
 
 
-class _Copy:
-    """Copies batches of one shard's documents into the target with their stored vectors;
-    with a kept graph, the dense leg is left to it: the base shard's vectors are already
-    there, the others' are inserted under their new chunk ids."""
-
-    def __init__(self, src: Collection, dst: Collection, table: ChunkTable,
-                 by_doc: dict[str, list[int]], graph: DenseIndex | None, keep: bool) -> None:
-        self.src, self.dst, self.table, self.by_doc = src, dst, table, by_doc
-        self.graph, self.keep = graph, keep
-        self.graph_seconds = 0.0
-
-    def __call__(self, batch: list[Any], first: int) -> int:
-        """Adds `batch`, whose chunks get the ids from `first` on (the target is new: its
-        chunk ids count up from 0 in the order chunks are added); returns their count."""
-        if not batch:
-            return 0
-        ids = [c for d in batch for c in self.by_doc.get(d.id, [])]
-        vectors = None if self.src.dense is None else self.src.vectors_of(ids)
-        self.dst.add([d.text for d in batch], ids=[d.id for d in batch],
-                     metadata=[d.metadata for d in batch], vectors=vectors,
-                     skip_legs=("dense",) if self.graph is not None else ())
-        if self.graph is not None:
-            new = list(range(first, first + len(ids)))
-            got = self.dst.chunks_of(new)
-            for c, n in zip(ids, new, strict=True):
-                a, b = self.table.hits[c], got.get(n)
-                if b is None or (a.doc, a.start, a.end) != (b.doc, b.start, b.end):
-                    raise ShardError(f"chunk {c} of document {a.doc!r} did not get chunk id "
-                                     f"{n} in the merged collection: use dense='rebuild'")
-            if not self.keep:
-                t0 = time.perf_counter()
-                self.graph.add(vectors, ids=new)
-                self.graph_seconds += time.perf_counter() - t0
-        return len(ids)
+def _copy(src: Collection, dst: Collection, table: ChunkTable, batch: list[Any],
+          by_doc: dict[str, list[int]], first: int, graph: _Graph | None, base: bool) -> int:
+    """Copies a batch of a shard's documents into the target with their stored vectors;
+    their chunks get the ids from `first` on (the target is new: its chunk ids count up from
+    0 in the order chunks are added). With `graph`, the dense leg is left to it. Returns
+    the chunks copied."""
+    if not batch:
+        return 0
+    ids = [c for d in batch for c in by_doc.get(d.id, [])]
+    vectors = None if src.dense is None else src.vectors_of(ids)
+    dst.add([d.text for d in batch], ids=[d.id for d in batch],
+            metadata=[d.metadata for d in batch], vectors=vectors,
+            skip_legs=("dense",) if graph is not None else ())
+    if graph is not None and vectors is not None:
+        new = list(range(first, first + len(ids)))
+        got = dst.chunks_of(new)
+        for c, n in zip(ids, new, strict=True):
+            a, b = table.hits[c], got.get(n)
+            if b is None or (a.doc, a.start, a.end) != (b.doc, b.start, b.end):
+                raise ShardError(f"chunk {c} of document {a.doc!r} did not get chunk id {n} "
+                                 "in the merged collection: use dense='rebuild'")
+        graph.add(vectors, new, ids, base)
+    return len(ids)

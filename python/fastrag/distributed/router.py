@@ -84,7 +84,9 @@ class LocalShard:
     def __init__(self, path: str | os.PathLike[str], encoder: Encoder | None = None,
                  mmap: bool = False, splade: SpladeEncoder | str | None = None) -> None:
         self.collection = Collection.open(path, encoder=encoder, mmap=mmap, splade=splade)
-        self._allowed: tuple[str, list[int]] | None = None  # (filter as JSON, chunk ids)
+        # (generation and filter as JSON, the chunk ids it allows): one filter's chunks are
+        # read once for the legs and queries of a search
+        self._allowed: tuple[str, list[int]] | None = None
 
     def identity(self) -> dict[str, Any]:
         ident = identity_of(self.collection.settings)
@@ -141,7 +143,7 @@ class LocalShard:
         index = col.index(leg)
         allow = None
         if filter is not None:
-            key = json.dumps(filter, sort_keys=True, default=str)
+            key = f"{col.generation} {json.dumps(filter, sort_keys=True, default=str)}"
             if self._allowed is None or self._allowed[0] != key:
                 self._allowed = (key, col.allowed_chunks(filter))
             allow = self._allowed[1]
