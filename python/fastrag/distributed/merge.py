@@ -200,7 +200,7 @@ class _Graph:
         else:
             log.info("%s: its HNSW graph has other settings than a new one: rebuilding",
                      shard.path)
-            old = list(self.renames)
+            old = [int(c) for c in self.renames]
             fresh.add(shard.vectors_of(old), ids=[self.renames[c] for c in old])
             graph, self.method = fresh, "rebuild"
         self.index = graph

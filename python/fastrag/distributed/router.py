@@ -31,7 +31,7 @@ import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 
@@ -49,7 +49,7 @@ from fastrag.distributed.manifest import (
 )
 from fastrag.encoders.base import Encoder
 from fastrag.encoders.models import SpladeEncoder
-from fastrag.search.corpus import ChunkHit, Document
+from fastrag.search.corpus import ChunkHit, Corpus, Document
 from fastrag.search.pipeline import Pipeline, Result, default_pipeline, fused_pipeline
 
 log = logging.getLogger(__name__)
@@ -374,7 +374,7 @@ class ShardedCollection:
         elif isinstance(method, Pipeline):
             pipeline = method
         elif method == "hybrid":
-            pipeline = default_pipeline(corpus, "hybrid")
+            pipeline = default_pipeline(cast(Corpus, corpus), "hybrid")
         elif method in LEGS:
             self._check_legs([method])
             if vectors is None and self.encoder is not None and method in ("dense", "late"):
@@ -391,8 +391,11 @@ class ShardedCollection:
         self._check_legs([r.method for r in pipeline.retrievers])
         if not self.handles:
             return [[] for _ in queries]
-        return pipeline.search_batch(corpus, queries, k=k, filter=filter, explain=explain,
-                                     vectors=vectors, threads=1)
+        # a pipeline without rerank stages, in Python (corpus.native is False), reads only
+        # what FanOutCorpus answers: legs, languages, index(leg).search, allowed_chunks,
+        # chunks_of and texts_of (no chunk table, no stored vectors)
+        return pipeline.search_batch(cast(Corpus, corpus), queries, k=k, filter=filter,
+                                     explain=explain, vectors=vectors, threads=1)
 
     def _check_legs(self, names: Sequence[str]) -> None:
         legs = self.legs()
