@@ -23,10 +23,33 @@ runs in this script, in the same run, on the same documents (document = title + 
   merged) with the single collection's, and both against the exact top-10 (brute force over
   the stored vectors, a document scored by its best chunk).
 - merge_vs_rebuild_ratio: building the single collection from the texts (encoder included)
-  over `fastrag merge` of the shards into one collection (stored vectors reused; BM25 and
-  HNSW rebuilt); > 1 when merging is faster.
-- fan-out latency: BM25 queries one at a time, single collection vs 4-shard router in one
-  process (bm25_qps_ratio_vs_single > 1 when the router is faster).
+  over `fastrag merge` of the shards into one collection (stored vectors reused, BM25
+  rebuilt, HNSW by insertion into the largest shard's graph, the default); > 1 when merging
+  is faster.
+- HNSW graphs merged or rebuilt (`fastrag merge --dense-merge insert|rebuild`), at equal
+  recall: 20,000 vectors of 384 dimensions with --quick (100,000 in a full run), a seeded
+  Gaussian mixture (bench_dense's generator: clustered, recall saturates near 1) and a
+  Gaussian in a random 24-dimensional subspace (`_subspace`: recall@10 0.78 at ef 16, 0.98
+  at ef 64, where a worse graph would show), cut into 2 (and for the mixture 4) contiguous
+  shards, each shard's graph built and saved as a shard's is. Rebuild: one new graph from
+  every vector. Insert: the largest shard's graph loaded from its file, its ids renamed, the
+  other shards' vectors inserted (same M 16 and ef_construction 200, all cores for both).
+  Recall@10 of both against exact search over all the vectors at the same ef (64, the
+  default, and 16 in the keys; 32 and 128 printed).
+  hnsw_merge_vs_rebuild_ratio = rebuild seconds / insert seconds (2 shards of the mixture;
+  _4_shards and _subspace too); _cpu_ratio the same with the process's CPU seconds (every
+  thread), steadier than the wall clock on a shared machine.
+  On the encoded cranfield shards, `merge_shards(dense="insert")` against
+  `dense="rebuild"` end to end (merge_insert_vs_rebuild_ratio) with the dense recall@10 of
+  both merged collections against exact search.
+- open_stats_cache_speedup: opening 4 BM25 shards (a Zipf vocabulary of 200,000 words;
+  10,000 documents with --quick) with the merged statistics read from the folder's cache
+  against merged from every shard (best of 3 each).
+- fan-out latency: BM25 queries one at a time, single collection vs the 2-shard router in
+  one process (bm25_qps_ratio_vs_single > 1 when the router is faster); the same for the
+  hybrid search (BM25 + dense, RRF) with the query vectors given (hybrid_qps_ratio_vs_single;
+  the router runs the pipeline in Python over fanned-out legs, the single collection in the
+  native executor).
 
 Shards are built by `fastrag.distributed.build_shards` (local process pool; the Ray path runs
 the same build function). Load average printed at start and end: the machine is shared.
@@ -48,8 +71,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np
 
 from _common import Results, parse, parser
+from bench_dense import synthetic
 from fastrag.collection import Collection
-from fastrag.distributed import ShardedCollection, build_shards, merge_shards
+from fastrag.distributed import ShardedCollection, build_shards, merge_shards, split_contiguous
+from fastrag.index import DenseIndex
 
 
 def _beir(folder: Path, limit: int | None = None) -> tuple[list[str], list[str], list[str]]:
@@ -115,6 +140,108 @@ def _exact_docs(col: Collection, qvecs: np.ndarray, k: int) -> list[list[str]]:
     return out
 
 
+def _recall(index: DenseIndex, queries: np.ndarray, truth: np.ndarray, ef: int) -> float:
+    found = index.search(queries, 10, ef=ef).ids
+    return float(np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found.tolist(),
+                                                                   truth.tolist(),
+                                                                   strict=True)]))
+
+
+def _subspace(n: int, n_queries: int, seed: int, rank: int = 24) -> tuple[np.ndarray,
+                                                                          np.ndarray]:
+    """Unit vectors of a Gaussian in a random `rank`-dimensional subspace of 384 dimensions:
+    no clusters and a low intrinsic dimension, where HNSW recall@10 is well below 1 at small
+    ef (0.78 at ef 16, 0.98 at ef 64 on 20,000 vectors), so a worse graph would show. (An
+    isotropic Gaussian in all 384 dimensions gave 0.27 at ef 64, a mixture 1.0: neither
+    tells graphs apart.)"""
+    rng = np.random.default_rng(seed + 1)
+    basis = rng.normal(size=(rank, 384)).astype(np.float32)
+    x = rng.normal(size=(n + n_queries, rank)).astype(np.float32) @ basis
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x[:n], x[n:]
+
+
+def _hnsw_merge(root: Path, name: str, data: np.ndarray, queries: np.ndarray,
+                shard_counts: tuple[int, ...], s: dict[str, Any]) -> None:
+    """HNSW graphs of shards merged by insertion against one graph rebuilt (see the module's
+    notes); the same operations as `merge_shards(dense="insert" / "rebuild")`."""
+    n = len(data)
+    truth = np.argsort(-(queries @ data.T), axis=1)[:, :10]
+    efs = (16, 32, 64, 128)
+    t0, c0 = time.perf_counter(), time.process_time()
+    rebuilt = DenseIndex(384)
+    rebuilt.add(data, ids=list(range(n)))
+    t_rebuild, c_rebuild = time.perf_counter() - t0, time.process_time() - c0
+    rec_rebuild = {ef: _recall(rebuilt, queries, truth, ef) for ef in efs}
+    del rebuilt
+    print(f"HNSW of {n:,} x 384 vectors ({name}): rebuilt in {t_rebuild:.2f} s, recall@10 "
+          + ", ".join(f"ef {ef} {r:.4f}" for ef, r in rec_rebuild.items()), flush=True)
+    suffix = "" if name == "mixture" else f"_{name}"
+    s[f"hnsw_rebuild_seconds{suffix}"] = round(t_rebuild, 3)
+    s[f"hnsw_rebuild_recall_at10{suffix}"] = round(rec_rebuild[64], 4)
+    s[f"hnsw_rebuild_recall_at10_ef16{suffix}"] = round(rec_rebuild[16], 4)
+    for shards in shard_counts:
+        parts = split_contiguous(n, shards)
+        for i, (a, b) in enumerate(parts):  # each shard's graph, as its collection saves it
+            g = DenseIndex(384)
+            g.add(data[a:b], ids=list(range(b - a)))
+            g.save(root / f"hnsw-{name}-{shards}-{i}.frdx")
+            del g
+        base = max(range(shards), key=lambda i: parts[i][1] - parts[i][0])
+        t0, c0 = time.perf_counter(), time.process_time()
+        merged = DenseIndex.load(root / f"hnsw-{name}-{shards}-{base}.frdx")
+        a0, b0 = parts[base]
+        merged.rename({j: a0 + j for j in range(b0 - a0)})
+        for i, (a, b) in enumerate(parts):
+            if i != base:
+                merged.add(data[a:b], ids=list(range(a, b)))
+        t_insert, c_insert = time.perf_counter() - t0, time.process_time() - c0
+        rec = {ef: _recall(merged, queries, truth, ef) for ef in efs}
+        del merged
+        print(f"  {shards} shards merged by insertion in {t_insert:.2f} s "
+              f"({t_rebuild / t_insert:.2f}x; CPU {c_insert:.1f} s against {c_rebuild:.1f} s, "
+              f"{c_rebuild / c_insert:.2f}x), recall@10 "
+              + ", ".join(f"ef {ef} {r:.4f}" for ef, r in rec.items()), flush=True)
+        tag = suffix if shards == 2 else f"_{shards}_shards{suffix}"
+        s[f"hnsw_merge_seconds{tag}"] = round(t_insert, 3)
+        s[f"hnsw_merge_recall_at10{tag}"] = round(rec[64], 4)
+        s[f"hnsw_merge_recall_at10_ef16{tag}"] = round(rec[16], 4)
+        s[f"hnsw_merge_vs_rebuild_ratio{tag}"] = round(t_rebuild / t_insert, 3)
+        # the work (CPU seconds of every thread), which neighbours on a shared machine
+        # change less than the wall clock
+        s[f"hnsw_merge_vs_rebuild_cpu_ratio{tag}"] = round(c_rebuild / c_insert, 3)
+
+
+def _stats_cache(root: Path, n: int, seed: int, s: dict[str, Any]) -> None:
+    """Opening 4 BM25 shards with the merged statistics cached (bm25-stats.json) against
+    merging them from every shard (the cache removed before each open); best of 3 each. A
+    Zipf vocabulary of 200,000 words, 60 per document: the statistics grow with the
+    vocabulary, which a real corpus has large."""
+    from fastrag.distributed.manifest import STATS_CACHE
+
+    rng = np.random.default_rng(seed + 2)
+    p = 1.0 / np.arange(1, 200_001)
+    p /= p.sum()
+    texts = [" ".join(f"w{w}" for w in row) for row in rng.choice(200_000, size=(n, 60), p=p)]
+    folder = root / "stats-sh"
+    build_shards(folder, texts, [f"s{i}" for i in range(n)], shards=4, executor="inline",
+                 encoder=None)
+    times: dict[bool, float] = {True: float("inf"), False: float("inf")}
+    for _ in range(3):
+        for cached in (False, True):
+            if not cached:
+                (folder / STATS_CACHE).unlink(missing_ok=True)
+            t0 = time.perf_counter()
+            with ShardedCollection.open(folder) as sc:
+                terms = len(sc.stats[2])
+            times[cached] = min(times[cached], time.perf_counter() - t0)
+    s.update(stats_cache_terms=terms, open_seconds_stats_merged=round(times[False], 3),
+             open_seconds_stats_cached=round(times[True], 3),
+             open_stats_cache_speedup=round(times[False] / times[True], 3))
+    print(f"opening 4 shards ({n:,} documents, {terms:,} terms): {times[False]:.3f} s merging "
+          f"the statistics (and caching them), {times[True]:.3f} s from the cache", flush=True)
+
+
 def _cpu_seconds() -> float:
     """User + system CPU seconds of this process and of its finished child processes."""
     me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(
@@ -147,6 +274,8 @@ def main() -> None:
     ap.add_argument("--docs", type=int, default=None, help="cranfield documents encoded")
     ap.add_argument("--shards", type=int, default=4, help="shards of the BM25 comparisons")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--vectors", type=int, default=None,
+                    help="vectors of the HNSW merge-or-rebuild comparison")
     ap.add_argument("--ray", action="store_true", help="also time the Ray-actor router")
     args = parse(ap)
     res = Results(__file__, args)
@@ -167,6 +296,8 @@ def main() -> None:
         a, b = _bm25_identical(root, "generated", *gen, args.shards)
         same, total = same + a, total + b
         s["bm25_identical_lists_generated"] = a
+        _stats_cache(root, 500 if smoke else 10_000 if args.mode == "quick" else 40_000,
+                     args.seed, s)
 
         # ------------------------------------------------ builds with the encoder
         model = None if smoke else "default"
@@ -202,12 +333,18 @@ def main() -> None:
                  # seconds) split in two, against the 1-worker work; on a loaded machine
                  # the wall-clock speedup above says more about the neighbours
                  build_speedup_2_workers_cpu_bound=round(2 * cpu[1] / max(cpu[2], 1e-9), 3))
-        t0 = time.perf_counter()
-        merge_shards([root / "w2"], root / "merged")
-        t_merge = time.perf_counter() - t0
-        s.update(seconds_merge=round(t_merge, 2),
-                 merge_vs_rebuild_ratio=round(t_single / t_merge, 3))
-        print(f"merge of the 2 shards: {t_merge:.1f} s; rebuild {t_single:.1f} s", flush=True)
+        t_merge = {}
+        for how in ("insert", "rebuild"):
+            t0 = time.perf_counter()
+            merge_shards([root / "w2"], root / f"merged-{how}", dense=how)
+            t_merge[how] = time.perf_counter() - t0
+        s.update(seconds_merge=round(t_merge["insert"], 2),
+                 seconds_merge_dense_rebuild=round(t_merge["rebuild"], 2),
+                 merge_vs_rebuild_ratio=round(t_single / t_merge["insert"], 3),
+                 merge_insert_vs_rebuild_ratio=round(t_merge["rebuild"] / t_merge["insert"], 3))
+        print(f"merge of the 2 shards: {t_merge['insert']:.1f} s (HNSW by insertion), "
+              f"{t_merge['rebuild']:.1f} s (HNSW rebuilt); single build {t_single:.1f} s",
+              flush=True)
 
         with ShardedCollection.open(root / "w2") as sc:
             a_ = _lists(one.search_batch(eqs, 10, method="bm25"))
@@ -232,6 +369,14 @@ def main() -> None:
                 s.update(dense_recall_at10_vs_single=round(overlap(shard_d, single_d), 4),
                          dense_recall_at10_exact_sharded=round(overlap(shard_d, exact), 4),
                          dense_recall_at10_exact_single=round(overlap(single_d, exact), 4))
+                for how in ("insert", "rebuild"):
+                    with Collection.open(root / f"merged-{how}", encoder=one.encoder) as m:
+                        got = [[r.id for r in rs]
+                               for rs in m.search_batch(eqs, 10, method="dense", vectors=qv)]
+                    s[f"dense_recall_at10_exact_merged_{how}"] = round(overlap(got, exact), 4)
+                print(f"dense top-10 vs exact of the merged collections: HNSW by insertion "
+                      f"{s['dense_recall_at10_exact_merged_insert']}, rebuilt "
+                      f"{s['dense_recall_at10_exact_merged_rebuild']}", flush=True)
                 print(f"dense top-10: sharded vs single {s['dense_recall_at10_vs_single']}, "
                       f"vs exact: sharded {s['dense_recall_at10_exact_sharded']}, single "
                       f"{s['dense_recall_at10_exact_single']}", flush=True)
@@ -254,9 +399,33 @@ def main() -> None:
                      bm25_qps_ratio_vs_single=round(t_one / t_sh, 3))
             print(f"BM25 one query at a time: single {len(eqs) / t_one:.0f} q/s, 2-shard "
                   f"router {len(eqs) / t_sh:.0f} q/s", flush=True)
+            if model is not None:  # hybrid (BM25 + dense, RRF), query vectors given
+                t_one = t_sh = float("inf")
+                for _ in range(reps):
+                    t0 = time.perf_counter()
+                    for i, q in enumerate(eqs):
+                        one.search_batch([q], 10, vectors=qv[i : i + 1])
+                    t_one = min(t_one, time.perf_counter() - t0)
+                    t0 = time.perf_counter()
+                    for i, q in enumerate(eqs):
+                        sc.search_batch([q], 10, vectors=qv[i : i + 1])
+                    t_sh = min(t_sh, time.perf_counter() - t0)
+                s.update(hybrid_qps_single=round(len(eqs) / t_one, 1),
+                         hybrid_qps_sharded=round(len(eqs) / t_sh, 1),
+                         hybrid_qps_ratio_vs_single=round(t_one / t_sh, 3))
+                print(f"hybrid one query at a time (vectors given): single "
+                      f"{len(eqs) / t_one:.0f} q/s (native executor), 2-shard router "
+                      f"{len(eqs) / t_sh:.0f} q/s (the pipeline in Python over fanned-out "
+                      "legs)", flush=True)
         if args.ray and not smoke:
             _ray_latency(root / "w2", eqs, s)
         one.close()
+        # ------------------------------------------------ HNSW: merged or rebuilt
+        n_vec = args.vectors or (1500 if smoke else 20_000 if args.mode == "quick" else 100_000)
+        n_q = 50 if smoke else 300
+        s["hnsw_merge_vectors"] = n_vec
+        _hnsw_merge(root, "mixture", *synthetic(n_vec, 384, n_q, args.seed), (2, 4), s)
+        _hnsw_merge(root, "subspace", *_subspace(n_vec, n_q, args.seed), (2,), s)
     s["bm25_topk_identical"] = int(same == total)
     s["bm25_lists_compared"] = total
     s.update(cores=os.cpu_count(), load_avg_start=round(load_start, 2),

@@ -30,6 +30,7 @@ from fastrag.distributed import (
 )
 from fastrag.distributed.build import _run, global_term_order
 from fastrag.index import BM25
+from fastrag.search import Pipeline, Retriever, fused_pipeline
 
 WORDS = (
     "wing", "flow", "shock", "boundary", "layer", "heat", "transfer", "pressure", "drag", "lift",
@@ -159,7 +160,7 @@ def test_sharded_bm25_equals_one_collection(built: Any) -> None:
         overlap = np.mean([len({r.id for r in x} & {r.id for r in y}) / 10
                            for x, y in zip(a, b, strict=True)])
         assert overlap >= 0.9
-        hybrid = sc.search("shock wing", k=5)
+        hybrid = sc.search("shock wing", k=5, explain=True)
         assert len(hybrid) == 5 and "fusion" in hybrid[0].stages
         assert {"bm25", "dense"} & set(hybrid[0].stages)
 
@@ -347,9 +348,24 @@ def test_cli_index_shards_search_and_merge(tmp_path: Path) -> None:
     assert got and set(got) <= set(allowed) and got[0] == "d0.txt"
     res = run(main, ["search", str(tmp_path / "sh"), "wing", "--augment", "mk"])
     assert res.exit_code != 0 and "sharded collection" in res.output
+    res = run(main, ["search", str(tmp_path / "sh"), "wing", "--retrievers", "bm25,dense"])
+    assert res.exit_code != 0 and "no 'dense' leg in these shards (legs: bm25)" in res.output
+    res = run(main, ["search", str(tmp_path / "sh"), "wing shock", "--retrievers", "bm25",
+                     "-k", "2", "--json"])
+    assert res.exit_code == 0, res.output
+    with ShardedCollection.open(tmp_path / "sh") as sc:
+        want = [r.id for r in sc.search("wing shock", 2, method="bm25")]
+    assert [json.loads(ln)["id"] for ln in res.output.splitlines()
+            if ln.startswith("{")] == want
     res = run(main, ["merge", str(tmp_path / "sh"), "-c", str(tmp_path / "one")])
     assert res.exit_code == 0, res.output
     assert "merged 3 shards" in res.output and "60 documents" in res.output
+    res = run(main, ["merge", str(tmp_path / "sh"), "-c", str(tmp_path / "one-b"),
+                     "--dense-merge", "rebuild"])
+    assert res.exit_code == 0, res.output
+    res = run(main, ["merge", str(tmp_path / "sh"), "-c", str(tmp_path / "x"),
+                     "--dense-merge", "graft"])
+    assert res.exit_code != 0 and "graft" in res.output
     res = run(main, ["merge", str(tmp_path / "nope"), "-c", str(tmp_path / "two")])
     assert res.exit_code != 0 and "missing" in res.output
     res = run(main, ["index", str(docs), "-c", str(tmp_path / "x"), "--model", "none",
@@ -376,3 +392,242 @@ def test_collection_add_takes_one_vector_per_chunk(tmp_path: Path) -> None:
     np.testing.assert_allclose(col.vectors_of(sorted(col.chunk_table().hits)), vectors,
                                atol=1e-6)
     col.close()
+
+
+# ---------------------------------------------------------------------- merging HNSW graphs
+def _exact_top10(col: Collection, qv: np.ndarray) -> list[list[str]]:
+    table = col.chunk_table()
+    chunks = sorted(table.hits)
+    sims = qv @ col.vectors_of(chunks).T
+    out = []
+    for row in sims:
+        best: dict[str, None] = {}
+        for j in np.argsort(-row, kind="stable"):
+            best.setdefault(table.hits[chunks[j]].doc)
+            if len(best) == 10:
+                break
+        out.append(list(best))
+    return out
+
+
+@pytest.mark.parametrize("dense", ["insert", "rebuild"])
+@pytest.mark.parametrize("base", ["first", "middle", "other-settings"])
+def test_merge_dense_graph_with_deleted_documents(built: Any, tmp_path: Path, dense: str,
+                                                  base: str) -> None:
+    """The HNSW graph inserted into or rebuilt: every chunk keeps its own vector under its
+    new id, and the dense top-10 of the merged collection matches exact search. The graph
+    kept is the largest shard's: the first, with deleted slots ("first"), or the second,
+    the first shard's vectors waiting for it ("middle"); a graph of other settings than a
+    new one's is not kept ("other-settings": a rebuild)."""
+    from fastrag.index import DenseIndex
+
+    _, sharded_dir, _, ids = built
+    folder = tmp_path / "s"
+    shutil.copytree(sharded_dir, folder)
+    # shard chunks 82, 80, 80 (document 5 has 3 chunks)
+    gone = {"first": ids[3:5] + ids[170:183],
+            "middle": ids[3:40:3] + ids[170:175]}.get(base, ids[170:175])
+    for name in ("shard-0000", "shard-0002"):
+        with Collection.open(folder / name, encoder=FakeEncoder()) as shard:
+            shard.delete([d for d in gone if d in shard])
+    if base == "other-settings":  # shard 0's graph made again with M 8
+        with Collection.open(folder / "shard-0000", encoder=FakeEncoder()) as shard:
+            path = shard.index_file("dense")
+            old = shard.dense
+            other = DenseIndex(encoder=FakeEncoder(), M=8)
+            other.add(old.get_vectors(old.ids), ids=old.ids)
+        other.save(path)
+    out = merge_shards([folder], tmp_path / "m", encoder=FakeEncoder(), dense=dense)
+    assert out["dense"] == ("rebuild" if base == "other-settings" else dense)
+    assert out["documents"] == len(ids) - len(gone)
+    with Collection.open(tmp_path / "m", encoder=FakeEncoder()) as merged:
+        table = merged.chunk_table()
+        assert sorted(table.hits) == list(range(len(table.hits)))
+        by_span = {}
+        for name in ("shard-0000", "shard-0001", "shard-0002"):
+            with Collection.open(folder / name, encoder=FakeEncoder()) as shard:
+                hits = shard.chunk_table().hits
+                vecs = shard.vectors_of(sorted(hits))
+                for c, v in zip(sorted(hits), vecs, strict=True):
+                    by_span[(hits[c].doc, hits[c].start, hits[c].end)] = v
+        chunks = sorted(table.hits)
+        want = np.stack([by_span[(table.hits[c].doc, table.hits[c].start, table.hits[c].end)]
+                         for c in chunks])
+        np.testing.assert_allclose(merged.vectors_of(chunks), want, atol=1e-6)
+        assert merged.dense.M == 16
+        qv = FakeEncoder().encode_queries(queries(40))
+        got = [[r.id for r in rs] for rs in merged.search_batch(queries(40), 10, method="dense",
+                                                                vectors=qv)]
+        exact = _exact_top10(merged, qv)
+        assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(got, exact, strict=True)]) >= 0.95
+        assert not set(gone) & {d for row in got for d in row}
+
+
+def test_rename_set_index_and_skip_legs_refuse_bad_input(tmp_path: Path) -> None:
+    from fastrag.collection import CollectionError
+    from fastrag.index import DenseIndex
+
+    ix = DenseIndex(4)
+    ix.add(np.eye(4, dtype=np.float32), ids=[0, 1, 2, 3])
+    ix.delete([2])
+    with pytest.raises(KeyError, match="no new id"):
+        ix.rename({0: 10, 1: 11})
+    with pytest.raises(ValueError, match="duplicate"):
+        ix.rename({0: 10, 1: 10, 3: 12})
+    assert ix.ids == [0, 1, 3]  # unchanged
+    ix.rename({0: "a", 1: 11, 3: 12})
+    assert ix.ids == ["a", 11, 12] and ix.search(np.eye(4)[3], k=1).ids[0, 0] == 12
+    ix.add(np.ones((1, 4), dtype=np.float32), ids=[5])  # takes the deleted slot
+    assert ix.stats()["n_vectors"] == 4 and len(ix) == 4
+
+    col = Collection.create(tmp_path / "c", encoder=FakeEncoder(dim=8))
+    with pytest.raises(ValueError, match="no \\['splade'\\] leg"):
+        col.add(["wing flow"], ids=["a"], skip_legs=("splade",))
+    vecs = FakeEncoder(dim=8).encode_documents(["wing flow", "shock"])
+    col.add(["wing flow", "shock"], ids=["a", "b"], vectors=vecs, skip_legs="dense")
+    assert len(col.dense) == 0
+    with pytest.raises(CollectionError, match="set_index"):
+        col.commit()
+    other = DenseIndex(encoder=FakeEncoder(dim=8))
+    other.add(vecs, ids=[0, 7])
+    with pytest.raises(ValueError, match="exactly the collection's 2 chunks"):
+        col.set_index("dense", other)
+    with pytest.raises(TypeError, match="DenseIndex"):
+        col.set_index("dense", col.bm25)
+    with pytest.raises(ValueError, match="dim="):
+        col.set_index("dense", DenseIndex(4))
+    good = DenseIndex(encoder=FakeEncoder(dim=8))
+    good.add(vecs, ids=[0, 1])
+    col.set_index("dense", good)
+    col.commit()
+    col.close()
+    with Collection.open(tmp_path / "c", encoder=FakeEncoder(dim=8)) as col:
+        assert col.search("shock", k=1, method="dense")[0].id == "b"
+        col.add(["lift"], ids=["c"], vectors=vecs[:1], skip_legs=["dense"])
+        col.rollback()  # forgets the pending leg too
+        col.add(["lift"], ids=["c"])
+        col.commit()
+    with pytest.raises(ValueError, match="dense must be one of"):
+        merge_shards([tmp_path / "c"], tmp_path / "m", dense="graft")
+
+
+
+# ---------------------------------------------------------------------- fusing any legs
+@pytest.fixture(scope="module")
+def splade(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from importlib.util import find_spec
+
+    if find_spec("cognition") is None or find_spec("torch") is None:
+        pytest.skip("splade-tiny needs the cognition package and torch (for the export)")
+    from fastrag.encoders import SpladeEncoder
+
+    return SpladeEncoder("splade-tiny", cache_dir=tmp_path_factory.mktemp("splade-models"))
+
+
+def test_sharded_fusion_of_any_legs_equals_one_collection(splade: Any, tmp_path: Path) -> None:
+    """BM25 + SPLADE (both exact over shards) fused by the router: the same documents in the
+    same order as the single collection, for RRF and a score fusion, with and without a
+    filter; unknown legs fail with the legs there are."""
+    texts, ids = corpus(150, seed=5)
+    texts[7] = texts[7] * 40  # several chunks
+    meta = [{"group": i % 3} for i in range(len(texts))]
+    single = Collection.create(tmp_path / "one", encoder=FakeEncoder(), chunk_chars=300,
+                               sparse="splade", splade=splade)
+    single.add(texts, ids=ids, metadata=meta)
+    single.commit()
+    build_shards(tmp_path / "sh", texts, ids, meta, shards=3, executor="inline",
+                 encoder=FakeEncoder(), chunk_chars=300, sparse="splade", splade=splade)
+    qs = queries(30, seed=6)
+    pipelines = [fused_pipeline(["bm25", "splade"]),
+                 Pipeline([Retriever("splade", depth=5), Retriever("bm25", depth=5)],
+                          fusion="minmax", fusion_options={"weights": [2.0, 1.0]})]
+    with ShardedCollection.open(tmp_path / "sh", encoder=FakeEncoder(), splade=splade) as sc:
+        assert sc.legs() == ("bm25", "dense", "splade")
+        for pipeline in pipelines:
+            for k in (1, 10, 40):
+                for flt in (None, {"group": {"$in": [0, 2]}}):
+                    want = single.search_batch(qs, k, method=pipeline, filter=flt)
+                    got = sc.search_batch(qs, k, method=pipeline, filter=flt)
+                    assert [[r.id for r in x] for x in got] == [[r.id for r in x] for x in want]
+                    for x, y in zip(got, want, strict=True):
+                        assert [r.score for r in x] == pytest.approx([r.score for r in y],
+                                                                     rel=1e-6)
+                        assert [(r.span, r.text, r.metadata) for r in x] == [
+                            (r.span, r.text, r.metadata) for r in y]
+        by_name = sc.search_batch(qs, 10, retrievers=["bm25", "splade"])
+        assert [[r.id for r in x] for x in by_name] == [
+            [r.id for r in x] for x in single.search_batch(qs, 10, method=pipelines[0])]
+        three = sc.search(qs[0], 5, retrievers=["bm25", "splade", "dense"], explain=True)
+        assert len(three) == 5 and {"bm25", "splade", "dense", "fusion"} >= set(
+            three[0].stages) >= {"fusion"}
+        with pytest.raises(ValueError, match=r"no 'bm42' leg in these shards \(legs: bm25, "
+                                             r"dense, splade\)"):
+            sc.search("wing", retrievers=["bm25", "bm42"])
+        with pytest.raises(ValueError, match="no 'colbert' leg"):
+            sc.search("wing", retrievers=["colbert"])
+        with pytest.raises(ValueError, match="no 'late' leg"):
+            sc.search("wing", method=Pipeline([Retriever("bm25"), Retriever("late")]))
+        with pytest.raises(ValueError, match="unknown method"):
+            sc.search("wing", method="fused")
+    single.close()
+
+
+# ---------------------------------------------------------------------- cached statistics
+def test_bm25_statistics_are_cached_until_a_shard_changes(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from fastrag.distributed import LocalShard
+    from fastrag.distributed.manifest import STATS_CACHE
+
+    texts, ids = corpus(120, seed=7)
+    build_shards(tmp_path / "sh", texts, ids, shards=3, executor="inline", encoder=None)
+    calls: list[str] = []
+    real = LocalShard.bm25_stats
+
+    def counted(self: LocalShard) -> Any:
+        calls.append(str(self.collection.path))
+        return real(self)
+
+    monkeypatch.setattr(LocalShard, "bm25_stats", counted)
+    qs = queries(20, seed=8)
+    made: list[int] = []
+
+    def check(texts: list[str], ids: list[str]) -> None:
+        made.append(1)
+        single = Collection.create(tmp_path / f"one-{len(made)}", encoder=None)
+        single.add(texts, ids=ids)
+        with ShardedCollection.open(tmp_path / "sh") as sc:
+            assert sc.stats == single.bm25.collection_stats()
+            a = single.search_batch(qs, 10, method="bm25")
+            b = sc.search_batch(qs, 10, method="bm25")
+            for x, y in zip(a, b, strict=True):  # exact, but for the order of float sums of
+                # a shard made without build_shards' term alignment
+                assert [r.score for r in x] == pytest.approx([r.score for r in y], rel=1e-6)
+        single.close()
+
+    check(texts, ids)
+    assert len(calls) == 3 and (tmp_path / "sh" / STATS_CACHE).is_file()
+    with ShardedCollection.open(tmp_path / "sh") as sc:  # bit for bit from the cache too
+        single = Collection.create(tmp_path / "one", encoder=None)
+        single.add(texts, ids=ids)
+        assert same(single.search_batch(qs, 10, method="bm25"),
+                    sc.search_batch(qs, 10, method="bm25"))
+        single.close()
+    assert len(calls) == 3
+    check(texts, ids)
+    assert len(calls) == 3  # read from the cache
+    with Collection.open(tmp_path / "sh" / "shard-0001") as shard:  # a commit to one shard
+        shard.add(["wing wing shock mach"], ids=["new"])
+    texts, ids = [*texts[:80], "wing wing shock mach", *texts[80:]], [*ids[:80], "new", *ids[80:]]
+    check(texts, ids)
+    assert len(calls) == 6  # merged again
+    check(texts, ids)
+    assert len(calls) == 6
+    (tmp_path / "sh" / STATS_CACHE).write_text('{"format": "fastrag.shards.bm25-stats", "n"')
+    check(texts, ids)
+    assert len(calls) == 9  # a damaged cache is merged again (and written anew)
+    # a shard built again from scratch reaches the same generation, not the same file
+    shutil.rmtree(tmp_path / "sh" / "shard-0002")
+    with Collection.create(tmp_path / "sh" / "shard-0002", encoder=None) as shard:
+        shard.add(texts[81:120], ids=ids[81:120])
+    check(texts[:120], ids[:120])
+    assert len(calls) == 12

@@ -103,6 +103,12 @@ def test_ray_build_and_actors_equal_the_local_ones(cluster: Path) -> None:
         assert [[(r.id, r.score) for r in x] for x in a] == [[(r.id, r.score) for r in x]
                                                              for x in b]
         assert len(remote.search("wing", k=5)) == 5  # hybrid: vectors from the router
+        # any legs fused: the same pipeline over actors as over local shards
+        fa = local.search_batch(qs, 10, retrievers=["bm25", "dense"], explain=True)
+        fb = remote.search_batch(qs, 10, retrievers=["bm25", "dense"], explain=True)
+        assert [[(r.id, r.score, r.text) for r in x] for x in fa] == [
+            [(r.id, r.score, r.text) for r in x] for x in fb]
+        assert fb[0][0].stages.keys() >= {"fusion"}
 
         # an actor that dies: partial results with a warning naming its shard
         ray.kill(remote.handles["shard-0001"].actor)  # type: ignore[attr-defined]

@@ -406,14 +406,16 @@ def search_cmd(
     from fastrag.search import fused_pipeline
 
     try:
-        pipeline = method if retrievers is None else fused_pipeline(retrievers.split(","))
         spec = None if filter_json is None else json.loads(filter_json)
         if (collection / "shards.json").is_file():
-            if augment is not None or retrievers is not None:
-                raise ValueError("a sharded collection is searched with --method and --filter "
-                                 "(no --augment or --retrievers)")
-            col: Collection | ShardedSearch = ShardedSearch(collection, method)
+            if augment is not None:
+                raise ValueError("a sharded collection is searched without --augment")
+            # the router checks the leg names against the shards' legs
+            pipeline: Any = method
+            col: Collection | ShardedSearch = ShardedSearch(
+                collection, None if retrievers is None else retrievers.split(","))
         else:
+            pipeline = method if retrievers is None else fused_pipeline(retrievers.split(","))
             col = Collection.open(collection, mmap=True)
     except json.JSONDecodeError as e:
         raise click.ClickException(f"--filter is not valid JSON: {e}") from e

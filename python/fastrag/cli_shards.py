@@ -48,15 +48,19 @@ def index_sharded(found: Found, path: Path, collection: Path, opts: dict[str, An
 @click.argument("shards", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--collection", "-c", type=click.Path(path_type=Path), required=True,
               help="The new collection folder.")
-def merge_cmd(shards: tuple[Path, ...], collection: Path) -> None:
+@click.option("--dense-merge", type=click.Choice(["insert", "rebuild"]), default="insert",
+              show_default=True,
+              help="HNSW graph: the other shards' vectors inserted into the largest shard's "
+                   "graph (faster at equal recall, see benchmarks/NOTES.md), or a new graph.")
+def merge_cmd(shards: tuple[Path, ...], collection: Path, dense_merge: str) -> None:
     """Compact SHARDS (shard collections, or sharded folders made by `fastrag index --shards`)
     into one collection: documents, chunks and stored vectors copied (no encoder run for the
-    dense leg), BM25 and HNSW rebuilt."""
+    dense leg), BM25 rebuilt, HNSW by insertion into the largest shard's graph."""
     from fastrag.collection import CollectionError
     from fastrag.distributed import ShardError, merge_shards
 
     try:
-        out = merge_shards(list(shards), collection,
+        out = merge_shards(list(shards), collection, dense=dense_merge,
                            progress=lambda msg: click.echo(msg, err=True))
     except (ShardError, CollectionError, ValueError, OSError) as e:
         raise click.ClickException(str(e)) from e
@@ -67,15 +71,17 @@ def merge_cmd(shards: tuple[Path, ...], collection: Path) -> None:
 class ShardedSearch:
     """`fastrag search` on a sharded folder: the router behind Collection's search call."""
 
-    def __init__(self, folder: Path, method: str) -> None:
+    def __init__(self, folder: Path, retrievers: list[str] | None) -> None:
         from fastrag.distributed import ShardedCollection
 
         self.router = ShardedCollection.open(folder, mmap=True)
-        self.method = method
+        self.retrievers = retrievers
 
-    def search(self, query: str, k: int, *, filter: dict[str, Any] | None = None,
+    def search(self, query: str, k: int, *, method: str = "hybrid",
+               filter: dict[str, Any] | None = None, explain: bool = False,
                **_: Any) -> list[Result]:
-        return self.router.search(query, k, method=self.method, filter=filter)
+        return self.router.search(query, k, method=method, retrievers=self.retrievers,
+                                  filter=filter, explain=explain)
 
     def close(self) -> None:
         self.router.close()

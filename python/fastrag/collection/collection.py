@@ -101,6 +101,7 @@ class Collection:
         self._docs = DocStore()  # the documents of the generation (and changes since)
         self._closed = False
         self._pipelines: dict[str, Pipeline] = {}  # the pipelines behind method names
+        self._deferred: set[str] = set()  # legs left out by add(skip_legs=), until set_index
 
     @property
     def bm25(self) -> BM25 | None:
@@ -403,6 +404,18 @@ class Collection:
         return self._encoder
 
     @property
+    def generation(self) -> int:
+        """The commit counter of the index files this connection has loaded (each commit
+        writes a new generation)."""
+        return self._generation
+
+    def index_file(self, leg: str) -> Path:
+        """The file a leg's index was loaded from (of `generation`; none before the first
+        commit)."""
+        self.index(leg)  # ValueError for a leg the collection does not hold
+        return self.path / legs_mod.file_name(leg, self._generation)
+
+    @property
     def splade(self) -> SpladeEncoder | None:
         """The SPLADE model of a ``sparse="splade"`` collection (None otherwise): pass it as
         ``Collection.open(..., splade=)`` to share one loaded model between connections."""
@@ -525,6 +538,7 @@ class Collection:
         vectors: Any = None,
         batch_size: int = 32,
         show_progress: bool | passages.Progress = False,
+        skip_legs: Sequence[str] = (),
     ) -> list[str]:
         """Adds (or replaces: upsert by id) documents; returns their ids.
 
@@ -539,7 +553,16 @@ class Collection:
 
         `show_progress`: True draws a progress bar of the chunks encoded (tqdm, on stderr);
         a callable is called with (chunks done, chunks in this call) after each batch.
+
+        `skip_legs` (bulk loading, e.g. ``("dense",)`` with `vectors`): legs whose index this
+        call leaves as it is; the caller hands over a complete index for each of them with
+        `set_index` before `commit`, which refuses to write until then (`fastrag merge`
+        builds the merged HNSW graph this way, by inserting into a shard's graph).
         """
+        skip = {skip_legs} if isinstance(skip_legs, str) else set(skip_legs)
+        if skip - set(self.legs()):
+            raise ValueError(f"skip_legs: this collection has no {sorted(skip - set(self.legs()))} "
+                             f"leg (it has {', '.join(self.legs())})")
         if isinstance(texts, str):
             texts = [texts]
             ids = [ids] if isinstance(ids, str) else ids
@@ -638,6 +661,8 @@ class Collection:
                 # once every index took the new ones: a failure can be undone exactly
                 if chunk_ids:
                     for leg, index in self._indexes.items():
+                        if leg in skip:
+                            continue
                         added.append(index)
                         _add_to_leg(leg, index, chunk_texts, encoded, chunk_ids)
             except BaseException:
@@ -653,7 +678,35 @@ class Collection:
                 self._chunks.put([ChunkHit(c, d, start, end)
                                   for c, d, _, start, end, _, _ in rows])
             self._dirty = True
+            self._deferred |= skip
         return ids
+
+    def set_index(self, leg: str, index: Any) -> None:
+        """Replaces a leg's index with `index`, which must be of the same kind and settings
+        (dimension, metric, storage, encoder fingerprint) and hold exactly the collection's
+        chunk ids: the other half of ``add(..., skip_legs=...)``. Written at `commit`."""
+        current = self.index(leg)
+        if type(index) is not type(current):
+            raise TypeError(f"the {leg} leg holds a {type(current).__name__}, not a "
+                            f"{type(index).__name__}")
+        for attr in ("dim", "metric", "storage", "fingerprint"):
+            if getattr(index, attr, None) != getattr(current, attr, None):
+                raise ValueError(f"set_index: the {leg} index has {attr}="
+                                 f"{getattr(index, attr, None)!r}, the collection's "
+                                 f"{getattr(current, attr, None)!r}")
+        with self._lock:
+            chunks = set(self.chunk_table().hits)
+            ids = index.ids
+            if len(ids) != len(chunks) or set(ids) != chunks:
+                extra = sorted(set(ids) - chunks, key=str)[:3]
+                lost = sorted(chunks - set(ids))[:3]
+                raise ValueError(f"set_index: the {leg} index must hold exactly the "
+                                 f"collection's {len(chunks)} chunks (it has {len(ids)} ids; "
+                                 f"not chunks: {extra}, chunks missing: {lost})")
+            self._begin()
+            self._indexes[leg] = index
+            self._deferred.discard(leg)
+            self._dirty = True
 
     def add_files(
         self,
@@ -739,6 +792,10 @@ class Collection:
                 if self._db.in_transaction:
                     self._db.commit()
                 return
+            if self._deferred:
+                raise CollectionError(
+                    f"the {', '.join(sorted(self._deferred))} index lacks the chunks added with "
+                    "skip_legs: hand over the complete index with set_index first (or rollback)")
             self._begin()
             gen = store.meta_int(self._db, "generation") + 1
             for leg, index in self._indexes.items():
@@ -758,6 +815,7 @@ class Collection:
             if self._db.in_transaction:
                 self._db.rollback()
             self._forget_rows()
+            self._deferred.clear()
             if self._dirty:
                 self._load_indexes()
                 self._dirty = False

@@ -8,6 +8,7 @@ collection (`fastrag.Collection`), which can be opened, copied or served on its 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from typing import Any
 from fastrag.collection import store
 
 MANIFEST = "shards.json"
+STATS_CACHE = "bm25-stats.json"  # the merged BM25 statistics, keyed by the shards' states
 FORMAT = "fastrag.shards"
 VERSION = 1
 
@@ -113,6 +115,42 @@ class Manifest:
             raise ShardError(f"{path} has no list of shards")
         return cls(shards=shards, identity=dict(data.get("identity") or {}),
                    encoder=data.get("encoder"), documents=list(data.get("documents") or []))
+
+
+def load_stats(folder: Path, key: dict[str, Any]) -> tuple[int, float, dict[str, int]] | None:
+    """The merged BM25 statistics cached in `folder` for exactly these shards in exactly
+    these states (`key`: shard name -> its fingerprint), else None (no cache, another key,
+    or a damaged file: the statistics are then merged again)."""
+    try:
+        data = json.loads((folder / STATS_CACHE).read_text(encoding="utf-8"))
+        if data.get("format") != FORMAT + ".bm25-stats" or data.get("shards") != key:
+            return None
+        n, total, df = data["n"], data["total_len"], data["df"]
+        if (isinstance(n, int) and isinstance(total, (int, float)) and isinstance(df, dict)
+                and all(isinstance(v, int) for v in df.values())):
+            return n, float(total), df
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass
+    return None
+
+
+def save_stats(folder: Path, key: dict[str, Any],
+               stats: tuple[int, float, dict[str, int]]) -> bool:
+    """Caches merged statistics for `key` (written under a temporary name, then renamed: a
+    reader sees the old file or the new one). A folder that cannot be written keeps no cache
+    (False)."""
+    n, total, df = stats
+    tmp = folder / f"{STATS_CACHE}.tmp-{os.getpid()}"
+    try:
+        tmp.write_text(json.dumps({"format": FORMAT + ".bm25-stats", "shards": key, "n": n,
+                                   "total_len": total, "df": df}, ensure_ascii=False),
+                       encoding="utf-8")
+        os.replace(tmp, folder / STATS_CACHE)
+        return True
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        return False
 
 
 def is_sharded(folder: str | os.PathLike[str]) -> bool:

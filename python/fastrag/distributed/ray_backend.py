@@ -156,12 +156,25 @@ class ShardActor:
     def bm25_stats(self) -> Stats:
         return self.shard.bm25_stats()
 
+    def fingerprint(self) -> dict[str, Any]:
+        return self.shard.fingerprint()
+
     def set_global_stats(self, n_docs: int, total_len: float, df: dict[str, int]) -> None:
         self.shard.set_global_stats(n_docs, total_len, df)
 
     def search(self, queries: list[str], k: int, leg: str, vectors: np.ndarray | None,
                filter: Mapping[str, Any] | None = None) -> list[list[Result]]:
         return self.shard.search(queries, k, leg, vectors, filter)
+
+    def profile(self) -> dict[str, Any]:
+        return self.shard.profile()
+
+    def leg_search(self, leg: str, query: Any, k: int, filter: Mapping[str, Any] | None,
+                   options: dict[str, Any]) -> list[Any]:
+        return self.shard.leg_search(leg, query, k, filter, options)
+
+    def documents(self, doc_ids: list[str]) -> dict[str, Any]:
+        return self.shard.documents(doc_ids)
 
     def pid(self) -> int:
         return os.getpid()
@@ -179,12 +192,26 @@ class RayShard:
     def bm25_stats(self) -> Stats:
         return tuple(self._ray.get(self.actor.bm25_stats.remote()))
 
+    def fingerprint(self) -> dict[str, Any]:
+        return dict(self._ray.get(self.actor.fingerprint.remote()))
+
     def set_global_stats(self, n_docs: int, total_len: float, df: dict[str, int]) -> None:
         self._ray.get(self.actor.set_global_stats.remote(n_docs, total_len, df))
 
     def search(self, queries: list[str], k: int, leg: str, vectors: np.ndarray | None,
                filter: Mapping[str, Any] | None = None) -> list[list[Result]]:
         return list(self._ray.get(self.actor.search.remote(queries, k, leg, vectors, filter)))
+
+    def profile(self) -> dict[str, Any]:
+        return dict(self._ray.get(self.actor.profile.remote()))
+
+    def leg_search(self, leg: str, query: Any, k: int, filter: Mapping[str, Any] | None,
+                   options: dict[str, Any]) -> list[Any]:
+        return list(self._ray.get(self.actor.leg_search.remote(leg, query, k, filter,
+                                                               options)))
+
+    def documents(self, doc_ids: list[str]) -> dict[str, Any]:
+        return dict(self._ray.get(self.actor.documents.remote(doc_ids)))
 
 
 def open_actors(folder: Path, manifest: Manifest, encoder: Any, quantize: str | None,

@@ -6,11 +6,15 @@ merges every shard's BM25 statistics (live documents, summed lengths, document f
 term string) and hands them back to each shard, so that a shard scores exactly as one index
 over all the shards would: same ids, same scores, bit for bit.
 
-A query is embedded once by the router (shards get the vector) and sent to every shard at
-once; each leg's top-k is merged across shards before fusion. Per leg the merge is exact for
-BM25 and the learned sparse legs, and for dense as exact as each shard's HNSW search (recall
-measured in benchmarks/bench_distributed.py). Documents never span shards (shards split the
-documents, not their chunks), so a document-level merge loses nothing.
+A query is embedded once by the router (shards get the vector) and sent to every shard. One
+leg by name: each shard's top-k documents, merged. Several legs ("hybrid", `retrievers=`, a
+`fastrag.search.Pipeline`): the same pipeline as a single collection runs over a corpus whose
+legs fan out (`FanOutCorpus`): each leg's top-depth chunks are merged across shards, then
+fused, grouped into documents and deepened exactly as in one collection. Per leg the merge is
+exact for BM25 and SPLADE (no statistics but BM25's, which are global), and for dense as
+exact as each shard's HNSW search (recall measured in benchmarks/bench_distributed.py); BM42
+weighs query words by each shard's own idf, so its leg is close, not exact. Documents never
+span shards (shards split the documents, not their chunks), so a merge loses nothing.
 
 A shard that is missing when opened, or fails during a search, gives partial results and a
 `ShardMissingWarning` naming it (``on_missing="warn"``, the default), or a
@@ -20,13 +24,14 @@ A shard that is missing when opened, or fails during a search, gives partial res
 from __future__ import annotations
 
 import heapq
+import json
 import logging
 import os
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 
@@ -39,10 +44,13 @@ from fastrag.distributed.manifest import (
     ShardMissingWarning,
     check_same,
     identity_of,
+    load_stats,
+    save_stats,
 )
 from fastrag.encoders.base import Encoder
-from fastrag.search.fusion import rrf
-from fastrag.search.pipeline import Result, StageScore
+from fastrag.encoders.models import SpladeEncoder
+from fastrag.search.corpus import ChunkHit, Corpus, Document
+from fastrag.search.pipeline import Pipeline, Result, default_pipeline, fused_pipeline
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +58,9 @@ LEGS = ("bm25", "dense", "splade", "bm42", "late")
 MISSING = ("warn", "error")
 
 Stats = tuple[int, float, dict[str, int]]
+#: a leg's hit from a shard: (chunk id, score, document id, start, end)
+ChunkRow = tuple[int, float, str, int, int]
+SHARD_BITS = 40  # chunk ids of the router: shard position << 40 | the shard's chunk id
 
 
 class ShardHandle(Protocol):
@@ -57,17 +68,25 @@ class ShardHandle(Protocol):
 
     def identity(self) -> dict[str, Any]: ...
     def bm25_stats(self) -> Stats: ...
+    def fingerprint(self) -> dict[str, Any]: ...
     def set_global_stats(self, n_docs: int, total_len: float, df: dict[str, int]) -> None: ...
     def search(self, queries: list[str], k: int, leg: str, vectors: np.ndarray | None,
                filter: Mapping[str, Any] | None = None) -> list[list[Result]]: ...
+    def profile(self) -> dict[str, Any]: ...
+    def leg_search(self, leg: str, query: Any, k: int, filter: Mapping[str, Any] | None,
+                   options: dict[str, Any]) -> list[ChunkRow]: ...
+    def documents(self, doc_ids: list[str]) -> dict[str, Document]: ...
 
 
 class LocalShard:
     """A shard's collection opened in this process."""
 
     def __init__(self, path: str | os.PathLike[str], encoder: Encoder | None = None,
-                 mmap: bool = False) -> None:
-        self.collection = Collection.open(path, encoder=encoder, mmap=mmap)
+                 mmap: bool = False, splade: SpladeEncoder | str | None = None) -> None:
+        self.collection = Collection.open(path, encoder=encoder, mmap=mmap, splade=splade)
+        # (generation and filter as JSON, the chunk ids it allows): one filter's chunks are
+        # read once for the legs and queries of a search
+        self._allowed: tuple[str, list[int]] | None = None
 
     def identity(self) -> dict[str, Any]:
         ident = identity_of(self.collection.settings)
@@ -82,6 +101,17 @@ class LocalShard:
         bm25 = self.collection.bm25
         return (0, 0.0, {}) if bm25 is None else bm25.collection_stats()
 
+    def fingerprint(self) -> dict[str, Any]:
+        """The state of the shard's BM25 index: its generation (commit counter) and its
+        file's size, modification time and inode (a shard built again from scratch may
+        reach the same generation, not the same file)."""
+        col = self.collection
+        out: dict[str, Any] = {"generation": col.generation}
+        if col.generation:
+            st = col.index_file("bm25").stat()
+            out["bm25"] = [st.st_size, st.st_mtime_ns, st.st_ino]
+        return out
+
     def set_global_stats(self, n_docs: int, total_len: float, df: dict[str, int]) -> None:
         bm25 = self.collection.bm25
         if bm25 is not None:
@@ -95,6 +125,44 @@ class LocalShard:
         use = vectors if leg in ("dense", "late") else None
         return self.collection.search_batch(queries, k, method=leg, vectors=use, threads=1,
                                             filter=filter)
+
+    def profile(self) -> dict[str, Any]:
+        """Each leg's size and languages, the chunk count and its language shares."""
+        col = self.collection
+        return {"legs": {leg: len(col.index(leg)) for leg in col.legs()},
+                "leg_languages": {leg: sorted(col.leg_languages(leg)) for leg in col.legs()},
+                "encoder_languages": sorted(col.encoder_languages),
+                "chunks": len(col.index("bm25")), "languages": col.languages()}
+
+    def leg_search(self, leg: str, query: Any, k: int, filter: Mapping[str, Any] | None,
+                   options: dict[str, Any]) -> list[ChunkRow]:
+        """One leg's best `k` chunks for one query (text, or vector for dense legs), as the
+        leg's index answers a pipeline's retriever (`options`: its search options), with
+        each chunk's document and span."""
+        col = self.collection
+        index = col.index(leg)
+        allow = None
+        if filter is not None:
+            key = f"{col.generation} {json.dumps(filter, sort_keys=True, default=str)}"
+            if self._allowed is None or self._allowed[0] != key:
+                self._allowed = (key, col.allowed_chunks(filter))
+            allow = self._allowed[1]
+            if not allow:
+                return []
+        k = min(k, len(index))
+        if k == 0:
+            return []
+        found = index.search(query, k=k, filter=allow, **options)[0]
+        table = col.chunk_table().hits
+        out = []
+        for h in found:
+            hit = None if h.id is None else table.get(int(h.id))
+            if hit is not None:  # chunks of unknown documents are left out, as in a pipeline
+                out.append((hit.chunk, float(h.score), hit.doc, hit.start, hit.end))
+        return out
+
+    def documents(self, doc_ids: list[str]) -> dict[str, Document]:
+        return self.collection.texts_of(doc_ids)
 
     def close(self) -> None:
         self.collection.close()
@@ -130,6 +198,8 @@ class ShardedCollection:
             here; in Ray mode once per actor too).
         on_missing: "warn" (partial results and a ShardMissingWarning) or "error".
         mode: "local" (shards opened in this process) or "ray" (one actor per shard).
+        splade: the SPLADE model of shards with a SPLADE leg, when they were built with a
+            model object (by default each shard loads the model it names).
     """
 
     def __init__(self, path: Path, manifest: Manifest, handles: dict[str, ShardHandle],
@@ -144,6 +214,8 @@ class ShardedCollection:
         self._closer = closer
         self._threads: ThreadPoolExecutor | None = None
         self.stats: Stats = (0, 0.0, {})
+        self.profiles: dict[str, dict[str, Any]] = {}  # per shard, see LocalShard.profile
+        self.positions = {name: i for i, name in enumerate(manifest.shards)}
 
     @classmethod
     def open(
@@ -155,6 +227,7 @@ class ShardedCollection:
         mode: str = "local",
         ray_address: str | None = None,
         mmap: bool = False,
+        splade: SpladeEncoder | str | None = None,
     ) -> ShardedCollection:
         if on_missing not in MISSING:
             raise ValueError(f"on_missing must be 'warn' or 'error', got {on_missing!r}")
@@ -181,7 +254,7 @@ class ShardedCollection:
         else:
             for name in manifest.shards:
                 try:
-                    handles[name] = LocalShard(folder / name, enc, mmap)
+                    handles[name] = LocalShard(folder / name, enc, mmap, splade)
                 except Exception as e:  # missing folder, damaged files: reported below
                     if "was built with" in str(e):  # another encoder: refused, not missing
                         raise ShardMismatchError(f"shard {name}: {e}") from e
@@ -210,15 +283,32 @@ class ShardedCollection:
                                          f"{self.encoder.fingerprint}")
 
     def refresh_stats(self) -> None:
-        """Merges the live shards' BM25 statistics and gives them to every shard."""
-        parts, errors = self._fan_out(lambda h: h.bm25_stats())
+        """Merges the live shards' BM25 statistics and gives them to every shard. The merged
+        statistics are cached in the folder (``bm25-stats.json``) under the shards' names
+        and fingerprints (`LocalShard.fingerprint`): the next open of the same shards in the
+        same states reads them instead of asking every shard; any commit to a shard, a
+        shard built again or a shard missing is another key, and they are merged again."""
+        prints, errors = self._fan_out(lambda h: h.fingerprint())
         if errors:
             self._lost(errors, "reading statistics")
-        self.stats = merge_stats([parts[n] for n in self.manifest.shards if n in parts])
+        key = {n: prints[n] for n in self.manifest.shards if n in prints}
+        cached = load_stats(self.path, key)
+        if cached is None:
+            parts, errors = self._fan_out(lambda h: h.bm25_stats())
+            if errors:
+                self._lost(errors, "reading statistics")
+            self.stats = merge_stats([parts[n] for n in self.manifest.shards if n in parts])
+            if set(parts) == set(key) and not save_stats(self.path, key, self.stats):
+                log.debug("%s cannot be written: no cache of the BM25 statistics", self.path)
+        else:
+            self.stats = cached
         n, total, df = self.stats
         _, errors = self._fan_out(lambda h: h.set_global_stats(n, total, df))
         if errors:
             self._lost(errors, "setting statistics")
+        self.profiles, errors = self._fan_out(lambda h: h.profile())
+        if errors:
+            self._lost(errors, "reading leg sizes")
 
     def _lost(self, errors: dict[str, BaseException], when: str) -> None:
         names = sorted(errors)
@@ -249,57 +339,71 @@ class ShardedCollection:
             legs.append("late")
         return tuple(legs)
 
-    def search(self, query: str, k: int = 10, *, method: str = "hybrid", depth: int = 100,
-               rrf_k: float = 20.0, filter: Mapping[str, Any] | None = None) -> list[Result]:
+    def search(self, query: str, k: int = 10, *, method: str | Pipeline = "hybrid",
+               retrievers: Sequence[str] | None = None,
+               filter: Mapping[str, Any] | None = None, explain: bool = False,
+               vector: np.ndarray | None = None) -> list[Result]:
         """The k best documents over every shard (see `search_batch`)."""
-        return self.search_batch([query], k, method=method, depth=depth, rrf_k=rrf_k,
-                                 filter=filter)[0]
+        vectors = None if vector is None else np.asarray(vector, dtype=np.float32)[None, :]
+        return self.search_batch([query], k, method=method, retrievers=retrievers,
+                                 filter=filter, explain=explain, vectors=vectors)[0]
 
-    def search_batch(self, queries: Sequence[str], k: int = 10, *, method: str = "hybrid",
-                     depth: int = 100, rrf_k: float = 20.0,
-                     vectors: np.ndarray | None = None,
-                     filter: Mapping[str, Any] | None = None) -> list[list[Result]]:
-        """One leg by name ("bm25", "dense", ...): each shard's top k, merged (exact).
-        "hybrid": the first two legs' top `depth` each merged across shards, then RRF
-        (k = `rrf_k`). `filter` is a metadata filter as `Collection.search` takes it, applied
-        inside every shard's top-k (so a filtered BM25 search stays exact)."""
+    def search_batch(self, queries: Sequence[str], k: int = 10, *,
+                     method: str | Pipeline = "hybrid",
+                     retrievers: Sequence[str] | None = None,
+                     filter: Mapping[str, Any] | None = None, explain: bool = False,
+                     vectors: np.ndarray | None = None) -> list[list[Result]]:
+        """As `Collection.search_batch`, over every shard.
+
+        `method`: one leg by name ("bm25", "dense", ...): each shard's top k documents,
+        merged (exact for BM25 and SPLADE). "hybrid" (BM25 + dense, RRF k 20: a single
+        collection's built-in default), a `fastrag.search.Pipeline` without rerank stages,
+        or `retrievers` (leg names fused with RRF, as ``fastrag search --retrievers``): the
+        same pipeline as one collection runs, each leg's top-depth chunks merged across
+        shards before the fusion. `filter` is a metadata filter as `Collection.search`
+        takes it, applied inside every shard (so a filtered BM25 search stays exact)."""
         queries = list(queries)
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ValueError(f"k must be an int >= 1, got {k!r}")
         legs = self.legs()
-        if method == "hybrid":
-            use = list(legs[:2])
+        corpus = FanOutCorpus(self)
+        if retrievers is not None:
+            names = [r.strip() for r in retrievers if r.strip()]
+            self._check_legs(names)
+            pipeline = fused_pipeline(names)
+        elif isinstance(method, Pipeline):
+            pipeline = method
+        elif method == "hybrid":
+            pipeline = default_pipeline(cast(Corpus, corpus), "hybrid")
         elif method in LEGS:
-            if method not in legs:
-                raise ValueError(f"no {method!r} leg in these shards (legs: {', '.join(legs)})")
-            use = [method]
+            self._check_legs([method])
+            if vectors is None and self.encoder is not None and method in ("dense", "late"):
+                vectors = self.encoder.encode_queries(queries)
+            if not self.handles:
+                return [[] for _ in queries]
+            return self._leg(queries, k, method, vectors, filter)
         else:
-            raise ValueError(f"unknown method {method!r}; use hybrid or one of {', '.join(legs)}")
-        if vectors is None and self.encoder is not None and {"dense", "late"} & set(use):
-            vectors = self.encoder.encode_queries(queries)
+            raise ValueError(f"unknown method {method!r}; use hybrid, one of {', '.join(legs)} "
+                             "or a Pipeline")
+        if pipeline.rerankers:
+            raise ValueError("rerank stages are not run over shards: search with the legs and "
+                             "rerank the results, or merge the shards (fastrag merge)")
+        self._check_legs([r.method for r in pipeline.retrievers])
         if not self.handles:
             return [[] for _ in queries]
-        depth_ = k if len(use) == 1 else max(k, depth)
-        per_leg = {leg: self._leg(queries, depth_, leg, vectors, filter) for leg in use}
-        if len(use) == 1:
-            return per_leg[use[0]]
-        out = []
-        for qi in range(len(queries)):
-            rankings = [[(r.id, r.score) for r in per_leg[leg][qi]] for leg in use]
-            best: dict[str, Result] = {}
-            stages: dict[str, dict[str, StageScore]] = {}
-            for leg in use:
-                for rank, r in enumerate(per_leg[leg][qi], start=1):
-                    best.setdefault(r.id, r)
-                    stages.setdefault(r.id, {})[leg] = StageScore(r.score, rank)
-            results = []
-            for rank, (doc, score) in enumerate(rrf(rankings, k=rrf_k)[:k], start=1):
-                r = best[doc]
-                st = dict(stages[doc])
-                st["fusion"] = StageScore(float(score), rank)
-                results.append(Result(r.id, float(score), r.text, r.metadata, r.span, st))
-            out.append(results)
-        return out
+        # a pipeline without rerank stages, in Python (corpus.native is False), reads only
+        # what FanOutCorpus answers: legs, languages, index(leg).search, allowed_chunks,
+        # chunks_of and texts_of (no chunk table, no stored vectors)
+        return pipeline.search_batch(cast(Corpus, corpus), queries, k=k, filter=filter,
+                                     explain=explain, vectors=vectors, threads=1)
+
+    def _check_legs(self, names: Sequence[str]) -> None:
+        legs = self.legs()
+        if not names:
+            raise ValueError(f"give at least one leg (legs: {', '.join(legs)})")
+        for name in names:
+            if name not in legs:
+                raise ValueError(f"no {name!r} leg in these shards (legs: {', '.join(legs)})")
 
     def _leg(self, queries: list[str], k: int, leg: str, vectors: np.ndarray | None,
              filter: Mapping[str, Any] | None = None) -> list[list[Result]]:
@@ -332,6 +436,46 @@ class ShardedCollection:
                 errors[name] = e
         return out, errors
 
+    def leg_search(self, leg: str, query: Any, k: int, filter: Mapping[str, Any] | None,
+                   options: dict[str, Any]) -> list[tuple[int, float, ChunkHit]]:
+        """One leg's best k chunks over every shard for one query: each shard's best k,
+        merged by score, then shard order, then rank (one index's order of ties), with the
+        router's chunk ids (`SHARD_BITS`)."""
+        parts, errors = self._fan_out(lambda h: h.leg_search(leg, query, k, filter, options))
+        if errors:
+            self._lost(errors, "searching")
+        keyed = []
+        for name, rows in parts.items():
+            pos = self.positions[name]
+            keyed += [(-row[1], pos, rank, row) for rank, row in enumerate(rows)]
+        out = []
+        for _, pos, _, (chunk, score, doc, start, end) in heapq.nsmallest(k, keyed,
+                                                                          key=lambda t: t[:3]):
+            gid = pos << SHARD_BITS | chunk
+            out.append((gid, score, ChunkHit(gid, doc, start, end)))
+        return out
+
+    def documents(self, doc_ids: Sequence[str], shards: Mapping[str, int]
+                  ) -> dict[str, Document]:
+        """The documents `doc_ids`, each read from the shard (position) `shards` names."""
+        wanted: dict[str, list[str]] = {}
+        names = self.manifest.shards
+        for d in doc_ids:
+            if d in shards:
+                wanted.setdefault(names[shards[d]], []).append(d)
+        out: dict[str, Document] = {}
+        for name, ids in wanted.items():
+            handle = self.handles.get(name)
+            if handle is None:
+                continue
+            try:
+                out.update(handle.documents(ids))
+            except (ValueError, TypeError):
+                raise
+            except Exception as e:  # files gone or damaged, an actor died
+                self._lost({name: e}, "reading documents")
+        return out
+
     def _pool(self) -> ThreadPoolExecutor:
         if self._threads is None:
             self._threads = ThreadPoolExecutor(max_workers=min(32, len(self.manifest.shards)),
@@ -356,3 +500,99 @@ class ShardedCollection:
 
     def __exit__(self, *_: Any) -> None:
         self.close()
+
+
+class _Hit:
+    __slots__ = ("id", "score")
+
+    def __init__(self, id: int, score: float) -> None:
+        self.id, self.score = id, score
+
+
+class _FanOutLeg:
+    """A leg of a `FanOutCorpus`: ``search`` asks every shard and merges (see
+    `ShardedCollection.leg_search`)."""
+
+    def __init__(self, corpus: FanOutCorpus, leg: str) -> None:
+        self.corpus, self.leg = corpus, leg
+
+    def __len__(self) -> int:
+        return sum(p["legs"].get(self.leg, 0) for p in self.corpus.router.profiles.values())
+
+    def search(self, query: Any, k: int, *, filter: Any = None,
+               **options: Any) -> list[list[_Hit]]:
+        spec = filter.spec if isinstance(filter, _Allowed) else None
+        if filter is not None and spec is None:
+            raise TypeError("a sharded corpus filters by metadata (Collection.search's filter)")
+        return [self.corpus.keep(self.corpus.router.leg_search(self.leg, query, k, spec,
+                                                               options))]
+
+
+class _Allowed:
+    """What `FanOutCorpus.allowed_chunks` gives a pipeline: the metadata filter itself, which
+    every shard applies (the chunk ids it allows stay in the shards)."""
+
+    def __init__(self, spec: Mapping[str, Any]) -> None:
+        self.spec = spec
+
+
+class FanOutCorpus:
+    """The `Corpus` a pipeline searches over a sharded collection: each leg's search fans out
+    to the shards (chunk ids: shard position << `SHARD_BITS` | the shard's chunk id), the
+    chunks found are remembered for `chunks_of`, documents are read from their shard.
+    Searched in Python (``native = False``); made for one search call."""
+
+    native = False
+
+    def __init__(self, router: ShardedCollection) -> None:
+        self.router = router
+        self._chunks: dict[int, ChunkHit] = {}
+        self._where: dict[str, int] = {}  # document -> shard position
+
+    @property
+    def encoder(self) -> Encoder | None:
+        return self.router.encoder
+
+    def _profile(self) -> dict[str, Any]:
+        profiles = self.router.profiles
+        if not profiles:
+            return {"legs": {}, "leg_languages": {}, "encoder_languages": ["en"]}
+        return profiles[min(profiles, key=self.router.positions.__getitem__)]
+
+    @property
+    def encoder_languages(self) -> frozenset[str]:
+        return frozenset(self._profile()["encoder_languages"])
+
+    def legs(self) -> tuple[str, ...]:
+        return self.router.legs()
+
+    def leg_languages(self, leg: str) -> frozenset[str]:
+        return frozenset(self._profile()["leg_languages"].get(leg, ["en"]))
+
+    def languages(self) -> dict[str, float]:
+        """Share of chunks per language over the shards (each shard's shares by its chunks)."""
+        total = sum(p["chunks"] for p in self.router.profiles.values())
+        out: dict[str, float] = {}
+        for p in self.router.profiles.values():
+            for lang, share in p["languages"].items():
+                out[lang] = out.get(lang, 0.0) + share * p["chunks"] / max(total, 1)
+        return out
+
+    def index(self, leg: str) -> _FanOutLeg:
+        self.router._check_legs([leg])
+        return _FanOutLeg(self, leg)
+
+    def allowed_chunks(self, spec: Mapping[str, Any]) -> _Allowed:
+        return _Allowed(spec)
+
+    def keep(self, found: list[tuple[int, float, ChunkHit]]) -> list[_Hit]:
+        for gid, _, hit in found:
+            self._chunks[gid] = hit
+            self._where[hit.doc] = gid >> SHARD_BITS
+        return [_Hit(gid, score) for gid, score, _ in found]
+
+    def chunks_of(self, chunk_ids: Iterable[int]) -> dict[int, ChunkHit]:
+        return {c: self._chunks[c] for c in chunk_ids if c in self._chunks}
+
+    def texts_of(self, doc_ids: Iterable[str]) -> dict[str, Document]:
+        return self.router.documents(list(doc_ids), self._where)

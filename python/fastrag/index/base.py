@@ -117,6 +117,21 @@ class IdIndex:
             self._ids.remove(internal)
         return int(n)
 
+    def rename(self, mapping: Mapping[DocId, DocId]) -> None:
+        """Gives every live document a new id: ``mapping[old id]`` (every live id must be a
+        key; the new ids must all differ). The vectors, postings and graph stay as they are
+        (deleted slots stay deleted): merging shards renames a shard's chunk ids to those of
+        the merged collection. Nothing changes on a bad mapping (KeyError / ValueError)."""
+        with self._write_lock, self._renumber_lock.write():
+            slots = self._ids.to_json()
+            missing = [d for d in slots if d is not None and d not in mapping]
+            if missing:
+                raise KeyError(f"rename: no new id for {len(missing)} ids ({missing[:3]})")
+            renamed = [None if d is None else mapping[d] for d in slots]
+            live = IdMap().new_ids([d for d in renamed if d is not None], len(self._ids))
+            it = iter(live)  # checked: str or int, all different
+            self._ids = IdMap([None if d is None else next(it) for d in renamed])
+
     def compact(self, **options: Any) -> None:
         """Drops deleted documents and renumbers the internal ids."""
         with self._write_lock, self._renumber_lock.write():

@@ -207,6 +207,21 @@ class DenseIndex(IdIndex):
         """"float32", "int8" or "float16"."""
         return str(self._core.storage)
 
+    @property
+    def M(self) -> int:
+        """Graph degree (links per node)."""
+        return int(self._core.M)
+
+    @property
+    def ef_construction(self) -> int:
+        """The beam width while building."""
+        return int(self._core.ef_construction)
+
+    @property
+    def rescore(self) -> bool:
+        """Whether float32 vectors are kept next to int8 / float16 ones for rescoring."""
+        return bool(self._core.keep_float)
+
     # ------------------------------------------------------------------ building
     def add(
         self,

@@ -90,6 +90,10 @@ class Corpus(Protocol):
 
     Legs are named indexes over chunk ids: ``"bm25"`` (a `fastrag.BM25`), ``"dense"`` (a
     `fastrag.DenseIndex` of the corpus's encoder).
+
+    A corpus whose legs are not indexes in this process (a sharded collection's router:
+    each leg's search fans out to the shards) sets ``native = False``: a pipeline then runs
+    it stage by stage in Python, calling only ``index(leg).search`` and ``len``.
     """
 
     @property

@@ -254,7 +254,9 @@ class Pipeline:
                          else corpus.encoder.encode_queries(texts))
                 encode += time.perf_counter() - t1
             t1 = time.perf_counter()
-            native_ok = native.supported(self.fusion, self.fusion_options, legs)
+            # a corpus may say it has no native form (a sharded corpus: its legs fan out)
+            native_ok = getattr(corpus, "native", True) and native.supported(
+                self.fusion, self.fusion_options, legs)
             if native_ok and not rerankers:
                 found = self._native(corpus, legs, texts, qvecs, allow, k, explain, threads)
             elif native_ok and not explain:
