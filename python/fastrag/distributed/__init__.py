@@ -16,7 +16,8 @@ from fastrag.distributed.manifest import (
     is_sharded,
 )
 from fastrag.distributed.merge import merge_shards
-from fastrag.distributed.router import LocalShard, ShardedCollection, merge_stats, merge_topk
+from fastrag.distributed.router import ShardedCollection
+from fastrag.distributed.shards import LocalShard, merge_stats, merge_topk
 
 __all__ = [
     "LocalShard",

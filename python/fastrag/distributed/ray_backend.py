@@ -144,7 +144,7 @@ class ShardActor:
 
     def __init__(self, path: str, encoder: Any, quantize: str | None, mmap: bool) -> None:
         from fastrag.distributed.build import make_encoder
-        from fastrag.distributed.router import LocalShard
+        from fastrag.distributed.shards import LocalShard
 
         enc = make_encoder(encoder, threads=1,
                            quantize=quantize if isinstance(encoder, str) else None)
