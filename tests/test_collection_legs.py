@@ -141,6 +141,42 @@ def test_bm42_late_and_token_legs_from_one_chunk_pass(
     col.close()
 
 
+def test_late_vectors_of_one_chunk_documents_come_from_the_token_pass(
+    minilm: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A document that is one chunk, seen whole by the collection's token pass, takes its
+    late vector from that pass (the same input as its own pass): only the other documents
+    run the document pass, and every late vector equals the document pass's."""
+    long_doc = " ".join(f"panel flutter mode {i} couples with the airflow." for i in range(60))
+    docs = {**DOCS, "long": long_doc}  # over the model's window: several chunks
+    col = Collection.create(tmp_path / "c", encoder=minilm, late_chunking=True,
+                            token_vectors=True, chunk_chars=100_000)
+    late = LateChunker(minilm)
+    passed: list[str] = []
+    original = LateChunker.token_embeddings
+
+    def counted(self: LateChunker, texts: list[str], *a: Any, **kw: Any) -> Any:
+        passed.extend(texts)
+        return original(self, texts, *a, **kw)
+
+    monkeypatch.setattr(LateChunker, "token_embeddings", counted)
+    col.add(list(docs.values()), ids=list(docs))
+    monkeypatch.undo()
+    assert passed == [long_doc]  # the short documents were not encoded again
+    rows = chunks_of(col)
+    assert {d for _, d, *_ in rows if d != "long"} == set(DOCS)
+    assert sum(d == "long" for _, d, *_ in rows) > 1
+    for c, d, s, e in rows:
+        want = late.pool([Chunk(docs[d][s:e], s, e)], late.token_embeddings([docs[d]])[0])
+        np.testing.assert_allclose(col.index("late").get_vector(c), want[0][1], atol=2e-5)
+    # a pass that did not hold the whole text (truncated at the window) is not used
+    assert late.pool_whole(minilm.token_vectors([long_doc])[0], long_doc) is None
+    one = DOCS["sh"]
+    np.testing.assert_allclose(late.pool_whole(minilm.token_vectors([one])[0], one),
+                               late.pool([Chunk(one, 0, len(one))],
+                                         late.token_embeddings([one])[0])[0][1], atol=2e-5)
+
+
 def test_splade_leg(splade: Any, tmp_path: Path) -> None:
     col = Collection.create(tmp_path / "c", encoder=FakeEncoder(), sparse="splade",
                             splade=splade)

@@ -142,7 +142,7 @@ def encode(
     if splade is not None:
         out.splade = splade.encode_documents(chunk_texts)
     if "late" in legs:
-        out.late = _late_vectors(encoder, texts, spans, out.dense)
+        out.late = _late_vectors(encoder, texts, spans, out.dense, tvs if token_pass else None)
     return out
 
 
@@ -154,16 +154,35 @@ def _pools_tokens(encoder: Any) -> bool:
 
 def _late_vectors(encoder: Any, texts: Sequence[str],
                   spans: Sequence[Sequence[tuple[int, int]]],
-                  dense: np.ndarray | None) -> np.ndarray:
+                  dense: np.ndarray | None, tokens: Sequence[Any] | None = None) -> np.ndarray:
     """Late-chunking vectors of every chunk: each document through the encoder whole (in
     windows when long), each chunk the mean of its tokens. A chunk with no token in the
     document's pass (it can happen to a chunk of only spaces or symbols) takes its own
-    dense vector."""
+    dense vector. `tokens`: the token pass over the chunks (`TokenVectors` per chunk), when
+    the collection ran one: a document that is one chunk seen whole by that pass takes its
+    vector from it (the same input as the document's own pass, so the same numbers), and
+    only the other documents are encoded again."""
     late = LateChunker(encoder)
-    docs = late.token_embeddings(list(texts))
+    whole: dict[int, np.ndarray] = {}  # document -> its one chunk's vector from the token pass
+    if tokens is not None:
+        n = 0
+        for i, (text, sp) in enumerate(zip(texts, spans, strict=True)):
+            if len(sp) == 1 and not text[: sp[0][0]].strip() and not text[sp[0][1]:].strip():
+                vec = late.pool_whole(tokens[n], text[sp[0][0] : sp[0][1]])
+                if vec is not None:
+                    whole[i] = vec
+            n += len(sp)
+    rest = [i for i in range(len(texts)) if i not in whole]
+    passes = (dict(zip(rest, late.token_embeddings([texts[i] for i in rest]), strict=True))
+              if rest else {})
     rows = []
     n = 0
-    for text, sp, doc in zip(texts, spans, docs, strict=True):
+    for i, (text, sp) in enumerate(zip(texts, spans, strict=True)):
+        if i in whole:
+            rows.append(whole[i])
+            n += 1
+            continue
+        doc = passes[i]
         chunks = [Chunk(text[s:e], s, e) for s, e in sp]
         pooled = {(c.start, c.end): v for c, v in late.pool(chunks, doc)}
         for s, e in sp:

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from fastrag.encoders.base import check_texts
-from fastrag.encoders.models import TextEncoder
+from fastrag.encoders.models import TextEncoder, TokenVectors
 from fastrag.encoders.onnx import caller_level
 from fastrag.encoders.pooling import mean_pool_spans
 from fastrag.text.chunking import (
@@ -365,6 +365,23 @@ class LateChunker:
         norms = np.linalg.norm(pooled, axis=1, keepdims=True)
         np.divide(pooled, norms, out=pooled, where=norms > 0)
         return [(c, pooled[k]) for k, c in enumerate(chunks) if valid[k]]
+
+    def pool_whole(self, tokens: TokenVectors, text: str) -> np.ndarray | None:
+        """The late-chunking vector of a document that is one chunk, `text`, from a pass of
+        the encoder over that text alone (`TextEncoder.token_vectors`, as a collection's
+        token legs run it): the same input as the document's own pass, so the same tokens
+        pooled the same way. None when that pass did not hold the whole text (truncated at
+        the model's window) or no token of it: the document then needs its own pass."""
+        offsets, at = tokens.offsets, tokens.prompt_chars
+        real = (offsets[:, 1] > offsets[:, 0]) & (offsets[:, 0] >= at)
+        if not real.any() or int(offsets[real, 1].max()) - at != len(text.rstrip()):
+            return None
+        n = len(tokens.ids)
+        doc = DocumentTokens(ids=np.asarray(tokens.ids, dtype=np.int64), offsets=offsets,
+                             vectors=tokens.vectors, windows=np.array([[0, n]], dtype=np.int64),
+                             owner=np.zeros(n, dtype=np.int64), prompt_chars=at)
+        found = self.pool([Chunk(text, 0, len(text))], doc)
+        return found[0][1] if found else None
 
     # ------------------------------------------------------------------ token vectors
     def _layout(self, text: str) -> _Layout:
