@@ -639,14 +639,25 @@ bool HnswIndex::connect(std::uint32_t node, std::uint32_t id, int level, Scratch
     unlock_links(node);
     return true;
   }
-  // Full: choose again among the old links and the new one, seen from `node`.
-  std::vector<float> row(pdim_);
-  float_row(node, row.data());
-  prepare(row.data(), 0, s.q2, false);
-  std::vector<Cand> cands;
-  cands.reserve(cnt + 1);
-  for (std::uint32_t j = 1; j <= cnt; ++j) cands.push_back({ops_->dist(*this, s.q2, l[j]), l[j]});
-  const Cand fresh{ops_->dist(*this, s.q2, id), id};
+  // Full: choose again among the old links and the new one, seen from `node`. With float32
+  // rows the distances are taken between the rows themselves (no prepared query to make).
+  std::vector<Cand>& cands = s.relink;
+  cands.clear();
+  const bool rows = has_f32();
+  const bool l2 = p_.metric == Metric::L2;
+  if (!rows) {
+    std::vector<float>& row = s.row2;
+    row.resize(pdim_);
+    float_row(node, row.data());
+    prepare(row.data(), 0, s.q2, false);
+  }
+  auto dist = [&](std::uint32_t v) {
+    if (!rows) return ops_->dist(*this, s.q2, v);
+    return l2 ? ops_->l2(f32_row(node), f32_row(v), pdim_)
+              : -ops_->dot(f32_row(node), f32_row(v), pdim_);
+  };
+  for (std::uint32_t j = 1; j <= cnt; ++j) cands.push_back({dist(l[j]), l[j]});
+  const Cand fresh{dist(id), id};
   cands.push_back(fresh);
   std::sort(cands.begin(), cands.end(), [](const Cand& a, const Cand& b) {
     return a.dist < b.dist || (a.dist == b.dist && a.id < b.id);
@@ -837,6 +848,17 @@ void HnswIndex::search(const float* queries, std::size_t n, const DenseSearchOpt
   });
 }
 
+void HnswIndex::prefetch_r8(const std::vector<Cand>& cands) const {
+  // The int8 rows that rescore live apart from the walk's records: ask for all of them
+  // before the first is scored, so that their misses overlap. (The empty volatile asm keeps
+  // GCC from deleting a loop of prefetches; see prefetch_bytes in hnsw_kernels.inl.)
+  for (const Cand& c : cands)
+    for (std::uint32_t off = 0; off < pdim_; off += 64) {
+      __builtin_prefetch(r8_row(c.id) + off);
+      __asm__ __volatile__("");
+    }
+}
+
 void HnswIndex::search_one(const float* q, const DenseSearchOptions& opt, Scratch& s,
                            std::int64_t* ids, float* scores) const {
   std::vector<float>& row = s.row;
@@ -867,6 +889,7 @@ void HnswIndex::search_one(const float* q, const DenseSearchOptions& opt, Scratc
       // The walk may have compared bytes with bytes (VNNI), or int4 codes: score the results
       // with the float query against the int8 rows, as exact search does.
       s.q.bytes = false;
+      if (p_.storage == Storage::I4) prefetch_r8(res);
       for (Cand& c : res) c.dist = ops_->dist(*this, s.q, c.id);
       std::sort(res.begin(), res.end(), [](const Cand& a, const Cand& b) {
         return a.dist < b.dist || (a.dist == b.dist && a.id < b.id);
@@ -884,6 +907,7 @@ void HnswIndex::search_one(const float* q, const DenseSearchOptions& opt, Scratc
                       : -ops_->dot(f32_row(c.id), row.data(), pdim_);
       } else {
         prepare(row.data(), 0, s.q2, false);
+        if (p_.storage == Storage::I4) prefetch_r8(res);
         for (Cand& c : res) c.dist = ops_->dist(*this, s.q2, c.id);
       }
       std::sort(res.begin(), res.end(), [](const Cand& a, const Cand& b) {

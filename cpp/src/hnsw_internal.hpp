@@ -88,10 +88,10 @@ class VisitedSet {
 
 struct HnswIndex::Scratch {
   VisitedSet visited;
-  std::vector<Cand> cands, top, result, pool;
+  std::vector<Cand> cands, top, result, pool, relink;
   std::vector<std::uint32_t> neighbours;
   QueryPrep q, q2, q3;
-  std::vector<float> row;
+  std::vector<float> row, row2;
 };
 
 // The kernels of one instruction set (hnsw_kernels.inl compiled three times).

@@ -80,8 +80,9 @@ inline std::int32_t dot_u4s8(const std::uint8_t* c, const std::int8_t* te, const
   const __m512i low = _mm512_set1_epi8(0x0f);
   __m512i a0 = _mm512_setzero_si512(), a1 = _mm512_setzero_si512();
   for (std::size_t i = 0; i < nb; i += 64) {
-    const __mmask64 m = (nb - i) >= 64 ? ~__mmask64{0} : ((__mmask64{1} << (nb - i)) - 1);
-    const __m512i x = _mm512_maskz_loadu_epi8(m, c + i);
+    // Whole vectors but the last: the mask costs a few instructions per load.
+    const __m512i x = nb - i >= 64 ? _mm512_loadu_si512(c + i)
+                                   : _mm512_maskz_loadu_epi8((__mmask64{1} << (nb - i)) - 1, c + i);
     const __m512i lo = _mm512_and_si512(x, low);
     const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(x, 4), low);
     const __m512i e = _mm512_loadu_si512(te + i), o = _mm512_loadu_si512(to + i);

@@ -167,6 +167,7 @@ class HnswIndex {
   void insert(std::uint32_t id, Scratch& s, bool relink);
   void relink(std::uint32_t id, Scratch& s);
   std::uint32_t prepare_batch_locked(std::size_t n, const float* rows);
+  void prefetch_r8(const std::vector<Cand>& cands) const;
   void search_one(const float* q, const DenseSearchOptions& opt, Scratch& s, std::int64_t* ids,
                   float* scores) const;
   int draw_level();
