@@ -1369,6 +1369,30 @@ def test_kernel_parity(kernel_indexes, kernels, storage):
             )
 
 
+@pytest.mark.parametrize("metric", METRICS)
+def test_int4_walk_is_the_same_with_every_kernel_set(tmp_path, kernel_indexes, metric):
+    """The int4 walk's dot products are integers, so every kernel set walks one graph the same
+    way: one index built with the generic kernels, loaded with each set, gives the same beams
+    (40 dimensions: 20 bytes of codes, the vector kernels' tails). A prefix walk too."""
+    x, q, _ = kernel_indexes
+    path = str(tmp_path / "int4.frdx")
+    with_kernels("generic", lambda: build(x, metric, "int4")).save(path, b"")
+    ref = None
+    for kernels in KERNELS:
+        index = with_kernels(kernels, lambda: HnswIndex.load(path)[0])
+        if index.stats()["kernels"] != kernels:
+            continue
+        got = [index.search(q, k=16, ef=16, dims=dims) for dims in (0, 16)]
+        if ref is None:
+            ref = got
+            exact = index.search(q, k=10, exact=True)[0]
+            assert recall(index.search(q, k=10, ef=64)[0], exact) >= 0.95
+            continue
+        for (ids, scores), (ref_ids, ref_scores) in zip(got, ref, strict=True):
+            assert recall(ids, ref_ids) >= 0.99, kernels  # equal up to near ties of the rescoring
+            np.testing.assert_allclose(scores, ref_scores, rtol=RTOL, atol=ATOL, err_msg=kernels)
+
+
 def test_kernel_selection(kernel_indexes):
     x = kernel_indexes[0]
     best = with_kernels(None, lambda: HnswIndex(8).stats()["kernels"])

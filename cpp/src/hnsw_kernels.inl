@@ -78,25 +78,24 @@ inline std::int32_t dot_u8s8(const std::int8_t* c, const std::int8_t* t, std::si
 inline std::int32_t dot_u4s8(const std::uint8_t* c, const std::int8_t* te, const std::int8_t* to,
                              std::size_t nb) {
   const __m512i low = _mm512_set1_epi8(0x0f);
-  __m512i a0 = _mm512_setzero_si512(), a1 = _mm512_setzero_si512();
-  for (std::size_t i = 0; i < nb; i += 64) {
-    // Whole vectors but the last: the mask costs a few instructions per load.
-    const __m512i x = nb - i >= 64 ? _mm512_loadu_si512(c + i)
-                                   : _mm512_maskz_loadu_epi8((__mmask64{1} << (nb - i)) - 1, c + i);
+  __m512i acc = _mm512_setzero_si512();
+  auto step = [&](__m512i x, std::size_t i) {
     const __m512i lo = _mm512_and_si512(x, low);
     const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(x, 4), low);
     const __m512i e = _mm512_loadu_si512(te + i), o = _mm512_loadu_si512(to + i);
 #if defined(__AVX512VNNI__)
-    a0 = _mm512_dpbusd_epi32(a0, lo, e);
-    a1 = _mm512_dpbusd_epi32(a1, hi, o);
+    acc = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(acc, lo, e), hi, o);
 #else
     // Pairs of products (at most 2 x 15 x 128) fit int16; then pairs of those into int32.
     const __m512i ones = _mm512_set1_epi16(1);
-    a0 = _mm512_add_epi32(a0, _mm512_madd_epi16(_mm512_maddubs_epi16(lo, e), ones));
-    a1 = _mm512_add_epi32(a1, _mm512_madd_epi16(_mm512_maddubs_epi16(hi, o), ones));
+    acc = _mm512_add_epi32(acc, _mm512_madd_epi16(_mm512_maddubs_epi16(lo, e), ones));
+    acc = _mm512_add_epi32(acc, _mm512_madd_epi16(_mm512_maddubs_epi16(hi, o), ones));
 #endif
-  }
-  return _mm512_reduce_add_epi32(_mm512_add_epi32(a0, a1));
+  };
+  std::size_t i = 0;
+  for (; i + 64 <= nb; i += 64) step(_mm512_loadu_si512(c + i), i);
+  if (i < nb) step(_mm512_maskz_loadu_epi8((__mmask64{1} << (nb - i)) - 1, c + i), i);
+  return _mm512_reduce_add_epi32(acc);
 }
 inline float dot_f16(const std::uint16_t* h, const float* q, std::size_t n) {
   __m512 s0 = _mm512_setzero_ps();
@@ -281,9 +280,12 @@ inline float i4_prefix_norm(const HnswIndex& ix, std::uint32_t id, std::uint32_t
 }
 
 // int4 storage: the walk's estimate from the int4 codes.
+inline float i4_dot(const HnswIndex& ix, const std::int8_t* t, std::size_t half, float qs, float c,
+                    std::uint32_t n, std::uint32_t id) {
+  return qs * float(dot_u4s8(ix.i4_row(id), t, t + half, n / 2)) + c;
+}
 inline float i4_distance(const HnswIndex& ix, const QueryPrep& q, std::uint32_t id, bool l2) {
-  const float dot =
-      q.qs4 * float(dot_u4s8(ix.i4_row(id), q.t4.data(), q.t4.data() + q.half, q.n / 2)) + q.c4;
+  const float dot = i4_dot(ix, q.t4.data(), q.half, q.qs4, q.c4, q.n, id);
   if (!l2) return -dot;
   return (q.n == ix.padded_dim() ? ix.i8_norm(id) : i4_prefix_norm(ix, id, q.n)) - 2.0f * dot +
          q.qnorm;
@@ -379,8 +381,19 @@ inline void with_distance(const HnswIndex& ix, const QueryPrep& q, Fn&& fn) {
     if (l2) fn([&ix, v, n](std::uint32_t id) { return l2_f16(ix.f16_row(id), v, n); });
     else fn([&ix, v, n](std::uint32_t id) { return -dot_f16(ix.f16_row(id), v, n); });
   } else if (p.storage == Storage::I4 && q.bytes) {
-    if (l2) fn([&ix, &q](std::uint32_t id) { return i4_distance(ix, q, id, true); });
-    else fn([&ix, &q](std::uint32_t id) { return i4_distance(ix, q, id, false); });
+    if (l2) {
+      fn([&ix, &q](std::uint32_t id) { return i4_distance(ix, q, id, true); });
+    } else {
+      // The query's fields copied into the function object: the compiler cannot keep them
+      // in registers through a reference (the walk's stores might alias them).
+      const std::int8_t* t = q.t4.data();
+      const std::size_t half = q.half;
+      const float qs = q.qs4, c = q.c4;
+      const std::uint32_t dims = q.n;
+      fn([&ix, t, half, qs, c, dims](std::uint32_t id) {
+        return -i4_dot(ix, t, half, qs, c, dims, id);
+      });
+    }
 #if defined(__AVX512VNNI__)
   } else if (!l2 && q.bytes) {
     const std::int8_t* t = q.t.data();
