@@ -869,6 +869,21 @@ def test_newer_format_version_is_refused(tmp_path, small_file):
             HnswIndex.load(write(tmp_path / "v.frdx", bytes(bad)))
 
 
+def test_int4_file_damage_is_refused(tmp_path, golden_dir):
+    """An int4 index read as version 1 (which has no int8-row sections), or with a bad int8
+    step, is refused with IndexFormatError, copied and mapped."""
+    data = (golden_dir / "dense_v2_int4.frdx").read_bytes()
+    as_v1 = bytearray(data)
+    as_v1[8:12] = (1).to_bytes(4, "little")
+    step_off = section_table(data)[12][2]  # kRStep: the int8 steps
+    nan_step = bytearray(data)
+    nan_step[step_off : step_off + 4] = np.float32(np.nan).tobytes()
+    for bad, what in ((as_v1, "int4 storage.s int8"), (nan_step, "int8 steps")):
+        for mmap in (False, True):
+            with pytest.raises(fastrag.IndexFormatError, match=what):
+                HnswIndex.load(write(tmp_path / "bad.frdx", reseal(bad)), mmap=mmap)
+
+
 def test_missing_file_and_directory(tmp_path):
     for mmap in (False, True):
         with pytest.raises(OSError, match="no such index file"):
