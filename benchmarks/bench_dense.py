@@ -3,13 +3,14 @@
     python benchmarks/bench_dense.py [--quick | --smoke] [--json PATH] [--data DIR]
                                      [--n 200000] [--skip real synthetic]
 
-Same vectors, same M and ef_construction for every engine; builds on 2 threads; queries on one
-thread in one batch call. Recall@10 is measured against exact search (numpy matmul). For each
-engine and ef the script prints recall@10 and queries/s, then the QPS at the smallest ef that
-reaches recall 0.95. Quantised keys (`*_quantized_*`) take the fastest of fastrag's quantised
-configurations (int8 codes with float32 rescoring, int8 codes only, int4 codes walked with
-int8 rescoring) at recall 0.95; `memory_ratio_vs_hnswlib_quantized_*` is that configuration's
-memory over hnswlib's (lower is better). usearch runs as f32 and as i8 (its own quantisation).
+Same vectors, same M and ef_construction for every engine; builds on 2 threads (wall time);
+queries on one thread in one batch call, timed in CPU time of the process (best of 3).
+Recall@10 is measured against exact search (numpy matmul). For each engine and ef the script
+prints recall@10 and queries/s, then the QPS at the smallest ef that reaches recall 0.95.
+Quantised keys (`*_quantized_*`) take the fastest of fastrag's quantised configurations (int8
+codes with float32 rescoring, int8 codes only, int4 codes walked with int8 rescoring) at
+recall 0.95; `memory_ratio_vs_hnswlib_quantized_*` is that configuration's memory over
+hnswlib's (lower is better). usearch runs as f32 and as i8 (its own quantisation).
 Real vectors: all-MiniLM-L6-v2 embeddings of the cranfield and jsquad-valid corpora
 (benchmarks/embeddings.py, computed with sentence-transformers), their queries as queries.
 Synthetic: a seeded Gaussian mixture (1,000 centres, unit noise) with a power-law spectrum
@@ -62,10 +63,15 @@ def recall(found: np.ndarray, truth: np.ndarray) -> float:
 
 
 def timed(repeat: int, fn, *args, **kwargs) -> tuple[float, object]:
-    """Best wall time of `repeat` calls of fn(*args, **kwargs) after one warm-up call, and the
-    warm-up's result."""
+    """Best CPU time of the process over `repeat` calls of fn(*args, **kwargs) after one
+    warm-up call, and the warm-up's result. Every engine searches on one thread, so CPU time is
+    its time on one core; on a shared machine wall time also counts the time other processes
+    hold that core, which swung single runs of one engine by 2x (until 2026-12-06 this was
+    the best wall time)."""
     out = fn(*args, **kwargs)
-    return measure(lambda: fn(*args, **kwargs), warmup=0, repeats=repeat).best, out
+    return measure(
+        lambda: fn(*args, **kwargs), warmup=0, repeats=repeat, clock=time.process_time
+    ).best, out
 
 
 def exact_truth(data: np.ndarray, queries: np.ndarray) -> np.ndarray:

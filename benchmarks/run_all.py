@@ -102,7 +102,8 @@ def run_one(script: Path, mode: str, out: Path, args: argparse.Namespace) -> dic
     entry: dict[str, Any] = {
         "script": name,
         "command": " ".join(
-            ["python", f"benchmarks/{script.name}", *(c for c in cmd[4:] if c != str(args.data))]
+            ["python", f"benchmarks/{script.name}",
+             *(c for c in cmd[4:] if c not in (str(args.data), "--data"))]
             + (["--data", "DIR"] if "--data" in cmd else [])
         ),
         "json": str(raw.relative_to(out)),
