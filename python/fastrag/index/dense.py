@@ -280,7 +280,7 @@ class DenseIndex(IdIndex):
 
     def get_vector(self, doc_id: DocId) -> np.ndarray:
         """The stored vector of an id (normalised for cosine; dequantised for int8 storage
-        without rescoring)."""
+        without rescoring, and from the int8 codes for int4 storage without rescoring)."""
         (internal,) = self._ids.lookup([doc_id]).tolist()
         return np.asarray(self._core.get_vector(internal))
 
