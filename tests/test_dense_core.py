@@ -32,6 +32,8 @@ STORAGES = {
     "int8+float": ("int8", True),
     "int8": ("int8", False),
     "float16": ("float16", False),
+    "int4": ("int4", False),  # int4 codes walked, int8 rows rescore
+    "int4+float": ("int4", True),
 }
 DIM, N, N_QUERIES = 64, 6000, 300
 RTOL, ATOL = 1e-5, 1e-4
@@ -311,7 +313,7 @@ def test_single_threaded_build_is_reproducible(clustered):
 
 
 # ---------------------------------------------------------------------------- deletes
-DELETE_CASES = [("cosine", "float32"), ("l2", "int8"), ("ip", "float16")]
+DELETE_CASES = [("cosine", "float32"), ("l2", "int8"), ("ip", "float16"), ("ip", "int4")]
 
 
 @pytest.mark.parametrize(("metric", "variant"), DELETE_CASES)
@@ -561,7 +563,7 @@ def matryoshka():
     return x, q, {m: reference_scores(x, q, m) for m in METRICS}
 
 
-@pytest.mark.parametrize("variant", ["float32", "int8+float", "float16"])
+@pytest.mark.parametrize("variant", ["float32", "int8+float", "float16", "int4+float"])
 @pytest.mark.parametrize("metric", METRICS)
 def test_funnel_rescores_the_prefix_candidates(matryoshka, metric, variant):
     x, q, refs = matryoshka
@@ -646,7 +648,7 @@ def test_rescore_smaller_than_k_still_returns_k_results(clustered, built):
 
 
 # ---------------------------------------------------------------------------- files
-ROUND_TRIP = ["float32", "int8+float", "int8", "float16", "float16+float"]
+ROUND_TRIP = ["float32", "int8+float", "int8", "float16", "float16+float", "int4", "int4+float"]
 
 
 def variant_params(variant: str) -> tuple[str, bool]:
@@ -860,11 +862,26 @@ def test_foreign_files(tmp_path, small_file, golden_dir):
 
 def test_newer_format_version_is_refused(tmp_path, small_file):
     data = small_file[0]
-    for version in (2, 0, 0xFFFFFFFF):
+    for version in (3, 0, 0xFFFFFFFF):
         bad = bytearray(data)
         bad[8:12] = version.to_bytes(4, "little")
         with pytest.raises(fastrag.IndexFormatError, match="version"):
             HnswIndex.load(write(tmp_path / "v.frdx", bytes(bad)))
+
+
+def test_int4_file_damage_is_refused(tmp_path, golden_dir):
+    """An int4 index read as version 1 (which has no int8-row sections), or with a bad int8
+    step, is refused with IndexFormatError, copied and mapped."""
+    data = (golden_dir / "dense_v2_int4.frdx").read_bytes()
+    as_v1 = bytearray(data)
+    as_v1[8:12] = (1).to_bytes(4, "little")
+    step_off = section_table(data)[12][2]  # kRStep: the int8 steps
+    nan_step = bytearray(data)
+    nan_step[step_off : step_off + 4] = np.float32(np.nan).tobytes()
+    for bad, what in ((as_v1, "int4 storage.s int8"), (nan_step, "int8 steps")):
+        for mmap in (False, True):
+            with pytest.raises(fastrag.IndexFormatError, match=what):
+                HnswIndex.load(write(tmp_path / "bad.frdx", reseal(bad)), mmap=mmap)
 
 
 def test_missing_file_and_directory(tmp_path):
@@ -1011,6 +1028,8 @@ def test_random_damage_with_valid_checksum_never_crashes(tmp_path, small_file):
 # linear congruential generator), added in two calls (25 + 15), id 7 deleted, built with
 # M=4, ef_construction=16, seed=100, one thread, generic kernels. dense_v1.frdx: ip, float32.
 # dense_v1_int8.frdx: l2, int8 with the float32 rows kept. Scores are multiples of 1/64.
+# dense_v2*.frdx: the same indexes in format version 2 (same graphs), and dense_v2_int4.frdx:
+# ip, int4 codes with int8 rows for rescoring (its scores: those of the dequantised int8 rows).
 GOLDEN_QUERIES = (
     np.array(
         [
@@ -1051,7 +1070,16 @@ GOLDEN = {
         [[1, 2, 8, 11, 13, 17, 20, 34], [3, 23, 31, 2]],
     ),
 }
-GOLDEN_LEVELS = [int(c) for c in "1310030010000010000111100000011000000100"]  # both files
+GOLDEN["dense_v2.frdx"] = GOLDEN["dense_v1.frdx"]
+GOLDEN["dense_v2_int8.frdx"] = GOLDEN["dense_v1_int8.frdx"]
+GOLDEN["dense_v2_int4.frdx"] = (
+    ("ip", "int4", False),
+    [[0, 33, 13, 39, 31], [23, 15, 9, 18, 39], [35, 30, 20, 36, 17], [12, 1, 16, 5, 27]],
+    None,  # see golden_int8_rows
+    [[37, 2, 38, 10, 22, 15, 13], [2, 22, 21, 37], [5], [5]],
+    [[13, 11, 20, 17, 8, 31], [3, 23, 19, 24]],
+)
+GOLDEN_LEVELS = [int(c) for c in "1310030010000010000111100000011000000100"]  # every file
 
 
 def golden_vectors() -> np.ndarray:
@@ -1061,6 +1089,15 @@ def golden_vectors() -> np.ndarray:
         state = (state * 1103515245 + 12345) % (1 << 31)
         values.append((state >> 16) % 17 - 8)
     return (np.array(values, dtype=np.float32) / 8).reshape(40, 16)
+
+
+def golden_int8_rows() -> np.ndarray:
+    """The golden vectors as int8 codes give them back: ranges trained on the first 25
+    vectors (the first add), later values clamped to them."""
+    x = golden_vectors()
+    lo, hi = x[:25].min(0), x[:25].max(0)
+    step = (hi - lo) / np.float32(255)
+    return lo + (np.clip(np.rint((x - lo) / step) - 128, -128, 127) + 128) * step
 
 
 @pytest.mark.parametrize("mmap", [False, True])
@@ -1076,7 +1113,12 @@ def test_golden_file(golden_dir, name, mmap):
     st = index.stats()
     assert (st["n_vectors"], st["n_live"]) == (40, 39)
     assert [index.is_live(i) for i in (6, 7, 8)] == [True, False, True]
-    np.testing.assert_array_equal(stored_rows(index), golden_vectors())
+    if params[1] == "int4":  # the int8 rows that rescore
+        np.testing.assert_allclose(stored_rows(index), golden_int8_rows(), atol=1e-6)
+        ref = reference_scores(golden_int8_rows(), GOLDEN_QUERIES, "ip")
+        scores64 = np.take_along_axis(ref, np.array(ids), 1) * 64
+    else:
+        np.testing.assert_array_equal(stored_rows(index), golden_vectors())
     assert [len(levels) - 1 for levels in graph(index)] == GOLDEN_LEVELS
     assert [index.links(1, level).tolist() for level in range(4)] == node1
     assert [index.links(i).tolist() for i in (0, 39)] == nodes_0_39
@@ -1088,20 +1130,19 @@ def test_golden_file(golden_dir, name, mmap):
     ):
         got_ids, got_scores = index.search(GOLDEN_QUERIES, k=5, **options)
         assert got_ids.tolist() == ids
-        assert got_scores.tolist() == scores  # exact in float32
-    if params[1] == "int8":
-        # Without rescoring the walk compares with the int8 codes. The ranges were trained on
-        # the first 25 vectors, so later values are clamped to them: the scores are those of
-        # the dequantised rows (up to the rounding of the query by some kernels).
-        x = golden_vectors()
-        lo, hi = x[:25].min(0), x[:25].max(0)
-        step = (hi - lo) / np.float32(255)
-        rows = lo + (np.clip(np.rint((x - lo) / step) - 128, -128, 127) + 128) * step
+        if params[1] == "int4":
+            np.testing.assert_allclose(got_scores, np.array(scores), atol=1e-5)
+        else:
+            assert got_scores.tolist() == scores  # exact in float32
+    if params[1] in ("int8", "int4"):
+        # Without rescoring the walk compares with the int8 (or int4) codes. The ranges were
+        # trained on the first 25 vectors, so later values are clamped to them: the scores are
+        # those of the dequantised int8 rows (up to the rounding of the query by some kernels).
         got_ids, got_scores = index.search(GOLDEN_QUERIES, k=5, ef=64)
-        ref = reference_scores(rows, GOLDEN_QUERIES, "l2")
+        ref = reference_scores(golden_int8_rows(), GOLDEN_QUERIES, params[0])
         np.testing.assert_allclose(got_scores, np.take_along_axis(ref, got_ids, 1), atol=0.05)
         assert recall(got_ids, topk(np.where(np.arange(40) == 7, -np.inf, ref), 5)) >= 0.9
-    # A loaded version-1 index can still be updated.
+    # A loaded index (of either version) can still be updated.
     index.remove(np.array([0], dtype=np.uint32))
     assert index.add(GOLDEN_QUERIES[2:3]) == 40
     assert index.search(GOLDEN_QUERIES[2:3], k=1, ef=64)[0].tolist() == [[40]]
@@ -1126,7 +1167,7 @@ def without_links(data: bytes) -> dict[int, bytes]:
 
 
 def test_golden_generator_reproduces_the_files(tmp_path, golden_dir, monkeypatch):
-    """While fastrag writes format version 1, make_golden_dense.py writes the committed files
+    """While fastrag writes format version 2, make_golden_dense.py writes the committed files
     (so the script documents them): the same vectors, levels, deletions, metadata and extra
     bytes, and the same bytes altogether unless the way nodes are linked has changed. After a
     version bump the old files stay as they are."""
@@ -1138,7 +1179,7 @@ def test_golden_generator_reproduces_the_files(tmp_path, golden_dir, monkeypatch
     np.testing.assert_array_equal(module.vectors(), golden_vectors())
     monkeypatch.delenv("FASTRAG_KERNELS", raising=False)
     monkeypatch.setattr(module, "HERE", tmp_path)
-    keep = tmp_path / "dense_v1.frdx"
+    keep = tmp_path / "dense_v2.frdx"
     keep.write_bytes(b"keep me")
     assert module.main([]) == 0
     assert keep.read_bytes() == b"keep me"  # never overwritten without --force
@@ -1341,6 +1382,30 @@ def test_kernel_parity(kernel_indexes, kernels, storage):
             np.testing.assert_allclose(
                 scores, np.take_along_axis(ref, ids, 1), rtol=RTOL, atol=ATOL, err_msg=metric
             )
+
+
+@pytest.mark.parametrize("metric", METRICS)
+def test_int4_walk_is_the_same_with_every_kernel_set(tmp_path, kernel_indexes, metric):
+    """The int4 walk's dot products are integers, so every kernel set walks one graph the same
+    way: one index built with the generic kernels, loaded with each set, gives the same beams
+    (40 dimensions: 20 bytes of codes, the vector kernels' tails). A prefix walk too."""
+    x, q, _ = kernel_indexes
+    path = str(tmp_path / "int4.frdx")
+    with_kernels("generic", lambda: build(x, metric, "int4")).save(path, b"")
+    ref = None
+    for kernels in KERNELS:
+        index = with_kernels(kernels, lambda: HnswIndex.load(path)[0])
+        if index.stats()["kernels"] != kernels:
+            continue
+        got = [index.search(q, k=16, ef=16, dims=dims) for dims in (0, 16)]
+        if ref is None:
+            ref = got
+            exact = index.search(q, k=10, exact=True)[0]
+            assert recall(index.search(q, k=10, ef=64)[0], exact) >= 0.95
+            continue
+        for (ids, scores), (ref_ids, ref_scores) in zip(got, ref, strict=True):
+            assert recall(ids, ref_ids) >= 0.99, kernels  # equal up to near ties of the rescoring
+            np.testing.assert_allclose(scores, ref_scores, rtol=RTOL, atol=ATOL, err_msg=kernels)
 
 
 def test_kernel_selection(kernel_indexes):

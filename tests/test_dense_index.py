@@ -220,7 +220,7 @@ def test_duplicate_ids_in_one_call_are_rejected(data):
     assert index.stats()["n_vectors"] == 10
 
 
-@pytest.mark.parametrize("storage", ["float32", "int8", "float16"])
+@pytest.mark.parametrize("storage", ["float32", "int8", "float16", "int4"])
 def test_upsert_replaces_the_vector(data, storage):
     x, _ = data
     index = make_index(x[:1000], metric="l2", storage=storage)
@@ -231,7 +231,7 @@ def test_upsert_replaces_the_vector(data, storage):
     assert [h[0].id for h in res] == [5, 6, 5000]
     for old, doc in ((x[5], 5), (x[6], 6)):
         assert doc not in [h.id for h in index.search(old, k=3, exact=True)[0]]
-    tol = {"float32": 0, "float16": 1e-3, "int8": 0.05}[storage]
+    tol = {"float32": 0, "float16": 1e-3, "int8": 0.05, "int4": 0.05}[storage]
     np.testing.assert_allclose(index.get_vector(5), new[0], atol=tol)
 
 
@@ -304,7 +304,7 @@ def test_k_padding_and_validation(data):
     with pytest.raises(ValueError, match="metric"):
         DenseIndex(DIM, metric="dot")
     with pytest.raises(ValueError, match="storage"):
-        DenseIndex(DIM, storage="int4")
+        DenseIndex(DIM, storage="int2")
     with pytest.raises(ValueError, match="ef_search"):
         DenseIndex(DIM, ef_search=0)
     with pytest.raises(ValueError, match="dim"):
@@ -369,7 +369,15 @@ def test_parallel_batch_search_equals_single_thread(large):
 
 @pytest.mark.parametrize(
     ("storage", "rescore"),
-    [("float32", True), ("int8", True), ("int8", False), ("float16", True), ("float16", False)],
+    [
+        ("float32", True),
+        ("int8", True),
+        ("int8", False),
+        ("float16", True),
+        ("float16", False),
+        ("int4", None),  # int4 codes walked, int8 codes rescore
+        ("int4", True),  # and float32 vectors kept
+    ],
 )
 def test_storage_options(data, storage, rescore):
     x, q = data
@@ -386,10 +394,61 @@ def test_storage_options(data, storage, rescore):
             ref, ids, 10
         )
     else:
-        np.testing.assert_allclose(res.scores, got, atol=0.05 if storage == "int8" else 2e-3)
+        atol = 2e-3 if storage == "float16" else 0.05
+        np.testing.assert_allclose(res.scores, got, atol=atol)
     assert index.search(q, k=10, rescore=0).scores.shape == (len(q), 10)
     plain = DenseIndex(DIM, storage="float32").stats()["memory_bytes"]
     assert plain > 0
+
+
+def test_int4_storage_memory_filters_and_deletes(large):
+    """int4: recall against numpy's exact search, less memory than float32 storage,
+    filters applied during the walk, deleted ids never returned, compaction keeps results."""
+    x, q, names, floats = large
+    index = make_index(x, ids=names, storage="int4", threads=2)
+    assert (index.storage, index._core.keep_float) == ("int4", False)
+    ref = reference_scores(x, q, "cosine")
+    truth = user_topk(ref, names, 10)
+    assert recall(index.search(q, k=10).ids, truth) >= 0.95
+    # At 32 dimensions the links dominate: 16 bytes of int4 and 32 of int8 codes and two norms
+    # a vector against 128 bytes of float32 (less the four 32-value ranges).
+    saved = floats.stats()["memory_bytes"] - index.stats()["memory_bytes"]
+    assert saved == len(x) * (128 - 16 - 32 - 8) - 4 * 32 * 4
+    rng = np.random.default_rng(9)
+    half = rng.random(len(names)) < 0.5
+    allowed = [n for n, a in zip(names, half, strict=True) if a]
+    res = index.search(q, k=10, filter=allowed)
+    assert set(res.ids.ravel().tolist()) <= set(allowed)
+    assert recall(res.ids, user_topk(ref, names, 10, half)) >= 0.95
+    gone = {h.id for hits in index.search(q, k=3) for h in hits}
+    index.delete(sorted(gone))
+    after = index.search(q, k=10)
+    assert not gone & set(after.ids.ravel().tolist())
+    keep = np.array([n not in gone for n in names])
+    assert recall(after.ids, user_topk(ref, names, 10, keep)) >= 0.95
+    index.compact()
+    same_results(index.search(q, k=10, exact=True), index.search(q, k=10, exact=True))
+    assert recall(index.search(q, k=10).ids, user_topk(ref, names, 10, keep)) >= 0.95
+
+
+def test_int4_bad_input_changes_nothing(data):
+    x, q = data
+    index = DenseIndex(DIM, storage="int4", metric="l2")
+    bad = x[:10].copy()
+    bad[3, 5] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        index.add(bad)  # nothing trained on it either
+    with pytest.raises(ValueError, match="dimensions"):
+        index.add(np.zeros((2, DIM + 1), np.float32))
+    assert len(index) == 0
+    index.add(x[:500])
+    assert len(index) == 500
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        index.search(np.full((1, DIM), np.inf, np.float32))
+    with pytest.raises(ValueError, match="multiple of 16"):
+        index.search(q[:2], dims=8)
+    ref = reference_scores(x[:500], q, "l2")
+    assert recall(index.search(q, k=10).ids, user_topk(ref, list(range(500)), 10)) >= 0.95
 
 
 def test_matryoshka_funnel(data):
@@ -431,7 +490,7 @@ def test_compact_keeps_ids_and_results(data):
 
 # ---------------------------------------------------------------------------- files
 @pytest.mark.parametrize("mmap", [False, True])
-@pytest.mark.parametrize("storage", ["float32", "int8", "float16"])
+@pytest.mark.parametrize("storage", ["float32", "int8", "float16", "int4"])
 def test_save_load_round_trip(tmp_path, data, storage, mmap):
     x, q = data
     ids = [f"s{i}" if i % 2 else i for i in range(1500)]

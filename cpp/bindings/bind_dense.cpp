@@ -29,13 +29,21 @@ fastrag::Storage parse_storage(const std::string& s) {
   if (s == "float32") return fastrag::Storage::F32;
   if (s == "int8") return fastrag::Storage::I8;
   if (s == "float16") return fastrag::Storage::F16;
-  throw std::invalid_argument("storage must be 'float32', 'int8' or 'float16', got '" + s + "'");
+  if (s == "int4") return fastrag::Storage::I4;
+  throw std::invalid_argument("storage must be 'float32', 'int8', 'float16' or 'int4', got '" + s +
+                              "'");
 }
 const char* metric_name(fastrag::Metric m) {
   return m == fastrag::Metric::IP ? "ip" : m == fastrag::Metric::Cosine ? "cosine" : "l2";
 }
 const char* storage_name(fastrag::Storage s) {
-  return s == fastrag::Storage::F32 ? "float32" : s == fastrag::Storage::I8 ? "int8" : "float16";
+  switch (s) {
+    case fastrag::Storage::F32: return "float32";
+    case fastrag::Storage::I8: return "int8";
+    case fastrag::Storage::F16: return "float16";
+    case fastrag::Storage::I4: return "int4";
+  }
+  return "unknown";
 }
 
 // Checks a (n, dim) float32 matrix and returns n.

@@ -31,6 +31,10 @@ enum Section : std::uint32_t {
   kUpperOff,
   kUpper,
   kDeleted,
+  kRLow,  // format version 2: int4 storage's int8 rows for rescoring
+  kRStep,
+  kRNorm,
+  kR8,
   kExtra = 100,
 };
 
@@ -108,15 +112,17 @@ std::uint16_t float_to_half(float f) {
 
 // ---------------------------------------------------------------------------- basics
 HnswIndex::HnswIndex(const HnswParams& p) : p_(p), pdim_((p.dim + 15) / 16 * 16) {
-  const std::uint32_t row_bytes =
-      pdim_ * (p.storage == Storage::F32 ? 4 : p.storage == Storage::I8 ? 1 : 2);
+  const std::uint32_t row_bytes = p.storage == Storage::F32   ? pdim_ * 4
+                                  : p.storage == Storage::I8  ? pdim_
+                                  : p.storage == Storage::I4  ? pdim_ / 2
+                                                              : pdim_ * 2;
   links_words_ = (1 + 2 * p.M + 15) / 16 * 16;
   stride_ = links_words_ + row_bytes / 4;
   if (p.dim == 0 || p.dim > 65536) throw std::invalid_argument("dim must be in [1, 65536]");
   if (p.M < 2 || p.M > 256) throw std::invalid_argument("M must be in [2, 256]");
   if (p.ef_construction < 1) throw std::invalid_argument("ef_construction must be >= 1");
   if (static_cast<std::uint32_t>(p.metric) > 2) throw std::invalid_argument("unknown metric");
-  if (static_cast<std::uint32_t>(p.storage) > 2) throw std::invalid_argument("unknown storage");
+  if (static_cast<std::uint32_t>(p.storage) > 3) throw std::invalid_argument("unknown storage");
   if (p.storage == Storage::F32) p_.keep_float = false;
   ops_ = pick_ops();
   level_mult_ = 1.0 / std::log(static_cast<double>(p.M));
@@ -163,14 +169,16 @@ std::size_t HnswIndex::memory_bytes() const {
   std::shared_lock<std::shared_mutex> lock(mutex_);
   return block0_.size() * 4 + f32_.size() * 4 + (qlow_.size() + qstep_.size()) * 4 +
          qnorm_.size() * 4 + level_.size() + upper_off_.size() * 8 +
-         upper_.size() * 4 + deleted_.size() * 8;
+         upper_.size() * 4 + deleted_.size() * 8 + r8_.size() +
+         (rlow_.size() + rstep_.size() + rnorm_.size()) * 4;
 }
 
 std::size_t HnswIndex::allocated_bytes() const {
   std::shared_lock<std::shared_mutex> lock(mutex_);
   // Allocations with their spare capacity (views of a loaded or mapped file: their size).
   return block0_.bytes() + f32_.bytes() + qlow_.bytes() + qstep_.bytes() + qnorm_.bytes() +
-         level_.bytes() + upper_off_.bytes() + upper_.bytes() + deleted_.bytes() +
+         level_.bytes() + upper_off_.bytes() + upper_.bytes() + deleted_.bytes() + r8_.bytes() +
+         rlow_.bytes() + rstep_.bytes() + rnorm_.bytes() +
          ready_.capacity() + indeg_.capacity() * sizeof(std::uint32_t);
 }
 
@@ -254,6 +262,38 @@ void HnswIndex::train_i8(const float* rows, std::size_t n) {
   trained_ = true;
 }
 
+void HnswIndex::train_i4(const float* rows, std::size_t n) {
+  // The int8 rows (rescoring) take the full range of each dimension, as int8 storage does.
+  train_i8(rows, n);
+  rlow_ = std::move(qlow_);
+  rstep_ = std::move(qstep_);
+  // Sixteen levels spread over the full range would spend most of them on a few outliers:
+  // the int4 grid is the uniform quantiser that suits a Gaussian of the dimension's mean and
+  // deviation (step 0.3352 sigma, 16 levels at +-2.51 sigma; Max, "Quantizing for minimum
+  // distortion", IRE Trans. Inf. Theory 1960), clipped to the values seen.
+  std::vector<float> lo(pdim_, 0.0f), step(pdim_, 1.0f);
+  for (std::uint32_t d = 0; d < p_.dim; ++d) {
+    double sum = 0, sq = 0;
+    float a = std::numeric_limits<float>::infinity(), b = -a;
+    for (std::size_t i = 0; i < n; ++i) {
+      const float x = rows[i * p_.dim + d];
+      sum += x;
+      sq += double(x) * x;
+      a = std::min(a, x);
+      b = std::max(b, x);
+    }
+    const double mean = sum / double(n);
+    const double sd = std::sqrt(std::max(0.0, sq / double(n) - mean * mean));
+    const double low = std::max<double>(a, mean - 7.5 * 0.3352 * sd);
+    const double high = std::min<double>(b, mean + 7.5 * 0.3352 * sd);
+    lo[d] = static_cast<float>(low);
+    step[d] = high > low ? static_cast<float>((high - low) / 15.0) : 1.0f;
+  }
+  qlow_.assign(std::move(lo));
+  qstep_.assign(std::move(step));
+  trained_ = true;
+}
+
 void HnswIndex::store_row(std::uint32_t id, const float* row) {
   void* slot = block0_.owned_data() + std::size_t(id) * stride_ + links_words_;
   if (has_f32()) {
@@ -274,6 +314,27 @@ void HnswIndex::store_row(std::uint32_t id, const float* row) {
       if (d < p_.dim) norm += v * v;
     }
     qnorm_.owned_data()[id] = static_cast<float>(norm);
+  } else if (p_.storage == Storage::I4) {
+    auto* dst = static_cast<std::uint8_t*>(slot);
+    std::int8_t* r8 = r8_.owned_data() + std::size_t(id) * pdim_;
+    double norm4 = 0, norm8 = 0;
+    for (std::uint32_t d = 0; d < pdim_; ++d) {
+      const float x = d < p_.dim ? row[d] : 0.0f;
+      const float c4 = std::clamp(std::nearbyint((x - qlow_[d]) / qstep_[d]), 0.0f, 15.0f);
+      const auto nib = static_cast<std::uint8_t>(c4);
+      if (d % 2 == 0) dst[d / 2] = nib;
+      else dst[d / 2] = static_cast<std::uint8_t>(dst[d / 2] | (nib << 4));
+      const float c8 = std::clamp(std::nearbyint((x - rlow_[d]) / rstep_[d]) - 128.0f, -128.0f, 127.0f);
+      r8[d] = static_cast<std::int8_t>(c8);
+      const double v4 = qlow_[d] + double(c4) * qstep_[d];
+      const double v8 = rlow_[d] + (double(c8) + 128.0) * rstep_[d];
+      if (d < p_.dim) {
+        norm4 += v4 * v4;
+        norm8 += v8 * v8;
+      }
+    }
+    qnorm_.owned_data()[id] = static_cast<float>(norm4);
+    rnorm_.owned_data()[id] = static_cast<float>(norm8);
   } else if (p_.storage == Storage::F16) {
     auto* dst = static_cast<std::uint16_t*>(slot);
     for (std::uint32_t d = 0; d < pdim_; ++d) dst[d] = float_to_half(d < p_.dim ? row[d] : 0.0f);
@@ -288,6 +349,10 @@ void HnswIndex::float_row(std::uint32_t id, float* out) const {
     const std::int8_t* c = i8_row(id);
     for (std::uint32_t d = 0; d < pdim_; ++d)
       out[d] = d < p_.dim ? qlow_[d] + (float(c[d]) + 128.0f) * qstep_[d] : 0.0f;
+  } else if (p_.storage == Storage::I4) {
+    const std::int8_t* c = r8_row(id);
+    for (std::uint32_t d = 0; d < pdim_; ++d)
+      out[d] = d < p_.dim ? rlow_[d] + (float(c[d]) + 128.0f) * rstep_[d] : 0.0f;
   } else {
     const std::uint16_t* h = f16_row(id);
     for (std::uint32_t d = 0; d < pdim_; ++d) out[d] = half_to_float(h[d]);
@@ -305,12 +370,36 @@ void HnswIndex::get_row(std::uint32_t id, float* out) const {
 void HnswIndex::prepare(const float* row, std::uint32_t dims, QueryPrep& q, bool bytes) const {
   q.n = dims ? dims : pdim_;
   q.f32 = false;
-  q.bytes = bytes && p_.storage == Storage::I8;
+  q.bytes = bytes && (p_.storage == Storage::I8 || p_.storage == Storage::I4);
   q.v.assign(row, row + pdim_);
   q.c = 0;
   double norm = 0;
   for (std::uint32_t d = 0; d < q.n; ++d) norm += double(row[d]) * row[d];
   q.qnorm = static_cast<float>(norm);
+  if (p_.storage == Storage::I4) {
+    // The int8 rows (rescoring, exact search, building) in v and c; walks use the int4 form.
+    double c = 0;
+    for (std::uint32_t d = 0; d < q.n; ++d) {
+      c += (double(rlow_[d]) + 128.0 * rstep_[d]) * row[d];
+      q.v[d] = row[d] * rstep_[d];
+    }
+    q.c = static_cast<float>(c);
+    if (!q.bytes) return;
+    q.half = (pdim_ / 2 + 63) / 64 * 64;  // padded so that kernels may load whole vectors
+    q.t4.assign(2 * q.half, 0);
+    double c4 = 0;
+    float peak = 0;
+    for (std::uint32_t d = 0; d < q.n; ++d) {
+      c4 += double(qlow_[d]) * row[d];
+      peak = std::max(peak, std::fabs(row[d] * qstep_[d]));
+    }
+    q.c4 = static_cast<float>(c4);
+    q.qs4 = peak > 0 ? peak / 127.0f : 1.0f;
+    for (std::uint32_t d = 0; d < q.n; ++d)
+      q.t4[(d % 2) * q.half + d / 2] =
+          static_cast<std::int8_t>(std::nearbyint(row[d] * qstep_[d] / q.qs4));
+    return;
+  }
   if (p_.storage == Storage::I8) {
     double c = 0;
     float peak = 0;
@@ -351,6 +440,10 @@ void HnswIndex::own_columns_locked() {
   own(upper_off_);
   own(upper_);
   own(deleted_);
+  own(r8_);
+  own(rlow_);
+  own(rstep_);
+  own(rnorm_);
 }
 
 void HnswIndex::reserve_locked(std::size_t n) {
@@ -364,7 +457,11 @@ void HnswIndex::reserve_locked(std::size_t n) {
   };
   grow(block0_, cap * stride_);
   if (p_.keep_float) grow(f32_, cap * pdim_);
-  if (p_.storage == Storage::I8) grow(qnorm_, cap);
+  if (p_.storage == Storage::I8 || p_.storage == Storage::I4) grow(qnorm_, cap);
+  if (p_.storage == Storage::I4) {
+    grow(r8_, cap * pdim_);
+    grow(rnorm_, cap);
+  }
   grow(level_, cap);
   grow(deleted_, words_for(cap));
   ready_.resize(cap, 1);
@@ -413,9 +510,10 @@ std::uint32_t HnswIndex::add(const float* rows, std::size_t n, int threads) {
   std::uint32_t first;
   {
     std::unique_lock<std::shared_mutex> lock(mutex_);
-    if (p_.storage == Storage::I8 && !trained_) {
+    if ((p_.storage == Storage::I8 || p_.storage == Storage::I4) && !trained_) {
       if (n == 0) return static_cast<std::uint32_t>(n_);
-      train_i8(rows, n);
+      if (p_.storage == Storage::I8) train_i8(rows, n);
+      else train_i4(rows, n);
     }
     first = prepare_batch_locked(n, rows);
   }
@@ -541,14 +639,25 @@ bool HnswIndex::connect(std::uint32_t node, std::uint32_t id, int level, Scratch
     unlock_links(node);
     return true;
   }
-  // Full: choose again among the old links and the new one, seen from `node`.
-  std::vector<float> row(pdim_);
-  float_row(node, row.data());
-  prepare(row.data(), 0, s.q2, false);
-  std::vector<Cand> cands;
-  cands.reserve(cnt + 1);
-  for (std::uint32_t j = 1; j <= cnt; ++j) cands.push_back({ops_->dist(*this, s.q2, l[j]), l[j]});
-  const Cand fresh{ops_->dist(*this, s.q2, id), id};
+  // Full: choose again among the old links and the new one, seen from `node`. With float32
+  // rows the distances are taken between the rows themselves (no prepared query to make).
+  std::vector<Cand>& cands = s.relink;
+  cands.clear();
+  const bool rows = has_f32();
+  const bool l2 = p_.metric == Metric::L2;
+  if (!rows) {
+    std::vector<float>& row = s.row2;
+    row.resize(pdim_);
+    float_row(node, row.data());
+    prepare(row.data(), 0, s.q2, false);
+  }
+  auto dist = [&](std::uint32_t v) {
+    if (!rows) return ops_->dist(*this, s.q2, v);
+    return l2 ? ops_->l2(f32_row(node), f32_row(v), pdim_)
+              : -ops_->dot(f32_row(node), f32_row(v), pdim_);
+  };
+  for (std::uint32_t j = 1; j <= cnt; ++j) cands.push_back({dist(l[j]), l[j]});
+  const Cand fresh{dist(id), id};
   cands.push_back(fresh);
   std::sort(cands.begin(), cands.end(), [](const Cand& a, const Cand& b) {
     return a.dist < b.dist || (a.dist == b.dist && a.id < b.id);
@@ -572,7 +681,8 @@ void HnswIndex::insert(std::uint32_t id, Scratch& s, bool relink) {
   const int level = level_[id];
   std::vector<float> row(pdim_);
   float_row(id, row.data());
-  prepare(row.data(), 0, s.q);
+  // int4: the graph is built on the int8 rows (the walks of searches use the int4 codes).
+  prepare(row.data(), 0, s.q, p_.storage != Storage::I4);
   const std::int64_t ep = entry_.load();
   // The first node has nothing to link to; a replaced entry point is relinked from itself.
   if (ep < 0 || (static_cast<std::uint32_t>(ep) == id && (!relink || n_ == 1))) {
@@ -665,13 +775,18 @@ std::vector<std::int64_t> HnswIndex::compact(int threads) {
   HnswParams p = p_;
   if (p.metric == Metric::Cosine) p.metric = Metric::IP;
   HnswIndex fresh(p);
-  if (p_.storage == Storage::I8) {
-    fresh.qlow_ = qlow_;
-    fresh.qstep_ = qstep_;
-    fresh.qlow_.mut();
-    fresh.qlow_.refresh();
-    fresh.qstep_.mut();
-    fresh.qstep_.refresh();
+  if (p_.storage == Storage::I8 || p_.storage == Storage::I4) {
+    auto copy = [](auto& to, const auto& from) {
+      to = from;
+      to.mut();
+      to.refresh();
+    };
+    copy(fresh.qlow_, qlow_);
+    copy(fresh.qstep_, qstep_);
+    if (p_.storage == Storage::I4) {
+      copy(fresh.rlow_, rlow_);
+      copy(fresh.rstep_, rstep_);
+    }
     fresh.trained_ = true;
   }
   fresh.rng_state_ = rng_state_;
@@ -679,6 +794,8 @@ std::vector<std::int64_t> HnswIndex::compact(int threads) {
   block0_ = std::move(fresh.block0_);
   f32_ = std::move(fresh.f32_);
   qnorm_ = std::move(fresh.qnorm_);
+  r8_ = std::move(fresh.r8_);
+  rnorm_ = std::move(fresh.rnorm_);
   level_ = std::move(fresh.level_);
   upper_off_ = std::move(fresh.upper_off_);
   upper_ = std::move(fresh.upper_);
@@ -731,6 +848,17 @@ void HnswIndex::search(const float* queries, std::size_t n, const DenseSearchOpt
   });
 }
 
+void HnswIndex::prefetch_r8(const std::vector<Cand>& cands) const {
+  // The int8 rows that rescore live apart from the walk's records: ask for all of them
+  // before the first is scored, so that their misses overlap. (The empty volatile asm keeps
+  // GCC from deleting a loop of prefetches; see prefetch_bytes in hnsw_kernels.inl.)
+  for (const Cand& c : cands)
+    for (std::uint32_t off = 0; off < pdim_; off += 64) {
+      __builtin_prefetch(r8_row(c.id) + off);
+      __asm__ __volatile__("");
+    }
+}
+
 void HnswIndex::search_one(const float* q, const DenseSearchOptions& opt, Scratch& s,
                            std::int64_t* ids, float* scores) const {
   std::vector<float>& row = s.row;
@@ -756,10 +884,12 @@ void HnswIndex::search_one(const float* q, const DenseSearchOptions& opt, Scratc
       for (int lc = max_level_.load(); lc > 0; --lc) cur = ops_->greedy(*this, s.q, cur, lc, false);
       ops_->search_layer(*this, s.q, cur, 0, std::max(opt.ef, keep), &opt, false, s, res);
     }
-    if (p_.storage == Storage::I8 && opt.rescore == 0 && !opt.exact) {
-      // The walk may have compared bytes with bytes (VNNI): score the results with the
-      // float query, as exact search does.
+    if ((p_.storage == Storage::I8 || p_.storage == Storage::I4) && opt.rescore == 0 &&
+        !opt.exact) {
+      // The walk may have compared bytes with bytes (VNNI), or int4 codes: score the results
+      // with the float query against the int8 rows, as exact search does.
       s.q.bytes = false;
+      if (p_.storage == Storage::I4) prefetch_r8(res);
       for (Cand& c : res) c.dist = ops_->dist(*this, s.q, c.id);
       std::sort(res.begin(), res.end(), [](const Cand& a, const Cand& b) {
         return a.dist < b.dist || (a.dist == b.dist && a.id < b.id);
@@ -777,6 +907,7 @@ void HnswIndex::search_one(const float* q, const DenseSearchOptions& opt, Scratc
                       : -ops_->dot(f32_row(c.id), row.data(), pdim_);
       } else {
         prepare(row.data(), 0, s.q2, false);
+        if (p_.storage == Storage::I4) prefetch_r8(res);
         for (Cand& c : res) c.dist = ops_->dist(*this, s.q2, c.id);
       }
       std::sort(res.begin(), res.end(), [](const Cand& a, const Cand& b) {
@@ -827,6 +958,10 @@ void HnswIndex::save(const std::string& path, const std::string& extra) const {
       part(kUpperOff, upper_off_.data(), n_ + 1),
       part(kUpper, upper_.data(), upper_off_[n_]),
       part(kDeleted, deleted_.data(), words_for(n_)),
+      part(kRLow, rlow_.data(), rlow_.size()),
+      part(kRStep, rstep_.data(), rstep_.size()),
+      part(kRNorm, rnorm_.data(), rnorm_.empty() ? 0 : n_),
+      part(kR8, r8_.data(), r8_.empty() ? 0 : n_ * pdim_),
       {kExtra, 1, extra.data(), extra.size()}};
   write_sections(path, FileKind::DenseIndex, kFormatVersion, s);
 }
@@ -877,6 +1012,12 @@ std::unique_ptr<HnswIndex> HnswIndex::load(const std::string& path, bool use_mma
   col(kUpperOff, ix->upper_off_);
   col(kUpper, ix->upper_);
   col(kDeleted, ix->deleted_);
+  if (file->version() >= 2) {
+    col(kRLow, ix->rlow_);
+    col(kRStep, ix->rstep_);
+    col(kRNorm, ix->rnorm_);
+    col(kR8, ix->r8_);
+  }
   ix->check_invariants(path);  // before sizing anything by the file's count
   ix->ready_.assign(ix->n_, 1);
   ix->count_in_links();
@@ -894,14 +1035,22 @@ void HnswIndex::check_invariants(const std::string& path) const {
   };
   if (block0_.size() != n_ * stride_) fail("level-0 records");
   if (f32_.size() != (p_.keep_float ? n_ * pdim_ : 0)) fail("float32 rows");
-  const bool q = p_.storage == Storage::I8 && trained_;
+  const bool codes = p_.storage == Storage::I8 || p_.storage == Storage::I4;
+  const bool q = codes && trained_;
+  const bool i4 = p_.storage == Storage::I4;
   if (qlow_.size() != (q ? pdim_ : 0) || qstep_.size() != (q ? pdim_ : 0)) fail("int8 ranges");
-  if (qnorm_.size() != (p_.storage == Storage::I8 ? n_ : 0)) fail("int8 norms");
-  if (p_.storage == Storage::I8 && n_ > 0 && !trained_) fail("untrained int8 rows");
-  for (float s : qstep_)
-    if (!(s > 0) || !std::isfinite(s)) fail("int8 steps");
-  for (float v : qlow_)
-    if (!std::isfinite(v)) fail("int8 ranges");
+  if (qnorm_.size() != (codes ? n_ : 0)) fail("int8 norms");
+  if (codes && n_ > 0 && !trained_) fail("untrained int8 rows");
+  if (rlow_.size() != (q && i4 ? pdim_ : 0) || rstep_.size() != (q && i4 ? pdim_ : 0))
+    fail("int4 storage's int8 ranges");
+  if (r8_.size() != (i4 ? n_ * pdim_ : 0) || rnorm_.size() != (i4 ? n_ : 0))
+    fail("int4 storage's int8 rows");
+  for (const auto* col : {&qstep_, &rstep_})
+    for (float s : *col)
+      if (!(s > 0) || !std::isfinite(s)) fail("int8 steps");
+  for (const auto* col : {&qlow_, &rlow_, &qnorm_, &rnorm_})
+    for (float v : *col)
+      if (!std::isfinite(v)) fail("int8 ranges");
   // Rows of a cosine index are unit vectors; rows kept next to float16 codes fit float16.
   const float limit = p_.metric == Metric::Cosine ? 1.0001f
                       : p_.storage == Storage::F16 ? 65504.0f

@@ -24,6 +24,13 @@ struct QueryPrep {
   std::vector<std::int8_t> t;
   float qs = 0;
   std::int32_t tsum128 = 0;
+  // int4 rows (walks): the query times the int4 steps, quantised to int8 with scale qs4, the
+  // even dimensions in t4[0, half) and the odd ones in t4[half, 2 half) (see i4_row); c4 is
+  // the constant part: dot ~ qs4 * sum(code * t) + c4. v and c above then hold the form for
+  // the int8 rows that rescore.
+  std::vector<std::int8_t> t4;
+  std::size_t half = 0;
+  float qs4 = 0, c4 = 0;
 };
 
 // The ids one graph walk has visited: open addressing in a power-of-two table, cleared per
@@ -81,10 +88,10 @@ class VisitedSet {
 
 struct HnswIndex::Scratch {
   VisitedSet visited;
-  std::vector<Cand> cands, top, result, pool;
+  std::vector<Cand> cands, top, result, pool, relink;
   std::vector<std::uint32_t> neighbours;
   QueryPrep q, q2, q3;
-  std::vector<float> row;
+  std::vector<float> row, row2;
 };
 
 // The kernels of one instruction set (hnsw_kernels.inl compiled three times).

@@ -73,6 +73,30 @@ inline std::int32_t dot_u8s8(const std::int8_t* c, const std::int8_t* t, std::si
   return _mm512_reduce_add_epi32(acc);
 }
 #endif
+// int4 codes (two per byte, see HnswIndex::i4_row) times an int8 query split into its even
+// (te) and odd (to) dimensions; nb bytes (a multiple of 8). te and to may be read past nb.
+inline std::int32_t dot_u4s8(const std::uint8_t* c, const std::int8_t* te, const std::int8_t* to,
+                             std::size_t nb) {
+  const __m512i low = _mm512_set1_epi8(0x0f);
+  __m512i acc = _mm512_setzero_si512();
+  auto step = [&](__m512i x, std::size_t i) {
+    const __m512i lo = _mm512_and_si512(x, low);
+    const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(x, 4), low);
+    const __m512i e = _mm512_loadu_si512(te + i), o = _mm512_loadu_si512(to + i);
+#if defined(__AVX512VNNI__)
+    acc = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(acc, lo, e), hi, o);
+#else
+    // Pairs of products (at most 2 x 15 x 128) fit int16; then pairs of those into int32.
+    const __m512i ones = _mm512_set1_epi16(1);
+    acc = _mm512_add_epi32(acc, _mm512_madd_epi16(_mm512_maddubs_epi16(lo, e), ones));
+    acc = _mm512_add_epi32(acc, _mm512_madd_epi16(_mm512_maddubs_epi16(hi, o), ones));
+#endif
+  };
+  std::size_t i = 0;
+  for (; i + 64 <= nb; i += 64) step(_mm512_loadu_si512(c + i), i);
+  if (i < nb) step(_mm512_maskz_loadu_epi8((__mmask64{1} << (nb - i)) - 1, c + i), i);
+  return _mm512_reduce_add_epi32(acc);
+}
 inline float dot_f16(const std::uint16_t* h, const float* q, std::size_t n) {
   __m512 s0 = _mm512_setzero_ps();
   for (std::size_t i = 0; i < n; i += 16) {
@@ -126,6 +150,28 @@ inline float dot_i8(const std::int8_t* c, const float* q, std::size_t n) {
   }
   return hsum256(_mm256_add_ps(s0, s1));
 }
+inline std::int32_t dot_u4s8(const std::uint8_t* c, const std::int8_t* te, const std::int8_t* to,
+                             std::size_t nb) {
+  const __m256i low = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
+  __m256i a0 = _mm256_setzero_si256(), a1 = _mm256_setzero_si256();
+  std::size_t i = 0;
+  for (; i + 32 <= nb; i += 32) {
+    const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + i));
+    const __m256i lo = _mm256_and_si256(x, low);
+    const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(x, 4), low);
+    const __m256i e = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(te + i));
+    const __m256i o = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(to + i));
+    a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(_mm256_maddubs_epi16(lo, e), ones));
+    a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(_mm256_maddubs_epi16(hi, o), ones));
+  }
+  const __m256i a = _mm256_add_epi32(a0, a1);
+  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(a), _mm256_extracti128_si256(a, 1));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+  std::int32_t t = _mm_cvtsi128_si32(s);
+  for (; i < nb; ++i) t += (c[i] & 0x0f) * te[i] + (c[i] >> 4) * to[i];
+  return t;
+}
 inline float dot_f16(const std::uint16_t* h, const float* q, std::size_t n) {
   __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
   for (std::size_t i = 0; i < n; i += 16) {
@@ -174,6 +220,12 @@ inline float dot_i8(const std::int8_t* c, const float* q, std::size_t n) {
   for (float x : s) t += x;
   return t;
 }
+inline std::int32_t dot_u4s8(const std::uint8_t* c, const std::int8_t* te, const std::int8_t* to,
+                             std::size_t nb) {
+  std::int32_t t = 0;
+  for (std::size_t i = 0; i < nb; ++i) t += (c[i] & 0x0f) * te[i] + (c[i] >> 4) * to[i];
+  return t;
+}
 inline float dot_f16(const std::uint16_t* h, const float* q, std::size_t n) {
   float t = 0;
   for (std::size_t i = 0; i < n; ++i) t += half_to_float(h[i]) * q[i];
@@ -203,6 +255,42 @@ inline float i8_prefix_norm(const HnswIndex& ix, std::uint32_t id, std::uint32_t
   return s;
 }
 
+// The same for the int8 rows of int4 storage, and for its int4 codes.
+inline float r8_prefix_norm(const HnswIndex& ix, std::uint32_t id, std::uint32_t n) {
+  const std::int8_t* c = ix.r8_row(id);
+  const float* lo = ix.r8_low();
+  const float* st = ix.r8_step();
+  float s = 0;
+  for (std::uint32_t d = 0; d < n; ++d) {
+    const float v = lo[d] + (float(c[d]) + 128.0f) * st[d];
+    s += v * v;
+  }
+  return s;
+}
+inline float i4_prefix_norm(const HnswIndex& ix, std::uint32_t id, std::uint32_t n) {
+  const std::uint8_t* c = ix.i4_row(id);
+  const float* lo = ix.i8_low();
+  const float* st = ix.i8_step();
+  float s = 0;
+  for (std::uint32_t d = 0; d < n; ++d) {
+    const float v = lo[d] + float((c[d / 2] >> (4 * (d % 2))) & 0x0f) * st[d];
+    s += v * v;
+  }
+  return s;
+}
+
+// int4 storage: the walk's estimate from the int4 codes.
+inline float i4_dot(const HnswIndex& ix, const std::int8_t* t, std::size_t half, float qs, float c,
+                    std::uint32_t n, std::uint32_t id) {
+  return qs * float(dot_u4s8(ix.i4_row(id), t, t + half, n / 2)) + c;
+}
+inline float i4_distance(const HnswIndex& ix, const QueryPrep& q, std::uint32_t id, bool l2) {
+  const float dot = i4_dot(ix, q.t4.data(), q.half, q.qs4, q.c4, q.n, id);
+  if (!l2) return -dot;
+  return (q.n == ix.padded_dim() ? ix.i8_norm(id) : i4_prefix_norm(ix, id, q.n)) - 2.0f * dot +
+         q.qnorm;
+}
+
 // Distance of a prepared query to a stored row: -dot for ip / cosine, squared L2 for l2.
 inline float distance(const HnswIndex& ix, const QueryPrep& q, std::uint32_t id) {
   const HnswParams& p = ix.params();
@@ -225,6 +313,13 @@ inline float distance(const HnswIndex& ix, const QueryPrep& q, std::uint32_t id)
     }
     case Storage::F16:
       return l2 ? l2_f16(ix.f16_row(id), q.v.data(), q.n) : -dot_f16(ix.f16_row(id), q.v.data(), q.n);
+    case Storage::I4: {
+      if (q.bytes) return i4_distance(ix, q, id, l2);
+      const float dot = dot_i8(ix.r8_row(id), q.v.data(), q.n) + q.c;
+      if (!l2) return -dot;
+      return (q.n == ix.padded_dim() ? ix.r8_norm(id) : r8_prefix_norm(ix, id, q.n)) -
+             2.0f * dot + q.qnorm;
+    }
   }
   return 0.0f;
 }
@@ -247,6 +342,7 @@ inline std::pair<const char*, std::size_t> stored_row(const HnswIndex& ix, std::
   switch (p.storage) {
     case Storage::F32: return {reinterpret_cast<const char*>(ix.f32_row(id)), dims * 4};
     case Storage::I8: return {reinterpret_cast<const char*>(ix.i8_row(id)), dims};
+    case Storage::I4: return {reinterpret_cast<const char*>(ix.i4_row(id)), dims / 2};
     case Storage::F16: break;
   }
   return {reinterpret_cast<const char*>(ix.f16_row(id)), dims * 2};
@@ -284,6 +380,20 @@ inline void with_distance(const HnswIndex& ix, const QueryPrep& q, Fn&& fn) {
   } else if (p.storage == Storage::F16) {
     if (l2) fn([&ix, v, n](std::uint32_t id) { return l2_f16(ix.f16_row(id), v, n); });
     else fn([&ix, v, n](std::uint32_t id) { return -dot_f16(ix.f16_row(id), v, n); });
+  } else if (p.storage == Storage::I4 && q.bytes) {
+    if (l2) {
+      fn([&ix, &q](std::uint32_t id) { return i4_distance(ix, q, id, true); });
+    } else {
+      // The query's fields copied into the function object: the compiler cannot keep them
+      // in registers through a reference (the walk's stores might alias them).
+      const std::int8_t* t = q.t4.data();
+      const std::size_t half = q.half;
+      const float qs = q.qs4, c = q.c4;
+      const std::uint32_t dims = q.n;
+      fn([&ix, t, half, qs, c, dims](std::uint32_t id) {
+        return -i4_dot(ix, t, half, qs, c, dims, id);
+      });
+    }
 #if defined(__AVX512VNNI__)
   } else if (!l2 && q.bytes) {
     const std::int8_t* t = q.t.data();

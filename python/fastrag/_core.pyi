@@ -80,7 +80,7 @@ class HnswIndex:
         dim: int,
         *,
         metric: Literal["cosine", "ip", "l2"] = "cosine",
-        storage: Literal["float32", "int8", "float16"] = "float32",
+        storage: Literal["float32", "int8", "float16", "int4"] = "float32",
         keep_float: bool = False,
         M: int = 16,
         ef_construction: int = 200,

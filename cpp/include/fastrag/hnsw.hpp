@@ -3,7 +3,9 @@
 // TPAMI 2018) over dense uint32 ids, with exact search behind the same interface.
 //
 // Storage: float32 rows, or int8 codes with per-dimension ranges trained on the data (optionally
-// with the float32 rows kept for exact rescoring), or float16 rows. Rows are padded to a multiple
+// with the float32 rows kept for exact rescoring), or float16 rows, or int4: 4-bit codes next
+// to the links for the graph walk (ranges clipped to the bulk of each dimension) with int8
+// codes in a column of their own for rescoring (and optionally the float32 rows). Rows are padded to a multiple
 // of 16 values. Distances are "lower is better" inside; scores handed out are "higher is better":
 // the inner product for ip and cosine, the negated squared distance for l2.
 //
@@ -30,7 +32,7 @@ namespace fastrag {
 struct QueryPrep;
 
 enum class Metric : std::uint32_t { IP = 0, Cosine = 1, L2 = 2 };
-enum class Storage : std::uint32_t { F32 = 0, I8 = 1, F16 = 2 };
+enum class Storage : std::uint32_t { F32 = 0, I8 = 1, F16 = 2, I4 = 3 };
 
 struct HnswParams {
   std::uint32_t dim = 0;
@@ -57,7 +59,8 @@ struct DenseSearchOptions {
 
 class HnswIndex {
  public:
-  static constexpr std::uint32_t kFormatVersion = 1;
+  // Version 2 added int4 storage (its sections); version 1 files load unchanged.
+  static constexpr std::uint32_t kFormatVersion = 2;
 
   explicit HnswIndex(const HnswParams& p);
   HnswIndex(const HnswIndex&) = delete;
@@ -130,6 +133,15 @@ class HnswIndex {
   const std::uint16_t* f16_row(std::uint32_t id) const {
     return reinterpret_cast<const std::uint16_t*>(record(id) + links_words_);
   }
+  // int4: two dimensions per byte (dimension 2i in the low nibble of byte i, 2i + 1 in the
+  // high one), codes 0..15; the int8 rows for rescoring are a column of their own.
+  const std::uint8_t* i4_row(std::uint32_t id) const {
+    return reinterpret_cast<const std::uint8_t*>(record(id) + links_words_);
+  }
+  const std::int8_t* r8_row(std::uint32_t id) const { return r8_.data() + std::size_t(id) * pdim_; }
+  const float* r8_step() const { return rstep_.data(); }
+  const float* r8_low() const { return rlow_.data(); }
+  float r8_norm(std::uint32_t id) const { return rnorm_[id]; }
   bool has_f32() const { return p_.storage == Storage::F32 || p_.keep_float; }
   const float* i8_step() const { return qstep_.data(); }
   const float* i8_low() const { return qlow_.data(); }
@@ -151,9 +163,11 @@ class HnswIndex {
   void reserve_locked(std::size_t n);  // owns every column, then room for n rows
   void store_row(std::uint32_t id, const float* row);
   void train_i8(const float* rows, std::size_t n);
+  void train_i4(const float* rows, std::size_t n);  // both the int4 and the int8 ranges
   void insert(std::uint32_t id, Scratch& s, bool relink);
   void relink(std::uint32_t id, Scratch& s);
   std::uint32_t prepare_batch_locked(std::size_t n, const float* rows);
+  void prefetch_r8(const std::vector<Cand>& cands) const;
   void search_one(const float* q, const DenseSearchOptions& opt, Scratch& s, std::int64_t* ids,
                   float* scores) const;
   int draw_level();
@@ -191,7 +205,10 @@ class HnswIndex {
   BigColumn<float> f32_;             // float32 rows kept beside int8 / float16 (rescoring)
   bool trained_ = false;         // int8: ranges set
   Column<float> qlow_, qstep_;  // int8: per-dimension range (pdim_ each)
-  Column<float> qnorm_;         // int8 + l2: squared norm of each dequantised row
+  Column<float> qnorm_;         // int8 / int4: squared norm of each dequantised row
+  // int4 storage: the int8 rows used for rescoring, their ranges and squared norms.
+  BigColumn<std::int8_t> r8_;
+  Column<float> rlow_, rstep_, rnorm_;
   Column<std::uint8_t> level_;   // capacity
   // Upper levels: node -> offset into upper_ of its levels 1..level, each 1 + M entries.
   // Space is allocated under the exclusive lock before a batch is linked.

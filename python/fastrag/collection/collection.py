@@ -146,7 +146,7 @@ class Collection:
                 (characters only). Applies to local encoders (with a tokenizer) only.
             quantize: None or "int8": run the encoder named by `encoder` in int8 (also when
                 the collection is opened again).
-            storage: dense vector storage ("float32", "int8", "float16").
+            storage: dense vector storage ("float32", "int8", "float16", "int4").
             languages: the encoder's languages, when `encoder` is an object that does not
                 say (the registry knows them for model names).
             token_vectors: also store every chunk's token vectors (float16, unit length per

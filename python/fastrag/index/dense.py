@@ -13,7 +13,7 @@ from fastrag.index.base import IdIndex, check_int, check_threads, filter_ids
 from fastrag.index.results import DocId, SearchResults
 
 Metric = Literal["cosine", "ip", "l2"]
-Storage = Literal["float32", "int8", "float16"]
+Storage = Literal["float32", "int8", "float16", "int4"]
 METRICS: tuple[Metric, ...] = get_args(Metric)
 STORAGES: tuple[Storage, ...] = get_args(Storage)
 
@@ -90,10 +90,13 @@ class DenseIndex(IdIndex):
         M: graph degree: links per node (as in hnswlib).
         ef_construction: the beam width while building (as in hnswlib).
         ef_search: default search beam; raise it for recall, lower it for speed.
-        storage: "float32", "int8" (per-dimension ranges trained on the first batch added) or
-            "float16".
-        rescore: with int8 / float16 storage, also keep the float32 vectors and rescore the
-            best candidates with them (4x the memory of int8 alone, better recall).
+        storage: "float32", "int8" (per-dimension ranges trained on the first batch added),
+            "float16", or "int4": 4-bit codes next to the graph's links for the walk (ranges
+            trained on the first batch) and int8 codes in a separate array to rescore the beam
+            (about 0.47x hnswlib's memory at 384 dims, M 16).
+        rescore: also keep the float32 vectors and rescore the best candidates with them
+            (4x the memory of int8 alone, exact final scores). Default: True for int8 and
+            float16, False for int4 (whose int8 codes rescore).
         seed: seeds the level draw, so a single-threaded build is reproducible.
         encoder: a text encoder (`fastrag.TextEncoder`, `fastrag.RemoteEncoder`): `add` and
             `search` then take texts too, and its fingerprint is saved with the index, so
@@ -116,7 +119,7 @@ class DenseIndex(IdIndex):
         ef_construction: int = 200,
         ef_search: int = 64,
         storage: str = "float32",
-        rescore: bool = True,
+        rescore: bool | None = None,
         seed: int = 100,
         encoder: Encoder | None = None,
     ) -> None:
@@ -138,7 +141,8 @@ class DenseIndex(IdIndex):
             check_int(dim, "dim"),
             metric=metric,
             storage=storage,
-            keep_float=bool(rescore) and storage != "float32",
+            keep_float=(storage != "int4" if rescore is None else bool(rescore))
+            and storage != "float32",
             M=check_int(M, "M", 2),
             ef_construction=check_int(ef_construction, "ef_construction"),
             seed=seed,
@@ -204,7 +208,7 @@ class DenseIndex(IdIndex):
 
     @property
     def storage(self) -> str:
-        """"float32", "int8" or "float16"."""
+        """"float32", "int8", "float16" or "int4"."""
         return str(self._core.storage)
 
     @property
@@ -291,7 +295,7 @@ class DenseIndex(IdIndex):
 
     def get_vector(self, doc_id: DocId) -> np.ndarray:
         """The stored vector of an id (normalised for cosine; dequantised for int8 storage
-        without rescoring)."""
+        without rescoring, and from the int8 codes for int4 storage without rescoring)."""
         (internal,) = self._ids.lookup([doc_id]).tolist()
         return np.asarray(self._core.get_vector(internal))
 
@@ -331,7 +335,9 @@ class DenseIndex(IdIndex):
             dims: Matryoshka funnel: walk the graph with the first `dims` dimensions (a
                 multiple of 16), then rescore the best candidates with all of them.
             rescore: how many candidates to rescore exactly (default: the beam when `dims`
-                is set, 2k when float32 vectors are kept next to int8 / float16 ones).
+                is set, 2k when float32 vectors are kept next to int8 / float16 / int4 ones;
+                without float32 vectors, int8 and int4 storage score the whole beam with the
+                int8 codes).
         """
         k = self._check_k(k)
         ef = self.ef_search if ef is None else check_int(ef, "ef")
