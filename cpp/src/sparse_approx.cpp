@@ -402,14 +402,18 @@ void ApproxSparseIndex::search_one(const std::uint32_t* terms, const float* weig
       last = g;
     }
   }
-  // Best summary first, across the visited lists; stop at the first block whose summary dot
-  // product x heap_factor is under the k-th score (the rest are no better). heap_factor is
-  // Seismic's: 1 skips only what the summaries rule out, < 1 more, infinity nothing.
-  std::sort(s.blocks.begin(), s.blocks.end(), [](const Block& x, const Block& y) {
-    return x.bound > y.bound || (x.bound == y.bound && x.start < y.start);
-  });
+  // Best summary first, across the visited lists (a heap: most queries stop early); stop at
+  // the first block whose summary dot product x heap_factor is under the k-th score (the
+  // rest are no better). heap_factor is Seismic's: 1 skips only what the summaries rule out,
+  // < 1 more, infinity nothing.
+  auto worse = [](const Block& x, const Block& y) {
+    return x.bound < y.bound || (x.bound == y.bound && x.start > y.start);
+  };
+  std::make_heap(s.blocks.begin(), s.blocks.end(), worse);
   s.top.reset(p.k);
-  for (const Block& blk : s.blocks) {
+  for (auto end = s.blocks.end(); end != s.blocks.begin(); --end) {
+    std::pop_heap(s.blocks.begin(), end, worse);
+    const Block& blk = *(end - 1);
     if (s.top.full() && blk.bound * p.heap_factor < s.top.threshold()) break;
     for (auto i = blk.start; i < blk.end; ++i) {
       const std::uint32_t d = list_docs_[i];
