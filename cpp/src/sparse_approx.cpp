@@ -53,6 +53,7 @@ std::uint8_t level_up(float w, float scale) {  // the smallest level whose weigh
 struct Block {
   float bound;
   std::uint32_t start, end;  // positions in list_docs_
+  std::uint32_t group;
 };
 
 }  // namespace
@@ -63,7 +64,8 @@ struct ApproxSparseIndex::Scratch {
   std::vector<std::uint64_t> seen;  // documents scored for this query
   std::vector<std::uint32_t> seen_docs;
   std::vector<float> bound;            // summary dot product per group
-  std::vector<std::uint32_t> groups;   // groups with a bound
+  std::vector<std::uint32_t> groups;   // candidate groups (in a visited list)
+  std::vector<std::uint8_t> candidate;
   std::vector<Block> blocks;
   TopK top;
 };
@@ -372,22 +374,13 @@ void ApproxSparseIndex::search_one(const std::uint32_t* terms, const float* weig
     if (q[terms[i]] == 0.0f) s.qterms.push_back(terms[i]);
     q[terms[i]] += weights[i];
   }
-  // The summaries' dot products: the query's terms against every group holding them.
-  for (auto t : s.qterms) {
-    const float w = q[t];
-    for (auto e = term_summary_[t]; e < term_summary_[t + 1]; ++e) {
-      const std::uint32_t g = sum_groups_[e];
-      if (bound[g] == 0.0f) s.groups.push_back(g);
-      bound[g] += w * static_cast<float>(sum_levels_[e]);
-    }
-  }
-  for (auto g : s.groups) bound[g] *= group_scales_[g];
   std::sort(s.qterms.begin(), s.qterms.end(), [&](std::uint32_t a, std::uint32_t b) {
     return q[a] > q[b] || (q[a] == q[b] && a < b);
   });
   const std::size_t visit =
       p.query_cut ? std::min(p.query_cut, s.qterms.size()) : s.qterms.size();
-  // A block: the run of one group's documents in a list (the lists are ordered by group).
+  // A block: the run of one group's documents in a visited list (the lists are ordered by
+  // group). Its group is marked as a candidate.
   s.blocks.clear();
   for (std::size_t qi = 0; qi < visit; ++qi) {
     const std::uint32_t t = s.qterms[qi];
@@ -397,11 +390,24 @@ void ApproxSparseIndex::search_one(const std::uint32_t* terms, const float* weig
       const std::uint32_t g = doc_group_[list_docs_[i]];
       if (g != last) {
         if (last != kNoGroup) s.blocks.back().end = i;
-        s.blocks.push_back({bound[g], i, end});
+        s.blocks.push_back({0.0f, i, end, g});
+        if (!s.candidate[g]) {
+          s.candidate[g] = 1;
+          s.groups.push_back(g);
+        }
       }
       last = g;
     }
   }
+  // The summaries' dot products of the candidate groups with the whole query.
+  for (auto t : s.qterms) {
+    const float w = q[t];
+    for (auto e = term_summary_[t]; e < term_summary_[t + 1]; ++e) {
+      const std::uint32_t g = sum_groups_[e];
+      if (s.candidate[g]) bound[g] += w * static_cast<float>(sum_levels_[e]);
+    }
+  }
+  for (auto& blk : s.blocks) blk.bound = bound[blk.group] * group_scales_[blk.group];
   // Best summary first, across the visited lists (a heap: most queries stop early); stop at
   // the first block whose summary dot product x heap_factor is under the k-th score (the
   // rest are no better). heap_factor is Seismic's: 1 skips only what the summaries rule out,
@@ -433,7 +439,7 @@ void ApproxSparseIndex::search_one(const std::uint32_t* terms, const float* weig
   }
   s.top.drain(ids, scores);
   for (auto t : s.qterms) q[t] = 0.0f;
-  for (auto g : s.groups) bound[g] = 0.0f;
+  for (auto g : s.groups) bound[g] = 0.0f, s.candidate[g] = 0;
   s.groups.clear();
   for (auto d : s.seen_docs) s.seen[d >> 6] = 0;
   s.seen_docs.clear();
@@ -459,6 +465,7 @@ void ApproxSparseIndex::search(const std::int64_t* indptr, std::size_t n_queries
     if (s.query.empty()) {
       s.query.assign(n_terms_ + 1, 0.0f);
       s.bound.assign(n_groups_ + 1, 0.0f);
+      s.candidate.assign(n_groups_ + 1, 0);
       s.seen.assign(n_docs_ / 64 + 1, 0);
     }
     const auto a = indptr[i];
