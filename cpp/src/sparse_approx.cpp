@@ -24,7 +24,7 @@ constexpr std::uint64_t kMaxTerms = std::uint64_t{1} << 30;
 enum Section : std::uint32_t {
   kMeta = 1, kDocOffsets, kFwdTerms, kFwdLevels, kDocScales, kFwdWeights, kTermSummary,
   kSumGroups, kSumLevels, kGroupScales, kTermLists, kDocGroup, kListDocs,
-  kExtra = 99
+  kDenseTerms, kDenseLevels, kExtra = 99
 };
 
 struct Entry {
@@ -66,6 +66,7 @@ struct ApproxSparseIndex::Scratch {
   std::vector<float> bound;            // summary dot product per group
   std::vector<std::uint32_t> groups;   // candidate groups (in a visited list)
   std::vector<std::uint8_t> candidate;
+  std::vector<std::pair<float, std::uint32_t>> dense;  // (query weight, dense row)
   std::vector<Block> blocks;
   TopK top;
 };
@@ -291,10 +292,22 @@ std::unique_ptr<ApproxSparseIndex> ApproxSparseIndex::build(const std::int64_t* 
     out.reserve(keep);
     for (std::size_t i = 0; i < keep; ++i) out.push_back({c[i].second, level_up(c[i].first, scale)});
   });
+  // Terms in more than a quarter of the groups (a collection's most frequent ones) go to a
+  // dense matrix, a row of levels per term: a query reads them for its candidate groups
+  // only instead of their (long) summary lists. The others are stored by term.
   {
     std::vector<std::uint64_t> count(n_terms + 1, 0);
     for (const auto& sm : summaries)
       for (const auto& [t, l] : sm) ++count[t + 1];
+    constexpr std::uint32_t kNotDense = ~std::uint32_t{0};
+    std::vector<std::uint32_t> row(n_terms, kNotDense);
+    for (std::size_t t = 0; t < n_terms; ++t)
+      if (n_groups >= 8 && count[t + 1] * 4 > n_groups) {
+        row[t] = static_cast<std::uint32_t>(ix->dense_terms_.size());
+        ix->dense_terms_.push_back(static_cast<std::uint32_t>(t));
+        count[t + 1] = 0;
+      }
+    ix->dense_levels_.assign(ix->dense_terms_.size() * n_groups, 0);
     for (std::size_t t = 0; t < n_terms; ++t) count[t + 1] += count[t];
     if (count[n_terms] >= (std::uint64_t{1} << 32))
       throw std::invalid_argument("too many summary entries (2**32); pass a larger cluster_size");
@@ -303,12 +316,17 @@ std::unique_ptr<ApproxSparseIndex> ApproxSparseIndex::build(const std::int64_t* 
     ix->sum_levels_.resize(count[n_terms]);
     for (std::size_t g = 0; g < n_groups; ++g) {
       for (const auto& [t, l] : summaries[g]) {
-        ix->sum_groups_[count[t]] = static_cast<std::uint32_t>(g);
-        ix->sum_levels_[count[t]++] = l;
+        if (row[t] != kNotDense) {
+          ix->dense_levels_[std::size_t{row[t]} * n_groups + g] = l;
+        } else {
+          ix->sum_groups_[count[t]] = static_cast<std::uint32_t>(g);
+          ix->sum_levels_[count[t]++] = l;
+        }
       }
       summaries[g] = {};
     }
   }
+  ix->index_dense_terms();
 
   // 4. Posting lists (doc, weight) by term, each pruned to its list_size heaviest entries,
   // ordered by group; a block is the run of one group's documents.
@@ -399,12 +417,26 @@ void ApproxSparseIndex::search_one(const std::uint32_t* terms, const float* weig
       last = g;
     }
   }
-  // The summaries' dot products of the candidate groups with the whole query.
+  // The summaries' dot products of the candidate groups with the whole query: the sparse
+  // part by term, the dense rows (frequent terms) by candidate group.
+  s.dense.clear();
   for (auto t : s.qterms) {
     const float w = q[t];
+    if (dense_row_[t] != kNoGroup) {
+      s.dense.push_back({w, dense_row_[t]});
+      continue;
+    }
     for (auto e = term_summary_[t]; e < term_summary_[t + 1]; ++e) {
       const std::uint32_t g = sum_groups_[e];
       if (s.candidate[g]) bound[g] += w * static_cast<float>(sum_levels_[e]);
+    }
+  }
+  if (!s.dense.empty()) {
+    for (auto g : s.groups) {
+      float extra = 0;
+      for (const auto& [w, r] : s.dense)
+        extra += w * static_cast<float>(dense_levels_[std::size_t{r} * n_groups_ + g]);
+      bound[g] += extra;
     }
   }
   for (auto& blk : s.blocks) blk.bound = bound[blk.group] * group_scales_[blk.group];
@@ -492,11 +524,12 @@ ApproxStats ApproxSparseIndex::stats() const {
   st.n_postings = list_docs_.size();
   st.n_groups = n_groups_;
   st.n_summary_entries = sum_levels_.size();
-  auto bytes = [](const auto& v) { return v.capacity() * sizeof(v[0]); };
+  auto bytes = [](const auto& v) { return v.size() * sizeof(v[0]); };
   st.memory_bytes = bytes(doc_offsets_) + bytes(fwd_terms16_) + bytes(fwd_terms32_) +
                     bytes(fwd_levels_) + bytes(doc_scales_) + bytes(fwd_weights_) +
                     bytes(term_summary_) + bytes(sum_groups_) + bytes(sum_levels_) +
-                    bytes(group_scales_) + bytes(term_lists_) + bytes(doc_group_) +
+                    bytes(group_scales_) + bytes(dense_terms_) + bytes(dense_levels_) +
+                    bytes(dense_row_) + bytes(term_lists_) + bytes(doc_group_) +
                     bytes(list_docs_);
   return st;
 }
@@ -513,7 +546,8 @@ void ApproxSparseIndex::save(const std::string& path, const std::string& extra) 
   std::vector<SectionData> s = {
       sec(kMeta, meta), sec(kDocOffsets, doc_offsets_), sec(kTermSummary, term_summary_),
       sec(kSumGroups, sum_groups_), sec(kSumLevels, sum_levels_),
-      sec(kGroupScales, group_scales_), sec(kTermLists, term_lists_),
+      sec(kGroupScales, group_scales_), sec(kDenseTerms, dense_terms_),
+      sec(kDenseLevels, dense_levels_), sec(kTermLists, term_lists_),
       sec(kDocGroup, doc_group_), sec(kListDocs, list_docs_),
       {kExtra, 1, extra.data(), extra.size()}};
   s.push_back(wide_ ? sec(kFwdTerms, fwd_terms32_) : sec(kFwdTerms, fwd_terms16_));
@@ -561,6 +595,8 @@ std::unique_ptr<ApproxSparseIndex> ApproxSparseIndex::load(const std::string& pa
   read_section(*file, kSumGroups, &ix->sum_groups_);
   read_section(*file, kSumLevels, &ix->sum_levels_);
   read_section(*file, kGroupScales, &ix->group_scales_);
+  read_section(*file, kDenseTerms, &ix->dense_terms_);
+  read_section(*file, kDenseLevels, &ix->dense_levels_);
   read_section(*file, kTermLists, &ix->term_lists_);
   read_section(*file, kDocGroup, &ix->doc_group_);
   read_section(*file, kListDocs, &ix->list_docs_);
@@ -581,10 +617,21 @@ std::unique_ptr<ApproxSparseIndex> ApproxSparseIndex::load(const std::string& pa
   }
   try {
     ix->check();
+    ix->index_dense_terms();
   } catch (const std::exception& e) {
     throw FormatError(path + " is not a consistent approximate index (" + e.what() + ")");
   }
   return ix;
+}
+
+// dense_row_ from dense_terms_ (each term once).
+void ApproxSparseIndex::index_dense_terms() {
+  dense_row_.assign(n_terms_, kNoGroup);
+  for (std::size_t r = 0; r < dense_terms_.size(); ++r) {
+    if (dense_row_[dense_terms_[r]] != kNoGroup)
+      throw std::runtime_error("a dense summary term is repeated");
+    dense_row_[dense_terms_[r]] = static_cast<std::uint32_t>(r);
+  }
 }
 
 // Every offset within bounds and non-decreasing, every id in range: a loaded file can then
@@ -613,6 +660,9 @@ void ApproxSparseIndex::check() const {
   below(list_docs_, n_docs_, "a posting's document is");
   below(sum_groups_, n_groups_, "a summary's group is");
   below(doc_group_, n_groups_, "a document's group is");
+  below(dense_terms_, n_terms_, "a dense summary term is");
+  if (dense_levels_.size() != dense_terms_.size() * n_groups_)
+    throw std::runtime_error("dense summaries have the wrong size");
   below(fwd_terms16_, n_terms_, "a term id is");
   below(fwd_terms32_, n_terms_, "a term id is");
 }

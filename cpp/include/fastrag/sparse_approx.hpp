@@ -78,6 +78,7 @@ class ApproxSparseIndex {
                   const ApproxSearchParams& p, Scratch& s, std::int64_t* ids,
                   float* scores) const;
   void check() const;
+  void index_dense_terms();
 
   ApproxBuildParams params_;
   std::size_t n_docs_ = 0, n_terms_ = 0, n_groups_ = 0;
@@ -95,6 +96,11 @@ class ApproxSparseIndex {
   std::vector<std::uint32_t> sum_groups_;
   std::vector<std::uint8_t> sum_levels_;
   std::vector<float> group_scales_;
+  // The terms in many groups' summaries: their levels as dense rows, dense_levels_[row x
+  // n_groups + group]; dense_row_[term] is the row (or ~0u), rebuilt on load.
+  std::vector<std::uint32_t> dense_terms_;
+  std::vector<std::uint8_t> dense_levels_;
+  std::vector<std::uint32_t> dense_row_;
   // Posting lists: term t's documents are list_docs_[term_lists_[t] .. term_lists_[t+1]),
   // ordered by group; a block is a run of one group (doc_group_) in a list.
   std::vector<std::uint32_t> term_lists_;
