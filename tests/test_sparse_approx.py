@@ -110,6 +110,8 @@ def test_ids_and_delete(corpus):
     with pytest.raises(KeyError):
         index.delete(["nope"])
     assert index.delete(["nope"], missing="ignore") == 0
+    with pytest.raises(TypeError, match="static"):
+        index.compact()
     with pytest.raises(ValueError, match="duplicate"):
         ApproxImpactIndex(docs[:2], ["a", "a"])
     with pytest.raises(ValueError, match="ids"):

@@ -15,22 +15,82 @@ import math
 import os
 import threading
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from fastrag import _core
 from fastrag._core import IndexFormatError
-from fastrag.index.base import batch_ids, check_int, check_threads, filter_ids
-from fastrag.index.csr import MAX_TERMS, check_count, to_csr
+from fastrag.index.base import IdIndex, batch_ids, check_int, check_threads
+from fastrag.index.csr import MAX_TERMS, check_count, check_vocab_size, to_csr
 from fastrag.index.idmap import IdMap
 from fastrag.index.results import DocId, SearchResults
 
 _SETTINGS = ("list_size", "cluster_size", "summary_energy", "quantize", "seed")
 
 
-class ApproxImpactIndex:
+class _StaticCore:
+    """The native ApproxSparseIndex with what `IdIndex` asks of a core: deletion as
+    tombstones (an allow bitset of the live documents, ANDed with a filter's), statistics with
+    the live count, save / load. Compaction would need the vectors again: it is refused."""
+
+    def __init__(self, native: Any) -> None:
+        self.native = native
+        self._dead = np.zeros(len(native), dtype=bool)
+        self._lock = threading.Lock()
+        self._live: np.ndarray | None = None  # bitset of the live documents, None: all
+
+    def remove(self, internal: np.ndarray) -> int:
+        internal = np.unique(np.asarray(internal, dtype=np.int64))
+        with self._lock:
+            new = int(np.count_nonzero(~self._dead[internal]))
+            dead = self._dead.copy()
+            dead[internal] = True
+            self._dead = dead
+            self._live = _bitset(~dead) if dead.any() else None
+        return new
+
+    def compact(self) -> np.ndarray:
+        raise TypeError(
+            "an ApproxImpactIndex is static: build a new one from the live vectors to drop "
+            "deleted documents"
+        )
+
+    def search(self, *queries: Any, allow: np.ndarray | None, **options: Any) -> Any:
+        live = self._live
+        if live is not None:
+            allow = live if allow is None else allow & live[: len(allow)]
+        return self.native.search(*queries, allow=allow, **options)
+
+    def stats(self) -> dict[str, Any]:
+        return {**dict(self.native.stats()), "n_live": int(len(self._dead) - self._dead.sum())}
+
+    def save(self, path: str, extra: bytes) -> None:
+        self.native.save(path, extra)
+
+    @classmethod
+    def load(cls, path: str, mmap: bool = False) -> tuple[_StaticCore, bytes]:
+        """The file's core with its deleted documents (the null slots of the metadata's ids;
+        metadata that does not parse is left for the caller to refuse)."""
+        native, extra = _core.ApproxSparseIndex.load(path)
+        core = cls(native)
+        try:
+            ids = json.loads(extra.decode("utf-8")).get("ids")
+        except (UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+            ids = None
+        if isinstance(ids, list) and len(ids) == len(native):
+            core.remove(np.array([i for i, d in enumerate(ids) if d is None], dtype=np.int64))
+        return core, extra
+
+
+def _bitset(mask: np.ndarray) -> np.ndarray:
+    """A bool mask as the core's uint64 bitset (bit i % 64 of word i // 64)."""
+    pad = np.zeros(-len(mask) % 64, dtype=bool)
+    packed = np.packbits(np.concatenate([mask, pad]), bitorder="little")
+    return packed.view("<u8").astype(np.uint64, copy=False)
+
+
+class ApproxImpactIndex(IdIndex):
     """Sparse vectors (term id -> weight >= 0) ranked by dot product, approximately and fast.
 
     >>> index = ApproxImpactIndex([(np.array([3, 17]), np.array([0.5, 1.2]))], ids=["a"])
@@ -38,8 +98,9 @@ class ApproxImpactIndex:
     [Hit(id='a', score=2.4...)]
 
     Built once from all its vectors (the same inputs as `ImpactIndex.add`: (term_ids,
-    weights) pairs, {term_id: weight} dicts or a scipy.sparse matrix); documents can be
-    deleted afterwards, not added (build a new index for that). Build:
+    weights) pairs, {term_id: weight} dicts or a scipy.sparse matrix). Static: `delete` hides
+    documents for good, but nothing can be added and `compact` raises TypeError (build a new
+    index for either). Build:
 
     1. every posting list keeps its `list_size` heaviest entries (static pruning);
     2. documents are grouped with similar ones (each joins the random seed document it
@@ -86,21 +147,15 @@ class ApproxImpactIndex:
         seed: int = 0,
         threads: int = 0,
     ) -> None:
-        if vocab_size is not None and (
-            isinstance(vocab_size, bool)
-            or not isinstance(vocab_size, (int, np.integer))
-            or not 0 < vocab_size <= MAX_TERMS
-        ):
-            raise ValueError(f"vocab_size must be an int in 1..{MAX_TERMS} or None")
+        self.vocab_size = check_vocab_size(vocab_size)
         if not isinstance(summary_energy, (int, float)) or not 0 < summary_energy <= 1:
             raise ValueError(f"summary_energy must be a number in (0, 1], got {summary_energy!r}")
-        self.vocab_size = None if vocab_size is None else int(vocab_size)
         (indptr, terms, weights), single = to_csr(vectors, self._vocab_limit, "documents")
         if single and isinstance(ids, (str, int)):
             ids = [ids]
-        self._ids = IdMap()
-        self._ids.append(self._ids.new_ids(batch_ids(ids), len(indptr) - 1))
-        self._core = _core.ApproxSparseIndex.build(
+        ids_map = IdMap()
+        ids_map.append(ids_map.new_ids(batch_ids(ids), len(indptr) - 1))
+        native = _core.ApproxSparseIndex.build(
             indptr,
             np.ascontiguousarray(terms, dtype=np.uint32),
             np.ascontiguousarray(weights, dtype=np.float32),
@@ -111,16 +166,8 @@ class ApproxImpactIndex:
             seed=check_int(seed, "seed", 0),
             threads=check_threads(threads),
         )
-        self._init_state()
-
-    def _init_state(self) -> None:
-        self._lock = threading.Lock()
-        n = self._ids.n_internal
-        self._deleted = np.zeros((n + 63) // 64, dtype=np.uint64)
-        for i, d in enumerate(self._ids.to_json()):
-            if d is None:
-                self._deleted[i >> 6] |= np.uint64(1 << (i & 63))
-        self._live: np.ndarray | None = None
+        self._core = _StaticCore(native)
+        self._init_ids(ids_map)
 
     @property
     def _vocab_limit(self) -> int:
@@ -129,57 +176,16 @@ class ApproxImpactIndex:
     @property
     def settings(self) -> dict[str, Any]:
         """The build settings (list_size 0: every entry kept)."""
-        p = self._core.params()
+        p = self._core.native.params()
         return {k: p[k] for k in _SETTINGS}
-
-    def __len__(self) -> int:
-        return len(self._ids)
-
-    def __contains__(self, doc_id: object) -> bool:
-        return doc_id in self._ids
-
-    @property
-    def ids(self) -> list[DocId]:
-        """The live document ids, in the order they were given."""
-        return self._ids.live_ids()
 
     def stats(self) -> dict[str, Any]:
         """Counts (documents, terms, forward entries, postings kept, groups, summary entries)
         and the bytes the structures hold (`memory_bytes`)."""
-        return {**dict(self._core.stats()), "n_live": len(self)}
+        return self._core.stats()
 
     def __repr__(self) -> str:
         return f"ApproxImpactIndex({self.settings}, docs={len(self)})"
-
-    # ------------------------------------------------------------------ deleting
-    def delete(self, ids: Iterable[DocId] | DocId, *, missing: str = "raise") -> int:
-        """Deletes documents by id (they are never returned again; their space stays until a
-        rebuild); unknown ids raise KeyError and nothing is deleted (missing="ignore" skips
-        them). Returns the number deleted."""
-        if missing not in ("raise", "ignore"):
-            raise ValueError("missing must be 'raise' or 'ignore'")
-        if isinstance(ids, (str, int)):
-            ids = [ids]
-        with self._lock:
-            internal = self._ids.lookup(ids, missing=missing)
-            internal = np.unique(internal.astype(np.int64))
-            bits = np.zeros(len(self._deleted) * 64, dtype=bool)
-            bits[internal] = True
-            self._deleted |= np.packbits(bits, bitorder="little").view("<u8").astype(np.uint64)
-            self._ids.remove(internal.astype(np.uint32))
-            self._live = None
-        return int(len(internal))
-
-    def _allow(self, filter: Iterable[DocId] | DocId | None) -> np.ndarray | None:
-        ids = filter_ids(filter)
-        if ids is not None:
-            return self._ids.allow_bitset(ids)  # live ids only
-        if not self._deleted.any():
-            return None
-        live = self._live
-        if live is None:
-            live = self._live = ~self._deleted
-        return live
 
     # ------------------------------------------------------------------ searching
     def search(
@@ -204,67 +210,35 @@ class ApproxImpactIndex:
             threads: worker threads for a batch (0 = all cores).
             filter: only these document ids may be returned (applied inside top-k).
         """
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise ValueError(f"k must be a positive integer, got {k!r}")
+        k = self._check_k(k)
         if not isinstance(heap_factor, (int, float)) or math.isnan(heap_factor) or heap_factor <= 0:
             raise ValueError(f"heap_factor must be a number > 0, got {heap_factor!r}")
         cut = check_count(query_cut, "query_cut") or 0
         (indptr, terms, weights), _ = to_csr(queries, self._vocab_limit, "queries")
-        allow = self._allow(filter)
-        ids, scores = self._core.search(
-            indptr,
-            np.ascontiguousarray(terms, dtype=np.uint32),
+        return self._search_core(
+            filter, indptr, np.ascontiguousarray(terms, dtype=np.uint32),
             np.ascontiguousarray(weights, dtype=np.float32),
-            k=int(k), query_cut=cut, heap_factor=float(heap_factor),
-            threads=check_threads(threads), allow=allow,
+            k=k, query_cut=cut, heap_factor=float(heap_factor), threads=threads,
         )
-        return SearchResults(ids=self._ids.to_user(ids), scores=scores)
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike[str]) -> None:
         """Saves to one file (written to a temporary file, then renamed into place)."""
-        path = Path(path)
-        if path.is_dir():
-            raise IsADirectoryError(f"{path} is a directory; give a file path")
-        if not path.parent.is_dir():
-            raise FileNotFoundError(f"folder {path.parent} does not exist")
-        with self._lock:
-            meta = {"format": self._FORMAT, "version": self._FORMAT_VERSION,
-                    "vocab_size": self.vocab_size, "ids": self._ids.to_json()}
-            self._core.save(str(path), json.dumps(meta, ensure_ascii=False).encode("utf-8"))
+        self._save(path, {"vocab_size": self.vocab_size})
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> ApproxImpactIndex:
         """Loads a saved index (into memory); a damaged, truncated or foreign file raises
         `fastrag.IndexFormatError`."""
-        path = Path(path)
-        if path.is_dir():
-            raise IsADirectoryError(f"{path} is a directory; give the index file")
-        if not path.exists():
-            raise FileNotFoundError(f"no such index file: {path}")
-        core, blob = _core.ApproxSparseIndex.load(str(path))
+        core, meta, ids = cls._load_core(_StaticCore, path, False, "n_docs")
         try:
-            meta = json.loads(blob.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise IndexFormatError(f"{path} has corrupted metadata ({e})") from e
-        if not isinstance(meta, dict) or meta.get("format") != cls._FORMAT:
-            raise IndexFormatError(f"{path} is not an ApproxImpactIndex")
-        if not isinstance(meta.get("version"), int) or meta["version"] > cls._FORMAT_VERSION:
-            raise IndexFormatError(f"{path} needs a newer fastrag (format {meta.get('version')})")
-        ids, vocab = meta.get("ids"), meta.get("vocab_size")
-        if (
-            not isinstance(ids, list)
-            or len(ids) != len(core)
-            or any(d is not None and not isinstance(d, (str, int)) for d in ids)
-            or len({d for d in ids if d is not None}) != sum(d is not None for d in ids)
-            or not (vocab is None or (isinstance(vocab, int) and 0 < vocab <= MAX_TERMS))
-            or (vocab is not None and core.stats()["n_terms"] > vocab)
-        ):
-            raise IndexFormatError(f"{path} has metadata that does not match its index")
+            vocab = check_vocab_size(meta.get("vocab_size"))
+        except ValueError as e:
+            raise IndexFormatError(f"{path} has invalid settings ({e})") from e
+        if vocab is not None and core.stats()["n_terms"] > vocab:
+            raise IndexFormatError(f"{path} holds term ids past its vocabulary size")
         index = cls.__new__(cls)
         index.vocab_size = vocab
         index._core = core
-        index._ids = IdMap(ids)
-        index._init_state()
+        index._init_ids(ids)
         return index
-
