@@ -198,10 +198,10 @@ def test_bad_input(corpus):
     # the core refuses wrong dtypes instead of copying
     ind = docs.indptr.astype(np.int64)
     with pytest.raises(ValueError, match="float32"):
-        _core.ApproxSparseIndex.build(ind, docs.indices.astype(np.uint32),
+        _core.ApproxSparseIndex(ind, docs.indices.astype(np.uint32),
                                       docs.data.astype(np.float64))
     with pytest.raises(ValueError, match="uint32"):
-        _core.ApproxSparseIndex.build(ind, docs.indices.astype(np.int64),
+        _core.ApproxSparseIndex(ind, docs.indices.astype(np.int64),
                                       docs.data.astype(np.float32))
     # empty: no documents, and queries with no known terms
     empty = ApproxImpactIndex([])

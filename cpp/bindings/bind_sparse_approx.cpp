@@ -41,9 +41,7 @@ Rows rows_of(const py::array& indptr, const py::array& terms, const py::array& w
 
 void register_sparse_approx(py::module_& m) {
   py::class_<ApproxSparseIndex> cls(m, "ApproxSparseIndex");
-  cls.def_static(
-         "build",
-         [](const py::array& indptr, const py::array& terms, const py::array& weights,
+  cls.def(py::init([](const py::array& indptr, const py::array& terms, const py::array& weights,
             Count list_size, float summary_energy, Count doc_cut,
             Count cluster_size, bool quantize, Count seed, Count threads) {
            const Rows r = rows_of(indptr, terms, weights);
@@ -62,7 +60,7 @@ void register_sparse_approx(py::module_& m) {
              ix = ApproxSparseIndex::build(r.indptr, r.n, r.terms, r.weights, p);
            }
            return ix;
-         },
+         }),
          py::arg("indptr"), py::arg("terms"), py::arg("weights"), py::kw_only(),
          py::arg("list_size") = Count{0}, py::arg("summary_energy") = 1.0f, py::arg("doc_cut") = Count{12},
          py::arg("cluster_size") = Count{32}, py::arg("quantize") = true,

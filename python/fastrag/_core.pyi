@@ -74,8 +74,8 @@ class SparseIndex:
     def load(path: str, *, mmap: bool = False) -> tuple[SparseIndex, bytes]: ...
 
 class ApproxSparseIndex:
-    @staticmethod
-    def build(
+    def __init__(
+        self,
         indptr: npt.NDArray[np.int64],
         terms: npt.NDArray[np.uint32],
         weights: npt.NDArray[np.float32],
@@ -87,7 +87,7 @@ class ApproxSparseIndex:
         quantize: bool = True,
         seed: int = 0,
         threads: int = 0,
-    ) -> ApproxSparseIndex: ...
+    ) -> None: ...
     def search(
         self,
         indptr: npt.NDArray[np.int64],
@@ -103,7 +103,6 @@ class ApproxSparseIndex:
     def save(self, path: str, extra: bytes = b"") -> None: ...
     @staticmethod
     def load(path: str) -> tuple[ApproxSparseIndex, bytes]: ...
-    def __len__(self) -> int: ...
     def params(self) -> dict[str, int | float | bool]: ...
     def stats(self) -> dict[str, int]: ...
 

@@ -78,7 +78,7 @@ class _StaticCore:
             ids = json.loads(extra.decode("utf-8")).get("ids")
         except (UnicodeDecodeError, json.JSONDecodeError, AttributeError):
             ids = None
-        if isinstance(ids, list) and len(ids) == len(native):
+        if isinstance(ids, list) and len(ids) == len(core._dead):
             core.remove(np.array([i for i, d in enumerate(ids) if d is None], dtype=np.int64))
         return core, extra
 
@@ -155,7 +155,7 @@ class ApproxImpactIndex(IdIndex):
             ids = [ids]
         ids_map = IdMap()
         ids_map.append(ids_map.new_ids(batch_ids(ids), len(indptr) - 1))
-        native = _core.ApproxSparseIndex.build(
+        native = _core.ApproxSparseIndex(
             indptr,
             np.ascontiguousarray(terms, dtype=np.uint32),
             np.ascontiguousarray(weights, dtype=np.float32),
@@ -182,7 +182,7 @@ class ApproxImpactIndex(IdIndex):
     def stats(self) -> dict[str, Any]:
         """Counts (documents, terms, forward entries, postings kept, groups, summary entries)
         and the bytes the structures hold (`memory_bytes`)."""
-        return self._core.stats()
+        return dict(self._core.stats())
 
     def __repr__(self) -> str:
         return f"ApproxImpactIndex({self.settings}, docs={len(self)})"
