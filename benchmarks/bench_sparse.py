@@ -1,13 +1,16 @@
-"""Learned sparse (impact) search: fastrag's ImpactIndex against scipy.sparse on the same impacts.
+"""Learned sparse (impact) search: fastrag's ImpactIndex against scipy.sparse on the same impacts,
+and fastrag's ApproxImpactIndex against Seismic (pyseismic-lsr).
 
 Two collections:
 
 * cranfield (1,400 documents, 225 judged queries), encoded by SPLADE-tiny: document and query
   vectors with every term the model weighs (the `cognition` package provides the weights);
-* a generated SPLADE-like corpus (seeded): 1,000,000 documents over a 30,000-term vocabulary,
-  about 100 distinct terms per document drawn from a Zipf-Mandelbrot distribution
-  (p(rank r) ~ 1 / (r + 10)), lognormal weights; queries of 20 distinct terms drawn from the
-  same distribution (so they hit long lists), lognormal weights.
+* a generated SPLADE-like corpus (seeded) with topic structure, as real SPLADE vectors cluster:
+  1,000,000 documents over a 30,000-term vocabulary and 2,000 topics (each 150 terms with a
+  Zipf law of its own); a document draws 55% of its 110 terms from a main topic, 15% from a
+  second one and 30% from a vocabulary-wide Zipf background (about 87 distinct terms),
+  lognormal weights heaviest on the main topic; queries of 20 distinct terms, 75% from one
+  topic.
 
 Exact search, single thread, top-10: `ImpactIndex.search` (one call per batch of queries, and
 one call per query) against scipy: ``X @ q`` with X the CSR document matrix and q the dense
@@ -20,8 +23,17 @@ Approximate mode (static pruning) on the generated corpus: recall@10 against the
 and QPS, when queries keep only their `query_terms` heaviest terms and/or documents keep only
 their `doc_terms` heaviest terms.
 
+Approximate SPLADE on the generated corpus: `ApproxImpactIndex` and Seismic's `SeismicIndex`
+built from the same vectors (the same pruning value: list_size / n_postings), each swept over
+query_cut x heap_factor, one query thread; recall@10 against the exact top-10. The SUMMARY
+holds the paired QPS ratio of each side's fastest setting at recall@10 >= 0.95
+(`qps_ratio_vs_seismic_at_r95`), the build-time ratio (Seismic / fastrag, all cores) and the
+ratio of structure bytes (fastrag's `stats()["memory_bytes"]` over Seismic's
+`print_space_usage_byte` total; `rss_ratio_vs_seismic` is the same for resident-memory growth
+over the builds).
+
     python benchmarks/bench_sparse.py                 # full run
-    python benchmarks/bench_sparse.py --quick         # 100,000 generated docs, 400 cranfield docs
+    python benchmarks/bench_sparse.py --quick         # 200,000 generated docs, 400 cranfield docs
     python benchmarks/bench_sparse.py --smoke         # tiny data, no scipy timings
     # the output ends with one line: SUMMARY key=value ...
     # options: --json PATH, --data DIR, --docs N, --queries N (generated), --repeat R,
