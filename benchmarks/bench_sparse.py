@@ -1,13 +1,16 @@
-"""Learned sparse (impact) search: fastrag's ImpactIndex against scipy.sparse on the same impacts.
+"""Learned sparse (impact) search: fastrag's ImpactIndex against scipy.sparse on the same impacts,
+and fastrag's ApproxImpactIndex against Seismic (pyseismic-lsr).
 
 Two collections:
 
 * cranfield (1,400 documents, 225 judged queries), encoded by SPLADE-tiny: document and query
   vectors with every term the model weighs (the `cognition` package provides the weights);
-* a generated SPLADE-like corpus (seeded): 1,000,000 documents over a 30,000-term vocabulary,
-  about 100 distinct terms per document drawn from a Zipf-Mandelbrot distribution
-  (p(rank r) ~ 1 / (r + 10)), lognormal weights; queries of 20 distinct terms drawn from the
-  same distribution (so they hit long lists), lognormal weights.
+* a generated SPLADE-like corpus (seeded) with topic structure, as real SPLADE vectors cluster:
+  1,000,000 documents over a 30,000-term vocabulary and 2,000 topics (each 150 terms with a
+  Zipf law of its own); a document draws 55% of its 110 terms from a main topic, 15% from a
+  second one and 30% from a vocabulary-wide Zipf background (about 87 distinct terms),
+  lognormal weights heaviest on the main topic; queries of 20 distinct terms, 75% from one
+  topic.
 
 Exact search, single thread, top-10: `ImpactIndex.search` (one call per batch of queries, and
 one call per query) against scipy: ``X @ q`` with X the CSR document matrix and q the dense
@@ -20,8 +23,17 @@ Approximate mode (static pruning) on the generated corpus: recall@10 against the
 and QPS, when queries keep only their `query_terms` heaviest terms and/or documents keep only
 their `doc_terms` heaviest terms.
 
+Approximate SPLADE on the generated corpus: `ApproxImpactIndex` and Seismic's `SeismicIndex`
+built from the same vectors (the same pruning value: list_size / n_postings), each swept over
+query_cut x heap_factor, one query thread; recall@10 against the exact top-10. The SUMMARY
+holds the paired QPS ratio of each side's fastest setting at recall@10 >= 0.95
+(`qps_ratio_vs_seismic_at_r95`), the build-time ratio (Seismic / fastrag, all cores) and the
+ratio of structure bytes (fastrag's `stats()["memory_bytes"]` over Seismic's
+`print_space_usage_byte` total; `rss_ratio_vs_seismic` is the same for resident-memory growth
+over the builds).
+
     python benchmarks/bench_sparse.py                 # full run
-    python benchmarks/bench_sparse.py --quick         # 100,000 generated docs, 400 cranfield docs
+    python benchmarks/bench_sparse.py --quick         # 200,000 generated docs, 400 cranfield docs
     python benchmarks/bench_sparse.py --smoke         # tiny data, no scipy timings
     # the output ends with one line: SUMMARY key=value ...
     # options: --json PATH, --data DIR, --docs N, --queries N (generated), --repeat R,
@@ -39,18 +51,22 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import gc  # noqa: E402
+import re  # noqa: E402
 import resource  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
-from collections.abc import Callable  # noqa: E402
+from collections.abc import Callable, Iterator  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 import scipy.sparse as sp  # noqa: E402
 
-from _common import Results, parse, parser, time_cases  # noqa: E402
-from fastrag.index import ImpactIndex  # noqa: E402
+from _common import Results, optional, parse, parser, time_cases  # noqa: E402
+from fastrag.index import ApproxImpactIndex, ImpactIndex  # noqa: E402
 
 K = 10
 RTOL = 1e-4
@@ -269,49 +285,91 @@ def _csr(pairs: list[tuple[np.ndarray, np.ndarray]], vocab: int) -> sp.csr_matri
 
 
 # ----------------------------------------------------------------------------- generated
-def zipf_cdf(vocab: int, offset: float = 10.0, s: float = 1.0) -> np.ndarray:
-    p = (np.arange(vocab) + 1.0 + offset) ** -s
+TOPIC_TERMS = 150  # distinct terms of one topic
+
+
+def zipf_cdf(n: int, offset: float = 10.0, s: float = 1.0) -> np.ndarray:
+    p = (np.arange(n) + 1.0 + offset) ** -s
     return np.cumsum(p / p.sum())
 
 
-def generate(n_docs: int, vocab: int, seed: int, draws: int = 110,
+def topic_terms(vocab: int, n_topics: int, seed: int) -> np.ndarray:
+    """(n_topics, TOPIC_TERMS) term ids: each topic's terms, uniform over the vocabulary,
+    in the order of the topic's own Zipf distribution."""
+    rng = np.random.default_rng(seed + 7)
+    keys = np.empty((n_topics, TOPIC_TERMS), dtype=np.int32)
+    for t in range(n_topics):
+        keys[t] = rng.choice(vocab, TOPIC_TERMS, replace=False)
+    return keys
+
+
+def draw_terms(
+    rng: np.random.Generator, m: int, draws: int, topics: np.ndarray, vocab: int,
+    mix: tuple[float, float],
+) -> tuple[np.ndarray, np.ndarray]:
+    """(m, draws) term ids and weights: a share mix[0] from a main topic, mix[1] from a second
+    one, the rest from the vocabulary-wide Zipf background; main-topic terms weigh most."""
+    main = rng.integers(0, len(topics), m)
+    second = rng.integers(0, len(topics), m)
+    src = rng.random((m, draws))
+    rank = np.minimum(np.searchsorted(zipf_cdf(TOPIC_TERMS, 3.0), rng.random((m, draws))),
+                      TOPIC_TERMS - 1)
+    background = np.minimum(np.searchsorted(zipf_cdf(vocab), rng.random((m, draws))), vocab - 1)
+    is_main = src < mix[0]
+    is_second = (src >= mix[0]) & (src < mix[0] + mix[1])
+    terms = np.where(is_main, topics[main[:, None], rank],
+                     np.where(is_second, topics[second[:, None], rank], background))
+    mu = np.where(is_main, 0.2, np.where(is_second, -0.3, -1.0))
+    weights = np.exp(mu + 0.6 * rng.standard_normal((m, draws))).astype(np.float32)
+    return terms.astype(np.int32), weights
+
+
+def generate(n_docs: int, vocab: int, seed: int, n_topics: int = 2000, draws: int = 110,
              chunk: int = 100_000) -> sp.csr_matrix:
-    """n_docs rows of distinct terms: `draws` Zipf draws per document, repeats removed
-    (about 100 distinct terms on average), lognormal weights; term ids ascending per row."""
+    """n_docs rows of distinct terms with topic structure: `draws` draws per document (55%
+    from its main topic, 15% from a second topic, 30% Zipf background), repeats removed
+    (about 87 distinct terms on average), lognormal weights; term ids ascending per row."""
     rng = np.random.default_rng(seed)
-    cdf = zipf_cdf(vocab)
-    term_parts, lengths = [], []
+    topics = topic_terms(vocab, n_topics, seed)
+    lengths, term_parts, weight_parts = [], [], []
     for start in range(0, n_docs, chunk):
         m = min(chunk, n_docs - start)
-        u = rng.random((m, draws), dtype=np.float32).astype(np.float64)
-        t = np.minimum(np.searchsorted(cdf, u), vocab - 1).astype(np.int32)
-        t.sort(axis=1)
+        t, w = draw_terms(rng, m, draws, topics, vocab, (0.55, 0.15))
+        order = np.argsort(t, axis=1, kind="stable")
+        t = np.take_along_axis(t, order, 1)
+        w = np.take_along_axis(w, order, 1)
         keep = np.ones_like(t, dtype=bool)
         keep[:, 1:] = t[:, 1:] != t[:, :-1]
         lengths.append(keep.sum(axis=1))
         term_parts.append(t[keep])
-    terms = np.concatenate(term_parts)
-    del term_parts
+        weight_parts.append(w[keep])
     indptr = np.zeros(n_docs + 1, dtype=np.int64)
     np.cumsum(np.concatenate(lengths), out=indptr[1:])
-    weights = rng.lognormal(-0.5, 0.8, len(terms)).astype(np.float32)
-    return sp.csr_matrix((weights, terms, indptr), shape=(n_docs, vocab))
+    return sp.csr_matrix((np.concatenate(weight_parts), np.concatenate(term_parts), indptr),
+                         shape=(n_docs, vocab))
 
 
-def generate_queries(n: int, vocab: int, seed: int, terms: int = 20) -> sp.csr_matrix:
+def generate_queries(n: int, vocab: int, seed: int, n_topics: int = 2000,
+                     terms: int = 20) -> sp.csr_matrix:
+    """n queries of `terms` distinct terms: 75% from one topic, 25% background."""
     rng = np.random.default_rng(seed + 1)
-    cdf = zipf_cdf(vocab)
+    topics = topic_terms(vocab, n_topics, seed)
     rows = []
     for _ in range(n):
-        drawn = np.minimum(np.searchsorted(cdf, rng.random(20 * terms)), vocab - 1)
-        _, first = np.unique(drawn, return_index=True)
-        rows.append(np.sort(drawn[np.sort(first)][:terms]))
-    indptr = np.arange(n + 1, dtype=np.int64) * terms
-    weights = rng.lognormal(-0.5, 0.8, n * terms).astype(np.float32)
-    return sp.csr_matrix((weights, np.concatenate(rows), indptr), shape=(n, vocab))
+        t, w = draw_terms(rng, 1, 3 * terms, topics, vocab, (0.75, 0.0))
+        _, first = np.unique(t[0], return_index=True)
+        first = np.sort(first)[:terms]
+        rows.append((t[0][first], w[0][first]))
+    indptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum([len(t) for t, _ in rows], out=indptr[1:])
+    m = sp.csr_matrix((np.concatenate([w for _, w in rows]),
+                       np.concatenate([t for t, _ in rows]), indptr), shape=(n, vocab))
+    m.sort_indices()
+    return m
 
 
-def run_synthetic(n_docs: int, n_queries: int, seed: int, repeat: int, res: Results) -> None:
+def run_synthetic(n_docs: int, n_queries: int, seed: int, repeat: int, res: Results,
+                  quick: bool) -> None:
     summary = res.summary
     vocab = 30_000
     t0 = time.perf_counter()
@@ -384,6 +442,182 @@ def run_synthetic(n_docs: int, n_queries: int, seed: int, repeat: int, res: Resu
         {"doc_terms": dt, "query_terms": qt, "recall10": r, "qps": q} for dt, qt, r, q in rows
     ]
     res.details["exact_qps"] = base
+    run_seismic(matrix, qmatrix, exact[0], repeat, res, quick)
+
+
+# ----------------------------------------------------------------------------- Seismic
+R95 = 0.95
+
+
+def rss_now() -> int:
+    """Resident bytes of this process now (not the peak)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@contextmanager
+def stdout_to(path: Path) -> Iterator[None]:
+    """File descriptor 1 (where Seismic's Rust code prints) redirected to `path`."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    with open(path, "w") as f:
+        os.dup2(f.fileno(), 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def measured_build(build: Callable[[], Any]) -> tuple[Any, float, int]:
+    """(object, seconds, resident-memory growth in bytes) of one build."""
+    gc.collect()
+    before = rss_now()
+    t0 = time.perf_counter()
+    obj = build()
+    seconds = time.perf_counter() - t0
+    gc.collect()
+    return obj, seconds, rss_now() - before
+
+
+def sweep(name: str, configs: list[tuple[str, Callable[[], np.ndarray]]], exact_ids: np.ndarray,
+          n_queries: int, repeat: int) -> list[tuple[str, float, float, Callable[[], Any]]]:
+    """(label, recall@10, QPS, search) of every configuration, printed."""
+    out = []
+    for label, fn in configs:
+        r = recall(fn(), exact_ids)
+        ts = time_cases({"x": fn}, repeat, 0.05)["x"]
+        q = n_queries / float(np.median(ts))
+        out.append((label, r, q, fn))
+        print(f"  {name:<8} {label:<34} {r:9.3f} {q:10,.1f}")
+    return out
+
+
+def best_at(rows: list[tuple[str, float, float, Callable[[], Any]]]) -> Any:
+    ok = [row for row in rows if row[1] >= R95]
+    return max(ok, key=lambda row: row[2]) if ok else None
+
+
+def run_seismic(matrix: sp.csr_matrix, qmatrix: sp.csr_matrix, exact_ids: np.ndarray,
+                repeat: int, res: Results, quick: bool) -> None:
+    """fastrag's ApproxImpactIndex against Seismic (pyseismic-lsr) on the generated corpus."""
+    summary = res.summary
+    n_docs, n_queries = matrix.shape[0], qmatrix.shape[0]
+    print(f"\n## approximate SPLADE: fastrag ApproxImpactIndex against Seismic ({n_docs:,} "
+          f"documents, {n_queries} queries; recall@10 against the exact top-10, one query "
+          "thread; builds on every core)")
+    # The pruning knob (fastrag's list_size, Seismic's n_postings) at the same values on both
+    # sides: one in --quick (Seismic's builds are slow), two in the full run.
+    sizes = [max(64, n_docs // 400)] if quick else [max(64, n_docs // 700), max(64, n_docs // 350)]
+    fastrag_rows: list[tuple[str, float, float, Callable[[], Any]]] = []
+    fr_build, fr_bytes, fr_rss = [], [], []
+    # fastrag's builds are fast: it also tries a smaller list_size and summary_energy 0.8.
+    # The memory and build ratios compare the first build of each side (the same pruning
+    # value, fastrag's other settings at their defaults).
+    builds = [(size, 1.0) for size in sizes] + [(sizes[0], 0.8), (max(32, n_docs // 1000), 1.0)]
+    for size, energy in builds:
+        ix, secs, grown = measured_build(
+            lambda size=size, energy=energy: ApproxImpactIndex(
+                matrix, vocab_size=matrix.shape[1], list_size=size, summary_energy=energy))
+        st = ix.stats()
+        fr_build.append(secs)
+        fr_bytes.append(st["memory_bytes"])
+        fr_rss.append(grown)
+        print(f"  fastrag list_size={size} summary_energy={energy}: built in {secs:.1f} s, "
+              f"{st['memory_bytes'] / 1e6:,.0f} MB of structures ({st['n_postings']:,} postings, "
+              f"{st['n_groups']:,} groups, "
+              f"{st['n_summary_entries']:,} summary entries), RSS +{grown / 1e6:,.0f} MB")
+        configs = [
+            (f"list {size} energy {energy} cut {cut} hf {hf}",
+             lambda ix=ix, cut=cut, hf=hf: _internal(ix.search(
+                 qmatrix, k=K, threads=1, query_cut=cut, heap_factor=hf).ids))
+            for cut in (3, 5, 8, 12) for hf in (1.0, 0.8, 0.6)
+        ]
+        print(f"  {'engine':<8} {'setting':<34} {'recall@10':>9} {'QPS':>10}")
+        fastrag_rows += sweep("fastrag", configs, exact_ids, n_queries, repeat)
+    summary["approx_build_s_fastrag"] = round(fr_build[0], 2)
+    res.details["approx_fastrag"] = [
+        {"setting": lab, "recall10": r, "qps": q} for lab, r, q, _ in fastrag_rows
+    ]
+    if not PEERS:
+        best = best_at(fastrag_rows)
+        if best is not None:
+            summary["approx_qps_at_r95_fastrag"] = round(best[2], 1)
+        return
+    seismic = optional("seismic", res, "the Seismic comparison")
+    if seismic is None:
+        return
+    log = Path(tempfile.mkdtemp(prefix="bench-sparse-")) / "seismic.log"
+    seismic_rows: list[tuple[str, float, float, Callable[[], Any]]] = []
+    se_build, se_bytes, se_rss = [], [], []
+    string = seismic.get_seismic_string()
+    qids = np.array([str(i) for i in range(n_queries)], dtype=string)
+    qterms = [np.array([str(t) for t in qmatrix[i].indices], dtype=string)
+              for i in range(n_queries)]
+    qvalues = [qmatrix[i].data.astype(np.float32) for i in range(n_queries)]
+    for size in sizes:
+        def build(size: int = size) -> Any:
+            ds = seismic.SeismicDataset()
+            ds.add_documents_by_id([str(i) for i in range(n_docs)],
+                                   matrix.indices.astype(np.int64), matrix.data.astype(np.float32),
+                                   matrix.indptr.astype(np.int64))
+            return seismic.SeismicIndex.build_from_dataset(ds, n_postings=size)
+        with stdout_to(log):
+            sx, secs, grown = measured_build(build)
+            sx.print_space_usage_byte()
+        total = re.findall(r"Total:\s*(\d+)\s*Bytes", log.read_text())
+        structure = int(total[-1]) if total else 0
+        se_build.append(secs)
+        se_bytes.append(structure)
+        se_rss.append(grown)
+        print(f"  Seismic n_postings={size}: built in {secs:.1f} s, {structure / 1e6:,.0f} MB of "
+              f"structures (its print_space_usage_byte), RSS +{grown / 1e6:,.0f} MB")
+
+        def run(sx: Any = sx, cut: int = 10, hf: float = 1.0) -> np.ndarray:
+            out = sx.batch_search(qids, qterms, qvalues, k=K, query_cut=cut, heap_factor=hf,
+                                  num_threads=1)
+            ids = np.full((n_queries, K), -1, dtype=np.int64)
+            for hits in out:  # each hit names its query: rows are matched by that id
+                for j, (qid, _, doc) in enumerate(hits[:K]):
+                    ids[int(qid), j] = int(doc)
+            return ids
+
+        configs = [(f"n_postings {size} cut {cut} hf {hf}",
+                    lambda run=run, cut=cut, hf=hf: run(cut=cut, hf=hf))
+                   for cut in (3, 5, 8, 12) for hf in (1.0, 0.8, 0.6)]
+        seismic_rows += sweep("Seismic", configs, exact_ids, n_queries, repeat)
+    res.details["approx_seismic"] = [
+        {"setting": lab, "recall10": r, "qps": q} for lab, r, q, _ in seismic_rows
+    ]
+    ours, theirs = best_at(fastrag_rows), best_at(seismic_rows)
+    # The index sizes the two compare at: each side's first (smaller) build.
+    summary["approx_build_s_seismic"] = round(se_build[0], 2)
+    summary["build_ratio_vs_seismic"] = round(se_build[0] / fr_build[0], 2)
+    summary["approx_bytes_fastrag"] = fr_bytes[0]
+    summary["approx_bytes_seismic"] = se_bytes[0]
+    if se_bytes[0]:
+        summary["memory_ratio_vs_seismic"] = round(fr_bytes[0] / se_bytes[0], 3)
+    if se_rss[0] > 0:
+        summary["rss_ratio_vs_seismic"] = round(fr_rss[0] / se_rss[0], 3)
+    print(f"  build: Seismic {se_build[0]:.1f} s / fastrag {fr_build[0]:.1f} s = "
+          f"{summary['build_ratio_vs_seismic']}x; structures: fastrag {fr_bytes[0] / 1e6:,.0f} MB "
+          f"/ Seismic {se_bytes[0] / 1e6:,.0f} MB; RSS growth: fastrag {fr_rss[0] / 1e6:,.0f} MB, "
+          f"Seismic {se_rss[0] / 1e6:,.0f} MB")
+    if ours is None or theirs is None:
+        res.skip(f"qps_ratio_vs_seismic_at_r95: no setting reached recall@10 {R95} "
+                 f"(fastrag: {ours is not None}, Seismic: {theirs is not None})")
+        return
+    times = time_cases({"fastrag": ours[3], "seismic": theirs[3]}, max(repeat, 3), 0.2)
+    ratio = paired_ratio(times, "fastrag", "seismic")
+    summary["approx_qps_at_r95_fastrag"] = round(n_queries / float(np.median(times["fastrag"])), 1)
+    summary["approx_qps_at_r95_seismic"] = round(n_queries / float(np.median(times["seismic"])), 1)
+    summary["approx_recall10_at_r95_fastrag"] = round(ours[1], 3)
+    summary["approx_recall10_at_r95_seismic"] = round(theirs[1], 3)
+    summary["qps_ratio_vs_seismic_at_r95"] = ratio
+    print(f"  fastest at recall@10 >= {R95}: fastrag {ours[0]} (recall {ours[1]:.3f}, "
+          f"{summary['approx_qps_at_r95_fastrag']:,} QPS), Seismic {theirs[0]} (recall "
+          f"{theirs[1]:.3f}, {summary['approx_qps_at_r95_seismic']:,} QPS): {ratio}x")
 
 
 def main() -> None:
@@ -397,19 +631,19 @@ def main() -> None:
     ap.add_argument("--skip", nargs="*", default=[], choices=["cranfield", "synthetic"])
     args = parse(ap)
     docs, queries, repeat, limit = {
-        "smoke": (5_000, 10, 1, None), "quick": (100_000, 30, 2, 400)
+        "smoke": (5_000, 10, 1, None), "quick": (200_000, 30, 2, 400)
     }.get(args.mode, (1_000_000, 50, 3, None))
     args.docs = args.docs or docs
     args.queries = args.queries or queries
     args.repeat = args.repeat or repeat
     PEERS = not args.smoke
-    res = Results(__file__, args, peers=("scipy",))
+    res = Results(__file__, args, peers=("scipy", "pyseismic-lsr"))
     if args.smoke:
         res.skip("scipy timings and agreement (smoke mode: no peers)")
     if "cranfield" not in args.skip:
         run_cranfield(args.data, args.repeat, res, limit)
     if "synthetic" not in args.skip:
-        run_synthetic(args.docs, args.queries, args.seed, args.repeat, res)
+        run_synthetic(args.docs, args.queries, args.seed, args.repeat, res, args.mode != "full")
     res.summary["peak_rss_gb"] = round(rss_gb(), 2)
     print()
     res.finish()

@@ -6,6 +6,7 @@
 namespace py = pybind11;
 
 void register_sparse(py::module_& m);
+void register_sparse_approx(py::module_& m);
 void register_dense(py::module_& m);
 void register_maxsim(py::module_& m);
 void register_pooling(py::module_& m);
@@ -25,6 +26,7 @@ PYBIND11_MODULE(_core, m) {
     }
   });
   register_sparse(m);
+  register_sparse_approx(m);
   register_dense(m);
   register_maxsim(m);
   register_pooling(m);

@@ -27,7 +27,15 @@ from fastrag.encoders import (
     TextEncoder,
     TruncationWarning,
 )
-from fastrag.index import BM25, DenseIndex, DocId, Hit, ImpactIndex, SearchResults
+from fastrag.index import (
+    BM25,
+    ApproxImpactIndex,
+    DenseIndex,
+    DocId,
+    Hit,
+    ImpactIndex,
+    SearchResults,
+)
 from fastrag.text import (
     AutoAnalyzer,
     BigramAnalyzer,
@@ -39,6 +47,7 @@ from fastrag.text import (
 
 __all__ = [
     "BM25",
+    "ApproxImpactIndex",
     "AutoAnalyzer",
     "BM42Index",
     "BigramAnalyzer",

@@ -74,6 +74,39 @@ class SparseIndex:
     @staticmethod
     def load(path: str, *, mmap: bool = False) -> tuple[SparseIndex, bytes]: ...
 
+class ApproxSparseIndex:
+    def __init__(
+        self,
+        indptr: npt.NDArray[np.int64],
+        terms: npt.NDArray[np.uint32],
+        weights: npt.NDArray[np.float32],
+        *,
+        list_size: int = 0,
+        summary_energy: float = 1.0,
+        doc_cut: int = 12,
+        cluster_size: int = 32,
+        quantize: bool = True,
+        seed: int = 0,
+        threads: int = 0,
+    ) -> None: ...
+    def search(
+        self,
+        indptr: npt.NDArray[np.int64],
+        terms: npt.NDArray[np.uint32],
+        weights: npt.NDArray[np.float32],
+        *,
+        k: int = 10,
+        query_cut: int = 0,
+        heap_factor: float = 1.0,
+        threads: int = 1,
+        allow: npt.NDArray[np.uint64] | None = None,
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]: ...
+    def save(self, path: str, extra: bytes = b"") -> None: ...
+    @staticmethod
+    def load(path: str) -> tuple[ApproxSparseIndex, bytes]: ...
+    def params(self) -> dict[str, int | float | bool]: ...
+    def stats(self) -> dict[str, int]: ...
+
 class HnswIndex:
     def __init__(
         self,

@@ -13,7 +13,7 @@
 
 namespace fastrag {
 
-enum class FileKind : std::uint32_t { SparseIndex = 1, DenseIndex = 2 };
+enum class FileKind : std::uint32_t { SparseIndex = 1, DenseIndex = 2, ApproxSparseIndex = 3 };
 
 // A 64-bit checksum over a byte stream, fed in pieces of any size.
 class Checksum {

@@ -206,6 +206,19 @@ def idf_of(df: np.ndarray, n_docs: int) -> np.ndarray:
     return np.log((n_docs - df + 0.5) / (df + 0.5) + 1.0)
 
 
+def check_vocab_size(vocab_size: object) -> int | None:
+    """A vocabulary size in 1..MAX_TERMS (numpy integers too, not bool), or None."""
+    if vocab_size is None:
+        return None
+    if (
+        isinstance(vocab_size, bool)
+        or not isinstance(vocab_size, (int, np.integer))
+        or not 0 < vocab_size <= MAX_TERMS
+    ):
+        raise ValueError(f"vocab_size must be an int in 1..{MAX_TERMS} or None")
+    return int(vocab_size)
+
+
 def check_count(n: object, name: str) -> int | None:
     if n is None:
         return None

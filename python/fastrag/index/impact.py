@@ -25,6 +25,7 @@ from fastrag.index.csr import (
     MAX_TERMS,
     Csr,
     check_count,
+    check_vocab_size,
     idf_of,
     keep_rows_where,
     prune_rows,
@@ -91,17 +92,11 @@ class ImpactIndex(IdIndex):
         max_weight: float | None,
         doc_terms: int | None,
     ) -> None:
-        if vocab_size is not None and (
-            isinstance(vocab_size, bool)
-            or not isinstance(vocab_size, (int, np.integer))
-            or not 0 < vocab_size <= MAX_TERMS
-        ):
-            raise ValueError(f"vocab_size must be an int in 1..{MAX_TERMS} or None")
         if quantize not in QUANTIZATIONS:
             raise ValueError(f"quantize must be None or 'uint8', got {quantize!r}")
         if max_weight is not None and not (math.isfinite(max_weight) and max_weight > 0):
             raise ValueError(f"max_weight must be a finite number > 0, got {max_weight!r}")
-        self.vocab_size = None if vocab_size is None else int(vocab_size)
+        self.vocab_size = check_vocab_size(vocab_size)
         self.quantize = quantize
         self._scale = None if max_weight is None else float(max_weight)
         self.doc_terms = check_count(doc_terms, "doc_terms")
