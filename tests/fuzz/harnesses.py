@@ -38,7 +38,7 @@ import fastrag
 from fastrag.collection.docstore import DocStore
 from fastrag.collection.store import doc_crc
 from fastrag.encoders import BM42Index, SpladeIndex
-from fastrag.index import ImpactIndex
+from fastrag.index import ApproxImpactIndex, ImpactIndex
 
 warnings.simplefilter("ignore")  # EmptyDocumentWarning etc. are not findings
 
@@ -122,6 +122,27 @@ def _exercise_dense(index: fastrag.DenseIndex) -> None:
     index.search(q, k=3, threads=1)
 
 
+def _load_approx(path: Path, mmap: bool) -> ApproxImpactIndex:
+    return ApproxImpactIndex.load(path)  # no memory-mapped mode: always read whole
+
+
+def _exercise_approx(index: ApproxImpactIndex) -> None:
+    n_terms = int(index.stats()["n_terms"])
+    limit = index.vocab_size or max(n_terms, 1)
+    query = {t: 1.0 for t in range(min(n_terms, limit, 5))} or {0: 1.0}
+    ids = index.ids
+    len(index)
+    index.search([query, {0: 2.0}], k=3, threads=1)
+    index.search(query, k=2, threads=1, query_cut=1, heap_factor=0.5)
+    if ids:
+        index.search(query, k=2, filter=ids[:1], threads=1)
+        index.delete(ids[:1])
+    path = _tmpdir() / f"approx{next(_COUNTER)}.frax"
+    index.save(path)
+    ApproxImpactIndex.load(path).search(query, k=2, threads=1)
+    os.unlink(path)
+
+
 def _load_docs(path: Path, mmap: bool) -> DocStore:
     return DocStore.load(path)
 
@@ -152,6 +173,7 @@ LOADERS: dict[str, tuple[Callable[..., object], Callable[[object], None], str]] 
     "splade": (SpladeIndex.load, _exercise_impact, ".fridx"),
     "bm42": (BM42Index.load, _exercise_impact, ".fridx"),
     "dense": (fastrag.DenseIndex.load, _exercise_dense, ".frdx"),
+    "approx": (_load_approx, _exercise_approx, ".frax"),
 }
 
 
@@ -343,7 +365,7 @@ def _targets() -> dict[str, Callable[[bytes], None]]:
     out: dict[str, Callable[[bytes], None]] = {}
     for kind in LOADERS:
         out[kind] = load_target(kind, mmap=False)
-        if kind != "docs":  # always memory-mapped
+        if kind not in ("docs", "approx"):  # docs: always memory-mapped; approx: never
             out[f"{kind}_mmap"] = load_target(kind, mmap=True)
     out["collection"] = open_collection
     for name in ("english", "japanese", "bigram", "auto"):
