@@ -391,6 +391,9 @@ void SparseIndex::compute_stats() {
   std::vector<double> idfs(bm25 ? n_terms : 0), bases(has_nonocc ? n_terms : 0);
   const bool cache = bm25 && impact_cache_;
   std::vector<float> cached(cache ? offsets_[n_terms] : 0);
+  // Small indexes with the cache: every posting's document id, kept decoded.
+  const bool keep_docs = impact_cache_ && offsets_[n_terms] <= kDocCacheMax;
+  std::vector<std::uint32_t> doc_ids(keep_docs ? offsets_[n_terms] : 0);
   const float* vals = values_.data();
   const std::uint64_t* live = live_.data();
   auto is_live = [&](std::uint32_t d) { return (live[d / 64] >> (d % 64)) & 1; };
@@ -426,16 +429,18 @@ void SparseIndex::compute_stats() {
       for (std::uint64_t blk = block_offsets_[t]; blk < block_offsets_[t + 1]; ++blk) {
         float m = 0.0f;
         if (bm25) {
-          const std::size_t len = decode_block(t, blk, docs, tf);
+          std::uint32_t* d = keep_docs ? doc_ids.data() + j : docs;
+          const std::size_t len = decode_block(t, blk, d, tf);
           for (std::size_t i = 0; i < len; ++i) {
             // Deleted documents count as impact 0.
             const float imp =
-                is_live(docs[i]) ? codec::bm25_impact<M>(view, idf, base, tf[i], docs[i]) : 0.0f;
+                is_live(d[i]) ? codec::bm25_impact<M>(view, idf, base, tf[i], d[i]) : 0.0f;
             if (cache) cached[j + i] = imp;
             m = std::max(m, imp);
           }
           j += len;
         } else {
+          if (keep_docs) decode_block(t, blk, doc_ids.data() + j, nullptr);
           const std::uint64_t e = std::min<std::uint64_t>(b, j + kBlockSize);
           for (; j < e; ++j) m = std::max(m, vals[j]);
         }
@@ -445,16 +450,6 @@ void SparseIndex::compute_stats() {
       tmax[t] = best;
     });
   });
-  // Small indexes with the cache: every posting's document id, decoded once.
-  std::vector<std::uint32_t> doc_ids;
-  if (impact_cache_ && offsets_[n_terms] <= kDocCacheMax) {
-    doc_ids.resize(offsets_[n_terms]);
-    parallel_for(n_terms, threads, [&](std::size_t t, std::size_t) {
-      std::uint64_t j = offsets_[t];
-      for (std::uint64_t blk = block_offsets_[t]; blk < block_offsets_[t + 1]; ++blk)
-        j += decode_block(t, blk, doc_ids.data() + j, nullptr);
-    });
-  }
   doc_cache_.assign(std::move(doc_ids));
   len_tfc_ = std::move(ltfc);
   impacts_.assign(std::move(cached));

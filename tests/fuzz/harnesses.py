@@ -87,11 +87,17 @@ def _exercise_bm25(index: fastrag.BM25) -> None:
     index.search([terms], k=2, threads=1)
 
 
+def _probe_query(index: ImpactIndex | ApproxImpactIndex) -> dict[int, float]:
+    """A query of the index's first terms (within its vocabulary)."""
+    n_terms = int(index.stats()["n_terms"])
+    limit = index.vocab_size or max(n_terms, 1)
+    return {t: 1.0 for t in range(min(n_terms, limit, 5))} or {0: 1.0}
+
+
 def _exercise_impact(index: ImpactIndex) -> None:
     # ImpactIndex's own methods: a loaded BM42 index has no encoder to take texts
     n_terms = int(index.stats()["n_terms"])
-    limit = index.vocab_size or max(n_terms, 1)
-    query = {t: 1.0 for t in range(min(n_terms, limit, 5))} or {0: 1.0}
+    query = _probe_query(index)
     ids = index.ids
     len(index)
     index.idf(np.arange(n_terms + 2))
@@ -127,9 +133,7 @@ def _load_approx(path: Path, mmap: bool) -> ApproxImpactIndex:
 
 
 def _exercise_approx(index: ApproxImpactIndex) -> None:
-    n_terms = int(index.stats()["n_terms"])
-    limit = index.vocab_size or max(n_terms, 1)
-    query = {t: 1.0 for t in range(min(n_terms, limit, 5))} or {0: 1.0}
+    query = _probe_query(index)
     ids = index.ids
     len(index)
     index.search([query, {0: 2.0}], k=3, threads=1)
