@@ -229,8 +229,13 @@ def test_a_changed_record_of_the_document_file_is_detected(tmp_path: Path) -> No
     assert col.get("apple").text == DOCS["apple"]  # undamaged records read as before
     with pytest.raises(IndexFormatError, match=r"document 'bread'.*checksum"):
         col.get("bread")
+    # a search reads a hit's record when its text is first used: the damage shows there
+    (hit,) = col.search("oven", method="bm25")
+    assert hit.id == "bread"
     with pytest.raises(IndexFormatError, match="checksum"):
-        col.search("oven", method="bm25")
+        hit.text  # noqa: B018
+    with pytest.raises(IndexFormatError, match="checksum"):
+        col.search("oven", method="bm25")[0].metadata  # noqa: B018
     with pytest.raises(IndexFormatError, match="checksum"):
         col.verify()
     col.close()

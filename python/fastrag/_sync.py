@@ -11,19 +11,22 @@ class ReadWriteLock:
     """Readers share the lock; a writer waits for them to leave and keeps new ones out."""
 
     def __init__(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
+        # the condition's own lock, taken directly where nobody waits (a C call, where the
+        # condition's context manager is Python code: the query path takes this twice)
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._readers = 0
         self._writer = False
 
     def acquire_read(self) -> None:
         """Enters as a reader (`release_read` leaves); `read` is the block form."""
-        with self._cond:
+        with self._lock:
             while self._writer:
                 self._cond.wait()
             self._readers += 1
 
     def release_read(self) -> None:
-        with self._cond:
+        with self._lock:
             self._readers -= 1
             if self._readers == 0 and self._writer:  # a writer waits for the last one
                 self._cond.notify_all()

@@ -498,9 +498,13 @@ class Collection:
             ):
                 yield store.document_row(*row)
 
-    @_checked
     def chunk_table(self) -> ChunkTable:
         """Every chunk's document and span, read (and checked) once, then kept up to date."""
+        chunks = self._chunks
+        return chunks if chunks is not None else self._read_chunk_table()
+
+    @_checked
+    def _read_chunk_table(self) -> ChunkTable:
         with self._lock:
             if self._chunks is None:
                 hits = []
@@ -521,6 +525,11 @@ class Collection:
         """{chunk id: ChunkHit} of the chunks that exist."""
         found = self.chunk_table().hits
         return {c: found[c] for c in chunk_ids if c in found}
+
+    def readers_of(self, doc_ids: Iterable[str]) -> dict[str, Callable[[], Document]]:
+        """`texts_of` without the reading: a function per stored document that reads it
+        (the search path's results read their texts when first used)."""
+        return self._docs.readers(doc_ids)
 
     @_checked
     def texts_of(self, doc_ids: Iterable[str]) -> dict[str, Document]:
@@ -1005,8 +1014,10 @@ class Collection:
             return mk.augmented_search(self, query, k, augment=augment, method=method,
                                        filter=filter, explain=explain, llm=llm)
         vectors = None if vector is None else np.asarray(vector, dtype=np.float32)[None, :]
-        return self.search_batch([query], k, method=method, filter=filter, explain=explain,
-                                 vectors=vectors, threads=1)[0]
+        pipeline = self._pipeline(method)
+        return self._consistent(lambda: pipeline.search_batch(
+            self, [query], k=k, filter=filter, explain=explain, vectors=vectors, threads=1),
+            filter)[0]
 
     def search_batch(
         self,
@@ -1021,49 +1032,60 @@ class Collection:
     ) -> list[list[Result]]:
         """`search` for many queries: one encoder run for the batch, and the rest in one
         native call across `threads` cores (0 = all) for the built-in methods."""
+        pipeline = self._pipeline(method)
+        return self._consistent(lambda: pipeline.search_batch(
+            self, queries, k=k, filter=filter, explain=explain, vectors=vectors,
+            threads=threads), filter)
+
+    def _pipeline(self, method: str | Pipeline) -> Pipeline:
         if isinstance(method, Pipeline):
-            pipeline = method
-        else:  # built once per name (its checks cost more than a small query)
-            pipeline = self._pipelines.get(method)  # type: ignore[assignment]
-            if pipeline is None:
-                pipeline = self._pipelines[method] = self._named_pipeline(method)
+            return method
+        pipeline = self._pipelines.get(method)  # built once per name (its checks cost more
+        if pipeline is None:                    # than a small query)
+            pipeline = self._pipelines[method] = self._named_pipeline(method)
+        return pipeline
 
-        def run() -> list[list[Result]]:
-            return pipeline.search_batch(self, queries, k=k, filter=filter, explain=explain,
-                                         vectors=vectors, threads=threads)
+    def _consistent(self, run: Callable[[], list[list[Result]]],
+                    filter: Mapping[str, Any] | None) -> list[list[Result]]:
+        """`run()` (a search) on rows and index files of one generation."""
+        try:
+            return self._consistent_run(run, filter)
+        except sqlite3.DatabaseError as e:
+            raise store.as_damage(e, self.path) from e
 
-        with store.sqlite_damage(self.path):
-            # rows and index files must be of one generation: when another connection
-            # commits while we read, search again on the new one
-            for _ in range(5):
-                version = self._current()
+    def _consistent_run(self, run: Callable[[], list[list[Result]]],
+                        filter: Mapping[str, Any] | None) -> list[list[Result]]:
+        # rows and index files must be of one generation: when another connection
+        # commits while we read, search again on the new one
+        for _ in range(5):
+            version = self._current()
+            try:
+                results = run()
+            except IndexFormatError:
+                if self._unchanged_since(version):
+                    raise
+                continue
+            # without a filter a search reads only what _current loaded (the indexes, the
+            # chunk table and the document file of one generation); a filter reads the
+            # database, which another connection may have committed to meanwhile
+            if filter is None or self._unchanged_since(version):
+                return results
+        with self._lock:  # a writer commits without pause: read in one transaction
+            if self._db.in_transaction:
+                return run()
+            for _ in range(50):
+                # load the newest generation outside any transaction (its files may be
+                # deleted by the next commit: _load_indexes then reads again), then search
+                # in a read transaction that still names that generation
+                if store.meta_int(self._db, "generation") != self._generation:
+                    self._load_indexes()
+                self._db.execute("BEGIN")
                 try:
-                    results = run()
-                except IndexFormatError:
-                    if self._unchanged_since(version):
-                        raise
-                    continue
-                # without a filter a search reads only what _current loaded (the indexes, the
-                # chunk table and the document file of one generation); a filter reads the
-                # database, which another connection may have committed to meanwhile
-                if filter is None or self._unchanged_since(version):
-                    return results
-            with self._lock:  # a writer commits without pause: read in one transaction
-                if self._db.in_transaction:
-                    return run()
-                for _ in range(50):
-                    # load the newest generation outside any transaction (its files may be
-                    # deleted by the next commit: _load_indexes then reads again), then search
-                    # in a read transaction that still names that generation
-                    if store.meta_int(self._db, "generation") != self._generation:
-                        self._load_indexes()
-                    self._db.execute("BEGIN")
-                    try:
-                        if store.meta_int(self._db, "generation") == self._generation:
-                            return run()
-                    finally:
-                        self._db.rollback()
-                raise CollectionError(f"{self.path}: the collection changed too often to search")
+                    if store.meta_int(self._db, "generation") == self._generation:
+                        return run()
+                finally:
+                    self._db.rollback()
+            raise CollectionError(f"{self.path}: the collection changed too often to search")
 
 
 def _languages_of(enc: object) -> list[str]:

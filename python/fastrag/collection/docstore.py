@@ -29,7 +29,8 @@ import mmap
 import os
 import struct
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from functools import partial
 from itertools import count, pairwise
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,10 @@ def _encode(text: str) -> bytes:
 
 def _decode(data: bytes) -> str:
     return data.decode("utf-8", "surrogatepass")
+
+
+def _parsed(doc_id: str, text: str, meta: str) -> Document:
+    return Document(doc_id, text, {} if meta == "{}" else json.loads(meta))
 
 
 class DocStore:
@@ -90,39 +95,46 @@ class DocStore:
     def get_many(self, doc_ids: Iterable[str]) -> dict[str, Document]:
         """The stored documents among `doc_ids` (unknown ids are left out). A record whose
         checksum does not match raises IndexFormatError."""
-        out: dict[str, Document] = {}
+        return {d: read() for d, read in self.readers(doc_ids).items()}
+
+    def readers(self, doc_ids: Iterable[str]) -> dict[str, Callable[[], Document]]:
+        """`get_many` without the reading: for each stored document among `doc_ids`, a
+        function that reads it (its record's checksum checked then). The functions read the
+        store as it is now, whatever happens to it later: the committed file stays mapped
+        while one of them lives, and a document changed since holds its text already."""
+        out: dict[str, Callable[[], Document]] = {}
         pos, removed, changed = self._pos, self._removed, self._changed
-        # memoryviews: indexing one gives a Python int without a numpy scalar on the way
-        starts, split, crcs = self._starts.data, self._split.data, self._crcs.data
-        blob, base, checked = self._blob, self._base, self._checked
         for d in doc_ids:
             if d in out:
                 continue
             if d in changed:
                 text, meta, _ = changed[d]
-            else:
-                i = pos.get(d)
-                if i is None or d in removed:
-                    continue
-                a = starts[i] + base
-                cut = a + split[i]
-                raw_text, raw_meta = blob[a:cut], blob[cut : starts[i + 1] + base]
-                if not checked[i]:  # the first read of a record (the file never changes)
-                    # the row checksum (store.doc_crc) over the stored bytes, not re-encoded
-                    crc = zlib.crc32(raw_text, zlib.crc32(_encode(d) + b"\x00"))
-                    if zlib.crc32(raw_meta, zlib.crc32(b"\x00", crc)) != crcs[i]:
-                        raise self._damaged(d)
-                    checked[i] = 1
-                text = raw_text.decode("utf-8", "surrogatepass")
-                if raw_meta == b"{}":  # most documents: no metadata to parse
-                    out[d] = Document(d, text, {})
-                    continue
-                meta = raw_meta.decode("utf-8", "surrogatepass")
-            try:
-                out[d] = Document(d, text, {} if meta == "{}" else json.loads(meta))
-            except json.JSONDecodeError:  # unreachable unless the checksum matched by chance
-                raise self._damaged(d) from None
+                out[d] = partial(_parsed, d, text, meta)
+                continue
+            i = pos.get(d)
+            if i is not None and d not in removed:
+                out[d] = partial(self._record, self._blob, i, d)
         return out
+
+    def _record(self, blob: bytes | mmap.mmap, i: int, doc_id: str) -> Document:
+        """Record i (of id `doc_id`) of the committed file mapped as `blob`."""
+        starts, base = self._starts, self._base
+        a = starts.item(i) + base
+        cut = a + self._split.item(i)
+        raw_text, raw_meta = blob[a:cut], blob[cut : starts.item(i + 1) + base]
+        if not self._checked[i]:  # the first read of a record (the file never changes)
+            # the row checksum (store.doc_crc) over the stored bytes, not re-encoded
+            crc = zlib.crc32(raw_text, zlib.crc32(_encode(doc_id) + b"\x00"))
+            if zlib.crc32(raw_meta, zlib.crc32(b"\x00", crc)) != self._crcs[i]:
+                raise self._damaged(doc_id)
+            self._checked[i] = 1
+        text = raw_text.decode("utf-8", "surrogatepass")
+        if raw_meta == b"{}":  # most documents: no metadata to parse
+            return Document(doc_id, text, {})
+        try:
+            return _parsed(doc_id, text, raw_meta.decode("utf-8", "surrogatepass"))
+        except json.JSONDecodeError:  # unreachable unless the checksum matched by chance
+            raise self._damaged(doc_id) from None
 
     @property
     def pending(self) -> bool:
@@ -318,6 +330,5 @@ class DocStore:
         return self
 
     def close(self) -> None:
-        if isinstance(self._blob, mmap.mmap):
-            self._blob.close()
+        """Lets go of the committed file (unmapped once no reader of `readers` holds it)."""
         self._blob = b""

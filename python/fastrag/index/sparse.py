@@ -204,6 +204,10 @@ class BM25(IdIndex):
         """Queries as CSR term ids (indptr, term_ids); unknown terms get an id past the
         vocabulary, which the core skips."""
         tokens = self._tokens(queries, corpus=False)
+        if len(tokens) == 1:  # a single query (the common case): two small arrays
+            vocab = self._vocab
+            ids = [vocab.get(t, _UNKNOWN_TERM) for t in tokens[0]]
+            return np.array((0, len(ids)), dtype=np.int64), np.array(ids, dtype=np.uint32)
         indptr = np.fromiter(accumulate(map(len, tokens), initial=0), dtype=np.int64,
                              count=len(tokens) + 1)
         n = int(indptr[-1])

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
@@ -27,7 +27,7 @@ from fastrag.search.retrievers import RETRIEVERS, BaseRetriever, Retriever
 from fastrag.search.stages import Candidate, Reranker, rescored
 from fastrag.text.language import detect_language
 
-__all__ = ["Pipeline", "Result", "StageScore", "default_pipeline", "dense_weight",
+__all__ = ["LazyResult", "Pipeline", "Result", "StageScore", "default_pipeline", "dense_weight",
            "fused_pipeline"]
 
 
@@ -79,6 +79,43 @@ class Result:
         return self.text[self.span[0] : self.span[1]]
 
 
+class LazyResult(Result):
+    """A `Result` whose `text` and `metadata` are read from the collection's document file
+    when first used (then kept): a search reads no text that its caller does not use. The
+    reading may raise IndexFormatError for a damaged record, as a search would. Equal to a
+    `Result` of the same values; pickled, copied or compared with its text read."""
+
+    __slots__ = ("_read",)
+
+    @classmethod
+    def of(cls, doc_id: str, score: float, read: Callable[[], Document],
+           span: tuple[int, int], stages: dict[str, StageScore]) -> LazyResult:
+        self = cls.__new__(cls)
+        self.id, self.score, self.span, self.stages = doc_id, score, span, stages
+        self.scored_by, self.skipped, self._read = None, {}, read
+        return self
+
+    def __getattr__(self, name: str) -> Any:
+        # reached only while the slot is unset: text and metadata before their first use
+        if name in ("text", "metadata"):
+            doc = self._read()
+            self.text, self.metadata = doc.text, doc.metadata
+            return getattr(self, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) not in (Result, LazyResult):
+            return NotImplemented
+        return all(getattr(self, f.name) == getattr(other, f.name)
+                   for f in dataclasses.fields(Result))
+
+    __hash__ = None  # type: ignore[assignment]  # as a dataclass's with eq
+
+    def __reduce__(self) -> tuple[type[Result], tuple[Any, ...]]:
+        # pickled and copied as the plain Result it stands for
+        return Result, tuple(getattr(self, f.name) for f in dataclasses.fields(Result))
+
+
 @dataclass
 class Pipeline:
     """Retrievers -> fusion -> rerank stages -> documents.
@@ -107,6 +144,11 @@ class Pipeline:
     aggregate: str = "max"
     adaptive: bool = True
     _warned: set[str] = field(default_factory=set, init=False, repr=False, compare=False)
+    # what a single query needs that does not depend on it (see `_one`), made once
+    _fixed: tuple[float, ...] | None = field(default=None, init=False, repr=False,
+                                             compare=False)
+    _legs: dict[tuple[float, ...], list[tuple[BaseRetriever, float]] | None] = field(
+        default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.retrievers:
@@ -128,6 +170,7 @@ class Pipeline:
             depth = stage[1]
             if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
                 raise ValueError(f"rerankers[{i}]: depth must be an int >= 1, got {depth!r}")
+        self._fixed = self._fixed_weights()
 
     def _encoder_weight(self, corpus: Corpus, query: str) -> float:
         """The adaptive weight of encoder-based stages for this query (1 when not adaptive,
@@ -211,6 +254,10 @@ class Pipeline:
                 raise ValueError(f"vectors must be (n_queries, dim) for {len(queries)} queries, "
                                  f"got shape {vectors.shape}")
         t0 = time.perf_counter()
+        if len(queries) == 1 and filter is None and not explain and not self.rerankers:
+            one = self._one(corpus, queries[0], vectors, k, timings, t0)
+            if one is not None:
+                return [one]
         out: list[list[Result]] = [[] for _ in queries]
         allow = None if filter is None else corpus.allowed_chunks(filter)
         if allow is not None and not allow:
@@ -277,6 +324,40 @@ class Pipeline:
             timings.update(encode=encode, search=search, total=time.perf_counter() - t0)
         return out
 
+    def _one(self, corpus: Corpus, query: str, vectors: np.ndarray | None, k: int,
+             timings: dict[str, float] | None, t0: float) -> list[Result] | None:
+        """The common case, one query without a filter, explain or rerank stages, without
+        the batch's grouping: the weights and the legs to run are worked out once per
+        pipeline (per query only for adaptive weighting). None when the query needs the
+        general path: a leg left out by adaptive weighting (warned about and explained
+        there), or legs or a fusion that the executor does not run."""
+        weights = self._fixed
+        if weights is None:
+            planned, skipped = self._plan(corpus, query)
+            if skipped:
+                return None
+            weights = tuple(planned)
+        legs = self._legs.get(weights, False)
+        if legs is False:
+            run = [(r, w) for r, w in zip(self.retrievers, weights, strict=True) if w > 0]
+            legs = self._legs[weights] = (run if run and native.supported(
+                self.fusion, self.fusion_options, run) else None)
+        if legs is None or not getattr(corpus, "native", True):
+            return None
+        encode = 0.0
+        if vectors is None and any(r.uses_encoder for r, _ in legs):
+            if corpus.encoder is None:
+                raise ValueError("this collection has no encoder: use method='bm25'")
+            t1 = time.perf_counter()
+            vectors = corpus.encoder.encode_queries([query])
+            encode = time.perf_counter() - t1
+        t1 = time.perf_counter()
+        (found,) = self._native(corpus, legs, [query], vectors, None, k, False, 1)
+        if timings is not None:
+            t2 = time.perf_counter()
+            timings.update(encode=encode, search=t2 - t1, total=t2 - t0)
+        return found
+
     def _after_skips(self, corpus: Corpus, queries: list[str], vectors: np.ndarray | None,
                      filter: Mapping[str, Any] | None, k: int, explain: bool,
                      skipped: dict[int, dict[str, str]], out: list[list[Result]]) -> None:
@@ -322,7 +403,12 @@ class Pipeline:
         rows, chunk_rows, score_rows = (got["ids"].tolist(), got["chunks"].tolist(),
                                         got["scores"].tolist())
         hits = [[d for d in row if d >= 0] for row in rows]
-        docs = corpus.texts_of([doc_ids[d] for row in hits for d in row])
+        wanted = [doc_ids[d] for row in hits for d in row]
+        # a corpus that can hand out readers gives results that read their text when it is
+        # first used (a caller that needs only ids, or the first few texts, pays for no more)
+        readers_of = getattr(corpus, "readers_of", None)
+        readers = None if readers_of is None else readers_of(wanted)
+        docs = corpus.texts_of(wanted) if readers is None else readers
         # every best chunk's span in one gather (padding -1 reads the last chunk, unused; an
         # empty table has no hits to read spans for)
         chunks = got["chunks"]
@@ -345,8 +431,12 @@ class Pipeline:
                     stages = {name: StageScore(value, rank) for name, value, rank in
                               zip(names, explain_scores[q, j].tolist(),
                                   explain_ranks[q, j].tolist(), strict=True) if rank > 0}
-                results.append(Result(doc_id, score_row[j], doc.text, doc.metadata,
-                                      (start_row[j], end_row[j]), stages))
+                if readers is None:
+                    results.append(Result(doc_id, score_row[j], doc.text, doc.metadata,
+                                          (start_row[j], end_row[j]), stages))
+                else:
+                    results.append(LazyResult.of(doc_id, score_row[j], doc,
+                                                 (start_row[j], end_row[j]), stages))
             out.append(results)
         return out
 

@@ -1,0 +1,87 @@
+"""Results of a collection search read their text and metadata when first used
+(`fastrag.search.LazyResult`): they must behave as the eager `Result` they stand for, and read
+the generation that was searched whatever happens to the collection afterwards."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import pickle
+from pathlib import Path
+
+import pytest
+from fake_encoder import FakeEncoder
+
+from fastrag import Collection
+from fastrag.search import DenseRescore, Pipeline, Retriever
+from fastrag.search.pipeline import LazyResult, Result
+
+DOCS = {
+    "apple": "Apples grow on trees in the orchard near the river.",
+    "bread": "Bread is baked in a hot oven every morning, before the sun rises.",
+    "comet": "A comet has a bright tail when it passes close to the sun.",
+}
+
+
+@pytest.fixture
+def col(tmp_path: Path) -> Collection:
+    c = Collection.create(tmp_path / "c", encoder=FakeEncoder())
+    c.add(list(DOCS.values()), ids=list(DOCS), metadata=[{"n": i} for i in range(3)])
+    c.commit()
+    return c
+
+
+def eager(col: Collection, query: str) -> list[Result]:
+    """The same search through the general path (stage by stage in Python, texts read at
+    once): a rerank stage with explain."""
+    pipe = Pipeline([Retriever("bm25", depth=20)], rerankers=[(DenseRescore(), 1)])
+    got = pipe.search(col, query, k=3, explain=True)
+    assert all(type(r) is Result for r in got)
+    return got
+
+
+def test_lazy_results_read_what_an_eager_search_returns(col: Collection) -> None:
+    got = col.search("sun", method="bm25", k=3)
+    assert got and all(type(r) is LazyResult for r in got)
+    assert [r.id for r in got] == ["comet", "bread"]
+    for r in got:
+        assert r.text == DOCS[r.id]
+        assert r.metadata == {"n": list(DOCS).index(r.id)}
+        assert r.passage and r.passage in r.text
+    want = eager(col, "sun")
+    assert [(r.id, r.text, r.metadata, r.span) for r in got] == [
+        (r.id, r.text, r.metadata, r.span) for r in want]
+
+
+def test_lazy_results_equal_copy_pickle_and_replace_as_results(col: Collection) -> None:
+    (r, *_) = col.search("orchard", method="bm25")
+    plain = Result(r.id, r.score, DOCS[r.id], {"n": 0}, r.span, {})
+    assert r == plain and plain == r
+    assert r != dataclasses.replace(plain, score=r.score + 1)
+    for other in (pickle.loads(pickle.dumps(r)), copy.copy(r), copy.deepcopy(r)):
+        assert type(other) is Result and other == r
+    assert dataclasses.asdict(r)["text"] == DOCS["apple"]
+    assert dataclasses.replace(r, score=2.0).text == DOCS["apple"]
+    assert "apple" in repr(r)
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        r.nope  # noqa: B018
+    with pytest.raises(TypeError):
+        hash(r)
+
+
+def test_lazy_results_read_the_generation_that_was_searched(col: Collection) -> None:
+    before = col.search("bread oven", method="bm25")
+    assert before[0].id == "bread"
+    col.delete("bread")
+    col.add(["Bread, rewritten."], ids=["bread"])
+    col.commit()
+    col.close()  # the old document file is gone from the collection's view, and closed
+    assert before[0].text == DOCS["bread"]
+    assert before[0].metadata == {"n": 1}
+
+
+def test_documents_changed_since_the_commit_are_read_as_they_were(col: Collection) -> None:
+    col.add(["Bread of a new kind, baked with oven heat."], ids=["bread"])  # not committed
+    got = col.search("bread oven", method="bm25")
+    col.rollback()
+    assert got[0].id == "bread" and got[0].text == "Bread of a new kind, baked with oven heat."
