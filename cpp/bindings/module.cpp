@@ -11,6 +11,7 @@ void register_dense(py::module_& m);
 void register_maxsim(py::module_& m);
 void register_pooling(py::module_& m);
 void register_executor(py::module_& m);
+void register_text(py::module_& m);
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "fastrag's native core (private: use the fastrag package)";
@@ -31,4 +32,5 @@ PYBIND11_MODULE(_core, m) {
   register_maxsim(m);
   register_pooling(m);
   register_executor(m);
+  register_text(m);
 }

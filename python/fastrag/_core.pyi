@@ -230,3 +230,30 @@ def execute(
     fusion over chunk ids, chunk -> document aggregation deepening until k documents, top-k.
     Returns ids (document ordinals of chunk_doc, -1 padded), scores, chunks, depths and, with
     explain, explain_scores / explain_ranks (n, k, n_legs + 1)."""
+
+class AsciiWordCache:
+    """ASCII text -> term ids by the English analyzer's rules (runs of [A-Za-z0-9_] of at
+    least min_length characters, lowercased, stopwords out), with a cache of each word's term
+    id: BM25.add's fast path. Thread-safe; encode runs without the GIL."""
+    def __init__(
+        self, *, min_length: int, lowercase: bool, stopwords: list[str], max_words: int = 4194304
+    ) -> None: ...
+    def encode(
+        self, texts: list[object], start: int = 0
+    ) -> tuple[int, npt.NDArray[np.int64], npt.NDArray[np.uint32], list[str]]:
+        """Words of texts[start:stop] as term ids, stop being the first item that is not an
+        ASCII str -> (stop, indptr, ids, new_words); a word not cached has the id
+        2**31 + its index in new_words until resolve()."""
+    def resolve(
+        self, ids: npt.NDArray[np.uint32], new_words: list[str], new_ids: npt.NDArray[np.uint32]
+    ) -> None:
+        """Replaces the pending ids in ids (in place) by new_ids and caches the new words."""
+    @property
+    def size(self) -> int:
+        """Cached words."""
+    @property
+    def memory_bytes(self) -> int: ...
+    @property
+    def min_length(self) -> int: ...
+    @property
+    def lowercase(self) -> bool: ...

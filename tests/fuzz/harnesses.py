@@ -364,6 +364,42 @@ def analyzer_target(name: str) -> Callable[[bytes], None]:
     return target
 
 
+_FAST_ANALYZERS: dict[int, fastrag.EnglishAnalyzer] = {}
+
+
+def ascii_words_target(data: bytes) -> None:
+    """BM25.add's fast path for ASCII text (`_core.AsciiWordCache`) against the English
+    analyzer: the same term ids in the same order, for the text, its ASCII letters only, its
+    halves and its upper case, with the options the second byte picks (min_length, lowercase,
+    stemmer, stopwords); a second pass over the same texts meets a full cache."""
+    text = decode(data)
+    key = data[1] % 16 if len(data) > 1 else 0
+    if key not in _FAST_ANALYZERS:
+        _FAST_ANALYZERS[key] = fastrag.EnglishAnalyzer(
+            min_length=key % 3 + 1,
+            lowercase=not key & 4,
+            stemmer=None if key & 8 else "english",
+            stopwords=["Flows", "b", "x_y", "é"] if key % 3 == 2 else "english",
+        )
+    analyzer = _FAST_ANALYZERS[key]
+    plain = text.encode("ascii", "ignore").decode("ascii")
+    docs = [text, plain, plain[: len(plain) // 2], plain[len(plain) // 2 :], plain.upper(), ""]
+    index = fastrag.BM25(analyzer=analyzer)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", fastrag.EmptyDocumentWarning)
+            fast = [index._encode_texts(docs, analyzer) for _ in range(2)]
+        ref = fastrag.BM25(analyzer=analyzer)
+        expect = ref._term_ids(analyzer.analyze_many(docs))
+    except Exception as e:
+        raise Finding(f"the ASCII fast path raised {type(e).__name__}: {e} on {docs!r}") from e
+    for indptr, ids in fast:
+        if not (np.array_equal(indptr, expect[0]) and np.array_equal(ids, expect[1])):
+            raise Finding(f"the ASCII fast path gave other term ids than the analyzer on {docs!r}")
+    if list(index._vocab.items()) != list(ref._vocab.items()):
+        raise Finding(f"the ASCII fast path numbered the terms otherwise on {docs!r}")
+
+
 # ---------------------------------------------------------------------------- registry
 def _targets() -> dict[str, Callable[[bytes], None]]:
     out: dict[str, Callable[[bytes], None]] = {}
@@ -374,6 +410,7 @@ def _targets() -> dict[str, Callable[[bytes], None]]:
     out["collection"] = open_collection
     for name in ("english", "japanese", "bigram", "auto"):
         out[f"analyzer_{name}"] = analyzer_target(name)
+    out["analyzer_ascii_words"] = ascii_words_target
     return out
 
 

@@ -28,7 +28,7 @@ sys.path.insert(0, str(HERE))
 KINDS = [
     "bm25", "bm25_mmap", "impact", "impact_mmap", "splade", "splade_mmap", "bm42", "bm42_mmap",
     "dense", "dense_mmap", "collection", "analyzer_english", "analyzer_japanese", "analyzer_bigram",
-    "analyzer_auto", "docs", "approx",
+    "analyzer_auto", "analyzer_ascii_words", "docs", "approx",
 ]
 MAX_RESTARTS = 5
 

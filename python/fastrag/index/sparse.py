@@ -13,7 +13,14 @@ from fastrag import _core
 from fastrag._core import IndexFormatError
 from fastrag.index.base import IdIndex, as_batch
 from fastrag.index.results import DocId, SearchResults
-from fastrag.text import Analyzer, analyze_corpus, get_analyzer
+from fastrag.text import (
+    Analyzer,
+    EnglishAnalyzer,
+    analyze_corpus,
+    ascii_english,
+    get_analyzer,
+    warn_empty_documents,
+)
 
 Tokens = Sequence[str]
 Corpus = Sequence[str] | Sequence[Tokens]
@@ -82,6 +89,14 @@ class BM25(IdIndex):
         )
         self._vocab: dict[str, int] = {}
         self._init_ids()
+        self._init_word_cache()
+
+    def _init_word_cache(self) -> None:
+        # The fast path of add() for ASCII text (analyzer English, or auto with an English
+        # analyzer): text -> term ids in C++, with a cache of each word's term id. It is
+        # derived data that starts empty (also after load) and fills as documents come.
+        self._cache_english: EnglishAnalyzer | None = None
+        self._word_cache: _core.AsciiWordCache | None = None
 
     # ------------------------------------------------------------------ building
     @classmethod
@@ -105,7 +120,62 @@ class BM25(IdIndex):
             new_ids = self._ids.new_ids(ids, len(docs))
             if not docs:
                 return
-            self._upsert(new_ids, *self._term_ids(self._tokens(docs, corpus=True)))
+            english = ascii_english(self.analyzer)
+            if english is None or _is_pretokenized(docs):
+                csr = self._term_ids(self._tokens(docs, corpus=True))
+            else:
+                csr = self._encode_texts(docs, english)
+            self._upsert(new_ids, *csr)
+
+    def _encode_texts(
+        self, docs: list[Any], english: EnglishAnalyzer
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Texts as CSR term ids, as `_term_ids(analyzer.analyze_many(docs))` gives them (the
+        same ids, new terms numbered in the same order), the ASCII texts without Python
+        strings per word: runs of ASCII texts go through the word cache (C++), and only the
+        words it has not seen come back here to be stemmed and numbered; the other texts
+        take the analyzer. Everything is analysed before the vocabulary changes, so that a
+        bad document (not a str) changes nothing."""
+        if self._word_cache is None or self._cache_english is not english:
+            self._word_cache, self._cache_english = english.ascii_word_cache(), english
+        cache = self._word_cache
+        n = len(docs)
+        runs: list[tuple[int, Any]] = []  # (start, (indptr, ids, new words) or token lists)
+        i = 0
+        while i < n:
+            stop, indptr, ids, new_words = cache.encode(docs, i)
+            if stop > i:
+                runs.append((i, (indptr, ids, new_words)))
+            i = stop
+            while stop < n and not (isinstance(docs[stop], str) and docs[stop].isascii()):
+                stop += 1
+            if stop > i:
+                runs.append((i, self.analyzer.analyze_many(docs[i:stop])))
+            i = stop
+        vocab = self._vocab
+        parts: list[tuple[np.ndarray, np.ndarray]] = []
+        empty: list[int] = []
+        for start, run in runs:
+            if isinstance(run, tuple):
+                indptr, ids, new_words = run
+                if new_words:
+                    stems = english.stem_words(new_words)
+                    for term in stems:
+                        if term not in vocab:
+                            vocab[term] = len(vocab)
+                    new_ids = np.fromiter(map(vocab.__getitem__, stems), dtype=np.uint32,
+                                          count=len(stems))
+                    cache.resolve(ids, new_words, new_ids)
+            else:
+                indptr, ids = self._term_ids(run)
+            empty.extend(start + int(j) for j in np.flatnonzero(indptr[1:] == indptr[:-1]))
+            parts.append((indptr, ids))
+        warn_empty_documents(self.analyzer, docs, empty, stacklevel=3)  # -> the caller of add()
+        if len(parts) == 1:
+            return parts[0]
+        offsets = np.cumsum([0] + [int(p[0][-1]) for p in parts[:-1]])
+        indptr = np.concatenate([[0]] + [p[0][1:] + o for p, o in zip(parts, offsets, strict=True)])
+        return indptr.astype(np.int64), np.concatenate([p[1] for p in parts])
 
     def _term_ids(self, tokens: Sequence[Sequence[str]]) -> tuple[np.ndarray, np.ndarray]:
         """Documents' tokens as CSR term ids (indptr, term_ids); a new term gets the next id,
@@ -287,4 +357,5 @@ class BM25(IdIndex):
         index._core = core
         index._vocab = {t: i for i, t in enumerate(terms)}
         index._init_ids(ids)
+        index._init_word_cache()
         return index

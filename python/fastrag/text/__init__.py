@@ -11,7 +11,9 @@ from .analyzers import (
     EnglishAnalyzer,
     JapaneseAnalyzer,
     analyze_corpus,
+    ascii_english,
     get_analyzer,
+    warn_empty_documents,
 )
 from .language import detect_language
 from .stopwords import ENGLISH_STOPWORDS
@@ -26,6 +28,8 @@ __all__ = [
     "EnglishAnalyzer",
     "JapaneseAnalyzer",
     "analyze_corpus",
+    "ascii_english",
     "detect_language",
     "get_analyzer",
+    "warn_empty_documents",
 ]

@@ -17,6 +17,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from itertools import chain, filterfalse
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
+from fastrag import _core
+
 from .language import CJK, detect_language, latin_runs
 from .stopwords import ENGLISH_STOPWORDS
 
@@ -195,18 +197,37 @@ class EnglishAnalyzer(BaseAnalyzer):
         words: list[str] = (self._ascii_words if text.isascii() else self._words).findall(text)
         return list(filterfalse(stopwords.__contains__, words)) if stopwords else words
 
+    def stem_words(self, words: list[str]) -> list[str]:
+        """The tokens of already split and normalised *words* (stopwords taken out): their
+        stems, or the words themselves without a stemmer."""
+        if self.stemmer is None:
+            return words
+        if self._stemmer is None:
+            self._stemmer = _import("Stemmer", "PyStemmer").Stemmer(self.stemmer)
+        return self._stemmer.stemWords(words) if words else []
+
+    def ascii_word_cache(self) -> _core.AsciiWordCache:
+        """A new native splitter of ASCII text by this analyzer's rules, with an empty cache
+        of word -> term id: BM25.add's fast path. On ASCII text the words of
+        ``_words_of(text)`` are the maximal runs of ``[A-Za-z0-9_]`` of at least
+        ``min_length`` characters (NFKC changes no ASCII character), lowercased, without the
+        stopwords; ``stem_words`` makes them tokens."""
+        return _core.AsciiWordCache(
+            min_length=self.min_length,
+            lowercase=self.lowercase,
+            stopwords=sorted(self.stopword_set),
+        )
+
     def _stem(self, docs: list[list[str]]) -> list[list[str]]:
         """Stems the words of every document. A batch stems each distinct word once and
         maps the documents' words through that table: a word repeats across documents far
         more often than it is new, and the tokens then share one str object each."""
         if self.stemmer is None:
             return docs
-        if self._stemmer is None:
-            self._stemmer = _import("Stemmer", "PyStemmer").Stemmer(self.stemmer)
         if len(docs) == 1:
-            return [self._stemmer.stemWords(docs[0]) if docs[0] else []]
+            return [self.stem_words(docs[0])]
         distinct = list(dict.fromkeys(chain.from_iterable(docs)))
-        stem = dict(zip(distinct, self._stemmer.stemWords(distinct), strict=True)).__getitem__
+        stem = dict(zip(distinct, self.stem_words(distinct), strict=True)).__getitem__
         return [list(map(stem, words)) for words in docs]
 
 
@@ -413,6 +434,18 @@ class AutoAnalyzer(BaseAnalyzer):
         return tokens
 
 
+def ascii_english(analyzer: Analyzer) -> EnglishAnalyzer | None:
+    """The built-in English analyzer that *analyzer* sends every ASCII text to, or None.
+
+    An :class:`EnglishAnalyzer` is its own; an :class:`AutoAnalyzer` detects ASCII text as
+    English (no kana, no ideographs), so it is its ``english`` analyzer when that is an
+    EnglishAnalyzer. Subclasses do not count: they may split or stem otherwise.
+    """
+    if type(analyzer) is AutoAnalyzer:
+        analyzer = analyzer.english
+    return analyzer if type(analyzer) is EnglishAnalyzer else None
+
+
 _ANALYZERS: dict[str, type[BaseAnalyzer]] = {
     cls.name: cls for cls in (EnglishAnalyzer, JapaneseAnalyzer, BigramAnalyzer, AutoAnalyzer)
 }
@@ -453,13 +486,23 @@ def analyze_corpus(
     analyzer = get_analyzer(analyzer)
     docs = texts if isinstance(texts, Sequence) and not isinstance(texts, str) else list(texts)
     tokens = analyzer.analyze_many(docs)
-    empty = [i for i, toks in enumerate(tokens) if not toks and docs[i] and not docs[i].isspace()]
-    if empty:
+    empty = [i for i, toks in enumerate(tokens) if not toks]
+    warn_empty_documents(analyzer, docs, empty, stacklevel=stacklevel)
+    return tokens
+
+
+def warn_empty_documents(
+    analyzer: Analyzer, docs: Sequence[str], empty: Iterable[int], *, stacklevel: int = 2
+) -> None:
+    """Warns once (:class:`EmptyDocumentWarning`) if some of *docs* whose indexes are in
+    *empty* (documents that gave no tokens) are not blank. *stacklevel* as for a
+    ``warnings.warn`` in the caller."""
+    bad = [i for i in empty if docs[i] and not docs[i].isspace()]
+    if bad:
         warnings.warn(
-            f"{len(empty)} of {len(docs)} non-empty documents produced no tokens with the "
-            f"{analyzer.name} analyzer (e.g. index {empty[0]}); "
+            f"{len(bad)} of {len(docs)} non-empty documents produced no tokens with the "
+            f"{analyzer.name} analyzer (e.g. index {bad[0]}); "
             "they are indexed but can never match",
             EmptyDocumentWarning,
-            stacklevel=stacklevel,
+            stacklevel=stacklevel + 1,
         )
-    return tokens
