@@ -314,3 +314,30 @@ def test_core_threads_share_one_cache() -> None:
         t.join()
     assert not errors
     assert cache.size == len({w for d in docs for w in d.split()})
+
+
+def query_reference(index: BM25, query: str) -> list[int]:
+    """The query's term ids through the analyzer (unknown stems: the id past every term)."""
+    return [index._vocab.get(t, 0xFFFFFFFF) for t in index.analyzer.analyze_many([query])[0]]
+
+
+@pytest.mark.parametrize("analyzer", analyzers()[:5], ids=repr)
+def test_queries_through_the_cache_give_the_analyzers_term_ids(analyzer) -> None:
+    rng = random.Random(7)
+    index = BM25(analyzer=analyzer)
+    index.add(EDGE[:12])
+    words = ["the", "cats", "running", "runs", "runner", "water", "flows", "night", "dogs",
+             "boundary", "layer", "zebra"]
+    queries = EDGE + [" ".join(rng.choice(words) for _ in range(rng.randrange(0, 6)))
+                      for _ in range(80)]
+    for q in queries + queries:  # the second pass reads what the first one cached
+        indptr, ids = index.encode_queries([q])
+        assert indptr.dtype == np.int64 and ids.dtype == np.uint32
+        assert indptr.tolist() == [0, len(ids)]
+        assert ids.tolist() == query_reference(index, q), q
+    # a stem unknown at query time is not cached as unknown: once a document brings it, the
+    # query finds it
+    assert index.encode_queries(["zebras"])[1].tolist() == [0xFFFFFFFF]
+    index.add(["two zebras"])
+    assert index.encode_queries(["zebras"])[1].tolist() == query_reference(index, "zebras")
+    assert index.search("zebras", k=1).ids[0].tolist() == [len(EDGE[:12])]

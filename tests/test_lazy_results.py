@@ -10,8 +10,8 @@ import pickle
 from pathlib import Path
 
 import pytest
-from fake_encoder import FakeEncoder
 
+from fake_encoder import FakeEncoder
 from fastrag import Collection
 from fastrag.search import DenseRescore, Pipeline, Retriever
 from fastrag.search.pipeline import LazyResult, Result

@@ -25,6 +25,7 @@ from fastrag.text import (
 Tokens = Sequence[str]
 Corpus = Sequence[str] | Sequence[Tokens]
 _UNKNOWN_TERM = 0xFFFFFFFF  # a term id the core never holds
+_PENDING = 0x80000000  # AsciiWordCache: a word not cached yet (its place among the new ones)
 
 
 def _is_pretokenized(items: Sequence[Any]) -> bool:
@@ -177,6 +178,28 @@ class BM25(IdIndex):
         indptr = np.concatenate([[0]] + [p[0][1:] + o for p, o in zip(parts, offsets, strict=True)])
         return indptr.astype(np.int64), np.concatenate([p[1] for p in parts])
 
+    def _encode_ascii_query(self, query: str, english: EnglishAnalyzer) -> tuple[np.ndarray, ...]:
+        """One ASCII query as (indptr, term ids) through the word cache of `add`'s fast path:
+        a word seen before never becomes a Python string. Words it has not seen are stemmed
+        here; those whose stem is in the vocabulary are cached (a stem's id never changes),
+        the others get the unknown id and are not cached (a later add may bring the stem)."""
+        cache = self._word_cache
+        if cache is None or self._cache_english is not english:
+            cache = english.ascii_word_cache()
+            self._word_cache, self._cache_english = cache, english
+        _, indptr, ids, new_words = cache.encode([query])
+        if new_words:
+            vocab = self._vocab
+            new_ids = np.fromiter((vocab.get(t, _UNKNOWN_TERM) for t in
+                                   english.stem_words(new_words)), dtype=np.uint32,
+                                  count=len(new_words))
+            pending = ids >= _PENDING
+            ids[pending] = new_ids[ids[pending] & ~np.uint32(_PENDING)]
+            known = np.flatnonzero(new_ids != _UNKNOWN_TERM)
+            if len(known):
+                cache.resolve(ids[:0], [new_words[i] for i in known], new_ids[known])
+        return indptr, ids
+
     def _term_ids(self, tokens: Sequence[Sequence[str]]) -> tuple[np.ndarray, np.ndarray]:
         """Documents' tokens as CSR term ids (indptr, term_ids); a new term gets the next id,
         in order of first occurrence. The per-token work runs in C (map over the flat tokens):
@@ -273,8 +296,12 @@ class BM25(IdIndex):
     def encode_queries(self, queries: Sequence[str] | Sequence[Tokens]) -> tuple[np.ndarray, ...]:
         """Queries as CSR term ids (indptr, term_ids); unknown terms get an id past the
         vocabulary, which the core skips."""
+        if len(queries) == 1 and isinstance(queries[0], str) and queries[0].isascii():
+            english = ascii_english(self.analyzer)
+            if english is not None:  # one ASCII query (the common case): the word cache
+                return self._encode_ascii_query(queries[0], english)
         tokens = self._tokens(queries, corpus=False)
-        if len(tokens) == 1:  # a single query (the common case): two small arrays
+        if len(tokens) == 1:  # a single query: two small arrays
             vocab = self._vocab
             ids = [vocab.get(t, _UNKNOWN_TERM) for t in tokens[0]]
             return np.array((0, len(ids)), dtype=np.int64), np.array(ids, dtype=np.uint32)
