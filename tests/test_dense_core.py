@@ -1456,7 +1456,8 @@ def test_visited_bitset_and_hash_table_walk_alike(storage):
     for i in range(0, 1200, 7):
         assert bits.links(i).tolist() == hashed.links(i).tolist()
     allow = bitset(1200, range(0, 1200, 3))
-    for options in ({"ef": 10}, {"ef": 48}, {"ef": 32, "dims": 16}, {"ef": 40, "allow": allow, "exact_below": 0}):
+    filtered = {"ef": 40, "allow": allow, "exact_below": 0}
+    for options in ({"ef": 10}, {"ef": 48}, {"ef": 32, "dims": 16}, filtered):
         got, want = bits.search(q, k=10, **options), hashed.search(q, k=10, **options)
         np.testing.assert_array_equal(got[0], want[0], err_msg=str(options))
         np.testing.assert_array_equal(got[1], want[1], err_msg=str(options))
