@@ -1384,12 +1384,10 @@ def test_kernel_parity(kernel_indexes, kernels, storage):
             )
 
 
-@pytest.mark.parametrize("metric", METRICS)
-def test_int4_walk_is_the_same_with_every_kernel_set(tmp_path, kernel_indexes, metric):
-    """The int4 walk's dot products are integers, so every kernel set walks one graph the same
-    way: one index built with the generic kernels, loaded with each set, gives the same beams
-    (40 dimensions: 20 bytes of codes, the vector kernels' tails). A prefix walk too."""
-    x, q, _ = kernel_indexes
+def assert_int4_walks_alike(tmp_path, x, q, metric: str, dims: tuple[int, ...]) -> None:
+    """One int4 index over x built with the generic kernels, loaded with each kernel set the
+    CPU has: the beams of walks on each prefix in `dims` (0: all dimensions) are the generic
+    set's, and the generic walk at ef 64 finds the exact top 10."""
     path = str(tmp_path / "int4.frdx")
     with_kernels("generic", lambda: build(x, metric, "int4")).save(path, b"")
     ref = None
@@ -1397,7 +1395,7 @@ def test_int4_walk_is_the_same_with_every_kernel_set(tmp_path, kernel_indexes, m
         index = with_kernels(kernels, lambda: HnswIndex.load(path)[0])
         if index.stats()["kernels"] != kernels:
             continue
-        got = [index.search(q, k=16, ef=16, dims=dims) for dims in (0, 16)]
+        got = [index.search(q, k=16, ef=16, dims=d) for d in dims]
         if ref is None:
             ref = got
             exact = index.search(q, k=10, exact=True)[0]
@@ -1406,6 +1404,57 @@ def test_int4_walk_is_the_same_with_every_kernel_set(tmp_path, kernel_indexes, m
         for (ids, scores), (ref_ids, ref_scores) in zip(got, ref, strict=True):
             assert recall(ids, ref_ids) >= 0.99, kernels  # equal up to near ties of the rescoring
             np.testing.assert_allclose(scores, ref_scores, rtol=RTOL, atol=ATOL, err_msg=kernels)
+
+
+@pytest.mark.parametrize("metric", METRICS)
+def test_int4_walk_is_the_same_with_every_kernel_set(tmp_path, kernel_indexes, metric):
+    """The int4 walk's dot products are integers, so every kernel set walks one graph the same
+    way: one index built with the generic kernels, loaded with each set, gives the same beams
+    (40 dimensions: 20 bytes of codes, the vector kernels' tails). A prefix walk too."""
+    x, q, _ = kernel_indexes
+    assert_int4_walks_alike(tmp_path, x, q, metric, (0, 16))
+
+
+@pytest.mark.parametrize("metric", ["ip", "l2"])
+def test_int4_batched_walk_on_wide_rows(tmp_path, metric):
+    """The int4 walk scores a node's unvisited neighbours four rows a kernel call: at 200
+    dimensions (100 bytes of codes: one whole 64-byte chunk and a masked tail) and at prefixes
+    of 96 and 144 dimensions (a tail only; a chunk and a tail), every kernel set walks like the
+    generic one (whose batch is rows one at a time), and the walk finds the exact top 10."""
+    x, q = mixture(21, 1500, 200, 60)
+    assert_int4_walks_alike(tmp_path, x, q, metric, (0, 96, 144))
+
+
+@pytest.mark.parametrize("storage", ["float32", "int8", "int4"])
+def test_visited_bitset_and_hash_table_walk_alike(storage):
+    """Walks mark visited ids in a bitset (indexes of up to 2^21 ids) or a hash table (larger
+    ones; FASTRAG_VISITED_BITS_MAX=0 forces it here): one thread builds the same graph with
+    either, and searches (filtered ones and prefix walks too) return the same ids and scores."""
+    x, q = mixture(22, 1200, 48, 50)
+
+    def make():
+        return build(x, "ip", storage, threads=1)
+
+    old = os.environ.pop("FASTRAG_VISITED_BITS_MAX", None)
+    try:
+        os.environ["FASTRAG_VISITED_BITS_MAX"] = "0"
+        hashed = make()
+    finally:
+        os.environ.pop("FASTRAG_VISITED_BITS_MAX", None)
+        if old is not None:
+            os.environ["FASTRAG_VISITED_BITS_MAX"] = old
+    bits = make()
+    assert (bits.stats()["visited"], hashed.stats()["visited"]) == ("bitset", "hash")
+    for i in range(0, 1200, 7):
+        assert bits.links(i).tolist() == hashed.links(i).tolist()
+    allow = bitset(1200, range(0, 1200, 3))
+    filtered = {"ef": 40, "allow": allow, "exact_below": 0}
+    for options in ({"ef": 10}, {"ef": 48}, {"ef": 32, "dims": 16}, filtered):
+        got, want = bits.search(q, k=10, **options), hashed.search(q, k=10, **options)
+        np.testing.assert_array_equal(got[0], want[0], err_msg=str(options))
+        np.testing.assert_array_equal(got[1], want[1], err_msg=str(options))
+    # A second search on each reuses its thread's set (cleared word by word): still alike.
+    np.testing.assert_array_equal(bits.search(q, k=10, ef=20)[0], hashed.search(q, k=10, ef=20)[0])
 
 
 def test_kernel_selection(kernel_indexes):

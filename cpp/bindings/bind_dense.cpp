@@ -184,6 +184,8 @@ void register_dense(py::module_& m) {
              d["allocated_bytes"] = self.allocated_bytes();
              d["capacity"] = self.capacity();
              d["kernels"] = self.kernels();
+             // How walks mark visited ids now (a bitset up to 2^21 ids, else a hash table).
+             d["visited"] = self.size() <= self.visited_bits_max() ? "bitset" : "hash";
              return d;
            })
       .def_property_readonly("dim", [](const HnswIndex& s) { return s.params().dim; })

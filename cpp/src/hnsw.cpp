@@ -125,6 +125,11 @@ HnswIndex::HnswIndex(const HnswParams& p) : p_(p), pdim_((p.dim + 15) / 16 * 16)
   if (static_cast<std::uint32_t>(p.storage) > 3) throw std::invalid_argument("unknown storage");
   if (p.storage == Storage::F32) p_.keep_float = false;
   ops_ = pick_ops();
+  // Walks over indexes of up to 2^21 ids mark visited ids in a bitset, larger ones in a hash
+  // table (see VisitedSet); FASTRAG_VISITED_BITS_MAX (read here, as FASTRAG_KERNELS) moves the
+  // limit, so that tests can walk small indexes with the hash table.
+  const char* bits_max = std::getenv("FASTRAG_VISITED_BITS_MAX");
+  visited_bits_max_ = bits_max ? std::strtoull(bits_max, nullptr, 10) : std::size_t{1} << 21;
   level_mult_ = 1.0 / std::log(static_cast<double>(p.M));
   rng_state_ = p.seed;
   upper_off_.assign({0});
@@ -373,33 +378,15 @@ void HnswIndex::prepare(const float* row, std::uint32_t dims, QueryPrep& q, bool
   q.bytes = bytes && (p_.storage == Storage::I8 || p_.storage == Storage::I4);
   q.v.assign(row, row + pdim_);
   q.c = 0;
+  if (p_.storage == Storage::I4) {
+    // The int8 rows' form (rescoring, exact search, building) and the walks' int4 form: loops
+    // over the dimensions, compiled with the kernels' instruction set.
+    ops_->prep_i4(*this, row, q);
+    return;
+  }
   double norm = 0;
   for (std::uint32_t d = 0; d < q.n; ++d) norm += double(row[d]) * row[d];
   q.qnorm = static_cast<float>(norm);
-  if (p_.storage == Storage::I4) {
-    // The int8 rows (rescoring, exact search, building) in v and c; walks use the int4 form.
-    double c = 0;
-    for (std::uint32_t d = 0; d < q.n; ++d) {
-      c += (double(rlow_[d]) + 128.0 * rstep_[d]) * row[d];
-      q.v[d] = row[d] * rstep_[d];
-    }
-    q.c = static_cast<float>(c);
-    if (!q.bytes) return;
-    q.half = (pdim_ / 2 + 63) / 64 * 64;  // padded so that kernels may load whole vectors
-    q.t4.assign(2 * q.half, 0);
-    double c4 = 0;
-    float peak = 0;
-    for (std::uint32_t d = 0; d < q.n; ++d) {
-      c4 += double(qlow_[d]) * row[d];
-      peak = std::max(peak, std::fabs(row[d] * qstep_[d]));
-    }
-    q.c4 = static_cast<float>(c4);
-    q.qs4 = peak > 0 ? peak / 127.0f : 1.0f;
-    for (std::uint32_t d = 0; d < q.n; ++d)
-      q.t4[(d % 2) * q.half + d / 2] =
-          static_cast<std::int8_t>(std::nearbyint(row[d] * qstep_[d] / q.qs4));
-    return;
-  }
   if (p_.storage == Storage::I8) {
     double c = 0;
     float peak = 0;

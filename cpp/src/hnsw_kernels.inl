@@ -97,6 +97,42 @@ inline std::int32_t dot_u4s8(const std::uint8_t* c, const std::int8_t* te, const
   if (i < nb) step(_mm512_maskz_loadu_epi8((__mmask64{1} << (nb - i)) - 1, c + i), i);
   return _mm512_reduce_add_epi32(acc);
 }
+// Four int4 rows against one query (dot_u4s8 each): the query's chunks are loaded once for
+// the four rows, and the four sums are reduced together. Exact integers, as dot_u4s8's.
+inline void dot_u4s8_x4(const std::uint8_t* const r[4], const std::int8_t* te,
+                        const std::int8_t* to, std::size_t nb, std::int32_t* out) {
+  const __m512i low = _mm512_set1_epi8(0x0f);
+  __m512i acc[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(),
+                    _mm512_setzero_si512()};
+  auto step = [&](__m512i& a, __m512i x, __m512i e, __m512i o) {
+    const __m512i lo = _mm512_and_si512(x, low);
+    const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(x, 4), low);
+#if defined(__AVX512VNNI__)
+    a = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(a, lo, e), hi, o);
+#else
+    // Each product pair is at most 2 x 15 x 128 = 3,840: the two pairs' sum fits int16.
+    const __m512i t = _mm512_add_epi16(_mm512_maddubs_epi16(lo, e), _mm512_maddubs_epi16(hi, o));
+    a = _mm512_add_epi32(a, _mm512_madd_epi16(t, _mm512_set1_epi16(1)));
+#endif
+  };
+  std::size_t i = 0;
+  for (; i + 64 <= nb; i += 64) {
+    const __m512i e = _mm512_loadu_si512(te + i), o = _mm512_loadu_si512(to + i);
+    for (int k = 0; k < 4; ++k) step(acc[k], _mm512_loadu_si512(r[k] + i), e, o);
+  }
+  if (i < nb) {
+    const __mmask64 m = (__mmask64{1} << (nb - i)) - 1;
+    const __m512i e = _mm512_loadu_si512(te + i), o = _mm512_loadu_si512(to + i);
+    for (int k = 0; k < 4; ++k) step(acc[k], _mm512_maskz_loadu_epi8(m, r[k] + i), e, o);
+  }
+  __m256i b[4];
+  for (int k = 0; k < 4; ++k)
+    b[k] = _mm256_add_epi32(_mm512_castsi512_si256(acc[k]), _mm512_extracti64x4_epi64(acc[k], 1));
+  // hadd(hadd(b0, b1), hadd(b2, b3)): row k's partial sums in lane k of each 128-bit half.
+  const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(b[0], b[1]), _mm256_hadd_epi32(b[2], b[3]));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(out),
+                   _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1)));
+}
 inline float dot_f16(const std::uint16_t* h, const float* q, std::size_t n) {
   __m512 s0 = _mm512_setzero_ps();
   for (std::size_t i = 0; i < n; i += 16) {
@@ -172,6 +208,31 @@ inline std::int32_t dot_u4s8(const std::uint8_t* c, const std::int8_t* te, const
   for (; i < nb; ++i) t += (c[i] & 0x0f) * te[i] + (c[i] >> 4) * to[i];
   return t;
 }
+inline void dot_u4s8_x4(const std::uint8_t* const r[4], const std::int8_t* te,
+                        const std::int8_t* to, std::size_t nb, std::int32_t* out) {
+  const __m256i low = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
+  __m256i acc[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(),
+                    _mm256_setzero_si256()};
+  std::size_t i = 0;
+  for (; i + 32 <= nb; i += 32) {
+    const __m256i e = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(te + i));
+    const __m256i o = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(to + i));
+    for (int k = 0; k < 4; ++k) {
+      const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(r[k] + i));
+      const __m256i lo = _mm256_and_si256(x, low);
+      const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(x, 4), low);
+      // Each product pair is at most 2 x 15 x 128 = 3,840: the two pairs' sum fits int16.
+      const __m256i t = _mm256_add_epi16(_mm256_maddubs_epi16(lo, e), _mm256_maddubs_epi16(hi, o));
+      acc[k] = _mm256_add_epi32(acc[k], _mm256_madd_epi16(t, ones));
+    }
+  }
+  const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(acc[0], acc[1]),
+                                      _mm256_hadd_epi32(acc[2], acc[3]));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(out),
+                   _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1)));
+  for (; i < nb; ++i)
+    for (int k = 0; k < 4; ++k) out[k] += (r[k][i] & 0x0f) * te[i] + (r[k][i] >> 4) * to[i];
+}
 inline float dot_f16(const std::uint16_t* h, const float* q, std::size_t n) {
   __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
   for (std::size_t i = 0; i < n; i += 16) {
@@ -226,6 +287,10 @@ inline std::int32_t dot_u4s8(const std::uint8_t* c, const std::int8_t* te, const
   for (std::size_t i = 0; i < nb; ++i) t += (c[i] & 0x0f) * te[i] + (c[i] >> 4) * to[i];
   return t;
 }
+inline void dot_u4s8_x4(const std::uint8_t* const r[4], const std::int8_t* te,
+                        const std::int8_t* to, std::size_t nb, std::int32_t* out) {
+  for (int k = 0; k < 4; ++k) out[k] = dot_u4s8(r[k], te, to, nb);
+}
 inline float dot_f16(const std::uint16_t* h, const float* q, std::size_t n) {
   float t = 0;
   for (std::size_t i = 0; i < n; ++i) t += half_to_float(h[i]) * q[i];
@@ -279,6 +344,45 @@ inline float i4_prefix_norm(const HnswIndex& ix, std::uint32_t id, std::uint32_t
   return s;
 }
 
+// int4 walks: the distance as a function of one id, and of a batch of ids (four rows a
+// kernel call, dot_u4s8_x4), which the walks use when a distance object has `batch`. The
+// same integer sums and float expression as i4_distance: the same distances, bit for bit.
+// The query's fields are copied in: the compiler cannot keep them in registers through a
+// reference (the walk's stores might alias them).
+template <bool L2>
+struct I4Dist {
+  const HnswIndex* ix;
+  const std::uint8_t* base;  // the int4 row of id 0; rows are `stride` bytes apart
+  std::size_t stride;
+  const std::int8_t* t;
+  std::size_t half;
+  float qs, c, qnorm;
+  std::uint32_t n;
+  bool full;  // all dimensions: the stored norm (else a Matryoshka prefix's own)
+
+  I4Dist(const HnswIndex& index, const QueryPrep& q)
+      : ix(&index), base(index.i4_row(0)), stride(std::size_t{4} * index.record_words()),
+        t(q.t4.data()), half(q.half), qs(q.qs4), c(q.c4), qnorm(q.qnorm), n(q.n),
+        full(q.n == index.padded_dim()) {}
+  const std::uint8_t* row(std::uint32_t id) const { return base + id * stride; }
+  float finish(std::uint32_t id, std::int32_t sum) const;
+  float operator()(std::uint32_t id) const {
+    return finish(id, dot_u4s8(row(id), t, t + half, n / 2));
+  }
+  void batch(const std::uint32_t* ids, std::size_t m, float* out) const {
+    std::int32_t sums[4];
+    const std::uint8_t* rows[4];
+    for (std::size_t j = 0; j < m; j += 4) {
+      const std::size_t take = std::min<std::size_t>(4, m - j);
+      // A short last group repeats its first row (cheaper than rows one at a time).
+      for (std::size_t k = 0; k < 4; ++k) rows[k] = row(ids[j + (k < take ? k : 0)]);
+      dot_u4s8_x4(rows, t, t + half, n / 2, sums);
+      for (std::size_t k = 0; k < take; ++k) out[j + k] = finish(ids[j + k], sums[k]);
+    }
+  }
+  void prefetch(std::uint32_t id) const;  // the row (at most 512 bytes of it)
+};
+
 // int4 storage: the walk's estimate from the int4 codes.
 inline float i4_dot(const HnswIndex& ix, const std::int8_t* t, std::size_t half, float qs, float c,
                     std::uint32_t n, std::uint32_t id) {
@@ -289,6 +393,12 @@ inline float i4_distance(const HnswIndex& ix, const QueryPrep& q, std::uint32_t 
   if (!l2) return -dot;
   return (q.n == ix.padded_dim() ? ix.i8_norm(id) : i4_prefix_norm(ix, id, q.n)) - 2.0f * dot +
          q.qnorm;
+}
+template <bool L2>
+inline float I4Dist<L2>::finish(std::uint32_t id, std::int32_t sum) const {
+  const float dot = qs * float(sum) + c;
+  if constexpr (!L2) return -dot;
+  return (full ? ix->i8_norm(id) : i4_prefix_norm(*ix, id, n)) - 2.0f * dot + qnorm;
 }
 
 // Distance of a prepared query to a stored row: -dot for ip / cosine, squared L2 for l2.
@@ -335,6 +445,7 @@ inline void prefetch_bytes(const void* p, std::size_t bytes) {
   }
 }
 
+
 // The stored row of an id and its size in bytes (a 64-byte multiple).
 inline std::pair<const char*, std::size_t> stored_row(const HnswIndex& ix, std::uint32_t id) {
   const HnswParams& p = ix.params();
@@ -355,6 +466,21 @@ inline std::pair<const char*, std::size_t> stored_row(const HnswIndex& ix, std::
 // slots) and out of it (a queue of misses longer than the core can track).
 constexpr std::size_t kRowHead = 512;
 constexpr std::size_t kTailAhead = 3;  // neighbours; 3-4 measured best, 0 (no tail) 5% slower
+
+template <bool L2>
+inline void I4Dist<L2>::prefetch(std::uint32_t id) const {
+  // Straight-line prefetches for rows of up to four lines (int4 rows of up to 512 dims; a loop
+  // of them costs more than the prefetches). Rows of indexes past 4 MiB start on a line (see
+  // HugePageAllocator; sections of files are 64-byte aligned).
+  const char* r = reinterpret_cast<const char*>(row(id));
+  switch ((n + 127) / 128) {  // 64-byte lines of the n / 2 bytes walked
+    case 4: __builtin_prefetch(r + 192); [[fallthrough]];
+    case 3: __builtin_prefetch(r + 128); [[fallthrough]];
+    case 2: __builtin_prefetch(r + 64); [[fallthrough]];
+    case 1: __builtin_prefetch(r); break;
+    default: prefetch_bytes(r, std::min<std::size_t>(n / 2, kRowHead));
+  }
+}
 
 inline void prefetch_row(const HnswIndex& ix, std::uint32_t id) {
   const auto [row, bytes] = stored_row(ix, id);
@@ -381,19 +507,8 @@ inline void with_distance(const HnswIndex& ix, const QueryPrep& q, Fn&& fn) {
     if (l2) fn([&ix, v, n](std::uint32_t id) { return l2_f16(ix.f16_row(id), v, n); });
     else fn([&ix, v, n](std::uint32_t id) { return -dot_f16(ix.f16_row(id), v, n); });
   } else if (p.storage == Storage::I4 && q.bytes) {
-    if (l2) {
-      fn([&ix, &q](std::uint32_t id) { return i4_distance(ix, q, id, true); });
-    } else {
-      // The query's fields copied into the function object: the compiler cannot keep them
-      // in registers through a reference (the walk's stores might alias them).
-      const std::int8_t* t = q.t4.data();
-      const std::size_t half = q.half;
-      const float qs = q.qs4, c = q.c4;
-      const std::uint32_t dims = q.n;
-      fn([&ix, t, half, qs, c, dims](std::uint32_t id) {
-        return -i4_dot(ix, t, half, qs, c, dims, id);
-      });
-    }
+    if (l2) fn(I4Dist<true>(ix, q));
+    else fn(I4Dist<false>(ix, q));
 #if defined(__AVX512VNNI__)
   } else if (!l2 && q.bytes) {
     const std::int8_t* t = q.t.data();
@@ -408,11 +523,37 @@ inline void with_distance(const HnswIndex& ix, const QueryPrep& q, Fn&& fn) {
   }
 }
 
+// Whether a distance object scores batches of ids (`batch(ids, n, out)` and `prefetch(id)`).
+template <class D, class = void>
+struct HasBatch : std::false_type {};
+template <class D>
+struct HasBatch<D, std::void_t<decltype(&D::batch)>> : std::true_type {};
+
 template <class Dist>
 inline std::uint32_t greedy_with(const HnswIndex& ix, const Dist& dist, std::uint32_t entry,
                                  int level, bool building) {
   std::uint32_t cur = entry;
   float best = dist(cur);
+  if constexpr (HasBatch<Dist>::value) {
+    if (!building) {  // a search: every node is ready
+      std::uint32_t ids[256];  // M <= 256 at upper levels
+      float ds[256];
+      for (bool moved = true; moved;) {
+        moved = false;
+        const std::uint32_t* l = ix.links(cur, level);
+        const std::uint32_t cnt = l[0];
+        for (std::uint32_t j = 0; j < cnt; ++j) dist.prefetch(ids[j] = l[j + 1]);
+        dist.batch(ids, cnt, ds);
+        for (std::uint32_t j = 0; j < cnt; ++j)
+          if (ds[j] < best) {
+            best = ds[j];
+            cur = ids[j];
+            moved = true;
+          }
+      }
+      return cur;
+    }
+  }
   for (bool moved = true; moved;) {
     moved = false;
     const std::uint32_t* l = ix.links(cur, level);
@@ -458,7 +599,8 @@ inline void search_layer_with(const HnswIndex& ix, const Dist& dist, std::uint32
   // A walk visits at most every node: size the table for that at most (ef may be anything).
   visited.reset(std::min<std::size_t>(std::min<std::size_t>(ef, ix.count_locked()) *
                                           ix.max_degree(level),
-                                      ix.count_locked()));
+                                      ix.count_locked()),
+                ix.count_locked(), ix.visited_bits_max());
   auto& cands = s.cands;
   auto& top = s.top;
   cands.clear();
@@ -468,31 +610,45 @@ inline void search_layer_with(const HnswIndex& ix, const Dist& dist, std::uint32
   cands.push_back({d0, entry});
   if (!opt || ix.allowed(entry, *opt)) top.push_back({d0, entry});
   float bound = top.empty() ? std::numeric_limits<float>::infinity() : d0;
-  auto& nb = s.neighbours;
+  // A node's unvisited neighbours and their distances (at most 2 M <= 512 of them).
+  std::uint32_t nb[512];
+  float ds[HasBatch<Dist>::value ? 512 : 1];
   while (!cands.empty()) {
     const Cand c = cands.front();
     if (c.dist > bound && top.size() >= ef) break;
     std::pop_heap(cands.begin(), cands.end(), closer);
     cands.pop_back();
     // Unvisited neighbours first, so their rows can be prefetched before the distances.
-    nb.clear();
+    std::size_t nn = 0;
     if (locked) ix.lock_links(c.id);
     const std::uint32_t* l = ix.links(c.id, level);
     const std::uint32_t cnt = l[0];
-    for (std::uint32_t j = 1; j <= cnt; ++j) {
-      const std::uint32_t v = l[j];
-      if ((locked && !ix.ready(v)) || !visited.insert(v)) continue;
-      nb.push_back(v);
+    if (locked) {
+      for (std::uint32_t j = 1; j <= cnt; ++j)
+        if (ix.ready(l[j]) && visited.insert(l[j])) nb[nn++] = l[j];
+    } else {
+      nn = visited.gather(l + 1, cnt, nb);
     }
     if (locked) ix.unlock_links(c.id);
-    // Ask for the head of every unvisited neighbour's row at once: their fetches overlap
-    // instead of arriving one after the other (tails: see prefetch_tail).
-    for (std::uint32_t v : nb) prefetch_row(ix, v);
-    for (std::size_t j = 0; j < std::min(kTailAhead, nb.size()); ++j) prefetch_tail(ix, nb[j]);
-    for (std::size_t j = 0; j < nb.size(); ++j) {
+    if constexpr (HasBatch<Dist>::value) {
+      // Rows small enough to ask for whole (int4 codes): all of them, then one batch.
+      for (std::size_t j = 0; j < nn; ++j) dist.prefetch(nb[j]);
+      dist.batch(nb, nn, ds);
+    } else {
+      // Ask for the head of every unvisited neighbour's row at once: their fetches overlap
+      // instead of arriving one after the other (tails: see prefetch_tail).
+      for (std::size_t j = 0; j < nn; ++j) prefetch_row(ix, nb[j]);
+      for (std::size_t j = 0; j < std::min(kTailAhead, nn); ++j) prefetch_tail(ix, nb[j]);
+    }
+    for (std::size_t j = 0; j < nn; ++j) {
       const std::uint32_t v = nb[j];
-      if (j + kTailAhead < nb.size()) prefetch_tail(ix, nb[j + kTailAhead]);
-      const float d = dist(v);
+      float d;
+      if constexpr (HasBatch<Dist>::value) {
+        d = ds[j];
+      } else {
+        if (j + kTailAhead < nn) prefetch_tail(ix, nb[j + kTailAhead]);
+        d = dist(v);
+      }
       if (top.size() < ef || d < bound) {
         // A candidate may be expanded soon: ask for its level-0 links (the head of its
         // record). Upper levels (builds only) are small and kept apart.
@@ -559,6 +715,58 @@ inline void scan(const HnswIndex& ix, const QueryPrep& q, const DenseSearchOptio
   with_distance(ix, q, [&](const auto& dist) { scan_with(ix, dist, opt, n, keep, s, out); });
 }
 
+// ---------------------------------------------------------------------------- int4 queries
+// Sums over d < n (a multiple of 16) in double, eight partial sums: loops the compiler
+// vectorises without reassociating (a single running sum cannot be).
+template <class Term>
+inline double sum8(std::uint32_t n, Term term) {
+  double s[8] = {};
+  for (std::uint32_t d = 0; d < n; d += 8)
+    for (std::uint32_t j = 0; j < 8; ++j) s[j] += term(d + j);
+  return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+}
+// Round to nearest, ties to even (std::nearbyint in the default mode) for |x| < 2^22, in a
+// form the compiler vectorises.
+inline float round_even(float x) { return (x + 0x1.8p23f) - 0x1.8p23f; }
+
+// A query for int4 storage (q.n, q.v and q.bytes set by HnswIndex::prepare): the int8 rows'
+// form in v and c (rescoring, exact search, building), and with q.bytes the walks' int4 form:
+// the query times the int4 steps, quantised to int8 with scale qs4, even dimensions in
+// t4[0, half) and odd ones in t4[half, 2 half) (see dot_u4s8), c4 the constant part.
+inline void prep_i4(const HnswIndex& ix, const float* row, QueryPrep& q) {
+  const std::uint32_t n = q.n;
+  q.qnorm = static_cast<float>(sum8(n, [row](std::uint32_t d) { return double(row[d]) * row[d]; }));
+  const float* rl = ix.r8_low();
+  const float* rs = ix.r8_step();
+  q.c = static_cast<float>(
+      sum8(n, [=](std::uint32_t d) { return (double(rl[d]) + 128.0 * rs[d]) * row[d]; }));
+  float* v = q.v.data();
+  for (std::uint32_t d = 0; d < n; ++d) v[d] = row[d] * rs[d];
+  if (!q.bytes) return;
+  const std::size_t pdim = ix.padded_dim();
+  q.half = (pdim / 2 + 63) / 64 * 64;  // padded so that kernels may load whole vectors
+  q.t4.assign(2 * q.half, 0);
+  const float* ql = ix.i8_low();
+  const float* qs = ix.i8_step();
+  q.c4 = static_cast<float>(sum8(n, [=](std::uint32_t d) { return double(ql[d]) * row[d]; }));
+  float peak[16] = {};
+  for (std::uint32_t d = 0; d < n; d += 16)
+    for (std::uint32_t j = 0; j < 16; ++j) {
+      const float a = std::fabs(row[d + j] * qs[d + j]);
+      peak[j] = a > peak[j] ? a : peak[j];
+    }
+  float top = 0;
+  for (float a : peak) top = std::max(top, a);
+  q.qs4 = top > 0 ? top / 127.0f : 1.0f;
+  std::int8_t* te = q.t4.data();
+  std::int8_t* to = te + q.half;
+  const float scale = q.qs4;
+  for (std::uint32_t i = 0; i < n / 2; ++i) {  // |value| <= 127
+    te[i] = static_cast<std::int8_t>(round_even(row[2 * i] * qs[2 * i] / scale));
+    to[i] = static_cast<std::int8_t>(round_even(row[2 * i + 1] * qs[2 * i + 1] / scale));
+  }
+}
+
 inline float dist_entry(const HnswIndex& ix, const QueryPrep& q, std::uint32_t id) {
   return distance(ix, q, id);
 }
@@ -566,7 +774,7 @@ inline float dot_entry(const float* a, const float* b, std::size_t n) { return d
 inline float l2_entry(const float* a, const float* b, std::size_t n) { return l2_f32(a, b, n); }
 
 inline const HnswIndex::Ops* make_ops(const char* name) {
-  static const HnswIndex::Ops ops{name,         &dist_entry, &greedy, &search_layer,
-                                  &scan,        &dot_entry,  &l2_entry};
+  static const HnswIndex::Ops ops{name,       &dist_entry, &greedy,   &search_layer, &scan,
+                                  &dot_entry, &l2_entry,   &prep_i4};
   return &ops;
 }

@@ -147,7 +147,8 @@ class HnswIndex:
     def is_live(self, id: int) -> bool: ...
     def stats(self) -> dict[str, int | str]:
         """n_vectors, n_live, memory_bytes (the arrays' contents), allocated_bytes (with spare
-        capacity), capacity (rows allocated) and kernels."""
+        capacity), capacity (rows allocated), kernels, and visited: how walks mark the nodes
+        they visited, "bitset" (up to 2^21 vectors) or "hash" (a hash table, past that)."""
     @property
     def dim(self) -> int: ...
     @property

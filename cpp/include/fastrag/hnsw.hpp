@@ -122,6 +122,8 @@ class HnswIndex {
   const std::uint32_t* record(std::uint32_t id) const {
     return block0_.data() + std::size_t(id) * stride_;
   }
+  std::uint32_t record_words() const { return stride_; }  // 4-byte words per level-0 record
+  std::size_t visited_bits_max() const { return visited_bits_max_; }
   const float* f32_row(std::uint32_t id) const {
     return p_.storage == Storage::F32
                ? reinterpret_cast<const float*>(record(id) + links_words_)
@@ -188,6 +190,7 @@ class HnswIndex {
   HnswParams p_;
   std::uint32_t pdim_;
   const Ops* ops_;
+  std::size_t visited_bits_max_;  // walks over at most this many ids use a bitset (VisitedSet)
   double level_mult_;
 
   std::size_t n_ = 0;         // ids in use

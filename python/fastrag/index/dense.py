@@ -374,8 +374,8 @@ class DenseIndex(IdIndex):
     # ------------------------------------------------------------------ inspection
     def stats(self) -> dict[str, Any]:
         """Counts (n_vectors, n_live), the rows allocated (capacity), the bytes of the core's
-        arrays (memory_bytes) and with their spare capacity (allocated_bytes), and the distance
-        kernels in use."""
+        arrays (memory_bytes) and with their spare capacity (allocated_bytes), the distance
+        kernels in use, and how walks mark visited nodes (visited: "bitset" or "hash")."""
         return dict(self._core.stats())
 
     def __repr__(self) -> str:
