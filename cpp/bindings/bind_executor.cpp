@@ -8,6 +8,8 @@
 #include <limits>
 #include <set>
 #include <string>
+#include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "arrays.hpp"
@@ -60,6 +62,20 @@ const std::set<std::string> kCommon = {"index", "depth", "weight", "allow", "slo
 const std::set<std::string> kSparse = {"indptr", "terms", "weights", "algorithm"};
 const std::set<std::string> kDense = {"queries", "ef", "dims", "exact", "rescore", "exact_below"};
 
+// A key as an interned str, made once (kept for the life of the process: a query reads a leg's
+// dozen keys, and making each str from its C string every time cost more than the lookups).
+// (Called with the GIL held, which guards the table.)
+PyObject* interned(const char* key) {
+  static std::unordered_map<std::string, PyObject*> table;
+  auto it = table.find(key);
+  if (it == table.end()) {
+    PyObject* k = PyUnicode_InternFromString(key);
+    if (!k) throw py::error_already_set();
+    it = table.emplace(key, k).first;
+  }
+  return it->second;
+}
+
 // Reads one leg dict into `leg`; the arrays and the index go to `keep`. Returns the number of
 // queries it holds (-1: none given, allowed for a leg of weight 0).
 std::int64_t parse_leg(const py::handle& item, std::size_t l, fastrag::Leg& leg,
@@ -68,34 +84,49 @@ std::int64_t parse_leg(const py::handle& item, std::size_t l, fastrag::Leg& leg,
   if (!py::isinstance<py::dict>(item))
     throw std::invalid_argument(name + " must be a dict (index=, depth=, weight=, ...)");
   const auto d = py::reinterpret_borrow<py::dict>(item);
-  if (!d.contains("index"))
+  // d[key] or None (a value of None counts as absent)
+  std::size_t found = 0;  // keys present, to tell whether d holds any other
+  auto get = [&](const char* key) -> py::object {
+    PyObject* v = PyDict_GetItemWithError(d.ptr(), interned(key));
+    if (!v) {
+      if (PyErr_Occurred()) throw py::error_already_set();
+      return py::none();
+    }
+    ++found;
+    return py::reinterpret_borrow<py::object>(v);
+  };
+  py::object index = get("index");
+  if (index.is_none())
     throw std::invalid_argument(name + ": 'index' is missing (a _core.SparseIndex or HnswIndex)");
-  py::object index = d["index"];
   keep.push_back(index);
   const bool sparse = py::isinstance<SparseIndex>(index);
   if (!sparse && !py::isinstance<HnswIndex>(index))
     throw std::invalid_argument(name + "['index'] must be a fastrag._core.SparseIndex or "
                                 "HnswIndex (the wrapper's ._core)");
-  for (auto kv : d) {
-    const auto key = py::cast<std::string>(py::str(kv.first));
-    if (!kCommon.count(key) && !(sparse ? kSparse : kDense).count(key))
-      throw std::invalid_argument(name + ": unknown key '" + key + "' for a " +
-                                  (sparse ? "sparse" : "dense") + " leg");
-  }
-  auto get = [&](const char* key) -> py::object {
-    return d.contains(key) ? py::object(d[key]) : py::object(py::none());
-  };
-  if (!get("depth").is_none())
-    leg.depth = static_cast<std::size_t>(std::min(int_arg(get("depth"), name + "['depth']", 1), kAll));
-  if (!get("weight").is_none()) leg.weight = float_arg(get("weight"), name + "['weight']");
-  if (!get("allow").is_none()) {
-    auto a = array_arg(get("allow"), name + "['allow']");
+  // d holds another key when fewer of the leg's keys are present than it has keys
+  const std::set<std::string>& own = sparse ? kSparse : kDense;
+  for (const auto* keys : {&kCommon, &own})
+    for (const std::string& key : *keys)
+      if (key != "index") get(key.c_str());
+  if (found != static_cast<std::size_t>(PyDict_Size(d.ptr())))
+    for (auto kv : d) {
+      const auto key = py::cast<std::string>(py::str(kv.first));
+      if (!kCommon.count(key) && !own.count(key))
+        throw std::invalid_argument(name + ": unknown key '" + key + "' for a " +
+                                    (sparse ? "sparse" : "dense") + " leg");
+    }
+  const auto& lookup = get;
+  if (!lookup("depth").is_none())
+    leg.depth = static_cast<std::size_t>(std::min(int_arg(lookup("depth"), name + "['depth']", 1), kAll));
+  if (!lookup("weight").is_none()) leg.weight = float_arg(lookup("weight"), name + "['weight']");
+  if (!lookup("allow").is_none()) {
+    auto a = array_arg(lookup("allow"), name + "['allow']");
     leg.allow = checked<std::uint64_t>(a, (name + "['allow']").c_str());
     leg.allow_words = static_cast<std::size_t>(a.size());
     keep.push_back(a);
   }
-  if (!get("slot_chunk").is_none()) {
-    auto a = array_arg(get("slot_chunk"), name + "['slot_chunk']");
+  if (!lookup("slot_chunk").is_none()) {
+    auto a = array_arg(lookup("slot_chunk"), name + "['slot_chunk']");
     leg.slot_chunk = checked<std::uint32_t>(a, (name + "['slot_chunk']").c_str());
     leg.slot_chunk_size = static_cast<std::size_t>(a.size());
     keep.push_back(a);
@@ -103,11 +134,11 @@ std::int64_t parse_leg(const py::handle& item, std::size_t l, fastrag::Leg& leg,
   std::int64_t n = -1;
   if (sparse) {
     leg.sparse = index.cast<const SparseIndex*>();
-    if (!get("algorithm").is_none())
-      leg.algorithm = fastrag::parse_algorithm(py::cast<std::string>(get("algorithm")));
-    if (!get("indptr").is_none() || !get("terms").is_none()) {
-      auto indptr = array_arg(get("indptr"), name + "['indptr']");
-      auto terms = array_arg(get("terms"), name + "['terms']");
+    if (!lookup("algorithm").is_none())
+      leg.algorithm = fastrag::parse_algorithm(py::cast<std::string>(lookup("algorithm")));
+    if (!lookup("indptr").is_none() || !lookup("terms").is_none()) {
+      auto indptr = array_arg(lookup("indptr"), name + "['indptr']");
+      auto terms = array_arg(lookup("terms"), name + "['terms']");
       const auto* p = checked<std::int64_t>(indptr, (name + "['indptr']").c_str());
       leg.sparse_queries.terms = checked<std::uint32_t>(terms, (name + "['terms']").c_str());
       if (indptr.size() < 1)
@@ -121,8 +152,8 @@ std::int64_t parse_leg(const py::handle& item, std::size_t l, fastrag::Leg& leg,
       leg.sparse_queries.n_queries = static_cast<std::size_t>(n);
       keep.push_back(indptr);
       keep.push_back(terms);
-      if (!get("weights").is_none()) {
-        auto w = array_arg(get("weights"), name + "['weights']");
+      if (!lookup("weights").is_none()) {
+        auto w = array_arg(lookup("weights"), name + "['weights']");
         leg.sparse_queries.weights = checked<float>(w, (name + "['weights']").c_str());
         if (w.size() != terms.size())
           throw std::invalid_argument(name + ": weights must have one entry per query term");
@@ -135,8 +166,8 @@ std::int64_t parse_leg(const py::handle& item, std::size_t l, fastrag::Leg& leg,
   } else {
     leg.dense = index.cast<const HnswIndex*>();
     const std::uint32_t dim = leg.dense->params().dim;
-    if (!get("queries").is_none()) {
-      auto q = array_arg(get("queries"), name + "['queries']");
+    if (!lookup("queries").is_none()) {
+      auto q = array_arg(lookup("queries"), name + "['queries']");
       leg.dense_queries = checked<float>(q, (name + "['queries']").c_str(), 2);
       if (q.shape(1) != static_cast<py::ssize_t>(dim))
         throw std::invalid_argument(name + "['queries']: expected " + std::to_string(dim) +
@@ -146,22 +177,22 @@ std::int64_t parse_leg(const py::handle& item, std::size_t l, fastrag::Leg& leg,
     } else if (leg.weight > 0) {
       throw std::invalid_argument(name + ": a dense leg needs 'queries' (n_queries, dim)");
     }
-    if (!get("ef").is_none())
-      leg.ef = static_cast<std::size_t>(std::min(int_arg(get("ef"), name + "['ef']", 1), kAll));
-    if (!get("dims").is_none())
+    if (!lookup("ef").is_none())
+      leg.ef = static_cast<std::size_t>(std::min(int_arg(lookup("ef"), name + "['ef']", 1), kAll));
+    if (!lookup("dims").is_none())
       leg.dims = static_cast<std::uint32_t>(
-          std::min<std::int64_t>(int_arg(get("dims"), name + "['dims']", 0), 0xFFFFFFFFLL));
-    if (!get("exact").is_none()) leg.exact = py::cast<bool>(get("exact"));
-    if (get("rescore").is_none())
+          std::min<std::int64_t>(int_arg(lookup("dims"), name + "['dims']", 0), 0xFFFFFFFFLL));
+    if (!lookup("exact").is_none()) leg.exact = py::cast<bool>(lookup("exact"));
+    if (lookup("rescore").is_none())
       leg.rescore_auto = true;  // DenseIndex.search's default for the depth searched
     else
       leg.rescore = static_cast<std::size_t>(
-          std::min(int_arg(get("rescore"), name + "['rescore']", 0), kAll));
-    if (get("exact_below").is_none())  // DenseIndex.search's default
+          std::min(int_arg(lookup("rescore"), name + "['rescore']", 0), kAll));
+    if (lookup("exact_below").is_none())  // DenseIndex.search's default
       leg.exact_below = leg.allow ? std::max<std::size_t>(1000, leg.dense->live() / 50) : 0;
     else
       leg.exact_below = static_cast<std::size_t>(
-          std::min(int_arg(get("exact_below"), name + "['exact_below']", 0), kAll));
+          std::min(int_arg(lookup("exact_below"), name + "['exact_below']", 0), kAll));
   }
   return n;
 }
@@ -247,14 +278,12 @@ py::dict execute(const py::list& legs_arg, const py::object& chunk_doc_arg, cons
     fastrag::execute(legs, nq, opt, out);
   }
   py::dict result;
-  result["ids"] = ids;
-  result["scores"] = scores;
-  result["chunks"] = chunks;
-  result["depths"] = depths;
-  result["explain_scores"] = xs;
-  result["explain_ranks"] = xr;
-  result["fused_chunks"] = fc;
-  result["fused_scores"] = fs;
+  const std::pair<const char*, py::handle> items[] = {
+      {"ids", ids}, {"scores", scores}, {"chunks", chunks}, {"depths", depths},
+      {"explain_scores", xs}, {"explain_ranks", xr}, {"fused_chunks", fc}, {"fused_scores", fs}};
+  for (const auto& [key, value] : items)
+    if (PyDict_SetItem(result.ptr(), interned(key), value.ptr()) != 0)
+      throw py::error_already_set();
   return result;
 }
 

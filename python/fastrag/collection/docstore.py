@@ -102,8 +102,12 @@ class DocStore:
         function that reads it (its record's checksum checked then). The functions read the
         store as it is now, whatever happens to it later: the committed file stays mapped
         while one of them lives, and a document changed since holds its text already."""
-        out: dict[str, Callable[[], Document]] = {}
         pos, removed, changed = self._pos, self._removed, self._changed
+        if not changed and not removed:  # nothing pending: the file's records only
+            get, read, blob = pos.get, self._record, self._blob
+            return {d: partial(read, blob, i, d) for d in doc_ids
+                    if (i := get(d)) is not None}
+        out: dict[str, Callable[[], Document]] = {}
         for d in doc_ids:
             if d in out:
                 continue

@@ -23,6 +23,9 @@ def check_texts(texts: Sequence[str] | str, *, name: str = "texts") -> list[str]
     """
     if isinstance(texts, (str, bytes)):
         texts = [texts]
+    if type(texts) is list and all(type(t) is str and t.isascii() and not t.isspace() and t
+                                   for t in texts):
+        return texts[:]  # the common case: ASCII holds no surrogates; none is blank
     out: list[str] = []
     for i, text in enumerate(texts):
         if isinstance(text, bytes):

@@ -91,8 +91,8 @@ class LazyResult(Result):
     def of(cls, doc_id: str, score: float, read: Callable[[], Document],
            span: tuple[int, int], stages: dict[str, StageScore]) -> LazyResult:
         self = cls.__new__(cls)
-        self.id, self.score, self.span, self.stages = doc_id, score, span, stages
-        self.scored_by, self.skipped, self._read = None, {}, read
+        self.id, self.score, self.span, self.stages, self.scored_by, self.skipped, self._read = (
+            doc_id, score, span, stages, None, {}, read)
         return self
 
     def __getattr__(self, name: str) -> Any:
@@ -416,6 +416,15 @@ class Pipeline:
                                  table.chunk_end[chunks].tolist())
                                 if len(table.chunk_start) else (chunk_rows, chunk_rows))
         out: list[list[Result]] = []
+        if readers is not None and not explain and all(map(readers.__contains__, wanted)):
+            # the common case, in one comprehension per query: lazy results, no stages
+            lazy = LazyResult.of
+            for q, row in enumerate(hits):
+                chunk_row, score_row = chunk_rows[q], score_rows[q]
+                start_row, end_row = start_rows[q], end_rows[q]
+                out.append([lazy(doc_ids[d], score_row[j], readers[doc_ids[d]],
+                                 (start_row[j], end_row[j]), {}) for j, d in enumerate(row)])
+            return out
         for q, row in enumerate(hits):
             results = []
             chunk_row, score_row = chunk_rows[q], score_rows[q]
