@@ -4,7 +4,8 @@
                                      [--n 200000] [--skip real synthetic]
 
 Same vectors, same M and ef_construction for every engine; builds on 2 threads (wall time);
-queries on one thread in one batch call, timed in CPU time of the process (best of 3).
+queries on one thread in one batch call, timed in CPU time of the process (best of 3), the
+engines interleaved at each ef (all built first).
 Recall@10 is measured against exact search (numpy matmul). For each engine and ef the script
 prints recall@10 and queries/s, then the QPS at the smallest ef that reaches recall 0.95.
 Quantised keys (`*_quantized_*`) take the fastest of fastrag's quantised configurations (int8
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -48,6 +50,8 @@ class Engine:
     memory: int
     curve: list[tuple[int, float, float]] = field(default_factory=list)  # (ef, recall, qps)
     per_vector: float = 0.0  # bytes
+    # ef -> a call that searches every query at that beam and returns the ids (n, K)
+    search: Callable[[int], Callable[[], np.ndarray]] | None = field(default=None, repr=False)
 
     def qps_at(self, target: float) -> tuple[float, float, int] | None:
         """(qps, recall, ef) at the smallest ef whose recall reaches target."""
@@ -60,6 +64,27 @@ class Engine:
 def recall(found: np.ndarray, truth: np.ndarray) -> float:
     hits = sum(len(set(f.tolist()) & set(t.tolist())) for f, t in zip(found, truth, strict=True))
     return hits / truth.size
+
+
+def sweep(engines: list[Engine], truth: np.ndarray, repeat: int) -> None:
+    """Each engine's curve over EFS, timed interleaved: at each ef every engine searches once
+    per round (the order rotating), `repeat` rounds, best CPU time kept. On this shared machine
+    one engine's speed moved by up to 40% between minutes even in CPU time: timing the engines
+    side by side at each ef keeps such swings out of their ratios (until 2026-12-07 each
+    engine's sweep ran after the other's)."""
+    n = len(truth)
+    for ef in EFS:
+        calls = [e.search(ef) for e in engines]  # type: ignore[misc]
+        best = [float("inf")] * len(engines)
+        found = [call() for call in calls]  # the warm-up call; its ids give the recall
+        for r in range(repeat):
+            for j in range(len(engines)):
+                i = (j + r) % len(engines)
+                t0 = time.process_time()
+                calls[i]()
+                best[i] = min(best[i], time.process_time() - t0)
+        for e, ids, dt in zip(engines, found, best, strict=True):
+            e.curve.append((ef, recall(ids, truth), n / max(dt, 1e-9)))
 
 
 def timed(repeat: int, fn, *args, **kwargs) -> tuple[float, object]:
@@ -91,10 +116,12 @@ def run_fastrag(name, data, queries, truth, repeat, **kw) -> Engine:
     ix.add(data, threads=2)
     eng = Engine(name, time.perf_counter() - t0, ix.stats()["memory_bytes"])
     eng.per_vector = eng.memory / len(data)
-    for ef in EFS:
+
+    def search(ef: int) -> Callable[[], np.ndarray]:
         opts = {k: (v(ef) if callable(v) else v) for k, v in search_kw.items()}
-        dt, (ids, _) = timed(repeat, ix.search, queries, k=K, ef=ef, threads=1, **opts)
-        eng.curve.append((ef, recall(ids, truth), len(queries) / dt))
+        return lambda: ix.search(queries, k=K, ef=ef, threads=1, **opts)[0]
+
+    eng.search = search
     return eng
 
 
@@ -110,10 +137,14 @@ def run_hnswlib(data, queries, truth, repeat, res: Results) -> Engine | None:
     # Memory: the level-0 block (links + vector + label per element) plus upper links.
     size = ix.element_count * (4 + 4 * 2 * M + 4 * data.shape[1] + 8)
     eng = Engine("hnswlib", build, size)
-    for ef in EFS:
-        ix.set_ef(max(ef, K))
-        dt, (ids, _) = timed(repeat, ix.knn_query, queries, k=K, num_threads=1)
-        eng.curve.append((ef, recall(ids.astype(np.int64), truth), len(queries) / dt))
+
+    def search(ef: int) -> Callable[[], np.ndarray]:
+        def call() -> np.ndarray:
+            ix.set_ef(max(ef, K))  # the beam is the index's state: set before every call
+            return ix.knn_query(queries, k=K, num_threads=1)[0].astype(np.int64)
+        return call
+
+    eng.search = search
     return eng
 
 
@@ -130,10 +161,14 @@ def run_faiss(data, queries, truth, repeat, res: Results) -> Engine | None:
     faiss.omp_set_num_threads(1)
     size = len(data) * (4 * data.shape[1] + 4 * 2 * M)
     eng = Engine("faiss HNSWFlat", build, size)
-    for ef in EFS:
-        ix.hnsw.efSearch = max(ef, K)
-        dt, (_, ids) = timed(repeat, ix.search, queries, K)
-        eng.curve.append((ef, recall(ids, truth), len(queries) / dt))
+
+    def search(ef: int) -> Callable[[], np.ndarray]:
+        def call() -> np.ndarray:
+            ix.hnsw.efSearch = max(ef, K)
+            return ix.search(queries, K)[1]
+        return call
+
+    eng.search = search
     return eng
 
 
@@ -153,10 +188,14 @@ def run_usearch(
     ix.add(np.arange(len(data)), data, threads=2)
     build = time.perf_counter() - t0
     eng = Engine(f"usearch {dtype}", build, int(ix.memory_usage))
-    for ef in EFS:
-        ix.expansion_search = max(ef, K)
-        dt, m = timed(repeat, ix.search, queries, K, threads=1)
-        eng.curve.append((ef, recall(m.keys.astype(np.int64), truth), len(queries) / dt))
+
+    def search(ef: int) -> Callable[[], np.ndarray]:
+        def call() -> np.ndarray:
+            ix.expansion_search = max(ef, K)
+            return ix.search(queries, K, threads=1).keys.astype(np.int64)
+        return call
+
+    eng.search = search
     return eng
 
 
@@ -211,6 +250,7 @@ def bench(title, data, queries, repeat, res: Results, tag, peers: bool = True) -
         engines += [e for e in (run_faiss(data, queries, truth, repeat, res),) if e]
         engines += [e for e in (run_usearch(data, queries, truth, repeat, res),) if e]
         engines += [e for e in (run_usearch(data, queries, truth, repeat, res, "i8"),) if e]
+    sweep(engines, truth, repeat)
     report(title, engines, len(data))
     res.details.setdefault("ann", {})[tag] = {
         "title": title,
