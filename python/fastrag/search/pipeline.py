@@ -86,6 +86,7 @@ class LazyResult(Result):
     `Result` of the same values; pickled, copied or compared with its text read."""
 
     __slots__ = ("_read",)
+    _read: Callable[[], Document]
 
     @classmethod
     def of(cls, doc_id: str, score: float, read: Callable[[], Document],
@@ -337,11 +338,11 @@ class Pipeline:
             if skipped:
                 return None
             weights = tuple(planned)
-        legs = self._legs.get(weights, False)
-        if legs is False:
+        if weights not in self._legs:
             run = [(r, w) for r, w in zip(self.retrievers, weights, strict=True) if w > 0]
-            legs = self._legs[weights] = (run if run and native.supported(
+            self._legs[weights] = (run if run and native.supported(
                 self.fusion, self.fusion_options, run) else None)
+        legs = self._legs[weights]
         if legs is None or not getattr(corpus, "native", True):
             return None
         encode = 0.0
@@ -444,7 +445,7 @@ class Pipeline:
                     results.append(Result(doc_id, score_row[j], doc.text, doc.metadata,
                                           (start_row[j], end_row[j]), stages))
                 else:
-                    results.append(LazyResult.of(doc_id, score_row[j], doc,
+                    results.append(LazyResult.of(doc_id, score_row[j], readers[doc_id],
                                                  (start_row[j], end_row[j]), stages))
             out.append(results)
         return out
