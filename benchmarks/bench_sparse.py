@@ -29,7 +29,8 @@ per list under one global weight threshold), each swept over the same query_cut 
 grid (fastrag's heap_factor is the inverse of Seismic's: its 1.25 is Seismic's 0.8), one query
 thread; recall@10 against the exact top-10. The SUMMARY
 holds the paired QPS ratio of each side's fastest setting at recall@10 >= 0.95
-(`qps_ratio_vs_seismic_at_r95`), the build-time ratio (Seismic / fastrag, all cores) and the
+(`qps_ratio_vs_seismic_at_r95`; the three fastest of each side in the sweep are timed again,
+interleaved, and the fastest medians compared), the build-time ratio (Seismic / fastrag, all cores) and the
 ratio of structure bytes (fastrag's `stats()["memory_bytes"]` over Seismic's
 `print_space_usage_byte` total; `rss_ratio_vs_seismic` is the same for resident-memory growth
 over the builds).
@@ -503,6 +504,11 @@ def best_at(rows: list[tuple[Any, ...]]) -> Any:
     return max(ok, key=lambda row: row[2]) if ok else None
 
 
+def top_at(rows: list[tuple[Any, ...]], n: int = 3) -> list[tuple[Any, ...]]:
+    """The n fastest rows of the sweep at recall@10 >= R95."""
+    return sorted((row for row in rows if row[1] >= R95), key=lambda row: -row[2])[:n]
+
+
 def run_seismic(matrix: sp.csr_matrix, qmatrix: sp.csr_matrix, exact_ids: np.ndarray,
                 repeat: int, res: Results, quick: bool) -> None:
     """fastrag's ApproxImpactIndex against Seismic (pyseismic-lsr) on the generated corpus."""
@@ -601,7 +607,28 @@ def run_seismic(matrix: sp.csr_matrix, qmatrix: sp.csr_matrix, exact_ids: np.nda
     res.details["approx_seismic"] = [
         {"setting": lab, "recall10": r, "qps": q} for lab, r, q, *_ in seismic_rows
     ]
-    ours, theirs = best_at(fastrag_rows), best_at(seismic_rows)
+    # The sweep's fastest settings are also its luckiest samples (one short sample each, and
+    # fastrag has more of them): the three fastest of each side at R95 are timed again,
+    # interleaved, and each side's fastest median is compared with the other's, paired.
+    ours_top, theirs_top = top_at(fastrag_rows), top_at(seismic_rows)
+    times: dict[str, list[float]] = {}
+    if ours_top and theirs_top:
+        cases = {f"fastrag {i}": row[3] for i, row in enumerate(ours_top)}
+        cases.update({f"seismic {i}": row[3] for i, row in enumerate(theirs_top)})
+        times = time_cases(cases, max(repeat, 5), 0.2)
+        for name in cases:
+            print(f"  re-timed {name}: {n_queries / float(np.median(times[name])):,.1f} QPS")
+
+    def fastest(top: list[tuple[Any, ...]], side: str) -> tuple[Any, list[float]] | None:
+        if not top:
+            return None
+        if not times:
+            return top[0], []
+        i = min(range(len(top)), key=lambda i: float(np.median(times[f"{side} {i}"])))
+        return top[i], times[f"{side} {i}"]
+
+    mine, peer = fastest(ours_top, "fastrag"), fastest(theirs_top, "seismic")
+    ours, theirs = (mine[0] if mine else None), (peer[0] if peer else None)
     # The builds compared: those of the two fastest settings at R95 (the first builds when
     # a side has none).
     fb, sb = (ours[4] if ours else 0), (theirs[4] if theirs else 0)
@@ -618,14 +645,14 @@ def run_seismic(matrix: sp.csr_matrix, qmatrix: sp.csr_matrix, exact_ids: np.nda
           f"{summary['build_ratio_vs_seismic']}x; structures: fastrag "
           f"{fr_bytes[fb] / 1e6:,.0f} MB / Seismic {se_bytes[sb] / 1e6:,.0f} MB; RSS growth: "
           f"fastrag {fr_rss[fb] / 1e6:,.0f} MB, Seismic {se_rss[sb] / 1e6:,.0f} MB")
-    if ours is None or theirs is None:
+    if mine is None or peer is None:
         res.skip(f"qps_ratio_vs_seismic_at_r95: no setting reached recall@10 {R95} "
-                 f"(fastrag: {ours is not None}, Seismic: {theirs is not None})")
+                 f"(fastrag: {mine is not None}, Seismic: {peer is not None})")
         return
-    times = time_cases({"fastrag": ours[3], "seismic": theirs[3]}, max(repeat, 3), 0.2)
-    ratio = paired_ratio(times, "fastrag", "seismic")
-    summary["approx_qps_at_r95_fastrag"] = round(n_queries / float(np.median(times["fastrag"])), 1)
-    summary["approx_qps_at_r95_seismic"] = round(n_queries / float(np.median(times["seismic"])), 1)
+    paired = {"fastrag": mine[1], "seismic": peer[1]}
+    ratio = paired_ratio(paired, "fastrag", "seismic")
+    summary["approx_qps_at_r95_fastrag"] = round(n_queries / float(np.median(mine[1])), 1)
+    summary["approx_qps_at_r95_seismic"] = round(n_queries / float(np.median(peer[1])), 1)
     summary["approx_recall10_at_r95_fastrag"] = round(ours[1], 3)
     summary["approx_recall10_at_r95_seismic"] = round(theirs[1], 3)
     summary["qps_ratio_vs_seismic_at_r95"] = ratio

@@ -16,6 +16,7 @@
 #include "fastrag/io.hpp"
 #include "fastrag/parallel.hpp"
 #include "fastrag/topk.hpp"
+#include "cpu_features.hpp"
 #include "sparse_approx_internal.hpp"
 
 namespace fastrag {
@@ -79,27 +80,9 @@ void block_maxima(const TermT* terms, const WeightT* w, const float* scales,
   }
 }
 
-// The gather kernels: the best the CPU has, or those FASTRAG_KERNELS names ("generic",
-// "avx2") when the CPU has them.
+// The gather kernels: the best the CPU has, or those FASTRAG_KERNELS names.
 const ApproxKernels* pick_kernels() {
-  const char* forced = std::getenv("FASTRAG_KERNELS");
-  const std::string want = forced ? forced : "";
-#if defined(FASTRAG_X86_DISPATCH)
-  static const bool avx512 = [] {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
-  }();
-  static const bool avx2 = [] {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  }();
-  if (want == "generic") return approx_kernels_generic();
-  if (want == "avx2" && avx2) return approx_kernels_avx2();
-  if (avx512) return approx_kernels_avx512();
-  if (avx2) return approx_kernels_avx2();
-#endif
-  return approx_kernels_generic();
+  return pick_isa(approx_kernels_generic(), approx_kernels_avx2(), approx_kernels_avx512());
 }
 
 // Prefetches the cache lines of [p, p + bytes).

@@ -4,8 +4,8 @@
 // split into blocks of similar documents, each block with a summary vector (per-term maxima,
 // pruned to a share of their mass, quantised to 8 bits). A query visits its heaviest terms'
 // lists, reads their blocks best summary first and stops where a summary's dot product times
-// heap_factor falls under the current k-th score; the documents of the blocks it reads are scored
-// with their full (forward) vectors.
+// heap_factor falls under the current k-th score (Seismic's heap_factor is the inverse); the
+// documents of the blocks it reads are scored with their full (forward) vectors.
 //
 // Blocks are made per list, as in Seismic, but cheaply: a list (its heaviest entries, in
 // chunks of at most a thousand in weight order) is split around random seed documents, each
@@ -25,7 +25,9 @@
 namespace fastrag {
 
 struct ApproxBuildParams {
-  std::size_t list_size = 0;      // entries kept per posting list, the heaviest (0 = all)
+  std::size_t list_size = 0;      // entries per posting list on average (0 = all): the
+                                  // heaviest list_size x n_terms of the collection, at most
+                                  // 1.5 x list_size in one list
   float summary_energy = 1.0f;    // share of a block summary's mass kept (its heaviest terms;
                                   // < 1: over each document's 24 heaviest terms)
   std::size_t doc_cut = 12;       // heaviest terms of a document used to cluster it
