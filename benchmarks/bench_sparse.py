@@ -27,13 +27,13 @@ Approximate SPLADE on the generated corpus: `ApproxImpactIndex` and Seismic's `S
 built from the same vectors (the same pruning value: list_size / n_postings, both an average
 per list under one global weight threshold), each swept over the same query_cut x heap_factor
 grid (fastrag's heap_factor is the inverse of Seismic's: its 1.25 is Seismic's 0.8), one query
-thread; recall@10 against the exact top-10. The SUMMARY
-holds the paired QPS ratio of each side's fastest setting at recall@10 >= 0.95
-(`qps_ratio_vs_seismic_at_r95`; the three fastest of each side in the sweep are timed again,
-interleaved, and the fastest medians compared), the build-time ratio (Seismic / fastrag, all cores) and the
-ratio of structure bytes (fastrag's `stats()["memory_bytes"]` over Seismic's
-`print_space_usage_byte` total; `rss_ratio_vs_seismic` is the same for resident-memory growth
-over the builds).
+thread; recall@10 against the exact top-10. The SUMMARY holds the paired QPS ratio of each
+side's fastest setting at recall@10 >= 0.95 (`qps_ratio_vs_seismic_at_r95`; the three fastest
+of each side in the sweep are timed again, interleaved, and the fastest medians compared), the
+build-time ratio (Seismic / fastrag, all cores) and the ratio of structure bytes (fastrag's
+`stats()["memory_bytes"]` over Seismic's `print_space_usage_byte` total;
+`rss_ratio_vs_seismic` is the same for resident-memory growth over the builds), both of the
+builds of the two settings compared.
 
     python benchmarks/bench_sparse.py                 # full run
     python benchmarks/bench_sparse.py --quick         # 200,000 generated docs, 400 cranfield docs
