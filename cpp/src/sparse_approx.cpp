@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <numeric>
 #include <random>
 #include <stdexcept>
@@ -341,7 +342,8 @@ std::unique_ptr<ApproxSparseIndex> ApproxSparseIndex::build(const std::int64_t* 
                    docs, n, m.data(), tt);
     float top = 0;
     for (auto term : tt) top = std::max(top, m[term]);
-    const float scale = top / 255.0f;
+    // one ulp up: the heaviest term's level (255) then weighs at least its weight
+    const float scale = std::nextafter(top / 255.0f, std::numeric_limits<float>::infinity());
     auto& lv = w.levels;
     lv.resize(tt.size());
     for (std::size_t i = 0; i < tt.size(); ++i) lv[i] = level_up(m[tt[i]], scale);
