@@ -62,7 +62,7 @@ def recall(got, want):
 
 def test_no_skipping_and_no_pruning_is_exact(corpus):
     docs, queries, exact = corpus
-    index = ApproxImpactIndex(docs, vocab_size=VOCAB, quantize=False)
+    index = ApproxImpactIndex(docs, vocab_size=VOCAB, quantize=False, summary_energy=1.0)
     for hf in (float("inf"), 1.0):  # exact bounds: heap_factor 1 skips nothing that counts
         got = index.search(queries, k=K, heap_factor=hf, threads=1)
         assert recall(got, exact) == 1.0
@@ -77,11 +77,51 @@ def test_quantized_recall(corpus):
 
 def test_pruned_recall_and_skipping(corpus):
     docs, queries, exact = corpus
-    index = ApproxImpactIndex(docs, vocab_size=VOCAB, list_size=150)
+    index = ApproxImpactIndex(docs, vocab_size=VOCAB, list_size=30)
     assert index.stats()["n_postings"] < docs.nnz
     default = recall(index.search(queries, k=K, query_cut=8), exact)
     assert default >= 0.9
     assert recall(index.search(queries, k=K, query_cut=8, heap_factor=0.5), exact) < default
+    # the default summaries (20% of their mass) underestimate: heap_factor > 1 reads more
+    assert recall(index.search(queries, k=K, query_cut=8, heap_factor=1.5), exact) >= default
+
+
+def test_global_pruning_and_blocks(corpus):
+    docs, _, _ = corpus
+    n_terms = int(docs.indices.max()) + 1
+    # Seismic's global threshold: list_size x n_terms entries at most (the heaviest, then at
+    # most 1.5 x list_size in one list)
+    kept = []
+    for size in (10, 20, 40):
+        kept.append(ApproxImpactIndex(docs, vocab_size=VOCAB, list_size=size).stats()["n_postings"])
+        assert size * n_terms / 2 <= kept[-1] <= size * n_terms
+    assert kept == sorted(kept) and kept[-1] < docs.nnz
+    # blocks of about cluster_size documents, each with a summary; lighter summaries, fewer
+    # entries; every document of a block is in the lists
+    sizes = {}
+    for cs, energy in ((8, 1.0), (32, 1.0), (32, 0.2)):
+        st = ApproxImpactIndex(docs, vocab_size=VOCAB, list_size=150, cluster_size=cs,
+                               summary_energy=energy).stats()
+        sizes[cs, energy] = st
+        assert st["n_postings"] / st["n_blocks"] < 2 * cs
+    assert sizes[8, 1.0]["n_blocks"] > 2 * sizes[32, 1.0]["n_blocks"]
+    assert sizes[32, 0.2]["n_summary_entries"] < sizes[32, 1.0]["n_summary_entries"] / 2
+    assert sizes[32, 0.2]["memory_bytes"] < sizes[32, 1.0]["memory_bytes"]
+
+
+def test_kernels_agree(corpus, monkeypatch):
+    """The gathers of every instruction set (FASTRAG_KERNELS picks one) give the same top-k."""
+    docs, queries, _ = corpus
+    index = ApproxImpactIndex(docs, vocab_size=VOCAB, list_size=150)
+    runs = {}
+    for kernels in ("generic", "avx2", ""):  # "": the best the CPU has
+        monkeypatch.setenv("FASTRAG_KERNELS", kernels)
+        runs[kernels] = index.search(queries, k=K, query_cut=6, threads=1)
+    for kernels in ("avx2", ""):
+        np.testing.assert_allclose(runs[kernels].scores, runs["generic"].scores, rtol=1e-5)
+        same = np.mean([set(a) == set(b) for a, b in zip(runs[kernels].ids, runs["generic"].ids,
+                                                          strict=True)])
+        assert same >= 0.95  # ties at the 10th score may differ by summation order
 
 
 def test_threads_and_filter(corpus):
@@ -159,8 +199,13 @@ def test_bad_files(corpus, tmp_path):
     assert path.read_bytes() == before
 
 
-def test_golden_v1(golden_dir):
-    index = ApproxImpactIndex.load(golden_dir / "approx_v1.frax")
+def test_golden_v1_is_refused(golden_dir):
+    with pytest.raises(IndexFormatError, match=r"version 1.*no longer reads.*build the index"):
+        ApproxImpactIndex.load(golden_dir / "approx_v1.frax")
+
+
+def test_golden_v2(golden_dir):
+    index = ApproxImpactIndex.load(golden_dir / "approx_v2.frax")
     assert index.settings == {"list_size": 3, "cluster_size": 2, "summary_energy": 1.0,
                               "quantize": False, "seed": 0}
     assert index.ids == ["d0", "d1", "d3", "d4"] and index.vocab_size == 8
@@ -228,7 +273,7 @@ def test_agrees_with_seismic(corpus):
                          row.data.astype(np.float32), k=K, query_cut=10, heap_factor=0.9)
         theirs.append({int(d) for _, _, d in hits})
     ours = ApproxImpactIndex(docs, vocab_size=VOCAB, list_size=400).search(
-        queries, k=K, query_cut=10, heap_factor=0.9)
+        queries, k=K, query_cut=10, heap_factor=1 / 0.9)  # Seismic's heap_factor, inverted
     want = [set(row) for row in exact.ids]
     seismic_recall = np.mean([len(t & w) / K for t, w in zip(theirs, want, strict=True)])
     our_recall = recall(ours, exact)

@@ -63,7 +63,7 @@ void register_sparse_approx(py::module_& m) {
          }),
          py::arg("indptr"), py::arg("terms"), py::arg("weights"), py::kw_only(),
          py::arg("list_size") = Count{0}, py::arg("summary_energy") = 1.0f, py::arg("doc_cut") = Count{12},
-         py::arg("cluster_size") = Count{32}, py::arg("quantize") = true,
+         py::arg("cluster_size") = Count{16}, py::arg("quantize") = true,
          py::arg("seed") = Count{0}, py::arg("threads") = Count{0})
       .def(
           "search",
@@ -134,7 +134,7 @@ void register_sparse_approx(py::module_& m) {
         d["n_terms"] = s.n_terms;
         d["n_entries"] = s.n_entries;
         d["n_postings"] = s.n_postings;
-        d["n_groups"] = s.n_groups;
+        d["n_blocks"] = s.n_blocks;
         d["n_summary_entries"] = s.n_summary_entries;
         d["memory_bytes"] = s.memory_bytes;
         return d;

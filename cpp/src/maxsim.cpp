@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "cpu_features.hpp"
 #include "fastrag/parallel.hpp"
 #include "maxsim_internal.hpp"
 
@@ -15,26 +16,7 @@ namespace fastrag {
 namespace {
 
 const MaxsimKernels* pick_kernels() {
-  const char* forced = std::getenv("FASTRAG_KERNELS");
-  const std::string want = forced ? forced : "";
-#if defined(FASTRAG_X86_DISPATCH)
-  static const bool avx512 = [] {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
-  }();
-  static const bool avx2 = [] {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-           __builtin_cpu_supports("f16c");
-  }();
-  // A named set when asked for and supported, else the best one the CPU has.
-  if (want == "generic") return maxsim_kernels_generic();
-  if (want == "avx2" && avx2) return maxsim_kernels_avx2();
-  if (avx512) return maxsim_kernels_avx512();
-  if (avx2) return maxsim_kernels_avx2();
-#endif
-  return maxsim_kernels_generic();
+  return pick_isa(maxsim_kernels_generic(), maxsim_kernels_avx2(), maxsim_kernels_avx512());
 }
 
 void check(const float* query, std::size_t m, const TokenStoreView& s,

@@ -3,28 +3,35 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <numeric>
 #include <random>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <utility>
 
 #include "fastrag/error.hpp"
 #include "fastrag/io.hpp"
 #include "fastrag/parallel.hpp"
 #include "fastrag/topk.hpp"
+#include "cpu_features.hpp"
+#include "sparse_approx_internal.hpp"
 
 namespace fastrag {
 namespace {
 
-constexpr std::uint32_t kVersion = 1;
+// Version 2: blocks made per list, each with its own summary (version 1: blocks were runs of
+// global document groups sharing the group's summary; no longer read).
+constexpr std::uint32_t kVersion = 2;
 constexpr std::uint32_t kNoGroup = ~std::uint32_t{0};
+constexpr std::size_t kSummaryHeads = 24;
 constexpr std::uint64_t kMaxTerms = std::uint64_t{1} << 30;
 enum Section : std::uint32_t {
-  kMeta = 1, kDocOffsets, kFwdTerms, kFwdLevels, kDocScales, kFwdWeights, kTermSummary,
-  kSumGroups, kSumLevels, kGroupScales, kTermLists, kDocGroup, kListDocs,
-  kDenseTerms, kDenseLevels, kExtra = 99
+  kMeta = 1, kDocOffsets, kFwdTerms, kFwdLevels, kDocScales, kFwdWeights, kTermBlocks,
+  kBlockFirst, kListDocs, kSumOffsets, kSumTerms, kSumLevels, kBlockScales, kExtra = 99
 };
 
 struct Entry {
@@ -45,31 +52,75 @@ float bits_float(std::uint64_t v) {
   return f;
 }
 
-std::uint8_t level_up(float w, float scale) {  // the smallest level whose weight is >= w
+// A level whose weight (level x scale) is >= w: the smallest, or one more when the product
+// rounds under w; at most 255 (w <= 255 x scale).
+inline std::uint8_t level_up(float w, float scale) {
   if (scale <= 0) return 0;
-  return static_cast<std::uint8_t>(std::min(255.0f, std::ceil(w / scale)));
+  float l = std::ceil(w * (1.0f / scale));
+  if (l * scale < w) l += 1.0f;
+  return static_cast<std::uint8_t>(std::min(255.0f, l));
 }
 
-struct Block {
-  float bound;
-  std::uint32_t start, end;  // positions in list_docs_
-  std::uint32_t group;
-};
+
+// Per term the largest weight of the documents docs[0..n) into m (zero elsewhere), the terms
+// set listed in tt.
+template <class TermT, class WeightT>
+void block_maxima(const TermT* terms, const WeightT* w, const float* scales,
+                  const std::uint64_t* off, const std::uint32_t* docs, std::size_t n, float* m,
+                  std::vector<std::uint32_t>& tt) {
+  for (std::size_t i = 0; i < n; ++i) {
+    const std::uint32_t d = docs[i];
+    const float scale = scales ? scales[d] : 1.0f;
+    for (auto e = off[d]; e < off[d + 1]; ++e) {
+      const std::uint32_t term = terms[e];
+      const float v = static_cast<float>(w[e]) * scale;
+      if (v <= 0.0f) continue;
+      if (m[term] == 0.0f) tt.push_back(term);
+      m[term] = std::max(m[term], v);
+    }
+  }
+}
+
+// The gather kernels: the best the CPU has, or those FASTRAG_KERNELS names.
+const ApproxKernels* pick_kernels() {
+  return pick_isa(approx_kernels_generic(), approx_kernels_avx2(), approx_kernels_avx512());
+}
+
+// Prefetches the cache lines of [p, p + bytes).
+inline void prefetch_range(const void* p, std::size_t bytes) {
+  const char* c = static_cast<const char*>(p);
+  for (std::size_t i = 0; i < bytes; i += 64) __builtin_prefetch(c + i);
+}
 
 }  // namespace
 
 struct ApproxSparseIndex::Scratch {
-  std::vector<float> query;         // dense query weights over the vocabulary
+  std::vector<float> query;  // dense query weights over the vocabulary
   std::vector<std::uint32_t> qterms;
   std::vector<std::uint64_t> seen;  // documents scored for this query
   std::vector<std::uint32_t> seen_docs;
-  std::vector<float> bound;            // summary dot product per group
-  std::vector<std::uint32_t> groups;   // candidate groups (in a visited list)
-  std::vector<std::uint8_t> candidate;
-  std::vector<std::pair<float, std::uint32_t>> dense;  // (query weight, dense row)
-  std::vector<Block> blocks;
+  std::vector<std::pair<float, std::uint32_t>> blocks;  // (summary bound, block)
+  std::vector<std::uint32_t> batch;                     // a block's documents to score
+  const ApproxKernels* kernels = nullptr;
   TopK top;
 };
+
+namespace {
+// sum of q[terms[i]] x w[i]: a document's or a summary's dot product with the dense query.
+template <class TermT, class WeightT>
+inline float gather_dot(const float* q, const TermT* terms, const WeightT* w, std::size_t n) {
+  float a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+  std::size_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    a0 += q[terms[i]] * static_cast<float>(w[i]);
+    a1 += q[terms[i + 1]] * static_cast<float>(w[i + 1]);
+    a2 += q[terms[i + 2]] * static_cast<float>(w[i + 2]);
+    a3 += q[terms[i + 3]] * static_cast<float>(w[i + 3]);
+  }
+  for (; i < n; ++i) a0 += q[terms[i]] * static_cast<float>(w[i]);
+  return (a0 + a1) + (a2 + a3);
+}
+}  // namespace
 
 std::unique_ptr<ApproxSparseIndex> ApproxSparseIndex::build(const std::int64_t* indptr,
                                                             std::size_t n_docs,
@@ -120,6 +171,20 @@ std::unique_ptr<ApproxSparseIndex> ApproxSparseIndex::build(const std::int64_t* 
       if (m == 0 || r[m - 1].term != r[i].term) r[m++] = r[i];
     lengths[d + 1] = m;
   });
+  // 2. Each document's heaviest `doc_cut` terms (for clustering).
+  const std::size_t cut = p.doc_cut;
+  // Light summaries (summary_energy < 1) are taken over each document's kSummaryHeads
+  // heaviest terms: the others are too light to reach a summary's heaviest share, and the
+  // build reads a quarter of the entries.
+  const std::size_t hw = p.summary_energy < 1.0f ? std::max(cut, kSummaryHeads) : cut;
+  std::vector<Entry> heads(n_docs * hw, Entry{0, 0.0f});
+  parallel_for(n_docs, threads, [&](std::size_t d, std::size_t) {
+    const std::size_t n = std::min<std::size_t>(hw, lengths[d + 1]);
+    Entry* h = heads.data() + d * hw;
+    const Entry* r = rows.data() + indptr[d];
+    std::partial_sort_copy(r, r + lengths[d + 1], h, h + n,
+                           [](const Entry& x, const Entry& y) { return x.weight > y.weight; });
+  });
   auto& off = ix->doc_offsets_;
   off.assign(n_docs + 1, 0);
   for (std::size_t d = 0; d < n_docs; ++d) off[d + 1] = off[d] + lengths[d + 1];
@@ -155,6 +220,7 @@ std::unique_ptr<ApproxSparseIndex> ApproxSparseIndex::build(const std::int64_t* 
       for (std::size_t i = 0; i < n; ++i) ix->fwd_weights_[o + i] = r[i].weight;
     }
   });
+  rows = std::vector<Entry>();
   auto term_of = [&](std::size_t e) -> std::uint32_t {
     return ix->wide_ ? ix->fwd_terms32_[e] : ix->fwd_terms16_[e];
   };
@@ -162,174 +228,8 @@ std::unique_ptr<ApproxSparseIndex> ApproxSparseIndex::build(const std::int64_t* 
     return p.quantize ? ix->fwd_levels_[e] * ix->doc_scales_[d] : ix->fwd_weights_[e];
   };
 
-  // 2. Groups of similar documents: each document joins the random seed document its
-  // heaviest `doc_cut` terms score highest with (through an inverted index over the seeds'
-  // heaviest terms); documents sharing no such term with any seed join the group of their
-  // heaviest term's first such document.
-  const std::size_t cut = p.doc_cut;
-  std::vector<Entry> heads(n_docs * cut, Entry{0, 0.0f});
-  parallel_for(n_docs, threads, [&](std::size_t d, std::size_t) {
-    const std::size_t n = std::min<std::size_t>(cut, lengths[d + 1]);
-    Entry* h = heads.data() + d * cut;
-    const Entry* r = rows.data() + indptr[d];
-    std::partial_sort_copy(r, r + lengths[d + 1], h, h + n,
-                           [](const Entry& x, const Entry& y) { return x.weight > y.weight; });
-  });
-  rows = std::vector<Entry>();
-  const std::size_t n_seeds =
-      std::min(n_docs, std::max<std::size_t>(1, (n_docs + p.cluster_size - 1) / p.cluster_size));
-  std::vector<std::uint32_t> seeds(n_docs);
-  std::iota(seeds.begin(), seeds.end(), 0u);
-  std::mt19937_64 rng(p.seed);
-  for (std::size_t i = 0; i < n_seeds; ++i) {
-    std::uniform_int_distribution<std::size_t> pick(i, n_docs - 1);
-    std::swap(seeds[i], seeds[pick(rng)]);
-  }
-  seeds.resize(n_seeds);
-  std::vector<std::uint64_t> seed_off(n_terms + 1, 0);
-  for (auto d : seeds)
-    for (std::size_t i = 0; i < cut && heads[d * cut + i].weight > 0; ++i)
-      ++seed_off[heads[d * cut + i].term + 1];
-  for (std::size_t t = 0; t < n_terms; ++t) seed_off[t + 1] += seed_off[t];
-  std::vector<std::pair<std::uint32_t, float>> seed_lists(seed_off[n_terms]);
-  {
-    std::vector<std::uint64_t> fill(seed_off.begin(), seed_off.end() - 1);
-    for (std::size_t s = 0; s < n_seeds; ++s)
-      for (std::size_t i = 0; i < cut && heads[seeds[s] * cut + i].weight > 0; ++i) {
-        const Entry& e = heads[seeds[s] * cut + i];
-        seed_lists[fill[e.term]++] = {static_cast<std::uint32_t>(s), e.weight};
-      }
-  }
-  std::vector<std::uint32_t> group(n_docs);
-  std::vector<std::vector<float>> acc(threads);
-  std::vector<std::vector<std::uint32_t>> touched(threads);
-  parallel_for(n_docs, threads, [&](std::size_t d, std::size_t tid) {
-    auto& a = acc[tid];
-    auto& tt = touched[tid];
-    if (a.empty()) a.assign(n_seeds, 0.0f);
-    for (std::size_t i = 0; i < cut && heads[d * cut + i].weight > 0; ++i) {
-      const Entry& e = heads[d * cut + i];
-      for (auto j = seed_off[e.term]; j < seed_off[e.term + 1]; ++j) {
-        auto [sd, w] = seed_lists[j];
-        if (a[sd] == 0.0f) tt.push_back(sd);
-        a[sd] += e.weight * w;
-      }
-    }
-    std::uint32_t best = kNoGroup;
-    float best_score = 0.0f;
-    for (auto sd : tt) {
-      if (a[sd] > best_score || (a[sd] == best_score && sd < best)) best_score = a[sd], best = sd;
-      a[sd] = 0.0f;
-    }
-    tt.clear();
-    group[d] = best;
-  });
-  {
-    // Loners: grouped by their heaviest term (one extra group per such term).
-    std::vector<std::uint32_t> by_term(n_terms, kNoGroup);
-    std::uint32_t next = static_cast<std::uint32_t>(n_seeds);
-    for (std::size_t d = 0; d < n_docs; ++d) {
-      if (group[d] != kNoGroup) continue;
-      const std::uint32_t t = heads[d * cut].term;
-      if (by_term[t] == kNoGroup) by_term[t] = next++;
-      group[d] = by_term[t];
-    }
-    ix->n_groups_ = next;
-  }
-  heads = std::vector<Entry>();
-  seed_lists = {};
-  const std::size_t n_groups = ix->n_groups_;
-
-  // 3. Group summaries: per group the largest weight of each term, the heaviest terms up to
-  // summary_energy of their sum, quantised up to 8 bits; then transposed to term -> groups.
-  std::vector<std::uint64_t> group_off(n_groups + 1, 0);
-  for (std::size_t d = 0; d < n_docs; ++d) ++group_off[group[d] + 1];
-  for (std::size_t g = 0; g < n_groups; ++g) group_off[g + 1] += group_off[g];
-  std::vector<std::uint32_t> members(n_docs);
-  {
-    std::vector<std::uint64_t> fill(group_off.begin(), group_off.end() - 1);
-    for (std::size_t d = 0; d < n_docs; ++d) members[fill[group[d]]++] = static_cast<std::uint32_t>(d);
-  }
-  std::vector<std::vector<std::pair<std::uint32_t, std::uint8_t>>> summaries(n_groups);
-  ix->group_scales_.assign(n_groups, 0.0f);
-  std::vector<std::vector<float>> maxima(threads);
-  std::vector<std::vector<std::pair<float, std::uint32_t>>> cands(threads);
-  parallel_for(n_groups, resolve_threads(p.threads, n_groups), [&](std::size_t g, std::size_t tid) {
-    auto& m = maxima[tid];
-    if (m.empty()) m.assign(n_terms, 0.0f);
-    auto& c = cands[tid];
-    c.clear();
-    double total = 0;
-    for (auto i = group_off[g]; i < group_off[g + 1]; ++i) {
-      const std::uint32_t d = members[i];
-      for (auto e = off[d]; e < off[d + 1]; ++e) {
-        const std::uint32_t term = term_of(e);
-        const float w = weight_of(d, e);
-        if (m[term] == 0.0f && w > 0.0f) c.push_back({0.0f, term});
-        m[term] = std::max(m[term], w);
-      }
-    }
-    for (auto& [v, term] : c) {
-      v = m[term];
-      m[term] = 0.0f;
-      total += v;
-    }
-    std::size_t keep = c.size();
-    if (p.summary_energy < 1.0f) {
-      std::sort(c.begin(), c.end(), [](const auto& x, const auto& y) {
-        return x.first > y.first || (x.first == y.first && x.second < y.second);
-      });
-      keep = 0;
-      double kept = 0;
-      while (keep < c.size() && (keep == 0 || kept < p.summary_energy * total))
-        kept += c[keep++].first;
-    }
-    float top = 0;
-    for (std::size_t i = 0; i < keep; ++i) top = std::max(top, c[i].first);
-    const float scale = top / 255.0f;
-    ix->group_scales_[g] = scale;
-    auto& out = summaries[g];
-    out.reserve(keep);
-    for (std::size_t i = 0; i < keep; ++i) out.push_back({c[i].second, level_up(c[i].first, scale)});
-  });
-  // Terms in more than a quarter of the groups (a collection's most frequent ones) go to a
-  // dense matrix, a row of levels per term: a query reads them for its candidate groups
-  // only instead of their (long) summary lists. The others are stored by term.
-  {
-    std::vector<std::uint64_t> count(n_terms + 1, 0);
-    for (const auto& sm : summaries)
-      for (const auto& [t, l] : sm) ++count[t + 1];
-    constexpr std::uint32_t kNotDense = ~std::uint32_t{0};
-    std::vector<std::uint32_t> row(n_terms, kNotDense);
-    for (std::size_t t = 0; t < n_terms; ++t)
-      if (n_groups >= 8 && count[t + 1] * 4 > n_groups) {
-        row[t] = static_cast<std::uint32_t>(ix->dense_terms_.size());
-        ix->dense_terms_.push_back(static_cast<std::uint32_t>(t));
-        count[t + 1] = 0;
-      }
-    ix->dense_levels_.assign(ix->dense_terms_.size() * n_groups, 0);
-    for (std::size_t t = 0; t < n_terms; ++t) count[t + 1] += count[t];
-    if (count[n_terms] >= (std::uint64_t{1} << 32))
-      throw std::invalid_argument("too many summary entries (2**32); pass a larger cluster_size");
-    ix->term_summary_.assign(count.begin(), count.end());
-    ix->sum_groups_.resize(count[n_terms]);
-    ix->sum_levels_.resize(count[n_terms]);
-    for (std::size_t g = 0; g < n_groups; ++g) {
-      for (const auto& [t, l] : summaries[g]) {
-        if (row[t] != kNotDense) {
-          ix->dense_levels_[std::size_t{row[t]} * n_groups + g] = l;
-        } else {
-          ix->sum_groups_[count[t]] = static_cast<std::uint32_t>(g);
-          ix->sum_levels_[count[t]++] = l;
-        }
-      }
-      summaries[g] = {};
-    }
-  }
-  ix->index_dense_terms();
-
-  // 4. Posting lists (doc, weight) by term, each pruned to its list_size heaviest entries,
-  // ordered by group; a block is the run of one group's documents.
+  // 3. Posting lists (doc, weight) by term, each pruned to its list_size heaviest entries and
+  // ordered by weight (heaviest first).
   std::vector<std::uint64_t> list_off(n_terms + 1, 0);
   for (std::size_t e = 0; e < entries; ++e) ++list_off[term_of(e) + 1];
   for (std::size_t t = 0; t < n_terms; ++t) list_off[t + 1] += list_off[t];
@@ -340,32 +240,315 @@ std::unique_ptr<ApproxSparseIndex> ApproxSparseIndex::build(const std::int64_t* 
       for (auto e = off[d]; e < off[d + 1]; ++e)
         postings[fill[term_of(e)]++] = {static_cast<std::uint32_t>(d), weight_of(d, e)};
   }
+  auto heavier = [](const Entry& x, const Entry& y) {
+    return x.weight > y.weight || (x.weight == y.weight && x.term < y.term);
+  };
+  // As in Seismic, list_size is an average: the lists keep the collection's heaviest
+  // list_size x n_terms entries (one weight threshold for all), then at most 1.5 x list_size
+  // each (the heaviest).
   std::vector<std::uint64_t> kept(n_terms + 1, 0);
   parallel_for(n_terms, threads, [&](std::size_t t, std::size_t) {
     Entry* b = postings.data() + list_off[t];
-    std::size_t n = list_off[t + 1] - list_off[t];
-    if (p.list_size && n > p.list_size) {
-      std::nth_element(b, b + p.list_size, b + n, [](const Entry& x, const Entry& y) {
-        return x.weight > y.weight || (x.weight == y.weight && x.term < y.term);
-      });
-      n = p.list_size;
-    }
-    std::sort(b, b + n, [&](const Entry& x, const Entry& y) {
-      return group[x.term] < group[y.term] || (group[x.term] == group[y.term] && x.term < y.term);
-    });
-    kept[t + 1] = n;
+    std::sort(b, b + (list_off[t + 1] - list_off[t]), heavier);
+    kept[t + 1] = list_off[t + 1] - list_off[t];
   });
+  if (p.list_size) {
+    const std::uint64_t budget = std::uint64_t{p.list_size} * n_terms;
+    auto heavy = [&](std::size_t t, float theta) {  // entries of list t weighing >= theta
+      const Entry* b = postings.data() + list_off[t];
+      return static_cast<std::uint64_t>(
+          std::partition_point(b, b + kept[t + 1],
+                               [&](const Entry& e) { return e.weight >= theta; }) - b);
+    };
+    auto at_least = [&](float theta) {
+      std::uint64_t total = 0;
+      for (std::size_t t = 0; t < n_terms; ++t) total += heavy(t, theta);
+      return total;
+    };
+    float theta = 0.0f;
+    if (at_least(0.0f) > budget) {
+      float lo = 0.0f, hi = 0.0f;
+      for (std::size_t t = 0; t < n_terms; ++t)
+        if (kept[t + 1]) hi = std::max(hi, postings[list_off[t]].weight);
+      for (int it = 0; it < 64; ++it) {
+        const float mid = lo + (hi - lo) / 2;
+        if (mid <= lo || mid >= hi) break;
+        (at_least(mid) > budget ? lo : hi) = mid;
+      }
+      theta = hi;
+    }
+    const std::uint64_t cap = p.list_size + p.list_size / 2;
+    for (std::size_t t = 0; t < n_terms; ++t) kept[t + 1] = std::min(heavy(t, theta), cap);
+  }
   for (std::size_t t = 0; t < n_terms; ++t) kept[t + 1] += kept[t];
   if (kept[n_terms] >= (std::uint64_t{1} << 32))
     throw std::invalid_argument("the lists would hold 2**32 postings or more; pass a smaller "
                                 "list_size");
-  ix->term_lists_.assign(kept.begin(), kept.end());
-  ix->list_docs_.resize(kept[n_terms]);
-  parallel_for(n_terms, threads, [&](std::size_t t, std::size_t) {
-    const Entry* b = postings.data() + list_off[t];
-    for (std::size_t i = 0; i < kept[t + 1] - kept[t]; ++i) ix->list_docs_[kept[t] + i] = b[i].term;
+
+  // 4. Blocks. A list is cut into chunks of at most kChunk entries (in weight order); in a
+  // chunk, about one document in cluster_size is drawn as a seed and every other document
+  // joins the seed it shares the most weight with over their heaviest terms other than the
+  // list's own (documents sharing none with any seed make blocks of their own, in weight
+  // order). A block's summary:
+  // its documents' largest weight of each term, the heaviest terms up to summary_energy of
+  // their sum (whole 8-bit levels: a level is kept or dropped whole), rounded up to 8 bits.
+  struct ListOut {
+    std::vector<std::uint32_t> sizes;  // documents per block
+    std::vector<float> scales;
+    std::vector<std::uint32_t> lengths;  // summary entries per block
+    std::vector<std::uint32_t> terms;
+    std::vector<std::uint8_t> levels;
+  };
+  constexpr std::size_t kChunk = 1024;
+  struct Work {
+    std::vector<float> maxw;                  // by term
+    std::vector<std::uint32_t> seed_begin;    // by term: the seeds' head entries of a term
+    std::vector<std::uint32_t> seed_end;
+    std::vector<std::uint32_t> touched;
+    std::vector<std::pair<std::uint32_t, std::uint32_t>> seed_heads;  // (term, seed)
+    std::vector<float> seed_w;
+    std::vector<float> acc;
+    std::vector<std::uint32_t> order, assign, bucket;
+    std::vector<std::uint32_t> docs;
+    std::vector<std::pair<std::uint32_t, std::uint8_t>> keep;
+    std::vector<std::uint8_t> levels;
+  };
+  std::vector<Work> work(threads);
+  std::vector<ListOut> lists(n_terms);
+  const std::size_t cs = p.cluster_size;
+  auto summarize = [&](Work& w, const std::uint32_t* docs, std::size_t n, ListOut& out) {
+    auto& m = w.maxw;
+    auto& tt = w.touched;
+    tt.clear();
+    if (hw > cut) {
+      for (std::size_t i = 0; i < n; ++i) {
+        const Entry* h = heads.data() + std::size_t{docs[i]} * hw;
+        for (std::size_t j = 0; j < hw && h[j].weight > 0; ++j) {
+          if (m[h[j].term] == 0.0f) tt.push_back(h[j].term);
+          m[h[j].term] = std::max(m[h[j].term], h[j].weight);
+        }
+      }
+    } else if (ix->wide_ && p.quantize)
+      block_maxima(ix->fwd_terms32_.data(), ix->fwd_levels_.data(), ix->doc_scales_.data(),
+                   off.data(), docs, n, m.data(), tt);
+    else if (ix->wide_)
+      block_maxima(ix->fwd_terms32_.data(), ix->fwd_weights_.data(), nullptr, off.data(),
+                   docs, n, m.data(), tt);
+    else if (p.quantize)
+      block_maxima(ix->fwd_terms16_.data(), ix->fwd_levels_.data(), ix->doc_scales_.data(),
+                   off.data(), docs, n, m.data(), tt);
+    else
+      block_maxima(ix->fwd_terms16_.data(), ix->fwd_weights_.data(), nullptr, off.data(),
+                   docs, n, m.data(), tt);
+    float top = 0;
+    for (auto term : tt) top = std::max(top, m[term]);
+    // one ulp up: the heaviest term's level (255) then weighs at least its weight
+    const float scale = std::nextafter(top / 255.0f, std::numeric_limits<float>::infinity());
+    auto& lv = w.levels;
+    lv.resize(tt.size());
+    for (std::size_t i = 0; i < tt.size(); ++i) lv[i] = level_up(m[tt[i]], scale);
+    std::uint8_t floor_level = 1;  // the smallest level kept
+    if (p.summary_energy < 1.0f && !tt.empty()) {
+      double mass[256] = {0};
+      double total = 0;
+      for (std::size_t i = 0; i < tt.size(); ++i) {
+        mass[lv[i]] += m[tt[i]];
+        total += m[tt[i]];
+      }
+      double acc = 0;
+      int l = 255;
+      for (; l > 1; --l) {
+        acc += mass[l];
+        if (acc >= p.summary_energy * total) break;
+      }
+      floor_level = static_cast<std::uint8_t>(l);
+    }
+    auto& keep = w.keep;
+    keep.clear();
+    for (std::size_t i = 0; i < tt.size(); ++i) {
+      m[tt[i]] = 0.0f;
+      if (lv[i] >= floor_level) keep.push_back({tt[i], lv[i]});
+    }
+    std::sort(keep.begin(), keep.end());
+    for (const auto& [term, l] : keep) {
+      out.terms.push_back(term);
+      out.levels.push_back(l);
+    }
+    const auto len = static_cast<std::uint32_t>(keep.size());
+    out.sizes.push_back(static_cast<std::uint32_t>(n));
+    out.scales.push_back(scale);
+    out.lengths.push_back(len);
+  };
+  parallel_for(n_terms, threads, [&](std::size_t t, std::size_t tid) {
+    Work& w = work[tid];
+    if (w.maxw.empty()) {
+      w.maxw.assign(n_terms, 0.0f);
+      w.seed_begin.assign(n_terms, 0);
+      w.seed_end.assign(n_terms, 0);
+    }
+    Entry* list = postings.data() + list_off[t];
+    const std::size_t n = kept[t + 1] - kept[t];
+    ListOut& out = lists[t];
+    std::mt19937_64 rng(p.seed * 0x9E3779B97F4A7C15ull + t);
+    for (std::size_t start = 0; start < n; start += kChunk) {
+      const std::size_t m = std::min(kChunk, n - start);
+      const Entry* chunk = list + start;
+      const std::size_t c = std::max<std::size_t>(1, (m + cs / 2) / cs);
+      // The chunk's documents are scattered over the forward vectors: their lines are
+      // requested up front (the chunk's vectors fit the L2 cache).
+      for (std::size_t i = 0; i < m; ++i) {
+        __builtin_prefetch(off.data() + chunk[i].term);
+        prefetch_range(heads.data() + std::size_t{chunk[i].term} * hw, hw * sizeof(Entry));
+      }
+      for (std::size_t i = 0; i < m && hw == cut; ++i) {
+        const std::uint32_t d = chunk[i].term;
+        const std::size_t len = off[d + 1] - off[d];
+        if (ix->wide_)
+          prefetch_range(ix->fwd_terms32_.data() + off[d], len * 4);
+        else
+          prefetch_range(ix->fwd_terms16_.data() + off[d], len * 2);
+        if (p.quantize)
+          prefetch_range(ix->fwd_levels_.data() + off[d], len);
+        else
+          prefetch_range(ix->fwd_weights_.data() + off[d], len * 4);
+      }
+      auto& docs = w.docs;
+      if (c == 1) {
+        docs.clear();
+        for (std::size_t i = 0; i < m; ++i) docs.push_back(chunk[i].term);
+        std::sort(docs.begin(), docs.end());
+        summarize(w, docs.data(), m, out);
+        for (std::size_t i = 0; i < m; ++i) list[start + i].term = docs[i];
+        continue;
+      }
+      // Seeds: c distinct positions of the chunk.
+      auto& order = w.order;
+      order.resize(m);
+      std::iota(order.begin(), order.end(), 0u);
+      for (std::size_t i = 0; i < c; ++i) {
+        std::uniform_int_distribution<std::size_t> pick(i, m - 1);
+        std::swap(order[i], order[pick(rng)]);
+      }
+      auto& assign = w.assign;
+      assign.assign(m, kNoGroup);
+      auto& sh = w.seed_heads;
+      sh.clear();
+      for (std::size_t s = 0; s < c; ++s) {
+        const std::uint32_t d = chunk[order[s]].term;
+        assign[order[s]] = static_cast<std::uint32_t>(s);
+        for (std::size_t i = 0; i < cut && heads[d * hw + i].weight > 0; ++i)
+          if (heads[d * hw + i].term != t)  // every document of the list has t
+            sh.push_back({heads[d * hw + i].term, static_cast<std::uint32_t>(s)});
+      }
+      std::sort(sh.begin(), sh.end());
+      w.seed_w.resize(sh.size());
+      for (std::size_t i = 0; i < sh.size(); ++i) {
+        const std::uint32_t d = chunk[order[sh[i].second]].term;
+        float v = 0;
+        for (std::size_t j = 0; j < cut; ++j)
+          if (heads[d * hw + j].term == sh[i].first && heads[d * hw + j].weight > 0)
+            v = heads[d * hw + j].weight;
+        w.seed_w[i] = v;
+        if (i == 0 || sh[i - 1].first != sh[i].first) w.seed_begin[sh[i].first] = i;
+        w.seed_end[sh[i].first] = i + 1;
+      }
+      auto& acc = w.acc;
+      acc.assign(c, 0.0f);
+      auto& tt = w.touched;
+      for (std::size_t i = 0; i < m; ++i) {
+        if (assign[i] != kNoGroup) continue;  // a seed
+        const std::uint32_t d = chunk[i].term;
+        tt.clear();
+        for (std::size_t j = 0; j < cut && heads[d * hw + j].weight > 0; ++j) {
+          const Entry& e = heads[d * hw + j];
+          for (auto x = w.seed_begin[e.term]; x < w.seed_end[e.term]; ++x) {
+            const std::uint32_t s = sh[x].second;
+            if (acc[s] == 0.0f) tt.push_back(s);
+            acc[s] += e.weight * w.seed_w[x];
+          }
+        }
+        std::uint32_t best = kNoGroup;
+        float best_score = 0.0f;
+        for (auto s : tt) {
+          if (acc[s] > best_score || (acc[s] == best_score && s < best))
+            best_score = acc[s], best = s;
+          acc[s] = 0.0f;
+        }
+        assign[i] = best;
+      }
+      for (const auto& [term, s] : sh) w.seed_begin[term] = w.seed_end[term] = 0;
+      tt.clear();
+      // Blocks: the seeds' (in seed order), then the unassigned in weight order.
+      auto& bucket = w.bucket;
+      bucket.assign(c + 3, 0);
+      for (std::size_t i = 0; i < m; ++i)
+        ++bucket[(assign[i] == kNoGroup ? c : assign[i]) + 2];
+      for (std::size_t s = 0; s <= c; ++s) bucket[s + 2] += bucket[s + 1];
+      docs.resize(m);
+      for (std::size_t i = 0; i < m; ++i)
+        docs[bucket[(assign[i] == kNoGroup ? c : assign[i]) + 1]++] = chunk[i].term;
+      // bucket[s + 1] is now the end of seed s's run (bucket[s] its start).
+      for (std::size_t s = 0; s < c; ++s) {
+        std::uint32_t* b = docs.data() + bucket[s];
+        const std::size_t len = bucket[s + 1] - bucket[s];
+        std::sort(b, b + len);
+        summarize(w, b, len, out);
+      }
+      for (std::size_t a = bucket[c]; a < m; a += cs) {
+        std::uint32_t* b = docs.data() + a;
+        const std::size_t len = std::min(cs, m - a);
+        std::sort(b, b + len);
+        summarize(w, b, len, out);
+      }
+      // The list's documents in block order, over the chunk.
+      for (std::size_t i = 0; i < m; ++i) list[start + i].term = docs[i];
+    }
   });
-  ix->doc_group_ = std::move(group);
+  work = {};
+  heads = std::vector<Entry>();
+  // 5. Concatenated: blocks, their documents and summaries.
+  std::uint64_t n_blocks = 0, n_summary = 0;
+  ix->term_blocks_.assign(n_terms + 1, 0);
+  for (std::size_t t = 0; t < n_terms; ++t) {
+    n_blocks += lists[t].sizes.size();
+    n_summary += lists[t].terms.size();
+    ix->term_blocks_[t + 1] = static_cast<std::uint32_t>(n_blocks);
+    if (n_blocks >= (std::uint64_t{1} << 32))
+      throw std::invalid_argument("too many blocks (2**32); pass a larger cluster_size");
+  }
+  ix->block_first_.assign(n_blocks + 1, 0);
+  ix->block_scales_.resize(n_blocks);
+  ix->sum_offsets_.assign(n_blocks + 1, 0);
+  ix->list_docs_.resize(kept[n_terms]);
+  if (ix->wide_)
+    ix->sum_terms32_.resize(n_summary);
+  else
+    ix->sum_terms16_.resize(n_summary);
+  ix->sum_levels_.resize(n_summary);
+  {
+    std::size_t b = 0, e = 0;
+    std::uint32_t pos = 0;
+    for (std::size_t t = 0; t < n_terms; ++t) {
+      const ListOut& l = lists[t];
+      for (std::size_t i = 0; i < l.sizes.size(); ++i, ++b) {
+        pos += l.sizes[i];
+        ix->block_first_[b + 1] = pos;
+        ix->block_scales_[b] = l.scales[i];
+        ix->sum_offsets_[b + 1] = ix->sum_offsets_[b] + l.lengths[i];
+      }
+      for (std::size_t i = 0; i < l.terms.size(); ++i, ++e) {
+        if (ix->wide_)
+          ix->sum_terms32_[e] = l.terms[i];
+        else
+          ix->sum_terms16_[e] = static_cast<std::uint16_t>(l.terms[i]);
+        ix->sum_levels_[e] = l.levels[i];
+      }
+      const Entry* src = postings.data() + list_off[t];
+      for (std::size_t i = 0; i < kept[t + 1] - kept[t]; ++i)
+        ix->list_docs_[kept[t] + i] = src[i].term;
+      lists[t] = ListOut();
+    }
+  }
   return ix;
 }
 
@@ -384,8 +567,22 @@ void ApproxSparseIndex::search_one(const std::uint32_t* terms, const float* weig
     fwd_w = fwd_levels_.data();
   else
     fwd_w = fwd_weights_.data();
+  const TermT* sum_terms;
+  if constexpr (sizeof(TermT) == 2)
+    sum_terms = sum_terms16_.data();
+  else
+    sum_terms = sum_terms32_.data();
+  // q[terms[i]] x w[i] summed: the kernel for 8-bit weights, a scalar loop for float32.
+  auto gather = [k = s.kernels](const float* qv, const TermT* t, const auto* w, std::size_t m) {
+    if constexpr (!std::is_same_v<std::remove_cv_t<std::remove_pointer_t<decltype(w)>>,
+                                  std::uint8_t>)
+      return gather_dot(qv, t, w, m);
+    else if constexpr (sizeof(TermT) == 2)
+      return k->dot16(qv, t, w, m);
+    else
+      return k->dot32(qv, t, w, m);
+  };
   float* q = s.query.data();
-  float* bound = s.bound.data();
   s.qterms.clear();
   for (std::size_t i = 0; i < n; ++i) {
     if (terms[i] >= n_terms_ || weights[i] <= 0) continue;  // no document holds the term
@@ -397,63 +594,40 @@ void ApproxSparseIndex::search_one(const std::uint32_t* terms, const float* weig
   });
   const std::size_t visit =
       p.query_cut ? std::min(p.query_cut, s.qterms.size()) : s.qterms.size();
-  // A block: the run of one group's documents in a visited list (the lists are ordered by
-  // group). Its group is marked as a candidate.
+  // Every block of the visited lists with its summary's dot product with the whole query.
   s.blocks.clear();
   for (std::size_t qi = 0; qi < visit; ++qi) {
     const std::uint32_t t = s.qterms[qi];
-    const std::uint32_t end = term_lists_[t + 1];
-    std::uint32_t last = kNoGroup;
-    for (auto i = term_lists_[t]; i < end; ++i) {
-      const std::uint32_t g = doc_group_[list_docs_[i]];
-      if (g != last) {
-        if (last != kNoGroup) s.blocks.back().end = i;
-        s.blocks.push_back({0.0f, i, end, g});
-        if (!s.candidate[g]) {
-          s.candidate[g] = 1;
-          s.groups.push_back(g);
-        }
-      }
-      last = g;
+    for (auto b = term_blocks_[t]; b < term_blocks_[t + 1]; ++b) {
+      const auto e = sum_offsets_[b];
+      const float dot = gather(q, sum_terms + e, sum_levels_.data() + e,
+                               sum_offsets_[b + 1] - e);
+      s.blocks.push_back({dot * block_scales_[b], b});
     }
   }
-  // The summaries' dot products of the candidate groups with the whole query: the sparse
-  // part by term, the dense rows (frequent terms) by candidate group.
-  s.dense.clear();
-  for (auto t : s.qterms) {
-    const float w = q[t];
-    if (dense_row_[t] != kNoGroup) {
-      s.dense.push_back({w, dense_row_[t]});
-      continue;
-    }
-    for (auto e = term_summary_[t]; e < term_summary_[t + 1]; ++e) {
-      const std::uint32_t g = sum_groups_[e];
-      if (s.candidate[g]) bound[g] += w * static_cast<float>(sum_levels_[e]);
-    }
-  }
-  if (!s.dense.empty()) {
-    for (auto g : s.groups) {
-      float extra = 0;
-      for (const auto& [w, r] : s.dense)
-        extra += w * static_cast<float>(dense_levels_[std::size_t{r} * n_groups_ + g]);
-      bound[g] += extra;
-    }
-  }
-  for (auto& blk : s.blocks) blk.bound = bound[blk.group] * group_scales_[blk.group];
   // Best summary first, across the visited lists (a heap: most queries stop early); stop at
   // the first block whose summary dot product x heap_factor is under the k-th score (the
   // rest are no better). heap_factor is Seismic's: 1 skips only what the summaries rule out,
   // < 1 more, infinity nothing.
-  auto worse = [](const Block& x, const Block& y) {
-    return x.bound < y.bound || (x.bound == y.bound && x.start > y.start);
+  auto worse = [](const std::pair<float, std::uint32_t>& x,
+                  const std::pair<float, std::uint32_t>& y) {
+    return x.first < y.first || (x.first == y.first && x.second > y.second);
   };
   std::make_heap(s.blocks.begin(), s.blocks.end(), worse);
   s.top.reset(p.k);
   for (auto end = s.blocks.end(); end != s.blocks.begin(); --end) {
     std::pop_heap(s.blocks.begin(), end, worse);
-    const Block& blk = *(end - 1);
-    if (s.top.full() && blk.bound * p.heap_factor < s.top.threshold()) break;
-    for (auto i = blk.start; i < blk.end; ++i) {
+    const auto [bound, b] = *(end - 1);
+    if (s.top.full() && bound * p.heap_factor < s.top.threshold()) break;
+    // The next candidate block's documents and offsets requested now (they are scattered).
+    if (end - 1 != s.blocks.begin()) {
+      const std::uint32_t nb = s.blocks.front().second;
+      for (auto i = block_first_[nb]; i < block_first_[nb + 1]; i += 16)
+        __builtin_prefetch(list_docs_.data() + i);
+    }
+    // The block's unseen (and allowed) documents, their vectors prefetched, then scored.
+    s.batch.clear();
+    for (auto i = block_first_[b]; i < block_first_[b + 1]; ++i) {
       const std::uint32_t d = list_docs_[i];
       std::uint64_t& word = s.seen[d >> 6];
       const std::uint64_t bit = std::uint64_t{1} << (d & 63);
@@ -462,17 +636,24 @@ void ApproxSparseIndex::search_one(const std::uint32_t* terms, const float* weig
       s.seen_docs.push_back(d);
       if (p.allow && ((d >> 6) >= p.allow_words || !((p.allow[d >> 6] >> (d & 63)) & 1)))
         continue;
-      float dot = 0;
-      for (auto e = doc_offsets_[d]; e < doc_offsets_[d + 1]; ++e)
-        dot += q[fwd_terms[e]] * static_cast<float>(fwd_w[e]);
+      s.batch.push_back(d);
+      __builtin_prefetch(doc_offsets_.data() + d);
+    }
+    for (auto d : s.batch) {
+      const auto e = doc_offsets_[d], len = doc_offsets_[d + 1] - e;
+      prefetch_range(fwd_terms + e, len * sizeof(TermT));
+      prefetch_range(fwd_w + e, len * sizeof(WeightT));
+      if constexpr (sizeof(WeightT) == 1) __builtin_prefetch(doc_scales_.data() + d);
+    }
+    for (auto d : s.batch) {
+      const auto e = doc_offsets_[d];
+      float dot = gather(q, fwd_terms + e, fwd_w + e, doc_offsets_[d + 1] - e);
       if constexpr (sizeof(WeightT) == 1) dot *= doc_scales_[d];
       s.top.push(dot, d);
     }
   }
   s.top.drain(ids, scores);
   for (auto t : s.qterms) q[t] = 0.0f;
-  for (auto g : s.groups) bound[g] = 0.0f, s.candidate[g] = 0;
-  s.groups.clear();
   for (auto d : s.seen_docs) s.seen[d >> 6] = 0;
   s.seen_docs.clear();
 }
@@ -496,8 +677,7 @@ void ApproxSparseIndex::search(const std::int64_t* indptr, std::size_t n_queries
     Scratch& s = scratch[tid];
     if (s.query.empty()) {
       s.query.assign(n_terms_ + 1, 0.0f);
-      s.bound.assign(n_groups_ + 1, 0.0f);
-      s.candidate.assign(n_groups_ + 1, 0);
+      s.kernels = pick_kernels();
       s.seen.assign(n_docs_ / 64 + 1, 0);
     }
     const auto a = indptr[i];
@@ -522,35 +702,33 @@ ApproxStats ApproxSparseIndex::stats() const {
   st.n_terms = n_terms_;
   st.n_entries = doc_offsets_.empty() ? 0 : doc_offsets_.back();
   st.n_postings = list_docs_.size();
-  st.n_groups = n_groups_;
+  st.n_blocks = block_scales_.size();
   st.n_summary_entries = sum_levels_.size();
   auto bytes = [](const auto& v) { return v.size() * sizeof(v[0]); };
   st.memory_bytes = bytes(doc_offsets_) + bytes(fwd_terms16_) + bytes(fwd_terms32_) +
                     bytes(fwd_levels_) + bytes(doc_scales_) + bytes(fwd_weights_) +
-                    bytes(term_summary_) + bytes(sum_groups_) + bytes(sum_levels_) +
-                    bytes(group_scales_) + bytes(dense_terms_) + bytes(dense_levels_) +
-                    bytes(dense_row_) + bytes(term_lists_) + bytes(doc_group_) +
-                    bytes(list_docs_);
+                    bytes(term_blocks_) + bytes(block_first_) + bytes(list_docs_) +
+                    bytes(sum_offsets_) + bytes(sum_terms16_) + bytes(sum_terms32_) +
+                    bytes(sum_levels_) + bytes(block_scales_);
   return st;
 }
 
 void ApproxSparseIndex::save(const std::string& path, const std::string& extra) const {
   const ApproxBuildParams& p = params_;
   const std::vector<std::uint64_t> meta = {
-      n_docs_, n_terms_, n_groups_, wide_ ? 1u : 0u, p.quantize ? 1u : 0u, p.list_size,
-      float_bits(p.summary_energy), p.doc_cut, p.cluster_size, p.seed};
+      n_docs_, n_terms_, block_scales_.size(), wide_ ? 1u : 0u, p.quantize ? 1u : 0u,
+      p.list_size, float_bits(p.summary_energy), p.doc_cut, p.cluster_size, p.seed};
   auto sec = [](std::uint32_t id, const auto& v) {
     return SectionData{id, static_cast<std::uint32_t>(sizeof(v[0])), v.data(),
                        v.size() * sizeof(v[0])};
   };
   std::vector<SectionData> s = {
-      sec(kMeta, meta), sec(kDocOffsets, doc_offsets_), sec(kTermSummary, term_summary_),
-      sec(kSumGroups, sum_groups_), sec(kSumLevels, sum_levels_),
-      sec(kGroupScales, group_scales_), sec(kDenseTerms, dense_terms_),
-      sec(kDenseLevels, dense_levels_), sec(kTermLists, term_lists_),
-      sec(kDocGroup, doc_group_), sec(kListDocs, list_docs_),
-      {kExtra, 1, extra.data(), extra.size()}};
+      sec(kMeta, meta), sec(kDocOffsets, doc_offsets_), sec(kTermBlocks, term_blocks_),
+      sec(kBlockFirst, block_first_), sec(kListDocs, list_docs_),
+      sec(kSumOffsets, sum_offsets_), sec(kSumLevels, sum_levels_),
+      sec(kBlockScales, block_scales_), {kExtra, 1, extra.data(), extra.size()}};
   s.push_back(wide_ ? sec(kFwdTerms, fwd_terms32_) : sec(kFwdTerms, fwd_terms16_));
+  s.push_back(wide_ ? sec(kSumTerms, sum_terms32_) : sec(kSumTerms, sum_terms16_));
   if (p.quantize) {
     s.push_back(sec(kFwdLevels, fwd_levels_));
     s.push_back(sec(kDocScales, doc_scales_));
@@ -572,13 +750,18 @@ void read_section(const FileView& f, std::uint32_t id, std::vector<T>* out) {
 std::unique_ptr<ApproxSparseIndex> ApproxSparseIndex::load(const std::string& path,
                                                            std::string* extra) {
   auto file = FileView::open(path, FileKind::ApproxSparseIndex, kVersion, /*use_mmap=*/true);
+  if (file->version() < kVersion)
+    throw FormatError(path + " has approximate index format version " +
+                      std::to_string(file->version()) +
+                      " (blocks of global document groups), which this fastrag no longer "
+                      "reads: build the index again from its vectors");
   std::vector<std::uint64_t> meta;
   read_section(*file, kMeta, &meta);
   if (meta.size() != 10) throw FormatError(path + ": unexpected approximate index header");
   std::unique_ptr<ApproxSparseIndex> ix(new ApproxSparseIndex);
   ix->n_docs_ = meta[0];
   ix->n_terms_ = meta[1];
-  ix->n_groups_ = meta[2];
+  const std::uint64_t n_blocks = meta[2];
   ix->wide_ = meta[3] != 0;
   ApproxBuildParams& p = ix->params_;
   p.quantize = meta[4] != 0;
@@ -588,22 +771,22 @@ std::unique_ptr<ApproxSparseIndex> ApproxSparseIndex::load(const std::string& pa
   p.cluster_size = meta[8];
   p.seed = meta[9];
   if (ix->n_terms_ > kMaxTerms || (!ix->wide_ && ix->n_terms_ > 65536) ||
-      ix->n_docs_ >= (std::uint64_t{1} << 32) - 1 || ix->n_groups_ > ix->n_docs_ + kMaxTerms)
+      ix->n_docs_ >= (std::uint64_t{1} << 32) - 1 || n_blocks >= (std::uint64_t{1} << 32))
     throw FormatError(path + ": unexpected approximate index header");
   read_section(*file, kDocOffsets, &ix->doc_offsets_);
-  read_section(*file, kTermSummary, &ix->term_summary_);
-  read_section(*file, kSumGroups, &ix->sum_groups_);
-  read_section(*file, kSumLevels, &ix->sum_levels_);
-  read_section(*file, kGroupScales, &ix->group_scales_);
-  read_section(*file, kDenseTerms, &ix->dense_terms_);
-  read_section(*file, kDenseLevels, &ix->dense_levels_);
-  read_section(*file, kTermLists, &ix->term_lists_);
-  read_section(*file, kDocGroup, &ix->doc_group_);
+  read_section(*file, kTermBlocks, &ix->term_blocks_);
+  read_section(*file, kBlockFirst, &ix->block_first_);
   read_section(*file, kListDocs, &ix->list_docs_);
-  if (ix->wide_)
+  read_section(*file, kSumOffsets, &ix->sum_offsets_);
+  read_section(*file, kSumLevels, &ix->sum_levels_);
+  read_section(*file, kBlockScales, &ix->block_scales_);
+  if (ix->wide_) {
     read_section(*file, kFwdTerms, &ix->fwd_terms32_);
-  else
+    read_section(*file, kSumTerms, &ix->sum_terms32_);
+  } else {
     read_section(*file, kFwdTerms, &ix->fwd_terms16_);
+    read_section(*file, kSumTerms, &ix->sum_terms16_);
+  }
   if (p.quantize) {
     read_section(*file, kFwdLevels, &ix->fwd_levels_);
     read_section(*file, kDocScales, &ix->doc_scales_);
@@ -616,22 +799,12 @@ std::unique_ptr<ApproxSparseIndex> ApproxSparseIndex::load(const std::string& pa
     extra->assign(e, n);
   }
   try {
+    if (ix->block_scales_.size() != n_blocks) throw std::runtime_error("blocks have the wrong size");
     ix->check();
-    ix->index_dense_terms();
   } catch (const std::exception& e) {
     throw FormatError(path + " is not a consistent approximate index (" + e.what() + ")");
   }
   return ix;
-}
-
-// dense_row_ from dense_terms_ (each term once).
-void ApproxSparseIndex::index_dense_terms() {
-  dense_row_.assign(n_terms_, kNoGroup);
-  for (std::size_t r = 0; r < dense_terms_.size(); ++r) {
-    if (dense_row_[dense_terms_[r]] != kNoGroup)
-      throw std::runtime_error("a dense summary term is repeated");
-    dense_row_[dense_terms_[r]] = static_cast<std::uint32_t>(r);
-  }
 }
 
 // Every offset within bounds and non-decreasing, every id in range: a loaded file can then
@@ -644,12 +817,15 @@ void ApproxSparseIndex::check() const {
       if (v[i + 1] < v[i]) throw std::runtime_error(std::string(what) + " decrease");
   };
   const std::size_t entries = wide_ ? fwd_terms32_.size() : fwd_terms16_.size();
+  const std::size_t n_blocks = block_scales_.size();
+  const std::size_t n_summary = wide_ ? sum_terms32_.size() : sum_terms16_.size();
   offsets(doc_offsets_, n_docs_, entries, "document offsets");
-  offsets(term_summary_, n_terms_, sum_groups_.size(), "summary offsets");
-  offsets(term_lists_, n_terms_, list_docs_.size(), "list offsets");
-  if (doc_group_.size() != n_docs_) throw std::runtime_error("groups have the wrong size");
-  if (sum_levels_.size() != sum_groups_.size() || group_scales_.size() != n_groups_)
-    throw std::runtime_error("summaries have the wrong size");
+  offsets(term_blocks_, n_terms_, n_blocks, "list offsets");
+  offsets(block_first_, n_blocks, list_docs_.size(), "block offsets");
+  offsets(sum_offsets_, n_blocks, n_summary, "summary offsets");
+  if (sum_levels_.size() != n_summary) throw std::runtime_error("summaries have the wrong size");
+  for (float x : block_scales_)
+    if (!std::isfinite(x) || x < 0) throw std::runtime_error("a block scale is not finite");
   if (params_.quantize ? (fwd_levels_.size() != entries || doc_scales_.size() != n_docs_)
                        : fwd_weights_.size() != entries)
     throw std::runtime_error("document weights have the wrong size");
@@ -658,13 +834,10 @@ void ApproxSparseIndex::check() const {
       if (x >= n) throw std::runtime_error(std::string(what) + " out of range");
   };
   below(list_docs_, n_docs_, "a posting's document is");
-  below(sum_groups_, n_groups_, "a summary's group is");
-  below(doc_group_, n_groups_, "a document's group is");
-  below(dense_terms_, n_terms_, "a dense summary term is");
-  if (dense_levels_.size() != dense_terms_.size() * n_groups_)
-    throw std::runtime_error("dense summaries have the wrong size");
   below(fwd_terms16_, n_terms_, "a term id is");
   below(fwd_terms32_, n_terms_, "a term id is");
+  below(sum_terms16_, n_terms_, "a summary term id is");
+  below(sum_terms32_, n_terms_, "a summary term id is");
 }
 
 }  // namespace fastrag

@@ -84,7 +84,7 @@ class ApproxSparseIndex:
         list_size: int = 0,
         summary_energy: float = 1.0,
         doc_cut: int = 12,
-        cluster_size: int = 32,
+        cluster_size: int = 16,
         quantize: bool = True,
         seed: int = 0,
         threads: int = 0,

@@ -192,7 +192,7 @@ def main() -> None:
     }.items():
         put(kind, f"golden_{golden}", (GOLDEN / golden).read_bytes())
     # the approximate index's golden file is a whole index (ids included): a loadable seed
-    put("approx", "approx_v1.frax", (GOLDEN / "approx_v1.frax").read_bytes())
+    put("approx", "approx_v2.frax", (GOLDEN / "approx_v2.frax").read_bytes())
     for name, data in _analyzer_seeds().items():
         put("analyzer", name, data)
     print(f"{written} seed files written under {SEEDS}")

@@ -2,9 +2,11 @@
 
     python tests/golden/make_golden_approx.py [--force]
 
-A tiny ApproxImpactIndex (format version 1) over hard-coded vectors, one thread, document "d2"
-deleted; tests/test_sparse_approx.py loads it and checks the results hard-coded there. The
-file is kept unless --force is given: never regenerate the file of a released version.
+A tiny ApproxImpactIndex (format version 2: blocks made per list, each with its own summary)
+over hard-coded vectors, one thread, document "d2" deleted; tests/test_sparse_approx.py loads it
+and checks the results hard-coded there. The file is kept unless --force is given: never
+regenerate the file of a released version (approx_v1.frax, format version 1, was written by the
+version-1 code with the same vectors and settings; it is now refused with a clear error).
 """
 
 from __future__ import annotations
@@ -35,12 +37,12 @@ def vectors() -> list[tuple[np.ndarray, np.ndarray]]:
 
 
 def main() -> None:
-    path = HERE / "approx_v1.frax"
+    path = HERE / "approx_v2.frax"
     if path.exists() and "--force" not in sys.argv:
         print(f"{path.name} exists (pass --force to overwrite)")
         return
     index = ApproxImpactIndex(vectors(), IDS, vocab_size=8, list_size=3, cluster_size=2,
-                              quantize=False, threads=1)
+                              summary_energy=1.0, quantize=False, threads=1)
     index.delete("d2")
     index.save(path)
     print(f"wrote {path.name}")

@@ -4,14 +4,14 @@
 // split into blocks of similar documents, each block with a summary vector (per-term maxima,
 // pruned to a share of their mass, quantised to 8 bits). A query visits its heaviest terms'
 // lists, reads their blocks best summary first and stops where a summary's dot product times
-// heap_factor falls under the current k-th score; the documents of the blocks it reads are scored
-// with their full (forward) vectors.
+// heap_factor falls under the current k-th score (Seismic's heap_factor is the inverse); the
+// documents of the blocks it reads are scored with their full (forward) vectors.
 //
-// Unlike Seismic, the documents are grouped once for the whole collection (each joins the
-// random seed document it shares the most weight with) and a block is the run of one group's
-// documents in a list, so a block's summary is its group's: one summary per group instead of
-// one per block, stored by term, so a query's summary dot products cost only the postings of
-// its own terms.
+// Blocks are made per list, as in Seismic, but cheaply: a list (its heaviest entries, in
+// chunks of at most a thousand in weight order) is split around random seed documents, each
+// document joining the seed it shares the most weight with over their heaviest terms. A block's
+// summary is stored like a document (terms ascending, 8-bit levels, one scale), so a summary's
+// dot product with the query is the same gather over a dense query array as a document's.
 //
 // Static: built once from CSR vectors. Documents are dense ids 0..n_docs-1.
 #pragma once
@@ -25,10 +25,13 @@
 namespace fastrag {
 
 struct ApproxBuildParams {
-  std::size_t list_size = 0;      // entries kept per posting list, the heaviest (0 = all)
-  float summary_energy = 1.0f;    // share of a group summary's mass kept (its heaviest terms)
+  std::size_t list_size = 0;      // entries per posting list on average (0 = all): the
+                                  // heaviest list_size x n_terms of the collection, at most
+                                  // 1.5 x list_size in one list
+  float summary_energy = 1.0f;    // share of a block summary's mass kept (its heaviest terms;
+                                  // < 1: over each document's 24 heaviest terms)
   std::size_t doc_cut = 12;       // heaviest terms of a document used to cluster it
-  std::size_t cluster_size = 32;  // documents per group (on average)
+  std::size_t cluster_size = 16;  // documents per block (on average)
   bool quantize = true;           // forward weights as uint8 per document (else float32)
   std::uint64_t seed = 0;
   int threads = 0;
@@ -45,7 +48,7 @@ struct ApproxSearchParams {
 
 struct ApproxStats {
   std::size_t n_docs = 0, n_terms = 0, n_entries = 0, n_postings = 0,
-              n_groups = 0, n_summary_entries = 0, memory_bytes = 0;
+              n_blocks = 0, n_summary_entries = 0, memory_bytes = 0;
 };
 
 class ApproxSparseIndex {
@@ -78,10 +81,9 @@ class ApproxSparseIndex {
                   const ApproxSearchParams& p, Scratch& s, std::int64_t* ids,
                   float* scores) const;
   void check() const;
-  void index_dense_terms();
 
   ApproxBuildParams params_;
-  std::size_t n_docs_ = 0, n_terms_ = 0, n_groups_ = 0;
+  std::size_t n_docs_ = 0, n_terms_ = 0;
   bool wide_ = false;  // term ids stored as uint32 (else uint16: n_terms <= 65536)
   // Forward vectors: doc d is entries [doc_offsets_[d], doc_offsets_[d+1]), terms ascending.
   std::vector<std::uint64_t> doc_offsets_;
@@ -90,22 +92,20 @@ class ApproxSparseIndex {
   std::vector<std::uint8_t> fwd_levels_;  // quantize: weight = level x doc_scales_[d]
   std::vector<float> doc_scales_;
   std::vector<float> fwd_weights_;  // !quantize
-  // Group summaries by term: term t's entries [term_summary_[t], term_summary_[t+1]) name a
-  // group and its maximum weight of t as level x group_scales_[group].
-  std::vector<std::uint32_t> term_summary_;
-  std::vector<std::uint32_t> sum_groups_;
-  std::vector<std::uint8_t> sum_levels_;
-  std::vector<float> group_scales_;
-  // The terms in many groups' summaries: their levels as dense rows, dense_levels_[row x
-  // n_groups + group]; dense_row_[term] is the row (or ~0u), rebuilt on load.
-  std::vector<std::uint32_t> dense_terms_;
-  std::vector<std::uint8_t> dense_levels_;
-  std::vector<std::uint32_t> dense_row_;
-  // Posting lists: term t's documents are list_docs_[term_lists_[t] .. term_lists_[t+1]),
-  // ordered by group; a block is a run of one group (doc_group_) in a list.
-  std::vector<std::uint32_t> term_lists_;
+  // Posting lists: term t's blocks are term_blocks_[t] .. term_blocks_[t+1]); block b holds
+  // the documents list_docs_[block_first_[b] .. block_first_[b+1]) (ascending), so term t's
+  // list is list_docs_[block_first_[term_blocks_[t]] .. block_first_[term_blocks_[t+1]]).
+  std::vector<std::uint32_t> term_blocks_;
+  std::vector<std::uint32_t> block_first_;
   std::vector<std::uint32_t> list_docs_;
-  std::vector<std::uint32_t> doc_group_;
+  // Block summaries, stored like the forward vectors: block b's entries are
+  // [sum_offsets_[b], sum_offsets_[b+1]), terms ascending, weight = level x block_scales_[b]
+  // (levels rounded up: with summary_energy 1 a summary bounds its documents' weights).
+  std::vector<std::uint64_t> sum_offsets_;
+  std::vector<std::uint16_t> sum_terms16_;
+  std::vector<std::uint32_t> sum_terms32_;
+  std::vector<std::uint8_t> sum_levels_;
+  std::vector<float> block_scales_;
 };
 
 }  // namespace fastrag

@@ -102,12 +102,14 @@ class ApproxImpactIndex(IdIndex):
     documents for good, but nothing can be added and `compact` raises TypeError (build a new
     index for either). Build:
 
-    1. every posting list keeps its `list_size` heaviest entries (static pruning);
-    2. documents are grouped with similar ones (each joins the random seed document it
-       shares the most weight with over their heaviest terms, about `cluster_size` documents
-       per group), and each group gets a summary: its per-term maximum weights, kept up to
-       `summary_energy` of their sum and rounded up to 8 bits;
-    3. each list is ordered by group: a block is the run of one group's documents in it.
+    1. static pruning, as Seismic's global threshold: the lists keep the collection's
+       heaviest ``list_size x n_terms`` entries, at most ``1.5 x list_size`` in one list;
+    2. each list is cut into blocks of similar documents (about `cluster_size` each): random
+       seed documents of the list, every other document joining the seed it shares the most
+       weight with over their heaviest terms;
+    3. each block gets a summary: its documents' per-term maximum weights, the heaviest up to
+       `summary_energy` of their sum, rounded up to 8 bits (below 1, over each document's
+       24 heaviest terms only: the lighter ones would not reach the summary).
 
     A query then visits the lists of its `query_cut` heaviest terms, reads their blocks in
     order of the summary's dot product with the (whole) query, and stops at the first block
@@ -117,22 +119,24 @@ class ApproxImpactIndex(IdIndex):
     With ``summary_energy=1`` a summary bounds its documents' scores, so ``heap_factor=1``
     loses nothing in the lists read; with `list_size` and `query_cut` None as well the search
     is exact up to the 8-bit weights (``quantize=False`` stores float32 weights and gives
-    `ImpactIndex`'s top-k). `heap_factor` below 1 skips more, ``float("inf")`` nothing.
+    `ImpactIndex`'s top-k). With lighter summaries (the default 0.3) a summary underestimates
+    some of its documents: `heap_factor` above 1 reads more blocks, below 1 fewer,
+    ``float("inf")`` all of them.
 
     Args:
         vectors: the documents.
         ids: their ids (default 0, 1, ...).
         vocab_size: term ids must lie in [0, vocab_size) (None: below 2**30).
-        list_size: entries kept per posting list (None: all).
-        cluster_size: documents per group, on average.
-        summary_energy: share of a group summary's weight kept, in (0, 1].
+        list_size: entries kept per posting list, on average (None: all).
+        cluster_size: documents per block, on average.
+        summary_energy: share of a block summary's weight kept, in (0, 1].
         quantize: document weights as 8 bits (one scale per document) instead of float32.
         seed: the random choice of group seeds.
         threads: build threads (0 = all cores).
     """
 
     _FORMAT = "fastrag.approx_impact"
-    _FORMAT_VERSION = 1
+    _FORMAT_VERSION = 2
 
     def __init__(
         self,
@@ -141,8 +145,8 @@ class ApproxImpactIndex(IdIndex):
         *,
         vocab_size: int | None = None,
         list_size: int | None = None,
-        cluster_size: int = 32,
-        summary_energy: float = 1.0,
+        cluster_size: int = 16,
+        summary_energy: float = 0.3,
         quantize: bool = True,
         seed: int = 0,
         threads: int = 0,
@@ -180,7 +184,7 @@ class ApproxImpactIndex(IdIndex):
         return {k: p[k] for k in _SETTINGS}
 
     def stats(self) -> dict[str, Any]:
-        """Counts (documents, terms, forward entries, postings kept, groups, summary entries)
+        """Counts (documents, terms, forward entries, postings kept, blocks, summary entries)
         and the bytes the structures hold (`memory_bytes`)."""
         return dict(self._core.stats())
 
@@ -205,8 +209,9 @@ class ApproxImpactIndex(IdIndex):
             query_cut: lists visited: the query's `query_cut` heaviest terms (None: all; the
                 documents read are still scored with every query term).
             heap_factor: a block is read while its summary's dot product x heap_factor
-                reaches the k-th score so far (1: what the summaries cannot rule out; lower:
-                faster, less recall; ``float("inf")``: every block of the visited lists).
+                reaches the k-th score so far (higher: more recall, slower; lower: faster;
+                ``float("inf")``: every block of the visited lists). Seismic's heap_factor
+                is the inverse: its 0.8 is 1.25 here.
             threads: worker threads for a batch (0 = all cores).
             filter: only these document ids may be returned (applied inside top-k).
         """
