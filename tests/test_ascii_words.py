@@ -335,6 +335,11 @@ def test_queries_through_the_cache_give_the_analyzers_term_ids(analyzer) -> None
         assert indptr.dtype == np.int64 and ids.dtype == np.uint32
         assert indptr.tolist() == [0, len(ids)]
         assert ids.tolist() == query_reference(index, q), q
+    batch = [q for q in queries if q.isascii()]  # a batch of ASCII queries in one call
+    indptr, ids = index.encode_queries(batch)
+    refs = [query_reference(index, q) for q in batch]
+    assert indptr.tolist() == np.cumsum([0] + [len(r) for r in refs]).tolist()
+    assert ids.tolist() == [i for r in refs for i in r]
     # a stem unknown at query time is not cached as unknown: once a document brings it, the
     # query finds it
     assert index.encode_queries(["zebras"])[1].tolist() == [0xFFFFFFFF]

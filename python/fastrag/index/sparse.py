@@ -178,8 +178,9 @@ class BM25(IdIndex):
         indptr = np.concatenate([[0]] + [p[0][1:] + o for p, o in zip(parts, offsets, strict=True)])
         return indptr.astype(np.int64), np.concatenate([p[1] for p in parts])
 
-    def _encode_ascii_query(self, query: str, english: EnglishAnalyzer) -> tuple[np.ndarray, ...]:
-        """One ASCII query as (indptr, term ids) through the word cache of `add`'s fast path:
+    def _encode_ascii_queries(self, queries: list[object],
+                              english: EnglishAnalyzer) -> tuple[np.ndarray, ...]:
+        """ASCII queries as CSR (indptr, term ids) through the word cache of `add`'s fast path:
         a word seen before never becomes a Python string. Words it has not seen are stemmed
         here; those whose stem is in the vocabulary are cached (a stem's id never changes),
         the others get the unknown id and are not cached (a later add may bring the stem)."""
@@ -187,7 +188,7 @@ class BM25(IdIndex):
         if cache is None or self._cache_english is not english:
             cache = english.ascii_word_cache()
             self._word_cache, self._cache_english = cache, english
-        _, indptr, ids, new_words = cache.encode([query])
+        _, indptr, ids, new_words = cache.encode(queries)
         if new_words:
             vocab = self._vocab
             new_ids = np.fromiter((vocab.get(t, _UNKNOWN_TERM) for t in
@@ -296,10 +297,10 @@ class BM25(IdIndex):
     def encode_queries(self, queries: Sequence[str] | Sequence[Tokens]) -> tuple[np.ndarray, ...]:
         """Queries as CSR term ids (indptr, term_ids); unknown terms get an id past the
         vocabulary, which the core skips."""
-        if len(queries) == 1 and isinstance(queries[0], str) and queries[0].isascii():
+        if queries and all(type(q) is str and q.isascii() for q in queries):
             english = ascii_english(self.analyzer)
-            if english is not None:  # one ASCII query (the common case): the word cache
-                return self._encode_ascii_query(queries[0], english)
+            if english is not None:  # ASCII queries (the common case): the word cache
+                return self._encode_ascii_queries([str(q) for q in queries], english)
         tokens = self._tokens(queries, corpus=False)
         if len(tokens) == 1:  # a single query: two small arrays
             vocab = self._vocab
