@@ -109,7 +109,7 @@ def exact_truth(data: np.ndarray, queries: np.ndarray) -> np.ndarray:
     return out
 
 
-def run_fastrag(name, data, queries, truth, repeat, **kw) -> Engine:
+def run_fastrag(name, data, queries, **kw) -> Engine:
     search_kw = kw.pop("search", {})
     ix = _core.HnswIndex(data.shape[1], metric="ip", M=M, ef_construction=EF_CONSTRUCTION, **kw)
     t0 = time.perf_counter()
@@ -125,7 +125,7 @@ def run_fastrag(name, data, queries, truth, repeat, **kw) -> Engine:
     return eng
 
 
-def run_hnswlib(data, queries, truth, repeat, res: Results) -> Engine | None:
+def run_hnswlib(data, queries, res: Results) -> Engine | None:
     hnswlib = optional("hnswlib", res, "the hnswlib peer")
     if hnswlib is None:
         return None
@@ -148,7 +148,7 @@ def run_hnswlib(data, queries, truth, repeat, res: Results) -> Engine | None:
     return eng
 
 
-def run_faiss(data, queries, truth, repeat, res: Results) -> Engine | None:
+def run_faiss(data, queries, res: Results) -> Engine | None:
     faiss = optional("faiss", res, "the faiss peer")
     if faiss is None:
         return None
@@ -173,7 +173,7 @@ def run_faiss(data, queries, truth, repeat, res: Results) -> Engine | None:
 
 
 def run_usearch(
-    data, queries, truth, repeat, res: Results, dtype: str = "f32"
+    data, queries, res: Results, dtype: str = "f32"
 ) -> Engine | None:
     """usearch (the same M / ef_construction; ef = expansion_search), when installed; dtype
     "f32" or "i8" (its scalar quantisation, no rescoring pass)."""
@@ -228,28 +228,26 @@ def ratio(engines: dict[str, Engine], name: str, peer: str = "hnswlib") -> float
 def bench(title, data, queries, repeat, res: Results, tag, peers: bool = True) -> None:
     truth = exact_truth(data, queries)
     engines = [
-        run_fastrag("fastrag float32", data, queries, truth, repeat),
+        run_fastrag("fastrag float32", data, queries),
         run_fastrag(
             "fastrag int8 + float32 rescoring",
             data,
             queries,
-            truth,
-            repeat,
             storage="int8",
             keep_float=True,
             search={"rescore": lambda ef: min(max(ef, K), 2 * K)},  # DenseIndex's default
         ),
-        run_fastrag("fastrag int8 only", data, queries, truth, repeat, storage="int8"),
-        run_fastrag("fastrag float16", data, queries, truth, repeat, storage="float16"),
+        run_fastrag("fastrag int8 only", data, queries, storage="int8"),
+        run_fastrag("fastrag float16", data, queries, storage="float16"),
         # int4 codes next to the links for the walk; the whole beam rescored with the int8
         # rows (rescore=0: DenseIndex's default for int4 storage without float32 rows).
-        run_fastrag("fastrag int4 + int8 rescoring", data, queries, truth, repeat, storage="int4"),
+        run_fastrag("fastrag int4 + int8 rescoring", data, queries, storage="int4"),
     ]
     if peers:
-        engines += [e for e in (run_hnswlib(data, queries, truth, repeat, res),) if e]
-        engines += [e for e in (run_faiss(data, queries, truth, repeat, res),) if e]
-        engines += [e for e in (run_usearch(data, queries, truth, repeat, res),) if e]
-        engines += [e for e in (run_usearch(data, queries, truth, repeat, res, "i8"),) if e]
+        engines += [e for e in (run_hnswlib(data, queries, res),) if e]
+        engines += [e for e in (run_faiss(data, queries, res),) if e]
+        engines += [e for e in (run_usearch(data, queries, res),) if e]
+        engines += [e for e in (run_usearch(data, queries, res, "i8"),) if e]
     sweep(engines, truth, repeat)
     report(title, engines, len(data))
     res.details.setdefault("ann", {})[tag] = {

@@ -103,10 +103,6 @@ class DocStore:
         store as it is now, whatever happens to it later: the committed file stays mapped
         while one of them lives, and a document changed since holds its text already."""
         pos, removed, changed = self._pos, self._removed, self._changed
-        if not changed and not removed:  # nothing pending: the file's records only
-            get, read, blob = pos.get, self._record, self._blob
-            return {d: partial(read, blob, i, d) for d in doc_ids
-                    if (i := get(d)) is not None}
         out: dict[str, Callable[[], Document]] = {}
         for d in doc_ids:
             if d in out:

@@ -137,9 +137,7 @@ class BM25(IdIndex):
         words it has not seen come back here to be stemmed and numbered; the other texts
         take the analyzer. Everything is analysed before the vocabulary changes, so that a
         bad document (not a str) changes nothing."""
-        if self._word_cache is None or self._cache_english is not english:
-            self._word_cache, self._cache_english = english.ascii_word_cache(), english
-        cache = self._word_cache
+        cache = self._word_cache_for(english)
         n = len(docs)
         runs: list[tuple[int, Any]] = []  # (start, (indptr, ids, new words) or token lists)
         i = 0
@@ -178,16 +176,21 @@ class BM25(IdIndex):
         indptr = np.concatenate([[0]] + [p[0][1:] + o for p, o in zip(parts, offsets, strict=True)])
         return indptr.astype(np.int64), np.concatenate([p[1] for p in parts])
 
-    def _encode_ascii_queries(self, queries: list[object],
+    def _word_cache_for(self, english: EnglishAnalyzer) -> _core.AsciiWordCache:
+        """The word cache of `english` (a new, empty one when the analyzer changed)."""
+        cache = self._word_cache
+        if cache is None or self._cache_english is not english:
+            cache = english.ascii_word_cache()
+            self._word_cache, self._cache_english = cache, english
+        return cache
+
+    def _encode_ascii_queries(self, queries: list[Any],
                               english: EnglishAnalyzer) -> tuple[np.ndarray, ...]:
         """ASCII queries as CSR (indptr, term ids) through the word cache of `add`'s fast path:
         a word seen before never becomes a Python string. Words it has not seen are stemmed
         here; those whose stem is in the vocabulary are cached (a stem's id never changes),
         the others get the unknown id and are not cached (a later add may bring the stem)."""
-        cache = self._word_cache
-        if cache is None or self._cache_english is not english:
-            cache = english.ascii_word_cache()
-            self._word_cache, self._cache_english = cache, english
+        cache = self._word_cache_for(english)
         _, indptr, ids, new_words = cache.encode(queries)
         if new_words:
             vocab = self._vocab
@@ -300,7 +303,7 @@ class BM25(IdIndex):
         if queries and all(type(q) is str and q.isascii() for q in queries):
             english = ascii_english(self.analyzer)
             if english is not None:  # ASCII queries (the common case): the word cache
-                return self._encode_ascii_queries([str(q) for q in queries], english)
+                return self._encode_ascii_queries(list(queries), english)
         tokens = self._tokens(queries, corpus=False)
         if len(tokens) == 1:  # a single query: two small arrays
             vocab = self._vocab

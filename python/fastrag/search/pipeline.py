@@ -417,15 +417,6 @@ class Pipeline:
                                  table.chunk_end[chunks].tolist())
                                 if len(table.chunk_start) else (chunk_rows, chunk_rows))
         out: list[list[Result]] = []
-        if readers is not None and not explain and all(map(readers.__contains__, wanted)):
-            # the common case, in one comprehension per query: lazy results, no stages
-            lazy = LazyResult.of
-            for q, row in enumerate(hits):
-                chunk_row, score_row = chunk_rows[q], score_rows[q]
-                start_row, end_row = start_rows[q], end_rows[q]
-                out.append([lazy(doc_ids[d], score_row[j], readers[doc_ids[d]],
-                                 (start_row[j], end_row[j]), {}) for j, d in enumerate(row)])
-            return out
         for q, row in enumerate(hits):
             results = []
             chunk_row, score_row = chunk_rows[q], score_rows[q]
@@ -441,12 +432,11 @@ class Pipeline:
                     stages = {name: StageScore(value, rank) for name, value, rank in
                               zip(names, explain_scores[q, j].tolist(),
                                   explain_ranks[q, j].tolist(), strict=True) if rank > 0}
-                if readers is None:
-                    results.append(Result(doc_id, score_row[j], doc.text, doc.metadata,
-                                          (start_row[j], end_row[j]), stages))
-                else:
-                    results.append(LazyResult.of(doc_id, score_row[j], readers[doc_id],
-                                                 (start_row[j], end_row[j]), stages))
+                span = (start_row[j], end_row[j])
+                results.append(
+                    Result(doc_id, score_row[j], doc.text, doc.metadata, span, stages)
+                    if readers is None else LazyResult.of(doc_id, score_row[j], readers[doc_id],
+                                                          span, stages))
             out.append(results)
         return out
 
