@@ -17,6 +17,7 @@ import scipy.sparse as sp
 
 from fastrag import ApproxImpactIndex, ImpactIndex, _core
 from fastrag._core import IndexFormatError
+from fastrag.index.csr import to_csr
 
 VOCAB = 3000
 K = 10
@@ -248,6 +249,17 @@ def test_bad_input(corpus):
     with pytest.raises(ValueError, match="uint32"):
         _core.ApproxSparseIndex(ind, docs.indices.astype(np.int64),
                                       docs.data.astype(np.float32))
+    # numpy numbers are numbers, bools are not
+    assert ApproxImpactIndex(docs[:10], summary_energy=np.float32(0.5)).search(
+        queries[:1], heap_factor=np.float64(1.25), k=2).ids.shape == (1, 2)
+    with pytest.raises(ValueError, match="summary_energy"):
+        ApproxImpactIndex(docs[:10], summary_energy=True)
+    with pytest.raises(ValueError, match="heap_factor"):
+        index.search(queries[:1], heap_factor=True)
+    # the core's k=0 returns an empty row per query
+    (ip, t, w), _ = to_csr(queries[:2], index._vocab_limit, "queries")
+    ids, _ = index._core.native.search(ip, t.astype(np.uint32), w.astype(np.float32), k=0)
+    assert ids.shape == (2, 0)
     # empty: no documents, and queries with no known terms
     empty = ApproxImpactIndex([])
     assert len(empty) == 0 and empty.search(queries[:2], k=3).ids.tolist() == [[None] * 3] * 2

@@ -4,6 +4,7 @@
 #include <pybind11/pybind11.h>
 
 #include <algorithm>
+#include <cstring>
 #include <cstdint>
 #include <limits>
 #include <set>
@@ -84,18 +85,27 @@ std::int64_t parse_leg(const py::handle& item, std::size_t l, fastrag::Leg& leg,
   if (!py::isinstance<py::dict>(item))
     throw std::invalid_argument(name + " must be a dict (index=, depth=, weight=, ...)");
   const auto d = py::reinterpret_borrow<py::dict>(item);
-  // d[key] or None (a value of None counts as absent)
-  std::size_t found = 0;  // keys present, to tell whether d holds any other
-  auto get = [&](const char* key) -> py::object {
-    PyObject* v = PyDict_GetItemWithError(d.ptr(), interned(key));
-    if (!v) {
-      if (PyErr_Occurred()) throw py::error_already_set();
-      return py::none();
-    }
-    ++found;
-    return py::reinterpret_borrow<py::object>(v);
+  // Every key a leg may hold, read once: [0, 5) common, [5, 9) sparse, [9, 15) dense.
+  static const char* const kKeys[] = {"index",   "depth", "weight",    "allow", "slot_chunk",
+                                      "indptr",  "terms", "weights",   "algorithm",
+                                      "queries", "ef",    "dims",      "exact", "rescore",
+                                      "exact_below"};
+  constexpr std::size_t kN = sizeof(kKeys) / sizeof(kKeys[0]);
+  py::object values[kN];
+  bool present[kN] = {};
+  for (std::size_t i = 0; i < kN; ++i) {
+    PyObject* v = PyDict_GetItemWithError(d.ptr(), interned(kKeys[i]));
+    if (!v && PyErr_Occurred()) throw py::error_already_set();
+    present[i] = v != nullptr;
+    values[i] = v ? py::reinterpret_borrow<py::object>(v) : py::none();
+  }
+  // d[key], or None (a value of None counts as absent)
+  const auto lookup = [&](const char* key) -> const py::object& {
+    for (std::size_t i = 0; i < kN; ++i)
+      if (std::strcmp(kKeys[i], key) == 0) return values[i];
+    throw std::logic_error(std::string("parse_leg: no key ") + key);
   };
-  py::object index = get("index");
+  const py::object& index = values[0];
   if (index.is_none())
     throw std::invalid_argument(name + ": 'index' is missing (a _core.SparseIndex or HnswIndex)");
   keep.push_back(index);
@@ -104,10 +114,10 @@ std::int64_t parse_leg(const py::handle& item, std::size_t l, fastrag::Leg& leg,
     throw std::invalid_argument(name + "['index'] must be a fastrag._core.SparseIndex or "
                                 "HnswIndex (the wrapper's ._core)");
   // d holds another key when fewer of the leg's keys are present than it has keys
+  std::size_t found = 0;
+  for (std::size_t i = 0; i < kN; ++i)
+    if (present[i] && (i < 5 || (sparse ? i < 9 : i >= 9))) ++found;
   const std::set<std::string>& own = sparse ? kSparse : kDense;
-  for (const auto* keys : {&kCommon, &own})
-    for (const std::string& key : *keys)
-      if (key != "index") get(key.c_str());
   if (found != static_cast<std::size_t>(PyDict_Size(d.ptr())))
     for (auto kv : d) {
       const auto key = py::cast<std::string>(py::str(kv.first));
@@ -115,7 +125,6 @@ std::int64_t parse_leg(const py::handle& item, std::size_t l, fastrag::Leg& leg,
         throw std::invalid_argument(name + ": unknown key '" + key + "' for a " +
                                     (sparse ? "sparse" : "dense") + " leg");
     }
-  const auto& lookup = get;
   if (!lookup("depth").is_none())
     leg.depth = static_cast<std::size_t>(std::min(int_arg(lookup("depth"), name + "['depth']", 1), kAll));
   if (!lookup("weight").is_none()) leg.weight = float_arg(lookup("weight"), name + "['weight']");

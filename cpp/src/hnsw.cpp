@@ -1035,9 +1035,12 @@ void HnswIndex::check_invariants(const std::string& path) const {
   for (const auto* col : {&qstep_, &rstep_})
     for (float s : *col)
       if (!(s > 0) || !std::isfinite(s)) fail("int8 steps");
-  for (const auto* col : {&qlow_, &rlow_, &qnorm_, &rnorm_})
+  for (const auto* col : {&qlow_, &rlow_})
     for (float v : *col)
       if (!std::isfinite(v)) fail("int8 ranges");
+  for (const auto* col : {&qnorm_, &rnorm_})
+    for (float v : *col)
+      if (!std::isfinite(v)) fail("int8 norms");
   // Rows of a cosine index are unit vectors; rows kept next to float16 codes fit float16.
   const float limit = p_.metric == Metric::Cosine ? 1.0001f
                       : p_.storage == Storage::F16 ? 65504.0f

@@ -446,14 +446,16 @@ inline void prefetch_bytes(const void* p, std::size_t bytes) {
 }
 
 
-// The stored row of an id and its size in bytes (a 64-byte multiple).
+// The row of an id that distance() scores, and its size in bytes (a 64-byte multiple).
 inline std::pair<const char*, std::size_t> stored_row(const HnswIndex& ix, std::uint32_t id) {
   const HnswParams& p = ix.params();
   const std::size_t dims = ix.padded_dim();
   switch (p.storage) {
     case Storage::F32: return {reinterpret_cast<const char*>(ix.f32_row(id)), dims * 4};
     case Storage::I8: return {reinterpret_cast<const char*>(ix.i8_row(id)), dims};
-    case Storage::I4: return {reinterpret_cast<const char*>(ix.i4_row(id)), dims / 2};
+    // the walks that prefetch through this score int4 storage on its int8 rows (the int4
+    // walk prefetches its codes itself: I4Dist::prefetch)
+    case Storage::I4: return {reinterpret_cast<const char*>(ix.r8_row(id)), dims};
     case Storage::F16: break;
   }
   return {reinterpret_cast<const char*>(ix.f16_row(id)), dims * 2};

@@ -664,6 +664,7 @@ void ApproxSparseIndex::search(const std::int64_t* indptr, std::size_t n_queries
                                float* scores) const {
   if (!(p.heap_factor > 0.0f))
     throw std::invalid_argument("heap_factor must be > 0 (infinity reads every block)");
+  if (p.k == 0) return;  // nothing to find (the heap would never fill: every block read)
   for (std::size_t i = 0; i < n_queries; ++i) {
     if (indptr[i + 1] < indptr[i]) throw std::invalid_argument("indptr must not decrease");
     for (auto j = indptr[i]; j < indptr[i + 1]; ++j)
@@ -824,8 +825,11 @@ void ApproxSparseIndex::check() const {
   offsets(block_first_, n_blocks, list_docs_.size(), "block offsets");
   offsets(sum_offsets_, n_blocks, n_summary, "summary offsets");
   if (sum_levels_.size() != n_summary) throw std::runtime_error("summaries have the wrong size");
-  for (float x : block_scales_)
-    if (!std::isfinite(x) || x < 0) throw std::runtime_error("a block scale is not finite");
+  for (const auto* col : {&block_scales_, &doc_scales_, &fwd_weights_})
+    for (float x : *col)
+      if (!std::isfinite(x) || x < 0)
+        throw std::runtime_error("a block scale, document scale or weight is negative or not "
+                                 "finite");
   if (params_.quantize ? (fwd_levels_.size() != entries || doc_scales_.size() != n_docs_)
                        : fwd_weights_.size() != entries)
     throw std::runtime_error("document weights have the wrong size");

@@ -22,7 +22,7 @@ import numpy as np
 from fastrag import _core
 from fastrag._core import IndexFormatError
 from fastrag.index.base import IdIndex, batch_ids, check_int, check_threads
-from fastrag.index.csr import MAX_TERMS, check_count, check_vocab_size, to_csr
+from fastrag.index.csr import MAX_TERMS, check_count, check_vocab_size, is_number, to_csr
 from fastrag.index.idmap import IdMap
 from fastrag.index.results import DocId, SearchResults
 
@@ -152,7 +152,7 @@ class ApproxImpactIndex(IdIndex):
         threads: int = 0,
     ) -> None:
         self.vocab_size = check_vocab_size(vocab_size)
-        if not isinstance(summary_energy, (int, float)) or not 0 < summary_energy <= 1:
+        if not is_number(summary_energy) or not 0 < summary_energy <= 1:
             raise ValueError(f"summary_energy must be a number in (0, 1], got {summary_energy!r}")
         (indptr, terms, weights), single = to_csr(vectors, self._vocab_limit, "documents")
         if single and isinstance(ids, (str, int)):
@@ -216,7 +216,7 @@ class ApproxImpactIndex(IdIndex):
             filter: only these document ids may be returned (applied inside top-k).
         """
         k = self._check_k(k)
-        if not isinstance(heap_factor, (int, float)) or math.isnan(heap_factor) or heap_factor <= 0:
+        if not is_number(heap_factor) or math.isnan(heap_factor) or heap_factor <= 0:
             raise ValueError(f"heap_factor must be a number > 0, got {heap_factor!r}")
         cut = check_count(query_cut, "query_cut") or 0
         (indptr, terms, weights), _ = to_csr(queries, self._vocab_limit, "queries")

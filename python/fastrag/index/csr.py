@@ -21,7 +21,8 @@ MAX_TERMS = 1 << 30
 Csr = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
-def _is_number(x: object) -> bool:
+def is_number(x: object) -> bool:
+    """A real number as Python or numpy gives it (not a bool)."""
     return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
 
 
@@ -35,7 +36,7 @@ def _is_vector(x: object) -> bool:
     if isinstance(terms, np.ndarray):
         return terms.ndim == 1
     if isinstance(terms, (list, tuple)):
-        return all(_is_number(t) for t in terms[:1])
+        return all(is_number(t) for t in terms[:1])
     return False
 
 
