@@ -111,7 +111,9 @@ def test_ray_build_and_actors_equal_the_local_ones(cluster: Path) -> None:
         assert fb[0][0].stages.keys() >= {"fusion"}
 
         # an actor that dies: partial results with a warning naming its shard
-        ray.kill(remote.handles["shard-0001"].actor)  # type: ignore[attr-defined]
+        actor = remote.handles["shard-0001"].actor  # type: ignore[attr-defined]
+        ray.kill(actor)
+        _wait_dead(actor)  # the kill is asynchronous: a call right after it can still succeed
         with pytest.warns(ShardMissingWarning, match="shard-0001 unavailable when searching"):
             got = remote.search("wing", k=200, method="bm25")
         assert got and {r.id for r in got} <= set(ids[:80])
@@ -135,6 +137,17 @@ def test_ray_a_missing_shard_and_a_retried_task(cluster: Path) -> None:
     out = _run(_flaky, [(str(marker), 1), (str(marker), 2)], "ray", 2, 1, None, said.append,
                lambda t: f"task {t[1]}")
     assert sorted(out) == [10, 20] and marker.exists()
+
+
+def _wait_dead(actor: Any, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            ray.get(actor.__ray_ready__.remote(), timeout=10)
+        except ray.exceptions.RayActorError:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"the actor was still alive {timeout:.0f} s after ray.kill")
 
 
 def _flaky(task: Any) -> int:
