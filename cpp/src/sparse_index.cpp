@@ -387,6 +387,7 @@ void SparseIndex::compute_stats() {
                              avgdl, params_.b};
   const std::uint64_t nb = block_offsets_[n_terms];
   std::vector<float> bmax(nb), tmax(n_terms), nonocc(has_nonocc ? n_terms : 0);
+  std::vector<std::uint32_t> bfirst(nb);
   std::vector<std::uint32_t> df(n_terms);
   std::vector<double> idfs(bm25 ? n_terms : 0), bases(has_nonocc ? n_terms : 0);
   const bool cache = bm25 && impact_cache_;
@@ -424,6 +425,10 @@ void SparseIndex::compute_stats() {
         }
         idfs[t] = idf;
       }
+      for (std::uint64_t blk = block_offsets_[t]; blk < block_offsets_[t + 1]; ++blk)
+        bfirst[blk] = (blk == block_offsets_[t] ? 0xffffffffu : block_last_[blk - 1]) + 1 +
+                      codec::first(packed_.data() + block_data_[blk],
+                                   codec::doc_bits(block_bits_[blk]));
       float best = 0.0f;
       std::uint64_t j = a;
       for (std::uint64_t blk = block_offsets_[t]; blk < block_offsets_[t + 1]; ++blk) {
@@ -451,6 +456,28 @@ void SparseIndex::compute_stats() {
     });
   });
   doc_cache_.assign(std::move(doc_ids));
+  // Length codes for search without the cache.
+  std::vector<std::uint8_t> code8;
+  std::vector<std::uint16_t> code16;
+  std::uint32_t code_lim = 0;
+  if (bm25 && !cache) {
+    std::uint64_t wide = 0;  // lengths in the table that one byte cannot code
+    for (std::uint64_t d = 0; d < n_docs_; ++d) wide += doc_len_[d] >= 0xff && doc_len_[d] < n_table;
+    if (wide <= n_docs_ / 64) {
+      code_lim = std::min<std::uint32_t>(n_table, 0xff);
+      code8.resize(n_docs_);
+      for (std::uint64_t d = 0; d < n_docs_; ++d)
+        code8[d] = static_cast<std::uint8_t>(std::min<std::uint32_t>(doc_len_[d], 0xff));
+    } else {
+      code_lim = n_table;  // <= 2048
+      code16.resize(n_docs_);
+      for (std::uint64_t d = 0; d < n_docs_; ++d)
+        code16[d] = static_cast<std::uint16_t>(std::min<std::uint32_t>(doc_len_[d], 0xffff));
+    }
+  }
+  len_code8_ = std::move(code8);
+  len_code16_ = std::move(code16);
+  code_lim_ = code_lim;
   len_tfc_ = std::move(ltfc);
   impacts_.assign(std::move(cached));
   n_table_ = n_table;
@@ -458,6 +485,7 @@ void SparseIndex::compute_stats() {
   idf_ = std::move(idfs);
   base_ = std::move(bases);
   block_max_.assign(std::move(bmax));
+  block_first_.assign(std::move(bfirst));
   term_max_.assign(std::move(tmax));
   nonocc_.assign(std::move(nonocc));
   df_.assign(std::move(df));
@@ -564,15 +592,15 @@ IndexStats SparseIndex::stats() const {
   // Resident bytes of the arrays (views of a mapped file count as their size too).
   s.memory_bytes = doc_len_.size() * 4 + live_.size() * 8 + offsets_.size() * 8 +
                    values_.size() * 4 + packed_.size() + block_offsets_.size() * 8 +
-                   block_data_.size() * 8 + block_bits_.size() * 2 + block_last_.size() * 4 +
+                   block_data_.size() * 8 + block_bits_.size() * 2 + block_last_.size() * 4 + block_first_.size() * 4 +
                    block_max_.size() * 4 + term_max_.size() * 4 + nonocc_.size() * 4 +
-                   df_.size() * 4 + impacts_.size() * 4 + doc_cache_.size() * 4 + (idf_.size() + base_.size() + len_tfc_.size()) * 8;
+                   df_.size() * 4 + impacts_.size() * 4 + doc_cache_.size() * 4 + len_code8_.size() + len_code16_.size() * 2 + (idf_.size() + base_.size() + len_tfc_.size()) * 8;
   // The same with spare capacity.
   s.allocated_bytes = doc_len_.bytes() + live_.bytes() + offsets_.bytes() + values_.bytes() +
                       packed_.bytes() + block_offsets_.bytes() + block_data_.bytes() +
-                      block_bits_.bytes() + block_last_.bytes() + block_max_.bytes() +
+                      block_bits_.bytes() + block_last_.bytes() + block_first_.bytes() + block_max_.bytes() +
                       term_max_.bytes() + nonocc_.bytes() + df_.bytes() + impacts_.bytes() +
-                      doc_cache_.bytes() +
+                      doc_cache_.bytes() + len_code8_.capacity() + len_code16_.capacity() * 2 +
                       (idf_.capacity() + base_.capacity() + len_tfc_.capacity()) * 8;
   return s;
 }

@@ -12,6 +12,7 @@
 #include <limits>
 #include <mutex>
 #include <stdexcept>
+#include <type_traits>
 
 #if defined(__SSE2__)
 #include <emmintrin.h>
@@ -41,6 +42,7 @@ struct Cursor {
   const std::uint64_t* block_data;
   const std::uint16_t* block_bits;
   const std::uint32_t* block_last;
+  const std::uint32_t* block_first;
   const float* block_max;
   const float* values;  // impact scoring: this term's weights; null for BM25
   const std::uint32_t* raw_docs;  // this term's documents, decoded (small indexes) or null
@@ -49,18 +51,20 @@ struct Cursor {
   // layout as bm25->tfc), filled for the query; null otherwise.
   const float* ftable;
   float (*impact)(const Cursor&, std::size_t);  // impact of posting i of the decoded block
-  void (*impacts)(const Cursor&, const std::uint32_t*, const std::uint32_t*, std::size_t,
-                  std::uint64_t, float*);  // impacts of a decoded block
+  // BM25 without the cache: impacts of postings [i, j) of the decoded block into imps.
+  void (*impacts)(Cursor&, std::size_t, std::size_t);
   double idf, base;
   std::uint64_t len;              // postings
   std::uint64_t block, n_blocks;  // block for bounds (moved by shallow_seek)
   std::uint64_t dblock;           // decoded block (<= block)
   std::uint32_t pos, n;           // position in the decoded block, its length
   bool tfs_ready;                 // tfs of the decoded block decoded
+  std::uint32_t imp_lo;           // imps[imp_lo, n) hold the decoded block's impacts
   float weight, upper;
   std::uint32_t rank;  // position in the query's term order: scores are summed in this order
   std::uint32_t docs[B];
   std::uint32_t tfs[B];
+  float imps[B];
 
   std::size_t block_len(std::uint64_t b) const {
     return static_cast<std::size_t>(std::min<std::uint64_t>(B, len - b * B));
@@ -81,10 +85,11 @@ struct Cursor {
     pos = 0;
     tfs_ready = values != nullptr;
     if (b >= n_blocks) {
-      n = 0;
+      n = imp_lo = 0;
       return;
     }
     n = static_cast<std::uint32_t>(block_len(b));
+    imp_lo = n;
     const unsigned db = codec::doc_bits(block_bits[b]);
     codec::unpack_block(packed + block_data[b], n, db, docs);
     codec::gaps_to_docs(docs, n, b == 0 ? 0xffffffffu : block_last[b - 1]);
@@ -100,9 +105,23 @@ struct Cursor {
     load(0);
   }
   std::uint32_t doc() const { return pos < n ? docs[pos] : kEnd; }
+  // The current posting's score (a probe: a BM25 impact is computed for it alone unless the
+  // block's impacts are at hand).
   float score() {
     if (!tfs_ready) load_tfs();
+    if (pos >= imp_lo) return weight * imps[pos];
     return weight * impact(*this, pos);
+  }
+  // The same for a list walked posting by posting: without the cache, the impacts of the rest
+  // of the block are computed at once (their documents' length codes gathered together).
+  float score_run() {
+    if (values) return weight * values[dblock * B + pos];
+    if (!tfs_ready) load_tfs();
+    if (pos < imp_lo) {
+      impacts(*this, pos, imp_lo);
+      imp_lo = pos;
+    }
+    return weight * imps[pos];
   }
   void next() {
     if (++pos == n) load(dblock + 1);
@@ -114,11 +133,8 @@ struct Cursor {
   }
   float block_bound() const { return block < n_blocks ? weight * block_max[block] : 0.0f; }
   std::uint32_t block_end_doc() const { return block < n_blocks ? block_last[block] : kEnd; }
-  // First document of the bounds block (its first gap alone is read).
-  std::uint32_t block_first_doc() const {
-    const std::uint32_t prev = block == 0 ? 0xffffffffu : block_last[block - 1];
-    return prev + 1 + codec::first(packed + block_data[block], codec::doc_bits(block_bits[block]));
-  }
+  // First document of the bounds block.
+  std::uint32_t block_first_doc() const { return block_first[block]; }
   // Moves to the first posting with doc >= d.
   void seek(std::uint32_t d) {
     if (doc() >= d) return;
@@ -132,67 +148,61 @@ struct Cursor {
   }
 };
 
-template <BM25Method M>
+// Length codes of the view: std::uint8_t or std::uint16_t.
+template <class C>
+const C* codes_of(const codec::Bm25View& v) {
+  if constexpr (std::is_same_v<C, std::uint8_t>)
+    return v.code8;
+  else
+    return v.code16;
+}
+
+template <BM25Method M, class C>
 float bm25_at(const Cursor& c, std::size_t i) {
-  return codec::bm25_impact<M>(*c.bm25, c.idf, c.base, c.tfs[i], c.docs[i]);
+  return codec::bm25_impact_coded<M>(*c.bm25, codes_of<C>(*c.bm25), c.idf, c.base, c.tfs[i],
+                                     c.docs[i]);
 }
 float value_at(const Cursor& c, std::size_t i) { return c.values[c.dblock * Cursor::B + i]; }
 
-template <BM25Method M>
-void bm25_block(const Cursor& c, const std::uint32_t* docs, const std::uint32_t* tfs,
-                std::size_t m, std::uint64_t, float* out) {
-  const codec::Bm25View v = *c.bm25;
-  const double idf = c.idf, base = c.base;
-  if (const float* ft = c.ftable) {
-    const std::uint32_t* len = v.doc_len;
-    const std::uint32_t nt = v.n_table;
-    for (std::size_t i = 0; i < m; ++i) {
-      const std::uint32_t dl = len[docs[i]];
-      out[i] = dl < nt && tfs[i] < codec::kTableTf
-                   ? ft[tfs[i] * nt + dl]
-                   : codec::bm25_impact<M>(v, idf, base, tfs[i], docs[i]);
-    }
-    return;
-  }
-  for (std::size_t i = 0; i < m; ++i) out[i] = codec::bm25_impact<M>(v, idf, base, tfs[i], docs[i]);
-}
-void value_block(const Cursor& c, const std::uint32_t*, const std::uint32_t*, std::size_t m,
-                 std::uint64_t b, float* out) {
-  std::copy(c.values + b * Cursor::B, c.values + b * Cursor::B + m, out);
+template <BM25Method M, class C>
+void bm25_run(Cursor& c, std::size_t i, std::size_t j) {
+  codec::bm25_impacts_coded<M>(*c.bm25, codes_of<C>(*c.bm25), c.idf, c.base, c.docs + i,
+                               c.tfs + i, j - i, c.imps + i);
 }
 
-// Every posting of a list, in order: sink(doc, weight * impact), decoded block by block with
-// the impact computed in the same pass (BM25: looked up in the list's table when it has one).
-template <BM25Method M, class Sink>
+// Calls f(C{}) with the view's length-code type.
+template <class F>
+decltype(auto) with_codes(const codec::Bm25View& v, F&& f) {
+  if (v.code8) return f(std::uint8_t{});
+  return f(std::uint16_t{});
+}
+
+// Every posting of a list, in order: sink(doc, weight * impact), decoded block by block, the
+// block's impacts computed together (BM25: looked up in the list's table when it has one).
+template <BM25Method M, class C, class Sink>
 void walk_bm25(const Cursor& c, Sink&& sink) {
-  std::uint32_t gaps[Cursor::B], tfs[Cursor::B];
+  std::uint32_t docs[Cursor::B], tfs[Cursor::B], cs[Cursor::B];
+  float imp[Cursor::B];
   const codec::Bm25View& v = *c.bm25;
-  const std::uint32_t* len = v.doc_len;
-  const std::uint32_t nt = v.n_table;
+  const C* code = codes_of<C>(v);
+  const std::uint32_t nt = v.n_table, lim = v.code_lim;
   const float* ft = c.ftable;
   const float w = c.weight;
   const double idf = c.idf, base = c.base;
   for (std::uint64_t b = 0; b < c.n_blocks; ++b) {
-    const std::size_t m = c.block_len(b);
-    const std::uint8_t* p = c.packed + c.block_data[b];
-    const unsigned db = codec::doc_bits(c.block_bits[b]);
-    codec::unpack_block(p, m, db, gaps);
-    codec::unpack_block(p + codec::packed_bytes(m, db), m, codec::tf_bits(c.block_bits[b]), tfs);
-    std::uint32_t d = b == 0 ? 0xffffffffu : c.block_last[b - 1];
+    const std::size_t m = c.decode(b, docs, tfs);
     if (ft) {
+      for (std::size_t i = 0; i < m; ++i) cs[i] = code[docs[i]];
       for (std::size_t i = 0; i < m; ++i) {
-        d += gaps[i] + 1;
-        const std::uint32_t dl = len[d], t = tfs[i];
-        const float imp = dl < nt && t < codec::kTableTf ? ft[t * nt + dl]
-                                                         : codec::bm25_impact<M>(v, idf, base, t, d);
-        sink(d, w * imp);
+        const std::uint32_t t = tfs[i];
+        imp[i] = cs[i] < lim && t < codec::kTableTf
+                     ? ft[t * nt + cs[i]]
+                     : codec::bm25_impact<M>(v, idf, base, t, docs[i]);
       }
     } else {
-      for (std::size_t i = 0; i < m; ++i) {
-        d += gaps[i] + 1;
-        sink(d, w * codec::bm25_impact<M>(v, idf, base, tfs[i], d));
-      }
+      codec::bm25_impacts_coded<M>(v, code, idf, base, docs, tfs, m, imp);
     }
+    for (std::size_t i = 0; i < m; ++i) sink(docs[i], w * imp[i]);
   }
 }
 
@@ -229,8 +239,13 @@ struct SparseIndex::Scratch {
   std::vector<float> ftables;
   std::vector<double> prefix;
   std::vector<std::uint32_t> by_rank;  // cursor index of each query term
-  std::vector<float> acc;
-  std::vector<std::uint32_t> stamp;
+  std::vector<float> acc;  // dense accumulation: a score per document
+  // Sparse accumulation: a stamp and a score per document side by side (one cache line).
+  struct Slot {
+    std::uint32_t stamp;
+    float score;
+  };
+  std::vector<Slot> slots;
   std::vector<std::uint32_t> touched;
   std::uint32_t epoch = 0;
   const std::uint64_t* live = nullptr;
@@ -293,18 +308,21 @@ void SparseIndex::search_one(const QueryBatch& q, std::size_t qi, const SearchOp
   const bool bm25 = scoring_ == Scoring::BM25;
   const bool cached = bm25 && !impacts_.empty();  // BM25 impacts read, not computed
   const float* stored = bm25 ? impacts_.data() : values_.data();
+  s.bm25 = {doc_len_.data(), len_tfc_.data(), n_table_, params_.k1, params_.delta, avgdl_,
+            params_.b, len_code8_.empty() ? nullptr : len_code8_.data(),
+            len_code16_.empty() ? nullptr : len_code16_.data(), code_lim_};
   float (*impact)(const Cursor&, std::size_t) = value_at;
-  void (*impacts)(const Cursor&, const std::uint32_t*, const std::uint32_t*, std::size_t,
-                  std::uint64_t, float*) = value_block;
+  void (*impacts)(Cursor&, std::size_t, std::size_t) = nullptr;
   if (bm25 && !cached)
     codec::with_method(params_.method, [&](auto tag) {
       constexpr BM25Method M = decltype(tag)::value;
-      impact = bm25_at<M>;
-      impacts = bm25_block<M>;
+      with_codes(s.bm25, [&](auto code) {
+        using C = decltype(code);
+        impact = bm25_at<M, C>;
+        impacts = bm25_run<M, C>;
+      });
     });
   if (s.cursors.size() < s.terms.size()) s.cursors.resize(s.terms.size());
-  s.bm25 = {doc_len_.data(), len_tfc_.data(), n_table_, params_.k1, params_.delta, avgdl_,
-            params_.b};
   std::size_t nc = 0;
   std::uint64_t total = 0;
   for (const auto& qt : s.terms) {
@@ -316,6 +334,7 @@ void SparseIndex::search_one(const QueryBatch& q, std::size_t qi, const SearchOp
     c.block_data = block_data_.data() + b0;
     c.block_bits = block_bits_.data() + b0;
     c.block_last = block_last_.data() + b0;
+    c.block_first = block_first_.data() + b0;
     c.block_max = block_max_.data() + b0;
     c.values = bm25 && !cached ? nullptr : stored + a;
     c.raw_docs = c.values && !doc_cache_.empty() ? doc_cache_.data() + a : nullptr;
@@ -385,12 +404,6 @@ inline bool allowed(const std::uint64_t* live, const SearchOptions& opt, std::ui
 }  // namespace
 
 void SparseIndex::search_exhaustive(Scratch& s, const SearchOptions& opt) const {
-  if (s.acc.size() < n_docs_) {
-    s.acc.assign(n_docs_, 0.0f);
-    s.stamp.assign(n_docs_, 0);
-    s.epoch = 0;
-  }
-  float* acc = s.acc.data();
   const std::uint64_t* live = s.live;
   TopK& heap = s.heap;
   const Cursor* cursors = s.cursors.data();
@@ -405,7 +418,9 @@ void SparseIndex::search_exhaustive(Scratch& s, const SearchOptions& opt) const 
     }
     codec::with_method(params_.method, [&](auto tag) {
       constexpr BM25Method M = decltype(tag)::value;
-      for (std::size_t ci = 0; ci < nc; ++ci) walk_bm25<M>(sc.cursors[ci], sink);
+      with_codes(sc.bm25, [&](auto code) {
+        for (std::size_t ci = 0; ci < nc; ++ci) walk_bm25<M, decltype(code)>(sc.cursors[ci], sink);
+      });
     });
   };
   if (scoring_ == Scoring::BM25 && !cursors[0].values) {
@@ -430,6 +445,8 @@ void SparseIndex::search_exhaustive(Scratch& s, const SearchOptions& opt) const 
   if (total * 4 >= n_docs_) {
     // Dense: the lists cover a good part of the collection, so clearing and scanning the
     // whole score array costs less than tracking which documents were touched.
+    if (s.acc.size() < n_docs_) s.acc.resize(n_docs_);
+    float* acc = s.acc.data();
     std::fill(acc, acc + n_docs_, 0.0f);
     walk_all(s, [acc](std::uint32_t d, float v) { acc[d] += v; });
     // Scan 16 scores at a time: one vectorised test finds the rare blocks that hold a
@@ -451,27 +468,33 @@ void SparseIndex::search_exhaustive(Scratch& s, const SearchOptions& opt) const 
   }
 
   // Sparse: stamps mark the documents this query touched.
+  if (s.slots.size() < n_docs_) {
+    s.slots.assign(n_docs_, {0, 0.0f});
+    s.epoch = 0;
+  }
   if (++s.epoch == 0) {  // stamps wrapped around: clear them
-    std::fill(s.stamp.begin(), s.stamp.end(), 0);
+    std::fill(s.slots.begin(), s.slots.end(), Scratch::Slot{0, 0.0f});
     s.epoch = 1;
   }
   s.touched.clear();
-  std::uint32_t* stamp = s.stamp.data();
+  Scratch::Slot* slots = s.slots.data();
   const std::uint32_t epoch = s.epoch;
   std::vector<std::uint32_t>& touched = s.touched;
   walk_all(s, [&](std::uint32_t d, float v) {
-    if (stamp[d] != epoch) {
-      stamp[d] = epoch;
-      acc[d] = v;
+    Scratch::Slot& sl = slots[d];
+    if (sl.stamp != epoch) {
+      sl.stamp = epoch;
+      sl.score = v;
       touched.push_back(d);
     } else {
-      acc[d] += v;
+      sl.score += v;
     }
   });
   float floor = std::numeric_limits<float>::denorm_min();
   for (std::uint32_t d : s.touched) {
-    if (acc[d] >= floor && allowed(live, opt, d)) {
-      heap.push(acc[d], d);
+    const float sc = slots[d].score;
+    if (sc >= floor && allowed(live, opt, d)) {
+      heap.push(sc, d);
       if (heap.full()) floor = std::max(floor, heap.threshold());
     }
   }
@@ -539,7 +562,7 @@ void SparseIndex::search_maxscore(Scratch& s, const SearchOptions& opt) const {
     }
     double score = 0;
     for (std::size_t i = first_ess; i < n; ++i)
-      if (cur[i].doc() == d) score += cur[i].score();
+      if (cur[i].doc() == d) score += cur[i].score_run();
     bool survives = true;
     if (first_ess > 0 && heap.full()) {
       // Non-essential lists: first a bound from their blocks (a block that starts after d

@@ -175,6 +175,7 @@ class SparseIndex {
   Column<std::uint32_t> block_last_;     // per block: its last document
   // Derived by compute_stats() (not saved).
   Column<float> block_max_;   // per block: its largest impact
+  Column<std::uint32_t> block_first_;  // per block: its first document (MaxScore bounds)
   Column<float> term_max_;    // n_terms: largest impact of each term
   Column<float> nonocc_;      // n_terms: BM25L / BM25+ score of absent terms (else empty)
   Column<std::uint32_t> df_;  // n_terms: live document frequency
@@ -185,6 +186,11 @@ class SparseIndex {
   std::vector<double> len_tfc_;
   Column<float> impacts_;  // BM25 with the impact cache: per posting, 0 for deleted documents
   Column<std::uint32_t> doc_cache_;  // with the cache, small indexes: per posting, its document
+  // BM25 without the cache: each document's length as a one-byte code (or two bytes when more
+  // than 1/64 of the documents are 255 to n_table_ - 1 tokens long), see codec::Bm25View.
+  std::vector<std::uint8_t> len_code8_;
+  std::vector<std::uint16_t> len_code16_;
+  std::uint32_t code_lim_ = 0;
   bool impact_cache_ = true;
   std::uint32_t n_table_ = 0;
   double avgdl_ = 0;
