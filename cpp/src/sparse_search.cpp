@@ -177,12 +177,13 @@ decltype(auto) with_codes(const codec::Bm25View& v, F&& f) {
   return f(std::uint16_t{});
 }
 
-// Every posting of a list, in order: sink(doc, weight * impact), decoded block by block, the
-// block's impacts computed together (BM25: looked up in the list's table when it has one).
+// Every posting of a list, in order: sink(doc, weight * impact), decoded block by block with
+// the impact computed in the same pass (BM25: looked up in the list's table when it has one).
+// One fused loop: on collections searched exhaustively the lengths mostly sit in cache, and
+// separate gather, score and sink passes measured slower there (0.7x at 100k documents).
 template <BM25Method M, class C, class Sink>
 void walk_bm25(const Cursor& c, Sink&& sink) {
-  std::uint32_t docs[Cursor::B], tfs[Cursor::B], cs[Cursor::B];
-  float imp[Cursor::B];
+  std::uint32_t gaps[Cursor::B], tfs[Cursor::B];
   const codec::Bm25View& v = *c.bm25;
   const C* code = codes_of<C>(v);
   const std::uint32_t nt = v.n_table, lim = v.code_lim;
@@ -190,19 +191,27 @@ void walk_bm25(const Cursor& c, Sink&& sink) {
   const float w = c.weight;
   const double idf = c.idf, base = c.base;
   for (std::uint64_t b = 0; b < c.n_blocks; ++b) {
-    const std::size_t m = c.decode(b, docs, tfs);
+    const std::size_t m = c.block_len(b);
+    const std::uint8_t* p = c.packed + c.block_data[b];
+    const unsigned db = codec::doc_bits(c.block_bits[b]);
+    codec::unpack_block(p, m, db, gaps);
+    codec::unpack_block(p + codec::packed_bytes(m, db), m, codec::tf_bits(c.block_bits[b]), tfs);
+    std::uint32_t d = b == 0 ? 0xffffffffu : c.block_last[b - 1];
     if (ft) {
-      for (std::size_t i = 0; i < m; ++i) cs[i] = code[docs[i]];
       for (std::size_t i = 0; i < m; ++i) {
-        const std::uint32_t t = tfs[i];
-        imp[i] = cs[i] < lim && t < codec::kTableTf
-                     ? ft[t * nt + cs[i]]
-                     : codec::bm25_impact<M>(v, idf, base, t, docs[i]);
+        d += gaps[i] + 1;
+        const std::uint32_t cd = code[d], t = tfs[i];
+        const float imp = cd < lim && t < codec::kTableTf
+                              ? ft[t * nt + cd]
+                              : codec::bm25_impact<M>(v, idf, base, t, d);
+        sink(d, w * imp);
       }
     } else {
-      codec::bm25_impacts_coded<M>(v, code, idf, base, docs, tfs, m, imp);
+      for (std::size_t i = 0; i < m; ++i) {
+        d += gaps[i] + 1;
+        sink(d, w * codec::bm25_impact_coded<M>(v, code, idf, base, tfs[i], d));
+      }
     }
-    for (std::size_t i = 0; i < m; ++i) sink(docs[i], w * imp[i]);
   }
 }
 
