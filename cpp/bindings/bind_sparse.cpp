@@ -31,27 +31,43 @@ std::size_t csr_rows(const py::array& indptr, const py::array& entries, const ch
 }
 
 
+// impact_cache: True, False or "auto".
+fastrag::ImpactCache cache_policy(const py::object& v) {
+  if (py::isinstance<py::bool_>(v)) return v.cast<bool>() ? fastrag::ImpactCache::On
+                                                          : fastrag::ImpactCache::Off;
+  if (py::isinstance<py::str>(v) && v.cast<std::string>() == "auto")
+    return fastrag::ImpactCache::Auto;
+  throw std::invalid_argument("impact_cache must be True, False or 'auto', got " +
+                              py::repr(v).cast<std::string>());
+}
+
+py::object cache_policy_object(fastrag::ImpactCache p) {
+  if (p == fastrag::ImpactCache::Auto) return py::str("auto");
+  return py::bool_(p == fastrag::ImpactCache::On);
+}
+
 }  // namespace
 
 void register_sparse(py::module_& m) {
   py::class_<SparseIndex> cls(m, "SparseIndex");
   cls      .def(py::init([](const std::string& scoring, const std::string& method, float k1, float b,
-                       float delta, bool impact_cache) {
+                       float delta, const py::object& impact_cache) {
+             const fastrag::ImpactCache policy = cache_policy(impact_cache);
              fastrag::BM25Params p;
              p.method = fastrag::parse_bm25_method(method);
              p.k1 = k1;
              p.b = b;
              p.delta = delta;
              if (scoring == "bm25")
-               return std::make_unique<SparseIndex>(fastrag::Scoring::BM25, p, impact_cache);
+               return std::make_unique<SparseIndex>(fastrag::Scoring::BM25, p, policy);
              if (scoring == "impact")
-               return std::make_unique<SparseIndex>(fastrag::Scoring::Impact, p, impact_cache);
+               return std::make_unique<SparseIndex>(fastrag::Scoring::Impact, p, policy);
              throw std::invalid_argument("scoring must be 'bm25' or 'impact', got '" + scoring +
                                          "'");
            }),
            py::kw_only(), py::arg("scoring") = "bm25", py::arg("method") = "lucene",
            py::arg("k1") = 1.5f, py::arg("b") = 0.75f, py::arg("delta") = 0.5f,
-           py::arg("impact_cache") = true)
+           py::arg("impact_cache") = py::str("auto"))
       .def(
           "add",
           [](SparseIndex& self, const py::array& indptr, const py::array& terms,
@@ -164,9 +180,23 @@ void register_sparse(py::module_& m) {
                              })
       .def_property_readonly(
           "method", [](const SparseIndex& self) { return bm25_method_name(self.params().method); })
-      .def_property_readonly("impact_cache", &SparseIndex::impact_cache)
-      .def("set_impact_cache", &SparseIndex::set_impact_cache, py::arg("enabled"),
-           py::call_guard<py::gil_scoped_release>())
+      .def_property_readonly("impact_cache",
+                             [](const SparseIndex& self) {
+                               py::gil_scoped_release release;  // may commit pending documents
+                               return self.impact_cache();
+                             })
+      .def_property_readonly("impact_cache_policy",
+                             [](const SparseIndex& self) {
+                               return cache_policy_object(self.impact_cache_policy());
+                             })
+      .def(
+          "set_impact_cache",
+          [](SparseIndex& self, const py::object& policy) {
+            const fastrag::ImpactCache p = cache_policy(policy);
+            py::gil_scoped_release release;
+            self.set_impact_cache(p);
+          },
+          py::arg("policy"))
       .def_property_readonly("k1", [](const SparseIndex& self) { return self.params().k1; })
       .def_property_readonly("b", [](const SparseIndex& self) { return self.params().b; })
       .def_property_readonly("delta", [](const SparseIndex& self) { return self.params().delta; });

@@ -56,10 +56,13 @@ double bits_double(std::uint64_t u) {
 
 }  // namespace
 
-SparseIndex::SparseIndex(Scoring scoring, BM25Params params, bool impact_cache)
-    : scoring_(scoring), params_(params), impact_cache_(impact_cache) {
+SparseIndex::SparseIndex(Scoring scoring, BM25Params params, ImpactCache impact_cache)
+    : scoring_(scoring), params_(params), cache_policy_(impact_cache) {
   if (scoring != Scoring::BM25 && scoring != Scoring::Impact)
     throw std::invalid_argument("unknown scoring mode");
+  if (impact_cache != ImpactCache::Off && impact_cache != ImpactCache::On &&
+      impact_cache != ImpactCache::Auto)
+    throw std::invalid_argument("unknown impact cache policy");
   validate(params_);
   offsets_.assign({0});
   block_offsets_.assign({0});
@@ -144,14 +147,22 @@ std::size_t SparseIndex::remove(const std::uint32_t* ids, std::size_t n) {
 }
 
 bool SparseIndex::impact_cache() const {
+  ensure_committed();
   std::shared_lock<std::shared_mutex> lock(mutex_);
   return impact_cache_;
 }
 
-void SparseIndex::set_impact_cache(bool on) {
+ImpactCache SparseIndex::impact_cache_policy() const {
+  std::shared_lock<std::shared_mutex> lock(mutex_);
+  return cache_policy_;
+}
+
+void SparseIndex::set_impact_cache(ImpactCache policy) {
+  if (policy != ImpactCache::Off && policy != ImpactCache::On && policy != ImpactCache::Auto)
+    throw std::invalid_argument("unknown impact cache policy");
   std::unique_lock<std::shared_mutex> lock(mutex_);
-  if (on == impact_cache_) return;
-  impact_cache_ = on;
+  if (policy == cache_policy_) return;
+  cache_policy_ = policy;
   if (dirty_.load())
     commit_locked();
   else
@@ -364,6 +375,8 @@ void SparseIndex::compute_stats() {
   const double avgdl = n > 0 ? (global_ ? global_total_len_ : total_len_) / n : 0.0;
   const bool has_nonocc = bm25 && (params_.method == BM25Method::BM25L ||
                                    params_.method == BM25Method::BM25Plus);
+  impact_cache_ = cache_policy_ == ImpactCache::On ||
+                  (cache_policy_ == ImpactCache::Auto && offsets_[n_terms] <= kAutoCacheMax);
   // Term-frequency components by tf and document length, up to the longest document (at most
   // kLengthTable lengths).
   constexpr std::uint32_t kLengthTable = 2048;
@@ -627,7 +640,7 @@ void SparseIndex::save(const std::string& path, const std::string& extra) const 
 }
 
 std::unique_ptr<SparseIndex> SparseIndex::load(const std::string& path, bool use_mmap,
-                                               std::string* extra, bool impact_cache) {
+                                               std::string* extra, ImpactCache impact_cache) {
   // Version 1 files (uncompressed postings) are read and encoded in memory.
   auto file = FileView::open(path, FileKind::SparseIndex, kFormatVersion, use_mmap);
   std::uint64_t count = 0;

@@ -17,13 +17,14 @@ class SparseIndex:
         k1: float = 1.5,
         b: float = 0.75,
         delta: float = 0.5,
-        impact_cache: bool = True,
+        impact_cache: bool | Literal["auto"] = "auto",
     ) -> None:
-        """impact_cache (BM25): one float impact per posting kept in memory beside the
-        compressed postings, and on an index of at most 2M postings (any scoring) its
+        """impact_cache (BM25): True keeps one float impact per posting in memory beside
+        the compressed postings, and on an index of at most 2M postings (any scoring) its
         document ids decoded; False computes impacts from term frequencies and document
-        lengths when blocks are decoded (4 to 8 bytes per posting less, slower search).
-        Results are the same bits either way."""
+        lengths when blocks are decoded (4 to 8 bytes per posting less); "auto" keeps the
+        cache while the index holds at most 2**24 postings. Results are the same bits
+        whichever is used."""
     def add(
         self,
         indptr: npt.NDArray[np.int64],
@@ -62,8 +63,11 @@ class SparseIndex:
     @property
     def method(self) -> str: ...
     @property
-    def impact_cache(self) -> bool: ...
-    def set_impact_cache(self, enabled: bool) -> None: ...
+    def impact_cache(self) -> bool:
+        """Whether the cache is held now (the policy applied to the index's size)."""
+    @property
+    def impact_cache_policy(self) -> bool | Literal["auto"]: ...
+    def set_impact_cache(self, policy: bool | Literal["auto"]) -> None: ...
     @property
     def k1(self) -> float: ...
     @property

@@ -42,6 +42,13 @@ SearchAlgorithm parse_algorithm(const std::string& name);
 
 // Queries as CSR: terms[indptr[q]:indptr[q+1]] with weights (null = 1 each).
 // Duplicate terms in one query add up; weights must be finite and >= 0.
+// When a BM25 index keeps one float impact per posting in memory (see SparseIndex).
+enum class ImpactCache : std::uint32_t {
+  Off = 0,
+  On = 1,
+  Auto = 2,  // on while the index holds at most SparseIndex::kAutoCacheMax postings
+};
+
 struct QueryBatch {
   const std::int64_t* indptr = nullptr;
   std::size_t n_queries = 0;
@@ -82,14 +89,24 @@ class SparseIndex {
   // document ids decoded, 4 more bytes per posting, which memory that small can spare: there,
   // decoding was 12-16% of an exhaustive search (cranfield). Without the cache a BM25 impact
   // is computed when its block is decoded. Results are the same bits either way.
+  // ImpactCache::Auto (the default) keeps the cache while the index holds at most
+  // kAutoCacheMax postings (at most 64 MB of cache; about 400,000 documents of 50 tokens):
+  // collections that small are searched by accumulating every posting, where computing
+  // impacts ran at about half the speed, while on larger ones (searched by MaxScore) it ran at
+  // 0.9-0.95x for a third of the memory (benchmarks/NOTES.md, 2026-12-07).
   static constexpr std::uint64_t kDocCacheMax = std::uint64_t{1} << 21;
-  explicit SparseIndex(Scoring scoring, BM25Params params = {}, bool impact_cache = true);
+  static constexpr std::uint64_t kAutoCacheMax = std::uint64_t{1} << 24;
+  explicit SparseIndex(Scoring scoring, BM25Params params = {},
+                       ImpactCache impact_cache = ImpactCache::Auto);
   SparseIndex(const SparseIndex&) = delete;
   SparseIndex& operator=(const SparseIndex&) = delete;
 
   Scoring scoring() const { return scoring_; }
-  bool impact_cache() const;
-  void set_impact_cache(bool on);  // builds or drops the cache (BM25; no effect on impact scoring)
+  bool impact_cache() const;  // whether the cache is held now (by the policy and the size)
+  ImpactCache impact_cache_policy() const;
+  // Sets the policy, building or dropping the cache (BM25; impact scoring holds its weights
+  // either way, the policy deciding only whether small indexes keep document ids decoded).
+  void set_impact_cache(ImpactCache policy);
   const BM25Params& params() const { return params_; }
 
   // Appends n_docs documents: doc i holds terms[indptr[i]:indptr[i+1]]. BM25: values must be
@@ -133,7 +150,8 @@ class SparseIndex {
   void save(const std::string& path, const std::string& extra) const;
   // Loads a saved index; with use_mmap the arrays stay in the mapped file until modified.
   static std::unique_ptr<SparseIndex> load(const std::string& path, bool use_mmap,
-                                           std::string* extra, bool impact_cache = true);
+                                           std::string* extra,
+                                           ImpactCache impact_cache = ImpactCache::Auto);
 
  private:
   struct Scratch;
@@ -191,7 +209,8 @@ class SparseIndex {
   std::vector<std::uint8_t> len_code8_;
   std::vector<std::uint16_t> len_code16_;
   std::uint32_t code_lim_ = 0;
-  bool impact_cache_ = true;
+  ImpactCache cache_policy_ = ImpactCache::Auto;
+  bool impact_cache_ = true;  // the policy applied to the current size, set by compute_stats()
   std::uint32_t n_table_ = 0;
   double avgdl_ = 0;
 

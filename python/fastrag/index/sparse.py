@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Sequence
 from itertools import accumulate, chain, repeat
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -63,13 +63,15 @@ class BM25(IdIndex):
         k1: term-frequency saturation (BM25's k1).
         b: document-length normalisation, 0 (none) to 1 (full).
         delta: the shift of the term-frequency part in bm25l and bm25+ (ignored otherwise).
-        impact_cache: keep one float score per posting in memory beside the compressed
-            postings (default: about 4 more bytes per posting; an index of at most 2M
+        impact_cache: True keeps one float score per posting in memory beside the
+            compressed postings (about 4 more bytes per posting; an index of at most 2M
             postings also keeps its document ids decoded, 4 bytes more, as fast as
             uncompressed postings); False computes scores from term frequencies and document
-            lengths as blocks are decoded (under 2 bytes per posting on large collections,
-            slower search). Results are identical either way; saved files never hold the
-            cache.
+            lengths as blocks are decoded (under 2 bytes per posting on large collections);
+            "auto" (default) keeps the cache while the index holds at most 2**24 (16.8M)
+            postings, about 400,000 documents of 50 tokens, and drops it past that size,
+            where search runs at 0.9-0.95x the cached speed for a third of the memory.
+            Results are identical either way; saved files never hold the cache.
     """
 
     _FORMAT = "fastrag.bm25"
@@ -82,7 +84,7 @@ class BM25(IdIndex):
         k1: float = 1.5,
         b: float = 0.75,
         delta: float = 0.5,
-        impact_cache: bool = True,
+        impact_cache: bool | Literal["auto"] = "auto",
     ) -> None:
         self.analyzer: Analyzer = get_analyzer(analyzer)
         self._core = _core.SparseIndex(
@@ -369,13 +371,17 @@ class BM25(IdIndex):
 
     @classmethod
     def load(
-        cls, path: str | os.PathLike[str], *, mmap: bool = False, impact_cache: bool = True
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        mmap: bool = False,
+        impact_cache: bool | Literal["auto"] = "auto",
     ) -> BM25:
         """Loads a saved index. With mmap=True the postings stay in the file, paged in on
         use (a modification first copies them into memory); impact_cache as in BM25()."""
         core, meta, ids = cls._load_core(_core.SparseIndex, path, mmap, "n_docs")
-        if not impact_cache:
-            core.set_impact_cache(False)
+        if impact_cache != "auto":
+            core.set_impact_cache(impact_cache)
         terms, analyzer = meta.get("terms"), meta.get("analyzer")
         if not isinstance(terms, list) or len(terms) < core.stats()["n_terms"]:
             raise IndexFormatError(f"{path} has a vocabulary that does not match its postings")
