@@ -542,6 +542,12 @@ void SparseIndex::search_maxscore(Scratch& s, const SearchOptions& opt) const {
   double theta = -std::numeric_limits<double>::infinity();
   auto hopeless = [&](double bound) { return bound * slack <= theta; };
   std::size_t first_ess = 0;  // cursors [first_ess, n) are essential
+  // The essential lists' block-max bound holds for every document up to region_end (the
+  // nearest end of their current blocks): computed once per region, not per candidate.
+  // region_first: the first_ess it was computed for (n + 1: none).
+  double region_bound = 0;
+  std::uint32_t region_end = 0;
+  std::size_t region_first = n + 1;
 
   while (true) {
     // Smallest document in the essential lists.
@@ -550,14 +556,23 @@ void SparseIndex::search_maxscore(Scratch& s, const SearchOptions& opt) const {
     if (d == kEnd) break;
 
     if (heap.full()) {
-      // Block-max bound of every document from d up to the nearest block end.
-      double bound = first_ess > 0 ? s.prefix[first_ess - 1] : 0.0;
-      std::uint32_t skip_to = kEnd;
-      for (std::size_t i = first_ess; i < n; ++i) {
-        cur[i].shallow_seek(d);
-        bound += cur[i].block_bound();
-        skip_to = std::min(skip_to, cur[i].block_end_doc());
+      // Block-max bound of every document from d up to the nearest block end. Within a
+      // region no essential cursor's bounds block moves, except one whose postings all lie
+      // past the region (its current block's bound stays a valid bound there).
+      if (region_first != first_ess || d > region_end) {
+        double bound = first_ess > 0 ? s.prefix[first_ess - 1] : 0.0;
+        std::uint32_t skip_to = kEnd;
+        for (std::size_t i = first_ess; i < n; ++i) {
+          cur[i].shallow_seek(d);
+          bound += cur[i].block_bound();
+          skip_to = std::min(skip_to, cur[i].block_end_doc());
+        }
+        region_bound = bound;
+        region_end = skip_to;
+        region_first = first_ess;
       }
+      const double bound = region_bound;
+      const std::uint32_t skip_to = region_end;
       if (hopeless(bound)) {
         if (skip_to == kEnd) break;
         for (std::size_t i = first_ess; i < n; ++i) cur[i].seek(skip_to + 1);
