@@ -181,8 +181,24 @@ decltype(auto) with_codes(const codec::Bm25View& v, F&& f) {
 // the impact computed in the same pass (BM25: looked up in the list's table when it has one).
 // One fused loop: on collections searched exhaustively the lengths mostly sit in cache, and
 // separate gather, score and sink passes measured slower there (0.7x at 100k documents).
-template <BM25Method M, class C, class Sink>
-void walk_bm25(const Cursor& c, Sink&& sink) {
+// On larger ones, the short lists searched exhaustively there (auto) touch one document
+// every few hundred: their length codes and what the sink touches for them (prefetch(doc))
+// are prefetched kAhead postings ahead. Dense lists are not (their documents share cache
+// lines; prefetching measured slower).
+struct NoPrefetch {
+  void operator()(std::uint32_t) const {}
+};
+
+template <BM25Method M, class C, class Sink, class Prefetch>
+void walk_bm25(const Cursor& c, Sink&& sink, Prefetch&& prefetch, std::uint64_t n_docs) {
+  constexpr bool kPrefetch = !std::is_same_v<std::decay_t<Prefetch>, NoPrefetch>;
+  if constexpr (kPrefetch) {
+    if (c.len * 64 >= n_docs) {
+      walk_bm25<M, C>(c, sink, NoPrefetch{}, n_docs);
+      return;
+    }
+  }
+  constexpr std::size_t kAhead = 8;
   std::uint32_t gaps[Cursor::B], tfs[Cursor::B];
   const codec::Bm25View& v = *c.bm25;
   const C* code = codes_of<C>(v);
@@ -197,9 +213,21 @@ void walk_bm25(const Cursor& c, Sink&& sink) {
     codec::unpack_block(p, m, db, gaps);
     codec::unpack_block(p + codec::packed_bytes(m, db), m, codec::tf_bits(c.block_bits[b]), tfs);
     std::uint32_t d = b == 0 ? 0xffffffffu : c.block_last[b - 1];
+    std::uint32_t ahead = d;  // the document kAhead postings past d
+    const std::size_t lead = std::min(kAhead, m);
+    for (std::size_t i = 0; kPrefetch && i < lead; ++i) {
+      ahead += gaps[i] + 1;
+      prefetch(ahead);
+      __builtin_prefetch(code + ahead);
+    }
     if (ft) {
       for (std::size_t i = 0; i < m; ++i) {
         d += gaps[i] + 1;
+        if (kPrefetch && i + kAhead < m) {
+          ahead += gaps[i + kAhead] + 1;
+          prefetch(ahead);
+          __builtin_prefetch(code + ahead);
+        }
         const std::uint32_t cd = code[d], t = tfs[i];
         const float imp = cd < lim && t < codec::kTableTf
                               ? ft[t * nt + cd]
@@ -209,6 +237,11 @@ void walk_bm25(const Cursor& c, Sink&& sink) {
     } else {
       for (std::size_t i = 0; i < m; ++i) {
         d += gaps[i] + 1;
+        if (kPrefetch && i + kAhead < m) {
+          ahead += gaps[i + kAhead] + 1;
+          prefetch(ahead);
+          __builtin_prefetch(code + ahead);
+        }
         sink(d, w * codec::bm25_impact_coded<M>(v, code, idf, base, tfs[i], d));
       }
     }
@@ -420,7 +453,7 @@ void SparseIndex::search_exhaustive(Scratch& s, const SearchOptions& opt) const 
   std::uint64_t total = 0;
   for (std::size_t i = 0; i < nc; ++i) total += cursors[i].len;
   // The query's lists in its term order, each posting handed to a sink.
-  auto walk_all = [&](Scratch& sc, auto&& sink) {
+  auto walk_all = [&](Scratch& sc, auto&& sink, auto&& prefetch) {
     if (scoring_ != Scoring::BM25 || cursors[0].values) {
       for (std::size_t ci = 0; ci < nc; ++ci) walk_values(sc.cursors[ci], sink);
       return;
@@ -428,7 +461,8 @@ void SparseIndex::search_exhaustive(Scratch& s, const SearchOptions& opt) const 
     codec::with_method(params_.method, [&](auto tag) {
       constexpr BM25Method M = decltype(tag)::value;
       with_codes(sc.bm25, [&](auto code) {
-        for (std::size_t ci = 0; ci < nc; ++ci) walk_bm25<M, decltype(code)>(sc.cursors[ci], sink);
+        for (std::size_t ci = 0; ci < nc; ++ci)
+          walk_bm25<M, decltype(code)>(sc.cursors[ci], sink, prefetch, n_docs_);
       });
     });
   };
@@ -457,7 +491,8 @@ void SparseIndex::search_exhaustive(Scratch& s, const SearchOptions& opt) const 
     if (s.acc.size() < n_docs_) s.acc.resize(n_docs_);
     float* acc = s.acc.data();
     std::fill(acc, acc + n_docs_, 0.0f);
-    walk_all(s, [acc](std::uint32_t d, float v) { acc[d] += v; });
+    walk_all(
+        s, [acc](std::uint32_t d, float v) { acc[d] += v; }, NoPrefetch{});
     // Scan 16 scores at a time: one vectorised test finds the rare blocks that hold a
     // candidate. Only positive scores enter; ties are left to the heap's order.
     float floor = std::numeric_limits<float>::denorm_min();
@@ -498,7 +533,7 @@ void SparseIndex::search_exhaustive(Scratch& s, const SearchOptions& opt) const 
     } else {
       sl.score += v;
     }
-  });
+  }, [slots](std::uint32_t d) { __builtin_prefetch(slots + d, 1); });
   float floor = std::numeric_limits<float>::denorm_min();
   for (std::uint32_t d : s.touched) {
     const float sc = slots[d].score;
