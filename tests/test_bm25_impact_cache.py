@@ -18,16 +18,9 @@ import pytest
 
 import fastrag
 from fastrag import _core
+from test_bm25_core import csr
 
 K1, B = 1.2, 0.75
-
-
-def csr(rows) -> tuple[np.ndarray, np.ndarray]:
-    rows = [np.asarray(r, dtype=np.uint32) for r in rows]
-    indptr = np.zeros(len(rows) + 1, dtype=np.int64)
-    indptr[1:] = np.cumsum([len(r) for r in rows])
-    flat = np.concatenate(rows) if rows else np.zeros(0, dtype=np.uint32)
-    return indptr, flat.astype(np.uint32)
 
 
 def build(docs, **kw) -> _core.SparseIndex:
