@@ -92,8 +92,8 @@ class SparseIndex {
   // ImpactCache::Auto (the default) keeps the cache while the index holds at most
   // kAutoCacheMax postings (at most 64 MB of cache; about 400,000 documents of 50 tokens):
   // collections that small are searched by accumulating every posting, where computing
-  // impacts ran at about half the speed, while on larger ones (searched by MaxScore) it ran at
-  // 0.9-0.95x for a third of the memory (benchmarks/NOTES.md, 2026-12-07).
+  // impacts ran at about 0.6x the speed, while on larger ones (searched by MaxScore) it ran at
+  // 0.9-0.97x for a third of the memory (benchmarks/NOTES.md, 2026-12-07 (afternoon)).
   static constexpr std::uint64_t kDocCacheMax = std::uint64_t{1} << 21;
   static constexpr std::uint64_t kAutoCacheMax = std::uint64_t{1} << 24;
   explicit SparseIndex(Scoring scoring, BM25Params params = {},

@@ -70,7 +70,7 @@ class BM25(IdIndex):
             lengths as blocks are decoded (under 2 bytes per posting on large collections);
             "auto" (default) keeps the cache while the index holds at most 2**24 (16.8M)
             postings, about 400,000 documents of 50 tokens, and drops it past that size,
-            where search runs at 0.9-0.95x the cached speed for a third of the memory.
+            where search runs at 0.9-0.97x the cached speed for a third of the memory.
             Results are identical either way; saved files never hold the cache.
     """
 
