@@ -295,6 +295,37 @@ def test_algorithms_sum_scores_identically():
     )
 
 
+def test_ties_go_to_the_lower_id_past_many_cuts():
+    """Exhaustive search keeps candidates in a buffer cut to the best k by nth_element (not a
+    heap): with thousands of equal scores, every cut must keep the lowest ids, in order, in
+    both scan modes (score array and touched list) and through a filter."""
+    rng = np.random.default_rng(7)
+    n = 3000
+    # terms 0 and 1 in every document (one list covers the collection: the score-array
+    # scan); term 2 in every third (short lists: the touched-documents scan); equal lengths
+    docs = [np.array([0, 1, 2 if i % 3 == 0 else 3 + i % 5], dtype=np.uint32) for i in range(n)]
+    for d in rng.choice(n, 40, replace=False):  # a few better documents among the ties
+        docs[d] = np.array([0, 1, 2, 2] if d % 3 == 0 else [0, 1, 0, 1], dtype=np.uint32)
+    index = build(docs)
+    allow = np.zeros(n, dtype=bool)
+    allow[rng.choice(n, n // 2, replace=False)] = True
+    for query in ([0, 1], [2]):
+        for k in (1, 10, 100, 700):
+            for algorithm in ALGORITHMS:
+                for mask in (None, allow):
+                    opts = {} if mask is None else {"allow": bitset(n, np.flatnonzero(mask))}
+                    ids, scores = search(index, [query], k=k, algorithm=algorithm, **opts)
+                    # the oracle: every eligible matching document ranked by (-score, id)
+                    got = ids[0][ids[0] >= 0]
+                    full_ids, full_scores = search(index, [query], k=n, algorithm="maxscore",
+                                                   **opts)
+                    keep = full_ids[0] >= 0
+                    order = np.lexsort((full_ids[0][keep], -full_scores[0][keep]))
+                    expect = full_ids[0][keep][order][:k]
+                    np.testing.assert_array_equal(got, expect)
+                    assert np.all(np.diff(scores[0][: len(got)]) <= 0)
+
+
 # ---------------------------------------------------------------------------- threads
 def test_threads_give_identical_results(large_corpus):
     docs, queries = large_corpus

@@ -393,6 +393,7 @@ void SparseIndex::search_exhaustive(Scratch& s, const SearchOptions& opt) const 
   float* acc = s.acc.data();
   const std::uint64_t* live = s.live;
   TopK& heap = s.heap;
+  heap.buffered();  // candidates come in document order, scores in no order
   const Cursor* cursors = s.cursors.data();
   const std::size_t nc = s.n_cursors;
   std::uint64_t total = 0;
