@@ -145,9 +145,12 @@ class IdMap:
         self._changed()
 
     def renumber(self, remap: np.ndarray) -> None:
-        """Applies the old -> new map returned by a compaction."""
-        keep = np.flatnonzero(remap >= 0).tolist()
-        self._ids = [self._ids[i] for i in keep]
+        """Applies the old -> new map returned by a compaction (new ids are dense; in the old
+        order, or any order when the compaction reordered documents)."""
+        keep = np.flatnonzero(remap >= 0)
+        by_new = np.empty(len(keep), dtype=np.int64)
+        by_new[remap[keep]] = keep  # the old id of each new one
+        self._ids = [self._ids[i] for i in by_new.tolist()]
         self._pos = {d: i for i, d in enumerate(self._ids) if d is not None}
         self._free = []
         self._changed()
