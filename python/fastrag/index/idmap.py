@@ -28,7 +28,7 @@ def _check_id(doc_id: object) -> DocId:
     return doc_id
 
 
-def _int_slots(ids: list[DocId | None]) -> np.ndarray:
+def _int_slots(ids: Sequence[DocId | None]) -> np.ndarray:
     """uint32 per slot: the id when it is an int in [0, 2**32 - 1), else 0xFFFFFFFF."""
     return np.fromiter(
         (d if isinstance(d, int) and 0 <= d < 0xFFFFFFFF else 0xFFFFFFFF for d in ids),
