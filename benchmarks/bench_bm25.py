@@ -959,6 +959,54 @@ def bench_synthetic(args: argparse.Namespace) -> Report:
 
 
 # ----------------------------------------------------------------------------- main
+def bench_reorder(args: argparse.Namespace, res: Results) -> None:
+    """`compact(reorder=True)` (recursive graph bisection) against the order documents came
+    in: the saved postings' size and top-10 queries/s (auto algorithm, one thread, CPU time,
+    best of 3, the two indexes interleaved) on cranfield, jsquad-valid and the synthetic
+    Zipf corpus (100,000 documents with --quick)."""
+    corpora: dict[str, tuple[list, list]] = {}
+    for key, folder, analyzer in (("cranfield", "cranfield", fastrag.EnglishAnalyzer),
+                                  ("jsquad", "jsquad-valid", fastrag.JapaneseAnalyzer)):
+        if key not in args.skip and (args.data / folder).is_dir():
+            _, texts, queries = load_beir(args.data / folder)
+            a = analyzer()
+            corpora[key] = (a.analyze_many(texts), a.analyze_many(queries))
+    if "synthetic" not in args.skip:
+        n = min(args.docs, 100_000)
+        indptr, terms, q_indptr, q_terms, _ = make_synthetic(n, 1000, args.seed)
+        corpora["zipf"] = ([terms[indptr[i] : indptr[i + 1]].astype(str).tolist()
+                            for i in range(n)],
+                           [q_terms[q_indptr[i] : q_indptr[i + 1]].astype(str).tolist()
+                            for i in range(len(q_indptr) - 1)])
+    for key, (docs, queries) in corpora.items():
+        indexes, sizes = {}, {}
+        for name in ("unordered", "reordered"):
+            index = fastrag.BM25()
+            index.add(docs, ids=list(range(len(docs))))
+            t0 = time.perf_counter()
+            if name == "reordered":
+                index.compact(reorder=True)
+                res.summary[f"reorder_s_{key}"] = round(time.perf_counter() - t0, 2)
+            with tempfile.TemporaryDirectory(prefix="bench-bp-") as tmp:
+                index.save(Path(tmp) / "x")
+                sizes[name] = (Path(tmp) / "x").stat().st_size
+            indexes[name] = index
+        best = {name: float("inf") for name in indexes}
+        for _ in range(3):
+            for name, index in indexes.items():
+                t0 = time.process_time()
+                index.search(queries, k=10, threads=1)
+                best[name] = min(best[name], time.process_time() - t0)
+        res.summary[f"file_bytes_ratio_vs_unordered_{key}"] = round(
+            sizes["reordered"] / sizes["unordered"], 3)
+        res.summary[f"qps_ratio_vs_unordered_{key}"] = round(
+            best["unordered"] / best["reordered"], 3)
+        print(f"[reorder] {key}: {len(docs):,} documents, BP in "
+              f"{res.summary[f'reorder_s_{key}']} s; file {sizes['unordered']:,} -> "
+              f"{sizes['reordered']:,} bytes; top-10 q/s {len(queries) / best['unordered']:,.0f}"
+              f" -> {len(queries) / best['reordered']:,.0f}", flush=True)
+
+
 def main() -> None:
     global bm25s, tantivy
     ap = parser(__doc__, data=True)
@@ -1013,6 +1061,7 @@ def main() -> None:
             res.skip(f"{folder}: {args.data / folder} not found")
     if "synthetic" not in args.skip:
         reports["synthetic"] = bench_synthetic(args)
+    bench_reorder(args, res)
 
     print()
     for r in reports.values():

@@ -16,7 +16,12 @@ peer: bm25s (numba) + hnswlib over the same chunks, RRF and max-chunk aggregatio
 Keys: hybrid_no_encoder_ratio_vs_peer (peer p50 / fastrag p50), python_overhead_us (fastrag
 wall time minus the time inside `_core.execute`, p50), bm25_collection_ratio_vs_index (bare
 BM25 index p50 / `Collection.search(method="bm25")` p50), batch_speedup_2_threads (1,000
-hybrid queries through `search_batch`, 1 thread / 2 threads, best of 3).
+hybrid queries through `search_batch`, 1 thread / 2 threads, best of 3). Beside them, the
+same hybrid on a collection with `storage="int8"` (the graph walked on int8 codes, the beam
+rescored with the float vectors): hybrid_no_encoder_ratio_vs_peer_int8; and the dense leg's
+recall@100 against exact search for each (dense_recall100_fastrag, _int8, _peer: the query
+vectors are random directions, far from every chunk, where HNSW finds half the true top-100
+at ef 100 on both sides).
 
 The legs section (not --smoke): `Collection.add` of 120 cranfield documents (600 in a full
 run) with all-MiniLM-L6-v2 exported with attentions, dense-only against bm25 + dense + bm42 +
@@ -666,7 +671,19 @@ def bench_native(args: argparse.Namespace, res: Results, backend: str, peer_ok: 
         def ours(i: int) -> list[str]:
             return [r.id for r in col.search(queries[i], k=K, method=hybrid, vector=qvecs[i])]
 
-        calls: dict[str, Callable[[int], list[str]]] = {"fastrag": ours}
+        # the same collection with int8 codes walked and the float vectors rescoring the beam
+        t0 = time.perf_counter()
+        col8 = Collection.create(Path(tmp) / "c8", encoder=encoder, chunk_chars=1000,
+                                 storage="int8")
+        for s in range(0, len(texts), BATCH):
+            col8.add(texts[s : s + BATCH], ids=doc_ids[s : s + BATCH])
+        col8.commit()
+        res.summary["native_build_s_fastrag_int8"] = round(time.perf_counter() - t0, 2)
+
+        def ours8(i: int) -> list[str]:
+            return [r.id for r in col8.search(queries[i], k=K, method=hybrid, vector=qvecs[i])]
+
+        calls: dict[str, Callable[[int], list[str]]] = {"fastrag": ours, "fastrag_int8": ours8}
         if peer_ok:
             peer_bm25 = bm25s.BM25(backend=backend, **BM25_PARAMS)
             stemmer = Stemmer.Stemmer("english")
@@ -680,6 +697,21 @@ def bench_native(args: argparse.Namespace, res: Results, backend: str, peer_ok: 
                            np.arange(len(chunks)), num_threads=-1)
             hnsw.set_ef(EF)
             res.summary["native_build_s_peer"] = round(time.perf_counter() - t0, 2)
+            # the dense legs' recall@100 against exact search over the chunk vectors
+            chunk_vecs = np.stack([encoder.vector(t) for t in chunk_texts])
+            exact = np.argsort(-(qvecs @ chunk_vecs.T), axis=1)[:, :DEPTH]
+            position = {c: i for i, (c, _) in enumerate(chunks)}
+
+            def recall(found: list[list[int]]) -> float:
+                return round(float(np.mean([len(set(f) & set(e.tolist())) / DEPTH
+                                            for f, e in zip(found, exact, strict=True)])), 3)
+
+            for key, c in (("fastrag", col), ("fastrag_int8", col8)):
+                found = c.index("dense").search(qvecs, k=DEPTH, threads=1).ids
+                res.summary[f"dense_recall100_{key}"] = recall(
+                    [[position[int(x)] for x in row if x is not None] for row in found])
+            res.summary["dense_recall100_peer"] = recall(
+                hnsw.knn_query(qvecs, k=DEPTH)[0].tolist())
             doc_of = np.array([int(d[3:]) for d in chunk_doc], dtype=np.int64)
 
             def peer(i: int) -> list[str]:
@@ -710,9 +742,9 @@ def bench_native(args: argparse.Namespace, res: Results, backend: str, peer_ok: 
             for fn in calls.values():
                 for i in range(WARMUP):
                     fn(i)
-            inside.clear()
             times: dict[str, list[float]] = {name: [] for name in calls}
             walls: list[float] = []
+            inside_fastrag: list[float] = []
             gc.collect()
             gc.disable()
             try:
@@ -721,14 +753,15 @@ def bench_native(args: argparse.Namespace, res: Results, backend: str, peer_ok: 
                         t = time.perf_counter()
                         calls[name](i)
                         times[name].append(time.perf_counter() - t)
-                        if name == "fastrag":
+                        if name == "fastrag":  # its wall time and the native call's inside it
                             walls.append(times[name][-1])
+                            inside_fastrag.append(inside[-1])
             finally:
                 gc.enable()
         finally:
             fastrag._core.execute = execute
         p50 = {name: float(np.median(v)) * 1e3 for name, v in times.items()}
-        overhead = float(np.median(np.array(walls) - np.array(inside))) * 1e6
+        overhead = float(np.median(np.array(walls) - np.array(inside_fastrag))) * 1e6
         res.summary["native_hybrid_p50_ms_fastrag"] = round(p50["fastrag"], 4)
         res.summary["python_overhead_us"] = round(overhead, 1)
         line = f"hybrid with the query vector given: fastrag p50 {p50['fastrag']:.3f} ms"
@@ -736,7 +769,12 @@ def bench_native(args: argparse.Namespace, res: Results, backend: str, peer_ok: 
             res.summary["native_hybrid_p50_ms_peer"] = round(p50["peer"], 4)
             res.summary["hybrid_no_encoder_ratio_vs_peer"] = round(p50["peer"] / p50["fastrag"],
                                                                    3)
-            line += f", peer {p50['peer']:.3f} ms ({p50['peer'] / p50['fastrag']:.2f}x)"
+            res.summary["native_hybrid_p50_ms_fastrag_int8"] = round(p50["fastrag_int8"], 4)
+            res.summary["hybrid_no_encoder_ratio_vs_peer_int8"] = round(
+                p50["peer"] / p50["fastrag_int8"], 3)
+            line += (f", peer {p50['peer']:.3f} ms ({p50['peer'] / p50['fastrag']:.2f}x); "
+                     f"int8 storage {p50['fastrag_int8']:.3f} ms "
+                     f"({p50['peer'] / p50['fastrag_int8']:.2f}x)")
         print(f"[native] {line}; Python around the native call {overhead:.0f} us", flush=True)
 
         # the same with every hit's text read (results read theirs when first used; the
@@ -796,6 +834,7 @@ def bench_native(args: argparse.Namespace, res: Results, backend: str, peer_ok: 
                                                           for k, v in bm.items()},
                                  "batch_s": batch}
         col.close()
+        col8.close()
 
 
 # ----------------------------------------------------------------------------- legs

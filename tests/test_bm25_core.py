@@ -295,6 +295,37 @@ def test_algorithms_sum_scores_identically():
     )
 
 
+def test_ties_go_to_the_lower_id_past_many_cuts():
+    """Exhaustive search keeps candidates in a buffer cut to the best k by nth_element (not a
+    heap): with thousands of equal scores, every cut must keep the lowest ids, in order, in
+    both scan modes (score array and touched list) and through a filter."""
+    rng = np.random.default_rng(7)
+    n = 3000
+    # terms 0 and 1 in every document (one list covers the collection: the score-array
+    # scan); term 2 in every third (short lists: the touched-documents scan); equal lengths
+    docs = [np.array([0, 1, 2 if i % 3 == 0 else 3 + i % 5], dtype=np.uint32) for i in range(n)]
+    for d in rng.choice(n, 40, replace=False):  # a few better documents among the ties
+        docs[d] = np.array([0, 1, 2, 2] if d % 3 == 0 else [0, 1, 0, 1], dtype=np.uint32)
+    index = build(docs)
+    allow = np.zeros(n, dtype=bool)
+    allow[rng.choice(n, n // 2, replace=False)] = True
+    for query in ([0, 1], [2]):
+        for k in (1, 10, 100, 700):
+            for algorithm in ALGORITHMS:
+                for mask in (None, allow):
+                    opts = {} if mask is None else {"allow": bitset(n, np.flatnonzero(mask))}
+                    ids, scores = search(index, [query], k=k, algorithm=algorithm, **opts)
+                    # the oracle: every eligible matching document ranked by (-score, id)
+                    got = ids[0][ids[0] >= 0]
+                    full_ids, full_scores = search(index, [query], k=n, algorithm="maxscore",
+                                                   **opts)
+                    keep = full_ids[0] >= 0
+                    order = np.lexsort((full_ids[0][keep], -full_scores[0][keep]))
+                    expect = full_ids[0][keep][order][:k]
+                    np.testing.assert_array_equal(got, expect)
+                    assert np.all(np.diff(scores[0][: len(got)]) <= 0)
+
+
 # ---------------------------------------------------------------------------- threads
 def test_threads_give_identical_results(large_corpus):
     docs, queries = large_corpus
@@ -1165,3 +1196,87 @@ def test_impact_repeated_term_in_document_keeps_max():
     assert ids.tolist() == [[0, 1]] and scores.tolist() == [[2.5, 2.0]]
     assert index.stats()["n_postings"] == 3
     assert index.stats()["avgdl"] == 1.5  # distinct terms: 2 and 1
+
+
+# ---------------------------------------------------------------------------- reordering
+def topic_docs(rng: np.random.Generator, n_docs: int,
+               topics: int = 12) -> tuple[list[np.ndarray], np.ndarray]:
+    """Documents of one topic each (8 of its own 40 terms, and 3 of 10 common ones), in
+    random order; and the topic of each."""
+    own = rng.permutation(topics * 40).reshape(topics, 40) + 10
+    topic = rng.integers(0, topics, n_docs)
+    docs = [np.concatenate([rng.choice(own[int(t)], 8), rng.integers(0, 10, 3)]).astype(np.uint32)
+            for t in topic]
+    return docs, topic
+
+
+def log_gap_bits(index: SparseIndex, n_terms: int) -> float:
+    """Sum over the posting lists of log2(gap + 1): what BP minimises."""
+    total = 0.0
+    n = index.stats()["n_docs"]
+    for t in range(n_terms):
+        ids, _ = search(index, [[t]], k=n, algorithm="exhaustive")
+        docs = np.sort(ids[0][ids[0] >= 0])
+        total += float(np.log2(np.diff(np.concatenate([[-1], docs])) + 1).sum())
+    return total
+
+
+@pytest.mark.parametrize("scoring", ["bm25", "impact"])
+def test_reorder_keeps_every_score_and_maps_every_document(scoring):
+    rng = np.random.default_rng(3)
+    docs, _ = topic_docs(rng, 700)
+    values = None if scoring == "bm25" else [rng.random(len(d)).astype(np.float32) + 0.1
+                                             for d in docs]
+    plain, bp = build(docs, scoring, values), build(docs, scoring, values)
+    dead = np.array([5, 77, 300, 699], dtype=np.uint32)
+    plain.remove(dead)
+    bp.remove(dead)
+    queries = make_queries(rng, docs, 30, 1000)
+    k = 700
+    before = search(plain, queries, k=k)
+    remap = bp.compact(reorder=True, min_size=8)
+    # a dense renumbering of the live documents, deleted ones dropped
+    assert np.all(remap[dead] == -1)
+    live = np.delete(np.arange(700), dead)
+    assert sorted(remap[live].tolist()) == list(range(len(live)))
+    assert bp.stats()["n_docs"] == len(live)
+    after = search(bp, queries, k=k)
+    for q in range(len(queries)):
+        # the same documents with the same scores (bits), each under its new id
+        a = {int(d): s for d, s in zip(before[0][q], before[1][q], strict=True) if d >= 0}
+        b = {int(d): s for d, s in zip(after[0][q], after[1][q], strict=True) if d >= 0}
+        assert {int(remap[d]): s for d, s in a.items()} == b
+    for algorithm in ALGORITHMS:  # the algorithms still agree on the new order
+        results_equal(search(bp, queries, k=10, algorithm=algorithm), search(bp, queries, k=10))
+
+
+def test_reorder_gathers_documents_that_share_terms():
+    rng = np.random.default_rng(4)
+    docs, topic = topic_docs(rng, 2000)
+    index = build(docs)
+    n_terms = 12 * 40 + 10
+    shuffled = log_gap_bits(index, n_terms)
+    remap = index.compact(reorder=True)
+    assert log_gap_bits(index, n_terms) < 0.6 * shuffled
+    # documents of one topic end up in few runs
+    by_new = topic[np.argsort(remap)]
+    assert np.count_nonzero(np.diff(by_new)) < 0.1 * len(docs)
+    # deterministic, whatever the threads
+    again = build(docs)
+    np.testing.assert_array_equal(again.compact(reorder=True, threads=1), remap)
+
+
+def test_reorder_edge_cases_and_bad_parameters():
+    empty = SparseIndex()
+    assert empty.compact(reorder=True).size == 0
+    one = build([[1, 2]])
+    np.testing.assert_array_equal(one.compact(reorder=True), [0])
+    gone = build([[1], [2], [1, 2]])
+    gone.remove(np.array([0, 1, 2], dtype=np.uint32))
+    np.testing.assert_array_equal(gone.compact(reorder=True), [-1, -1, -1])
+    assert gone.stats()["n_docs"] == 0
+    small = build([[1], [2], [1, 3], [4]])
+    assert sorted(small.compact(reorder=True, min_size=2).tolist()) == [0, 1, 2, 3]
+    for bad in ({"iterations": 0}, {"min_size": 1}):
+        with pytest.raises(ValueError):
+            build([[1], [2]]).compact(reorder=True, **bad)

@@ -224,6 +224,42 @@ def test_compact_keeps_ids_and_results():
     assert index.stats()["n_docs"] == 3 and index.ids == ["cat", "fish", "mixed"]
 
 
+def test_compact_with_reorder_keeps_ids_results_and_files(tmp_path):
+    """Reordering renumbers internal ids only: the same hits (user ids, scores) before and
+    after, after a save and load, and for learned-sparse (impact) indexes too."""
+    rng = np.random.default_rng(5)
+    words = [f"w{i}" for i in range(300)]
+    texts = [" ".join(rng.choice(words[(i % 6) * 50 : (i % 6) * 50 + 50], 12)) for i in range(600)]
+    ids = [f"d{i}" for i in range(600)]
+    index = BM25(analyzer="english")
+    index.add(texts, ids=ids)
+    index.delete(ids[::7])
+    queries = [" ".join(rng.choice(words, 3)) for _ in range(40)]
+    before = index.search(queries, k=600)  # every match: ties at a cut may change sides
+    index.compact(reorder=True, min_size=4)
+    assert sorted(index.ids) == sorted(set(ids) - set(ids[::7]))
+    after = index.search(queries, k=600)
+    for q in range(len(queries)):
+        assert dict(zip(before.ids[q], before.scores[q], strict=True)) == dict(
+            zip(after.ids[q], after.scores[q], strict=True))
+    index.save(tmp_path / "bp.fridx")
+    again = BM25.load(tmp_path / "bp.fridx").search(queries, k=600)
+    np.testing.assert_array_equal(again.ids, after.ids)
+    np.testing.assert_array_equal(again.scores, after.scores)
+    # an impact index (SPLADE-like weights) reorders the same way
+    impact = fastrag.ImpactIndex(vocab_size=300)
+    vecs = [(np.unique(rng.integers(0, 300, 10)), None) for _ in range(200)]
+    vecs = [(t, rng.random(len(t)).astype(np.float32) + 0.1) for t, _ in vecs]
+    impact.add(vecs, ids=list(range(200)))
+    qv = (np.array([1, 50, 120]), np.array([1.0, 0.5, 2.0], dtype=np.float32))
+    hits = impact.search(qv, k=50)
+    impact.compact(reorder=True)
+    assert dict(zip(impact.search(qv, k=50).ids[0], impact.search(qv, k=50).scores[0],
+                    strict=True)) == dict(zip(hits.ids[0], hits.scores[0], strict=True))
+    with pytest.raises(ValueError, match="iterations"):
+        index.compact(reorder=True, iterations=0)
+
+
 def test_default_ids_never_replace_existing_documents():
     """Default ids continue after the existing ones: adding without ids never upserts."""
     index = BM25(analyzer="english")

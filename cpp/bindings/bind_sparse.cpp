@@ -94,15 +94,22 @@ void register_sparse(py::module_& m) {
             return self.remove(p, static_cast<std::size_t>(ids.size()));
           },
           py::arg("ids"))
-      .def("compact",
-           [](SparseIndex& self) {
-             std::vector<std::int64_t> remap;
-             {
-               py::gil_scoped_release release;
-               remap = self.compact();
-             }
-             return to_numpy(remap);
-           })
+      .def(
+          "compact",
+          [](SparseIndex& self, bool reorder, Count iterations, Count min_size, Count threads) {
+            fastrag::ReorderParams params;
+            params.iterations = static_cast<int>(in_range(iterations, "iterations", 1, 1000));
+            params.min_size = at_least(min_size, "min_size", 2, std::uint64_t{1} << 32);
+            params.threads = thread_count(threads);
+            std::vector<std::int64_t> remap;
+            {
+              py::gil_scoped_release release;
+              remap = self.compact(reorder ? &params : nullptr);
+            }
+            return to_numpy(remap);
+          },
+          py::kw_only(), py::arg("reorder") = false, py::arg("iterations") = Count{20},
+          py::arg("min_size") = Count{32}, py::arg("threads") = Count{0})
       .def(
           "search",
           [](const SparseIndex& self, const py::array& indptr, const py::array& terms,

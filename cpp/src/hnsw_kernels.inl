@@ -306,12 +306,11 @@ inline float l2_f16(const std::uint16_t* h, const float* q, std::size_t n) {
 }
 #endif
 
-// Squared norm of the first n dequantised values of an int8 row (the stored norm covers the
-// whole row; a Matryoshka prefix under l2 needs its own).
-inline float i8_prefix_norm(const HnswIndex& ix, std::uint32_t id, std::uint32_t n) {
-  const std::int8_t* c = ix.i8_row(id);
-  const float* lo = ix.i8_low();
-  const float* st = ix.i8_step();
+// Squared norm of the first n dequantised values of an int8 row with ranges (lo, step) (the
+// stored norm covers the whole row; a Matryoshka prefix under l2 needs its own): the int8 rows
+// of int8 storage and the rescoring rows of int4 storage.
+inline float i8_prefix_norm(const std::int8_t* c, const float* lo, const float* st,
+                            std::uint32_t n) {
   float s = 0;
   for (std::uint32_t d = 0; d < n; ++d) {
     const float v = lo[d] + (float(c[d]) + 128.0f) * st[d];
@@ -319,19 +318,7 @@ inline float i8_prefix_norm(const HnswIndex& ix, std::uint32_t id, std::uint32_t
   }
   return s;
 }
-
-// The same for the int8 rows of int4 storage, and for its int4 codes.
-inline float r8_prefix_norm(const HnswIndex& ix, std::uint32_t id, std::uint32_t n) {
-  const std::int8_t* c = ix.r8_row(id);
-  const float* lo = ix.r8_low();
-  const float* st = ix.r8_step();
-  float s = 0;
-  for (std::uint32_t d = 0; d < n; ++d) {
-    const float v = lo[d] + (float(c[d]) + 128.0f) * st[d];
-    s += v * v;
-  }
-  return s;
-}
+// The same for int4 codes.
 inline float i4_prefix_norm(const HnswIndex& ix, std::uint32_t id, std::uint32_t n) {
   const std::uint8_t* c = ix.i4_row(id);
   const float* lo = ix.i8_low();
@@ -346,7 +333,7 @@ inline float i4_prefix_norm(const HnswIndex& ix, std::uint32_t id, std::uint32_t
 
 // int4 walks: the distance as a function of one id, and of a batch of ids (four rows a
 // kernel call, dot_u4s8_x4), which the walks use when a distance object has `batch`. The
-// same integer sums and float expression as i4_distance: the same distances, bit for bit.
+// same integer sums and float expression for both: the same distances, bit for bit.
 // The query's fields are copied in: the compiler cannot keep them in registers through a
 // reference (the walk's stores might alias them).
 template <bool L2>
@@ -383,17 +370,6 @@ struct I4Dist {
   void prefetch(std::uint32_t id) const;  // the row (at most 512 bytes of it)
 };
 
-// int4 storage: the walk's estimate from the int4 codes.
-inline float i4_dot(const HnswIndex& ix, const std::int8_t* t, std::size_t half, float qs, float c,
-                    std::uint32_t n, std::uint32_t id) {
-  return qs * float(dot_u4s8(ix.i4_row(id), t, t + half, n / 2)) + c;
-}
-inline float i4_distance(const HnswIndex& ix, const QueryPrep& q, std::uint32_t id, bool l2) {
-  const float dot = i4_dot(ix, q.t4.data(), q.half, q.qs4, q.c4, q.n, id);
-  if (!l2) return -dot;
-  return (q.n == ix.padded_dim() ? ix.i8_norm(id) : i4_prefix_norm(ix, id, q.n)) - 2.0f * dot +
-         q.qnorm;
-}
 template <bool L2>
 inline float I4Dist<L2>::finish(std::uint32_t id, std::int32_t sum) const {
   const float dot = qs * float(sum) + c;
@@ -418,16 +394,18 @@ inline float distance(const HnswIndex& ix, const QueryPrep& q, std::uint32_t id)
       const float dot = dot_i8(ix.i8_row(id), q.v.data(), q.n) + q.c;
 #endif
       if (!l2) return -dot;
-      return (q.n == ix.padded_dim() ? ix.i8_norm(id) : i8_prefix_norm(ix, id, q.n)) -
+      return (q.n == ix.padded_dim() ? ix.i8_norm(id)
+                                      : i8_prefix_norm(ix.i8_row(id), ix.i8_low(), ix.i8_step(), q.n)) -
              2.0f * dot + q.qnorm;
     }
     case Storage::F16:
       return l2 ? l2_f16(ix.f16_row(id), q.v.data(), q.n) : -dot_f16(ix.f16_row(id), q.v.data(), q.n);
     case Storage::I4: {
-      if (q.bytes) return i4_distance(ix, q, id, l2);
+      if (q.bytes) return l2 ? I4Dist<true>(ix, q)(id) : I4Dist<false>(ix, q)(id);
       const float dot = dot_i8(ix.r8_row(id), q.v.data(), q.n) + q.c;
       if (!l2) return -dot;
-      return (q.n == ix.padded_dim() ? ix.r8_norm(id) : r8_prefix_norm(ix, id, q.n)) -
+      return (q.n == ix.padded_dim() ? ix.r8_norm(id)
+                                      : i8_prefix_norm(ix.r8_row(id), ix.r8_low(), ix.r8_step(), q.n)) -
              2.0f * dot + q.qnorm;
     }
   }

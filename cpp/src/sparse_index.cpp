@@ -504,7 +504,7 @@ void SparseIndex::compute_stats() {
   df_.assign(std::move(df));
 }
 
-std::vector<std::int64_t> SparseIndex::compact() {
+std::vector<std::int64_t> SparseIndex::compact(const ReorderParams* reorder) {
   std::unique_lock<std::shared_mutex> lock(mutex_);
   if (dirty_.load()) commit_locked();
   std::vector<std::int64_t> remap(n_docs_, -1);
@@ -515,21 +515,50 @@ std::vector<std::int64_t> SparseIndex::compact() {
       remap[d] = static_cast<std::int64_t>(len.size());
       len.push_back(doc_len_[d]);
     }
-  if (len.size() == n_docs_) return remap;  // nothing deleted
+  if (len.size() == n_docs_ && !reorder) return remap;  // nothing deleted
   std::vector<std::uint32_t> odocs;
   std::vector<float> ovals;
   decode_postings(odocs, ovals);
+  if (reorder) {
+    // The live documents' terms (a forward index), their BP order, and ids in that order.
+    std::vector<std::uint64_t> fwd_off(len.size() + 1, 0);
+    for (std::uint64_t j = 0; j < odocs.size(); ++j)
+      if (remap[odocs[j]] >= 0) ++fwd_off[static_cast<std::size_t>(remap[odocs[j]]) + 1];
+    for (std::size_t d = 0; d < len.size(); ++d) fwd_off[d + 1] += fwd_off[d];
+    std::vector<std::uint32_t> fwd(fwd_off.back());
+    std::vector<std::uint64_t> fill(fwd_off.begin(), fwd_off.end() - 1);
+    for (std::uint64_t t = 0; t < n_terms_; ++t)
+      for (std::uint64_t j = offsets_[t]; j < offsets_[t + 1]; ++j)
+        if (remap[odocs[j]] >= 0) fwd[fill[static_cast<std::size_t>(remap[odocs[j]])]++] = t;
+    const std::vector<std::uint32_t> order =
+        bp_order(len.size(), fwd_off.data(), fwd.data(), n_terms_, *reorder);
+    fwd = {};
+    std::vector<std::int64_t> position(len.size());
+    std::vector<std::uint32_t> by_position(len.size());
+    for (std::size_t i = 0; i < order.size(); ++i) {
+      position[order[i]] = static_cast<std::int64_t>(i);
+      by_position[i] = len[order[i]];
+    }
+    len = std::move(by_position);
+    for (auto& r : remap)
+      if (r >= 0) r = position[static_cast<std::size_t>(r)];
+  }
   std::vector<std::uint64_t> off(n_terms_ + 1, 0);
   std::vector<std::uint32_t> docs;
   std::vector<float> vals;
   docs.reserve(odocs.size());
   vals.reserve(odocs.size());
+  std::vector<std::pair<std::uint32_t, float>> list;  // one term's postings, reordered
   for (std::uint64_t t = 0; t < n_terms_; ++t) {
+    list.clear();
     for (std::uint64_t j = offsets_[t]; j < offsets_[t + 1]; ++j) {
       const std::int64_t nd = remap[odocs[j]];
-      if (nd < 0) continue;
-      docs.push_back(static_cast<std::uint32_t>(nd));
-      vals.push_back(ovals[j]);
+      if (nd >= 0) list.emplace_back(static_cast<std::uint32_t>(nd), ovals[j]);
+    }
+    if (reorder) std::sort(list.begin(), list.end());  // ids are distinct in a list
+    for (const auto& [d, v] : list) {
+      docs.push_back(d);
+      vals.push_back(v);
     }
     off[t + 1] = docs.size();
   }

@@ -23,6 +23,7 @@
 
 #include "fastrag/bm25.hpp"
 #include "fastrag/column.hpp"
+#include "fastrag/reorder.hpp"
 
 namespace fastrag {
 
@@ -119,9 +120,11 @@ class SparseIndex {
   // Marks documents deleted; returns how many were live. Unknown ids -> std::out_of_range.
   std::size_t remove(const std::uint32_t* ids, std::size_t n);
 
-  // Drops deleted documents and renumbers the rest densely in order. Returns, for every old
-  // internal id, its new id or -1.
-  std::vector<std::int64_t> compact();
+  // Drops deleted documents and renumbers the rest densely: in order, or with `reorder` in
+  // the order recursive graph bisection gives (documents sharing terms get nearby ids: smaller
+  // gaps, so fewer bytes per posting; see fastrag/reorder.hpp). Returns, for every old
+  // internal id, its new id or -1. Scores do not change.
+  std::vector<std::int64_t> compact(const ReorderParams* reorder = nullptr);
 
   // Writes (n_queries x k) ids (-1 padded) and scores (-inf padded). Only documents to which
   // the query's terms add a positive amount are returned; scores are summed in the query's

@@ -248,3 +248,29 @@ class IdIndex:
         ):
             raise IndexFormatError(f"{path} has metadata that does not match its index")
         return core, meta, IdMap(ids)
+
+
+class InvertedIndex(IdIndex):
+    """An IdIndex over the native inverted index (BM25, ImpactIndex: SPLADE, BM42), whose
+    compaction can also reorder documents."""
+
+    def compact(self, *, reorder: bool = False,  # type: ignore[override]
+                iterations: int = 20, min_size: int = 32, threads: int = 0) -> None:
+        """Drops deleted documents and renumbers the internal ids.
+
+        With `reorder=True` the documents are renumbered in the order recursive graph
+        bisection gives (Dhulipala et al., KDD 2016): documents that share terms get nearby
+        internal ids, so posting lists have smaller gaps and take fewer bytes (on collections
+        whose documents cluster by topic; documents drawn at random gain nothing). Search
+        results and scores do not change, except the order of exactly tied scores (ties go
+        to the lower internal id). It costs a few seconds per 100,000 documents: a build-time
+        step (run it once after adding a collection, before saving).
+
+        Args:
+            iterations: swap rounds per split at most (20, as in the paper's reproduction by
+                Mackenzie et al., ECIR 2019).
+            min_size: parts of at most this many documents are not split further.
+            threads: worker threads (0 = all cores).
+        """
+        super().compact(reorder=reorder, iterations=iterations, min_size=min_size,
+                        threads=threads)

@@ -20,7 +20,7 @@ import numpy as np
 
 from fastrag import _core
 from fastrag._core import IndexFormatError
-from fastrag.index.base import IdIndex, batch_ids
+from fastrag.index.base import InvertedIndex, batch_ids
 from fastrag.index.csr import (
     MAX_TERMS,
     Csr,
@@ -38,7 +38,7 @@ QUANTIZATIONS = (None, "uint8")
 _Impact = TypeVar("_Impact", bound="ImpactIndex")  # _open builds the subclass it is called on
 
 
-class ImpactIndex(IdIndex):
+class ImpactIndex(InvertedIndex):
     """Sparse vectors (term id -> non-negative weight) ranked by dot product, exact top-k.
 
     >>> index = ImpactIndex(vocab_size=30522)

@@ -11,7 +11,7 @@ import numpy as np
 
 from fastrag import _core
 from fastrag._core import IndexFormatError
-from fastrag.index.base import IdIndex, as_batch
+from fastrag.index.base import InvertedIndex, as_batch
 from fastrag.index.results import DocId, SearchResults
 from fastrag.text import (
     Analyzer,
@@ -48,7 +48,7 @@ def _check_utf8(docs: Sequence[Tokens]) -> None:
                     ) from None
 
 
-class BM25(IdIndex):
+class BM25(InvertedIndex):
     """A BM25 index: the scoring variants and parameters of bm25s, exact top-k search.
 
     >>> index = BM25(analyzer="english")
