@@ -206,3 +206,23 @@ def test_auto_policy_drops_the_cache_past_its_threshold():
     want = forced.search(*csr([[3, 5]]), k=10)
     np.testing.assert_array_equal(got[0], want[0])
     assert got[1].tobytes() == want[1].tobytes()
+
+
+def test_lean_index_after_reordering_gives_the_cached_bits():
+    """compact(reorder=True) renumbers documents: the length codes and block first documents
+    are derived again, and the lean index answers as the cached one does."""
+    rng = np.random.default_rng(9)
+    docs = corpus(rng, 800, 0.1)
+    lean, cached = build(docs, impact_cache=False), build(docs, impact_cache=True)
+    gone = np.arange(0, 800, 11, dtype=np.uint32)
+    for ix in (lean, cached):
+        ix.remove(gone)
+    np.testing.assert_array_equal(lean.compact(reorder=True), cached.compact(reorder=True))
+    queries = [np.array(q, np.uint32) for q in ([7], [7, 8, 9], [901, 7], [905])]
+    for q in queries:
+        ip = np.array([0, len(q)], dtype=np.int64)
+        for algorithm in ("exhaustive", "maxscore"):
+            a = lean.search(ip, q, k=25, algorithm=algorithm)
+            c = cached.search(ip, q, k=25, algorithm=algorithm)
+            np.testing.assert_array_equal(a[0], c[0])
+            assert a[1].tobytes() == c[1].tobytes()
