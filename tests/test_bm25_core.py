@@ -295,10 +295,10 @@ def test_algorithms_sum_scores_identically():
     )
 
 
-def test_ties_go_to_the_lower_id_past_many_cuts():
-    """Exhaustive search keeps candidates in a buffer cut to the best k by nth_element (not a
-    heap): with thousands of equal scores, every cut must keep the lowest ids, in order, in
-    both scan modes (score array and touched list) and through a filter."""
+def test_ties_go_to_the_lower_id_among_thousands():
+    """With thousands of equal scores, every k keeps the lowest ids, in order, in both of the
+    exhaustive scan's modes (score array and touched list), in MaxScore and through a
+    filter."""
     rng = np.random.default_rng(7)
     n = 3000
     # terms 0 and 1 in every document (one list covers the collection: the score-array

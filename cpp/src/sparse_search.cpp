@@ -448,7 +448,6 @@ inline bool allowed(const std::uint64_t* live, const SearchOptions& opt, std::ui
 void SparseIndex::search_exhaustive(Scratch& s, const SearchOptions& opt) const {
   const std::uint64_t* live = s.live;
   TopK& heap = s.heap;
-  heap.buffered();  // candidates come in document order, scores in no order
   const Cursor* cursors = s.cursors.data();
   const std::size_t nc = s.n_cursors;
   std::uint64_t total = 0;
