@@ -4,10 +4,8 @@
 #include <pybind11/pybind11.h>
 
 #include <algorithm>
-#include <cstring>
 #include <cstdint>
 #include <limits>
-#include <set>
 #include <string>
 #include <unordered_map>
 #include <utility>
@@ -59,9 +57,18 @@ py::array array_arg(py::handle h, const std::string& name) {
 
 constexpr std::int64_t kAll = std::int64_t{1} << 32;  // past any index's size
 
-const std::set<std::string> kCommon = {"index", "depth", "weight", "allow", "slot_chunk"};
-const std::set<std::string> kSparse = {"indptr", "terms", "weights", "algorithm"};
-const std::set<std::string> kDense = {"queries", "ef", "dims", "exact", "rescore", "exact_below"};
+// Every key a leg may hold: [kIndex, kIndptr) any leg, [kIndptr, kQueries) sparse legs,
+// [kQueries, kNumKeys) dense legs.
+enum Key : std::size_t {
+  kIndex, kDepth, kWeight, kAllow, kSlotChunk,
+  kIndptr, kTerms, kWeights, kAlgorithm,
+  kQueries, kEf, kDims, kExact, kRescore, kExactBelow,
+  kNumKeys
+};
+constexpr const char* kKeys[kNumKeys] = {
+    "index",  "depth", "weight",  "allow",     "slot_chunk",
+    "indptr", "terms", "weights", "algorithm",
+    "queries", "ef",   "dims",    "exact",     "rescore", "exact_below"};
 
 // A key as an interned str, made once (kept for the life of the process: a query reads a leg's
 // dozen keys, and making each str from its C string every time cost more than the lookups).
@@ -85,27 +92,15 @@ std::int64_t parse_leg(const py::handle& item, std::size_t l, fastrag::Leg& leg,
   if (!py::isinstance<py::dict>(item))
     throw std::invalid_argument(name + " must be a dict (index=, depth=, weight=, ...)");
   const auto d = py::reinterpret_borrow<py::dict>(item);
-  // Every key a leg may hold, read once: [0, 5) common, [5, 9) sparse, [9, 15) dense.
-  static const char* const kKeys[] = {"index",   "depth", "weight",    "allow", "slot_chunk",
-                                      "indptr",  "terms", "weights",   "algorithm",
-                                      "queries", "ef",    "dims",      "exact", "rescore",
-                                      "exact_below"};
-  constexpr std::size_t kN = sizeof(kKeys) / sizeof(kKeys[0]);
-  py::object values[kN];
-  bool present[kN] = {};
-  for (std::size_t i = 0; i < kN; ++i) {
+  py::object values[kNumKeys];  // d[key], or None (a value of None counts as absent)
+  bool present[kNumKeys] = {};
+  for (std::size_t i = 0; i < kNumKeys; ++i) {
     PyObject* v = PyDict_GetItemWithError(d.ptr(), interned(kKeys[i]));
     if (!v && PyErr_Occurred()) throw py::error_already_set();
     present[i] = v != nullptr;
     values[i] = v ? py::reinterpret_borrow<py::object>(v) : py::none();
   }
-  // d[key], or None (a value of None counts as absent)
-  const auto lookup = [&](const char* key) -> const py::object& {
-    for (std::size_t i = 0; i < kN; ++i)
-      if (std::strcmp(kKeys[i], key) == 0) return values[i];
-    throw std::logic_error(std::string("parse_leg: no key ") + key);
-  };
-  const py::object& index = values[0];
+  const py::object& index = values[kIndex];
   if (index.is_none())
     throw std::invalid_argument(name + ": 'index' is missing (a _core.SparseIndex or HnswIndex)");
   keep.push_back(index);
@@ -114,28 +109,30 @@ std::int64_t parse_leg(const py::handle& item, std::size_t l, fastrag::Leg& leg,
     throw std::invalid_argument(name + "['index'] must be a fastrag._core.SparseIndex or "
                                 "HnswIndex (the wrapper's ._core)");
   // d holds another key when fewer of the leg's keys are present than it has keys
+  const std::size_t own_begin = sparse ? kIndptr : kQueries, own_end = sparse ? kQueries : kNumKeys;
+  const auto own = [&](std::size_t i) { return i < kIndptr || (i >= own_begin && i < own_end); };
   std::size_t found = 0;
-  for (std::size_t i = 0; i < kN; ++i)
-    if (present[i] && (i < 5 || (sparse ? i < 9 : i >= 9))) ++found;
-  const std::set<std::string>& own = sparse ? kSparse : kDense;
+  for (std::size_t i = 0; i < kNumKeys; ++i) found += present[i] && own(i);
   if (found != static_cast<std::size_t>(PyDict_Size(d.ptr())))
     for (auto kv : d) {
       const auto key = py::cast<std::string>(py::str(kv.first));
-      if (!kCommon.count(key) && !own.count(key))
+      bool known = false;
+      for (std::size_t i = 0; i < kNumKeys; ++i) known |= own(i) && key == kKeys[i];
+      if (!known)
         throw std::invalid_argument(name + ": unknown key '" + key + "' for a " +
                                     (sparse ? "sparse" : "dense") + " leg");
     }
-  if (!lookup("depth").is_none())
-    leg.depth = static_cast<std::size_t>(std::min(int_arg(lookup("depth"), name + "['depth']", 1), kAll));
-  if (!lookup("weight").is_none()) leg.weight = float_arg(lookup("weight"), name + "['weight']");
-  if (!lookup("allow").is_none()) {
-    auto a = array_arg(lookup("allow"), name + "['allow']");
+  if (!values[kDepth].is_none())
+    leg.depth = static_cast<std::size_t>(std::min(int_arg(values[kDepth], name + "['depth']", 1), kAll));
+  if (!values[kWeight].is_none()) leg.weight = float_arg(values[kWeight], name + "['weight']");
+  if (!values[kAllow].is_none()) {
+    auto a = array_arg(values[kAllow], name + "['allow']");
     leg.allow = checked<std::uint64_t>(a, (name + "['allow']").c_str());
     leg.allow_words = static_cast<std::size_t>(a.size());
     keep.push_back(a);
   }
-  if (!lookup("slot_chunk").is_none()) {
-    auto a = array_arg(lookup("slot_chunk"), name + "['slot_chunk']");
+  if (!values[kSlotChunk].is_none()) {
+    auto a = array_arg(values[kSlotChunk], name + "['slot_chunk']");
     leg.slot_chunk = checked<std::uint32_t>(a, (name + "['slot_chunk']").c_str());
     leg.slot_chunk_size = static_cast<std::size_t>(a.size());
     keep.push_back(a);
@@ -143,11 +140,11 @@ std::int64_t parse_leg(const py::handle& item, std::size_t l, fastrag::Leg& leg,
   std::int64_t n = -1;
   if (sparse) {
     leg.sparse = index.cast<const SparseIndex*>();
-    if (!lookup("algorithm").is_none())
-      leg.algorithm = fastrag::parse_algorithm(py::cast<std::string>(lookup("algorithm")));
-    if (!lookup("indptr").is_none() || !lookup("terms").is_none()) {
-      auto indptr = array_arg(lookup("indptr"), name + "['indptr']");
-      auto terms = array_arg(lookup("terms"), name + "['terms']");
+    if (!values[kAlgorithm].is_none())
+      leg.algorithm = fastrag::parse_algorithm(py::cast<std::string>(values[kAlgorithm]));
+    if (!values[kIndptr].is_none() || !values[kTerms].is_none()) {
+      auto indptr = array_arg(values[kIndptr], name + "['indptr']");
+      auto terms = array_arg(values[kTerms], name + "['terms']");
       const auto* p = checked<std::int64_t>(indptr, (name + "['indptr']").c_str());
       leg.sparse_queries.terms = checked<std::uint32_t>(terms, (name + "['terms']").c_str());
       if (indptr.size() < 1)
@@ -161,8 +158,8 @@ std::int64_t parse_leg(const py::handle& item, std::size_t l, fastrag::Leg& leg,
       leg.sparse_queries.n_queries = static_cast<std::size_t>(n);
       keep.push_back(indptr);
       keep.push_back(terms);
-      if (!lookup("weights").is_none()) {
-        auto w = array_arg(lookup("weights"), name + "['weights']");
+      if (!values[kWeights].is_none()) {
+        auto w = array_arg(values[kWeights], name + "['weights']");
         leg.sparse_queries.weights = checked<float>(w, (name + "['weights']").c_str());
         if (w.size() != terms.size())
           throw std::invalid_argument(name + ": weights must have one entry per query term");
@@ -175,8 +172,8 @@ std::int64_t parse_leg(const py::handle& item, std::size_t l, fastrag::Leg& leg,
   } else {
     leg.dense = index.cast<const HnswIndex*>();
     const std::uint32_t dim = leg.dense->params().dim;
-    if (!lookup("queries").is_none()) {
-      auto q = array_arg(lookup("queries"), name + "['queries']");
+    if (!values[kQueries].is_none()) {
+      auto q = array_arg(values[kQueries], name + "['queries']");
       leg.dense_queries = checked<float>(q, (name + "['queries']").c_str(), 2);
       if (q.shape(1) != static_cast<py::ssize_t>(dim))
         throw std::invalid_argument(name + "['queries']: expected " + std::to_string(dim) +
@@ -186,22 +183,22 @@ std::int64_t parse_leg(const py::handle& item, std::size_t l, fastrag::Leg& leg,
     } else if (leg.weight > 0) {
       throw std::invalid_argument(name + ": a dense leg needs 'queries' (n_queries, dim)");
     }
-    if (!lookup("ef").is_none())
-      leg.ef = static_cast<std::size_t>(std::min(int_arg(lookup("ef"), name + "['ef']", 1), kAll));
-    if (!lookup("dims").is_none())
+    if (!values[kEf].is_none())
+      leg.ef = static_cast<std::size_t>(std::min(int_arg(values[kEf], name + "['ef']", 1), kAll));
+    if (!values[kDims].is_none())
       leg.dims = static_cast<std::uint32_t>(
-          std::min<std::int64_t>(int_arg(lookup("dims"), name + "['dims']", 0), 0xFFFFFFFFLL));
-    if (!lookup("exact").is_none()) leg.exact = py::cast<bool>(lookup("exact"));
-    if (lookup("rescore").is_none())
+          std::min<std::int64_t>(int_arg(values[kDims], name + "['dims']", 0), 0xFFFFFFFFLL));
+    if (!values[kExact].is_none()) leg.exact = py::cast<bool>(values[kExact]);
+    if (values[kRescore].is_none())
       leg.rescore_auto = true;  // DenseIndex.search's default for the depth searched
     else
       leg.rescore = static_cast<std::size_t>(
-          std::min(int_arg(lookup("rescore"), name + "['rescore']", 0), kAll));
-    if (lookup("exact_below").is_none())  // DenseIndex.search's default
+          std::min(int_arg(values[kRescore], name + "['rescore']", 0), kAll));
+    if (values[kExactBelow].is_none())  // DenseIndex.search's default
       leg.exact_below = leg.allow ? std::max<std::size_t>(1000, leg.dense->live() / 50) : 0;
     else
       leg.exact_below = static_cast<std::size_t>(
-          std::min(int_arg(lookup("exact_below"), name + "['exact_below']", 0), kAll));
+          std::min(int_arg(values[kExactBelow], name + "['exact_below']", 0), kAll));
   }
   return n;
 }

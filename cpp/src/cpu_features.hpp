@@ -17,6 +17,12 @@ inline bool cpu_has_avx512() {
   return yes;
 }
 
+// AVX-512 VNNI on top of cpu_has_avx512(): hnsw_isa_avx512vnni.cpp.
+inline bool cpu_has_avx512vnni() {
+  static const bool yes = cpu_has_avx512() && __builtin_cpu_supports("avx512vnni");
+  return yes;
+}
+
 // AVX2, FMA and F16C: what the *_isa_avx2.cpp files are compiled for.
 inline bool cpu_has_avx2() {
   static const bool yes = [] {
@@ -28,12 +34,17 @@ inline bool cpu_has_avx2() {
 }
 #endif
 
-// The set FASTRAG_KERNELS names ("generic", "avx2") when the CPU has it, else the best one the
-// CPU has (avx512 may be null: no such set).
+// The kernel set FASTRAG_KERNELS names ("generic", "avx2", "avx512").
+inline std::string forced_kernels() {
+  const char* forced = std::getenv("FASTRAG_KERNELS");
+  return forced ? forced : "";
+}
+
+// The set FASTRAG_KERNELS names when the CPU has it, else the best one the CPU has (avx512 may
+// be null: no such set).
 template <class Kernels>
 const Kernels* pick_isa(const Kernels* generic, const Kernels* avx2, const Kernels* avx512) {
-  const char* forced = std::getenv("FASTRAG_KERNELS");
-  const std::string want = forced ? forced : "";
+  const std::string want = forced_kernels();
 #if defined(FASTRAG_X86_DISPATCH)
   if (want == "generic") return generic;
   if (want == "avx2" && cpu_has_avx2()) return avx2;
@@ -42,6 +53,7 @@ const Kernels* pick_isa(const Kernels* generic, const Kernels* avx2, const Kerne
 #else
   (void)avx2;
   (void)avx512;
+  (void)want;
 #endif
   return generic;
 }

@@ -524,10 +524,9 @@ void execute(const std::vector<Leg>& legs, std::size_t n_queries, const ExecuteO
     throw std::invalid_argument("execute: an output array is missing");
   const Runner runner(legs, opt, out);
   const std::size_t threads = resolve_threads(opt.threads, n_queries);
-  parallel_for(n_queries, threads, [&](std::size_t qi, std::size_t) {
-    thread_local Scratch scratch;  // kept across calls: a query allocates nothing once warm
-    runner.run(qi, scratch);
-  });
+  std::vector<Scratch> scratch(threads);
+  parallel_for(n_queries, threads,
+               [&](std::size_t qi, std::size_t tid) { runner.run(qi, scratch[tid]); });
 }
 
 }  // namespace fastrag

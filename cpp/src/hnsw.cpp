@@ -13,6 +13,7 @@
 #include "fastrag/error.hpp"
 #include "fastrag/io.hpp"
 #include "fastrag/parallel.hpp"
+#include "cpu_features.hpp"
 #include "hnsw_internal.hpp"
 
 namespace fastrag {
@@ -41,24 +42,14 @@ enum Section : std::uint32_t {
 std::uint64_t words_for(std::uint64_t n) { return (n + 63) / 64; }
 
 const HnswIndex::Ops* pick_ops() {
-  const char* forced = std::getenv("FASTRAG_KERNELS");
-  const std::string want = forced ? forced : "";
+  const HnswIndex::Ops* avx512 = hnsw_ops_avx512();
+  const HnswIndex::Ops* picked = pick_isa(hnsw_ops_generic(), hnsw_ops_avx2(), avx512);
 #if defined(FASTRAG_X86_DISPATCH)
-  __builtin_cpu_init();
-  const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                      __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
-  const bool vnni = avx512 && __builtin_cpu_supports("avx512vnni");
-  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                    __builtin_cpu_supports("f16c");
-  // A named set when asked for and supported, else the best one the CPU has.
-  if (want == "generic") return hnsw_ops_generic();
-  if (want == "avx2" && avx2) return hnsw_ops_avx2();
-  if (want == "avx512" && avx512) return hnsw_ops_avx512();
-  if (vnni) return hnsw_ops_avx512vnni();
-  if (avx512) return hnsw_ops_avx512();
-  if (avx2) return hnsw_ops_avx2();
+  // The AVX-512 set with VNNI kernels, where AVX-512 was picked without being named.
+  if (picked == avx512 && cpu_has_avx512vnni() && forced_kernels() != "avx512")
+    return hnsw_ops_avx512vnni();
 #endif
-  return hnsw_ops_generic();
+  return picked;
 }
 
 }  // namespace
@@ -128,8 +119,11 @@ HnswIndex::HnswIndex(const HnswParams& p) : p_(p), pdim_((p.dim + 15) / 16 * 16)
   // Walks over indexes of up to 2^21 ids mark visited ids in a bitset, larger ones in a hash
   // table (see VisitedSet); FASTRAG_VISITED_BITS_MAX (read here, as FASTRAG_KERNELS) moves the
   // limit, so that tests can walk small indexes with the hash table.
+  // A value that is not a whole number is ignored.
   const char* bits_max = std::getenv("FASTRAG_VISITED_BITS_MAX");
-  visited_bits_max_ = bits_max ? std::strtoull(bits_max, nullptr, 10) : std::size_t{1} << 21;
+  char* end = nullptr;
+  const unsigned long long forced = bits_max ? std::strtoull(bits_max, &end, 10) : 0;
+  visited_bits_max_ = bits_max && *bits_max && *end == '\0' ? forced : std::size_t{1} << 21;
   level_mult_ = 1.0 / std::log(static_cast<double>(p.M));
   rng_state_ = p.seed;
   upper_off_.assign({0});

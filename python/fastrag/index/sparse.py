@@ -202,7 +202,7 @@ class BM25(InvertedIndex):
             pending = ids >= _PENDING
             ids[pending] = new_ids[ids[pending] & ~np.uint32(_PENDING)]
             known = np.flatnonzero(new_ids != _UNKNOWN_TERM)
-            if len(known):
+            if len(known):  # ids are patched above: resolve only caches the known words
                 cache.resolve(ids[:0], [new_words[i] for i in known], new_ids[known])
         return indptr, ids
 
@@ -307,10 +307,6 @@ class BM25(InvertedIndex):
             if english is not None:  # ASCII queries (the common case): the word cache
                 return self._encode_ascii_queries(list(queries), english)
         tokens = self._tokens(queries, corpus=False)
-        if len(tokens) == 1:  # a single query: two small arrays
-            vocab = self._vocab
-            ids = [vocab.get(t, _UNKNOWN_TERM) for t in tokens[0]]
-            return np.array((0, len(ids)), dtype=np.int64), np.array(ids, dtype=np.uint32)
         indptr = np.fromiter(accumulate(map(len, tokens), initial=0), dtype=np.int64,
                              count=len(tokens) + 1)
         n = int(indptr[-1])

@@ -137,6 +137,10 @@ class Corpus(Protocol):
     A corpus whose legs are not indexes in this process (a sharded collection's router:
     each leg's search fans out to the shards) sets ``native = False``: a pipeline then runs
     it stage by stage in Python, calling only ``index(leg).search`` and ``len``.
+
+    Optional: ``readers_of(doc_ids)`` -> {doc id: a function that reads the document}; a
+    corpus that has it gives results that read their text when first used (`LazyResult`),
+    one without it is read through ``texts_of`` when the results are made.
     """
 
     @property

@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 import numpy as np
 
 from fastrag._core import IndexFormatError
-from fastrag.encoders.base import check_texts
+from fastrag.encoders.base import Encoder, check_texts
 from fastrag.encoders.onnx import caller_level
 from fastrag.search import native
 from fastrag.search.corpus import ChunkHit, Corpus, Document
@@ -29,6 +29,13 @@ from fastrag.text.language import detect_language
 
 __all__ = ["LazyResult", "Pipeline", "Result", "StageScore", "default_pipeline", "dense_weight",
            "fused_pipeline"]
+
+
+def _encoder_of(corpus: Corpus) -> Encoder:
+    """The corpus's encoder, for stages that embed the query."""
+    if corpus.encoder is None:
+        raise ValueError("this collection has no encoder: use method='bm25'")
+    return corpus.encoder
 
 
 @dataclass
@@ -295,11 +302,10 @@ class Pipeline:
             if any(r.uses_encoder for r, _ in legs) or any(
                 getattr(rr, "needs_vector", False) for rr, _ in rerankers
             ):
-                if corpus.encoder is None:
-                    raise ValueError("this collection has no encoder: use method='bm25'")
+                encoder = _encoder_of(corpus)
                 t1 = time.perf_counter()
                 qvecs = ((vectors if whole else vectors[members]) if vectors is not None
-                         else corpus.encoder.encode_queries(texts))
+                         else encoder.encode_queries(texts))
                 encode += time.perf_counter() - t1
             t1 = time.perf_counter()
             # a corpus may say it has no native form (a sharded corpus: its legs fan out)
@@ -347,10 +353,9 @@ class Pipeline:
             return None
         encode = 0.0
         if vectors is None and any(r.uses_encoder for r, _ in legs):
-            if corpus.encoder is None:
-                raise ValueError("this collection has no encoder: use method='bm25'")
+            encoder = _encoder_of(corpus)
             t1 = time.perf_counter()
-            vectors = corpus.encoder.encode_queries([query])
+            vectors = encoder.encode_queries([query])
             encode = time.perf_counter() - t1
         t1 = time.perf_counter()
         (found,) = self._native(corpus, legs, [query], vectors, None, k, False, 1)
