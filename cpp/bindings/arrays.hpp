@@ -50,19 +50,25 @@ py::array_t<T> to_numpy(const std::vector<T>& v) {
   return out;
 }
 
-// save(path, extra) and the static load(path, mmap=) -> (index, extra) of an index class
-// whose C++ type has save(path, extra) and load(path, mmap, &extra).
+// save(path, extra) of an index class whose C++ type has save(path, extra).
+template <class Index>
+void def_save(py::class_<Index>& cls) {
+  cls.def(
+      "save",
+      [](const Index& self, const std::string& path, const py::bytes& extra) {
+        std::string e = extra;
+        py::gil_scoped_release release;  // only C++ objects from here on
+        self.save(path, e);
+      },
+      py::arg("path"), py::arg("extra") = py::bytes());
+}
+
+// def_save and the static load(path, mmap=) -> (index, extra) of an index class whose C++
+// type has load(path, mmap, &extra).
 template <class Index>
 void def_files(py::class_<Index>& cls) {
-  cls.def(
-         "save",
-         [](const Index& self, const std::string& path, const py::bytes& extra) {
-           std::string e = extra;
-           py::gil_scoped_release release;  // only C++ objects from here on
-           self.save(path, e);
-         },
-         py::arg("path"), py::arg("extra") = py::bytes())
-      .def_static(
+  def_save(cls);
+  cls.def_static(
           "load",
           [](const std::string& path, bool mmap) {
             std::string extra;

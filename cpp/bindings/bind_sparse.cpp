@@ -207,5 +207,19 @@ void register_sparse(py::module_& m) {
       .def_property_readonly("k1", [](const SparseIndex& self) { return self.params().k1; })
       .def_property_readonly("b", [](const SparseIndex& self) { return self.params().b; })
       .def_property_readonly("delta", [](const SparseIndex& self) { return self.params().delta; });
-  fastrag::bindings::def_files(cls);
+  fastrag::bindings::def_save(cls);
+  cls.def_static(
+      "load",
+      [](const std::string& path, bool mmap, const py::object& impact_cache) {
+        const fastrag::ImpactCache policy = cache_policy(impact_cache);
+        std::string extra;
+        std::unique_ptr<SparseIndex> ix;
+        {
+          py::gil_scoped_release release;
+          ix = SparseIndex::load(path, mmap, &extra, policy);
+        }
+        return py::make_tuple(py::cast(std::move(ix)), py::bytes(extra));
+      },
+      py::arg("path"), py::kw_only(), py::arg("mmap") = false,
+      py::arg("impact_cache") = py::str("auto"));
 }

@@ -305,8 +305,14 @@ std::unique_ptr<ApproxSparseIndex> ApproxSparseIndex::build(const std::int64_t* 
     std::vector<std::uint32_t> seed_begin;    // by term: the seeds' head entries of a term
     std::vector<std::uint32_t> seed_end;
     std::vector<std::uint32_t> touched;
-    std::vector<std::pair<std::uint32_t, std::uint32_t>> seed_heads;  // (term, seed)
-    std::vector<float> seed_w;
+    struct SeedHead {  // a head entry of a seed document
+      std::uint32_t term, seed;
+      float weight;
+      bool operator<(const SeedHead& o) const {
+        return term < o.term || (term == o.term && seed < o.seed);
+      }
+    };
+    std::vector<SeedHead> seed_heads;
     std::vector<float> acc;
     std::vector<std::uint32_t> order, assign, bucket;
     std::vector<std::uint32_t> docs;
@@ -438,19 +444,13 @@ std::unique_ptr<ApproxSparseIndex> ApproxSparseIndex::build(const std::int64_t* 
         assign[order[s]] = static_cast<std::uint32_t>(s);
         for (std::size_t i = 0; i < cut && heads[d * hw + i].weight > 0; ++i)
           if (heads[d * hw + i].term != t)  // every document of the list has t
-            sh.push_back({heads[d * hw + i].term, static_cast<std::uint32_t>(s)});
+            sh.push_back({heads[d * hw + i].term, static_cast<std::uint32_t>(s),
+                          heads[d * hw + i].weight});
       }
-      std::sort(sh.begin(), sh.end());
-      w.seed_w.resize(sh.size());
+      std::sort(sh.begin(), sh.end());  // by term, then seed (a seed's head terms differ)
       for (std::size_t i = 0; i < sh.size(); ++i) {
-        const std::uint32_t d = chunk[order[sh[i].second]].term;
-        float v = 0;
-        for (std::size_t j = 0; j < cut; ++j)
-          if (heads[d * hw + j].term == sh[i].first && heads[d * hw + j].weight > 0)
-            v = heads[d * hw + j].weight;
-        w.seed_w[i] = v;
-        if (i == 0 || sh[i - 1].first != sh[i].first) w.seed_begin[sh[i].first] = i;
-        w.seed_end[sh[i].first] = i + 1;
+        if (i == 0 || sh[i - 1].term != sh[i].term) w.seed_begin[sh[i].term] = i;
+        w.seed_end[sh[i].term] = i + 1;
       }
       auto& acc = w.acc;
       acc.assign(c, 0.0f);
@@ -462,9 +462,9 @@ std::unique_ptr<ApproxSparseIndex> ApproxSparseIndex::build(const std::int64_t* 
         for (std::size_t j = 0; j < cut && heads[d * hw + j].weight > 0; ++j) {
           const Entry& e = heads[d * hw + j];
           for (auto x = w.seed_begin[e.term]; x < w.seed_end[e.term]; ++x) {
-            const std::uint32_t s = sh[x].second;
+            const std::uint32_t s = sh[x].seed;
             if (acc[s] == 0.0f) tt.push_back(s);
-            acc[s] += e.weight * w.seed_w[x];
+            acc[s] += e.weight * sh[x].weight;
           }
         }
         std::uint32_t best = kNoGroup;
@@ -476,7 +476,7 @@ std::unique_ptr<ApproxSparseIndex> ApproxSparseIndex::build(const std::int64_t* 
         }
         assign[i] = best;
       }
-      for (const auto& [term, s] : sh) w.seed_begin[term] = w.seed_end[term] = 0;
+      for (const auto& h : sh) w.seed_begin[h.term] = w.seed_end[h.term] = 0;
       tt.clear();
       // Blocks: the seeds' (in seed order), then the unassigned in weight order.
       auto& bucket = w.bucket;

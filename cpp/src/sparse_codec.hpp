@@ -218,36 +218,33 @@ inline float bm25_impact(const Bm25View& v, double idf, double base, std::uint32
       idf, base, bm25_tfc<M>(v.k1, v.delta, tf_minus1 + 1.0, length_norm(v.b, dl, v.avgdl)));
 }
 
-// The same impact through the length codes C (std::uint8_t or std::uint16_t): the same table
-// entry or the same fallback, so the same bits.
-template <BM25Method M, class C>
-inline float bm25_impact_coded(const Bm25View& v, const C* code, double idf, double base,
-                               std::uint32_t tf_minus1, std::uint32_t d) {
-  const std::uint32_t c = code[d];
+// The same impact from document d's length code c (see Bm25View): the same table entry or
+// the same fallback, so the same bits.
+template <BM25Method M>
+inline float bm25_impact_of_code(const Bm25View& v, std::uint32_t c, double idf, double base,
+                                 std::uint32_t tf_minus1, std::uint32_t d) {
   if (c < v.code_lim && tf_minus1 < kTableTf)
     return bm25_from_tfc(idf, base, v.tfc[tf_minus1 * v.n_table + c]);
   return bm25_impact<M>(v, idf, base, tf_minus1, d);
 }
 
-// Impacts of m postings (documents docs, tfs - 1 tfm1) into out: the codes are gathered
-// first, in a loop of independent loads whose cache misses overlap, then scored.
+// The same through the length codes C (std::uint8_t or std::uint16_t).
+template <BM25Method M, class C>
+inline float bm25_impact_coded(const Bm25View& v, const C* code, double idf, double base,
+                               std::uint32_t tf_minus1, std::uint32_t d) {
+  return bm25_impact_of_code<M>(v, code[d], idf, base, tf_minus1, d);
+}
+
+// Impacts of m <= 128 postings (one block: documents docs, tfs - 1 tfm1) into out: the codes
+// are gathered first, in a loop of independent loads whose cache misses overlap, then scored.
 template <BM25Method M, class C>
 inline void bm25_impacts_coded(const Bm25View& v, const C* code, double idf, double base,
                                const std::uint32_t* docs, const std::uint32_t* tfm1,
                                std::size_t m, float* out) {
   std::uint32_t c[128];
-  for (std::size_t i0 = 0; i0 < m; i0 += 128) {
-    const std::size_t e = std::min<std::size_t>(m - i0, 128);
-    for (std::size_t i = 0; i < e; ++i) c[i] = code[docs[i0 + i]];
-    const std::uint32_t lim = v.code_lim, nt = v.n_table;
-    const double* tfc = v.tfc;
-    for (std::size_t i = 0; i < e; ++i) {
-      const std::uint32_t t = tfm1[i0 + i];
-      out[i0 + i] = c[i] < lim && t < kTableTf
-                        ? bm25_from_tfc(idf, base, tfc[t * nt + c[i]])
-                        : bm25_impact<M>(v, idf, base, t, docs[i0 + i]);
-    }
-  }
+  for (std::size_t i = 0; i < m; ++i) c[i] = code[docs[i]];
+  for (std::size_t i = 0; i < m; ++i)
+    out[i] = bm25_impact_of_code<M>(v, c[i], idf, base, tfm1[i], docs[i]);
 }
 
 template <BM25Method M>

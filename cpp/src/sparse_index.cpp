@@ -54,15 +54,18 @@ double bits_double(std::uint64_t u) {
   return d;
 }
 
+void check_policy(ImpactCache p) {
+  if (p != ImpactCache::Off && p != ImpactCache::On && p != ImpactCache::Auto)
+    throw std::invalid_argument("unknown impact cache policy");
+}
+
 }  // namespace
 
 SparseIndex::SparseIndex(Scoring scoring, BM25Params params, ImpactCache impact_cache)
     : scoring_(scoring), params_(params), cache_policy_(impact_cache) {
   if (scoring != Scoring::BM25 && scoring != Scoring::Impact)
     throw std::invalid_argument("unknown scoring mode");
-  if (impact_cache != ImpactCache::Off && impact_cache != ImpactCache::On &&
-      impact_cache != ImpactCache::Auto)
-    throw std::invalid_argument("unknown impact cache policy");
+  check_policy(impact_cache);
   validate(params_);
   offsets_.assign({0});
   block_offsets_.assign({0});
@@ -158,8 +161,7 @@ ImpactCache SparseIndex::impact_cache_policy() const {
 }
 
 void SparseIndex::set_impact_cache(ImpactCache policy) {
-  if (policy != ImpactCache::Off && policy != ImpactCache::On && policy != ImpactCache::Auto)
-    throw std::invalid_argument("unknown impact cache policy");
+  check_policy(policy);
   std::unique_lock<std::shared_mutex> lock(mutex_);
   if (policy == cache_policy_) return;
   cache_policy_ = policy;

@@ -220,14 +220,17 @@ void walk_bm25(const Cursor& c, Sink&& sink, Prefetch&& prefetch, std::uint64_t 
       prefetch(ahead);
       __builtin_prefetch(code + ahead);
     }
+    const auto look_ahead = [&](std::size_t i) {  // keeps `ahead` kAhead postings past d
+      if (kPrefetch && i + kAhead < m) {
+        ahead += gaps[i + kAhead] + 1;
+        prefetch(ahead);
+        __builtin_prefetch(code + ahead);
+      }
+    };
     if (ft) {
       for (std::size_t i = 0; i < m; ++i) {
         d += gaps[i] + 1;
-        if (kPrefetch && i + kAhead < m) {
-          ahead += gaps[i + kAhead] + 1;
-          prefetch(ahead);
-          __builtin_prefetch(code + ahead);
-        }
+        look_ahead(i);
         const std::uint32_t cd = code[d], t = tfs[i];
         const float imp = cd < lim && t < codec::kTableTf
                               ? ft[t * nt + cd]
@@ -237,11 +240,7 @@ void walk_bm25(const Cursor& c, Sink&& sink, Prefetch&& prefetch, std::uint64_t 
     } else {
       for (std::size_t i = 0; i < m; ++i) {
         d += gaps[i] + 1;
-        if (kPrefetch && i + kAhead < m) {
-          ahead += gaps[i + kAhead] + 1;
-          prefetch(ahead);
-          __builtin_prefetch(code + ahead);
-        }
+        look_ahead(i);
         sink(d, w * codec::bm25_impact_coded<M>(v, code, idf, base, tfs[i], d));
       }
     }

@@ -41,8 +41,6 @@ enum class SearchAlgorithm : std::uint32_t {
 // "auto", "exhaustive" or "maxscore"; std::invalid_argument otherwise.
 SearchAlgorithm parse_algorithm(const std::string& name);
 
-// Queries as CSR: terms[indptr[q]:indptr[q+1]] with weights (null = 1 each).
-// Duplicate terms in one query add up; weights must be finite and >= 0.
 // When a BM25 index keeps one float impact per posting in memory (see SparseIndex).
 enum class ImpactCache : std::uint32_t {
   Off = 0,
@@ -50,6 +48,8 @@ enum class ImpactCache : std::uint32_t {
   Auto = 2,  // on while the index holds at most SparseIndex::kAutoCacheMax postings
 };
 
+// Queries as CSR: terms[indptr[q]:indptr[q+1]] with weights (null = 1 each).
+// Duplicate terms in one query add up; weights must be finite and >= 0.
 struct QueryBatch {
   const std::int64_t* indptr = nullptr;
   std::size_t n_queries = 0;

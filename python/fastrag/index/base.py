@@ -221,15 +221,17 @@ class IdIndex:
 
     @classmethod
     def _load_core(
-        cls, core_class: Any, path: str | os.PathLike[str], mmap: bool, n_items: str
+        cls, core_class: Any, path: str | os.PathLike[str], mmap: bool, n_items: str,
+        **options: Any,
     ) -> tuple[Any, dict[str, Any], IdMap]:
-        """Opens a file: (core, metadata, id map), with every check of the metadata."""
+        """Opens a file: (core, metadata, id map), with every check of the metadata;
+        `options` go to the core's load."""
         path = Path(path)
         if path.is_dir():
             raise IsADirectoryError(f"{path} is a directory; give the index file")
         if not path.exists():
             raise FileNotFoundError(f"no such index file: {path}")
-        core, blob = core_class.load(str(path), mmap=mmap)
+        core, blob = core_class.load(str(path), mmap=mmap, **options)
         try:
             meta = json.loads(blob.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:

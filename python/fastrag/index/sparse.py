@@ -375,9 +375,8 @@ class BM25(InvertedIndex):
     ) -> BM25:
         """Loads a saved index. With mmap=True the postings stay in the file, paged in on
         use (a modification first copies them into memory); impact_cache as in BM25()."""
-        core, meta, ids = cls._load_core(_core.SparseIndex, path, mmap, "n_docs")
-        if impact_cache != "auto":
-            core.set_impact_cache(impact_cache)
+        core, meta, ids = cls._load_core(_core.SparseIndex, path, mmap, "n_docs",
+                                         impact_cache=impact_cache)
         terms, analyzer = meta.get("terms"), meta.get("analyzer")
         if not isinstance(terms, list) or len(terms) < core.stats()["n_terms"]:
             raise IndexFormatError(f"{path} has a vocabulary that does not match its postings")
