@@ -923,6 +923,7 @@ STRUCTURAL_DAMAGE = {
     "link_target": (2, 1, 120),
     "step_zero": (5, 0, 0),
     "step_nan": (5, 1, 0x7FC00000),
+    "step_huge": (5, 2, 0x7E967699),  # finite, but its codes dequantise to infinity
     "level_huge": (7, 5, 31),
     "upper_offset": (8, 1, "+1"),
     "upper_offset_last": (8, 120, "-1"),

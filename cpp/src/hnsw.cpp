@@ -9,6 +9,7 @@
 #include <limits>
 #include <stdexcept>
 #include <thread>
+#include <utility>
 
 #include "fastrag/error.hpp"
 #include "fastrag/io.hpp"
@@ -1032,6 +1033,11 @@ void HnswIndex::check_invariants(const std::string& path) const {
   for (const auto* col : {&qlow_, &rlow_})
     for (float v : *col)
       if (!std::isfinite(v)) fail("int8 ranges");
+  // and every code's value, low + (code + 128) x step, is a finite float (a huge finite step
+  // made compact() re-add infinite rows)
+  for (const auto& [low, step] : {std::pair{&qlow_, &qstep_}, std::pair{&rlow_, &rstep_}})
+    for (std::size_t d = 0; d < low->size(); ++d)
+      if (!std::isfinite((*low)[d] + 255.0f * (*step)[d])) fail("int8 ranges");
   for (const auto* col : {&qnorm_, &rnorm_})
     for (float v : *col)
       if (!std::isfinite(v)) fail("int8 norms");
