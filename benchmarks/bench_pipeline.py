@@ -16,10 +16,11 @@ peer: bm25s (numba) + hnswlib over the same chunks, RRF and max-chunk aggregatio
 Keys: hybrid_no_encoder_ratio_vs_peer (peer p50 / fastrag p50), python_overhead_us (fastrag
 wall time minus the time inside `_core.execute`, p50), bm25_collection_ratio_vs_index (bare
 BM25 index p50 / `Collection.search(method="bm25")` p50), batch_speedup_2_threads (1,000
-hybrid queries through `search_batch`, 1 thread / 2 threads, best of 3). Beside them, the
-same hybrid on a collection with `storage="int8"` (the graph walked on int8 codes, the beam
-rescored with the float vectors): hybrid_no_encoder_ratio_vs_peer_int8; and the dense leg's
-recall@100 against exact search for each (dense_recall100_fastrag, _int8, _peer: the query
+hybrid queries through `search_batch`, 1 thread / 2 threads, best of 3). The collection
+has the default storage ("auto": at 100,000 chunks the graph is walked on int8 codes and the
+beam rescored with the float vectors); beside it, the same hybrid on a collection with
+`storage="float32"`: hybrid_no_encoder_ratio_vs_peer_float32; and the dense leg's
+recall@100 against exact search for each (dense_recall100_fastrag, _float32, _peer: the query
 vectors are random directions, far from every chunk, where HNSW finds half the true top-100
 at ef 100 on both sides).
 
@@ -671,19 +672,20 @@ def bench_native(args: argparse.Namespace, res: Results, backend: str, peer_ok: 
         def ours(i: int) -> list[str]:
             return [r.id for r in col.search(queries[i], k=K, method=hybrid, vector=qvecs[i])]
 
-        # the same collection with int8 codes walked and the float vectors rescoring the beam
+        # the same collection with float32 vectors walked (the storage before "auto")
         t0 = time.perf_counter()
-        col8 = Collection.create(Path(tmp) / "c8", encoder=encoder, chunk_chars=1000,
-                                 storage="int8")
+        col32 = Collection.create(Path(tmp) / "c32", encoder=encoder, chunk_chars=1000,
+                                  storage="float32")
         for s in range(0, len(texts), BATCH):
-            col8.add(texts[s : s + BATCH], ids=doc_ids[s : s + BATCH])
-        col8.commit()
-        res.summary["native_build_s_fastrag_int8"] = round(time.perf_counter() - t0, 2)
+            col32.add(texts[s : s + BATCH], ids=doc_ids[s : s + BATCH])
+        col32.commit()
+        res.summary["native_build_s_fastrag_float32"] = round(time.perf_counter() - t0, 2)
 
-        def ours8(i: int) -> list[str]:
-            return [r.id for r in col8.search(queries[i], k=K, method=hybrid, vector=qvecs[i])]
+        def ours32(i: int) -> list[str]:
+            return [r.id for r in col32.search(queries[i], k=K, method=hybrid, vector=qvecs[i])]
 
-        calls: dict[str, Callable[[int], list[str]]] = {"fastrag": ours, "fastrag_int8": ours8}
+        calls: dict[str, Callable[[int], list[str]]] = {"fastrag": ours,
+                                                        "fastrag_float32": ours32}
         if peer_ok:
             peer_bm25 = bm25s.BM25(backend=backend, **BM25_PARAMS)
             stemmer = Stemmer.Stemmer("english")
@@ -706,7 +708,7 @@ def bench_native(args: argparse.Namespace, res: Results, backend: str, peer_ok: 
                 return round(float(np.mean([len(set(f) & set(e.tolist())) / DEPTH
                                             for f, e in zip(found, exact, strict=True)])), 3)
 
-            for key, c in (("fastrag", col), ("fastrag_int8", col8)):
+            for key, c in (("fastrag", col), ("fastrag_float32", col32)):
                 found = c.index("dense").search(qvecs, k=DEPTH, threads=1).ids
                 res.summary[f"dense_recall100_{key}"] = recall(
                     [[position[int(x)] for x in row if x is not None] for row in found])
@@ -769,12 +771,13 @@ def bench_native(args: argparse.Namespace, res: Results, backend: str, peer_ok: 
             res.summary["native_hybrid_p50_ms_peer"] = round(p50["peer"], 4)
             res.summary["hybrid_no_encoder_ratio_vs_peer"] = round(p50["peer"] / p50["fastrag"],
                                                                    3)
-            res.summary["native_hybrid_p50_ms_fastrag_int8"] = round(p50["fastrag_int8"], 4)
-            res.summary["hybrid_no_encoder_ratio_vs_peer_int8"] = round(
-                p50["peer"] / p50["fastrag_int8"], 3)
+            res.summary["native_hybrid_p50_ms_fastrag_float32"] = round(
+                p50["fastrag_float32"], 4)
+            res.summary["hybrid_no_encoder_ratio_vs_peer_float32"] = round(
+                p50["peer"] / p50["fastrag_float32"], 3)
             line += (f", peer {p50['peer']:.3f} ms ({p50['peer'] / p50['fastrag']:.2f}x); "
-                     f"int8 storage {p50['fastrag_int8']:.3f} ms "
-                     f"({p50['peer'] / p50['fastrag_int8']:.2f}x)")
+                     f"float32 storage {p50['fastrag_float32']:.3f} ms "
+                     f"({p50['peer'] / p50['fastrag_float32']:.2f}x)")
         print(f"[native] {line}; Python around the native call {overhead:.0f} us", flush=True)
 
         # the same with every hit's text read (results read theirs when first used; the
@@ -834,7 +837,7 @@ def bench_native(args: argparse.Namespace, res: Results, backend: str, peer_ok: 
                                                           for k, v in bm.items()},
                                  "batch_s": batch}
         col.close()
-        col8.close()
+        col32.close()
 
 
 # ----------------------------------------------------------------------------- legs

@@ -124,7 +124,7 @@ class Collection:
         chunk_chars: int | None = None,
         chunk_tokens: int | str | None = "auto",
         quantize: str | None = None,
-        storage: str = "float32",
+        storage: str = "auto",
         languages: Sequence[str] | None = None,
         token_vectors: bool = False,
         sparse: str | None = None,
@@ -146,7 +146,9 @@ class Collection:
                 (characters only). Applies to local encoders (with a tokenizer) only.
             quantize: None or "int8": run the encoder named by `encoder` in int8 (also when
                 the collection is opened again).
-            storage: dense vector storage ("float32", "int8", "float16", "int4").
+            storage: dense vector storage: "auto" (float32 below 1,024 vectors, then int8
+                codes walked and the float32 vectors kept to rescore the beam: the same
+                recall, a faster search), "float32", "int8", "float16" or "int4".
             languages: the encoder's languages, when `encoder` is an object that does not
                 say (the registry knows them for model names).
             token_vectors: also store every chunk's token vectors (float16, unit length per
@@ -164,6 +166,9 @@ class Collection:
             raise CollectionError(f"{folder} already holds a collection; use Collection.open")
         if chunk_chars is not None:
             split_passages("x" * 16, max_chars=chunk_chars)  # validates chunk_chars
+        if storage not in legs_mod.STORAGE_SETTINGS:
+            raise ValueError(f"storage must be one of {', '.join(legs_mod.STORAGE_SETTINGS)}, "
+                             f"got {storage!r}")
         if sparse not in (None, *legs_mod.SPARSE):
             raise ValueError(f"sparse must be None, 'splade' or 'bm42', got {sparse!r}")
         enc = _make_encoder(encoder, attentions=sparse == "bm42", quantize=quantize)
@@ -634,6 +639,7 @@ class Collection:
             self._begin()
             self._db.execute("SAVEPOINT fastrag_add")
             added: list[Any] = []
+            replaced: dict[str, Any] = {}  # legs whose index add_vectors replaced: the old ones
             try:
                 old = self._chunks_of_docs(ids)
                 self._delete_rows(old)
@@ -669,14 +675,19 @@ class Collection:
                 # the new chunks go into the indexes next to the old ones, which leave only
                 # once every index took the new ones: a failure can be undone exactly
                 if chunk_ids:
-                    for leg, index in self._indexes.items():
+                    for leg, index in list(self._indexes.items()):
                         if leg in skip:
                             continue
                         added.append(index)
-                        _add_to_leg(leg, index, chunk_texts, encoded, chunk_ids)
+                        grown = _add_to_leg(self.settings, leg, index, chunk_texts, encoded,
+                                            chunk_ids)
+                        if grown is not index:  # a new index (int8 from here on)
+                            replaced[leg] = index
+                            self._indexes[leg] = grown
             except BaseException:
                 for index in added:
                     index.delete(chunk_ids, missing="ignore")
+                self._indexes.update(replaced)
                 self._db.execute("ROLLBACK TO fastrag_add")
                 self._db.execute("RELEASE fastrag_add")
                 raise
@@ -698,11 +709,15 @@ class Collection:
         if type(index) is not type(current):
             raise TypeError(f"the {leg} leg holds a {type(current).__name__}, not a "
                             f"{type(index).__name__}")
-        for attr in ("dim", "metric", "storage", "fingerprint"):
+        for attr in ("dim", "metric", "fingerprint"):
             if getattr(index, attr, None) != getattr(current, attr, None):
                 raise ValueError(f"set_index: the {leg} index has {attr}="
                                  f"{getattr(index, attr, None)!r}, the collection's "
                                  f"{getattr(current, attr, None)!r}")
+        if isinstance(index, DenseIndex) and not legs_mod.storage_allows(self.settings, index):
+            raise ValueError(f"set_index: the {leg} index has storage={index.storage!r} "
+                             f"(rescore={index.rescore}); the collection's storage setting is "
+                             f"{self.settings['storage']!r}")
         with self._lock:
             chunks = set(self.chunk_table().hits)
             ids = index.ids
@@ -712,6 +727,8 @@ class Collection:
                 raise ValueError(f"set_index: the {leg} index must hold exactly the "
                                  f"collection's {len(chunks)} chunks (it has {len(ids)} ids; "
                                  f"not chunks: {extra}, chunks missing: {lost})")
+            if isinstance(index, DenseIndex):
+                index = legs_mod.settled(self.settings, index)
             self._begin()
             self._indexes[leg] = index
             self._deferred.discard(leg)
@@ -1117,18 +1134,19 @@ def _make_splade(model: SpladeEncoder | str) -> SpladeEncoder:
     return model if isinstance(model, SpladeEncoder) else SpladeEncoder(model)
 
 
-def _add_to_leg(leg: str, index: Any, chunk_texts: list[str], encoded: legs_mod.Encoded,
-                chunk_ids: list[int]) -> None:
-    """Adds a batch of new chunks to one leg's index."""
+def _add_to_leg(settings: dict[str, Any], leg: str, index: Any, chunk_texts: list[str],
+                encoded: legs_mod.Encoded, chunk_ids: list[int]) -> Any:
+    """Adds a batch of new chunks to one leg's index; returns the leg's index (a new one
+    when a dense leg of storage "auto" turns int8: `legs.add_vectors`)."""
+    if leg in ("dense", "late"):
+        vectors = encoded.dense if leg == "dense" else encoded.late
+        return legs_mod.add_vectors(settings, index, vectors, chunk_ids)  # type: ignore[arg-type]
     if leg == "bm25":
         index.add(chunk_texts, ids=chunk_ids)
-    elif leg == "dense":
-        index.add(encoded.dense, ids=chunk_ids)
-    elif leg == "late":
-        index.add(encoded.late, ids=chunk_ids)
     elif leg == "splade":
         index.add(encoded.splade, ids=chunk_ids)
     elif leg == "bm42":
         index.add_token_vectors(encoded.bm42, ids=chunk_ids)
     else:  # pragma: no cover - legs_of names no other
         raise ValueError(f"unknown leg {leg!r}")
+    return index

@@ -2,7 +2,9 @@
 encoder passes that feed them.
 
 - ``bm25``: always; the analyzer's tokens.
-- ``dense``: with an encoder; one vector per chunk.
+- ``dense``: with an encoder; one vector per chunk. Its storage ``"auto"`` (the default) is
+  float32 while the leg holds fewer than `AUTO_INT8_MIN` vectors, then int8 codes walked with
+  the float32 vectors kept to rescore the beam (the ranges trained on every vector so far).
 - ``splade`` or ``bm42`` (``sparse=``): learned term weights per chunk. SPLADE runs its own
   model; BM42 weighs words by the [CLS] attentions of the collection's encoder.
 - ``late`` (``late_chunking=True``): late-chunking vectors: each document runs through the
@@ -28,23 +30,32 @@ from fastrag.encoders.bm42_index import BM42Index
 from fastrag.encoders.late import LateChunker
 from fastrag.encoders.splade_index import SpladeIndex
 from fastrag.index import BM25, DenseIndex
-from fastrag.index.dense import as_matrix
+from fastrag.index.dense import STORAGES, as_matrix
 from fastrag.text.chunking import Chunk
 
 __all__ = [
+    "AUTO_INT8_MIN",
     "EXTENSIONS",
     "SPARSE",
+    "STORAGE_SETTINGS",
     "Encoded",
+    "add_vectors",
     "encode",
     "file_name",
     "legs_of",
     "load_index",
     "new_index",
+    "settled",
+    "storage_allows",
 ]
 
 EXTENSIONS = {"bm25": "fridx", "dense": "frdx", "splade": "fridx", "bm42": "fridx",
               "late": "frdx"}
 SPARSE = ("splade", "bm42")
+STORAGE_SETTINGS = ("auto", *STORAGES)
+#: storage "auto": int8 codes from this many vectors on (the ranges are trained on all of
+#: them; fewer would fit the ranges to a sample and clip later vectors for good)
+AUTO_INT8_MIN = 1024
 
 
 def legs_of(settings: dict[str, Any]) -> tuple[str, ...]:
@@ -69,12 +80,50 @@ def new_index(leg: str, settings: dict[str, Any], encoder: Encoder | None,
     if leg == "bm25":
         return BM25(analyzer=settings["analyzer"])
     if leg in ("dense", "late"):
-        return DenseIndex(encoder=encoder, storage=settings["storage"])
+        storage = settings["storage"]
+        return DenseIndex(encoder=encoder, storage="float32" if storage == "auto" else storage)
     if leg == "splade":
         return SpladeIndex(splade)
     if leg == "bm42":
         return BM42Index(encoder, alpha=settings.get("bm42_alpha", 0.5))  # type: ignore[arg-type]
     raise ValueError(f"unknown leg {leg!r}")
+
+
+def storage_allows(settings: dict[str, Any], index: DenseIndex) -> bool:
+    """Whether a dense index has a storage the collection's setting allows (under "auto":
+    float32, or int8 with the float32 vectors kept for rescoring)."""
+    storage = settings["storage"]
+    if storage == "auto":
+        return (index.storage, index.rescore) in {("float32", False), ("int8", True)}
+    return bool(index.storage == storage)
+
+
+def _int8_due(settings: dict[str, Any], index: DenseIndex, adding: int) -> bool:
+    return (settings["storage"] == "auto" and index.storage == "float32"
+            and len(index) + adding >= AUTO_INT8_MIN)
+
+
+def add_vectors(settings: dict[str, Any], index: DenseIndex, vectors: np.ndarray,
+                ids: list[int]) -> DenseIndex:
+    """Adds a batch of chunk vectors to a dense leg; returns the leg's index: `index`, or
+    (storage "auto") a new int8 one when the batch brings a float32 index to
+    `AUTO_INT8_MIN` vectors: its vectors and the batch's, the ranges trained on them all
+    (`index` itself is left as it was, so that a failed add can be undone)."""
+    if not _int8_due(settings, index, len(ids)):
+        index.add(vectors, ids=ids)
+        return index
+    new = set(ids)
+    old = [d for d in index.ids if d not in new]
+    grown = index.empty_like(storage="int8")
+    grown.add(np.concatenate([index.get_vectors(old), as_matrix(vectors, index.dim)]),
+              ids=old + list(ids))
+    return grown
+
+
+def settled(settings: dict[str, Any], index: DenseIndex) -> DenseIndex:
+    """`index`, or (storage "auto") its int8 form when it holds `AUTO_INT8_MIN` vectors or
+    more in float32 (an index built elsewhere: a merged graph, `set_index`)."""
+    return add_vectors(settings, index, np.zeros((0, index.dim), np.float32), [])
 
 
 def load_index(leg: str, path: Path, encoder: Encoder | None, splade: Any, mmap: bool) -> Any:

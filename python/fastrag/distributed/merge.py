@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from fastrag.collection import Collection, store
+from fastrag.collection import Collection, legs, store
 from fastrag.distributed.build import record_model
 from fastrag.distributed.manifest import (
     Manifest,
@@ -194,8 +194,11 @@ class _Graph:
         graph, fresh = shard.dense, self.target.dense
         if graph is None or fresh is None:  # pragma: no cover - both have the dense leg
             raise ShardError(f"{shard.path} has no dense index")
-        settings = ("dim", "metric", "storage", "M", "ef_construction", "rescore")
-        if all(getattr(graph, a) == getattr(fresh, a) for a in settings):
+        settings = ("dim", "metric", "M", "ef_construction")
+        same_storage = (legs.storage_allows(self.target.settings, graph)
+                        if self.target.settings["storage"] == "auto"
+                        else (graph.storage, graph.rescore) == (fresh.storage, fresh.rescore))
+        if same_storage and all(getattr(graph, a) == getattr(fresh, a) for a in settings):
             graph.rename(self.renames)
         else:
             log.info("%s: its HNSW graph has other settings than a new one: rebuilding",
@@ -211,7 +214,7 @@ class _Graph:
     def finish(self) -> DenseIndex:
         if self.index is None:  # pragma: no cover - take() runs for the base shard
             raise ShardError("the merged graph was never made")
-        return self.index
+        return self.index  # set_index turns it int8 when the storage setting says so
 
 
 def _copy(src: Collection, dst: Collection, table: ChunkTable, batch: list[Any],

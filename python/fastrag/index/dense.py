@@ -226,6 +226,18 @@ class DenseIndex(IdIndex):
         """Whether float32 vectors are kept next to int8 / float16 ones for rescoring."""
         return bool(self._core.keep_float)
 
+    def empty_like(self, *, storage: str | None = None) -> DenseIndex:
+        """A new, empty index of this one's settings (dimension, metric, M, ef_construction,
+        ef_search, encoder and fingerprint), with another `storage` if given (its rescoring
+        then the default of that storage)."""
+        same = storage is None or storage == self.storage
+        out = DenseIndex(self.dim, metric=self.metric, M=self.M,
+                         ef_construction=self.ef_construction, ef_search=self.ef_search,
+                         storage=self.storage if storage is None else storage,
+                         rescore=self.rescore if same else None)
+        out._encoder, out._fingerprint = self._encoder, self._fingerprint
+        return out
+
     # ------------------------------------------------------------------ building
     def add(
         self,
