@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from fake_encoder import FakeEncoder
-from fastrag import Collection
+from fastrag import Collection, IndexFormatError
 from fastrag.search import DenseRescore, Pipeline, Retriever
 from fastrag.search.pipeline import LazyResult, Result
 
@@ -85,3 +85,16 @@ def test_documents_changed_since_the_commit_are_read_as_they_were(col: Collectio
     got = col.search("bread oven", method="bm25")
     col.rollback()
     assert got[0].id == "bread" and got[0].text == "Bread of a new kind, baked with oven heat."
+
+
+def test_a_hit_without_a_stored_document_fails_when_read(col: Collection) -> None:
+    """A damaged collection whose chunk table names a document the document file lacks: the
+    search returns its id, and reading the text says what is wrong (as a bad checksum does)."""
+    store = col._docs
+    store._pos = {d: i for d, i in store._pos.items() if d != "comet"}
+    got = col.search("comet tail", method="bm25", k=1)
+    assert got[0].id == "comet"
+    with pytest.raises(IndexFormatError, match="'comet' has chunks but no record"):
+        got[0].text  # noqa: B018
+    with pytest.raises(IndexFormatError, match="'comet'"):  # the eager paths at once
+        col.search("comet tail", method="bm25", k=1, explain=True)

@@ -531,6 +531,11 @@ class Collection:
         found = self.chunk_table().hits
         return {c: found[c] for c in chunk_ids if c in found}
 
+    def reader(self) -> Callable[[str], Document] | None:
+        """A function that reads a document by id when called, from the document file of
+        this generation (None while documents are added or deleted and not committed)."""
+        return self._docs.reader()
+
     def readers_of(self, doc_ids: Iterable[str]) -> dict[str, Callable[[], Document]]:
         """`texts_of` without the reading: a function per stored document that reads it
         (the search path's results read their texts when first used)."""

@@ -97,6 +97,22 @@ class DocStore:
         checksum does not match raises IndexFormatError."""
         return {d: read() for d, read in self.readers(doc_ids).items()}
 
+    def reader(self) -> Callable[[str], Document] | None:
+        """A function that reads a document of the committed file by id when it is called
+        (the file stays mapped while the function lives; an id the file does not hold raises
+        IndexFormatError then); None while documents are put or removed and not yet saved
+        (`readers` resolves those at once)."""
+        if self._changed or self._removed:
+            return None
+        return partial(self._read_id, self._blob)
+
+    def _read_id(self, blob: bytes | mmap.mmap, doc_id: str) -> Document:
+        i = self._pos.get(doc_id)
+        if i is None:
+            raise IndexFormatError(f"{self._path}: document {doc_id!r} has chunks but no record "
+                                   "in the document file; rebuild the collection")
+        return self._record(blob, i, doc_id)
+
     def readers(self, doc_ids: Iterable[str]) -> dict[str, Callable[[], Document]]:
         """`get_many` without the reading: for each stored document among `doc_ids`, a
         function that reads it (its record's checksum checked then). The functions read the

@@ -138,9 +138,12 @@ class Corpus(Protocol):
     each leg's search fans out to the shards) sets ``native = False``: a pipeline then runs
     it stage by stage in Python, calling only ``index(leg).search`` and ``len``.
 
-    Optional: ``readers_of(doc_ids)`` -> {doc id: a function that reads the document}; a
-    corpus that has it gives results that read their text when first used (`LazyResult`),
-    one without it is read through ``texts_of`` when the results are made.
+    Optional: ``reader()`` -> a function that reads a document by id when called, or None
+    when it cannot now, and ``readers_of(doc_ids)`` -> {doc id: a function that reads the
+    document}; a corpus that has them gives results that read their text when first used
+    (`LazyResult`: the query path makes them from ``reader()``, explain and a None reader
+    from ``readers_of``), one without them is read through ``texts_of`` when the results
+    are made.
     """
 
     @property

@@ -13,6 +13,7 @@ import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, NoReturn
 
 import numpy as np
@@ -404,44 +405,47 @@ class Pipeline:
             explain_ranks, explain_scores = got["explain_ranks"], got["explain_scores"]
         # the executor returns documents of chunks it found in the table (the spans are read
         # from its arrays); -1 pads rows with fewer than k documents, so a row's hits are a
-        # prefix of it. Plain lists from here: a few Python objects per hit, no numpy calls
-        # per hit.
-        rows, chunk_rows, score_rows = (got["ids"].tolist(), got["chunks"].tolist(),
-                                        got["scores"].tolist())
-        hits = [[d for d in row if d >= 0] for row in rows]
-        wanted = [doc_ids[d] for row in hits for d in row]
-        # a corpus that can hand out readers gives results that read their text when it is
-        # first used (a caller that needs only ids, or the first few texts, pays for no more)
-        readers_of = getattr(corpus, "readers_of", None)
-        readers = None if readers_of is None else readers_of(wanted)
-        docs = corpus.texts_of(wanted) if readers is None else readers
+        # prefix of it (the zips below stop at the ids). Plain lists from here: a few Python
+        # objects per hit, no numpy calls per hit.
+        id_rows = [[doc_ids[d] for d in row if d >= 0] for row in got["ids"].tolist()]
+        score_rows = got["scores"].tolist()
         # every best chunk's span in one gather (padding -1 reads the last chunk, unused; an
         # empty table has no hits to read spans for)
         chunks = got["chunks"]
         start_rows, end_rows = ((table.chunk_start[chunks].tolist(),
                                  table.chunk_end[chunks].tolist())
-                                if len(table.chunk_start) else (chunk_rows, chunk_rows))
+                                if len(table.chunk_start) else (chunks.tolist(),) * 2)
+        # a corpus that can read its documents later gives results that read their text when
+        # it is first used (a caller that needs only ids, or the first few texts, pays for no
+        # more); the query path makes each of them in one expression
+        reader = getattr(corpus, "reader", None)
+        read = None if reader is None or explain else reader()
+        if read is not None:
+            of = LazyResult.of
+            return [[of(d, s, partial(read, d), (a, b), {}) for d, s, a, b in
+                     zip(ids, scores, starts, ends, strict=False)]  # padded rows
+                    for ids, scores, starts, ends in
+                    zip(id_rows, score_rows, start_rows, end_rows, strict=True)]
+        wanted = [d for row in id_rows for d in row]
+        readers_of = getattr(corpus, "readers_of", None)
+        docs = corpus.texts_of(wanted) if readers_of is None else readers_of(wanted)
         out: list[list[Result]] = []
-        for q, row in enumerate(hits):
+        for q, ids in enumerate(id_rows):
             results = []
-            chunk_row, score_row = chunk_rows[q], score_rows[q]
-            start_row, end_row = start_rows[q], end_rows[q]
-            for j, d in enumerate(row):
-                doc_id = doc_ids[d]
-                c = chunk_row[j]
+            for j, doc_id in enumerate(ids):
                 doc = docs.get(doc_id)
                 if doc is None:
-                    self._missing_doc(doc_id, c)
+                    self._missing_doc(doc_id, int(chunks[q, j]))
                 stages: dict[str, StageScore] = {}
                 if explain:
                     stages = {name: StageScore(value, rank) for name, value, rank in
                               zip(names, explain_scores[q, j].tolist(),
                                   explain_ranks[q, j].tolist(), strict=True) if rank > 0}
-                span = (start_row[j], end_row[j])
+                span = (start_rows[q][j], end_rows[q][j])
                 results.append(
-                    Result(doc_id, score_row[j], doc.text, doc.metadata, span, stages)
-                    if readers is None else LazyResult.of(doc_id, score_row[j], readers[doc_id],
-                                                          span, stages))
+                    Result(doc_id, score_rows[q][j], doc.text, doc.metadata, span, stages)
+                    if readers_of is None else LazyResult.of(doc_id, score_rows[q][j], doc,
+                                                             span, stages))
             out.append(results)
         return out
 
