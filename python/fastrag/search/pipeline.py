@@ -98,18 +98,26 @@ class LazyResult(Result):
 
     @classmethod
     def of(cls, doc_id: str, score: float, read: Callable[[], Document],
-           span: tuple[int, int], stages: dict[str, StageScore]) -> LazyResult:
+           span: tuple[int, int], stages: dict[str, StageScore] | None = None) -> LazyResult:
         self = cls.__new__(cls)
-        self.id, self.score, self.span, self.stages, self.scored_by, self.skipped, self._read = (
-            doc_id, score, span, stages, None, {}, read)
+        self.id, self.score, self.span, self._read = doc_id, score, span, read
+        if stages:  # else an empty dict when first used, as `skipped`; scored_by None
+            self.stages = stages
         return self
 
     def __getattr__(self, name: str) -> Any:
-        # reached only while the slot is unset: text and metadata before their first use
+        # reached only while the attribute is unset: text and metadata before their first
+        # use, stages and skipped when empty
         if name in ("text", "metadata"):
             doc = self._read()
             self.text, self.metadata = doc.text, doc.metadata
             return getattr(self, name)
+        if name in ("stages", "skipped"):
+            empty: dict[str, Any] = {}
+            setattr(self, name, empty)
+            return empty
+        if name == "scored_by":
+            return None
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def __eq__(self, other: object) -> bool:
@@ -422,7 +430,7 @@ class Pipeline:
         read = None if reader is None or explain else reader()
         if read is not None:
             of = LazyResult.of
-            return [[of(d, s, partial(read, d), (a, b), {}) for d, s, a, b in
+            return [[of(d, s, partial(read, d), (a, b)) for d, s, a, b in
                      zip(ids, scores, starts, ends, strict=False)]  # padded rows
                     for ids, scores, starts, ends in
                     zip(id_rows, score_rows, start_rows, end_rows, strict=True)]
