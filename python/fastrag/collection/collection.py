@@ -536,9 +536,9 @@ class Collection:
         this generation (None while documents are added or deleted and not committed)."""
         return self._docs.reader()
 
-    def readers_of(self, doc_ids: Iterable[str]) -> dict[str, Callable[[], Document]]:
+    def readers_of(self, doc_ids: Iterable[str]) -> dict[str, Callable[[str], Document]]:
         """`texts_of` without the reading: a function per stored document that reads it
-        (the search path's results read their texts when first used)."""
+        when called with its id (results of explain read their texts when first used)."""
         return self._docs.readers(doc_ids)
 
     @_checked

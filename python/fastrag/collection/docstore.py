@@ -65,6 +65,10 @@ def _parsed(doc_id: str, text: str, meta: str) -> Document:
     return Document(doc_id, text, {} if meta == "{}" else json.loads(meta))
 
 
+def _changed_doc(text: str, meta: str, doc_id: str) -> Document:
+    return _parsed(doc_id, text, meta)
+
+
 class DocStore:
     """Documents by id: the committed file's records (memory-mapped), plus the changes made
     since (``put`` / ``remove``) until the next ``save``."""
@@ -95,7 +99,7 @@ class DocStore:
     def get_many(self, doc_ids: Iterable[str]) -> dict[str, Document]:
         """The stored documents among `doc_ids` (unknown ids are left out). A record whose
         checksum does not match raises IndexFormatError."""
-        return {d: read() for d, read in self.readers(doc_ids).items()}
+        return {d: read(d) for d, read in self.readers(doc_ids).items()}
 
     def reader(self) -> Callable[[str], Document] | None:
         """A function that reads a document of the committed file by id when it is called
@@ -113,23 +117,24 @@ class DocStore:
                                    "in the document file; rebuild the collection")
         return self._record(blob, i, doc_id)
 
-    def readers(self, doc_ids: Iterable[str]) -> dict[str, Callable[[], Document]]:
+    def readers(self, doc_ids: Iterable[str]) -> dict[str, Callable[[str], Document]]:
         """`get_many` without the reading: for each stored document among `doc_ids`, a
-        function that reads it (its record's checksum checked then). The functions read the
+        function that reads it when called with its id (its record's checksum checked then;
+        results keep the id, not a function per document). The functions read the
         store as it is now, whatever happens to it later: the committed file stays mapped
         while one of them lives, and a document changed since holds its text already."""
         pos, removed, changed = self._pos, self._removed, self._changed
-        out: dict[str, Callable[[], Document]] = {}
+        out: dict[str, Callable[[str], Document]] = {}
         for d in doc_ids:
             if d in out:
                 continue
             if d in changed:
                 text, meta, _ = changed[d]
-                out[d] = partial(_parsed, d, text, meta)
+                out[d] = partial(_changed_doc, text, meta)
                 continue
             i = pos.get(d)
             if i is not None and d not in removed:
-                out[d] = partial(self._record, self._blob, i, d)
+                out[d] = partial(self._record, self._blob, i)
         return out
 
     def _record(self, blob: bytes | mmap.mmap, i: int, doc_id: str) -> Document:

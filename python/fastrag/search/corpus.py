@@ -140,10 +140,10 @@ class Corpus(Protocol):
 
     Optional: ``reader()`` -> a function that reads a document by id when called, or None
     when it cannot now, and ``readers_of(doc_ids)`` -> {doc id: a function that reads the
-    document}; a corpus that has them gives results that read their text when first used
-    (`LazyResult`: the query path makes them from ``reader()``, explain and a None reader
-    from ``readers_of``), one without them is read through ``texts_of`` when the results
-    are made.
+    document when called with its id}; a corpus that has them gives results that read their
+    text when first used (`LazyResult`: the query path makes them from ``reader()``, explain
+    and a None reader from ``readers_of``), one without them is read through ``texts_of``
+    when the results are made.
     """
 
     @property

@@ -13,7 +13,6 @@ import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any, NoReturn
 
 import numpy as np
@@ -93,14 +92,17 @@ class LazyResult(Result):
     reading may raise IndexFormatError for a damaged record, as a search would. Equal to a
     `Result` of the same values; pickled, copied or compared with its text read."""
 
-    __slots__ = ("_read",)
-    _read: Callable[[], Document]
+    __slots__ = ("_key", "_read")
+    _key: str
+    _read: Callable[[str], Document]
 
     @classmethod
-    def of(cls, doc_id: str, score: float, read: Callable[[], Document],
+    def of(cls, doc_id: str, score: float, read: Callable[[str], Document],
            span: tuple[int, int], stages: dict[str, StageScore] | None = None) -> LazyResult:
+        """A result of document `doc_id`, read by ``read(doc_id)`` when first used (one
+        function for many results: no object per result but the result)."""
         self = cls.__new__(cls)
-        self.id, self.score, self.span, self._read = doc_id, score, span, read
+        self.id, self.score, self.span, self._key, self._read = doc_id, score, span, doc_id, read
         if stages:  # else an empty dict when first used, as `skipped`; scored_by None
             self.stages = stages
         return self
@@ -109,7 +111,7 @@ class LazyResult(Result):
         # reached only while the attribute is unset: text and metadata before their first
         # use, stages and skipped when empty
         if name in ("text", "metadata"):
-            doc = self._read()
+            doc = self._read(self._key)
             self.text, self.metadata = doc.text, doc.metadata
             return getattr(self, name)
         if name in ("stages", "skipped"):
@@ -430,7 +432,7 @@ class Pipeline:
         read = None if reader is None or explain else reader()
         if read is not None:
             of = LazyResult.of
-            return [[of(d, s, partial(read, d), (a, b)) for d, s, a, b in
+            return [[of(d, s, read, (a, b)) for d, s, a, b in
                      zip(ids, scores, starts, ends, strict=False)]  # padded rows
                     for ids, scores, starts, ends in
                     zip(id_rows, score_rows, start_rows, end_rows, strict=True)]
