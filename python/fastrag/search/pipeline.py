@@ -438,7 +438,9 @@ class Pipeline:
                     zip(id_rows, score_rows, start_rows, end_rows, strict=True)]
         wanted = [d for row in id_rows for d in row]
         readers_of = getattr(corpus, "readers_of", None)
-        docs = corpus.texts_of(wanted) if readers_of is None else readers_of(wanted)
+        # documents, or functions that read them (results that read when first used)
+        docs: Mapping[str, Any] = (corpus.texts_of(wanted) if readers_of is None
+                                   else readers_of(wanted))
         out: list[list[Result]] = []
         for q, ids in enumerate(id_rows):
             results = []
