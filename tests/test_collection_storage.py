@@ -116,3 +116,28 @@ def test_empty_like_keeps_settings_and_fingerprint() -> None:
         assert (new.storage, new.rescore, new.fingerprint, len(new)) == (
             storage or "float32", rescore, ix.fingerprint, 0)
         assert new.encoder is enc
+
+
+@pytest.mark.parametrize(("sizes", "method"), [((MIN + 100, 300), "insert"),
+                                               ((700, 600), "insert")])
+def test_merged_shards_follow_auto(tmp_path: Path, sizes: tuple[int, int], method: str) -> None:
+    """A merge inserts into the largest shard's graph, int8 or float32 alike (both are what
+    "auto" makes), and the merged graph is int8 once it holds MIN vectors."""
+    from fastrag.distributed.merge import merge_shards
+
+    texts, ids = _docs(sum(sizes), seed=1)
+    folders, at = [], 0
+    for i, n in enumerate(sizes):
+        with Collection.create(tmp_path / f"s{i}", encoder=FakeEncoder(dim=16)) as shard:
+            shard.add(texts[at : at + n], ids=ids[at : at + n])
+            shard.commit()
+            assert shard.dense.storage == ("int8" if n >= MIN else "float32")
+        folders.append(tmp_path / f"s{i}")
+        at += n
+    out = merge_shards(folders, tmp_path / "m", encoder=FakeEncoder(dim=16))
+    assert out["dense"] == method
+    with Collection.open(tmp_path / "m", encoder=FakeEncoder(dim=16)) as merged:
+        assert (merged.dense.storage, merged.dense.rescore, len(merged.dense)) == (
+            "int8", True, sum(sizes))
+        for i in (0, sizes[0] + 3, sum(sizes) - 1):
+            assert merged.search(texts[i], k=1, method="dense")[0].id == ids[i]
