@@ -29,6 +29,7 @@ def test_auto_turns_int8_at_the_threshold_and_keeps_its_results(tmp_path: Path) 
     first = MIN - 300
     col.add(texts[:first], ids=ids[:first])
     assert (col.dense.storage, len(col.dense)) == ("float32", first)
+    assert col.info()["dense_storage"] == "float32"
     col.commit()
     before = [r.id for r in col.search(texts[5], k=5, method="dense")]
     col.add(texts[first : MIN + 100], ids=ids[first : MIN + 100])  # crosses the threshold
@@ -39,7 +40,7 @@ def test_auto_turns_int8_at_the_threshold_and_keeps_its_results(tmp_path: Path) 
     col.close()
     with Collection.open(tmp_path / "c", encoder=FakeEncoder(dim=32)) as col:
         assert (col.dense.storage, len(col.dense)) == ("int8", MIN + 200)
-        assert col.info()["storage"] == "auto"
+        assert (col.info()["storage"], col.info()["dense_storage"]) == ("auto", "int8")
         # every chunk's own text finds it first, old (re-added) and new alike
         for i in (0, 5, first + 1, MIN + 150):
             assert col.search(texts[i], k=1, method="dense")[0].id == ids[i]

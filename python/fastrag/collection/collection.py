@@ -438,8 +438,12 @@ class Collection:
 
     @_checked
     def info(self) -> dict[str, Any]:
-        """Counts, settings, languages and files (see `read_info`)."""
+        """Counts, settings, languages and files (see `read_info`); with a dense leg, the
+        storage its vectors are in now (``dense_storage``: "float32" or "int8" under
+        storage "auto")."""
         found = store.info(self.path, self._db, self.settings)
+        if self.dense is not None:
+            found["dense_storage"] = self.dense.storage
         return {**found, "uncommitted_changes": self._dirty}
 
     @_checked
