@@ -12,7 +12,7 @@ attentions and the token vectors; late chunking adds a document pass), and one w
 dense and splade (the offline splade-tiny, an English model). Every pipeline fuses its legs
 with RRF as the default hybrid does (k 20, each leg 100 chunks deep, weights left to the
 pipeline: a model's leg is left out of a query in a language its model does not know, so
-splade-tiny and MiniLM take no part in Japanese queries), max-chunk aggregation, 100
+splade-tiny and MiniLM take no part in queries detected as Japanese), max-chunk aggregation, 100
 documents per query; MaxSim rescores the fused top 50 with the stored token vectors.
 Metrics are ranx's (nDCG@10, Recall@100) through `fastrag.eval.evaluate`; ms/query is the
 mean wall time of `Pipeline.search_batch` per query (encoding included, all cores).
