@@ -359,6 +359,11 @@ def test_bad_input(english: Collection) -> None:
             col.search(query)
     with pytest.raises(ValueError, match="query"):
         col.search("bad \udcff")
+    with pytest.raises(ValueError, match=r"query\[0\] is not valid UTF-8"):
+        col.search(b"\xffbad")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"query\[0\] must be str"):
+        col.search(123)  # type: ignore[arg-type]
+    assert [r.id for r in col.search("alpha".encode())] == [r.id for r in col.search("alpha")]
     for k in (0, -1, 1.5, True):
         with pytest.raises(ValueError, match="k must"):
             col.search("alpha", k=k)  # type: ignore[arg-type]

@@ -51,6 +51,7 @@ from fastrag.text.language import detect_language
 
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
+_T = TypeVar("_T")
 
 
 def _checked(method: F) -> F:
@@ -1032,18 +1033,16 @@ class Collection:
         `augment="mk"`: an LLM (`llm`, or the one `fastrag prepare` used) rewrites the query
         into sub-questions that are retrieved and fused (see `fastrag.collection.mk`).
         """
-        (query,) = check_texts([query], name="query")
         if augment is not None:
+            (query,) = check_texts([query], name="query")
             if vector is not None:
                 raise ValueError("vector= cannot be used with augment= (sub-questions are "
                                  "embedded by the collection's encoder)")
             return mk.augmented_search(self, query, k, augment=augment, method=method,
                                        filter=filter, explain=explain, llm=llm)
-        vectors = None if vector is None else np.asarray(vector, dtype=np.float32)[None, :]
-        pipeline = self._pipeline(method)
-        return self._consistent(lambda: pipeline.search_batch(
-            self, [query], k=k, filter=filter, explain=explain, vectors=vectors, threads=1),
-            filter)[0]
+        pipeline = self._pipeline(method)  # (which checks the query)
+        return self._consistent(lambda: pipeline.search(
+            self, query, k=k, filter=filter, explain=explain, vector=vector), filter)
 
     def search_batch(
         self,
@@ -1071,31 +1070,28 @@ class Collection:
             pipeline = self._pipelines[method] = self._named_pipeline(method)
         return pipeline
 
-    def _consistent(self, run: Callable[[], list[list[Result]]],
-                    filter: Mapping[str, Any] | None) -> list[list[Result]]:
+    def _consistent(self, run: Callable[[], _T], filter: Mapping[str, Any] | None) -> _T:
         """`run()` (a search) on rows and index files of one generation."""
         try:
-            return self._consistent_run(run, filter)
+            # when another connection commits while we read, search again on the new one
+            for _ in range(5):
+                version = self._current()
+                try:
+                    results = run()
+                except IndexFormatError:
+                    if self._unchanged_since(version):
+                        raise
+                    continue
+                # without a filter a search reads only what _current loaded (the indexes,
+                # the chunk table and the document file of one generation); a filter reads
+                # the database, which another connection may have committed to meanwhile
+                if filter is None or self._unchanged_since(version):
+                    return results
+            return self._consistent_locked(run)
         except sqlite3.DatabaseError as e:
             raise store.as_damage(e, self.path) from e
 
-    def _consistent_run(self, run: Callable[[], list[list[Result]]],
-                        filter: Mapping[str, Any] | None) -> list[list[Result]]:
-        # rows and index files must be of one generation: when another connection
-        # commits while we read, search again on the new one
-        for _ in range(5):
-            version = self._current()
-            try:
-                results = run()
-            except IndexFormatError:
-                if self._unchanged_since(version):
-                    raise
-                continue
-            # without a filter a search reads only what _current loaded (the indexes, the
-            # chunk table and the document file of one generation); a filter reads the
-            # database, which another connection may have committed to meanwhile
-            if filter is None or self._unchanged_since(version):
-                return results
+    def _consistent_locked(self, run: Callable[[], _T]) -> _T:
         with self._lock:  # a writer commits without pause: read in one transaction
             if self._db.in_transaction:
                 return run()

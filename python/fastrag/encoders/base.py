@@ -15,6 +15,14 @@ class TruncationWarning(UserWarning):
     """Some texts were longer than the model's window and were cut (counts in the message)."""
 
 
+def check_text(text: object, *, name: str = "text") -> str:
+    """`check_texts` for one text (its errors name it ``name[0]``)."""
+    if type(text) is str and text.isascii() and text and not text.isspace():
+        return text  # the common case, as in check_texts
+    (out,) = check_texts([text], name=name)  # type: ignore[list-item]
+    return out
+
+
 def check_texts(texts: Sequence[str] | str, *, name: str = "texts") -> list[str]:
     """`texts` as a list of valid, non-empty str; ValueError / TypeError naming the bad item.
 

@@ -9,7 +9,7 @@ returned document ordinals into results, reading texts only for the hits.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal, TypeVar, get_args
+from typing import Any, Literal, get_args
 
 import numpy as np
 
@@ -24,15 +24,9 @@ __all__ = ["NATIVE_FUSIONS", "run"]
 NativeFusion = Literal["rrf", "minmax", "zscore", "dbsf"]
 NATIVE_FUSIONS: tuple[NativeFusion, ...] = get_args(NativeFusion)
 _AGGREGATES: tuple[Literal["max", "sum"], ...] = ("max", "sum")
-_Name = TypeVar("_Name", bound=str)
-
-
-def _one_of(value: str, names: tuple[_Name, ...], what: str) -> _Name:
-    """`value` as the one of `names` it equals (ValueError for any other)."""
-    for name in names:
-        if value == name:
-            return name
-    raise ValueError(f"the executor has no {what} {value!r}; expected one of {', '.join(names)}")
+# names -> themselves, typed as the executor's literals (a dict lookup per call)
+_FUSION_NAMES: dict[str, NativeFusion] = {f: f for f in NATIVE_FUSIONS}
+_AGGREGATE_NAMES: dict[str, Literal["max", "sum"]] = {a: a for a in _AGGREGATES}
 _NATIVE_OPTIONS = {"rrf": {"k", "weights"}}
 
 
@@ -76,10 +70,13 @@ def run(
             spec.update(r.native_leg(index, queries, vectors), depth=max(r.depth, k),
                         weight=float(weight))
             specs.append(spec)
+        fusion_name, aggregate_name = _FUSION_NAMES.get(fusion), _AGGREGATE_NAMES.get(aggregate)
+        if fusion_name is None or aggregate_name is None:
+            raise ValueError(f"the executor has no fusion {fusion!r} or aggregate {aggregate!r}; "
+                             f"it has {', '.join(NATIVE_FUSIONS)} and {', '.join(_AGGREGATES)}")
         out: dict[str, Any] = _core.execute(
-            specs, table.chunk_doc, k=k, fusion=_one_of(fusion, NATIVE_FUSIONS, "fusion"),
-            rrf_k=float(fusion_options.get("k", 60.0)),
-            aggregate=_one_of(aggregate, _AGGREGATES, "aggregate"),
+            specs, table.chunk_doc, k=k, fusion=fusion_name,
+            rrf_k=float(fusion_options.get("k", 60.0)), aggregate=aggregate_name,
             explain=explain, threads=threads, fused=fused,
         )
     finally:

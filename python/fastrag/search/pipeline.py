@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 import numpy as np
 
 from fastrag._core import IndexFormatError
-from fastrag.encoders.base import Encoder, check_texts
+from fastrag.encoders.base import Encoder, check_text, check_texts
 from fastrag.encoders.onnx import caller_level
 from fastrag.search import native
 from fastrag.search.corpus import ChunkHit, Corpus, Document
@@ -166,7 +166,7 @@ class Pipeline:
     # what a single query needs that does not depend on it (see `_one`), made once
     _fixed: tuple[float, ...] | None = field(default=None, init=False, repr=False,
                                              compare=False)
-    _legs: dict[tuple[float, ...], list[tuple[BaseRetriever, float]] | None] = field(
+    _legs: dict[tuple[float, ...], tuple[list[tuple[BaseRetriever, float]], bool] | None] = field(
         default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -244,8 +244,15 @@ class Pipeline:
     ) -> list[Result]:
         """The k best documents for `query` (fewer only when fewer match). `vector` is the
         query's embedding when the caller has it (the encoder is then not run)."""
-        (query,) = check_texts([query], name="query")
-        vectors = None if vector is None else np.asarray(vector, dtype=np.float32)[None, :]
+        query = check_text(query, name="query")
+        vectors = None if vector is None else _query_rows(
+            np.asarray(vector, dtype=np.float32)[None, :], 1)
+        if filter is None and not explain and not self.rerankers:
+            # the common case straight to the native path (search_batch would check again)
+            _check_k(k)
+            one = self._one(corpus, query, vectors, k, timings, time.perf_counter())
+            if one is not None:
+                return one
         return self.search_batch(corpus, [query], k=k, filter=filter, explain=explain,
                                  vectors=vectors, threads=1, timings=timings)[0]
 
@@ -265,13 +272,9 @@ class Pipeline:
         rerank stages, the legs, fusion and aggregation of every query run in one native
         call across `threads` cores (0 = all). `vectors` (n, dim): the queries' embeddings."""
         queries = check_texts(list(queries), name="queries")
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError(f"k must be a positive int, got {k!r}")
+        _check_k(k)
         if vectors is not None:
-            vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-            if vectors.ndim != 2 or len(vectors) != len(queries):
-                raise ValueError(f"vectors must be (n_queries, dim) for {len(queries)} queries, "
-                                 f"got shape {vectors.shape}")
+            vectors = _query_rows(vectors, len(queries))
         t0 = time.perf_counter()
         if len(queries) == 1 and filter is None and not explain and not self.rerankers:
             one = self._one(corpus, queries[0], vectors, k, timings, t0)
@@ -357,13 +360,15 @@ class Pipeline:
             weights = tuple(planned)
         if weights not in self._legs:
             run = [(r, w) for r, w in zip(self.retrievers, weights, strict=True) if w > 0]
-            self._legs[weights] = (run if run and native.supported(
-                self.fusion, self.fusion_options, run) else None)
-        legs = self._legs[weights]
-        if legs is None or not getattr(corpus, "native", True):
+            self._legs[weights] = ((run, any(r.uses_encoder for r, _ in run))
+                                   if run and native.supported(
+                                       self.fusion, self.fusion_options, run) else None)
+        planned_legs = self._legs[weights]
+        if planned_legs is None or not getattr(corpus, "native", True):
             return None
+        legs, uses_encoder = planned_legs
         encode = 0.0
-        if vectors is None and any(r.uses_encoder for r, _ in legs):
+        if vectors is None and uses_encoder:
             encoder = _encoder_of(corpus)
             t1 = time.perf_counter()
             vectors = encoder.encode_queries([query])
@@ -415,10 +420,9 @@ class Pipeline:
             explain_ranks, explain_scores = got["explain_ranks"], got["explain_scores"]
         # the executor returns documents of chunks it found in the table (the spans are read
         # from its arrays); -1 pads rows with fewer than k documents, so a row's hits are a
-        # prefix of it (the zips below stop at the ids). Plain lists from here: a few Python
-        # objects per hit, no numpy calls per hit.
-        id_rows = [[doc_ids[d] for d in row if d >= 0] for row in got["ids"].tolist()]
-        score_rows = got["scores"].tolist()
+        # prefix of it. Plain lists from here: a few Python objects per hit, no numpy calls
+        # per hit.
+        ordinal_rows, score_rows = got["ids"].tolist(), got["scores"].tolist()
         # every best chunk's span in one gather (padding -1 reads the last chunk, unused; an
         # empty table has no hits to read spans for)
         chunks = got["chunks"]
@@ -432,10 +436,11 @@ class Pipeline:
         read = None if reader is None or explain else reader()
         if read is not None:
             of = LazyResult.of
-            return [[of(d, s, read, (a, b)) for d, s, a, b in
-                     zip(ids, scores, starts, ends, strict=False)]  # padded rows
-                    for ids, scores, starts, ends in
-                    zip(id_rows, score_rows, start_rows, end_rows, strict=True)]
+            return [[of(doc_ids[d], s, read, (a, b)) for d, s, a, b in
+                     zip(ordinals, scores, starts, ends, strict=True) if d >= 0]
+                    for ordinals, scores, starts, ends in
+                    zip(ordinal_rows, score_rows, start_rows, end_rows, strict=True)]
+        id_rows = [[doc_ids[d] for d in row if d >= 0] for row in ordinal_rows]
         wanted = [d for row in id_rows for d in row]
         readers_of = getattr(corpus, "readers_of", None)
         # documents, or functions that read them (results that read when first used)
@@ -600,6 +605,20 @@ class Pipeline:
                 scored_by=cand.stage if marked else None,
             ))
         return out
+
+
+def _check_k(k: object) -> None:
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be a positive int, got {k!r}")
+
+
+def _query_rows(vectors: Any, n: int) -> np.ndarray:
+    """The queries' vectors as a C-contiguous float32 (n, dim) array (ValueError else)."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    if vectors.ndim != 2 or len(vectors) != n:
+        raise ValueError(f"vectors must be (n_queries, dim) for {n} queries, "
+                         f"got shape {vectors.shape}")
+    return vectors
 
 
 def dense_weight(corpus: Corpus, query: str) -> float:
