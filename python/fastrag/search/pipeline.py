@@ -614,11 +614,11 @@ def _check_k(k: object) -> None:
 
 def _query_rows(vectors: Any, n: int) -> np.ndarray:
     """The queries' vectors as a C-contiguous float32 (n, dim) array (ValueError else)."""
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    if vectors.ndim != 2 or len(vectors) != n:
+    rows: np.ndarray = np.ascontiguousarray(vectors, dtype=np.float32)
+    if rows.ndim != 2 or len(rows) != n:
         raise ValueError(f"vectors must be (n_queries, dim) for {n} queries, "
-                         f"got shape {vectors.shape}")
-    return vectors
+                         f"got shape {rows.shape}")
+    return rows
 
 
 def dense_weight(corpus: Corpus, query: str) -> float:
