@@ -37,7 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -51,6 +51,8 @@ __all__ = [
     "Timing",
     "best_times",
     "cpu_model",
+    "dataset_parser",
+    "judged_datasets",
     "machine_facts",
     "measure",
     "optional",
@@ -455,6 +457,47 @@ _JA_PARAS = [
     "京都には多くの寺院があります。観光客が訪れます。",
     "北海道は冬に雪が多い地域です。スキー場が有名です。",
 ]
+
+
+def dataset_parser(doc: str | None, datasets: tuple[str, ...]) -> argparse.ArgumentParser:
+    """`parser` with the options of the scripts that score judged BEIR queries:
+    ``--datasets``, ``--limit-queries`` (see `judged_datasets`) and ``--cache-dir``."""
+    ap = parser(doc, data=True)
+    ap.add_argument("--datasets", default=",".join(datasets),
+                    help="comma-separated dataset folders under --data")
+    ap.add_argument("--limit-queries", type=int, default=None,
+                    help="first N judged queries per dataset")
+    ap.add_argument("--cache-dir", type=Path, default=None,
+                    help="fastrag's export cache for the encoders (default: fastrag's own)")
+    return ap
+
+
+def judged_datasets(
+    args: argparse.Namespace, results: Results, *, others: int = 300
+) -> Iterator[tuple[str, list[str], list[str], list[str], list[str], dict[str, dict[str, int]]]]:
+    """The BEIR folders of ``--datasets`` under ``args.data`` for the quality scripts, each as
+    (name, document ids, texts, query ids, queries, their qrels): the first
+    ``args.limit_queries`` judged queries (all when None); in --quick mode only the judged
+    documents of those queries and the first `others` others. A missing folder is reported
+    as skipped."""
+    from fastrag.eval import load_beir
+
+    for name in [d.strip() for d in args.datasets.split(",") if d.strip()]:
+        folder = args.data / name
+        if not folder.is_dir():
+            results.skip(f"{name}: not found under {args.data}")
+            continue
+        data = load_beir(folder)
+        ids, texts = data.documents()
+        qids, queries = data.judged_queries()
+        if args.limit_queries is not None:
+            qids, queries = qids[: args.limit_queries], queries[: args.limit_queries]
+        qrels = {q: data.qrels[q] for q in qids}
+        if args.mode == "quick":
+            judged = {d for q in qids for d in qrels[q]}
+            keep = [i for i, d in enumerate(ids) if d in judged or i < others]
+            ids, texts = [ids[i] for i in keep], [texts[i] for i in keep]
+        yield name, ids, texts, qids, queries, qrels
 
 
 def tiny_beir(root: Path, n_docs: int = 16, n_queries: int = 6, seed: int = 0) -> Path:

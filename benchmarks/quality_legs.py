@@ -33,8 +33,8 @@ import warnings
 from pathlib import Path
 
 import fastrag
-from _common import Results, parse, parser
-from fastrag.eval import evaluate, load_beir
+from _common import Results, dataset_parser, judged_datasets, parse
+from fastrag.eval import evaluate
 from fastrag.search import MaxSimRerank, Pipeline, Retriever, default_pipeline
 
 DATASETS = ("cranfield", "jsquad-valid")
@@ -61,13 +61,7 @@ def pipeline(legs: tuple[str, ...], maxsim: bool) -> Pipeline:
 
 
 def main() -> None:
-    ap = parser(__doc__, data=True)
-    ap.add_argument("--datasets", default=",".join(DATASETS),
-                    help="comma-separated dataset folders under --data")
-    ap.add_argument("--limit-queries", type=int, default=None,
-                    help="first N judged queries per dataset")
-    ap.add_argument("--cache-dir", type=Path, default=None,
-                    help="fastrag's export cache for the encoders (default: fastrag's own)")
+    ap = dataset_parser(__doc__, DATASETS)
     args = parse(ap)
     res = Results(__file__, args, peers=("ranx",))
     if args.limit_queries is None and args.mode == "quick":
@@ -83,21 +77,8 @@ def main() -> None:
     summary = res.summary
     with tempfile.TemporaryDirectory(prefix="fastrag-quality-legs-") as tmp_name:
         tmp = Path(tmp_name)
-        for name in [d.strip() for d in args.datasets.split(",") if d.strip()]:
-            folder = args.data / name
-            if not folder.is_dir():
-                res.skip(f"{name}: not found under {args.data}")
-                continue
-            data = load_beir(folder)
-            ids, texts = data.documents()
-            qids, queries = data.judged_queries()
-            if args.limit_queries is not None:
-                qids, queries = qids[: args.limit_queries], queries[: args.limit_queries]
-            qrels = {q: data.qrels[q] for q in qids}
+        for name, ids, texts, qids, queries, qrels in judged_datasets(args, res):
             keep = [i for i, t in enumerate(texts) if t.strip()]
-            if args.mode == "quick":  # the judged documents of these queries + 300 others
-                judged = {d for q in qids for d in qrels[q]}
-                keep = [i for i in keep if ids[i] in judged or i < 300]
             ids, texts = [ids[i] for i in keep], [texts[i] for i in keep]
             cols: dict[str, fastrag.Collection] = {}
             built: dict[str, float] = {}

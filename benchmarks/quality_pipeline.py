@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any
 
 import fastrag
-from _common import Results, parse, parser
-from fastrag.eval import evaluate, load_beir
+from _common import Results, dataset_parser, judged_datasets, parse
+from fastrag.eval import evaluate
 from fastrag.search import (
     CrossEncoderRerank,
     DenseRescore,
@@ -145,13 +145,7 @@ def build(folder: Path, ids: list[str], texts: list[str], encoder: Any) -> fastr
 
 
 def main() -> None:
-    ap = parser(__doc__, data=True)
-    ap.add_argument("--datasets", default=",".join(DATASETS),
-                    help="comma-separated dataset folders under --data")
-    ap.add_argument("--limit-queries", type=int, default=None,
-                    help="first N judged queries per dataset")
-    ap.add_argument("--cache-dir", type=Path, default=None,
-                    help="fastrag's export cache for the encoder (default: fastrag's own)")
+    ap = dataset_parser(__doc__, DATASETS)
     ap.add_argument("--seed", type=int, default=0, help="seed of the tiny cross-encoder")
     args = parse(ap)
     res = Results(__file__, args, peers=("ranx", "torch", "transformers"))
@@ -175,21 +169,7 @@ def main() -> None:
             except ImportError as e:  # the tiny model needs torch and transformers
                 res.skip(f"cross-encoder row: {e}")
         plan = pipelines(cross_encoder)
-        for name in [d.strip() for d in args.datasets.split(",") if d.strip()]:
-            folder = args.data / name
-            if not folder.is_dir():
-                res.skip(f"{name}: not found under {args.data}")
-                continue
-            data = load_beir(folder)
-            ids, texts = data.documents()
-            qids, queries = data.judged_queries()
-            if args.limit_queries is not None:
-                qids, queries = qids[: args.limit_queries], queries[: args.limit_queries]
-            qrels = {q: data.qrels[q] for q in qids}
-            if args.mode == "quick":  # the judged documents of these queries + 300 others
-                judged = {d for q in qids for d in qrels[q]}
-                keep = [i for i, d in enumerate(ids) if d in judged or i < 300]
-                ids, texts = [ids[i] for i in keep], [texts[i] for i in keep]
+        for name, ids, texts, qids, queries, qrels in judged_datasets(args, res):
             t0 = time.perf_counter()
             col = build(tmp / f"col-{name}", ids, texts, encoder)
             build_s = time.perf_counter() - t0
