@@ -1040,8 +1040,8 @@ class Collection:
                                  "embedded by the collection's encoder)")
             return mk.augmented_search(self, query, k, augment=augment, method=method,
                                        filter=filter, explain=explain, llm=llm)
-        pipeline = self._pipeline(method)  # (which checks the query)
-        return self._consistent(lambda: pipeline.search(
+        pipeline = self._pipeline(method)
+        return self._consistent(lambda: pipeline.search(  # (it checks the query)
             self, query, k=k, filter=filter, explain=explain, vector=vector), filter)
 
     def search_batch(
