@@ -363,7 +363,8 @@ def test_bad_input(english: Collection) -> None:
         col.search(b"\xffbad")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"query\[0\] must be str"):
         col.search(123)  # type: ignore[arg-type]
-    assert [r.id for r in col.search("alpha".encode())] == [r.id for r in col.search("alpha")]
+    by_bytes = col.search(b"alpha")  # type: ignore[arg-type]
+    assert [r.id for r in by_bytes] == [r.id for r in col.search("alpha")]
     for k in (0, -1, 1.5, True):
         with pytest.raises(ValueError, match="k must"):
             col.search("alpha", k=k)  # type: ignore[arg-type]
