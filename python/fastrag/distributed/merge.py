@@ -195,9 +195,10 @@ class _Graph:
         if graph is None or fresh is None:  # pragma: no cover - both have the dense leg
             raise ShardError(f"{shard.path} has no dense index")
         settings = ("dim", "metric", "M", "ef_construction")
-        same_storage = (legs.storage_allows(self.target.settings, graph)
-                        if self.target.settings["storage"] == "auto"
-                        else (graph.storage, graph.rescore) == (fresh.storage, fresh.rescore))
+        # a graph the target's storage setting allows, rescoring as a new one's (under
+        # "auto", float32 or int8 with rescoring, whatever the new one's storage now)
+        same_storage = legs.storage_allows(self.target.settings, graph) and (
+            self.target.settings["storage"] == "auto" or graph.rescore == fresh.rescore)
         if same_storage and all(getattr(graph, a) == getattr(fresh, a) for a in settings):
             graph.rename(self.renames)
         else:

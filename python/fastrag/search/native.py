@@ -71,9 +71,12 @@ def run(
                         weight=float(weight))
             specs.append(spec)
         fusion_name, aggregate_name = _FUSION_NAMES.get(fusion), _AGGREGATE_NAMES.get(aggregate)
-        if fusion_name is None or aggregate_name is None:
-            raise ValueError(f"the executor has no fusion {fusion!r} or aggregate {aggregate!r}; "
-                             f"it has {', '.join(NATIVE_FUSIONS)} and {', '.join(_AGGREGATES)}")
+        if fusion_name is None:
+            raise ValueError(f"the executor has no fusion {fusion!r}; expected one of "
+                             f"{', '.join(NATIVE_FUSIONS)}")
+        if aggregate_name is None:
+            raise ValueError(f"the executor has no aggregate {aggregate!r}; expected one of "
+                             f"{', '.join(_AGGREGATES)}")
         out: dict[str, Any] = _core.execute(
             specs, table.chunk_doc, k=k, fusion=fusion_name,
             rrf_k=float(fusion_options.get("k", 60.0)), aggregate=aggregate_name,

@@ -245,16 +245,15 @@ class Pipeline:
         """The k best documents for `query` (fewer only when fewer match). `vector` is the
         query's embedding when the caller has it (the encoder is then not run)."""
         query = check_text(query, name="query")
+        _check_k(k)
         vectors = None if vector is None else _query_rows(
             np.asarray(vector, dtype=np.float32)[None, :], 1)
+        t0 = time.perf_counter()
         if filter is None and not explain and not self.rerankers:
-            # the common case straight to the native path (search_batch would check again)
-            _check_k(k)
-            one = self._one(corpus, query, vectors, k, timings, time.perf_counter())
+            one = self._one(corpus, query, vectors, k, timings, t0)
             if one is not None:
                 return one
-        return self.search_batch(corpus, [query], k=k, filter=filter, explain=explain,
-                                 vectors=vectors, threads=1, timings=timings)[0]
+        return self._batch(corpus, [query], k, filter, explain, vectors, 1, timings, t0)[0]
 
     def search_batch(
         self,
@@ -280,6 +279,14 @@ class Pipeline:
             one = self._one(corpus, queries[0], vectors, k, timings, t0)
             if one is not None:
                 return [one]
+        return self._batch(corpus, queries, k, filter, explain, vectors, threads, timings, t0)
+
+    def _batch(self, corpus: Corpus, queries: list[str], k: int,
+               filter: Mapping[str, Any] | None, explain: bool, vectors: np.ndarray | None,
+               threads: int, timings: dict[str, float] | None,
+               t0: float) -> list[list[Result]]:
+        """`search_batch` after its checks and the single-query path (`_one`): queries
+        grouped by their legs' weights, each group in one native call, or stage by stage."""
         out: list[list[Result]] = [[] for _ in queries]
         allow = None if filter is None else corpus.allowed_chunks(filter)
         if allow is not None and not allow:
