@@ -1280,3 +1280,26 @@ def test_reorder_edge_cases_and_bad_parameters():
     for bad in ({"iterations": 0}, {"min_size": 1}):
         with pytest.raises(ValueError):
             build([[1], [2]]).compact(reorder=True, **bad)
+
+
+def test_bm25_load_refuses_an_impact_core(tmp_path: Path) -> None:
+    """A file whose scoring mode says impact (checksum resealed; no postings, so every other
+    structural check passes) is refused by BM25.load, as ImpactIndex.load refuses a BM25 core:
+    loaded, its first add would fail ("impact scoring needs one weight per term")."""
+    import warnings
+
+    index = fastrag.BM25()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the document has no tokens
+        index.add(["!!!"], ids=["a"])
+    path = tmp_path / "b.fridx"
+    index.save(path)
+    data = bytearray(path.read_bytes())
+    _, _, off, _ = section_table(bytes(data))[1]  # the metadata section: scoring mode first
+    assert int.from_bytes(data[off : off + 8], "little") == 0
+    data[off : off + 8] = (1).to_bytes(8, "little")
+    path.write_bytes(reseal(data))
+    assert _core.SparseIndex.load(str(path))[0].scoring == "impact"  # the core accepts it
+    for mmap in (False, True):
+        with pytest.raises(fastrag.IndexFormatError, match="holds impact scores, not a BM25"):
+            fastrag.BM25.load(path, mmap=mmap)

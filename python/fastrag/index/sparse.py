@@ -377,6 +377,8 @@ class BM25(InvertedIndex):
         use (a modification first copies them into memory); impact_cache as in BM25()."""
         core, meta, ids = cls._load_core(_core.SparseIndex, path, mmap, "n_docs",
                                          impact_cache=impact_cache)
+        if core.scoring != "bm25":  # as ImpactIndex refuses a BM25 core
+            raise IndexFormatError(f"{path} holds impact scores, not a BM25 index")
         terms, analyzer = meta.get("terms"), meta.get("analyzer")
         if not isinstance(terms, list) or len(terms) < core.stats()["n_terms"]:
             raise IndexFormatError(f"{path} has a vocabulary that does not match its postings")
