@@ -509,6 +509,42 @@ def test_a_reader_follows_commits_of_another_connection(tmp_path: Path) -> None:
     writer.close()
 
 
+def test_info_reads_one_committed_state_while_another_connection_commits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a service's /info ran beside a writer's commit: its counts came from two states and a
+    # file the commit removed between the listing and the stat failed the request
+    path = tmp_path / "c"
+    writer = new(path)
+    reader = reopen(path)
+    other = sqlite3.connect(path / store.DB, isolation_level=None)
+    committed = []
+
+    def commit_between(sql: str) -> None:
+        if "FROM chunks" in sql and not committed:
+            other.execute("UPDATE meta SET value = '99' WHERE key = 'generation'")
+            committed.append(sql)
+
+    reader._db.set_trace_callback(commit_between)
+    listed = Path.iterdir
+
+    def with_a_vanished_file(folder: Path) -> Any:
+        yield folder / "bm25.7.fridx"  # listed, then removed by a commit
+        yield folder / "dense.1.frdx.tmp-12-3"  # a commit's file being written
+        yield from listed(folder)
+
+    monkeypatch.setattr(Path, "iterdir", with_a_vanished_file)
+    found = reader.info()
+    assert committed and found["generation"] == 1 and found["documents"] == 3
+    assert "bm25.7.fridx" not in found["files"] and store.DB in found["files"]
+    assert not any(".tmp-" in name for name in found["files"])
+    reader._db.set_trace_callback(None)
+    assert reader.info()["generation"] == 99
+    other.close()
+    reader.close()
+    writer.close()
+
+
 # ---------------------------------------------------------------------- k documents
 
 

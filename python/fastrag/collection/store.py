@@ -13,6 +13,7 @@ import json
 import os
 import re
 import sqlite3
+import stat
 import struct
 import zlib
 from collections.abc import Iterator
@@ -120,11 +121,24 @@ def chunk_languages(db: sqlite3.Connection) -> dict[str, float]:
 
 
 def info(path: Path, db: sqlite3.Connection, settings: dict[str, Any]) -> dict[str, Any]:
+    # the counts and the generation from one snapshot: a commit of another connection
+    # between two of the reads would give counts of two states
+    own = not db.in_transaction
+    if own:
+        db.execute("BEGIN")
+    try:
+        docs = int(db.execute("SELECT count(*) FROM documents").fetchone()[0])
+        chunks = int(db.execute("SELECT count(*) FROM chunks").fetchone()[0])
+        generation = meta_int(db, "generation")
+        languages = chunk_languages(db)
+    finally:
+        if own:
+            db.execute("COMMIT")
     return {
         "path": str(path),
-        "documents": int(db.execute("SELECT count(*) FROM documents").fetchone()[0]),
-        "chunks": int(db.execute("SELECT count(*) FROM chunks").fetchone()[0]),
-        "generation": meta_int(db, "generation"),
+        "documents": docs,
+        "chunks": chunks,
+        "generation": generation,
         "analyzer": settings["analyzer"],
         "chunk_chars": settings["chunk_chars"],
         "chunk_tokens": settings.get("chunk_tokens"),
@@ -132,9 +146,27 @@ def info(path: Path, db: sqlite3.Connection, settings: dict[str, Any]) -> dict[s
         "token_vectors": bool(settings.get("token_vectors")),
         "storage": settings["storage"],
         "encoder": settings.get("encoder"),
-        "languages": chunk_languages(db),
-        "files": {p.name: p.stat().st_size for p in sorted(path.iterdir()) if p.is_file()},
+        "languages": languages,
+        "files": _file_sizes(path),
     }
+
+
+def _file_sizes(path: Path) -> dict[str, int]:
+    """Sizes of the folder's files; a commit's temporary files, and old generations' files
+    removed by a commit of another connection between the listing and the stat, are left
+    out."""
+    sizes = {}
+    for p in sorted(path.iterdir()):
+        found = INDEX_FILE.match(p.name)
+        if (found and found.group(4)) or _CREATING.match(p.name):
+            continue
+        try:
+            st = p.stat()
+        except FileNotFoundError:
+            continue
+        if stat.S_ISREG(st.st_mode):
+            sizes[p.name] = st.st_size
+    return sizes
 
 
 def read_info(path: str | os.PathLike[str]) -> dict[str, Any]:
