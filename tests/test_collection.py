@@ -86,8 +86,10 @@ def _chunk_rows_of(col: Collection) -> dict[str, list[tuple[int, int, int]]]:
 
 
 def index_files(path: Path) -> set[str]:
-    """Every file of the folder that is not the database (or its WAL / shared memory)."""
-    return {p.name for p in path.iterdir() if not p.name.startswith("collection.sqlite")}
+    """Every file of the folder that is not the database (or its WAL / shared memory) or the
+    commit clock."""
+    return {p.name for p in path.iterdir()
+            if not p.name.startswith(("collection.sqlite", "collection.clock"))}
 
 
 def assert_indexes_match_chunks(col: Collection) -> None:

@@ -31,6 +31,7 @@ import numpy as np
 from fastrag._core import IndexFormatError
 from fastrag.collection import legs as legs_mod
 from fastrag.collection import mk, passages, store
+from fastrag.collection.clock import CommitClock
 from fastrag.collection.docstore import DocStore
 from fastrag.collection.docstore import file_name as docs_file
 from fastrag.collection.filters import compile_filter
@@ -96,6 +97,9 @@ class Collection:
         self._documents_verified = False  # every document row checked (see allowed_chunks)
         self._generation = 0  # of the index files in memory
         self._data_version = -1  # SQLite's PRAGMA data_version when last found current
+        # the commit clock, and its value when last found current (-2: not found even yet)
+        self._clock = CommitClock(path)
+        self._clock_seen = -2
         self._mmap = False
         self._splade: Any = None  # the SPLADE model of a sparse="splade" collection
         self._indexes: dict[str, Any] = {}  # leg -> index over chunk ids
@@ -262,7 +266,7 @@ class Collection:
             with store.sqlite_damage(folder):
                 col._load_indexes()
         except BaseException:
-            db.close()
+            col.close()
             raise
         return col
 
@@ -341,11 +345,13 @@ class Collection:
         with self._lock:
             if self._db.in_transaction:
                 return None
+            tick = self._clock.read()  # before SQLite's answer: a commit after it moves it
             version = int(self._db.execute("PRAGMA data_version").fetchone()[0])
             if version != self._data_version:
                 if store.meta_int(self._db, "generation") != self._generation:
                     self._load_indexes()
                 self._data_version = version
+            self._clock_seen = tick if tick >= 0 and tick % 2 == 0 else -2
             return version
 
     def _unchanged_since(self, version: int | None) -> bool:
@@ -402,6 +408,7 @@ class Collection:
             self._db.rollback()
         self._db.close()
         self._docs.close()
+        self._clock.close()
         self._closed = True
 
     # ------------------------------------------------------------------ properties
@@ -840,7 +847,8 @@ class Collection:
             # the file, not the changes
             docs = DocStore.load(self.path / docs_file(gen), populate=not self._mmap)
             store.set_meta(self._db, "generation", gen)
-            self._db.commit()
+            with self._clock.committing():
+                self._db.commit()
             self._dirty = False
             self._generation, self._docs = gen, docs
             self._remove_stale()
@@ -1073,6 +1081,13 @@ class Collection:
     def _consistent(self, run: Callable[[], _T], filter: Mapping[str, Any] | None) -> _T:
         """`run()` (a search) on rows and index files of one generation."""
         try:
+            # nothing committed since the last look (the clock has not moved) and no filter
+            # (which reads the database): search without asking SQLite
+            if filter is None and self._clock.read() == self._clock_seen:
+                try:
+                    return run()
+                except IndexFormatError:
+                    pass  # the files of a newer generation? asked below
             # when another connection commits while we read, search again on the new one
             for _ in range(5):
                 version = self._current()
