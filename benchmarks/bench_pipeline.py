@@ -14,7 +14,8 @@ dense legs at depth 100, RRF (k 60), max-chunk aggregation, top-10 (results read
 when first used: native_hybrid_p50_ms_fastrag_texts_read is the same with every text read);
 peer: bm25s (numba) + hnswlib over the same chunks, RRF and max-chunk aggregation in Python.
 Keys: hybrid_no_encoder_ratio_vs_peer (peer p50 / fastrag p50), python_overhead_us (fastrag
-wall time minus the time inside `_core.execute`, p50), bm25_collection_ratio_vs_index (bare
+wall time minus the time inside the native call, p50: `_core.execute_one` for one query,
+which also makes the (id, score, span) rows), bm25_collection_ratio_vs_index (bare
 BM25 index p50 / `Collection.search(method="bm25")` p50), batch_speedup_2_threads (1,000
 hybrid queries through `search_batch`, 1 thread / 2 threads, best of 3). The collection
 has the default storage ("auto": at 100,000 chunks the graph is walked on int8 codes and the
@@ -659,15 +660,17 @@ def bench_native(args: argparse.Namespace, res: Results, backend: str, peer_ok: 
                           fusion="rrf", fusion_options={"k": RRF_K})
         texts_by_id = dict(zip(doc_ids, texts, strict=True))
 
-        # fastrag: col.search with the query vector; time inside _core.execute recorded
+        # fastrag: col.search with the query vector; time inside the native call recorded
         inside: list[float] = []
-        execute = fastrag._core.execute
+        native_calls = {name: getattr(fastrag._core, name) for name in ("execute", "execute_one")}
 
-        def timed_execute(*a: Any, **kw: Any) -> Any:
-            t = time.perf_counter()
-            out = execute(*a, **kw)
-            inside.append(time.perf_counter() - t)
-            return out
+        def timed(call: Callable[..., Any]) -> Callable[..., Any]:
+            def run(*a: Any, **kw: Any) -> Any:
+                t = time.perf_counter()
+                out = call(*a, **kw)
+                inside.append(time.perf_counter() - t)
+                return out
+            return run
 
         def ours(i: int) -> list[str]:
             return [r.id for r in col.search(queries[i], k=K, method=hybrid, vector=qvecs[i])]
@@ -739,7 +742,8 @@ def bench_native(args: argparse.Namespace, res: Results, backend: str, peer_ok: 
                 return [f"doc{d}" for d in best if texts_by_id[f"doc{d}"]]
 
             calls["peer"] = peer
-        fastrag._core.execute = timed_execute
+        for name, call in native_calls.items():
+            setattr(fastrag._core, name, timed(call))
         try:
             for fn in calls.values():
                 for i in range(WARMUP):
@@ -761,7 +765,8 @@ def bench_native(args: argparse.Namespace, res: Results, backend: str, peer_ok: 
             finally:
                 gc.enable()
         finally:
-            fastrag._core.execute = execute
+            for name, call in native_calls.items():
+                setattr(fastrag._core, name, call)
         p50 = {name: float(np.median(v)) * 1e3 for name, v in times.items()}
         overhead = float(np.median(np.array(walls) - np.array(inside_fastrag))) * 1e6
         res.summary["native_hybrid_p50_ms_fastrag"] = round(p50["fastrag"], 4)

@@ -373,6 +373,67 @@ def test_single_leg_and_unmapped_slots(world: World, batch: Any) -> None:
         np.testing.assert_allclose(out["scores"][q, :n], [s for _, (_, s) in want], rtol=1e-6)
 
 
+@pytest.mark.parametrize("k", [1, 5, 10, 40])
+def test_one_sparse_leg_reads_k_chunks_first(world: World, batch: Any, k: int) -> None:
+    """One exact leg ranked by best chunk starts at depth k, not the leg's depth: the same
+    documents, scores, chunks and explain values as the whole depth gives (asked here through
+    fused=, which needs the whole depth); a dense leg alone keeps its depth."""
+    texts, vecs = batch
+    legs = legs_for(world, texts, vecs, weights=(1.0, 0.0), depths=(100, 20))
+    lean = _core.execute(legs, world.chunk_doc, k=k, explain=True)
+    whole = _core.execute(legs, world.chunk_doc, k=k, explain=True, fused=1)
+    for key in ("ids", "scores", "chunks", "explain_scores", "explain_ranks"):
+        np.testing.assert_array_equal(lean[key], whole[key], err_msg=key)
+    assert (whole["depths"][:, 0] == 100).all()
+    assert (lean["depths"][:, 0] < 100).all() and (lean["depths"][:, 0] == k).any() == (k < 40)
+    assert (lean["ids"] >= 0).sum() == (whole["ids"] >= 0).sum()
+    summed = _core.execute(legs, world.chunk_doc, k=k, aggregate="sum")  # needs every chunk
+    assert (summed["depths"][:, 0] == 100).all()
+    dense = _core.execute(legs_for(world, texts, vecs, weights=(0.0, 1.0), depths=(20, 30)),
+                          world.chunk_doc, k=k)
+    assert (dense["depths"][:, 1] >= 30).all()
+
+
+@pytest.mark.parametrize("weights", [(1.0, 0.0), (1.0, 1.0), (0.0, 1.0)])
+@pytest.mark.parametrize("fusion", ["rrf", "zscore"])
+def test_execute_one_gives_executes_hits_as_rows(world: World, batch: Any,
+                                                 weights: tuple[float, float],
+                                                 fusion: str) -> None:
+    texts, vecs = batch
+    rng = np.random.default_rng(3)
+    starts = rng.integers(0, 1000, world.n_chunks).astype(np.int64)
+    ends = starts + rng.integers(1, 50, world.n_chunks)
+    names = [f"doc-{d}" for d in range(N_DOCS)]
+    for q in range(len(texts)):
+        for k in (1, 10, N_DOCS + 5):
+            legs = legs_for(world, texts[q : q + 1], vecs[q : q + 1], weights=weights)
+            out = _core.execute(legs, world.chunk_doc, k=k, fusion=fusion)
+            rows = _core.execute_one(legs, world.chunk_doc, names, starts, ends, k=k,
+                                     fusion=fusion)
+            n = int((out["ids"][0] >= 0).sum())
+            assert [r[0] for r in rows] == [names[d] for d in out["ids"][0, :n]]
+            assert [r[1] for r in rows] == out["scores"][0, :n].tolist()
+            chunks = out["chunks"][0, :n]
+            assert [r[2] for r in rows] == list(zip(starts[chunks].tolist(),
+                                                    ends[chunks].tolist(), strict=True))
+
+
+def test_execute_one_refuses_a_batch_and_short_tables(world: World, batch: Any) -> None:
+    texts, vecs = batch
+    names = [str(d) for d in range(N_DOCS)]
+    spans = np.zeros(world.n_chunks, dtype=np.int64)
+    with pytest.raises(ValueError, match="runs one query; the legs hold 2"):
+        _core.execute_one(legs_for(world, texts[:2], vecs[:2]), world.chunk_doc, names, spans,
+                          spans)
+    one = legs_for(world, texts[:1], vecs[:1])
+    with pytest.raises(ValueError, match="a span per chunk"):
+        _core.execute_one(one, world.chunk_doc, names, spans[:-1], spans)
+    with pytest.raises(ValueError, match="doc_ids holds 3"):
+        _core.execute_one(one, world.chunk_doc, names[:3], spans, spans, k=N_DOCS)
+    with pytest.raises(ValueError, match="chunk_start must"):
+        _core.execute_one(one, world.chunk_doc, names, spans.astype(np.int32), spans)
+
+
 def test_no_queries(world: World) -> None:
     texts: list[str] = []
     out = _core.execute(legs_for(world, texts, np.zeros((0, DIM), np.float32)),
@@ -470,7 +531,7 @@ def test_weight_zero_leg_needs_no_queries(world: World) -> None:
     legs = _legs(world)
     legs[1].update(weight=0.0, queries=None)
     out = _core.execute(legs, world.chunk_doc, k=5)
-    assert out["depths"][0].tolist() == [20, 0]
+    assert out["depths"][0].tolist() == [5, 0]  # one sparse leg starts at depth k
 
 
 def test_infinite_scores_need_rrf() -> None:

@@ -203,11 +203,23 @@ std::int64_t parse_leg(const py::handle& item, std::size_t l, fastrag::Leg& leg,
   return n;
 }
 
-py::dict execute(const py::list& legs_arg, const py::object& chunk_doc_arg, const py::object& k_arg,
-                 const std::string& fusion, double rrf_k, const std::string& aggregate,
-                 bool explain, const py::object& threads_arg, const py::object& fused_arg) {
-  std::vector<py::object> keep;  // every object whose memory the core reads
-  std::vector<fastrag::Leg> legs(legs_arg.size());
+// A call's parsed arguments: the legs, the batch size and the options, checked; `keep` holds
+// every object whose memory the core reads.
+struct Call {
+  std::vector<py::object> keep;
+  std::vector<fastrag::Leg> legs;
+  std::size_t nq = 0;
+  fastrag::ExecuteOptions opt;
+};
+
+void parse_call(Call& call, const py::list& legs_arg, const py::object& chunk_doc_arg,
+                const py::object& k_arg, const std::string& fusion, double rrf_k,
+                const std::string& aggregate, const py::object& threads_arg,
+                const py::object& fused_arg) {
+  auto& keep = call.keep;
+  auto& legs = call.legs;
+  auto& opt = call.opt;
+  legs.resize(legs_arg.size());
   std::int64_t n = -1;
   for (std::size_t l = 0; l < legs.size(); ++l) {
     const std::int64_t nl = parse_leg(legs_arg[l], l, legs[l], keep);
@@ -219,8 +231,7 @@ py::dict execute(const py::list& legs_arg, const py::object& chunk_doc_arg, cons
     n = nl;
   }
   if (legs.empty()) throw std::invalid_argument("give at least one leg");
-  const std::size_t nq = n < 0 ? 0 : static_cast<std::size_t>(n);
-  fastrag::ExecuteOptions opt;
+  const std::size_t nq = call.nq = n < 0 ? 0 : static_cast<std::size_t>(n);
   opt.fusion = fastrag::parse_fusion(fusion);
   opt.aggregate = fastrag::parse_aggregate(aggregate);
   opt.rrf_k = rrf_k;
@@ -247,7 +258,17 @@ py::dict execute(const py::list& legs_arg, const py::object& chunk_doc_arg, cons
   opt.k = width(k_arg, "k", 1);
   opt.fused_width = width(fused_arg, "fused", 0);
   fastrag::validate(legs, nq, opt);
+}
 
+py::dict execute(const py::list& legs_arg, const py::object& chunk_doc_arg, const py::object& k_arg,
+                 const std::string& fusion, double rrf_k, const std::string& aggregate,
+                 bool explain, const py::object& threads_arg, const py::object& fused_arg) {
+  Call call;
+  parse_call(call, legs_arg, chunk_doc_arg, k_arg, fusion, rrf_k, aggregate, threads_arg,
+             fused_arg);
+  const auto& legs = call.legs;
+  const auto& opt = call.opt;
+  const std::size_t nq = call.nq;
   const std::size_t k = opt.k, L = legs.size();
   py::array_t<std::int64_t> ids({nq, k});
   py::array_t<float> scores({nq, k});
@@ -293,6 +314,52 @@ py::dict execute(const py::list& legs_arg, const py::object& chunk_doc_arg, cons
   return result;
 }
 
+// One query's hits as (document id, score, (start, end)) tuples, best first: `execute` for the
+// query path, without the (1, k) arrays that Python would turn into lists again.
+py::list execute_one(const py::list& legs_arg, const py::object& chunk_doc_arg,
+                     const py::list& doc_ids, const py::object& start_arg,
+                     const py::object& end_arg, const py::object& k_arg,
+                     const std::string& fusion, double rrf_k, const std::string& aggregate) {
+  Call call;
+  parse_call(call, legs_arg, chunk_doc_arg, k_arg, fusion, rrf_k, aggregate, py::int_(1),
+             py::int_(0));
+  if (call.nq != 1)
+    throw std::invalid_argument("execute_one runs one query; the legs hold " +
+                                std::to_string(call.nq));
+  auto starts = array_arg(start_arg, "chunk_start");
+  auto ends = array_arg(end_arg, "chunk_end");
+  const auto* start = checked<std::int64_t>(starts, "chunk_start");
+  const auto* end = checked<std::int64_t>(ends, "chunk_end");
+  const std::size_t n_chunks = call.opt.n_chunks;
+  if (static_cast<std::size_t>(starts.size()) < n_chunks ||
+      static_cast<std::size_t>(ends.size()) < n_chunks)
+    throw std::invalid_argument("chunk_start and chunk_end must hold a span per chunk of "
+                                "chunk_doc (" + std::to_string(n_chunks) + ")");
+  const std::size_t k = call.opt.k;
+  std::vector<std::int64_t> docs(k), chunks(k);
+  std::vector<float> scores(k);
+  fastrag::ExecuteOutput out;
+  out.docs = docs.data();
+  out.scores = scores.data();
+  out.chunks = chunks.data();
+  {
+    py::gil_scoped_release release;  // (as in execute: raw pointers into `call.keep`)
+    fastrag::execute(call.legs, 1, call.opt, out);
+  }
+  const auto n_docs = static_cast<std::int64_t>(doc_ids.size());
+  py::list rows;
+  for (std::size_t j = 0; j < k && docs[j] >= 0; ++j) {
+    const std::int64_t c = chunks[j];
+    if (docs[j] >= n_docs || c < 0 || static_cast<std::size_t>(c) >= n_chunks)
+      throw std::invalid_argument("chunk_doc names document " + std::to_string(docs[j]) +
+                                  " but doc_ids holds " + std::to_string(n_docs));
+    rows.append(py::make_tuple(doc_ids[static_cast<std::size_t>(docs[j])],
+                               static_cast<double>(scores[j]),
+                               py::make_tuple(start[c], end[c])));
+  }
+  return rows;
+}
+
 }  // namespace
 
 void register_executor(py::module_& m) {
@@ -314,4 +381,10 @@ scores (n, k) float32 (-inf padded), chunks (n, k) int64 best chunk, depths (n, 
 explain_scores (n, k, n_legs + 1) float32 and explain_ranks int32 (None unless explain),
 fused_chunks (n, fused) int64 and fused_scores float32: the first `fused` fused chunks of known
 documents, for rerank stages (None unless fused > 0).)doc");
+  m.def("execute_one", &execute_one, py::arg("legs"), py::arg("chunk_doc"), py::arg("doc_ids"),
+        py::arg("chunk_start"), py::arg("chunk_end"), py::kw_only(), py::arg("k") = 10,
+        py::arg("fusion") = "rrf", py::arg("rrf_k") = 60.0, py::arg("aggregate") = "max",
+        R"doc(`execute` for one query on one thread, its hits as a list of (doc_ids[ordinal],
+score, (chunk_start[chunk], chunk_end[chunk])) tuples for the best chunk of each document,
+best first (fewer than k when fewer documents match). chunk_start, chunk_end: int64 per chunk.)doc");
 }

@@ -30,6 +30,8 @@ Aggregate parse_aggregate(const std::string& name) {
 namespace {
 
 constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
+// A thread's kept working space holds at most about this many fused chunks (a few hundred KB).
+constexpr std::size_t kKeepEntries = std::size_t{1} << 14;
 
 // numpy's float64 add.reduce over a contiguous array (pairwise_sum in numpy's loops): eight
 // accumulators up to 128 values, halves (rounded to a multiple of 8) above. Means and standard
@@ -153,6 +155,14 @@ class Runner {
       sizes_[l] = leg_size(legs[l]);
       if (legs[l].weight > 0) active_.push_back(l);
     }
+    // One exact (sparse) leg ranked by its best chunk: the k documents are the first k
+    // distinct ones of the leg's ranking, and a sparse top-d is a prefix of its top-2d (ties
+    // go to the lower id), so chunks past the k-th are read only when the first k hold
+    // fewer than k documents (the deepening below). A fusion needs the whole depth (ranks
+    // and normalisation over it), a sum every chunk of a document, the rerank stages the
+    // fused list, and an HNSW walk's top-d is not a prefix of its top-2d.
+    prefix_ = active_.size() == 1 && legs[active_[0]].sparse && opt.aggregate == Aggregate::Max &&
+              opt.fused_width == 0;
   }
 
   void run(std::size_t qi, Scratch& s) const {
@@ -165,7 +175,8 @@ class Runner {
     s.rank_score.resize(L_);
     s.value.resize(L_);
     for (std::size_t l : active_) {
-      s.depth[l] = std::min(legs_[l].depth, sizes_[l]);
+      s.depth[l] = std::min(prefix_ ? std::min(legs_[l].depth, opt_.k) : legs_[l].depth,
+                            sizes_[l]);
       search_leg(qi, l, s);
     }
     while (true) {
@@ -450,6 +461,7 @@ class Runner {
   const std::size_t L_;
   std::vector<std::size_t> sizes_;   // each leg's index size, read once per call
   std::vector<std::size_t> active_;  // legs with a positive weight, in order
+  bool prefix_ = false;              // start the one leg at depth k (see the constructor)
 };
 
 std::string leg_name(std::size_t l) { return "legs[" + std::to_string(l) + "]"; }
@@ -524,6 +536,15 @@ void execute(const std::vector<Leg>& legs, std::size_t n_queries, const ExecuteO
     throw std::invalid_argument("execute: an output array is missing");
   const Runner runner(legs, opt, out);
   const std::size_t threads = resolve_threads(opt.threads, n_queries);
+  if (threads <= 1) {
+    // One thread (the query path: one query a call): its working space is kept between calls,
+    // which saves the two dozen allocations a query's vectors and tables cost; a deep query's
+    // large buffers are let go after it.
+    thread_local Scratch kept;
+    for (std::size_t qi = 0; qi < n_queries; ++qi) runner.run(qi, kept);
+    if (kept.entry_chunk.capacity() > kKeepEntries) kept = Scratch();
+    return;
+  }
   std::vector<Scratch> scratch(threads);
   parallel_for(n_queries, threads,
                [&](std::size_t qi, std::size_t tid) { runner.run(qi, scratch[tid]); });

@@ -240,6 +240,21 @@ def execute(
     Returns ids (document ordinals of chunk_doc, -1 padded), scores, chunks, depths and, with
     explain, explain_scores / explain_ranks (n, k, n_legs + 1)."""
 
+def execute_one(
+    legs: list[dict[str, object]],
+    chunk_doc: npt.NDArray[np.uint32],
+    doc_ids: list[str],
+    chunk_start: npt.NDArray[np.int64],
+    chunk_end: npt.NDArray[np.int64],
+    *,
+    k: int = 10,
+    fusion: Literal["rrf", "minmax", "convex", "zscore", "dbsf"] = "rrf",
+    rrf_k: float = 60.0,
+    aggregate: Literal["max", "sum"] = "max",
+) -> list[tuple[str, float, tuple[int, int]]]:
+    """`execute` for one query on this thread: (doc_ids[ordinal], score, (start, end) of the
+    best chunk) per document, best first."""
+
 class AsciiWordCache:
     """ASCII text -> term ids by the English analyzer's rules (runs of [A-Za-z0-9_] of at
     least min_length characters, lowercased, stopwords out), with a cache of each word's term

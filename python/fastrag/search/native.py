@@ -17,7 +17,7 @@ from fastrag import _core
 from fastrag.search.corpus import Corpus
 from fastrag.search.retrievers import BaseRetriever
 
-__all__ = ["NATIVE_FUSIONS", "run"]
+__all__ = ["NATIVE_FUSIONS", "run", "run_one"]
 
 #: Fusions the executor runs, with the options it takes: RRF's k as ``rrf_k``, and the
 #: weights, which reach it as each leg's weight (``Pipeline.weights`` resolves them).
@@ -60,23 +60,10 @@ def run(
     each, and with `fused` > 0 the first `fused` fused chunks (for rerank stages)."""
     table = corpus.chunk_table()
     k = min(k, max(1, len(table.hits)))  # no more documents than chunks can come back
-    opened = []  # indexes held steady (no renumbering) until the call returns
+    fusion_name, aggregate_name = _names(fusion, aggregate)
+    opened: list[Any] = []  # indexes held steady (no renumbering) until the call returns
     try:
-        specs = []
-        for r, weight in legs:
-            index = corpus.index(r.method)
-            spec = index.native_open(allow)
-            opened.append(index)
-            spec.update(r.native_leg(index, queries, vectors), depth=max(r.depth, k),
-                        weight=float(weight))
-            specs.append(spec)
-        fusion_name, aggregate_name = _FUSION_NAMES.get(fusion), _AGGREGATE_NAMES.get(aggregate)
-        if fusion_name is None:
-            raise ValueError(f"the executor has no fusion {fusion!r}; expected one of "
-                             f"{', '.join(NATIVE_FUSIONS)}")
-        if aggregate_name is None:
-            raise ValueError(f"the executor has no aggregate {aggregate!r}; expected one of "
-                             f"{', '.join(_AGGREGATES)}")
+        specs = _open_legs(corpus, legs, queries, vectors, allow, k, opened)
         out: dict[str, Any] = _core.execute(
             specs, table.chunk_doc, k=k, fusion=fusion_name,
             rrf_k=float(fusion_options.get("k", 60.0)), aggregate=aggregate_name,
@@ -87,3 +74,59 @@ def run(
             index.native_close()
     out["table"] = table
     return out
+
+
+def run_one(
+    corpus: Corpus,
+    legs: Sequence[tuple[BaseRetriever, float]],
+    query: str,
+    vectors: np.ndarray | None,
+    *,
+    k: int,
+    fusion: str,
+    fusion_options: Mapping[str, Any],
+    aggregate: str,
+) -> list[tuple[str, float, tuple[int, int]]]:
+    """`run` for one query without a filter, on this thread: its hits as (document id,
+    score, span of the best chunk) tuples, best first (``_core.execute_one``)."""
+    table = corpus.chunk_table()
+    k = min(k, max(1, len(table.hits)))
+    fusion_name, aggregate_name = _names(fusion, aggregate)
+    opened: list[Any] = []
+    try:
+        specs = _open_legs(corpus, legs, [query], vectors, None, k, opened)
+        return _core.execute_one(
+            specs, table.chunk_doc, table.doc_ids, table.chunk_start, table.chunk_end, k=k,
+            fusion=fusion_name, rrf_k=float(fusion_options.get("k", 60.0)),
+            aggregate=aggregate_name,
+        )
+    finally:
+        for index in opened:
+            index.native_close()
+
+
+def _names(fusion: str, aggregate: str) -> tuple[NativeFusion, Literal["max", "sum"]]:
+    fusion_name, aggregate_name = _FUSION_NAMES.get(fusion), _AGGREGATE_NAMES.get(aggregate)
+    if fusion_name is None:
+        raise ValueError(f"the executor has no fusion {fusion!r}; expected one of "
+                         f"{', '.join(NATIVE_FUSIONS)}")
+    if aggregate_name is None:
+        raise ValueError(f"the executor has no aggregate {aggregate!r}; expected one of "
+                         f"{', '.join(_AGGREGATES)}")
+    return fusion_name, aggregate_name
+
+
+def _open_legs(corpus: Corpus, legs: Sequence[tuple[BaseRetriever, float]], queries: list[str],
+               vectors: np.ndarray | None, allow: list[int] | None, k: int,
+               opened: list[Any]) -> list[dict[str, Any]]:
+    """The executor's leg dicts; each index opened is appended to `opened` (the caller
+    closes them, also when this raises)."""
+    specs = []
+    for r, weight in legs:
+        index = corpus.index(r.method)
+        spec = index.native_open(allow)
+        opened.append(index)
+        spec.update(r.native_leg(index, queries, vectors), depth=max(r.depth, k),
+                    weight=float(weight))
+        specs.append(spec)
+    return specs

@@ -381,7 +381,17 @@ class Pipeline:
             vectors = encoder.encode_queries([query])
             encode = time.perf_counter() - t1
         t1 = time.perf_counter()
-        (found,) = self._native(corpus, legs, [query], vectors, None, k, False, 1)
+        # a corpus that reads its documents later (no changes pending): the executor hands
+        # back (id, score, span) rows, made into results here in one expression
+        reader = getattr(corpus, "reader", None)
+        read = None if reader is None else reader()
+        if read is None:
+            (found,) = self._native(corpus, legs, [query], vectors, None, k, False, 1)
+        else:
+            of = LazyResult.of
+            found = [of(doc_id, score, read, span) for doc_id, score, span in native.run_one(
+                corpus, legs, query, vectors, k=k, fusion=self.fusion,
+                fusion_options=self.fusion_options, aggregate=self.aggregate)]
         if timings is not None:
             t2 = time.perf_counter()
             timings.update(encode=encode, search=t2 - t1, total=t2 - t0)
