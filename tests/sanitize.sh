@@ -21,7 +21,7 @@ BUILD="${FASTRAG_SANITIZE_BUILD:-$ROOT/build/sanitize}"
 JOBS="${JOBS:-2}"
 TESTS=(tests/test_bm25_core.py tests/test_bm25_impact_cache.py tests/test_dense_core.py tests/test_maxsim.py
        tests/test_pooling.py tests/test_index_limits.py tests/test_sparse_approx.py
-       tests/test_ascii_words.py)
+       tests/test_ascii_words.py tests/test_executor_core.py)
 
 start=$(date +%s)
 CXX_COMPILER="${CXX:-$(command -v g++ || command -v clang++)}"
