@@ -49,6 +49,7 @@ __all__ = [
     "REPO",
     "Results",
     "Timing",
+    "beir_dataset",
     "best_times",
     "cpu_model",
     "dataset_parser",
@@ -472,6 +473,18 @@ def dataset_parser(doc: str | None, datasets: tuple[str, ...]) -> argparse.Argum
     return ap
 
 
+def beir_dataset(root: Path, name: str, results: Results) -> Any:
+    """The BEIR folder `name` under `root` (a `fastrag.eval` dataset), or None when it is not
+    there (reported as skipped)."""
+    from fastrag.eval import load_beir
+
+    folder = root / name
+    if not (folder / "corpus.jsonl").is_file():
+        results.skip(f"{name}: not found under {root} (BEIR layout expected)")
+        return None
+    return load_beir(folder)
+
+
 def judged_datasets(
     args: argparse.Namespace, results: Results, *, others: int = 300
 ) -> Iterator[tuple[str, list[str], list[str], list[str], list[str], dict[str, dict[str, int]]]]:
@@ -480,14 +493,10 @@ def judged_datasets(
     ``args.limit_queries`` judged queries (all when None); in --quick mode only the judged
     documents of those queries and the first `others` others. A missing folder is reported
     as skipped."""
-    from fastrag.eval import load_beir
-
     for name in [d.strip() for d in args.datasets.split(",") if d.strip()]:
-        folder = args.data / name
-        if not folder.is_dir():
-            results.skip(f"{name}: not found under {args.data}")
+        data = beir_dataset(args.data, name, results)
+        if data is None:
             continue
-        data = load_beir(folder)
         ids, texts = data.documents()
         qids, queries = data.judged_queries()
         if args.limit_queries is not None:

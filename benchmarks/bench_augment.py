@@ -49,13 +49,12 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 
-from _common import REPO, Results, optional, parse, parser
+from _common import REPO, Results, beir_dataset, optional, parse, parser
 
 sys.path.insert(0, str(REPO / "tests"))  # the scripted chat server shared with the tests
 
 from fastrag.collection import Collection
 from fastrag.collection.prepare import prepare
-from fastrag.eval import load_beir
 from fastrag.search.augment import AugmentedResult
 from fastrag.search.llm import ChatClient
 from llm_fake import ChatFake
@@ -119,13 +118,11 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=10)
     args = parse(ap)
     res = Results(__file__, args)
-    folder = args.data / "cranfield"
-    if not (folder / "corpus.jsonl").exists():
-        res.skip(f"cranfield not found in {args.data} (BEIR layout expected)")
+    data = beir_dataset(args.data, "cranfield", res)
+    if data is None:
         res.finish()
         return
     ranx = optional("ranx", res, "nDCG@10 of plain and augmented runs")
-    data = load_beir(folder)
     ids, texts = data.documents()
     keep = [i for i, t in enumerate(texts) if t.strip()]
     n_docs = {"smoke": len(keep), "quick": 400, "full": len(keep)}[args.mode]

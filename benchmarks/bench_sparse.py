@@ -68,7 +68,7 @@ from typing import Any  # noqa: E402
 import numpy as np  # noqa: E402
 import scipy.sparse as sp  # noqa: E402
 
-from _common import Results, optional, parse, parser, time_cases  # noqa: E402
+from _common import Results, beir_dataset, optional, parse, parser, time_cases  # noqa: E402
 from fastrag.index import ApproxImpactIndex, ImpactIndex  # noqa: E402
 
 K = 10
@@ -239,14 +239,10 @@ def compare_exact(
 # ----------------------------------------------------------------------------- cranfield
 def run_cranfield(data: Path, repeat: int, res: Results, limit: int | None) -> None:
     from fastrag.encoders import SpladeEncoder, TruncationWarning
-    from fastrag.eval import load_beir
-
     summary = res.summary
-    folder = data / "cranfield"
-    if not folder.is_dir():
-        res.skip(f"cranfield: not found under {data}")
+    ds = beir_dataset(data, "cranfield", res)
+    if ds is None:
         return
-    ds = load_beir(folder)
     _, texts = ds.documents()
     _, queries = ds.judged_queries()
     if limit:

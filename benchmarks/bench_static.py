@@ -52,7 +52,7 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import numpy as np
 
-from _common import Results, optional, parse, parser, time_cases
+from _common import Results, beir_dataset, optional, parse, parser, time_cases
 from fastrag.encoders import StaticEncoder, TextEncoder, TruncationWarning, distill_static
 from fastrag.eval import Dataset, evaluate, load_beir, run_method
 from fastrag.index import DenseIndex
@@ -240,10 +240,9 @@ def main() -> None:
 
     # ------------------------------------------------------------------ quality
     for name, key in DATASETS.items():
-        if not (args.data / name).is_dir():
-            res.skip(f"{name}: {args.data / name} not found")
+        ds = beir_dataset(args.data, name, res)
+        if ds is None:
             continue
-        ds = load_beir(args.data / name)
         limit = args.queries if name == "jsquad-valid" and args.mode == "quick" else None
         quality(res, name, key, subset(ds, limit, args.seed), static, minilm)
     res.finish()

@@ -14,8 +14,8 @@ from typing import Any
 import Stemmer
 
 import fastrag
-from _common import Results, optional, parse, parser
-from fastrag.eval import evaluate, load_beir
+from _common import Results, beir_dataset, optional, parse, parser
+from fastrag.eval import evaluate
 
 bm25s: Any = None  # the peer, imported in main() unless --smoke
 
@@ -53,11 +53,9 @@ def main() -> None:
     plan = {"cranfield": ["english", "auto"], "jsquad-valid": ["japanese", "bigram", "auto"]}
     print(f"{'dataset':<14} {'system':<28} {'nDCG@10':>8} {'R@100':>7} {'MRR@10':>7}")
     for name, analyzers in plan.items():
-        folder = args.data / name
-        if not folder.is_dir():
-            res.skip(f"{name}: not found under {args.data}")
+        data = beir_dataset(args.data, name, res)
+        if data is None:
             continue
-        data = load_beir(folder)
         ids, texts = data.documents()
         qids, queries = data.judged_queries()
         if args.quick:

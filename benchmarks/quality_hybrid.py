@@ -31,8 +31,8 @@ from typing import Any
 import numpy as np
 
 import fastrag
-from _common import Results, optional, parse, parser
-from fastrag.eval import evaluate, load_beir
+from _common import Results, beir_dataset, optional, parse, parser
+from fastrag.eval import evaluate
 from fastrag.eval.tune import cross_validate
 from fastrag.search import Pipeline, Retriever, default_pipeline
 
@@ -230,11 +230,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="fastrag-quality-hybrid-") as tmp_name:
         encoder = fastrag.TextEncoder(cache_dir=args.cache_dir)
         for name in [d.strip() for d in args.datasets.split(",") if d.strip()]:
-            folder = args.data / name
-            if not folder.is_dir():
-                res.skip(f"{name}: not found under {args.data}")
+            data = beir_dataset(args.data, name, res)
+            if data is None:
                 continue
-            data = load_beir(folder)
             qids, queries = data.judged_queries()
             if args.mode == "quick":
                 qids, queries = qids[:100], queries[:100]
