@@ -349,8 +349,8 @@ py::list execute_one(const py::list& legs_arg, const py::object& chunk_doc_arg,
   const auto n_docs = static_cast<std::int64_t>(doc_ids.size());
   py::list rows;
   for (std::size_t j = 0; j < k && docs[j] >= 0; ++j) {
-    const std::int64_t c = chunks[j];
-    if (docs[j] >= n_docs || c < 0 || static_cast<std::size_t>(c) >= n_chunks)
+    const std::int64_t c = chunks[j];  // a chunk of chunk_doc (the executor maps no other)
+    if (docs[j] >= n_docs)
       throw std::invalid_argument("chunk_doc names document " + std::to_string(docs[j]) +
                                   " but doc_ids holds " + std::to_string(n_docs));
     rows.append(py::make_tuple(doc_ids[static_cast<std::size_t>(docs[j])],

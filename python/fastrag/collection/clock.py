@@ -65,7 +65,7 @@ class CommitClock:
     def read(self) -> int:
         """The clock's value (-1 without a clock)."""
         view = self._view
-        return -1 if view is None else int(view[0])
+        return -1 if view is None else view[0]
 
     @contextmanager
     def committing(self) -> Iterator[None]:

@@ -351,7 +351,7 @@ class Collection:
                 if store.meta_int(self._db, "generation") != self._generation:
                     self._load_indexes()
                 self._data_version = version
-            self._clock_seen = tick if tick >= 0 and tick % 2 == 0 else -2
+            self._clock_seen = tick if tick % 2 == 0 else -2  # (-1, no clock, is odd)
             return version
 
     def _unchanged_since(self, version: int | None) -> bool:
