@@ -133,6 +133,12 @@ def _seed_collection(folder: Path) -> None:
     col.close()
 
 
+_UNTYPED_META = (
+    "ALTER TABLE meta RENAME TO old_meta; CREATE TABLE meta (key TEXT PRIMARY KEY, value); "
+    "INSERT INTO meta SELECT key, value FROM old_meta; DROP TABLE old_meta; "
+)
+
+
 @pytest.mark.parametrize(
     "sql",
     [
@@ -144,6 +150,16 @@ def _seed_collection(folder: Path) -> None:
         "DELETE FROM meta WHERE key = 'next_chunk'",
         "UPDATE meta SET value = json_remove(value, '$.analyzer') WHERE key = 'settings'",
         "UPDATE chunks SET start = 'x'",
+        # values that are not JSON text, as a damaged page can hold them (the fuzzer found a
+        # NULL settings value): the meta table is first rebuilt without its NOT NULL and TEXT
+        _UNTYPED_META + "UPDATE meta SET value = NULL WHERE key = 'settings'",
+        _UNTYPED_META + "UPDATE meta SET value = NULL WHERE key = 'generation'",
+        _UNTYPED_META + "UPDATE meta SET value = 7 WHERE key = 'settings'",
+        _UNTYPED_META + "UPDATE meta SET value = 2.5 WHERE key = 'next_chunk'",
+        _UNTYPED_META + "INSERT INTO meta(key, value) VALUES ('default_pipeline', NULL)",
+        "INSERT INTO meta(key, value) VALUES ('default_pipeline', '[1, 2]')",
+        "UPDATE meta SET value = json_set(value, '$.version', json('[2]')) WHERE key = 'settings'",
+        "UPDATE meta SET value = json_set(value, '$.version', 'two') WHERE key = 'settings'",
     ],
 )
 def test_damaged_collection_database_is_refused(tmp_path, sql: str) -> None:
@@ -156,7 +172,7 @@ def test_damaged_collection_database_is_refused(tmp_path, sql: str) -> None:
 
     _seed_collection(tmp_path / "col")
     db = sqlite3.connect(tmp_path / "col" / "collection.sqlite")
-    db.execute(sql)
+    db.executescript(sql)
     db.commit()
     db.close()
     try:
@@ -164,6 +180,7 @@ def test_damaged_collection_database_is_refused(tmp_path, sql: str) -> None:
         try:
             list(col.documents())
             col.info()
+            col.default_pipeline_spec()
             col.search("river", k=2, method="bm25")
             col.add(["paper"], ids=["z"])
             col.commit()
@@ -171,6 +188,35 @@ def test_damaged_collection_database_is_refused(tmp_path, sql: str) -> None:
             col.close()
     except ValueError:
         pass
+
+
+@pytest.mark.parametrize("value", ["[1, 2]", "3", None])
+def test_damaged_meta_values_name_the_damage(tmp_path, value: str | None) -> None:
+    """A meta value that is not JSON text, or a default pipeline that is not a spec, is
+    IndexFormatError naming the key, not a TypeError from json or a list returned as a spec."""
+    import sqlite3
+
+    import fastrag
+    from fastrag._core import IndexFormatError
+
+    _seed_collection(tmp_path / "col")
+    db = sqlite3.connect(tmp_path / "col" / "collection.sqlite")
+    db.executescript(_UNTYPED_META)
+    db.execute("INSERT INTO meta(key, value) VALUES ('default_pipeline', ?)", (value,))
+    db.commit()
+    db.close()
+    col = fastrag.Collection.open(tmp_path / "col")
+    try:
+        with pytest.raises(IndexFormatError, match=r"default.pipeline"):
+            col.default_pipeline_spec()
+    finally:
+        col.close()
+    db = sqlite3.connect(tmp_path / "col" / "collection.sqlite")
+    db.execute("UPDATE meta SET value = NULL WHERE key = 'settings'")
+    db.commit()
+    db.close()
+    with pytest.raises(IndexFormatError, match="meta 'settings' holds NoneType"):
+        fastrag.Collection.open(tmp_path / "col")
 
 
 def test_damaged_sqlite_page_is_refused() -> None:

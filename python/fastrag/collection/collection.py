@@ -1007,7 +1007,11 @@ class Collection:
     @_checked
     def default_pipeline_spec(self) -> dict[str, Any] | None:
         """The stored default pipeline spec (`set_default_pipeline`), or None."""
-        spec: dict[str, Any] | None = store.get_meta(self._db, "default_pipeline")
+        spec = store.get_meta(self._db, "default_pipeline")
+        if spec is not None and not isinstance(spec, dict):
+            raise IndexFormatError(f"{store.DB}: the default pipeline is {type(spec).__name__}, "
+                                   "not a spec: the database is damaged; set it again with "
+                                   "set_default_pipeline")
         return spec
 
     def _named_pipeline(self, method: str) -> Pipeline:

@@ -190,11 +190,13 @@ def open_db(folder: Path) -> tuple[sqlite3.Connection, dict[str, Any]]:
         settings = get_meta(db, "settings")
         if not isinstance(settings, dict) or settings.get("format") != FORMAT:
             raise CollectionError(f"{folder / DB} is not a fastrag collection")
-        if int(settings.get("version", 0)) > VERSION:
-            raise CollectionError(
-                f"{folder} needs a newer fastrag (format {settings['version']})"
-            )
-        if int(settings.get("version", 0)) < 2:
+        version = settings.get("version", 0)
+        if isinstance(version, bool) or not isinstance(version, int):
+            raise IndexFormatError(f"{folder / DB}: the settings' version is {version!r}, not "
+                                   "a number: the database is damaged; rebuild the collection")
+        if version > VERSION:
+            raise CollectionError(f"{folder} needs a newer fastrag (format {version})")
+        if version < 2:
             settings = _upgrade_v1(db)
         check_settings(settings, folder)
         check_schema(db, folder)
@@ -404,5 +406,13 @@ def set_meta(db: sqlite3.Connection, key: str, value: Any) -> None:
 
 
 def get_meta(db: sqlite3.Connection, key: str, default: Any = None) -> Any:
+    """A value of the meta table (JSON text), `default` when the key is absent;
+    IndexFormatError when the stored value is not text (a NULL or a number from a damaged
+    page) and JSONDecodeError when the text is not JSON."""
     row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-    return default if row is None else json.loads(row[0])
+    if row is None:
+        return default
+    if not isinstance(row[0], str | bytes):
+        raise IndexFormatError(f"{DB}: meta {key!r} holds {type(row[0]).__name__}, not JSON "
+                               "text: the database is damaged; rebuild the collection")
+    return json.loads(row[0])
