@@ -344,6 +344,39 @@ def test_a_version_1_collection_is_upgraded_with_checksums(tmp_path: Path) -> No
     col.close()
 
 
+@pytest.mark.parametrize("damage", [
+    "UPDATE chunks SET start = 'x'",
+    # a NULL the schema forbids, as a damaged page can hold: the NOT NULL is taken out of the
+    # stored schema text (the records' format does not change)
+    "PRAGMA writable_schema = ON; UPDATE sqlite_master SET sql = replace(sql, "
+    "'text TEXT NOT NULL', 'text TEXT') WHERE name = 'documents'",
+])
+def test_a_damaged_version_1_collection_is_refused_and_left_as_it_was(
+    tmp_path: Path, damage: str
+) -> None:
+    path = tmp_path / "c"
+    new(path).close()
+    db = sqlite3.connect(path / "collection.sqlite")
+    with db:
+        for table in ("documents", "chunks", "tokens"):
+            db.execute(f"ALTER TABLE {table} DROP COLUMN crc")
+        settings = store.get_meta(db, "settings")
+        store.set_meta(db, "settings", {**settings, "version": 1})
+    db.executescript(damage)
+    db.close()
+    if "writable_schema" in damage:
+        db = sqlite3.connect(path / "collection.sqlite")
+        db.execute("UPDATE documents SET text = NULL WHERE rowid = 1")
+        db.commit()
+        db.close()
+    with pytest.raises(IndexFormatError, match="holds a column of another type"):
+        reopen(path)
+    db = sqlite3.connect(path / "collection.sqlite")
+    assert store.get_meta(db, "settings")["version"] == 1  # the upgrade was rolled back
+    assert "crc" not in {row[1] for row in db.execute("PRAGMA table_info(documents)")}
+    db.close()
+
+
 # ---------------------------------------------------------------------- ids
 
 

@@ -20,7 +20,6 @@ import json
 import logging
 import os
 import sqlite3
-import struct
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -472,7 +471,7 @@ class Collection:
                 chunks = len(self.chunk_table().hits)
             tokens = 0
             for c, n, data, crc in self._db.execute("SELECT chunk, n, data, crc FROM tokens"):
-                if crc != store.tokens_crc(c, n, data):
+                if not store.crc_matches(crc, store.tokens_crc, c, n, data):
                     raise store.damaged(f"the token vectors of chunk {c}")
                 tokens += 1
             # the generation's document file: the same documents, every record readable
@@ -528,11 +527,7 @@ class Collection:
                 for c, d, o, s, e, lang, crc in self._db.execute(
                     "SELECT chunk, doc, ord, start, end, lang, crc FROM chunks"
                 ):
-                    try:
-                        ok = crc == store.chunk_crc(c, d, o, s, e, lang)
-                    except (TypeError, ValueError, struct.error):  # a column of another type
-                        ok = False
-                    if not ok:
+                    if not store.crc_matches(crc, store.chunk_crc, c, d, o, s, e, lang):
                         raise store.damaged(f"chunk {c}")
                     hits.append(ChunkHit(c, d, s, e))
                 self._chunks = ChunkTable(hits)
@@ -914,11 +909,8 @@ class Collection:
             for c, n, data, crc in self._db.execute(
                 f"SELECT chunk, n, data, crc FROM tokens WHERE chunk IN ({marks})", part
             ):
-                try:
-                    ok = crc == store.tokens_crc(c, n, data) and len(data) == n * dim * 2
-                except (TypeError, ValueError, struct.error):
-                    ok = False
-                if not ok:
+                if not (store.crc_matches(crc, store.tokens_crc, c, n, data)
+                        and len(data) == n * dim * 2):
                     raise store.damaged(f"the token vectors of chunk {c}")
                 found[c] = np.frombuffer(data, dtype=np.float16).reshape(n, dim)
         return [found.get(c, np.zeros((0, dim), dtype=np.float16)) for c in ids]

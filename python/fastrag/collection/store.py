@@ -16,7 +16,7 @@ import sqlite3
 import stat
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -74,6 +74,25 @@ def chunk_crc(chunk: int, doc: str, ord_: int, start: int, end: int, lang: str) 
 
 def tokens_crc(chunk: int, n: int, data: bytes) -> int:
     return zlib.crc32(struct.pack("<qq", chunk, n) + bytes(data))
+
+
+def crc_matches(crc: object, checksum: Callable[..., int], *columns: object) -> bool:
+    """Whether a stored row's `crc` is `checksum(*columns)`; False also for columns of another
+    type (a NULL, a number for a text), which a damaged page can hold despite the schema."""
+    try:
+        return crc == checksum(*columns)
+    except (TypeError, ValueError, OverflowError, struct.error):
+        return False
+
+
+def _upgrade_crc(checksum: Callable[..., int], what: str, *columns: object) -> int:
+    """`checksum(*columns)` of a version 1 row being upgraded; IndexFormatError for columns of
+    another type."""
+    try:
+        return checksum(*columns)
+    except (TypeError, ValueError, OverflowError, struct.error) as e:
+        raise IndexFormatError(f"{DB}: {what} holds a column of another type ({e}): the "
+                               "database is damaged; rebuild the collection") from e
 
 
 def _corrupt(e: BaseException) -> bool:
@@ -278,15 +297,15 @@ def _upgrade_v1(db: sqlite3.Connection) -> dict[str, Any]:
             for table in ("documents", "chunks", "tokens"):
                 db.execute(f"ALTER TABLE {table} ADD COLUMN crc INTEGER")
             db.executemany("UPDATE documents SET crc = ? WHERE id = ?", [
-                (doc_crc(d, t, m), d)
+                (_upgrade_crc(doc_crc, f"document {d!r}", d, t, m), d)
                 for d, t, m in db.execute("SELECT id, text, metadata FROM documents").fetchall()
             ])
             db.executemany("UPDATE chunks SET crc = ? WHERE chunk = ?", [
-                (chunk_crc(*row), row[0]) for row in
+                (_upgrade_crc(chunk_crc, f"chunk {row[0]}", *row), row[0]) for row in
                 db.execute("SELECT chunk, doc, ord, start, end, lang FROM chunks").fetchall()
             ])
             db.executemany("UPDATE tokens SET crc = ? WHERE chunk = ?", [
-                (tokens_crc(c, n, data), c)
+                (_upgrade_crc(tokens_crc, f"the token vectors of chunk {c}", c, n, data), c)
                 for c, n, data in db.execute("SELECT chunk, n, data FROM tokens").fetchall()
             ])
             settings = {**settings, "version": VERSION}
@@ -373,11 +392,7 @@ def check_id(doc_id: Any, where: str) -> str:
 
 
 def document_row(doc_id: str, text: str, metadata: str, crc: int | None) -> Document:
-    try:
-        ok = crc == doc_crc(doc_id, text, metadata)
-    except TypeError:  # a column of another type
-        ok = False
-    if not ok:
+    if not crc_matches(crc, doc_crc, doc_id, text, metadata):
         raise damaged(f"document {doc_id!r}")
     try:
         return Document(doc_id, text, {} if metadata == "{}" else json.loads(metadata))
