@@ -416,6 +416,9 @@ def test_execute_one_gives_executes_hits_as_rows(world: World, batch: Any,
             chunks = out["chunks"][0, :n]
             assert [r[2] for r in rows] == list(zip(starts[chunks].tolist(),
                                                     ends[chunks].tolist(), strict=True))
+        # a k past any padding limit is capped at the table's size (execute refuses it)
+        assert _core.execute_one(legs, world.chunk_doc, names, starts, ends, k=10**12,
+                                 fusion=fusion) == rows
 
 
 def test_execute_one_refuses_a_batch_and_short_tables(world: World, batch: Any) -> None:
@@ -432,6 +435,9 @@ def test_execute_one_refuses_a_batch_and_short_tables(world: World, batch: Any) 
         _core.execute_one(one, world.chunk_doc, names[:3], spans, spans, k=N_DOCS)
     with pytest.raises(ValueError, match="chunk_start must"):
         _core.execute_one(one, world.chunk_doc, names, spans.astype(np.int32), spans)
+    for k in (0, -1, 2.0, True):
+        with pytest.raises(ValueError, match="k must be"):
+            _core.execute_one(one, world.chunk_doc, names, spans, spans, k=k)
 
 
 def test_no_queries(world: World) -> None:

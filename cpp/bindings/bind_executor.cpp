@@ -21,10 +21,20 @@ using fastrag::bindings::checked;
 
 namespace {
 
+// An argument's name for error messages ("legs[0]" + "['depth']"), put together only when a
+// message is made: a query reads a dozen arguments, and building each name cost allocations.
+struct Name {
+  const std::string& prefix;
+  const char* key;
+  std::string str() const { return prefix + key; }
+};
+const std::string kNoPrefix;
+Name top(const char* key) { return {kNoPrefix, key}; }
+
 // An int argument (numpy integers too; not bool or float), saturated to int64, >= lo.
-std::int64_t int_arg(py::handle h, const std::string& name, std::int64_t lo) {
+std::int64_t int_arg(py::handle h, const Name& name, std::int64_t lo) {
   if (!h || PyBool_Check(h.ptr()) || PyFloat_Check(h.ptr()) || !PyIndex_Check(h.ptr()))
-    throw std::invalid_argument(name + " must be an integer >= " + std::to_string(lo) +
+    throw std::invalid_argument(name.str() + " must be an integer >= " + std::to_string(lo) +
                                 ", got " + std::string(py::repr(h)));
   auto index = py::reinterpret_steal<py::object>(PyNumber_Index(h.ptr()));
   if (!index) throw py::error_already_set();
@@ -34,26 +44,34 @@ std::int64_t int_arg(py::handle h, const std::string& name, std::int64_t lo) {
   if (overflow) v = overflow > 0 ? std::numeric_limits<long long>::max()
                                  : std::numeric_limits<long long>::min();
   if (v < lo)
-    throw std::invalid_argument(name + " must be >= " + std::to_string(lo) + ", got " +
+    throw std::invalid_argument(name.str() + " must be >= " + std::to_string(lo) + ", got " +
                                 std::string(py::repr(h)));
   return static_cast<std::int64_t>(v);
 }
 
-double float_arg(py::handle h, const std::string& name) {
+double float_arg(py::handle h, const Name& name) {
   if (!h || PyBool_Check(h.ptr()) || !(PyFloat_Check(h.ptr()) || PyIndex_Check(h.ptr())))
-    throw std::invalid_argument(name + " must be a number, got " + std::string(py::repr(h)));
+    throw std::invalid_argument(name.str() + " must be a number, got " + std::string(py::repr(h)));
   const double v = PyFloat_AsDouble(h.ptr());
   if (v == -1.0 && PyErr_Occurred()) throw py::error_already_set();
   return v;
 }
 
-py::array array_arg(py::handle h, const std::string& name) {
+// A numpy array argument of element type T, C-contiguous, `ndim` dimensions; `keep` holds it
+// (when given) while the core reads it.
+template <class T>
+const T* array_arg(py::handle h, const Name& name, py::array* out = nullptr, int ndim = 1) {
   if (!py::isinstance<py::array>(h))
-    throw std::invalid_argument(name + " must be a numpy array, got " +
+    throw std::invalid_argument(name.str() + " must be a numpy array, got " +
                                 std::string(py::str(py::type::handle_of(h).attr("__name__"))));
-  return py::reinterpret_borrow<py::array>(h);
+  auto a = py::reinterpret_borrow<py::array>(h);
+  const bool ok = a.dtype().equal(py::dtype::of<T>()) && a.ndim() == ndim &&
+                  (a.flags() & py::array::c_style);
+  const T* data = ok ? static_cast<const T*>(a.data())
+                     : checked<T>(a, name.str().c_str(), ndim);  // (raises the message)
+  if (out) *out = std::move(a);
+  return data;
 }
-
 
 constexpr std::int64_t kAll = std::int64_t{1} << 32;  // past any index's size
 
@@ -123,19 +141,20 @@ std::int64_t parse_leg(const py::handle& item, std::size_t l, fastrag::Leg& leg,
                                     (sparse ? "sparse" : "dense") + " leg");
     }
   if (!values[kDepth].is_none())
-    leg.depth = static_cast<std::size_t>(std::min(int_arg(values[kDepth], name + "['depth']", 1), kAll));
-  if (!values[kWeight].is_none()) leg.weight = float_arg(values[kWeight], name + "['weight']");
+    leg.depth = static_cast<std::size_t>(
+        std::min(int_arg(values[kDepth], {name, "['depth']"}, 1), kAll));
+  if (!values[kWeight].is_none()) leg.weight = float_arg(values[kWeight], {name, "['weight']"});
   if (!values[kAllow].is_none()) {
-    auto a = array_arg(values[kAllow], name + "['allow']");
-    leg.allow = checked<std::uint64_t>(a, (name + "['allow']").c_str());
+    py::array a;
+    leg.allow = array_arg<std::uint64_t>(values[kAllow], {name, "['allow']"}, &a);
     leg.allow_words = static_cast<std::size_t>(a.size());
-    keep.push_back(a);
+    keep.push_back(std::move(a));
   }
   if (!values[kSlotChunk].is_none()) {
-    auto a = array_arg(values[kSlotChunk], name + "['slot_chunk']");
-    leg.slot_chunk = checked<std::uint32_t>(a, (name + "['slot_chunk']").c_str());
+    py::array a;
+    leg.slot_chunk = array_arg<std::uint32_t>(values[kSlotChunk], {name, "['slot_chunk']"}, &a);
     leg.slot_chunk_size = static_cast<std::size_t>(a.size());
-    keep.push_back(a);
+    keep.push_back(std::move(a));
   }
   std::int64_t n = -1;
   if (sparse) {
@@ -143,10 +162,10 @@ std::int64_t parse_leg(const py::handle& item, std::size_t l, fastrag::Leg& leg,
     if (!values[kAlgorithm].is_none())
       leg.algorithm = fastrag::parse_algorithm(py::cast<std::string>(values[kAlgorithm]));
     if (!values[kIndptr].is_none() || !values[kTerms].is_none()) {
-      auto indptr = array_arg(values[kIndptr], name + "['indptr']");
-      auto terms = array_arg(values[kTerms], name + "['terms']");
-      const auto* p = checked<std::int64_t>(indptr, (name + "['indptr']").c_str());
-      leg.sparse_queries.terms = checked<std::uint32_t>(terms, (name + "['terms']").c_str());
+      py::array indptr, terms;
+      const auto* p = array_arg<std::int64_t>(values[kIndptr], {name, "['indptr']"}, &indptr);
+      leg.sparse_queries.terms =
+          array_arg<std::uint32_t>(values[kTerms], {name, "['terms']"}, &terms);
       if (indptr.size() < 1)
         throw std::invalid_argument(name + "['indptr'] must hold n_queries + 1 entries");
       n = indptr.size() - 1;
@@ -159,8 +178,8 @@ std::int64_t parse_leg(const py::handle& item, std::size_t l, fastrag::Leg& leg,
       keep.push_back(indptr);
       keep.push_back(terms);
       if (!values[kWeights].is_none()) {
-        auto w = array_arg(values[kWeights], name + "['weights']");
-        leg.sparse_queries.weights = checked<float>(w, (name + "['weights']").c_str());
+        py::array w;
+        leg.sparse_queries.weights = array_arg<float>(values[kWeights], {name, "['weights']"}, &w);
         if (w.size() != terms.size())
           throw std::invalid_argument(name + ": weights must have one entry per query term");
         keep.push_back(w);
@@ -173,8 +192,8 @@ std::int64_t parse_leg(const py::handle& item, std::size_t l, fastrag::Leg& leg,
     leg.dense = index.cast<const HnswIndex*>();
     const std::uint32_t dim = leg.dense->params().dim;
     if (!values[kQueries].is_none()) {
-      auto q = array_arg(values[kQueries], name + "['queries']");
-      leg.dense_queries = checked<float>(q, (name + "['queries']").c_str(), 2);
+      py::array q;
+      leg.dense_queries = array_arg<float>(values[kQueries], {name, "['queries']"}, &q, 2);
       if (q.shape(1) != static_cast<py::ssize_t>(dim))
         throw std::invalid_argument(name + "['queries']: expected " + std::to_string(dim) +
                                     " dimensions, got " + std::to_string(q.shape(1)));
@@ -184,21 +203,21 @@ std::int64_t parse_leg(const py::handle& item, std::size_t l, fastrag::Leg& leg,
       throw std::invalid_argument(name + ": a dense leg needs 'queries' (n_queries, dim)");
     }
     if (!values[kEf].is_none())
-      leg.ef = static_cast<std::size_t>(std::min(int_arg(values[kEf], name + "['ef']", 1), kAll));
+      leg.ef = static_cast<std::size_t>(std::min(int_arg(values[kEf], {name, "['ef']"}, 1), kAll));
     if (!values[kDims].is_none())
       leg.dims = static_cast<std::uint32_t>(
-          std::min<std::int64_t>(int_arg(values[kDims], name + "['dims']", 0), 0xFFFFFFFFLL));
+          std::min<std::int64_t>(int_arg(values[kDims], {name, "['dims']"}, 0), 0xFFFFFFFFLL));
     if (!values[kExact].is_none()) leg.exact = py::cast<bool>(values[kExact]);
     if (values[kRescore].is_none())
       leg.rescore_auto = true;  // DenseIndex.search's default for the depth searched
     else
       leg.rescore = static_cast<std::size_t>(
-          std::min(int_arg(values[kRescore], name + "['rescore']", 0), kAll));
+          std::min(int_arg(values[kRescore], {name, "['rescore']"}, 0), kAll));
     if (values[kExactBelow].is_none())  // DenseIndex.search's default
       leg.exact_below = leg.allow ? std::max<std::size_t>(1000, leg.dense->live() / 50) : 0;
     else
       leg.exact_below = static_cast<std::size_t>(
-          std::min(int_arg(values[kExactBelow], name + "['exact_below']", 0), kAll));
+          std::min(int_arg(values[kExactBelow], {name, "['exact_below']"}, 0), kAll));
   }
   return n;
 }
@@ -235,16 +254,16 @@ void parse_call(Call& call, const py::list& legs_arg, const py::object& chunk_do
   opt.fusion = fastrag::parse_fusion(fusion);
   opt.aggregate = fastrag::parse_aggregate(aggregate);
   opt.rrf_k = rrf_k;
-  const std::int64_t threads = int_arg(threads_arg, "threads", 0);
+  const std::int64_t threads = int_arg(threads_arg, top("threads"), 0);
   opt.threads = static_cast<int>(std::min<std::int64_t>(threads, 1 << 16));
-  auto chunk_doc = array_arg(chunk_doc_arg, "chunk_doc");
-  opt.chunk_doc = checked<std::uint32_t>(chunk_doc, "chunk_doc");
+  py::array chunk_doc;
+  opt.chunk_doc = array_arg<std::uint32_t>(chunk_doc_arg, top("chunk_doc"), &chunk_doc);
   opt.n_chunks = static_cast<std::size_t>(chunk_doc.size());
   keep.push_back(chunk_doc);
   // At most n_chunks documents (or chunks) can come back: a width past that is padding, fine
   // while small, refused when the padding alone would be large (over 2**24 cells).
   auto width = [&](const py::object& arg, const char* name, std::int64_t lo) {
-    const std::int64_t w = int_arg(arg, name, lo);
+    const std::int64_t w = int_arg(arg, top(name), lo);
     constexpr std::uint64_t kMaxPadded = std::uint64_t{1} << 24;
     if (static_cast<std::uint64_t>(w) > opt.n_chunks &&
         static_cast<std::uint64_t>(w) > kMaxPadded / std::max<std::size_t>(nq, 1))
@@ -320,16 +339,21 @@ py::list execute_one(const py::list& legs_arg, const py::object& chunk_doc_arg,
                      const py::list& doc_ids, const py::object& start_arg,
                      const py::object& end_arg, const py::object& k_arg,
                      const std::string& fusion, double rrf_k, const std::string& aggregate) {
+  // No more documents than chunks can come back: k is capped at the table's size (a large k
+  // on a small collection is no error here, as it is not for a search).
+  const auto table_size = py::isinstance<py::array>(chunk_doc_arg)  // (checked in parse_call)
+                              ? py::reinterpret_borrow<py::array>(chunk_doc_arg).size() : 0;
+  const std::int64_t k_capped =
+      std::min<std::int64_t>(int_arg(k_arg, top("k"), 1), std::max<py::ssize_t>(table_size, 1));
   Call call;
-  parse_call(call, legs_arg, chunk_doc_arg, k_arg, fusion, rrf_k, aggregate, py::int_(1),
-             py::int_(0));
+  parse_call(call, legs_arg, chunk_doc_arg, py::int_(k_capped), fusion, rrf_k, aggregate,
+             py::int_(1), py::int_(0));
   if (call.nq != 1)
     throw std::invalid_argument("execute_one runs one query; the legs hold " +
                                 std::to_string(call.nq));
-  auto starts = array_arg(start_arg, "chunk_start");
-  auto ends = array_arg(end_arg, "chunk_end");
-  const auto* start = checked<std::int64_t>(starts, "chunk_start");
-  const auto* end = checked<std::int64_t>(ends, "chunk_end");
+  py::array starts, ends;
+  const auto* start = array_arg<std::int64_t>(start_arg, top("chunk_start"), &starts);
+  const auto* end = array_arg<std::int64_t>(end_arg, top("chunk_end"), &ends);
   const std::size_t n_chunks = call.opt.n_chunks;
   if (static_cast<std::size_t>(starts.size()) < n_chunks ||
       static_cast<std::size_t>(ends.size()) < n_chunks)
@@ -347,15 +371,35 @@ py::list execute_one(const py::list& legs_arg, const py::object& chunk_doc_arg,
     fastrag::execute(call.legs, 1, call.opt, out);
   }
   const auto n_docs = static_cast<std::int64_t>(doc_ids.size());
-  py::list rows;
-  for (std::size_t j = 0; j < k && docs[j] >= 0; ++j) {
-    const std::int64_t c = chunks[j];  // a chunk of chunk_doc (the executor maps no other)
-    if (docs[j] >= n_docs)
-      throw std::invalid_argument("chunk_doc names document " + std::to_string(docs[j]) +
+  std::size_t n = 0;
+  for (; n < k && docs[n] >= 0; ++n) {
+    if (docs[n] >= n_docs)
+      throw std::invalid_argument("chunk_doc names document " + std::to_string(docs[n]) +
                                   " but doc_ids holds " + std::to_string(n_docs));
-    rows.append(py::make_tuple(doc_ids[static_cast<std::size_t>(docs[j])],
-                               static_cast<double>(scores[j]),
-                               py::make_tuple(start[c], end[c])));
+    // the spans and the id strings are read at random places: ask for them all first so
+    // that the cache misses overlap
+    const std::int64_t c = chunks[n];  // a chunk of chunk_doc (the executor maps no other)
+    __builtin_prefetch(start + c);
+    __builtin_prefetch(end + c);
+    __builtin_prefetch(PyList_GET_ITEM(doc_ids.ptr(), docs[n]));
+  }
+  auto rows = py::reinterpret_steal<py::list>(PyList_New(static_cast<py::ssize_t>(n)));
+  if (!rows) throw py::error_already_set();
+  for (std::size_t j = 0; j < n; ++j) {
+    const std::int64_t c = chunks[j];
+    auto id = py::reinterpret_borrow<py::object>(PyList_GET_ITEM(doc_ids.ptr(), docs[j]));
+    auto score = py::reinterpret_steal<py::object>(PyFloat_FromDouble(scores[j]));
+    auto a = py::reinterpret_steal<py::object>(PyLong_FromLongLong(start[c]));
+    auto b = py::reinterpret_steal<py::object>(PyLong_FromLongLong(end[c]));
+    auto span = py::reinterpret_steal<py::object>(PyTuple_New(2));
+    auto row = py::reinterpret_steal<py::object>(PyTuple_New(3));
+    if (!score || !a || !b || !span || !row) throw py::error_already_set();
+    PyTuple_SET_ITEM(span.ptr(), 0, a.release().ptr());
+    PyTuple_SET_ITEM(span.ptr(), 1, b.release().ptr());
+    PyTuple_SET_ITEM(row.ptr(), 0, id.release().ptr());
+    PyTuple_SET_ITEM(row.ptr(), 1, score.release().ptr());
+    PyTuple_SET_ITEM(row.ptr(), 2, span.release().ptr());
+    PyList_SET_ITEM(rows.ptr(), static_cast<py::ssize_t>(j), row.release().ptr());
   }
   return rows;
 }
@@ -382,9 +426,9 @@ explain_scores (n, k, n_legs + 1) float32 and explain_ranks int32 (None unless e
 fused_chunks (n, fused) int64 and fused_scores float32: the first `fused` fused chunks of known
 documents, for rerank stages (None unless fused > 0).)doc");
   m.def("execute_one", &execute_one, py::arg("legs"), py::arg("chunk_doc"), py::arg("doc_ids"),
-        py::arg("chunk_start"), py::arg("chunk_end"), py::kw_only(), py::arg("k") = 10,
+        py::arg("chunk_start"), py::arg("chunk_end"), py::arg("k") = 10,
         py::arg("fusion") = "rrf", py::arg("rrf_k") = 60.0, py::arg("aggregate") = "max",
         R"doc(`execute` for one query on one thread, its hits as a list of (doc_ids[ordinal],
 score, (chunk_start[chunk], chunk_end[chunk])) tuples for the best chunk of each document,
-best first (fewer than k when fewer documents match). chunk_start, chunk_end: int64 per chunk.)doc");
+best first (fewer than k when fewer documents match). chunk_start, chunk_end: int64 per chunk. k is capped at len(chunk_doc).)doc");
 }

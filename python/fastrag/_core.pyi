@@ -246,14 +246,14 @@ def execute_one(
     doc_ids: list[str],
     chunk_start: npt.NDArray[np.int64],
     chunk_end: npt.NDArray[np.int64],
-    *,
     k: int = 10,
     fusion: Literal["rrf", "minmax", "convex", "zscore", "dbsf"] = "rrf",
     rrf_k: float = 60.0,
     aggregate: Literal["max", "sum"] = "max",
 ) -> list[tuple[str, float, tuple[int, int]]]:
     """`execute` for one query on this thread: (doc_ids[ordinal], score, (start, end) of the
-    best chunk) per document, best first."""
+    best chunk) per document, best first; k is capped at len(chunk_doc). The arguments may be
+    given by position (the query path does: a keyword costs a lookup per call)."""
 
 class AsciiWordCache:
     """ASCII text -> term ids by the English analyzer's rules (runs of [A-Za-z0-9_] of at

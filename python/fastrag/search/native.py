@@ -17,7 +17,7 @@ from fastrag import _core
 from fastrag.search.corpus import Corpus
 from fastrag.search.retrievers import BaseRetriever
 
-__all__ = ["NATIVE_FUSIONS", "run", "run_one"]
+__all__ = ["NATIVE_FUSIONS", "OneQuery", "run"]
 
 #: Fusions the executor runs, with the options it takes: RRF's k as ``rrf_k``, and the
 #: weights, which reach it as each leg's weight (``Pipeline.weights`` resolves them).
@@ -76,33 +76,36 @@ def run(
     return out
 
 
-def run_one(
-    corpus: Corpus,
-    legs: Sequence[tuple[BaseRetriever, float]],
-    query: str,
-    vectors: np.ndarray | None,
-    *,
-    k: int,
-    fusion: str,
-    fusion_options: Mapping[str, Any],
-    aggregate: str,
-) -> list[tuple[str, float, tuple[int, int]]]:
-    """`run` for one query without a filter, on this thread: its hits as (document id,
-    score, span of the best chunk) tuples, best first (``_core.execute_one``)."""
-    table = corpus.chunk_table()
-    k = min(k, max(1, len(table.hits)))
-    fusion_name, aggregate_name = _names(fusion, aggregate)
-    opened: list[Any] = []
-    try:
-        specs = _open_legs(corpus, legs, [query], vectors, None, k, opened)
-        return _core.execute_one(
-            specs, table.chunk_doc, table.doc_ids, table.chunk_start, table.chunk_end, k=k,
-            fusion=fusion_name, rrf_k=float(fusion_options.get("k", 60.0)),
-            aggregate=aggregate_name,
-        )
-    finally:
-        for index in opened:
-            index.native_close()
+class OneQuery:
+    """A pipeline's legs prepared for the one-query path (one query without a filter, on this
+    thread): the fusion and aggregation names and RRF's k resolved once, then `run` per query
+    (``_core.execute_one``)."""
+
+    __slots__ = ("aggregate", "fusion", "legs", "rrf_k", "uses_encoder")
+
+    def __init__(self, legs: Sequence[tuple[BaseRetriever, float]], *, fusion: str,
+                 fusion_options: Mapping[str, Any], aggregate: str) -> None:
+        self.legs = list(legs)
+        self.uses_encoder = any(r.uses_encoder for r, _ in self.legs)
+        self.fusion, self.aggregate = _names(fusion, aggregate)
+        self.rrf_k = float(fusion_options.get("k", 60.0))
+
+    def run(self, corpus: Corpus, query: str, vectors: np.ndarray | None,
+            k: int) -> list[tuple[str, float, tuple[int, int]]]:
+        """The query's hits as (document id, score, span of the best chunk) tuples, best
+        first (``execute_one`` caps k at the chunk table's size)."""
+        table = corpus.chunk_table()
+        opened: list[Any] = []
+        try:
+            specs = _open_legs(corpus, self.legs, [query], vectors, None, k, opened)
+            # positional: pybind looks each keyword up by a str made from its name
+            return _core.execute_one(
+                specs, table.chunk_doc, table.doc_ids, table.chunk_start, table.chunk_end,
+                k, self.fusion, self.rrf_k, self.aggregate,
+            )
+        finally:
+            for index in opened:
+                index.native_close()
 
 
 def _names(fusion: str, aggregate: str) -> tuple[NativeFusion, Literal["max", "sum"]]:

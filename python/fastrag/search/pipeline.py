@@ -166,7 +166,7 @@ class Pipeline:
     # what a single query needs that does not depend on it (see `_one`), made once
     _fixed: tuple[float, ...] | None = field(default=None, init=False, repr=False,
                                              compare=False)
-    _legs: dict[tuple[float, ...], tuple[list[tuple[BaseRetriever, float]], bool] | None] = field(
+    _legs: dict[tuple[float, ...], native.OneQuery | None] = field(
         default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -367,15 +367,15 @@ class Pipeline:
             weights = tuple(planned)
         if weights not in self._legs:
             run = [(r, w) for r, w in zip(self.retrievers, weights, strict=True) if w > 0]
-            self._legs[weights] = ((run, any(r.uses_encoder for r, _ in run))
-                                   if run and native.supported(
-                                       self.fusion, self.fusion_options, run) else None)
-        planned_legs = self._legs[weights]
-        if planned_legs is None or not getattr(corpus, "native", True):
+            self._legs[weights] = (native.OneQuery(
+                run, fusion=self.fusion, fusion_options=self.fusion_options,
+                aggregate=self.aggregate)
+                if run and native.supported(self.fusion, self.fusion_options, run) else None)
+        plan = self._legs[weights]
+        if plan is None or not getattr(corpus, "native", True):
             return None
-        legs, uses_encoder = planned_legs
         encode = 0.0
-        if vectors is None and uses_encoder:
+        if vectors is None and plan.uses_encoder:
             encoder = _encoder_of(corpus)
             t1 = time.perf_counter()
             vectors = encoder.encode_queries([query])
@@ -386,12 +386,11 @@ class Pipeline:
         reader = getattr(corpus, "reader", None)
         read = None if reader is None else reader()
         if read is None:
-            (found,) = self._native(corpus, legs, [query], vectors, None, k, False, 1)
+            (found,) = self._native(corpus, plan.legs, [query], vectors, None, k, False, 1)
         else:
             of = LazyResult.of
-            found = [of(doc_id, score, read, span) for doc_id, score, span in native.run_one(
-                corpus, legs, query, vectors, k=k, fusion=self.fusion,
-                fusion_options=self.fusion_options, aggregate=self.aggregate)]
+            found = [of(doc_id, score, read, span)
+                     for doc_id, score, span in plan.run(corpus, query, vectors, k)]
         if timings is not None:
             t2 = time.perf_counter()
             timings.update(encode=encode, search=t2 - t1, total=t2 - t0)
