@@ -57,10 +57,15 @@ double float_arg(py::handle h, const Name& name) {
   return v;
 }
 
-// A numpy array argument of element type T, C-contiguous, `ndim` dimensions; `keep` holds it
-// (when given) while the core reads it.
+// A numpy array argument of element type T, C-contiguous, `ndim` dimensions: its data and
+// the array (borrowed, for `keep`; no new array is made).
 template <class T>
-const T* array_arg(py::handle h, const Name& name, py::array* out = nullptr, int ndim = 1) {
+struct ArrayArg {
+  const T* data;
+  py::array array;
+};
+template <class T>
+ArrayArg<T> array_arg(py::handle h, const Name& name, int ndim = 1) {
   if (!py::isinstance<py::array>(h))
     throw std::invalid_argument(name.str() + " must be a numpy array, got " +
                                 std::string(py::str(py::type::handle_of(h).attr("__name__"))));
@@ -69,8 +74,7 @@ const T* array_arg(py::handle h, const Name& name, py::array* out = nullptr, int
                   (a.flags() & py::array::c_style);
   const T* data = ok ? static_cast<const T*>(a.data())
                      : checked<T>(a, name.str().c_str(), ndim);  // (raises the message)
-  if (out) *out = std::move(a);
-  return data;
+  return {data, std::move(a)};
 }
 
 constexpr std::int64_t kAll = std::int64_t{1} << 32;  // past any index's size
@@ -145,16 +149,16 @@ std::int64_t parse_leg(const py::handle& item, std::size_t l, fastrag::Leg& leg,
         std::min(int_arg(values[kDepth], {name, "['depth']"}, 1), kAll));
   if (!values[kWeight].is_none()) leg.weight = float_arg(values[kWeight], {name, "['weight']"});
   if (!values[kAllow].is_none()) {
-    py::array a;
-    leg.allow = array_arg<std::uint64_t>(values[kAllow], {name, "['allow']"}, &a);
-    leg.allow_words = static_cast<std::size_t>(a.size());
-    keep.push_back(std::move(a));
+    auto a = array_arg<std::uint64_t>(values[kAllow], {name, "['allow']"});
+    leg.allow = a.data;
+    leg.allow_words = static_cast<std::size_t>(a.array.size());
+    keep.push_back(std::move(a.array));
   }
   if (!values[kSlotChunk].is_none()) {
-    py::array a;
-    leg.slot_chunk = array_arg<std::uint32_t>(values[kSlotChunk], {name, "['slot_chunk']"}, &a);
-    leg.slot_chunk_size = static_cast<std::size_t>(a.size());
-    keep.push_back(std::move(a));
+    auto a = array_arg<std::uint32_t>(values[kSlotChunk], {name, "['slot_chunk']"});
+    leg.slot_chunk = a.data;
+    leg.slot_chunk_size = static_cast<std::size_t>(a.array.size());
+    keep.push_back(std::move(a.array));
   }
   std::int64_t n = -1;
   if (sparse) {
@@ -162,10 +166,9 @@ std::int64_t parse_leg(const py::handle& item, std::size_t l, fastrag::Leg& leg,
     if (!values[kAlgorithm].is_none())
       leg.algorithm = fastrag::parse_algorithm(py::cast<std::string>(values[kAlgorithm]));
     if (!values[kIndptr].is_none() || !values[kTerms].is_none()) {
-      py::array indptr, terms;
-      const auto* p = array_arg<std::int64_t>(values[kIndptr], {name, "['indptr']"}, &indptr);
-      leg.sparse_queries.terms =
-          array_arg<std::uint32_t>(values[kTerms], {name, "['terms']"}, &terms);
+      auto [p, indptr] = array_arg<std::int64_t>(values[kIndptr], {name, "['indptr']"});
+      auto [t, terms] = array_arg<std::uint32_t>(values[kTerms], {name, "['terms']"});
+      leg.sparse_queries.terms = t;
       if (indptr.size() < 1)
         throw std::invalid_argument(name + "['indptr'] must hold n_queries + 1 entries");
       n = indptr.size() - 1;
@@ -178,8 +181,8 @@ std::int64_t parse_leg(const py::handle& item, std::size_t l, fastrag::Leg& leg,
       keep.push_back(indptr);
       keep.push_back(terms);
       if (!values[kWeights].is_none()) {
-        py::array w;
-        leg.sparse_queries.weights = array_arg<float>(values[kWeights], {name, "['weights']"}, &w);
+        auto [weights, w] = array_arg<float>(values[kWeights], {name, "['weights']"});
+        leg.sparse_queries.weights = weights;
         if (w.size() != terms.size())
           throw std::invalid_argument(name + ": weights must have one entry per query term");
         keep.push_back(w);
@@ -192,8 +195,8 @@ std::int64_t parse_leg(const py::handle& item, std::size_t l, fastrag::Leg& leg,
     leg.dense = index.cast<const HnswIndex*>();
     const std::uint32_t dim = leg.dense->params().dim;
     if (!values[kQueries].is_none()) {
-      py::array q;
-      leg.dense_queries = array_arg<float>(values[kQueries], {name, "['queries']"}, &q, 2);
+      auto [queries, q] = array_arg<float>(values[kQueries], {name, "['queries']"}, 2);
+      leg.dense_queries = queries;
       if (q.shape(1) != static_cast<py::ssize_t>(dim))
         throw std::invalid_argument(name + "['queries']: expected " + std::to_string(dim) +
                                     " dimensions, got " + std::to_string(q.shape(1)));
@@ -256,10 +259,10 @@ void parse_call(Call& call, const py::list& legs_arg, const py::object& chunk_do
   opt.rrf_k = rrf_k;
   const std::int64_t threads = int_arg(threads_arg, top("threads"), 0);
   opt.threads = static_cast<int>(std::min<std::int64_t>(threads, 1 << 16));
-  py::array chunk_doc;
-  opt.chunk_doc = array_arg<std::uint32_t>(chunk_doc_arg, top("chunk_doc"), &chunk_doc);
-  opt.n_chunks = static_cast<std::size_t>(chunk_doc.size());
-  keep.push_back(chunk_doc);
+  auto chunk_doc = array_arg<std::uint32_t>(chunk_doc_arg, top("chunk_doc"));
+  opt.chunk_doc = chunk_doc.data;
+  opt.n_chunks = static_cast<std::size_t>(chunk_doc.array.size());
+  keep.push_back(std::move(chunk_doc.array));
   // At most n_chunks documents (or chunks) can come back: a width past that is padding, fine
   // while small, refused when the padding alone would be large (over 2**24 cells).
   auto width = [&](const py::object& arg, const char* name, std::int64_t lo) {
@@ -351,9 +354,8 @@ py::list execute_one(const py::list& legs_arg, const py::object& chunk_doc_arg,
   if (call.nq != 1)
     throw std::invalid_argument("execute_one runs one query; the legs hold " +
                                 std::to_string(call.nq));
-  py::array starts, ends;
-  const auto* start = array_arg<std::int64_t>(start_arg, top("chunk_start"), &starts);
-  const auto* end = array_arg<std::int64_t>(end_arg, top("chunk_end"), &ends);
+  auto [start, starts] = array_arg<std::int64_t>(start_arg, top("chunk_start"));
+  auto [end, ends] = array_arg<std::int64_t>(end_arg, top("chunk_end"));
   const std::size_t n_chunks = call.opt.n_chunks;
   if (static_cast<std::size_t>(starts.size()) < n_chunks ||
       static_cast<std::size_t>(ends.size()) < n_chunks)
