@@ -53,6 +53,19 @@ def test_lazy_results_read_what_an_eager_search_returns(col: Collection) -> None
         (r.id, r.text, r.metadata, r.span) for r in want]
 
 
+def test_many_makes_what_of_makes(col: Collection) -> None:
+    read = col.reader()
+    assert read is not None
+    rows = [("comet", 2.5, (0, 10)), ("apple", 1.0, (3, 8))]
+    many = LazyResult.many(rows, read)
+    one_by_one = [LazyResult.of(d, s, read, span) for d, s, span in rows]
+    assert [type(r) for r in many] == [LazyResult, LazyResult]
+    assert many == one_by_one
+    assert [(r.id, r.score, r.span, r.text, r.stages, r.scored_by) for r in many] == [
+        (d, s, span, DOCS[d], {}, None) for d, s, span in rows]
+    assert LazyResult.many([], read) == []
+
+
 def test_lazy_results_equal_copy_pickle_and_replace_as_results(col: Collection) -> None:
     (r, *_) = col.search("orchard", method="bm25")
     plain = Result(r.id, r.score, DOCS[r.id], {"n": 0}, r.span, {})

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
@@ -106,6 +106,20 @@ class LazyResult(Result):
         if stages:  # else an empty dict when first used, as `skipped`; scored_by None
             self.stages = stages
         return self
+
+    @classmethod
+    def many(cls, rows: Iterable[tuple[str, float, tuple[int, int]]],
+             read: Callable[[str], Document]) -> list[Result]:
+        """`of` for (doc_id, score, span) rows sharing one `read`, in one loop (the query
+        path's results: a call per result cost more than the result)."""
+        out: list[Result] = []
+        new = object.__new__
+        for doc_id, score, span in rows:
+            self = new(cls)
+            self.id, self.score, self.span, self._key, self._read = (doc_id, score, span,
+                                                                     doc_id, read)
+            out.append(self)
+        return out
 
     def __getattr__(self, name: str) -> Any:
         # reached only while the attribute is unset: text and metadata before their first
@@ -388,9 +402,7 @@ class Pipeline:
         if read is None:
             (found,) = self._native(corpus, plan.legs, [query], vectors, None, k, False, 1)
         else:
-            of = LazyResult.of
-            found = [of(doc_id, score, read, span)
-                     for doc_id, score, span in plan.run(corpus, query, vectors, k)]
+            found = LazyResult.many(plan.run(corpus, query, vectors, k), read)
         if timings is not None:
             t2 = time.perf_counter()
             timings.update(encode=encode, search=t2 - t1, total=t2 - t0)
