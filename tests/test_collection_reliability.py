@@ -325,18 +325,23 @@ def test_missing_index_files_are_a_format_error(tmp_path: Path) -> None:
         reopen(path)
 
 
-def test_a_version_1_collection_is_upgraded_with_checksums(tmp_path: Path) -> None:
-    path = tmp_path / "c"
-    col = new(path)
-    before = state(col)
-    col.close()
+def as_version_1(path: Path) -> sqlite3.Connection:
+    """The collection's database made as format 1 wrote it (no row checksums); open."""
     db = sqlite3.connect(path / "collection.sqlite")
     with db:
         for table in ("documents", "chunks", "tokens"):
             db.execute(f"ALTER TABLE {table} DROP COLUMN crc")
         settings = store.get_meta(db, "settings")
         store.set_meta(db, "settings", {**settings, "version": 1})
-    db.close()
+    return db
+
+
+def test_a_version_1_collection_is_upgraded_with_checksums(tmp_path: Path) -> None:
+    path = tmp_path / "c"
+    col = new(path)
+    before = state(col)
+    col.close()
+    as_version_1(path).close()
     col = reopen(path)
     assert col.settings["version"] == store.VERSION
     assert state(col) == before
@@ -356,12 +361,7 @@ def test_a_damaged_version_1_collection_is_refused_and_left_as_it_was(
 ) -> None:
     path = tmp_path / "c"
     new(path).close()
-    db = sqlite3.connect(path / "collection.sqlite")
-    with db:
-        for table in ("documents", "chunks", "tokens"):
-            db.execute(f"ALTER TABLE {table} DROP COLUMN crc")
-        settings = store.get_meta(db, "settings")
-        store.set_meta(db, "settings", {**settings, "version": 1})
+    db = as_version_1(path)
     db.executescript(damage)
     db.close()
     if "writable_schema" in damage:
