@@ -76,12 +76,16 @@ def tokens_crc(chunk: int, n: int, data: bytes) -> int:
     return zlib.crc32(struct.pack("<qq", chunk, n) + bytes(data))
 
 
+# what a checksum function raises for columns of another type than the schema's
+_WRONG_TYPE = (TypeError, ValueError, OverflowError, struct.error)
+
+
 def crc_matches(crc: object, checksum: Callable[..., int], *columns: object) -> bool:
     """Whether a stored row's `crc` is `checksum(*columns)`; False also for columns of another
     type (a NULL, a number for a text), which a damaged page can hold despite the schema."""
     try:
         return crc == checksum(*columns)
-    except (TypeError, ValueError, OverflowError, struct.error):
+    except _WRONG_TYPE:
         return False
 
 
@@ -90,7 +94,7 @@ def _upgrade_crc(checksum: Callable[..., int], what: str, *columns: object) -> i
     another type."""
     try:
         return checksum(*columns)
-    except (TypeError, ValueError, OverflowError, struct.error) as e:
+    except _WRONG_TYPE as e:
         raise IndexFormatError(f"{DB}: {what} holds a column of another type ({e}): the "
                                "database is damaged; rebuild the collection") from e
 
